@@ -1,0 +1,37 @@
+"""What hardware and software a measurement ran on (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+from typing import Any
+
+from .devices import cpu_model_name, usable_cores
+
+PACKAGES = ("torch", "transformers", "peft", "optimum-quanto", "nvidia-ml-py", "diffusers", "pytest-efficientllm")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = ""
+    return out
+
+
+def host_fingerprint(threads: int) -> dict[str, Any]:
+    """CPU, OS, Python and library versions, and the torch thread count used."""
+    return {
+        "cpu_model": cpu_model_name(),
+        "cpu_cores_usable": usable_cores(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "machine": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": sys.version.split()[0],
+        "packages": package_versions(),
+    }

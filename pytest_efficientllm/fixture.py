@@ -1,0 +1,204 @@
+"""The `efficiency` fixture's object: what a test calls to measure and to record facts."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .marker import MarkerSpec
+from .measure import Meter, WindowResult, Work, derive_metrics
+from .metrics import CATALOG
+from .record import Metric, Record
+from .session import EfficiencySession
+
+
+class MeasurementError(RuntimeError):
+    """Misuse of the fixture inside a test (e.g. two workloads in one test)."""
+
+
+class Efficiency:
+    """Measures one workload per test and collects counted facts beside it.
+
+    Exactly one of `measure`, `generate` or a series of `window` blocks supplies the
+    measured workload of a test (parametrize to measure several); `count`, `quality`,
+    `compression` and `settings` add facts to the same record.
+    """
+
+    def __init__(self, session: EfficiencySession, nodeid: str, spec: MarkerSpec) -> None:
+        self._session = session
+        self.spec = spec
+        self.meter = Meter(session.backend)
+        self.record = Record(
+            nodeid=nodeid,
+            profile=session.profile,
+            fingerprint=dict(session.fingerprint),
+            settings={
+                "rounds": spec.protocol.rounds,
+                "warmup": spec.protocol.warmup,
+                "min_time_s": spec.protocol.min_time_s,
+                "workload": spec.workload,
+                "threads": session.threads,
+            },
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        self._mode: str | None = None
+        self._windows: WindowResult | None = None
+        self._work: Work | None = None
+
+    # -- the measured workload -------------------------------------------------------
+
+    def _claim(self, mode: str) -> None:
+        if self._mode is not None and not (mode == "window" and self._mode == "window"):
+            raise MeasurementError(
+                f"{self.record.nodeid}: this test already measured a workload with {self._mode}(); "
+                "one measured workload per test — parametrize the test to measure another"
+            )
+        self._mode = mode
+
+    def _work_of(self, tokens: int | None, samples: int | None, params: int | None, flops: int | None) -> Work:
+        return Work(tokens=tokens, samples=samples, params=params, flops=flops,
+                    kind=self.spec.workload, count_flops=self.spec.count_flops)
+
+    def _finish(self, result: WindowResult, work: Work, flops: Metric) -> Record:
+        for metric in derive_metrics(result, work, flops, self._session.backend).values():
+            self.record.add(metric)
+        return self.record
+
+    def measure(self, fn: Callable[[], Any], *, tokens: int | None = None, samples: int | None = None,
+                params: int | None = None, flops: int | None = None) -> Record:
+        """Warm up, count FLOPs once (untimed), then time rounds of `fn` in one telemetry window.
+
+        `tokens`/`samples` are per call of `fn`; `params` enables the study's per-parameter
+        throughputs; `flops` per call, when known exactly, skips the counting run.
+        """
+        self._claim("measure")
+        work = self._work_of(tokens, samples, params, flops)
+        protocol = self.spec.protocol
+        flops_metric = self.meter.flops_of(fn, work)
+        self.meter.warm_up(fn, protocol.warmup)
+        result = self.meter.run_window(fn, protocol)
+        return self._finish(result, work, flops_metric)
+
+    def generate(self, model: Any, input_ids: Any, *, max_new_tokens: int, params: int | None = None,
+                 **generate_kwargs: Any) -> Record:
+        """Measure `model.generate` with a fixed amount of work per round, with TTFT and TPOT.
+
+        `min_new_tokens` is forced to `max_new_tokens` so every round generates the same
+        number of tokens; tokens are counted from the returned ids (batch x new tokens).
+        """
+        self._claim("generate")
+        batch, prompt_len = int(input_ids.shape[0]), int(input_ids.shape[1])
+        first_token_at: list[float] = []
+        outputs: list[Any] = []
+
+        class _FirstTokenClock:
+            # transformers calls put() with the prompt first, then once per new token.
+            def __init__(self) -> None:
+                self.calls = 0
+
+            def put(self, value: Any) -> None:
+                self.calls += 1
+                if self.calls == 2:
+                    first_token_at.append(time.perf_counter())
+
+            def end(self) -> None:
+                pass
+
+        started: list[float] = []
+
+        def one_round() -> None:
+            started.append(time.perf_counter())
+            outputs.append(model.generate(input_ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                                          streamer=_FirstTokenClock(), **generate_kwargs))
+
+        work = self._work_of(batch * max_new_tokens, batch, params, None)
+        protocol = self.spec.protocol
+        flops_metric = self.meter.flops_of(one_round, work)
+        self.meter.warm_up(one_round, protocol.warmup)
+        started.clear(); first_token_at.clear(); outputs.clear()  # noqa: E702 - reset after warm-up
+        result = self.meter.run_window(one_round, protocol)
+        new_tokens = int(outputs[-1].shape[1]) - prompt_len
+        if new_tokens != max_new_tokens:
+            raise MeasurementError(f"{self.record.nodeid}: generate produced {new_tokens} new tokens, expected {max_new_tokens}")
+        result.ttft_s = [f - s for s, f in zip(started, first_token_at)]
+        result.output_tokens = new_tokens
+        self.record.settings.update({"max_new_tokens": max_new_tokens, "batch": batch, "prompt_tokens": prompt_len})
+        return self._finish(result, work, flops_metric)
+
+    @contextlib.contextmanager
+    def window(self, *, tokens: int | None = None, samples: int | None = None, params: int | None = None,
+               flops: int | None = None) -> Iterator[Record]:
+        """Measure the body of a `with` block as one round; repeat the block for more rounds.
+
+        For work that cannot be wrapped in a callable. FLOPs are not counted here (the
+        body cannot be re-run): pass `flops=` when known.
+        """
+        self._claim("window")
+        work = Work(tokens=tokens, samples=samples, params=params, flops=flops, kind=self.spec.workload, count_flops=False)
+        if self._work is not None and self._work != work:
+            raise MeasurementError(f"{self.record.nodeid}: every window of a test must describe the same work per round")
+        self._work = work
+        with self.meter.block_window() as box:
+            yield self.record
+        result = box["result"]
+        self._windows = result if self._windows is None else self._windows.merge(result)
+        if flops is not None:
+            flops_metric = self.meter.flops_of(lambda: None, work)
+        else:
+            flops_metric = Metric("flops", None, "FLOP", "lower", "counted", "torch FlopCounterMode",
+                                  note="not counted for window() blocks; pass flops=")
+        self._finish(self._windows, work, flops_metric)
+
+    # -- counted facts ---------------------------------------------------------------
+
+    def count(self, name: str, value: float, *, unit: str | None = None, direction: str | None = None,
+              method: str = "counted by the test") -> Metric:
+        """Record an exact count (bytes, parameters, ...). Catalog names take the catalog's unit."""
+        known = CATALOG.get(name)
+        if known is None and (unit is None or direction is None):
+            raise MeasurementError(f"count({name!r}): not a catalog metric, so unit= and direction= are required")
+        metric = Metric(name, float(value), unit if unit is not None else known.unit,  # type: ignore[union-attr]
+                        direction or known.direction, "counted", method)  # type: ignore[union-attr,arg-type]
+        self.record.add(metric)
+        return metric
+
+    def quality(self, name: str, value: float, *, direction: str, method: str) -> Metric:
+        """A quality score computed deterministically on fixed inputs (perplexity, KL, loss).
+
+        Recorded as `quality:<name>`; `method` names the data and the formula.
+        """
+        metric = Metric(f"quality:{name}", float(value), "", direction, "counted", method)  # type: ignore[arg-type]
+        self.record.add(metric)
+        return metric
+
+    def compression(self, *, storage_bytes: int, reference_bytes: int, quality: float, reference_quality: float,
+                    quality_name: str, higher_is_better: bool, weights: int | None = None) -> Metric:
+        """The study's MCR = (size_ref / size) x (quality / quality_ref), with the plain size ratio beside it.
+
+        Retention is taken so that 1.0 means "as good as the reference": q/q_ref when higher
+        is better, q_ref/q when lower is better (e.g. perplexity).
+        """
+        if storage_bytes <= 0 or reference_bytes <= 0:
+            raise MeasurementError("compression(): storage_bytes and reference_bytes must be positive")
+        if quality <= 0 or reference_quality <= 0:
+            raise MeasurementError("compression(): quality scores must be positive to form a retention ratio")
+        size_ratio = reference_bytes / storage_bytes
+        retention = quality / reference_quality if higher_is_better else reference_quality / quality
+        how = f"retention of {quality_name} ({'higher' if higher_is_better else 'lower'} is better)"
+        self.count("storage_bytes", storage_bytes, method="sum of stored tensor bytes, scales included")
+        self.count("reference_bytes", reference_bytes, method="sum of the reference's stored tensor bytes")
+        self.record.add(Metric("size_ratio", size_ratio, "x", "higher", "counted", "reference_bytes / storage_bytes"))
+        self.record.add(Metric("quality_retention", retention, "x", "higher", "counted", how))
+        if weights:
+            self.record.add(Metric("bits_per_weight", storage_bytes * 8 / weights, "bit", "lower", "counted",
+                                   f"storage_bytes x 8 / {weights} weights"))
+        mcr = Metric("MCR", size_ratio * retention, "x", "higher", "counted", f"size_ratio x {how}")
+        self.record.add(mcr)
+        return mcr
+
+    def settings(self, **values: Any) -> None:
+        """Technique settings to keep with the record (e.g. lora_rank=64, kv_heads=2)."""
+        self.record.settings.update(values)

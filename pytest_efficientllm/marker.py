@@ -1,0 +1,116 @@
+"""`@pytest.mark.efficiency(...)`: its arguments, validated into a `MarkerSpec`.
+
+    @pytest.mark.efficiency(rounds=10, warmup=2, min_time="0.5 s", workload="inference",
+                            latency="<= 50 ms", peak_memory="+1%", throughput=">= 1000 tok/s")
+
+Protocol arguments (rounds, warmup, min_time, max_rounds, workload, flops) set how the
+test is measured. Every other keyword names a metric (catalog name or alias) and gives
+either an absolute budget ("<= 2 GiB", ">= 1000 tok/s") or a signed tolerance against
+the stored baseline ("+5%"). Problems raise `MarkerError` naming the argument and the
+expected shape; the plugin adds the test id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .measure import WORKLOADS, Protocol
+from .metrics import resolve_name, spec
+from .units import UnitError, parse_percent, parse_quantity, parse_seconds
+
+PROTOCOL_ARGS = ("rounds", "warmup", "min_time", "max_rounds", "workload", "flops")
+
+
+class MarkerError(ValueError):
+    """A bad `efficiency` marker argument; the message names the argument."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A budget (`op` and `bound` in the metric's canonical unit) or a tolerance (`relative`)."""
+
+    metric: str
+    kind: Literal["budget", "tolerance"]
+    text: str
+    op: str = ""
+    bound: float = 0.0
+    relative: float = 0.0
+
+
+@dataclass(frozen=True)
+class MarkerSpec:
+    protocol: Protocol
+    workload: str = "inference"
+    count_flops: bool = True
+    limits: tuple[Limit, ...] = field(default_factory=tuple)
+
+
+def _int_arg(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MarkerError(f"{name}={value!r}: expected a whole number >= {minimum}")
+    if value < minimum:
+        raise MarkerError(f"{name}={value!r}: must be >= {minimum}")
+    return value
+
+
+def parse_limit(key: str, value: Any) -> Limit:
+    try:
+        metric = resolve_name(key)
+    except KeyError as exc:
+        raise MarkerError(f"{key}={value!r}: {exc.args[0]}") from None
+    unit = spec(metric).unit
+    example = f"'<= 5 {unit}'" if unit and unit not in ("fraction", "x") else "'>= 0.5'"
+    shape = f"expected a budget like {example} or a tolerance like '+5%'"
+    if not isinstance(value, str):
+        raise MarkerError(f"{key}={value!r}: {shape}")
+    text = value.strip()
+    if text.endswith("%") and text[:1] in "+-":
+        try:
+            return Limit(metric, "tolerance", text, relative=parse_percent(text))
+        except UnitError:
+            raise MarkerError(f"{key}={value!r}: {shape}") from None
+    match = re.fullmatch(r"(<=|>=)\s*(.+)", text)
+    if not match:
+        raise MarkerError(f"{key}={value!r}: {shape}")
+    op, rest = match.groups()
+    try:
+        if unit == "fraction" and rest.strip().endswith("%"):
+            bound = float(rest.strip()[:-1]) / 100.0
+        else:
+            bound = parse_quantity(rest, unit)
+    except (UnitError, ValueError) as exc:
+        raise MarkerError(f"{key}={value!r}: {exc}; {shape}") from None
+    return Limit(metric, "budget", text, op=op, bound=bound)
+
+
+def parse_marker(kwargs: dict[str, Any], args: tuple[Any, ...], defaults: Protocol) -> MarkerSpec:
+    """Validate the marker's keywords into a spec; `defaults` come from ini/CLI."""
+    if args:
+        raise MarkerError(f"positional arguments {args!r}: the efficiency marker takes keywords only")
+    rounds = _int_arg("rounds", kwargs.get("rounds", defaults.rounds), 1)
+    warmup = _int_arg("warmup", kwargs.get("warmup", defaults.warmup), 0)
+    max_rounds = _int_arg("max_rounds", kwargs.get("max_rounds", max(defaults.max_rounds, rounds)), 1)
+    if max_rounds < rounds:
+        raise MarkerError(f"max_rounds={max_rounds} is below rounds={rounds}")
+    min_time_raw = kwargs.get("min_time", defaults.min_time_s)
+    try:
+        min_time = parse_seconds(min_time_raw)
+    except UnitError as exc:
+        raise MarkerError(f"min_time={min_time_raw!r}: {exc}; expected a duration like '0.5 s'") from None
+    if min_time < 0:
+        raise MarkerError(f"min_time={min_time_raw!r}: must not be negative")
+    workload = kwargs.get("workload", "inference")
+    if workload not in WORKLOADS:
+        raise MarkerError(f"workload={workload!r}: expected one of {', '.join(WORKLOADS)}")
+    flops = kwargs.get("flops", True)
+    if not isinstance(flops, bool):
+        raise MarkerError(f"flops={flops!r}: expected True or False")
+    limits = tuple(parse_limit(k, v) for k, v in kwargs.items() if k not in PROTOCOL_ARGS)
+    seen: set[tuple[str, str]] = set()
+    for limit in limits:
+        if (limit.metric, limit.kind) in seen:
+            raise MarkerError(f"two {limit.kind}s for metric {limit.metric!r} (an alias and its name?)")
+        seen.add((limit.metric, limit.kind))
+    return MarkerSpec(Protocol(rounds, warmup, min_time, max_rounds), workload, flops, limits)

@@ -1,0 +1,266 @@
+"""The measuring loop: warm up, count FLOPs once, time rounds inside an open telemetry window.
+
+Plain Python, usable from a notebook:
+
+    meter = Meter(cpu_backend(threads=2))
+    metrics = meter.measure(fn, Work(tokens=32), Protocol(rounds=10, warmup=2))
+
+Protocol (DESIGN.md §3): warm-up rounds with the same shapes; then rounds until both
+`rounds` and `min_time_s` are met; raw per-round samples kept. Telemetry probes open
+just before the first timed round and close after the last; nothing but the timer's
+two clock reads runs between rounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backend import Backend
+from .record import Metric, unavailable
+from .telemetry.cpu_energy import estimate_energy
+from .telemetry.flops import count_flops
+
+WORKLOADS = ("inference", "pretrain", "finetune")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How many rounds to run. Units: seconds for `min_time_s`."""
+
+    rounds: int = 5
+    warmup: int = 1
+    min_time_s: float = 0.0
+    max_rounds: int = 10_000
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one round does, for the throughput and per-unit metrics.
+
+    `tokens`/`samples` are per round; `params` is the model's parameter count (the study's
+    per-parameter throughputs need it); `flops` per round when known exactly, otherwise
+    counted with FlopCounterMode; `kind` selects the study's AT form (IT/TT/ST).
+    """
+
+    tokens: int | None = None
+    samples: int | None = None
+    params: int | None = None
+    flops: int | None = None
+    kind: str = "inference"
+    count_flops: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in WORKLOADS:
+            raise ValueError(f"workload kind must be one of {WORKLOADS}, got {self.kind!r}")
+        for name in ("tokens", "samples", "params", "flops"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name}= must be a non-negative int, got {value!r}")
+
+
+@dataclass
+class WindowResult:
+    """Raw outcome of one or more telemetry windows, before metrics are derived."""
+
+    latencies_s: list[float]
+    wall_s: float
+    readings: dict[str, Metric]
+    ttft_s: list[float] = field(default_factory=list)
+    output_tokens: int | None = None
+
+    def merge(self, other: WindowResult) -> WindowResult:
+        """Combine windows of one test: sums for extensive quantities, max for peaks,
+        wall-weighted means for time averages."""
+        readings = dict(self.readings)
+        for name, new in other.readings.items():
+            old = readings.get(name)
+            if old is None or old.value is None or new.value is None:
+                readings[name] = new if (old is None or old.value is None) else old
+                continue
+            if name in ("energy", "cpu_time"):
+                value = old.value + new.value
+            elif "peak" in name:
+                value = max(old.value, new.value)
+            else:
+                total = self.wall_s + other.wall_s
+                value = (old.value * self.wall_s + new.value * other.wall_s) / total if total else new.value
+            readings[name] = Metric(name, value, new.unit, new.direction, new.source, new.method, note=new.note or old.note)
+        return WindowResult(
+            self.latencies_s + other.latencies_s,
+            self.wall_s + other.wall_s,
+            readings,
+            self.ttft_s + other.ttft_s,
+            other.output_tokens if other.output_tokens is not None else self.output_tokens,
+        )
+
+
+class Meter:
+    """Runs workloads under one backend's timer and probes."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @contextlib.contextmanager
+    def _telemetry(self) -> Iterator[dict[str, Any]]:
+        probes = self.backend.make_probes()
+        box: dict[str, Any] = {}
+        for probe in probes:
+            probe.open()
+        t0 = time.perf_counter()
+        try:
+            yield box
+            self.backend.synchronize()
+        finally:
+            wall = time.perf_counter() - t0
+            for probe in reversed(probes):
+                probe.close()
+        readings: dict[str, Metric] = {}
+        for probe in probes:
+            for metric in probe.readings(wall):
+                readings[metric.name] = metric
+        box["wall_s"] = wall
+        box["readings"] = readings
+
+    def run_window(self, fn: Callable[[], Any], protocol: Protocol) -> WindowResult:
+        with self._telemetry() as box:
+            latencies = self.backend.timer.run(fn, protocol.rounds, protocol.min_time_s, protocol.max_rounds)
+        return WindowResult(latencies, box["wall_s"], box["readings"])
+
+    @contextlib.contextmanager
+    def block_window(self) -> Iterator[dict[str, Any]]:
+        """One round whose work is the body of a `with` block; result in the yielded dict."""
+        with self._telemetry() as box:
+            with self.backend.timer.time_block() as timing:
+                yield box
+        box["result"] = WindowResult([timing["latency_s"]], box["wall_s"], box["readings"])
+
+    def warm_up(self, fn: Callable[[], Any], warmup: int) -> None:
+        for _ in range(warmup):
+            fn()
+        self.backend.synchronize()
+
+    def flops_of(self, fn: Callable[[], Any], work: Work) -> Metric:
+        if work.flops is not None:
+            return Metric("flops", float(work.flops), "FLOP", "lower", "counted", "given by the test")
+        if not work.count_flops:
+            return unavailable("flops", "FLOP", "lower", "counted", "torch FlopCounterMode", "FLOP counting switched off for this test")
+        flops, why = count_flops(fn)
+        self.backend.synchronize()
+        if flops is None:
+            return unavailable("flops", "FLOP", "lower", "counted", "torch FlopCounterMode", why)
+        return Metric("flops", float(flops), "FLOP", "lower", "counted", "torch FlopCounterMode, one untimed run")
+
+
+def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Backend) -> dict[str, Metric]:
+    """All recorded metrics of a test from its raw window(s) and what one round does."""
+    out: dict[str, Metric] = dict(result.readings)
+    lat = np.asarray(result.latencies_s, dtype=float)
+    n = int(lat.size)
+    timer = backend.timer.method
+    samples = tuple(float(x) for x in lat)
+    mean = float(lat.mean()) if n else None
+    out["rounds"] = Metric("rounds", float(n), "", "info", "counted", "rounds timed")
+    out["AL"] = Metric("AL", mean, "s", "lower", "measured", f"{timer}; mean over rounds", samples=samples)
+    for q in (50, 90, 99):
+        value = float(np.percentile(lat, q)) if n else None
+        out[f"latency_p{q}"] = Metric(f"latency_p{q}", value, "s", "lower", "measured", f"{timer}; percentile {q} over rounds")
+    busy = float(lat.sum())
+    out["wall_time"] = Metric("wall_time", busy, "s", "lower", "measured", f"{timer}; sum over rounds")
+
+    def per_round_rate(count: int | None, name: str, unit: str) -> None:
+        if count is None:
+            out[name] = unavailable(name, unit, "higher", "measured", timer, f"pass {name.split('_')[0]}= to measure it")
+            return
+        rates = tuple(count / x for x in samples if x > 0)
+        out[name] = Metric(name, count * n / busy if busy else None, unit, "higher", "measured",
+                           f"counted {name.split('_')[0]} / {timer}", samples=rates)
+
+    per_round_rate(work.tokens, "tokens_per_s", "tok/s")
+    per_round_rate(work.samples, "samples_per_s", "samples/s")
+    if work.tokens is not None:
+        out["tokens"] = Metric("tokens", float(work.tokens), "tok", "info", "counted", "given by the test, per round")
+    if work.samples is not None:
+        out["samples"] = Metric("samples", float(work.samples), "samples", "info", "counted", "given by the test, per round")
+    if work.params is not None:
+        out["params"] = Metric("params", float(work.params), "", "info", "counted", "given by the test")
+
+    out["AT"] = _study_throughput(work, out, n, busy, timer)
+    if result.ttft_s:
+        _generation_metrics(out, result, timer)
+
+    out["flops"] = flops
+    peak = backend.peak_flops
+    if flops.value is not None and busy > 0:
+        achieved = flops.value * n / busy
+        out["flops_per_s"] = Metric("flops_per_s", achieved, "FLOP/s", "higher", "measured", f"counted FLOPs / {timer}")
+        if peak is not None:
+            out["peak_flops_per_s"] = peak
+            out["MFU"] = Metric("MFU", achieved / peak.value, "fraction", "higher", peak.source,
+                                f"counted FLOPs / {timer} / peak ({peak.method})")
+    else:
+        why = flops.note or "no time measured"
+        out["flops_per_s"] = unavailable("flops_per_s", "FLOP/s", "higher", "measured", timer, why)
+        out["MFU"] = unavailable("MFU", "fraction", "higher", "measured", timer, why)
+    if "PCU" not in out:
+        out["PCU"] = unavailable("PCU", "fraction", "higher", "measured", "NVML utilization.gpu",
+                                 "kernel-busy share exists only on a GPU; see MFU")
+
+    _energy_metrics(out, result, work, n)
+    return out
+
+
+def _study_throughput(work: Work, out: dict[str, Metric], n: int, busy: float, timer: str) -> Metric:
+    if work.kind == "inference":
+        m = out["tokens_per_s"]
+        return Metric("AT", m.value, "tok/s", "higher", "measured", "IT: generated or processed tokens / s; " + m.method,
+                      samples=m.samples, note=m.note)
+    count, label, unit = (work.tokens, "TT", "tok/param/s") if work.kind == "pretrain" else (work.samples, "ST", "samples/param/s")
+    if count is None or not work.params or not busy:
+        what = "tokens" if label == "TT" else "samples"
+        return unavailable("AT", unit, "higher", "measured", f"{label}: {what} / params / s", f"pass {what}= and params= to measure it")
+    return Metric("AT", count * n / work.params / busy, unit, "higher", "measured", f"{label}: counted / params / {timer}")
+
+
+def _generation_metrics(out: dict[str, Metric], result: WindowResult, timer: str) -> None:
+    ttft = np.asarray(result.ttft_s)
+    out["TTFT"] = Metric("TTFT", float(ttft.mean()), "s", "lower", "measured",
+                         "streamer timestamp of the first generated token; mean over rounds",
+                         samples=tuple(float(x) for x in ttft))
+    n_out = result.output_tokens
+    if n_out is None or n_out < 2:
+        out["TPOT"] = unavailable("TPOT", "s", "lower", "measured", timer, "needs at least 2 generated tokens")
+        return
+    tpot = [(e2e - first) / (n_out - 1) for e2e, first in zip(result.latencies_s, result.ttft_s)]
+    out["TPOT"] = Metric("TPOT", float(np.mean(tpot)), "s", "lower", "measured", "(E2E - TTFT) / (N_out - 1); mean over rounds",
+                         samples=tuple(tpot))
+
+
+def _energy_metrics(out: dict[str, Metric], result: WindowResult, work: Work, n: int) -> None:
+    energy = out.get("energy")
+    if energy is None or energy.value is None:
+        cpu = out.get("cpu_time")
+        if energy is None and cpu is not None and cpu.value is not None:
+            energy = estimate_energy(cpu.value)
+            out["energy"] = energy
+    if energy is None or energy.value is None:
+        why = energy.note if energy is not None else "no energy source"
+        for name, unit in (("AEC", "W"), ("energy_per_round", "J"), ("energy_per_token", "J/tok"), ("energy_per_sample", "J/sample")):
+            out[name] = unavailable(name, unit, "lower", "measured", "energy counter", why)
+        return
+    src, method = energy.source, energy.method
+    if result.wall_s > 0:
+        out["AEC"] = Metric("AEC", energy.value / result.wall_s, "W", "lower", src, f"energy / window wall time; {method}", note=energy.note)
+        idle = out.get("idle_power")
+        if idle is not None and idle.value is not None:
+            out["AEC_net"] = Metric("AEC_net", out["AEC"].value - idle.value, "W", "lower", src, f"AEC - idle_power; {method}")
+    if n:
+        out["energy_per_round"] = Metric("energy_per_round", energy.value / n, "J", "lower", src, f"energy / rounds; {method}", note=energy.note)
+    for count, name, unit in ((work.tokens, "energy_per_token", "J/tok"), (work.samples, "energy_per_sample", "J/sample")):
+        if count and n:
+            out[name] = Metric(name, energy.value / (count * n), unit, "lower", src, f"energy / counted units; {method}", note=energy.note)

@@ -1,0 +1,98 @@
+"""The metric catalog: every name the plugin records, its unit and which way is better.
+
+The six EfficientLLM metrics keep the study's abbreviations (AMU, PCU, AL, AT, AEC, MCR);
+the better-founded measures recorded beside them, and the raw quantities behind both,
+have plain names with the unit in the catalog. `spec(name)` is the single place that
+knows a name's unit and direction; marker validation and reports read it from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .record import Direction
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    unit: str
+    direction: Direction
+    description: str
+
+
+_SPECS = [
+    # The study's six (DESIGN.md §2).
+    MetricSpec("AMU", "B", "lower", "Average Memory Utilization: time average of memory in use over the window"),
+    MetricSpec("AMU_fraction", "fraction", "lower", "AMU as a share of the device's memory capacity"),
+    MetricSpec("PCU", "fraction", "higher", "Peak Compute Utilization as the study defines it: time average of NVML kernel-busy share (gpu_busy)"),
+    MetricSpec("AL", "s", "lower", "Average Latency: mean seconds per round (iteration or request)"),
+    MetricSpec("AT", "", "higher", "Average Throughput in the study's form for the workload: TT (tokens/param/s), ST (samples/param/s) or IT (tokens/s); unit says which"),
+    MetricSpec("AEC", "W", "lower", "Average Energy Consumption: mean power over the window"),
+    MetricSpec("MCR", "x", "higher", "Model Compression Rate: size ratio x quality retention"),
+    # Beside them.
+    MetricSpec("MFU", "fraction", "higher", "model FLOP utilization: counted FLOPs / time / dense peak"),
+    MetricSpec("tensor_active", "fraction", "higher", "Hopper GPM tensor-core activity, time average"),
+    MetricSpec("latency_p50", "s", "lower", "median seconds per round"),
+    MetricSpec("latency_p90", "s", "lower", "90th percentile seconds per round"),
+    MetricSpec("latency_p99", "s", "lower", "99th percentile seconds per round"),
+    MetricSpec("TTFT", "s", "lower", "time to first generated token"),
+    MetricSpec("TPOT", "s", "lower", "time per output token after the first: (E2E - TTFT)/(N_out - 1)"),
+    MetricSpec("tokens_per_s", "tok/s", "higher", "tokens processed per second"),
+    MetricSpec("samples_per_s", "samples/s", "higher", "samples processed per second"),
+    MetricSpec("peak_memory", "B", "lower", "high-water mark of memory in use during the window (device allocator on GPU, process RSS on CPU)"),
+    MetricSpec("peak_memory_delta", "B", "lower", "peak_memory above the level at window open: what the workload itself added"),
+    MetricSpec("peak_memory_reserved", "B", "lower", "high-water mark of the CUDA caching allocator's reserved bytes"),
+    MetricSpec("host_peak_memory", "B", "lower", "process RSS high-water mark while a GPU workload ran"),
+    MetricSpec("host_AMU", "B", "lower", "time-average process RSS while a GPU workload ran"),
+    MetricSpec("energy", "J", "lower", "energy over the measured window"),
+    MetricSpec("energy_per_round", "J", "lower", "energy per round (per step or request)"),
+    MetricSpec("energy_per_token", "J/tok", "lower", "energy per token"),
+    MetricSpec("energy_per_sample", "J/sample", "lower", "energy per sample"),
+    MetricSpec("idle_power", "W", "info", "power drawn just before the window with no work queued"),
+    MetricSpec("AEC_net", "W", "lower", "AEC minus idle power"),
+    # Raw quantities and counted facts.
+    MetricSpec("wall_time", "s", "lower", "wall-clock seconds of all measured rounds"),
+    MetricSpec("cpu_time", "s", "lower", "process CPU seconds (user + system) over the window"),
+    MetricSpec("rounds", "", "info", "measured rounds"),
+    MetricSpec("flops", "FLOP", "lower", "FLOPs of one round, counted once outside the timed rounds"),
+    MetricSpec("flops_per_s", "FLOP/s", "higher", "achieved FLOP/s: counted FLOPs / measured time"),
+    MetricSpec("peak_flops_per_s", "FLOP/s", "info", "dense peak the MFU is taken against"),
+    MetricSpec("tokens", "tok", "info", "tokens per round"),
+    MetricSpec("samples", "samples", "info", "samples per round"),
+    MetricSpec("params", "", "info", "model parameters"),
+    MetricSpec("trainable_params", "", "lower", "parameters that receive gradients"),
+    MetricSpec("storage_bytes", "B", "lower", "storage bytes of the model's weights as stored (packed, scales included)"),
+    MetricSpec("reference_bytes", "B", "info", "storage bytes of the reference model MCR compares with"),
+    MetricSpec("size_ratio", "x", "higher", "reference_bytes / storage_bytes"),
+    MetricSpec("bits_per_weight", "bit", "lower", "stored bits per weight, scales included"),
+    MetricSpec("quality_retention", "x", "higher", "quality relative to the reference, in the direction that makes 1.0 equal"),
+]
+
+CATALOG: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
+
+# Marker keywords users are likely to type, mapped to catalog names.
+ALIASES: dict[str, str] = {
+    "latency": "AL",
+    "memory": "AMU",
+    "average_memory": "AMU",
+    "throughput": "tokens_per_s",
+    "sample_throughput": "samples_per_s",
+    "power": "AEC",
+    "compute_utilization": "PCU",
+    "compression": "MCR",
+}
+
+
+def resolve_name(name: str) -> str:
+    """Catalog name for a user-facing name or alias; KeyError naming the known ones."""
+    if name in CATALOG:
+        return name
+    if name in ALIASES:
+        return ALIASES[name]
+    known = ", ".join(sorted(set(CATALOG) | set(ALIASES)))
+    raise KeyError(f"unknown metric {name!r}; known metrics: {known}")
+
+
+def spec(name: str) -> MetricSpec:
+    return CATALOG[resolve_name(name)]

@@ -1,0 +1,66 @@
+"""Per-run state: the resolved profile, the telemetry backend, defaults, and the records made.
+
+Built once at configure time from the options; the pytest hooks only read and append.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backend import Backend, cpu_backend
+from .devices import detect_cuda_name, resolve_profile, usable_cores
+from .fingerprint import host_fingerprint
+from .measure import Protocol
+from .record import Record
+
+
+@dataclass
+class Options:
+    """The plugin's settings after CLI and ini are merged. Units: seconds for min_time_s."""
+
+    gpu: str = "auto"
+    defaults: Protocol = field(default_factory=Protocol)
+    threads: int | None = None
+    sample_interval_s: float = 0.02
+
+
+def default_threads(workers: int | None = None) -> int:
+    """The cores this process may use, shared among xdist workers on one machine."""
+    if workers is None:
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return max(1, usable_cores() // max(1, workers))
+
+
+def gpu_backend(profile: str, threads: int, sample_interval_s: float) -> Backend:
+    """CUDA events and allocator, NVML energy/memory/utilisation; see telemetry.cuda/nvml."""
+    from .telemetry.cuda import cuda_backend
+
+    return cuda_backend(profile, threads, sample_interval_s)
+
+
+class EfficiencySession:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.profile = resolve_profile(options.gpu, detect_cuda_name() if options.gpu != "cpu" else None)
+        self.threads = options.threads or default_threads()
+        self._configure_threads()
+        if self.profile == "cpu":
+            self.backend = cpu_backend(self.threads, options.sample_interval_s)
+        else:
+            self.backend = gpu_backend(self.profile, self.threads, options.sample_interval_s)
+        self.fingerprint: dict[str, Any] = host_fingerprint(self.threads)
+        self.fingerprint["profile"] = self.profile
+        self.fingerprint["sources"] = dict(self.backend.sources)
+        self.fingerprint.update(self.backend.device_fingerprint)
+        self.records: list[Record] = []
+
+    def _configure_threads(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+
+    @property
+    def notices(self) -> list[str]:
+        return self.backend.notices

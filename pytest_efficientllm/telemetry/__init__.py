@@ -1,0 +1,6 @@
+"""Telemetry sources, one module per source.
+
+Each source is a `Probe` (see `base`): opened just before the first timed round and closed
+after the last one, it reports `Metric`s with their source and method. Probes never run
+inside a timed round; samplers run in a thread only while a window is open.
+"""

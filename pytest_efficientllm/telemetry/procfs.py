@@ -1,0 +1,170 @@
+"""CPU-side telemetry from the kernel's own counters: RSS, VmHWM, process CPU time, wall clock."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..record import Metric, unavailable
+from .base import Probe, RoundTimer
+from .sampler import Sampler
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class ProcPaths:
+    """Where the process files live; tests point this at a temporary tree."""
+
+    def __init__(self, root: str | Path = "/proc/self") -> None:
+        self.root = Path(root)
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status"
+
+    @property
+    def statm(self) -> Path:
+        return self.root / "statm"
+
+    @property
+    def clear_refs(self) -> Path:
+        return self.root / "clear_refs"
+
+
+def read_status_kib(paths: ProcPaths, field: str) -> int:
+    """A `kB` field of /proc/<pid>/status (e.g. VmHWM), in bytes."""
+    for line in paths.status.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(f"{field} not in {paths.status}")
+
+
+def read_rss_bytes(paths: ProcPaths) -> int:
+    """Resident set size from /proc/<pid>/statm (second field, in pages). Units: bytes."""
+    return int(paths.statm.read_text().split()[1]) * _PAGE_BYTES
+
+
+def reset_hwm(paths: ProcPaths) -> str | None:
+    """Reset VmHWM to the current RSS by writing 5 to clear_refs; the reason if not allowed."""
+    try:
+        paths.clear_refs.write_text("5")
+        return None
+    except OSError as exc:
+        return f"cannot reset VmHWM ({paths.clear_refs}: {exc.strerror or exc})"
+
+
+def total_memory_bytes() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:
+        return None
+
+
+class ProcessMemoryProbe(Probe):
+    """Peak and time-average resident memory of this process over a window.
+
+    The peak is the kernel's VmHWM after resetting it at window open; where the reset is
+    not permitted it falls back to the maximum of the sampled RSS and says so in the
+    method. `prefix` is "host_" when a GPU's memory is the primary memory metric.
+    """
+
+    name = "procfs-memory"
+
+    def __init__(self, paths: ProcPaths | None = None, interval_s: float = 0.02, prefix: str = "") -> None:
+        self.paths = paths or ProcPaths()
+        self.prefix = prefix
+        self.sampler = Sampler(lambda: read_rss_bytes(self.paths), interval_s)
+        self.interval_s = interval_s
+        self._reset_problem: str | None = None
+        self._open_rss = 0
+        self._hwm: int | None = None
+
+    def open(self) -> None:
+        self._reset_problem = reset_hwm(self.paths)
+        self._open_rss = read_rss_bytes(self.paths)
+        self.sampler.start()
+
+    def close(self) -> None:
+        self.sampler.stop()
+        try:
+            self._hwm = read_status_kib(self.paths, "VmHWM") if self._reset_problem is None else None
+        except (OSError, KeyError, ValueError) as exc:
+            self._reset_problem = f"cannot read VmHWM: {exc}"
+            self._hwm = None
+
+    def readings(self, wall_s: float) -> list[Metric]:
+        p = self.prefix
+        sampled_method = f"procfs: /proc/self/statm RSS sampled every {self.interval_s * 1e3:.0f} ms"
+        if self._hwm is not None:
+            peak, method, note = float(self._hwm), "procfs: VmHWM reset per window via clear_refs", ""
+        else:
+            peak_sample = self.sampler.maximum()
+            peak = float(peak_sample) if peak_sample is not None else None
+            method = sampled_method + " (maximum; may miss spikes between samples)"
+            note = self._reset_problem or ""
+        out = [
+            Metric(f"{p}peak_memory", peak, "B", "lower", "measured", method, note=note),
+            Metric(f"{p}peak_memory_delta", None if peak is None else max(0.0, peak - self._open_rss),
+                   "B", "lower", "measured", method + "; minus RSS at window open", note=note),
+        ]
+        avg = self.sampler.time_average()
+        if self.sampler.error is not None:
+            out.append(unavailable(f"{p}AMU", "B", "lower", "measured", sampled_method, f"RSS sampling failed: {self.sampler.error}"))
+        else:
+            out.append(Metric(f"{p}AMU", avg, "B", "lower", "measured", sampled_method + ", time average"))
+            capacity = total_memory_bytes()
+            if not p and avg is not None and capacity:
+                out.append(Metric("AMU_fraction", avg / capacity, "fraction", "lower", "measured",
+                                  sampled_method + ", time average / physical memory"))
+        return out
+
+
+class ProcessCpuTimeProbe(Probe):
+    """User + system CPU seconds of this process (all threads) over a window."""
+
+    name = "cpu-time"
+
+    def __init__(self) -> None:
+        self._start = 0.0
+        self.cpu_s = 0.0
+
+    def open(self) -> None:
+        self._start = time.process_time()
+
+    def close(self) -> None:
+        self.cpu_s = time.process_time() - self._start
+
+    def readings(self, wall_s: float) -> list[Metric]:
+        return [Metric("cpu_time", self.cpu_s, "s", "lower", "measured", "time.process_time (user + system, all threads)")]
+
+
+class PerfCounterTimer(RoundTimer):
+    """Host wall clock around each round: two `perf_counter_ns` reads per round, nothing else."""
+
+    method = "perf_counter_ns around each round"
+
+    def run(self, fn: Callable[[], Any], min_rounds: int, min_time_s: float, max_rounds: int) -> list[float]:
+        clock = time.perf_counter_ns
+        min_time_ns = int(min_time_s * 1e9)
+        durations: list[int] = []
+        total = 0
+        while len(durations) < max_rounds and (len(durations) < min_rounds or total < min_time_ns):
+            t0 = clock()
+            fn()
+            dt = clock() - t0
+            durations.append(dt)
+            total += dt
+        return [d * 1e-9 for d in durations]
+
+    @contextlib.contextmanager
+    def time_block(self) -> Iterator[dict[str, float]]:
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter_ns()
+        yield timing
+        timing["latency_s"] = (time.perf_counter_ns() - t0) * 1e-9

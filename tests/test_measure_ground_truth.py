@@ -1,0 +1,92 @@
+"""The measuring loop against ground truth: known bytes, known FLOPs, known durations."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from pytest_efficientllm.backend import cpu_backend
+from pytest_efficientllm.measure import Meter, Protocol, Work, derive_metrics
+
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def meter() -> Meter:
+    return Meter(cpu_backend(threads=1))
+
+
+def measure(meter: Meter, fn, work: Work = Work(), protocol: Protocol = Protocol(rounds=3, warmup=0)):
+    flops = meter.flops_of(fn, work)
+    result = meter.run_window(fn, protocol)
+    return derive_metrics(result, work, flops, meter.backend)
+
+
+def test_a_tensor_of_known_size_appears_in_the_window_peak(meter: Meter) -> None:
+    # 128 MiB is far above glibc's mmap threshold, so the allocation is fresh pages that
+    # torch.ones touches; allowed slack: 4 MiB for allocator headers, page rounding and
+    # whatever the interpreter touches in the window.
+    n_bytes = 128 * MiB
+
+    def allocate() -> None:
+        t = torch.ones(n_bytes // 4, dtype=torch.float32)
+        assert t.numel() * t.element_size() == n_bytes
+
+    metrics = measure(meter, allocate, Work(count_flops=False))
+    delta = metrics["peak_memory_delta"]
+    assert delta.source == "measured" and delta.unit == "B"
+    assert n_bytes <= delta.value <= n_bytes + 4 * MiB, delta
+
+
+def test_a_matmul_counts_exactly_2mnk_flops(meter: Meter) -> None:
+    m, n, k = 96, 80, 64
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    metrics = measure(meter, lambda: a @ b)
+    assert metrics["flops"].value == 2 * m * n * k
+    assert metrics["flops"].source == "counted"
+    assert metrics["flops_per_s"].value == pytest.approx(2 * m * n * k / metrics["AL"].value)
+
+
+def test_a_workload_of_known_duration_is_measured_within_tolerance(meter: Meter) -> None:
+    # sleep() only guarantees a lower bound; 10 ms of slack covers scheduler wake-up on a busy CI box.
+    metrics = measure(meter, lambda: time.sleep(0.05), Work(tokens=10, count_flops=False), Protocol(rounds=4, warmup=0))
+    al = metrics["AL"]
+    assert len(al.samples) == 4
+    assert all(0.05 <= s < 0.06 for s in al.samples), al.samples
+    assert metrics["tokens_per_s"].value == pytest.approx(10 / al.value)
+    assert metrics["AT"].unit == "tok/s"
+
+
+def test_rounds_continue_until_min_time_is_met(meter: Meter) -> None:
+    metrics = measure(meter, lambda: time.sleep(0.01), Work(count_flops=False), Protocol(rounds=1, warmup=0, min_time_s=0.1))
+    assert metrics["rounds"].value >= 9
+
+
+def test_study_throughput_forms_follow_the_workload_kind(meter: Meter) -> None:
+    work = Work(tokens=100, samples=4, params=1000, kind="pretrain", count_flops=False)
+    metrics = measure(meter, lambda: time.sleep(0.01), work)
+    assert metrics["AT"].unit == "tok/param/s"
+    assert metrics["AT"].value == pytest.approx(100 / 1000 / metrics["AL"].value)
+    work = Work(tokens=100, samples=4, params=1000, kind="finetune", count_flops=False)
+    metrics = measure(meter, lambda: time.sleep(0.01), work)
+    assert metrics["AT"].unit == "samples/param/s"
+    assert metrics["AT"].value == pytest.approx(4 / 1000 / metrics["AL"].value)
+
+
+def test_cpu_energy_without_rapl_is_an_estimate_that_names_its_model(meter: Meter) -> None:
+    if not meter.backend.notices or "RAPL" not in " ".join(meter.backend.notices):
+        pytest.skip("this machine exposes RAPL; the estimate path is covered in test_rapl")
+    metrics = measure(meter, lambda: sum(range(200_000)), Work(tokens=1, count_flops=False))
+    for name in ("energy", "AEC", "energy_per_token"):
+        assert metrics[name].source == "estimated"
+        assert "estimate" in metrics[name].method and "W per busy core" in metrics[name].method
+    assert metrics["energy"].value > 0
+
+
+def test_unavailable_metrics_are_none_with_a_reason_never_zero(meter: Meter) -> None:
+    metrics = measure(meter, lambda: None, Work(count_flops=False))
+    for name in ("PCU", "samples_per_s", "flops"):
+        assert metrics[name].value is None
+        assert metrics[name].note

@@ -1,0 +1,148 @@
+"""Plugin behaviour through pytester: the fixture, the marker's validation, options, disabling."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
+
+
+def test_measure_returns_a_record_with_the_six_metrics(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest, time
+
+        @pytest.mark.efficiency(rounds=3, warmup=1)
+        def test_work(efficiency):
+            run = efficiency.measure(lambda: time.sleep(0.005), tokens=8)
+            for name in ("AMU", "PCU", "AL", "AT", "AEC"):
+                assert name in run
+            assert run["AT"].value > 0 and run["AT"].unit == "tok/s"
+            assert run["rounds"].value == 3
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*efficiency*", "*test_work*"])
+
+
+@pytest.mark.parametrize(
+    ("marker_args", "expected"),
+    [
+        ("latencyy='<= 5 ms'", "*test_bad*latencyy*unknown metric*"),
+        ("peak_memory='2 GB?'", "*test_bad*peak_memory*expected a budget like*"),
+        ("latency='5 ms+'", "*test_bad*latency='5 ms+'*expected a budget like '<= 5 s' or a tolerance like '+5%'*"),
+        ("rounds=-1", "*test_bad*rounds=-1*must be >= 1*"),
+        ("warmup=1.5", "*test_bad*warmup=1.5*whole number*"),
+        ("min_time='soon'", "*test_bad*min_time='soon'*duration*"),
+        ("workload='serve'", "*test_bad*workload='serve'*inference*"),
+    ],
+)
+def test_bad_marker_arguments_are_collection_errors_naming_test_and_argument(
+    pytester: pytest.Pytester, marker_args: str, expected: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.efficiency({marker_args})
+        def test_bad(efficiency):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+
+
+def test_a_broken_budget_fails_the_test_with_the_numbers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest, time
+
+        @pytest.mark.efficiency(rounds=2, warmup=0, latency="<= 1 ms")
+        def test_slow(efficiency):
+            efficiency.measure(lambda: time.sleep(0.02))
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*efficiency budget exceeded*", "*AL: 2* ms (budget <= 1 ms, measured): over budget*"])
+
+
+def test_an_estimated_metric_warns_instead_of_failing_a_budget(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.efficiency(rounds=2, warmup=0, energy="<= 0 J")
+        def test_energy(efficiency):
+            run = efficiency.measure(lambda: sum(range(100000)))
+            if run["energy"].source != "estimated":
+                pytest.skip("RAPL is readable here")
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0
+
+
+def test_asking_for_a_gpu_that_is_absent_is_a_usage_error_naming_what_was_detected(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gpu=h200")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--gpu=h200*no CUDA device was detected*"])
+    result = pytester.runpytest("-p", "no:cacheprovider", "--gpu=tpu")
+    result.stderr.fnmatch_lines(["*--gpu='tpu' is not a known profile*"])
+
+
+def test_thread_count_is_set_and_recorded(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import torch
+
+        def test_threads(efficiency):
+            assert torch.get_num_threads() == 1
+            run = efficiency.measure(lambda: None)
+            assert run.fingerprint["torch_threads"] == 1
+            assert run.settings["threads"] == 1
+        """
+    )
+    pytester.makeini("[pytest]\nefficiency_threads = 1\n")
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_ini_defaults_set_rounds_and_cli_overrides_them(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_rounds(efficiency, request):
+            run = efficiency.measure(lambda: None)
+            assert run["rounds"].value == int(request.config.getoption("expected"))
+        """
+    )
+    pytester.makeconftest(
+        "def pytest_addoption(parser):\n    parser.addoption('--expected')\n"
+    )
+    pytester.makeini("[pytest]\nefficiency_rounds = 4\n")
+    pytester.runpytest("-p", "no:cacheprovider", "--expected=4").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:cacheprovider", "--expected=7", "--efficiency-rounds=7").assert_outcomes(passed=1)
+
+
+def test_the_plugin_can_be_disabled(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain(): pass")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:efficiency")
+    result.assert_outcomes(passed=1)
+    assert "efficiency" not in result.stdout.str()
+
+
+def test_two_workloads_in_one_test_is_a_clear_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_twice(efficiency):
+            efficiency.measure(lambda: None)
+            efficiency.measure(lambda: None)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*one measured workload per test*parametrize*"])
