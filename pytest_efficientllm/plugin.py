@@ -19,6 +19,8 @@ from .session import EfficiencySession, Options
 from .units import UnitError, parse_seconds
 from .verdicts import check_budgets
 
+pytest_plugins = ["pytest_efficientllm.report.hooks"]
+
 SESSION_KEY = pytest.StashKey[EfficiencySession]()
 SPEC_KEY = pytest.StashKey[MarkerSpec]()
 FIXTURE_KEY = pytest.StashKey[Efficiency]()

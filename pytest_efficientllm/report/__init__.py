@@ -1,0 +1,1 @@
+"""Reports: leaderboard tables, trade-off plots, run comparison and merging."""

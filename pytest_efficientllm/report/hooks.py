@@ -1,0 +1,1 @@
+"""pytest hooks of the reports (registered by `plugin` through `pytest_plugins`)."""
