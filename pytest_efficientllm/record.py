@@ -86,7 +86,9 @@ class Record:
     ``settings`` holds what was asked (rounds, warmup, workload kind, threads, technique
     settings such as LoRA rank); ``fingerprint`` what the hardware and software were;
     ``ranks`` the per-rank records of a distributed test, of which this one is the
-    aggregate (empty for single-process tests).
+    aggregate (empty for single-process tests); ``verdicts`` the gate's verdicts on
+    this record as plain dicts (``{"metric", "status", "message", ...}``), so reports
+    and merged runs show them without re-deriving.
     """
 
     nodeid: str
@@ -99,6 +101,7 @@ class Record:
     rank: int | None = None
     world_size: int = 1
     ranks: list[Record] = field(default_factory=list)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
     created: str = ""
     schema: int = SCHEMA_VERSION
 
@@ -129,6 +132,7 @@ class Record:
             "fingerprint": self.fingerprint,
             "metrics": {name: m.to_dict() for name, m in sorted(self.metrics.items())},
             "ranks": [r.to_dict() for r in self.ranks],
+            "verdicts": list(self.verdicts),
         }
 
     @classmethod
@@ -155,6 +159,7 @@ class Record:
                 rank=data.get("rank"),
                 world_size=int(data.get("world_size", 1)),
                 ranks=[cls.from_dict(r) for r in data.get("ranks", [])],
+                verdicts=list(data.get("verdicts", [])),
                 created=data.get("created", ""),
                 schema=schema,
             )
