@@ -19,7 +19,7 @@ from .session import EfficiencySession, Options
 from .units import UnitError, parse_seconds
 from .verdicts import check_budgets
 
-pytest_plugins = ["pytest_efficientllm.report.hooks"]
+pytest_plugins = ["pytest_efficientllm.report.hooks", "pytest_efficientllm.distributed.hooks"]
 
 SESSION_KEY = pytest.StashKey[EfficiencySession]()
 SPEC_KEY = pytest.StashKey[MarkerSpec]()

@@ -1,0 +1,1 @@
+"""Distributed workloads on torch.distributed: spawned ranks and torchrun sessions."""

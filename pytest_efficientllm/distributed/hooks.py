@@ -1,0 +1,1 @@
+"""pytest hooks of distributed measurement (registered by `plugin` through `pytest_plugins`)."""
