@@ -23,6 +23,7 @@ import numpy as np
 
 from .backend import Backend
 from .record import Metric, unavailable
+from .telemetry.base import Probe
 from .telemetry.cpu_energy import estimate_energy
 from .telemetry.flops import count_flops
 
@@ -110,16 +111,30 @@ class Meter:
     def _telemetry(self) -> Iterator[dict[str, Any]]:
         probes = self.backend.make_probes()
         box: dict[str, Any] = {}
-        for probe in probes:
-            probe.open()
-        t0 = time.perf_counter()
+        opened: list[Probe] = []
+        failure: BaseException | None = None
         try:
+            for probe in probes:
+                probe.open()
+                opened.append(probe)
+            t0 = time.perf_counter()
             yield box
             self.backend.synchronize()
-        finally:
             wall = time.perf_counter() - t0
-            for probe in reversed(probes):
-                probe.close()
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            # Close every probe that opened, even when the workload or another probe
+            # failed, so no sampler thread outlives its window; the first error wins.
+            close_error: Exception | None = None
+            for probe in reversed(opened):
+                try:
+                    probe.close()
+                except Exception as exc:
+                    close_error = close_error or exc
+            if close_error is not None and failure is None:
+                raise close_error
         readings: dict[str, Metric] = {}
         for probe in probes:
             for metric in probe.readings(wall):
