@@ -1,34 +1,58 @@
 """Verdicts as pure functions over data: a record and its limits in, `Verdict`s out.
 
-A verdict knows how to render itself for the test's failure report and the summary.
-Absolute budgets are checked here; comparisons against stored baselines produce the same
-`Verdict` type (see `compare`).
+A verdict knows how to render itself for the test's failure report and the summary, and
+crosses the xdist wire as a plain dict (`to_dict`/`from_dict`). Absolute budgets are
+checked here; comparisons against stored baselines produce the same `Verdict` type
+(see `compare`), and `gate` combines both under the run's gate mode.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .marker import Limit
 from .record import Record
 from .units import format_value
 
-Status = Literal["pass", "fail", "warn", "new", "improved", "skipped"]
+Status = Literal["pass", "fail", "warn", "new", "improved", "skipped", "error"]
+STATUSES: tuple[str, ...] = ("pass", "fail", "warn", "new", "improved", "skipped", "error")
+
+# What a verdict is about: an absolute budget, a comparison with the stored baseline,
+# a source or fingerprint mismatch, or the baseline file itself.
+Kind = Literal["budget", "baseline", "source", "fingerprint", "store"]
 
 
 @dataclass(frozen=True)
 class Verdict:
+    """One finding about one metric (or about the test as a whole, metric "*").
+
+    `change` is the relative change against the baseline (current / baseline - 1) where a
+    comparison was made, so the summary can show it without re-deriving it.
+    """
+
     metric: str
     status: Status
     message: str
+    kind: str = "budget"
+    change: float | None = None
 
     @property
     def failed(self) -> bool:
-        return self.status == "fail"
+        return self.status in ("fail", "error")
 
     def render(self) -> str:
         return f"{self.metric}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+        if data.get("status") not in STATUSES:
+            raise ValueError(f"verdict status must be one of {STATUSES}, got {data.get('status')!r}")
+        return cls(**data)
 
 
 def check_budget(record: Record, limit: Limit) -> Verdict:
@@ -52,3 +76,9 @@ def check_budget(record: Record, limit: Limit) -> Verdict:
 
 def check_budgets(record: Record, limits: tuple[Limit, ...]) -> list[Verdict]:
     return [check_budget(record, limit) for limit in limits if limit.kind == "budget"]
+
+
+def soften(verdicts: list[Verdict]) -> list[Verdict]:
+    """The same findings with failures turned into warnings (gate mode `warn`)."""
+    return [dataclasses.replace(v, status="warn", message=f"{v.message} [gate=warn: not failing]") if v.failed else v
+            for v in verdicts]

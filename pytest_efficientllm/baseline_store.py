@@ -1,0 +1,269 @@
+"""Stored baselines: `baselines/<profile>/<test file path>.json`, one entry per node id.
+
+    {"format": "pytest-efficientllm-baselines", "schema": 1, "profile": "cpu",
+     "tests": {"suites/test_quant.py::test_decode[int4]": {
+         "created": "...", "fingerprint": {...}, "settings": {...}, "world_size": 1, "ranks": [],
+         "metrics": {"AL": {"value": 0.0123, "unit": "s", "direction": "lower", "source": "measured",
+                            "method": "...", "note": "", "samples": [...],
+                            "stats": {"n": 5, "median": ..., "mad": ..., "iqr": ..., "min": ..., "max": ...}}}}}}
+
+Human-diffable: sorted keys, one test per entry, and floats written at a stable precision
+(`MEASURED_DIGITS` significant digits for measured and estimated values, whose noise is far
+larger; counted values exact). `stats` is derived from `samples` for readers of the file
+and is dropped when it is read back into a `Record`.
+
+Writes go through `update`: under a file lock (so two processes updating one file at
+once lose nothing), read the current file, replace the entries of the tests that ran,
+keep the others, and write atomically (temporary file + rename). A file that cannot be
+read — corrupt, truncated, written by a newer schema — is never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from .record import SCHEMA_VERSION, Metric, Record, SchemaError
+from .runfile import write_atomic
+from .stats import summarize
+
+FORMAT = "pytest-efficientllm-baselines"
+STORE_SCHEMA = 1
+MEASURED_DIGITS = 6
+LOCK_TIMEOUT_S = 120.0
+# Fields of a record that describe one run, not the baseline: left out of the stored entry.
+_RUN_ONLY = ("nodeid", "outcome", "worker", "rank", "schema")
+
+
+class BaselineError(RuntimeError):
+    """A baseline file that cannot be read or written; the message names the file and what to fix."""
+
+
+def baseline_relpath(nodeid: str) -> PurePosixPath:
+    """The baseline file of a test, relative to `<baselines dir>/<profile>/`: its file path + `.json`.
+
+    Only the file part of the node id is used, so parameters containing '/' stay inside
+    the entry key. A file outside the rootdir ('../x/test_a.py') maps to '_up_/x/...'.
+    """
+    file_part = nodeid.split("::", 1)[0]
+    parts = [("_up_" if p == ".." else p) for p in PurePosixPath(file_part.replace("\\", "/")).parts if p not in ("/", ".")]
+    if not parts:
+        raise BaselineError(f"node id {nodeid!r} has no file part to derive its baseline file from")
+    return PurePosixPath(*parts[:-1], parts[-1] + ".json")
+
+
+def _stable(value: float | None, exact: bool) -> float | None:
+    if value is None or exact:
+        return value
+    return float(f"{value:.{MEASURED_DIGITS}g}")
+
+
+def _metric_entry(metric: Metric) -> dict[str, Any]:
+    exact = metric.source == "counted"
+    out = metric.to_dict()
+    out["value"] = _stable(metric.value, exact)
+    out["samples"] = [_stable(x, exact) for x in metric.samples]
+    if metric.samples:
+        s = summarize(metric.samples)
+        out["stats"] = {"n": s.n, "median": _stable(s.median, exact), "mad": _stable(s.mad, exact),
+                        "iqr": _stable(s.iqr, exact), "min": _stable(s.minimum, exact), "max": _stable(s.maximum, exact)}
+    return out
+
+
+def entry_of(record: Record) -> dict[str, Any]:
+    """The stored form of one test's record."""
+    data = record.to_dict()
+    for key in _RUN_ONLY:
+        data.pop(key, None)
+    data["metrics"] = {name: _metric_entry(m) for name, m in sorted(record.metrics.items())}
+    return data
+
+
+def record_of(nodeid: str, entry: dict[str, Any]) -> Record:
+    """A stored entry back as a `Record` (derived `stats` dropped)."""
+    if not isinstance(entry, dict):
+        raise SchemaError(f"entry must be a JSON object, got {type(entry).__name__}")
+    data = dict(entry)
+    metrics = data.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise SchemaError("'metrics' must be a JSON object")
+    data["metrics"] = {k: {f: v for f, v in m.items() if f != "stats"} if isinstance(m, dict) else m
+                       for k, m in metrics.items()}
+    data.update(nodeid=nodeid, schema=SCHEMA_VERSION, outcome="passed")
+    return Record.from_dict(data)
+
+
+def render(profile: str, entries: dict[str, dict[str, Any]]) -> str:
+    doc = {"format": FORMAT, "schema": STORE_SCHEMA, "profile": profile, "tests": entries}
+    return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def parse(path: Path, text: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The profile and raw entries of a baseline file's text; BaselineError naming file and position."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(f"{path}: corrupt baseline file: not valid JSON at line {exc.lineno} column {exc.colno} "
+                            f"(char {exc.pos}): {exc.msg}; fix or delete it (nothing was overwritten)") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise BaselineError(f"{path}: not a pytest-efficientllm baseline file (no \"format\": \"{FORMAT}\"); "
+                            "move it away or delete it")
+    schema = doc.get("schema")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise BaselineError(f"{path}: baseline file has no integer \"schema\" field")
+    if schema > STORE_SCHEMA:
+        raise BaselineError(f"{path}: written by a newer pytest-efficientllm (baseline schema {schema}; this version "
+                            f"reads up to {STORE_SCHEMA}): upgrade the plugin; the file was not overwritten")
+    tests = doc.get("tests")
+    if not isinstance(tests, dict):
+        raise BaselineError(f"{path}: \"tests\" must be a JSON object of node id -> entry")
+    return str(doc.get("profile", "")), tests
+
+
+def read_entries(path: Path) -> dict[str, Record]:
+    """Every entry of one baseline file as records; {} when the file does not exist."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except UnicodeDecodeError as exc:
+        raise BaselineError(f"{path}: corrupt baseline file: not UTF-8 at byte {exc.start}") from None
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read baseline file ({exc.strerror or exc})") from None
+    profile, tests = parse(path, text)
+    out = {}
+    for nodeid, entry in tests.items():
+        try:
+            record = record_of(nodeid, entry)
+        except SchemaError as exc:
+            raise BaselineError(f"{path}: entry {nodeid!r}: {exc}") from None
+        if profile and record.profile != profile:
+            raise BaselineError(f"{path}: entry {nodeid!r} has profile {record.profile!r} in a {profile!r} file")
+        out[nodeid] = record
+    return out
+
+
+@dataclass
+class FileUpdate:
+    """What `update` did to one baseline file."""
+
+    path: Path
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    kept: int = 0
+    error: str = ""
+
+
+def _lock_for(path: Path) -> FileLock:
+    # The lock file lives in the temp directory, keyed by the baseline's absolute path:
+    # no stray files in the repository, and it works for a read-only baselines folder
+    # (which then fails at the write, with its own message).
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    lock_dir = Path(tempfile.gettempdir()) / "pytest-efficientllm-locks"
+    lock_dir.mkdir(exist_ok=True)
+    return FileLock(str(lock_dir / f"{key}.lock"), timeout=LOCK_TIMEOUT_S)
+
+
+def _identity(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry without what changes on every run although nothing measured did."""
+    out = {k: v for k, v in entry.items() if k != "created"}
+    if isinstance(out.get("fingerprint"), dict):
+        out["fingerprint"] = {k: v for k, v in out["fingerprint"].items() if k != "calibration"}
+    return out
+
+
+class BaselineStore:
+    """The baselines of one profile under one directory; reads cached per file."""
+
+    def __init__(self, root: str | Path, profile: str) -> None:
+        self.root = Path(root)
+        self.profile = profile
+        self._cache: dict[Path, dict[str, Record] | BaselineError] = {}
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.profile
+
+    def path_for(self, nodeid: str) -> Path:
+        return self.folder / baseline_relpath(nodeid)
+
+    def lookup(self, nodeid: str) -> Record | None:
+        """The stored baseline of a test, or None; BaselineError when its file is unreadable."""
+        path = self.path_for(nodeid)
+        cached = self._cache.get(path)
+        if cached is None:
+            try:
+                cached = read_entries(path)
+            except BaselineError as exc:
+                cached = exc
+            self._cache[path] = cached
+        if isinstance(cached, BaselineError):
+            raise cached
+        return cached.get(nodeid)
+
+    def update(self, records: Iterable[Record]) -> list[FileUpdate]:
+        """Write the given records' entries; other entries of each file are kept.
+
+        Per file: lock, re-read (another process may have written since), merge, write
+        atomically. A file that cannot be read or written is reported in its
+        `FileUpdate.error` and left as it was; the other files are still written.
+        """
+        by_path: dict[Path, list[Record]] = {}
+        for record in records:
+            by_path.setdefault(self.path_for(record.nodeid), []).append(record)
+        results = []
+        for path in sorted(by_path):
+            result = FileUpdate(path)
+            try:
+                self._update_file(path, by_path[path], result)
+            except BaselineError as exc:
+                result.error = str(exc)
+            except Timeout:
+                result.error = f"{path}: another process held the baseline lock for {LOCK_TIMEOUT_S:.0f} s; not written"
+            self._cache.pop(path, None)
+            results.append(result)
+        return results
+
+    def _update_file(self, path: Path, records: list[Record], result: FileUpdate) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BaselineError(f"{path.parent}: cannot create the baselines folder ({exc.strerror or exc}); "
+                                "nothing was written") from None
+        with _lock_for(path):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                entries: dict[str, dict[str, Any]] = {}
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BaselineError(f"{path}: cannot read baseline file ({exc}); not overwritten") from None
+            else:
+                _, entries = parse(path, text)
+                read_entries(path)  # validates every entry before anything is replaced
+            for record in sorted(records, key=lambda r: r.nodeid):
+                new = json.loads(json.dumps(entry_of(record)))  # normalised as it will be written
+                old = entries.get(record.nodeid)
+                if old is None:
+                    result.added.append(record.nodeid)
+                elif _identity(old) == _identity(new):
+                    # Same numbers: keep the old entry byte for byte, so a re-record of
+                    # unchanged counted facts leaves no diff.
+                    result.unchanged.append(record.nodeid)
+                    continue
+                else:
+                    result.updated.append(record.nodeid)
+                entries[record.nodeid] = new
+            result.kept = len(entries) - len(records)
+            try:
+                write_atomic(path, render(self.profile, entries))
+            except OSError as exc:
+                raise BaselineError(f"{path}: cannot write baseline file ({exc.strerror or exc}); "
+                                    "is the baselines folder read-only? nothing was changed") from None

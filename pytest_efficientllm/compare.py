@@ -1,0 +1,252 @@
+"""Comparison rules: one test's record against its stored baseline, as `Verdict`s.
+
+    verdicts = compare_record(baseline, current, limits=spec.limits, mode="fail")
+
+Pure functions over two `Record`s (the `compare` command compares run files with the
+same function). The rules, by the metric's source (DESIGN.md §4):
+
+* **counted** (bytes, FLOPs, parameters, MCR): exact. Integer counts must be equal; a
+  non-integer count (a ratio, a quality score) may differ by `COUNTED_RTOL` (1 ppm), the
+  size of float reduction-order differences between thread counts. Checked by default
+  for every counted metric with a better-direction; a tolerance on the marker replaces
+  exactness ("peak_memory='+1%'").
+* **measured**: noise-aware. A regression fails only when the change is beyond the
+  tolerance *and* the rank-based interval over both runs' raw rounds (`stats`) excludes
+  "no change", i.e. it is larger than the noise seen in both runs. Checked by default
+  for the latency family (`DEFAULT_MEASURED`) at `DEFAULT_MEASURED_TOLERANCE`; other
+  measured metrics when the test or the run gives a tolerance. A measured metric with
+  no per-round samples (a peak, an average) has no noise estimate: its tolerance alone
+  decides, and the message says so.
+* **estimated**: never fails; beyond the tolerance it warns.
+* A different source on the two sides is never compared; the mismatch is reported.
+
+Fingerprints (DESIGN.md §3): a different profile or accelerator model is an error (the
+numbers belong to other hardware); any other difference (driver, torch, CPU model,
+threads) is a warning, and then time-based metrics are compared relative to the
+calibration workload each run measured (`calibration`), and the verdict says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .marker import Limit
+from .record import Metric, Record
+from .stats import RatioInterval, ratio_interval, summarize
+from .units import format_value
+from .verdicts import Verdict, soften
+
+COUNTED_RTOL = 1e-6
+DEFAULT_MEASURED_TOLERANCE = 0.05
+DEFAULT_MEASURED = ("AL", "TTFT", "TPOT")
+CONFIDENCE = 0.95
+MODES = ("fail", "warn", "off")
+
+# Fingerprint keys (flattened with '.') whose difference means the baseline is for
+# other hardware. On the `cpu` profile the CPU *is* the device, but CI runners of one
+# kind vary in CPU SKU and calibration corrects for it, so there it is a warning.
+DEVICE_KEYS = ("profile", "device_name", "gpu_name", "device_model", "cuda_device_name")
+IGNORED_KEYS = ("calibration", "created")
+
+
+@dataclass(frozen=True)
+class FingerprintDiff:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.errors or self.warnings)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if name.split(".")[0] in IGNORED_KEYS:
+            continue
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> FingerprintDiff:
+    """Which fingerprint fields differ, split into errors (other hardware) and warnings."""
+    b, c = _flatten(baseline), _flatten(current)
+    errors, warnings = [], []
+    for key in sorted(set(b) | set(c)):
+        if key not in b or key not in c:
+            continue  # a field one version records and the other does not: not a difference
+        if b[key] == c[key]:
+            continue
+        text = f"{key}: {b[key]!r} -> {c[key]!r}"
+        (errors if key.rsplit(".", 1)[-1] in DEVICE_KEYS else warnings).append(text)
+    return FingerprintDiff(errors, warnings)
+
+
+def calibration_factor(baseline: Record, current: Record) -> float | None:
+    """How much slower this run's machine was than the baseline's (current / baseline), or None."""
+    try:
+        b = float(baseline.fingerprint["calibration"]["index_s"])
+        c = float(current.fingerprint["calibration"]["index_s"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return c / b if b > 0 and c > 0 else None
+
+
+def _time_scaling(unit: str) -> int:
+    """+1 for a time (divide by the machine factor), -1 for a rate per second, 0 otherwise."""
+    if unit == "s":
+        return 1
+    if unit.endswith("/s"):
+        return -1
+    return 0
+
+
+def _tolerances(limits: Iterable[Limit]) -> dict[str, float]:
+    # The sign of "+5%" is informative only: a tolerance always applies in the metric's
+    # worse direction (slower, bigger, lower throughput).
+    return {limit.metric: abs(limit.relative) for limit in limits if limit.kind == "tolerance"}
+
+
+def _shown(metric: Metric, value: float, n: int | None = None) -> str:
+    text = format_value(value, metric.unit)
+    return f"{text} n={n}" if n else text
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.1f}%"
+
+
+def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None) -> Verdict:
+    b, c = float(base.value), float(cur.value)  # type: ignore[arg-type]
+    change = c / b - 1 if b else (0.0 if c == b else float("inf"))
+    sign = 1 if cur.direction == "lower" else -1
+    if tol is None:
+        integral = b.is_integer() and c.is_integer()
+        same = b == c if integral else abs(c - b) <= COUNTED_RTOL * max(abs(b), abs(c))
+        rule = "exact" if integral else f"within {COUNTED_RTOL:g} relative"
+        worse, better = (not same and change * sign > 0), (not same and change * sign < 0)
+    else:
+        rule = f"tolerance {tol * 100:+.4g}%"
+        worse, better = change * sign > tol, change * sign < -tol
+    numbers = f"{_shown(cur, c)} vs baseline {_shown(base, b)} ({_pct(change)}; counted, {rule})"
+    if worse:
+        return Verdict(name, "fail", f"{numbers}: regression", "baseline", change)
+    if better:
+        return Verdict(name, "improved", f"{numbers}: better; refresh with --update-baselines", "baseline", change)
+    return Verdict(name, "pass", numbers, "baseline", change)
+
+
+def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: float | None) -> Verdict:
+    sign = 1 if cur.direction == "lower" else -1
+    scale = _time_scaling(cur.unit)
+    # Calibrated: the current run's values as if measured on the baseline's machine.
+    adjust = factor ** (-scale) if factor is not None and scale else 1.0
+    calibrated = " calibrated" if adjust != 1.0 else ""
+    b_samples = [x for x in base.samples if x > 0]
+    c_samples = [x * adjust for x in cur.samples if x > 0]
+    word = "slower" if cur.unit == "s" else "worse"
+    better_word = "faster" if cur.unit == "s" else "better"
+    if b_samples and c_samples:
+        b_med, c_med = summarize(b_samples).median, summarize(c_samples).median
+        iv: RatioInterval | None = ratio_interval(b_samples, c_samples, CONFIDENCE)
+    else:
+        b_med, c_med, iv = float(base.value), float(cur.value) * adjust, None  # type: ignore[arg-type]
+    change = c_med / b_med - 1 if b_med else 0.0
+    numbers = (f"{_shown(cur, c_med, len(c_samples))}{calibrated} vs baseline {_shown(base, b_med, len(b_samples))} "
+               f"({_pct(change)}")
+    if iv is not None and iv.resolved:
+        numbers += f", {iv.confidence:.0%} interval {_pct(iv.low - 1)} .. {_pct(iv.high - 1)}"  # type: ignore[operator]
+    numbers += f"; tolerance {tol * 100:+.4g}%)"
+    worse, better = change * sign > tol, change * sign < -tol
+    if not (worse or better):
+        return Verdict(name, "pass", numbers, "baseline", change)
+    if iv is None:
+        # A single value per run: no spread to estimate noise from, so the tolerance decides.
+        if worse:
+            return Verdict(name, "fail", f"{numbers}: {word} beyond tolerance (one value per run: no noise estimate)",
+                           "baseline", change)
+        return Verdict(name, "improved", f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
+                       "baseline", change)
+    if not iv.resolved:
+        return Verdict(name, "warn", f"{numbers}: beyond tolerance, but {iv.why}", "baseline", change)
+    beyond_noise = (iv.low > 1.0) if change > 0 else (iv.high < 1.0)  # type: ignore[operator]
+    if not beyond_noise:
+        return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the noise of the two runs",
+                       "baseline", change)
+    if worse:
+        return Verdict(name, "fail", f"{numbers}: {word} beyond tolerance and noise", "baseline", change)
+    return Verdict(name, "improved", f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
+                   "baseline", change)
+
+
+def compare_record(baseline: Record, current: Record, limits: Iterable[Limit] = (), mode: str = "fail") -> list[Verdict]:
+    """Verdicts of `current` against `baseline` under the tolerances in `limits`.
+
+    `limits` may hold budgets too (checked elsewhere, `verdicts.check_budgets`); only the
+    tolerances are read here. `mode`: `fail` (regressions fail), `warn` (they warn),
+    `off` (no comparison).
+    """
+    if mode not in MODES:
+        raise ValueError(f"gate mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "off":
+        return []
+    verdicts = _compare(baseline, current, _tolerances(limits))
+    return soften(verdicts) if mode == "warn" else verdicts
+
+
+def _compare(baseline: Record, current: Record, tolerances: dict[str, float]) -> list[Verdict]:
+    fp = fingerprint_diff(baseline.fingerprint, current.fingerprint)
+    if baseline.profile != current.profile:
+        fp.errors.insert(0, f"profile: {baseline.profile!r} -> {current.profile!r}")
+    if fp.errors:
+        return [Verdict("*", "error", "baseline was measured on other hardware (" + "; ".join(fp.errors)
+                        + "): record one for this hardware with --update-baselines, or point --baselines-dir elsewhere",
+                        "fingerprint")]
+    out: list[Verdict] = []
+    factor = None
+    if fp.warnings:
+        factor = calibration_factor(baseline, current)
+        how = (f"times compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"
+               if factor is not None else "no calibration on both sides, times compared raw")
+        out.append(Verdict("*", "warn", "fingerprint differs from the baseline's (" + "; ".join(fp.warnings) + f"); {how}",
+                           "fingerprint"))
+    for name in sorted(set(current.metrics) | set(tolerances)):
+        cur = current.metrics.get(name)
+        base = baseline.metrics.get(name)
+        tol = tolerances.get(name)
+        if cur is None:
+            out.append(Verdict(name, "skipped", f"tolerance {tol * 100:+.4g}% not checked: not recorded by this test",
+                               "baseline"))
+            continue
+        default_gated = (cur.source == "counted" and cur.direction != "info") or (
+            cur.source == "measured" and name in DEFAULT_MEASURED)
+        if tol is None and not default_gated:
+            continue
+        if base is None:
+            out.append(Verdict(name, "new", "no baseline value for this metric yet", "baseline"))
+            continue
+        if base.value is None or cur.value is None:
+            side = "baseline" if base.value is None else "this run"
+            note = (base.note if base.value is None else cur.note) or "unavailable"
+            out.append(Verdict(name, "skipped", f"not compared: unavailable in the {side} ({note})", "baseline"))
+            continue
+        if base.source != cur.source:
+            out.append(Verdict(name, "warn", f"not compared: baseline is {base.source} ({base.method}), this run is "
+                               f"{cur.source} ({cur.method})", "source"))
+            continue
+        if cur.source == "counted":
+            out.append(_compare_counted(name, base, cur, tol))
+        elif cur.source == "measured":
+            out.append(_compare_measured(name, base, cur, DEFAULT_MEASURED_TOLERANCE if tol is None else tol, factor))
+        else:
+            verdict = _compare_measured(name, base, cur, tol, factor)  # type: ignore[arg-type]
+            if verdict.status == "fail":
+                verdict = Verdict(name, "warn", verdict.message + " (estimated: never fails)", "baseline", verdict.change)
+            out.append(verdict)
+    return out

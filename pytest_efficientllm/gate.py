@@ -1,0 +1,95 @@
+"""What the gate decides for one test: budgets, the baseline comparison, strictness and mode.
+
+Pure: a record, its limits, its baseline (or why there is none) and the run's
+`GateOptions` in, `Verdict`s out. The pytest hooks only fetch the inputs and apply the
+result to the test report; `compare` holds the comparison rules themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .compare import MODES, compare_record
+from .marker import Limit, MarkerError, parse_limit
+from .record import Record
+from .verdicts import Verdict, check_budgets, soften
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """The run's gate settings after CLI and ini are merged.
+
+    `ini_limits` are project-wide defaults (a test's marker overrides them);
+    `cli_limits` override everything for this run.
+    """
+
+    mode: str = "fail"
+    strict: bool = False
+    update: bool = False
+    ini_limits: tuple[Limit, ...] = ()
+    cli_limits: tuple[Limit, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"--efficiency-gate={self.mode!r}: expected one of {', '.join(MODES)}")
+
+
+def parse_limit_assignments(items: Iterable[str], where: str) -> tuple[Limit, ...]:
+    """'latency=+5%' / 'peak_memory=<= 2 GiB' items into limits; ValueError naming `where`."""
+    out = []
+    for item in items:
+        item = item.strip()
+        if not item or item.startswith("#"):
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{where}: {item!r}: expected METRIC=LIMIT, e.g. latency=+5% or peak_memory='<= 2 GiB'")
+        try:
+            out.append(parse_limit(name.strip(), value.strip()))
+        except MarkerError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    return tuple(out)
+
+
+def effective_limits(marker_limits: Iterable[Limit], options: GateOptions) -> tuple[Limit, ...]:
+    """ini defaults, then the test's marker, then the command line; later ones replace earlier
+    ones for the same metric and kind (budget or tolerance)."""
+    merged: dict[tuple[str, str], Limit] = {}
+    for limit in (*options.ini_limits, *marker_limits, *options.cli_limits):
+        merged[(limit.metric, limit.kind)] = limit
+    return tuple(merged.values())
+
+
+def judge(record: Record, limits: Iterable[Limit], baseline: Record | None, baseline_error: str,
+          options: GateOptions) -> list[Verdict]:
+    """All verdicts of one test that passed its own assertions.
+
+    * budgets: absolute, from `limits`;
+    * baseline: `compare_record`, or `new` when there is none (a failure with `strict`),
+      or an error when the baseline file is unreadable;
+    * with `update`, findings against the old baseline warn (it is being replaced), except
+      an unreadable file, which will not be replaced either;
+    * mode `warn` turns every failure into a warning; `off` checks nothing.
+    """
+    if options.mode == "off":
+        return []
+    limits = tuple(limits)
+    verdicts = check_budgets(record, limits)
+    if baseline_error:
+        verdicts.append(Verdict("*", "error", baseline_error, "store"))
+    elif baseline is None:
+        if options.strict and not options.update:
+            verdicts.append(Verdict("*", "fail", "no baseline for this test and --efficiency-strict is set: "
+                                    "record one with --update-baselines", "baseline"))
+        else:
+            verdicts.append(Verdict("*", "new", "no baseline yet" + (": recorded now" if options.update else
+                                    "; record one with --update-baselines"), "baseline"))
+    else:
+        compared = compare_record(baseline, record, limits, mode="fail")
+        if options.update:
+            compared = [dataclasses.replace(v, status="warn", message=v.message + " [baseline being replaced]")
+                        if v.failed else v for v in compared]
+        verdicts.extend(compared)
+    return soften(verdicts) if options.mode == "warn" else verdicts

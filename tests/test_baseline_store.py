@@ -1,0 +1,159 @@
+"""The baseline store: layout, stable diffable files, merging, and every bad-input fault."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from record_builders import counted, latency, record
+
+from pytest_efficientllm.baseline_store import BaselineError, BaselineStore, baseline_relpath
+
+ODD_ID = "tests/sub/test_odd.py::test_case[a/b c-ü-日本]"
+
+
+def test_the_baseline_file_is_derived_from_the_test_file_path() -> None:
+    assert str(baseline_relpath("suites/test_quant.py::test_decode[int4]")) == "suites/test_quant.py.json"
+    assert str(baseline_relpath(ODD_ID)) == "tests/sub/test_odd.py.json"  # '/' in the parameter stays in the key
+    assert str(baseline_relpath("../elsewhere/test_x.py::t")) == "_up_/elsewhere/test_x.py.json"
+
+
+def test_node_ids_with_slashes_spaces_and_unicode_round_trip(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path, "cpu")
+    rec = record(ODD_ID, latency(0.01), counted("peak_memory", 123456789))
+    (upd,) = store.update([rec])
+    assert upd.added == [ODD_ID] and upd.path == tmp_path / "cpu/tests/sub/test_odd.py.json"
+    back = BaselineStore(tmp_path, "cpu").lookup(ODD_ID)
+    assert back is not None and back.nodeid == ODD_ID
+    assert back["peak_memory"].value == 123456789  # counted: exact
+    assert back["AL"].samples == pytest.approx(rec["AL"].samples, rel=1e-5)  # measured: 6 significant digits
+    assert "日本" in upd.path.read_text(encoding="utf-8")  # readable, not \\u-escaped
+
+
+def test_files_are_sorted_versioned_and_carry_summary_statistics(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path, "cpu")
+    store.update([record("t.py::b", latency(0.01)), record("t.py::a", counted("flops", 7, "FLOP"))])
+    text = (tmp_path / "cpu/t.py.json").read_text()
+    doc = json.loads(text)
+    assert doc["schema"] == 1 and doc["format"] == "pytest-efficientllm-baselines" and doc["profile"] == "cpu"
+    assert list(doc["tests"]) == ["t.py::a", "t.py::b"]
+    stats = doc["tests"]["t.py::b"]["metrics"]["AL"]["stats"]
+    assert set(stats) == {"n", "median", "mad", "iqr", "min", "max"} and stats["n"] == 7
+    assert doc["tests"]["t.py::b"]["fingerprint"]["cpu_model"] == "Test CPU"
+    assert json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n" == text
+
+
+def test_update_keeps_tests_that_did_not_run_and_says_what_changed(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path, "cpu")
+    store.update([record("t.py::a", counted("flops", 1, "FLOP")), record("t.py::b", counted("flops", 2, "FLOP")),
+                  record("t.py::c", counted("flops", 3, "FLOP"))])
+    before = (tmp_path / "cpu/t.py.json").read_text()
+    (upd,) = store.update([record("t.py::a", counted("flops", 1, "FLOP")), record("t.py::b", counted("flops", 5, "FLOP")),
+                           record("t.py::d", counted("flops", 4, "FLOP"))])
+    assert (upd.added, upd.updated, upd.unchanged, upd.kept) == (["t.py::d"], ["t.py::b"], ["t.py::a"], 1)
+    doc = json.loads((tmp_path / "cpu/t.py.json").read_text())
+    assert sorted(doc["tests"]) == ["t.py::a", "t.py::b", "t.py::c", "t.py::d"]
+    assert json.loads(before)["tests"]["t.py::a"] == doc["tests"]["t.py::a"]
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    (lambda text: text[: len(text) // 2], "line"),                     # truncated
+    (lambda text: text.replace('"tests"', '"tests" "', 1), "line 5 column"),  # corrupt
+])
+def test_a_corrupt_or_truncated_file_is_an_error_naming_file_and_position_and_is_not_overwritten(
+        tmp_path: Path, damage, expected: str) -> None:
+    store = BaselineStore(tmp_path, "cpu")
+    store.update([record("t.py::a", counted("flops", 1, "FLOP"))])
+    path = tmp_path / "cpu/t.py.json"
+    path.write_text(damage(path.read_text()))
+    broken = path.read_text()
+    with pytest.raises(BaselineError, match=r"t\.py\.json: corrupt baseline file: not valid JSON at line \d+ column \d+") as exc:
+        BaselineStore(tmp_path, "cpu").lookup("t.py::a")
+    assert expected in str(exc.value)
+    (upd,) = BaselineStore(tmp_path, "cpu").update([record("t.py::b", counted("flops", 2, "FLOP"))])
+    assert "corrupt" in upd.error and "nothing was overwritten" in upd.error
+    assert path.read_text() == broken
+
+
+def test_a_file_from_a_newer_schema_is_refused_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "cpu/t.py.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"format": "pytest-efficientllm-baselines", "schema": 99, "profile": "cpu", "tests": {}}))
+    with pytest.raises(BaselineError, match="newer pytest-efficientllm.*schema 99.*upgrade the plugin"):
+        BaselineStore(tmp_path, "cpu").lookup("t.py::a")
+    (upd,) = BaselineStore(tmp_path, "cpu").update([record("t.py::a", counted("flops", 1, "FLOP"))])
+    assert "schema 99" in upd.error and json.loads(path.read_text())["schema"] == 99
+
+
+def test_a_malformed_entry_names_the_file_and_the_test(tmp_path: Path) -> None:
+    path = tmp_path / "cpu/t.py.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"format": "pytest-efficientllm-baselines", "schema": 1, "profile": "cpu",
+                                "tests": {"t.py::a": {"metrics": {"AL": {"value": 1}}}}}))
+    with pytest.raises(BaselineError, match=r"t\.py\.json: entry 't\.py::a'"):
+        BaselineStore(tmp_path, "cpu").lookup("t.py::a")
+
+
+def _make_read_only(folder: Path) -> bool:
+    folder.chmod(0o555)
+    probe = folder / ".probe"
+    try:
+        probe.write_text("")
+    except OSError:
+        return True
+    probe.unlink()
+    # root ignores permission bits; the immutable attribute binds root too (ext4).
+    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+
+
+def _undo_read_only(folder: Path) -> None:
+    subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    folder.chmod(0o755)
+
+
+def test_a_read_only_baselines_folder_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path, "cpu")
+    store.update([record("t.py::a", counted("flops", 1, "FLOP"))])
+    folder = tmp_path / "cpu"
+    before = (folder / "t.py.json").read_text()
+    if not _make_read_only(folder):
+        _undo_read_only(folder)
+        pytest.skip("cannot make a folder read-only here (root without chattr)")
+    try:
+        (upd,) = store.update([record("t.py::a", counted("flops", 2, "FLOP"))])
+    finally:
+        _undo_read_only(folder)
+    assert "cannot write baseline file" in upd.error and "read-only" in upd.error
+    assert (folder / "t.py.json").read_text() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["t.py.json"]  # no temporary file left behind
+
+
+def _hammer(root: str, prefix: str, count: int) -> None:
+    store = BaselineStore(root, "cpu")
+    for i in range(count):
+        (upd,) = store.update([record(f"t.py::{prefix}{i}", counted("flops", i, "FLOP"))])
+        assert not upd.error, upd.error
+
+
+def test_two_processes_updating_one_file_at_once_lose_no_entries(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_hammer, args=(str(tmp_path), p, 25)) for p in ("x", "y")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    doc = json.loads((tmp_path / "cpu/t.py.json").read_text())
+    assert len(doc["tests"]) == 50
+
+
+def test_tests_of_other_files_are_in_other_files(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path, "h200")
+    store.update([record("a/test_1.py::t", counted("flops", 1, "FLOP"), profile="h200"),
+                  record("b/test_2.py::t", counted("flops", 1, "FLOP"), profile="h200")])
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json")) == [
+        os.path.join("h200", "a", "test_1.py.json"), os.path.join("h200", "b", "test_2.py.json")]

@@ -1,0 +1,158 @@
+"""Comparison rules: counted exact, measured noise-aware, estimated never failing, sources and fingerprints."""
+
+from __future__ import annotations
+
+import pytest
+from record_builders import counted, latency, record
+
+from pytest_efficientllm.compare import compare_record, fingerprint_diff
+from pytest_efficientllm.marker import parse_limit
+from pytest_efficientllm.record import Metric
+
+
+def by_metric(verdicts):
+    return {v.metric: v for v in verdicts}
+
+
+def test_counted_bytes_compare_exactly() -> None:
+    base = record("t.py::a", counted("peak_memory", 1_000_000))
+    assert by_metric(compare_record(base, record("t.py::a", counted("peak_memory", 1_000_000))))["peak_memory"].status == "pass"
+    v = by_metric(compare_record(base, record("t.py::a", counted("peak_memory", 1_000_001))))["peak_memory"]
+    assert v.status == "fail" and v.failed
+    assert "counted, exact" in v.message and "regression" in v.message
+    v = by_metric(compare_record(base, record("t.py::a", counted("peak_memory", 990_000))))["peak_memory"]
+    assert v.status == "improved" and "--update-baselines" in v.message
+
+
+def test_a_one_percent_counted_memory_regression_always_fails() -> None:
+    base = record("t.py::a", counted("peak_memory", 2**30))
+    cur = record("t.py::a", counted("peak_memory", 2**30 * 1.01))
+    v = by_metric(compare_record(base, cur))["peak_memory"]
+    assert v.status == "fail" and v.change == pytest.approx(0.01)
+
+
+def test_non_integer_counts_allow_float_reduction_noise_only() -> None:
+    base = record("t.py::a", counted("MCR", 3.7, "x", "higher"))
+    assert by_metric(compare_record(base, record("t.py::a", counted("MCR", 3.7 * (1 + 1e-8), "x", "higher"))))["MCR"].status == "pass"
+    assert by_metric(compare_record(base, record("t.py::a", counted("MCR", 3.6, "x", "higher"))))["MCR"].status == "fail"
+
+
+def test_a_marker_tolerance_replaces_exactness_for_counted_metrics() -> None:
+    limits = (parse_limit("peak_memory", "+1%"),)
+    base = record("t.py::a", counted("peak_memory", 1000))
+    assert by_metric(compare_record(base, record("t.py::a", counted("peak_memory", 1005)), limits))["peak_memory"].status == "pass"
+    v = by_metric(compare_record(base, record("t.py::a", counted("peak_memory", 1020)), limits))["peak_memory"]
+    assert v.status == "fail" and "tolerance +1%" in v.message
+
+
+def test_a_measured_slowdown_beyond_tolerance_and_noise_fails_with_the_numbers() -> None:
+    base = record("t.py::a", latency(0.010, seed=1))
+    cur = record("t.py::a", latency(0.012, seed=2))
+    v = by_metric(compare_record(base, cur))["AL"]
+    assert v.status == "fail"
+    assert "+20" in v.message and "95% interval" in v.message and "tolerance +5%" in v.message
+    assert "12 ms n=7" in v.message and "10 ms n=7" in v.message
+
+
+def test_a_slowdown_inside_the_noise_of_the_runs_does_not_fail() -> None:
+    base = record("t.py::a", latency(0.010, spread=0.6, seed=1))
+    cur = record("t.py::a", latency(0.0107, spread=0.6, seed=2))
+    v = by_metric(compare_record(base, cur))["AL"]
+    assert v.status == "pass"
+
+
+def test_a_small_change_within_tolerance_passes() -> None:
+    v = by_metric(compare_record(record("t.py::a", latency(0.010, seed=1)), record("t.py::a", latency(0.0102, seed=2))))["AL"]
+    assert v.status == "pass" and v.change == pytest.approx(0.02, abs=0.01)
+
+
+def test_improvements_are_reported_with_the_refresh_hint() -> None:
+    v = by_metric(compare_record(record("t.py::a", latency(0.010, seed=1)), record("t.py::a", latency(0.0086, seed=2))))["AL"]
+    assert v.status == "improved" and "faster by 14%" in v.message and "--update-baselines" in v.message
+
+
+def test_too_few_rounds_warn_instead_of_failing() -> None:
+    v = by_metric(compare_record(record("t.py::a", latency(0.010, n=3)), record("t.py::a", latency(0.020, n=3))))["AL"]
+    assert v.status == "warn" and "at least 5 rounds" in v.message
+
+
+def test_throughput_regressions_are_drops() -> None:
+    def tps(value: float) -> Metric:
+        return Metric("tokens_per_s", value, "tok/s", "higher", "measured", "m",
+                      samples=tuple(value * f for f in (0.99, 1.0, 1.01, 1.0, 0.995, 1.005)))
+
+    limits = (parse_limit("throughput", "-5%"),)
+    assert by_metric(compare_record(record("t.py::a", tps(1000)), record("t.py::a", tps(800)), limits))["tokens_per_s"].status == "fail"
+    assert by_metric(compare_record(record("t.py::a", tps(1000)), record("t.py::a", tps(1200)), limits))["tokens_per_s"].status == "improved"
+
+
+def test_a_single_valued_measured_metric_gates_on_its_tolerance_alone() -> None:
+    peak = lambda v: Metric("peak_memory", v, "B", "lower", "measured", "VmHWM")  # noqa: E731
+    limits = (parse_limit("peak_memory", "+1%"),)
+    v = by_metric(compare_record(record("t.py::a", peak(1e9)), record("t.py::a", peak(1.02e9)), limits))["peak_memory"]
+    assert v.status == "fail" and "no noise estimate" in v.message
+    # Without a tolerance it is not gated by default (no noise estimate to protect it).
+    assert "peak_memory" not in by_metric(compare_record(record("t.py::a", peak(1e9)), record("t.py::a", peak(2e9))))
+
+
+def test_estimates_never_fail() -> None:
+    est = lambda v: Metric("energy", v, "J", "lower", "estimated", "estimate: cpu-seconds x model")  # noqa: E731
+    limits = (parse_limit("energy", "+5%"),)
+    v = by_metric(compare_record(record("t.py::a", est(10.0)), record("t.py::a", est(20.0)), limits))["energy"]
+    assert v.status == "warn" and "never fails" in v.message
+
+
+def test_different_sources_are_never_compared_and_the_mismatch_is_reported() -> None:
+    limits = (parse_limit("energy", "+5%"),)
+    base = record("t.py::a", Metric("energy", 10.0, "J", "lower", "measured", "RAPL energy_uj"))
+    cur = record("t.py::a", Metric("energy", 99.0, "J", "lower", "estimated", "estimate: cpu-seconds x model"))
+    v = by_metric(compare_record(base, cur, limits))["energy"]
+    assert v.status == "warn" and v.kind == "source" and v.change is None
+    assert "measured (RAPL energy_uj)" in v.message and "estimated" in v.message
+
+
+def test_another_device_model_or_profile_is_an_error() -> None:
+    base = record("t.py::a", latency(0.01), fingerprint={"device_name": "NVIDIA H100 PCIe"})
+    cur = record("t.py::a", latency(0.01), fingerprint={"device_name": "NVIDIA H100 80GB HBM3"})
+    (v,) = compare_record(base, cur)
+    assert v.status == "error" and v.failed and "H100 PCIe" in v.message and "--update-baselines" in v.message
+    (v,) = compare_record(record("t.py::a", latency(0.01)), record("t.py::a", latency(0.01), profile="h200"))
+    assert v.status == "error" and "profile" in v.message
+
+
+def test_a_software_difference_warns_and_compares_calibrated_times() -> None:
+    # The candidate machine is 20% slower at the calibration workload and 20% slower at the
+    # test: relative to calibration, nothing changed.
+    base = record("t.py::a", latency(0.010, seed=1))
+    cur = record("t.py::a", latency(0.012, seed=2),
+                 fingerprint={"packages": {"torch": "2.14.1"}, "calibration": {"index_s": 0.0024}})
+    verdicts = by_metric(compare_record(base, cur))
+    assert verdicts["*"].status == "warn" and "torch" in verdicts["*"].message and "x1.200" in verdicts["*"].message
+    assert verdicts["AL"].status == "pass" and "calibrated" in verdicts["AL"].message
+    # Same fingerprint: raw times, so the same 20% is a regression.
+    same = record("t.py::a", latency(0.012, seed=2), fingerprint={"calibration": {"index_s": 0.0024}})
+    assert by_metric(compare_record(base, same))["AL"].status == "fail"
+
+
+def test_gate_modes() -> None:
+    base, cur = record("t.py::a", latency(0.010, seed=1)), record("t.py::a", latency(0.015, seed=2))
+    assert by_metric(compare_record(base, cur, mode="warn"))["AL"].status == "warn"
+    assert compare_record(base, cur, mode="off") == []
+    with pytest.raises(ValueError, match="fail, warn, off"):
+        compare_record(base, cur, mode="loud")
+
+
+def test_unavailable_and_missing_values_are_skipped_or_new() -> None:
+    limits = (parse_limit("energy", "+5%"), parse_limit("TTFT", "+5%"))
+    base = record("t.py::a", Metric("energy", None, "J", "lower", "measured", "RAPL", note="no RAPL"))
+    cur = record("t.py::a", Metric("energy", 3.0, "J", "lower", "measured", "RAPL"), counted("flops", 10, "FLOP"))
+    v = by_metric(compare_record(base, cur, limits))
+    assert v["energy"].status == "skipped" and "no RAPL" in v["energy"].message
+    assert v["flops"].status == "new"
+    assert v["TTFT"].status == "skipped" and "not recorded" in v["TTFT"].message
+
+
+def test_fingerprint_diff_ignores_calibration_and_fields_only_one_side_has() -> None:
+    d = fingerprint_diff({"calibration": {"index_s": 1}, "a": 1, "packages": {"torch": "1"}},
+                         {"calibration": {"index_s": 2}, "b": 2, "packages": {"torch": "2"}})
+    assert d.errors == [] and d.warnings == ["packages.torch: '1' -> '2'"]

@@ -1,0 +1,65 @@
+"""Robust statistics and the rank-based ratio interval the gate relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytest_efficientllm.stats import _rank_k, ratio_interval, summarize
+
+
+def test_summary_of_known_samples() -> None:
+    s = summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert (s.n, s.median, s.minimum, s.maximum) == (5, 3.0, 1.0, 100.0)
+    assert s.mad == 1.0  # |x - 3| = 2, 1, 0, 1, 97 -> median 1: the outlier does not move it
+    assert s.iqr == 2.0
+
+
+@pytest.mark.parametrize(("m", "n", "k"), [(5, 5, 3), (7, 5, 6), (10, 12, 30), (8, 8, 14)])
+def test_rank_critical_values_match_published_mann_whitney_tables(m: int, n: int, k: int) -> None:
+    # Two-sided 5% critical U from standard tables is k - 1 (reject when U <= k - 1).
+    assert _rank_k(m, n, 0.05) == k
+
+
+def test_the_interval_covers_no_change_about_95_percent_of_the_time() -> None:
+    # A/A with skewed (lognormal) rounds: coverage is a property of the method, not luck.
+    rng = np.random.default_rng(1)
+    trials = 2000
+    covered = 0
+    for _ in range(trials):
+        iv = ratio_interval(rng.lognormal(0, 0.05, 7), rng.lognormal(0, 0.05, 7))
+        covered += iv.low <= 1.0 <= iv.high
+    assert 0.93 <= covered / trials <= 0.985
+
+
+def test_a_ten_percent_shift_is_resolved_above_one() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.lognormal(0, 0.01, 7)
+    iv = ratio_interval(base, 1.10 * rng.lognormal(0, 0.01, 7))
+    assert iv.resolved and iv.low > 1.05 and iv.excludes_one()
+    assert iv.ratio == pytest.approx(1.10, rel=0.03)
+
+
+def test_one_wild_round_does_not_move_the_interval_much() -> None:
+    base = [1.0, 1.01, 0.99, 1.02, 0.98, 1.0, 1.01]
+    calm = ratio_interval(base, base)
+    wild = ratio_interval(base, base[:-1] + [50.0])
+    assert wild.high < 1.05 and calm.low <= 1.0 <= calm.high
+
+
+def test_too_few_rounds_are_said_not_faked() -> None:
+    iv = ratio_interval([1.0, 1.0, 1.0], [2.0, 2.0, 2.0])
+    assert not iv.resolved and not iv.excludes_one()
+    assert "at least 5 rounds" in iv.why
+
+
+def test_large_samples_use_the_normal_approximation_and_stay_fast() -> None:
+    rng = np.random.default_rng(3)
+    iv = ratio_interval(rng.lognormal(0, 0.02, 3000), 1.02 * rng.lognormal(0, 0.02, 3000))
+    assert iv.resolved and 1.0 < iv.low < 1.02 < iv.high < 1.04
+
+
+@pytest.mark.parametrize("bad", [[], [0.0, 1.0], [float("nan")], [-1.0]])
+def test_bad_samples_are_rejected(bad: list[float]) -> None:
+    with pytest.raises(ValueError):
+        ratio_interval([1.0, 2.0], bad)
