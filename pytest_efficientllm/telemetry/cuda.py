@@ -1,0 +1,216 @@
+"""CUDA telemetry: event timing, allocator peaks, and the GPU `Backend` that wires them with NVML.
+
+`cuda` parameters take the `torch.cuda` module (tests pass a test double); nothing here
+touches a GPU at import time, so the module imports on CPU-only machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from ..backend import Backend, cpu_backend
+from ..devices import clock_derived_peak, lookup_device
+from ..record import Metric
+from .base import Probe, RoundTimer
+from .nvml import PROBE_MAX_S, NvmlSet, load_pynvml, open_nvml
+from .procfs import ProcessCpuTimeProbe, ProcessMemoryProbe
+
+HOPPER_FLOP_PER_CLOCK_PER_SM = 4096  # dense bf16 tensor-core rate (DESIGN.md §7)
+
+
+def _torch_cuda() -> Any:
+    import torch
+
+    return torch.cuda
+
+
+class CudaEventTimer(RoundTimer):
+    """CUDA events recorded around each round; one `synchronize()` after the last round.
+
+    Units: seconds per round (from `elapsed_time`, which is ms). The stopping rule for
+    `min_time_s` uses the host clock, since reading the events would need a sync between
+    rounds; with asynchronous launches the host runs ahead until CUDA's launch queue is
+    full, so more rounds than strictly needed may run, never fewer than `min_rounds`.
+    """
+
+    method = "CUDA events around each round, one synchronize after the last"
+
+    def __init__(self, cuda: Any = None) -> None:
+        self.cuda = cuda if cuda is not None else _torch_cuda()
+
+    def run(self, fn: Callable[[], Any], min_rounds: int, min_time_s: float, max_rounds: int) -> list[float]:
+        event = self.cuda.Event
+        clock = time.perf_counter_ns
+        min_time_ns = int(min_time_s * 1e9)
+        pairs: list[tuple[Any, Any]] = []
+        host_ns = 0
+        while len(pairs) < max_rounds and (len(pairs) < min_rounds or host_ns < min_time_ns):
+            start, end = event(enable_timing=True), event(enable_timing=True)
+            t0 = clock()
+            start.record()
+            fn()
+            end.record()
+            host_ns += clock() - t0
+            pairs.append((start, end))
+        self.cuda.synchronize()
+        return [start.elapsed_time(end) * 1e-3 for start, end in pairs]
+
+    @contextlib.contextmanager
+    def time_block(self) -> Iterator[dict[str, float]]:
+        timing: dict[str, float] = {}
+        start, end = self.cuda.Event(enable_timing=True), self.cuda.Event(enable_timing=True)
+        start.record()
+        yield timing
+        end.record()
+        self.cuda.synchronize()
+        timing["latency_s"] = start.elapsed_time(end) * 1e-3
+
+
+class CudaAllocatorProbe(Probe):
+    """The caching allocator's high-water marks over a window, reset at open. Units: bytes.
+
+    `peak_memory` is `max_memory_allocated` (tensors), `peak_memory_reserved` is
+    `max_memory_reserved` (what the allocator holds from the driver), `peak_memory_delta`
+    the allocated peak above what was allocated at open. Source `measured`: the allocator's
+    own counters, read at the window's edges; they can differ run to run with allocator
+    state (fragmentation, cuBLAS workspaces), so they are not exact counts of the workload.
+    """
+
+    name = "cuda-allocator"
+
+    def __init__(self, cuda: Any = None, device: int | None = None) -> None:
+        self.cuda = cuda if cuda is not None else _torch_cuda()
+        self.device = device
+        self._at_open = 0
+        self._peak = 0
+        self._reserved = 0
+
+    def open(self) -> None:
+        self.cuda.reset_peak_memory_stats(self.device)
+        self._at_open = int(self.cuda.memory_allocated(self.device))
+
+    def close(self) -> None:
+        self._peak = int(self.cuda.max_memory_allocated(self.device))
+        self._reserved = int(self.cuda.max_memory_reserved(self.device))
+
+    def readings(self, wall_s: float) -> list[Metric]:
+        how = "torch.cuda caching allocator, peak stats reset at window open"
+        return [
+            Metric("peak_memory", float(self._peak), "B", "lower", "measured", f"{how}: max_memory_allocated"),
+            Metric("peak_memory_reserved", float(self._reserved), "B", "lower", "measured", f"{how}: max_memory_reserved"),
+            Metric("peak_memory_delta", float(max(0, self._peak - self._at_open)), "B", "lower", "measured",
+                   f"{how}: max_memory_allocated minus memory_allocated at open"),
+        ]
+
+
+def gpu_peak_flops(name: str, sm_count: int | None, max_sm_clock_mhz: int | None) -> Metric | None:
+    """Dense bf16 peak for MFU: the datasheet figure for listed devices, else clock-derived.
+
+    Source `estimated` in both cases: a datasheet figure is the vendor's nominal rate, not
+    something measured on this device (its clocks under power capping may be lower), and
+    the clock-derived figure assumes Hopper's per-SM tensor rate. Units: FLOP/s.
+    """
+    listed = lookup_device(name)
+    if listed is not None:
+        return Metric("peak_flops_per_s", listed.bf16_flops_per_s, "FLOP/s", "info", "estimated",
+                      f"estimate: datasheet dense bf16 peak of {listed.model} "
+                      f"({listed.bf16_flops_per_s / 1e12:.0f} TFLOP/s), not measured")
+    if sm_count and max_sm_clock_mhz:
+        peak = clock_derived_peak(sm_count, max_sm_clock_mhz * 1e6, HOPPER_FLOP_PER_CLOCK_PER_SM)
+        return Metric("peak_flops_per_s", peak, "FLOP/s", "info", "estimated",
+                      f"estimate: clock-derived dense bf16 peak = {sm_count} SMs x {HOPPER_FLOP_PER_CLOCK_PER_SM} "
+                      f"FLOP/clock/SM (Hopper's rate, assumed for unlisted {name!r}) x {max_sm_clock_mhz} MHz max SM clock")
+    return None
+
+
+def _bare_uuid(uuid: str) -> str:
+    return uuid.split("-", 1)[1].lower() if uuid.startswith(("GPU-", "MIG-")) else uuid.lower()
+
+
+def _check_same_device(nvml: NvmlSet, torch_uuid: str | None) -> NvmlSet:
+    """The NVML device must be the one torch computes on; otherwise NVML would measure another GPU."""
+    if nvml.problem is not None or not torch_uuid or not nvml.devices:
+        return nvml
+    if _bare_uuid(nvml.devices[0].uuid) == _bare_uuid(torch_uuid):
+        return nvml
+    return NvmlSet.empty(
+        f"NVML maps this process's CUDA device to {nvml.devices[0].uuid} but torch reports {torch_uuid}: "
+        "CUDA's device order differs from NVML's; set CUDA_DEVICE_ORDER=PCI_BUS_ID or name devices by UUID "
+        "in CUDA_VISIBLE_DEVICES")
+
+
+def cuda_backend(profile: str, threads: int, sample_interval_s: float = 0.02, *, cuda: Any = None,
+                 nvml_loader: Callable[[], Any] = load_pynvml, environ: Mapping[str, str] | None = None,
+                 nvml_probe_s: float = PROBE_MAX_S) -> Backend:
+    """CUDA events and allocator, NVML energy/memory/kernel-busy/GPM, host RSS and CPU time.
+
+    Measures the current CUDA device only (one process, one device; distributed tests run
+    one process per rank). Without CUDA it returns the CPU backend with a notice saying so.
+    """
+    cuda = cuda if cuda is not None else _torch_cuda()
+    environ = os.environ if environ is None else environ
+    if not cuda.is_available():
+        backend = cpu_backend(threads, sample_interval_s)
+        backend.notices.insert(0, f"--gpu profile {profile!r} asked for CUDA telemetry, but torch.cuda.is_available() "
+                                  "is false: CPU telemetry used")
+        return backend
+
+    ordinal = int(cuda.current_device())
+    props = cuda.get_device_properties(ordinal)
+    torch_uuid = str(getattr(props, "uuid", "") or "") or None
+    nvml = open_nvml(nvml_loader(), environ.get("CUDA_VISIBLE_DEVICES"), (ordinal,), probe_max_s=nvml_probe_s)
+    nvml = _check_same_device(nvml, torch_uuid)
+
+    name = str(props.name)
+    sm_count = int(getattr(props, "multi_processor_count", 0) or 0) or None
+    max_clock = nvml.fingerprint.get("gpu_max_sm_clock_mhz")
+    peak = gpu_peak_flops(name, sm_count, max_clock)
+    fingerprint: dict[str, Any] = dict(nvml.fingerprint)
+    fingerprint.update({
+        "gpu_name": name,
+        "gpu_memory_total_bytes": int(props.total_memory),
+        "gpu_sm_count": sm_count,
+        "gpu_compute_capability": f"{getattr(props, 'major', '?')}.{getattr(props, 'minor', '?')}",
+        "cuda_ordinal": ordinal,
+        "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES"),
+        "cuda_runtime_version": _cuda_runtime_version(),
+    })
+    if sm_count and max_clock:
+        fingerprint["peak_flops_clock_derived"] = clock_derived_peak(sm_count, max_clock * 1e6, HOPPER_FLOP_PER_CLOCK_PER_SM)
+
+    def probes() -> list[Probe]:
+        # Open order: host probes, allocator, then NVML with its energy counter last, so the
+        # counter is read nearest the timed rounds (probes close in reverse order).
+        return [
+            ProcessCpuTimeProbe(),
+            ProcessMemoryProbe(interval_s=sample_interval_s, prefix="host_"),
+            CudaAllocatorProbe(cuda, ordinal),
+            *nvml.make_probes(sample_interval_s),
+        ]
+
+    energy_source = ("unavailable: " + (nvml.problem or nvml.unsupported.get("energy", ""))
+                     if nvml.problem or "energy" in nvml.unsupported else "NVML total energy counter (mJ)")
+    sources = {
+        "timer": CudaEventTimer.method,
+        "memory": "torch.cuda allocator peaks + NVML memory v2 sampled" if nvml.problem is None else "torch.cuda allocator peaks",
+        "energy": energy_source,
+        "compute": "NVML utilization.gpu (PCU) + MFU against " + (peak.method if peak else "no peak (device unknown)"),
+        "device": f"cuda:{ordinal} {name}",
+    }
+    notices = list(nvml.notices)
+    if peak is None:
+        notices.append(f"MFU: {name!r} is not in the device table and its SM clock is unknown: no peak to divide by")
+    return Backend(profile, CudaEventTimer(cuda), probes, cuda.synchronize, peak, sources, notices, fingerprint)
+
+
+def _cuda_runtime_version() -> str | None:
+    try:
+        import torch
+
+        return torch.version.cuda
+    except Exception:  # pragma: no cover - torch is a dependency
+        return None

@@ -1,0 +1,205 @@
+"""The CUDA timer, allocator probe and GPU backend wiring, against test doubles of torch.cuda and pynvml."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from nvml_double import FakeGpu, FakePynvml
+
+from pytest_efficientllm.measure import Meter, Protocol, Work, derive_metrics
+from pytest_efficientllm.telemetry.cuda import CudaAllocatorProbe, CudaEventTimer, cuda_backend, gpu_peak_flops
+
+UUID = "aaaa1111-0000-0000-0000-000000000000"
+
+
+class FakeTorchCuda:
+    """Test double of the torch.cuda calls we use. Events read the host clock; nothing runs on a GPU.
+
+    Like CUDA, an event's `elapsed_time` is refused until a synchronize has completed it.
+    `allocate`/`free` move the fake allocator's counters.
+    """
+
+    def __init__(self, name: str = "NVIDIA H100 80GB HBM3", sm_count: int = 132, uuid: str = UUID,
+                 available: bool = True) -> None:
+        self.props = SimpleNamespace(name=name, total_memory=80 * 2**30, multi_processor_count=sm_count,
+                                     uuid=uuid, major=9, minor=0)
+        self.available = available
+        self.log: list[str] = []
+        self.synced_at = -1.0
+        self.allocated = 0
+        self.peak = 0
+        self.reserved_peak = 0
+        cuda = self
+
+        class Event:
+            def __init__(self, enable_timing: bool = False) -> None:
+                assert enable_timing, "timing events need enable_timing=True"
+                self.t: float | None = None
+
+            def record(self) -> None:
+                cuda.log.append("record")
+                self.t = time.perf_counter()
+
+            def elapsed_time(self, end: Event) -> float:
+                if self.t is None or end.t is None or end.t > cuda.synced_at:
+                    raise RuntimeError("CUDA error: device not ready (event not completed; synchronize first)")
+                return (end.t - self.t) * 1e3  # ms, as torch returns
+
+        self.Event = Event
+
+    def is_available(self) -> bool:
+        return self.available
+
+    def current_device(self) -> int:
+        return 0
+
+    def get_device_properties(self, ordinal: int) -> SimpleNamespace:
+        return self.props
+
+    def synchronize(self) -> None:
+        self.log.append("synchronize")
+        self.synced_at = time.perf_counter()
+
+    def reset_peak_memory_stats(self, device: Any = None) -> None:
+        self.log.append("reset_peak_memory_stats")
+        self.peak = self.allocated
+        self.reserved_peak = self.allocated
+
+    def memory_allocated(self, device: Any = None) -> int:
+        return self.allocated
+
+    def max_memory_allocated(self, device: Any = None) -> int:
+        return self.peak
+
+    def max_memory_reserved(self, device: Any = None) -> int:
+        return self.reserved_peak
+
+    def allocate(self, n_bytes: int) -> None:
+        self.allocated += n_bytes
+        self.peak = max(self.peak, self.allocated)
+        self.reserved_peak = max(self.reserved_peak, -(-self.allocated // 2**21) * 2**21)  # 2 MiB segments
+
+    def free(self, n_bytes: int) -> None:
+        self.allocated -= n_bytes
+
+
+def test_event_timer_syncs_once_after_the_last_round() -> None:
+    cuda = FakeTorchCuda()
+    rounds = CudaEventTimer(cuda).run(lambda: (cuda.log.append("work"), time.sleep(0.01)), 4, 0.0, 100)
+    assert len(rounds) == 4
+    assert all(0.01 <= r < 0.05 for r in rounds), rounds  # seconds, from elapsed_time's ms
+    assert cuda.log.count("synchronize") == 1 and cuda.log[-1] == "synchronize"
+    assert cuda.log[:-1] == ["record", "work", "record"] * 4
+
+
+def test_event_timer_runs_until_min_time() -> None:
+    cuda = FakeTorchCuda()
+    rounds = CudaEventTimer(cuda).run(lambda: time.sleep(0.005), 1, 0.05, 1000)
+    assert len(rounds) >= 8 and cuda.log.count("synchronize") == 1
+
+
+def test_event_timer_block_form() -> None:
+    cuda = FakeTorchCuda()
+    with CudaEventTimer(cuda).time_block() as timing:
+        time.sleep(0.01)
+    assert 0.01 <= timing["latency_s"] < 0.05
+    assert cuda.log == ["record", "record", "synchronize"]
+
+
+def test_allocator_probe_resets_peaks_per_window() -> None:
+    cuda = FakeTorchCuda()
+    cuda.allocate(100 * 2**20)  # resident before the window: not the workload's
+    cuda.allocate(300 * 2**20)
+    cuda.free(300 * 2**20)  # an earlier peak the reset must forget
+    probe = CudaAllocatorProbe(cuda, 0)
+    probe.open()
+    cuda.allocate(64 * 2**20)
+    cuda.free(64 * 2**20)
+    probe.close()
+    m = {x.name: x for x in probe.readings(1.0)}
+    assert m["peak_memory"].value == 164 * 2**20
+    assert m["peak_memory_delta"].value == 64 * 2**20
+    assert m["peak_memory_reserved"].value == 164 * 2**20  # rounded up to whole 2 MiB segments
+    assert all(x.unit == "B" and x.source == "measured" for x in m.values())
+
+
+def test_peak_is_the_datasheet_figure_for_listed_devices_labelled_as_estimate() -> None:
+    peak = gpu_peak_flops("NVIDIA H100 80GB HBM3", 132, 1980)
+    assert peak.value == 989e12 and peak.source == "estimated" and "datasheet dense bf16 peak" in peak.method
+    assert gpu_peak_flops("NVIDIA H100 PCIe", 114, 1755).value == 756e12
+
+
+def test_peak_of_an_unlisted_device_is_clock_derived() -> None:
+    peak = gpu_peak_flops("NVIDIA L4", 58, 2040)
+    assert peak.value == 58 * 4096 * 2040e6 and "clock-derived" in peak.method and peak.source == "estimated"
+    assert gpu_peak_flops("NVIDIA L4", 58, None) is None
+
+
+def fake_backend(cuda: FakeTorchCuda, nv: Any, environ: dict[str, str] | None = None):
+    return cuda_backend("h100", 1, 0.002, cuda=cuda, nvml_loader=lambda: nv, environ=environ or {}, nvml_probe_s=0.1)
+
+
+def test_gpu_backend_end_to_end_with_doubles() -> None:
+    cuda = FakeTorchCuda()
+    nv = FakePynvml([FakeGpu("GPU-" + UUID, power_w=300.0, period_s=0.005, busy_percent=80)])
+    backend = fake_backend(cuda, nv)
+    assert backend.profile == "h100" and backend.notices == []
+    fp = backend.device_fingerprint
+    assert fp["gpu_name"] == "NVIDIA H100 80GB HBM3" and fp["gpu_sm_count"] == 132
+    assert fp["gpu_power_limit_w"] == 700.0 and fp["gpu_max_sm_clock_mhz"] == 1980 and fp["driver_version"]
+    assert fp["nvml_energy_period_s"] == pytest.approx(0.005, rel=0.5)
+    assert set(backend.sources) >= {"timer", "memory", "energy", "compute"}
+
+    meter = Meter(backend)
+
+    def work() -> None:
+        cuda.allocate(2**20)
+        time.sleep(0.03)
+        cuda.free(2**20)
+
+    result = meter.run_window(work, Protocol(rounds=3, warmup=0))
+    metrics = derive_metrics(result, Work(tokens=10, flops=10**12), meter.flops_of(work, Work(flops=10**12)), backend)
+    assert metrics["peak_memory_delta"].value == 2**20
+    assert metrics["PCU"].value == pytest.approx(0.8) and metrics["PCU"].method.startswith("NVML utilization.gpu (kernel-busy share)")
+    assert metrics["energy"].source == "measured" and metrics["energy"].value == pytest.approx(300 * result.wall_s, rel=0.3)
+    assert metrics["AEC_net"].value is not None
+    assert metrics["MFU"].source == "estimated" and "datasheet" in metrics["MFU"].method
+    assert metrics["host_peak_memory"].value > 0 and "cpu_time" in metrics
+    assert cuda.log.count("reset_peak_memory_stats") == 1
+
+
+def test_torch_and_nvml_disagreeing_on_the_device_disables_nvml_with_the_fix_named() -> None:
+    cuda = FakeTorchCuda(uuid="bbbb2222-0000-0000-0000-000000000000")
+    backend = fake_backend(cuda, FakePynvml([FakeGpu("GPU-" + UUID), FakeGpu("GPU-bbbb2222-0000-0000-0000-000000000000")]))
+    assert len(backend.notices) == 1 and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in backend.notices[0]
+    result = Meter(backend).run_window(lambda: time.sleep(0.001), Protocol(rounds=1, warmup=0))
+    energy = result.readings["energy"]
+    assert energy.value is None and "CUDA_DEVICE_ORDER" in energy.note
+
+
+def test_without_nvml_gpu_energy_is_unavailable_not_a_cpu_estimate() -> None:
+    cuda = FakeTorchCuda()
+    backend = fake_backend(cuda, None)
+    assert any("nvidia-ml-py" in n for n in backend.notices)
+    meter = Meter(backend)
+    result = meter.run_window(lambda: time.sleep(0.001), Protocol(rounds=2, warmup=0))
+    metrics = derive_metrics(result, Work(), meter.flops_of(lambda: None, Work(count_flops=False)), backend)
+    assert metrics["energy"].value is None and metrics["AEC"].value is None
+    assert metrics["peak_memory"].value is not None  # the allocator still reports
+
+
+def test_without_cuda_the_backend_degrades_to_cpu_with_a_notice() -> None:
+    backend = fake_backend(FakeTorchCuda(available=False), FakePynvml())
+    assert backend.profile == "cpu" and "torch.cuda.is_available() is false" in backend.notices[0]
+
+
+def test_real_module_imports_and_degrades_on_this_machine() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present; the degraded path is covered by the doubles above")
+    backend = cuda_backend("h100", 1)
+    assert backend.profile == "cpu" and "CUDA" in backend.notices[0]
