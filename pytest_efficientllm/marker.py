@@ -3,8 +3,8 @@
     @pytest.mark.efficiency(rounds=10, warmup=2, min_time="0.5 s", workload="inference",
                             latency="<= 50 ms", peak_memory="+1%", throughput=">= 1000 tok/s")
 
-Protocol arguments (rounds, warmup, min_time, max_rounds, workload, flops) set how the
-test is measured. Every other keyword names a metric (catalog name or alias) and gives
+Protocol arguments (rounds, warmup, min_time, max_rounds, workload, flops, world_size) set
+how the test is measured; `world_size=N` runs the test body in N ranks (see `distributed`). Every other keyword names a metric (catalog name or alias) and gives
 either an absolute budget ("<= 2 GiB", ">= 1000 tok/s") or a signed tolerance against
 the stored baseline ("+5%"). Problems raise `MarkerError` naming the argument and the
 expected shape; the plugin adds the test id.
@@ -20,7 +20,7 @@ from .measure import WORKLOADS, Protocol
 from .metrics import resolve_name, spec
 from .units import UnitError, parse_percent, parse_quantity, parse_seconds
 
-PROTOCOL_ARGS = ("rounds", "warmup", "min_time", "max_rounds", "workload", "flops")
+PROTOCOL_ARGS = ("rounds", "warmup", "min_time", "max_rounds", "workload", "flops", "world_size")
 
 
 class MarkerError(ValueError):
@@ -45,6 +45,7 @@ class MarkerSpec:
     workload: str = "inference"
     count_flops: bool = True
     limits: tuple[Limit, ...] = field(default_factory=tuple)
+    world_size: int = 1  # ranks to spawn (pytest_efficientllm.distributed); 1 = an ordinary test
 
 
 def _int_arg(name: str, value: Any, minimum: int) -> int:
@@ -107,10 +108,11 @@ def parse_marker(kwargs: dict[str, Any], args: tuple[Any, ...], defaults: Protoc
     flops = kwargs.get("flops", True)
     if not isinstance(flops, bool):
         raise MarkerError(f"flops={flops!r}: expected True or False")
+    world_size = _int_arg("world_size", kwargs.get("world_size", 1), 1)
     limits = tuple(parse_limit(k, v) for k, v in kwargs.items() if k not in PROTOCOL_ARGS)
     seen: set[tuple[str, str]] = set()
     for limit in limits:
         if (limit.metric, limit.kind) in seen:
             raise MarkerError(f"two {limit.kind}s for metric {limit.metric!r} (an alias and its name?)")
         seen.add((limit.metric, limit.kind))
-    return MarkerSpec(Protocol(rounds, warmup, min_time, max_rounds), workload, flops, limits)
+    return MarkerSpec(Protocol(rounds, warmup, min_time, max_rounds), workload, flops, limits, world_size)

@@ -1,0 +1,180 @@
+"""Start N local ranks with torch.multiprocessing, run a body in each, collect what they report.
+
+Runs in the parent (the pytest process); `_rank_entry` runs in each rank.
+
+* The parent holds the rendezvous: a `TCPStore` bound to port 0, so the operating system
+  hands out a free port atomically (no probe-then-bind race, no clash with MASTER_PORT
+  29500 or another test spawning at the same time); a bind failure is retried.
+* Each rank joins the default group (gloo on the CPU, NCCL with one GPU per rank) with the
+  session's collective timeout, runs the body, and writes a `RankOutcome` (plain JSON:
+  the record as `Record.to_dict()`, or the traceback) to a file the parent reads.
+* A rank that raises exits non-zero after writing its traceback; a rank that dies (signal,
+  `os._exit`) exits non-zero without one. Either way `ProcessContext.join` sees it at once
+  and terminates the other ranks, which may be blocked in a collective with it: the test
+  fails with the first failing rank's error, and nothing waits for a timeout.
+* Start method: `fork` where this process has not initialised CUDA (fast: the ranks share
+  the already-imported modules and the fixtures' values). A forked rank runs torch with one
+  intra-op thread: GNU OpenMP's thread pool does not survive `fork` (a forked child that
+  starts a parallel region with more threads hangs). `spawn` otherwise (CUDA cannot be
+  used in a forked child): the body and the fixture values are pickled, and each rank may
+  use its share of the cores.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from .collectives import DEFAULT_TIMEOUT_S, RankContext, join, leave
+from .outcome import DIED, FAILED, MISSING, PASSED, SKIPPED, RankOutcome, format_error
+
+START_METHODS = ("auto", "fork", "spawn", "forkserver")
+HOST = "127.0.0.1"
+
+
+class SpawnError(RuntimeError):
+    """The ranks could not be started (no port, a body that cannot be pickled for spawn)."""
+
+
+def choose_start_method(requested: str = "auto") -> str:
+    """`fork` unless CUDA is initialised here (or fork is unavailable); an explicit choice wins."""
+    if requested not in START_METHODS:
+        raise ValueError(f"start method {requested!r}: expected one of {', '.join(START_METHODS)}")
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_initialized() or "fork" not in mp.get_all_start_methods():
+        return "spawn"
+    return "fork"
+
+
+@dataclass
+class RankJob:
+    """What every rank needs; plain data except `body` (pickled by reference under spawn)."""
+
+    body: Callable[[RankContext], dict[str, Any] | None]
+    world_size: int
+    backend: str
+    port: int
+    timeout_s: float
+    result_dir: str
+    start_method: str
+
+
+def _is_skip(exc: BaseException) -> bool:
+    try:
+        import pytest
+
+        return isinstance(exc, pytest.skip.Exception)
+    except ImportError:  # pragma: no cover - pytest is always there when the plugin runs
+        return False
+
+
+def _write(job: RankJob, outcome: RankOutcome) -> None:
+    path = Path(job.result_dir) / f"rank{outcome.rank}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(outcome.to_dict()), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _rank_entry(index: int, job: RankJob) -> None:
+    """One rank: join, run the body, write the outcome; exit 1 after a failure so the others stop."""
+    os.environ.update({"RANK": str(index), "WORLD_SIZE": str(job.world_size), "LOCAL_RANK": str(index),
+                       "LOCAL_WORLD_SIZE": str(job.world_size), "GROUP_RANK": "0", "MASTER_ADDR": HOST,
+                       "MASTER_PORT": str(job.port)})
+    if job.start_method == "fork":
+        torch.set_num_threads(1)
+    try:
+        store = dist.TCPStore(HOST, job.port, job.world_size, is_master=False, timeout=_dt.timedelta(seconds=job.timeout_s))
+        ctx = join(index, job.world_size, local_rank=index, local_world_size=job.world_size, backend=job.backend,
+                   launcher="spawn", timeout_s=job.timeout_s, store=store)
+        record = job.body(ctx)
+        _write(job, RankOutcome(index, PASSED, record=record))
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as text
+        status = SKIPPED if _is_skip(exc) else FAILED
+        error = str(getattr(exc, "msg", "") or exc) if status == SKIPPED else format_error(exc)
+        _write(job, RankOutcome(index, status, error=error))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if status == SKIPPED:
+            return
+        raise SystemExit(1) from None
+    leave(ctx)
+
+
+def _master_store(world_size: int, timeout_s: float, attempts: int = 3) -> Any:
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            return dist.TCPStore(HOST, 0, world_size, is_master=True, wait_for_workers=False,
+                                 timeout=_dt.timedelta(seconds=timeout_s))
+        except (RuntimeError, OSError) as exc:  # e.g. EADDRINUSE on an exhausted port range
+            last = exc
+            time.sleep(0.2)
+    raise SpawnError(f"could not open a rendezvous port on {HOST} after {attempts} attempts: {last}")
+
+
+def _describe_exit(exc: Exception) -> str:
+    code = getattr(exc, "exit_code", None)
+    signal_name = getattr(exc, "signal_name", None)
+    if signal_name:
+        return f"killed by signal {signal_name}; no Python traceback (see the captured output)"
+    return f"exited with code {code} without a Python traceback (os._exit, a crash in native code, ...)"
+
+
+def run_ranks(body: Callable[[RankContext], dict[str, Any] | None], world_size: int, *, backend: str = "gloo",
+              timeout_s: float = DEFAULT_TIMEOUT_S, start_method: str = "auto") -> list[RankOutcome]:
+    """Run `body(ctx)` in `world_size` fresh ranks; one `RankOutcome` per rank, in rank order.
+
+    Returns when every rank has finished, or as soon as one fails (the others are then
+    terminated). Never raises for a rank's failure: that is in the outcomes.
+    """
+    method = choose_start_method(start_method)
+    store = _master_store(world_size, timeout_s)
+    with tempfile.TemporaryDirectory(prefix="efficiency-ranks-") as tmp:
+        job = RankJob(body, world_size, backend, store.port, timeout_s, tmp, method)
+        try:
+            context = mp.start_processes(_rank_entry, args=(job,), nprocs=world_size, join=False, start_method=method)
+        except (TypeError, AttributeError, __import__("pickle").PicklingError) as exc:
+            raise SpawnError(f"start method {method!r} must pickle the test function and its fixture values, "
+                             f"and could not: {exc}") from exc
+        first: int | None = None
+        first_error = ""
+        try:
+            while not context.join(timeout=1.0, grace_period=1.0):
+                pass
+        except mp.ProcessRaisedException as exc:
+            first = exc.error_index
+        except mp.ProcessExitedException as exc:
+            first, first_error = exc.error_index, _describe_exit(exc)
+        finally:
+            for process in context.processes:
+                if process.is_alive():
+                    process.kill()
+                process.join()
+        del store
+        outcomes = []
+        for rank in range(world_size):
+            path = Path(tmp) / f"rank{rank}.json"
+            if path.exists():
+                outcome = RankOutcome.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            elif rank == first:
+                outcome = RankOutcome(rank, DIED, error=first_error or "exited without reporting")
+            else:
+                code = context.processes[rank].exitcode
+                why = f"terminated after rank {first} failed" if first is not None else f"exited with code {code} without reporting"
+                outcome = RankOutcome(rank, MISSING, error=why)
+            outcome.first = rank == first
+            outcomes.append(outcome)
+        return outcomes
