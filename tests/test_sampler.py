@@ -1,0 +1,87 @@
+"""The background sampler: what it samples, its averages, and its failure mode."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import pytest
+
+from pytest_efficientllm.telemetry.sampler import Sampler
+
+
+def test_time_average_is_the_trapezoid_over_sample_times() -> None:
+    s = Sampler(lambda: 0.0, 1.0)
+    s.samples = [(0.0, 0.0), (1.0, 10.0), (3.0, 10.0)]
+    assert s.time_average() == pytest.approx((5.0 + 20.0) / 3.0)
+    assert s.maximum() == 10.0
+
+
+def test_uneven_sample_spacing_is_weighted_by_time() -> None:
+    s = Sampler(lambda: 0.0, 1.0)
+    s.samples = [(0.0, 100.0), (0.001, 100.0), (10.0, 0.0)]
+    assert s.time_average() == pytest.approx((0.1 + 9.999 * 50.0) / 10.0)
+
+
+def test_empty_and_single_samples() -> None:
+    s = Sampler(lambda: 0.0, 1.0)
+    assert s.time_average() is None and s.maximum() is None
+    s.samples = [(5.0, 7.0)]
+    assert s.time_average() == 7.0
+
+
+def test_a_window_shorter_than_the_interval_still_has_two_samples_and_stops_promptly() -> None:
+    counter = itertools.count()
+    s = Sampler(lambda: next(counter), interval_s=60.0)
+    s.start()
+    t0 = time.monotonic()
+    s.stop()
+    assert time.monotonic() - t0 < 30.0  # stop() does not wait out the 60 s interval
+    assert [v for _, v in s.samples] == [0.0, 1.0]
+
+
+def test_samples_come_from_a_thread_only_between_start_and_stop() -> None:
+    threads: list[str] = []
+
+    def read() -> float:
+        threads.append(threading.current_thread().name)
+        return 1.0
+
+    s = Sampler(read, interval_s=0.001)
+    s.start()
+    deadline = time.monotonic() + 5.0
+    while threads.count("efficiency-sampler") < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    s.stop()
+    n = len(threads)
+    time.sleep(0.02)
+    assert len(threads) == n  # nothing after stop
+    assert threads.count("efficiency-sampler") >= 3
+    assert threads[0] == threads[-1] == threading.current_thread().name  # the start and stop samples
+
+
+def test_a_failing_read_is_kept_and_sampling_stops() -> None:
+    calls = itertools.count()
+
+    def read() -> float:
+        if next(calls) >= 2:
+            raise OSError("gone")
+        return 1.0
+
+    s = Sampler(read, interval_s=0.001)
+    s.start()
+    deadline = time.monotonic() + 5.0
+    while s.error is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    s.stop()
+    assert isinstance(s.error, OSError) and len(s.samples) == 2
+
+
+def test_restart_clears_the_previous_window() -> None:
+    s = Sampler(lambda: 3.0, interval_s=60.0)
+    s.start()
+    s.stop()
+    s.start()
+    s.stop()
+    assert len(s.samples) == 2 and s.error is None
