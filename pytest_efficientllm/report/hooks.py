@@ -1,1 +1,114 @@
-"""pytest hooks of the reports (registered by `plugin` through `pytest_plugins`)."""
+"""pytest hooks of the reports (registered by `plugin` through `pytest_plugins`).
+
+`--efficiency-report=PATH` writes the run's records as a report when the session ends, on
+the process that holds every record (the xdist controller, or the only process);
+`--efficiency-progress` shows which technique is being measured. Both only gather and
+hand over: rendering lives in `write`, bookkeeping in `progress`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import pytest
+
+from .inputs import REPORT_FORMATS, ReportError, check_report_path
+from .progress import MODES, Progress
+
+PLUGIN_NAME = "efficiency-report"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("efficiency")
+    group.addoption("--efficiency-report", dest="efficiency_report", default=None, metavar="PATH",
+                    help=f"write a report of the measured tests, format by extension: {', '.join(REPORT_FORMATS)}")
+    group.addoption("--efficiency-progress", dest="efficiency_progress", default="auto", choices=MODES,
+                    help="one line per measured technique as it starts: auto (suite tests), on (every test), off")
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _is_worker(config):
+        return  # workers neither write reports nor touch the terminal
+    path = config.getoption("efficiency_report", None)
+    if path:
+        try:
+            check_report_path(path)  # fail before a long run, not after it
+        except ReportError as exc:
+            raise pytest.UsageError(f"--efficiency-report: {exc}") from None
+    config.pluginmanager.register(ReportPlugin(config, path), PLUGIN_NAME)
+
+
+class ReportPlugin:
+    def __init__(self, config: pytest.Config, path: str | None) -> None:
+        self.config = config
+        self.path = path
+        self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        quiet = config.get_verbosity() < 0
+        self.outcome: tuple[str, str] | None = None  # what the report step says in the summary
+        self.progress = Progress(mode="off" if quiet else config.getoption("efficiency_progress", "auto"))
+
+    # -- progress ---------------------------------------------------------------------
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.progress.collected(item.nodeid for item in session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        self.progress.collected(ids)
+
+    @pytest.hookimpl(tryfirst=True)  # before pytest writes this test's own prefix
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        line = self.progress.start(nodeid)
+        if line is None:
+            return
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        writer = getattr(reporter, "_tw", None)
+        if reporter is None or writer is None:
+            return
+        if writer.width_of_current_line:
+            writer.line()  # after a row of dots or a test's own line
+        xdist = self.config.pluginmanager.get_plugin("dsession") is not None  # the xdist controller
+        if xdist and self.config.get_verbosity() <= 0:
+            # xdist appends result letters to whatever line is open: end ours.
+            writer.line(line, cyan=True)
+            return
+        # Leave the line open and mark it so, as pytest does itself (`currentfspath = -2`):
+        # pytest's next write of a file or test prefix then starts a fresh line, with no
+        # blank line between ours and pytest's own.
+        writer.write(line, cyan=True)
+        reporter.currentfspath = -2
+
+    # -- the report ---------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)  # after every record (xdist workers' included) has arrived
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.path:
+            return
+        from ..plugin import SESSION_KEY
+        from ..runfile import Run
+        from .write import write_report
+
+        eff = self.config.stash.get(SESSION_KEY, None)
+        records = list(eff.records) if eff is not None else []
+        if not records:
+            self.outcome = (f"efficiency report not written to {self.path}: no test recorded a measurement", "yellow")
+            return
+        run = Run(records=records, runs=[{"profile": eff.profile, "fingerprint": eff.fingerprint,
+                                          "started": self.started, "label": f"pytest run {self.started}"}])
+        try:
+            path = write_report(run, self.path)
+        except (ReportError, OSError) as exc:
+            self.outcome = (f"efficiency report not written: {exc}", "red")
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # a report CI relies on is missing
+            return
+        self.outcome = (f"efficiency report: {path} ({len(records)} record(s))", "")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.outcome is not None:
+            text, color = self.outcome
+            terminalreporter.write_line(text, **({color: True} if color else {}))

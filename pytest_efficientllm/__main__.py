@@ -1,0 +1,7 @@
+"""`python -m pytest_efficientllm compare|merge|report|export-benchmark-action ...`"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

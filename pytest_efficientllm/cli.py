@@ -1,0 +1,161 @@
+"""Command line: compare, merge, report and export run files without re-running anything.
+
+    python -m pytest_efficientllm compare OLD.json NEW.json [--tolerance AL=+10%] [--mode warn]
+    python -m pytest_efficientllm merge A.json B.json -o ALL.json [--allow-mixed-profiles] [--allow-duplicates]
+    python -m pytest_efficientllm report ALL.json -o report.html|report.md|report.json
+    python -m pytest_efficientllm export-benchmark-action RUN.json --smaller S.json --bigger B.json
+
+Exit status: 0 success; 1 a regression (`compare`); 2 bad input or usage (argparse's own
+code for usage errors), with a message naming the file and what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .runfile import write_atomic, write_run
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
+
+
+def _out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def _err(line: str) -> None:
+    print(f"pytest-efficientllm: {line}", file=sys.stderr, flush=True)
+
+
+def _output_path(path: str, suffixes: tuple[str, ...] = (".json",)) -> Path:
+    from .report.inputs import check_report_path
+
+    return check_report_path(path, suffixes)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .marker import MarkerError, parse_limit
+    from .report.comparison import compare_runs, render_comparison
+    from .report.inputs import ReportError, load_run
+
+    limits = []
+    for text in args.tolerance:
+        name, sep, value = text.partition("=")
+        try:
+            if not sep:
+                raise MarkerError("expected METRIC=+N%")
+            limit = parse_limit(name.strip(), value.strip())
+        except (MarkerError, KeyError, ValueError) as exc:
+            raise ReportError(f"--tolerance {text!r}: {exc}") from None
+        if limit.kind != "tolerance":
+            raise ReportError(f"--tolerance {text!r}: a tolerance looks like 'AL=+10%'; budgets are checked by the plugin")
+        limits.append(limit)
+    old, new = load_run(args.old), load_run(args.new)
+    results = compare_runs(old, new, limits, args.mode)
+    for line in render_comparison(results, args.old, args.new):
+        _out(line)
+    return EXIT_REGRESSION if any(r.failed for r in results) else EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .report.inputs import load_run
+    from .report.merge import merge_runs
+
+    output = _output_path(args.output)
+    inputs = [(path, load_run(path, allow_empty=True)) for path in args.inputs]
+    merged = merge_runs(inputs, allow_mixed_profiles=args.allow_mixed_profiles, allow_duplicates=args.allow_duplicates)
+    for warning in merged.warnings:
+        _err(f"warning: {warning}")
+    write_run(output, merged.run)
+    _out(f"merged {len(merged.run.records)} record(s) from {len(inputs)} file(s) into {output}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report.inputs import check_report_path, load_run
+    from .report.write import write_report
+
+    output = check_report_path(args.output)  # before reading: a bad path fails fast
+    run = load_run(args.input)
+    write_report(run, output)
+    _out(f"wrote {output} ({len(run.records)} record(s))")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .report.export import export_entries
+    from .report.inputs import ReportError, load_run
+
+    if not args.smaller and not args.bigger:
+        raise ReportError("export-benchmark-action: give --smaller FILE and/or --bigger FILE to write")
+    targets = [(p, key) for p, key in ((args.smaller, "smaller"), (args.bigger, "bigger")) if p]
+    paths = [(_output_path(p), key) for p, key in targets]
+    run = load_run(args.input)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    result = export_entries(run.records, metrics)
+    for path, key in paths:
+        entries = getattr(result, key)
+        write_atomic(path, json.dumps(entries, indent=1) + "\n")
+        tool = "customSmallerIsBetter" if key == "smaller" else "customBiggerIsBetter"
+        _out(f"wrote {path}: {len(entries)} value(s) for tool: '{tool}'")
+    for line in result.skipped:
+        _err(f"left out (unavailable): {line}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pytest-efficientllm",
+                                     description="Compare, merge, report and export pytest-efficientllm run files "
+                                                 "(written by pytest --efficiency-json=PATH).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("compare", help="per-test, per-metric change of NEW against OLD, with the plugin's verdict rules; "
+                                       "exit 1 on regression")
+    p.add_argument("old", metavar="OLD.json")
+    p.add_argument("new", metavar="NEW.json")
+    p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=+N%",
+                   help="tolerance for a metric (repeatable), as on the marker, e.g. AL=+10%%")
+    p.add_argument("--mode", choices=("fail", "warn"), default="fail", help="warn: report regressions, exit 0")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("merge", help="combine shards from several machines or CI jobs into one run file")
+    p.add_argument("inputs", nargs="+", metavar="RUN.json")
+    p.add_argument("-o", "--output", required=True, metavar="ALL.json")
+    p.add_argument("--allow-mixed-profiles", action="store_true",
+                   help="merge records from different hardware (reports rank each hardware separately)")
+    p.add_argument("--allow-duplicates", action="store_true",
+                   help="keep every result of a test that appears in several inputs with different results")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("report", help="render a run file as .html, .md or .json (by the output's extension)")
+    p.add_argument("input", metavar="RUN.json")
+    p.add_argument("-o", "--output", required=True, metavar="report.html|report.md|report.json")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export-benchmark-action",
+                       help="github-action-benchmark JSON: customSmallerIsBetter and customBiggerIsBetter files")
+    p.add_argument("input", metavar="RUN.json")
+    p.add_argument("--smaller", metavar="FILE", help="write lower-is-better values here (tool: customSmallerIsBetter)")
+    p.add_argument("--bigger", metavar="FILE", help="write higher-is-better values here (tool: customBiggerIsBetter)")
+    p.add_argument("--metrics", metavar="A,B,...", help="metric names to export (default: the study's six, "
+                   "the measures beside them, latency p50, TTFT, TPOT and quality scores)")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .report.inputs import ReportError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ReportError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m pytest_efficientllm.cli`
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Two run files, test by test, through the plugin's own comparison rules (`compare.compare_record`).
+
+This module only pairs records and lays out the verdicts; it decides nothing about what
+is a regression, so the command line and the pytest gate can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..compare import compare_record
+from ..marker import Limit
+from ..record import Record
+from ..runfile import Run
+from ..verdicts import Verdict
+
+
+@dataclass
+class TestComparison:
+    nodeid: str
+    profile: str
+    verdicts: list[Verdict] = field(default_factory=list)
+    only_in: str = ""  # "old" or "new" when the test is on one side only
+
+    @property
+    def failed(self) -> bool:
+        return any(v.failed for v in self.verdicts)
+
+
+def pair(old: Run, new: Run) -> tuple[list[tuple[Record | None, Record | None]], list[Record]]:
+    """(old, new) pairs by node id and profile, and the old records no new one matched.
+
+    A test measured under another profile is still paired when its node id is unique on
+    both sides, so the comparison rules can say "other hardware" instead of silently
+    calling it a new test.
+    """
+    old_by_key = {(r.nodeid, r.profile): r for r in old.records}
+    old_by_id: dict[str, list[Record]] = {}
+    for r in old.records:
+        old_by_id.setdefault(r.nodeid, []).append(r)
+    new_ids = [r.nodeid for r in new.records]
+    pairs: list[tuple[Record | None, Record | None]] = []
+    used: set[int] = set()
+    for record in new.records:
+        base = old_by_key.get((record.nodeid, record.profile))
+        if base is None and len(old_by_id.get(record.nodeid, [])) == 1 and new_ids.count(record.nodeid) == 1:
+            base = old_by_id[record.nodeid][0]
+        if base is not None:
+            used.add(id(base))
+        pairs.append((base, record))
+    missing = [r for r in old.records if id(r) not in used]
+    return pairs, missing
+
+
+def compare_runs(old: Run, new: Run, limits: Iterable[Limit] = (), mode: str = "fail") -> list[TestComparison]:
+    limits = tuple(limits)
+    pairs, missing = pair(old, new)
+    out = []
+    for base, current in pairs:
+        assert current is not None
+        if base is None:
+            out.append(TestComparison(current.nodeid, current.profile, only_in="new"))
+        else:
+            out.append(TestComparison(current.nodeid, current.profile, compare_record(base, current, limits, mode)))
+    out += [TestComparison(r.nodeid, r.profile, only_in="old") for r in missing]
+    return sorted(out, key=lambda c: (c.nodeid, c.profile))
+
+
+def render_comparison(results: list[TestComparison], old_label: str, new_label: str) -> list[str]:
+    lines = []
+    for result in results:
+        lines.append(f"{result.nodeid} [{result.profile}]")
+        if result.only_in == "new":
+            lines.append(f"  new       only in {new_label}: no baseline to compare with")
+        elif result.only_in == "old":
+            lines.append(f"  missing   only in {old_label}: not measured in {new_label}")
+        elif not result.verdicts:
+            lines.append("  (no gated metric in common)")
+        for v in result.verdicts:
+            lines.append(f"  {v.status.upper() if v.failed else v.status:<9} {v.render()}")
+    failed = [(r, v) for r in results for v in r.verdicts if v.failed]
+    if failed:
+        lines.append(f"{len(failed)} regression(s) in {len({r.nodeid for r, _ in failed})} test(s):")
+        lines += [f"  {r.nodeid} [{r.profile}] {v.metric}" for r, v in failed]
+    else:
+        compared = sum(1 for r in results if not r.only_in)
+        lines.append(f"no regression: {compared} test(s) compared")
+    return lines

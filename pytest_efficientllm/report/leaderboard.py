@@ -1,0 +1,197 @@
+"""Leaderboard tables in the spirit of the EfficientLLM study: raw values with ranks per column.
+
+Pure functions over records: `leaderboards(records)` groups them into one table per
+hardware, axis and workload (ranks only mean something among rows doing the same work on
+the same machine), and `pareto_front(...)` is the trade-off frontier used by the plots.
+Renderers (Markdown, HTML) only lay out what these tables hold.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..metrics import CATALOG
+from ..record import Metric, Record
+from ..units import format_value
+from .axes import AXIS_ORDER, axis_of, function_of, hardware_label, setting, technique_of
+
+# The study's leaderboard columns (DESIGN.md §8), and the better-founded measures we show
+# beside them when any row has them. Quality columns (`quality:<name>`) come first, added
+# per table from what its records hold.
+PAPER_METRICS: tuple[str, ...] = ("AMU", "PCU", "AL", "AT", "AEC", "MCR")
+BESIDE: dict[str, str] = {"AMU": "peak_memory", "PCU": "MFU", "AEC": "energy_per_token", "MCR": "size_ratio"}
+TEXT_COLUMNS: tuple[str, ...] = ("technique", "model", "scale")
+
+# Worst first: the gate column shows the worst verdict a record got.
+STATUS_ORDER: tuple[str, ...] = ("error", "fail", "warn", "new", "improved", "pass", "skipped")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    direction: str | None = None  # "lower"/"higher" for ranked metric columns
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One shown value. `note` is what a reader needs on hover: why n/a, or how it was estimated."""
+
+    text: str
+    value: float | None = None
+    rank: int | None = None
+    source: str = ""
+    note: str = ""
+
+    @property
+    def estimated(self) -> bool:
+        return self.source == "estimated"
+
+    @property
+    def available(self) -> bool:
+        return self.text != "n/a"
+
+
+@dataclass
+class Row:
+    record: Record
+    cells: dict[str, Cell] = field(default_factory=dict)
+
+
+@dataclass
+class Leaderboard:
+    hardware: str
+    axis: str
+    workload: str
+    columns: list[Column]
+    rows: list[Row]
+
+    @property
+    def title(self) -> str:
+        return f"{self.axis} · {self.workload} ({self.hardware})"
+
+
+def metric_cell(metric: Metric | None) -> Cell:
+    if metric is None:
+        return Cell("n/a", note="not recorded by this test")
+    if metric.value is None:
+        return Cell("n/a", source=metric.source, note=metric.note or "unavailable")
+    text = format_value(metric.value, metric.unit).strip()  # unitless values end in a space
+    note = metric.method if metric.source == "estimated" else f"{metric.source}: {metric.method}" + (f" ({metric.note})" if metric.note else "")
+    return Cell(text, value=metric.value, source=metric.source, note=note)
+
+
+def text_cell(record: Record, key: str) -> Cell:
+    if key == "technique":
+        return Cell(technique_of(record.nodeid), note=record.nodeid)
+    value = setting(record, key)
+    if value is None:
+        return Cell("n/a", note=f"the record's settings do not name its {key}")
+    return Cell(value)
+
+
+def gate_cell(record: Record) -> Cell:
+    statuses = [str(v.get("status", "")) for v in record.verdicts]
+    if not statuses:
+        return Cell("n/a", note="no verdicts recorded (no budgets or baseline for this test)")
+    worst = min(statuses, key=lambda s: STATUS_ORDER.index(s) if s in STATUS_ORDER else len(STATUS_ORDER))
+    note = "; ".join(f"{v.get('metric')}: {v.get('status')} {v.get('message', '')}".strip() for v in record.verdicts)
+    return Cell(worst, note=note)
+
+
+def competition_ranks(values: Sequence[float | None], direction: str) -> list[int | None]:
+    """Rank 1 = best in `direction`; ties share a rank ("1224"); missing values get no rank."""
+    sign = 1.0 if direction == "lower" else -1.0
+    present = sorted(sign * v for v in values if v is not None)
+    return [None if v is None else 1 + present.index(sign * v) for v in values]
+
+
+def pareto_front(points: Sequence[tuple[float, float]], x_direction: str, y_direction: str) -> list[int]:
+    """Indices of the non-dominated points, ordered by x.
+
+    A point is dominated when another is at least as good on both axes and strictly
+    better on one; equal points do not dominate each other, so both stay on the front.
+    """
+    sx = 1.0 if x_direction == "lower" else -1.0
+    sy = 1.0 if y_direction == "lower" else -1.0
+    norm = [(sx * x, sy * y) for x, y in points]
+    front = []
+    for i, (xi, yi) in enumerate(norm):
+        dominated = any(
+            xj <= xi and yj <= yi and (xj < xi or yj < yi) for j, (xj, yj) in enumerate(norm) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _metric_column(name: str, records: Sequence[Record]) -> Column:
+    spec = CATALOG.get(name)
+    direction = spec.direction if spec else next(
+        (r.metrics[name].direction for r in records if name in r.metrics), "info")
+    description = spec.description if spec else next(
+        (r.metrics[name].method for r in records if name in r.metrics), "")
+    arrow = {"lower": " ↓", "higher": " ↑"}.get(direction, "")
+    title = name.split(":", 1)[1] if name.startswith("quality:") else name
+    return Column(name, title + arrow, direction if direction in ("lower", "higher") else None, description)
+
+
+def columns_for(records: Sequence[Record]) -> list[Column]:
+    """Text columns, quality columns present, the study's six (always), and the extras some row has."""
+    cols = [Column(k, k) for k in TEXT_COLUMNS]
+    qualities = sorted({n for r in records for n in r.metrics if n.startswith("quality:")})
+    cols += [_metric_column(n, records) for n in qualities]
+    for name in PAPER_METRICS:
+        cols.append(_metric_column(name, records))
+        extra = BESIDE.get(name)
+        if extra and any(extra in r.metrics for r in records):
+            cols.append(_metric_column(extra, records))
+    cols.append(Column("gate", "gate", None, "worst verdict of the budget/baseline gate for this test"))
+    return cols
+
+
+def build_table(hardware: str, axis: str, workload: str, records: Sequence[Record]) -> Leaderboard:
+    columns = columns_for(records)
+    rows = []
+    for record in records:
+        cells: dict[str, Cell] = {}
+        for col in columns:
+            if col.key in TEXT_COLUMNS:
+                cells[col.key] = text_cell(record, col.key)
+            elif col.key == "gate":
+                cells[col.key] = gate_cell(record)
+            else:
+                cells[col.key] = metric_cell(record.metrics.get(col.key))
+        rows.append(Row(record, cells))
+    for col in columns:
+        if col.direction is None:
+            continue
+        ranks = competition_ranks([row.cells[col.key].value for row in rows], col.direction)
+        for row, rank in zip(rows, ranks):
+            cell = row.cells[col.key]
+            row.cells[col.key] = Cell(cell.text, cell.value, rank, cell.source, cell.note)
+    return Leaderboard(hardware, axis, workload, columns, rows)
+
+
+def leaderboards(records: Sequence[Record]) -> list[Leaderboard]:
+    """One table per (hardware, axis, workload), axes in the study's order, records in run order."""
+    groups: dict[tuple[str, str, str], list[Record]] = {}
+    for record in records:
+        key = (hardware_label(record), axis_of(record.nodeid), function_of(record.nodeid))
+        groups.setdefault(key, []).append(record)
+
+    def order(key: tuple[str, str, str]) -> tuple[str, int, str]:
+        return (key[0], AXIS_ORDER.index(key[1]), key[2])
+
+    return [build_table(*key, groups[key]) for key in sorted(groups, key=order)]
+
+
+def primary_quality(records: Sequence[Record]) -> str | None:
+    """The quality metric most records of a table carry (ties by name); None when none has one."""
+    counts = Counter(n for r in records for n, m in r.metrics.items() if n.startswith("quality:") and m.available)
+    if not counts:
+        return None
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]

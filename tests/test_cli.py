@@ -1,0 +1,203 @@
+"""The command line: compare (the plugin's own verdict rules), merge, report, export, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_report_leaderboard import CPU_FP, make_record, sample_run
+
+from pytest_efficientllm.cli import main
+from pytest_efficientllm.record import Metric
+from pytest_efficientllm.runfile import Run, read_run, write_run
+
+
+def slow_down(run: Run, nodeid: str, factor: float) -> Run:
+    """A copy of `run` in which one test's latency rounds are `factor` times longer."""
+    out = Run.__new__(Run)
+    out.records, out.runs = [], run.runs
+    for record in run.records:
+        copy = type(record).from_dict(record.to_dict())
+        if record.nodeid == nodeid:
+            al = copy.metrics["AL"]
+            samples = tuple(s * factor for s in al.samples)
+            copy.add(Metric("AL", al.value * factor, al.unit, al.direction, al.source, al.method, samples=samples))
+        out.records.append(copy)
+    return out
+
+
+def jittered_run() -> Run:
+    """sample_run with 12 distinct latency rounds per test, so the noise-aware rule can resolve a change."""
+    run = sample_run()
+    for record in run.records:
+        al = record.metrics["AL"]
+        samples = tuple(al.value * (1 + 0.002 * ((i * 7) % 12 - 6)) for i in range(12))
+        record.add(Metric("AL", al.value, "s", "lower", "measured", al.method, samples=samples))
+    return run
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    write_run(old, jittered_run())
+    write_run(new, slow_down(jittered_run(), "suites/test_attention.py::test_prefill[mqa]", 1.5))
+    return {"old": old, "new": new, "dir": tmp_path}
+
+
+def test_compare_names_the_regression_and_exits_nonzero(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", str(files["old"]), str(files["new"])]) == 1
+    out = capsys.readouterr().out
+    assert "1 regression(s) in 1 test(s):" in out
+    assert "suites/test_attention.py::test_prefill[mqa] [cpu] AL" in out
+    assert "FAIL      AL: 15 ms" in out and "+50.0%" in out
+
+
+def test_compare_of_identical_files_exits_zero(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", str(files["old"]), str(files["old"])]) == 0
+    assert "no regression: 6 test(s) compared" in capsys.readouterr().out
+
+
+def test_compare_warn_mode_and_tolerances_use_the_plugin_rules(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", str(files["old"]), str(files["new"]), "--mode", "warn"]) == 0
+    assert main(["compare", str(files["old"]), str(files["new"]), "--tolerance", "AL=+60%"]) == 0
+    assert main(["compare", str(files["old"]), str(files["new"]), "--tolerance", "AL<=5"]) == 2
+    assert "--tolerance 'AL<=5'" in capsys.readouterr().err
+
+
+def test_compare_reports_tests_on_one_side_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = jittered_run()
+    write_run(tmp_path / "old.json", Run(run.records[:-1], run.runs))
+    write_run(tmp_path / "new.json", Run(run.records[1:], run.runs))
+    assert main(["compare", str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 0
+    out = capsys.readouterr().out
+    assert "only in" in out and "missing" in out and "new " in out
+
+
+def test_merge_of_disjoint_shards_keeps_every_record(tmp_path: Path) -> None:
+    run = sample_run()
+    write_run(tmp_path / "a.json", Run(run.records[:3], run.runs))
+    write_run(tmp_path / "b.json", Run(run.records[3:], run.runs))
+    assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "all.json")]) == 0
+    merged = read_run(tmp_path / "all.json")
+    assert sorted(r.to_dict() == o.to_dict() for r, o in zip(
+        sorted(merged.records, key=lambda r: r.nodeid), sorted(run.records, key=lambda r: r.nodeid))) == [True] * 6
+    assert [r["merged_from"] for r in merged.runs] == [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+
+
+def test_merge_refuses_mixed_hardware_unless_asked_and_then_loses_nothing(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    cpu = make_record("suites/test_attention.py::test_prefill[gqa]")
+    gpu = make_record("suites/test_attention.py::test_prefill[gqa]", profile="h100",
+                      fingerprint=dict(CPU_FP, device_name="NVIDIA H100 80GB HBM3"))
+    write_run(tmp_path / "cpu.json", Run([cpu]))
+    write_run(tmp_path / "gpu.json", Run([gpu]))
+    args = ["merge", str(tmp_path / "cpu.json"), str(tmp_path / "gpu.json"), "-o", str(tmp_path / "all.json")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "refusing to merge records from different hardware" in err and "--allow-mixed-profiles" in err
+    assert "profile=h100" in err and "gpu.json" in err
+    assert not (tmp_path / "all.json").exists()
+    assert main(args + ["--allow-mixed-profiles"]) == 0
+    merged = read_run(tmp_path / "all.json")
+    assert sorted(r.profile for r in merged.records) == ["cpu", "h100"]
+    assert {r.profile: r.to_dict() for r in merged.records} == {"cpu": cpu.to_dict(), "h100": gpu.to_dict()}
+
+
+def test_merge_of_different_cpus_under_one_profile_is_refused_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = make_record("suites/test_attention.py::test_prefill[gqa]")
+    b = make_record("suites/test_attention.py::test_prefill[mqa]", fingerprint=dict(CPU_FP, cpu_model="Other CPU"))
+    write_run(tmp_path / "a.json", Run([a]))
+    write_run(tmp_path / "b.json", Run([b]))
+    assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "all.json")]) == 2
+    assert "cpu_model=Other CPU" in capsys.readouterr().err
+
+
+def test_merge_software_differences_warn_and_keep_each_fingerprint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = make_record("suites/test_attention.py::test_prefill[gqa]")
+    b = make_record("suites/test_attention.py::test_prefill[mqa]", fingerprint=dict(CPU_FP, packages={"torch": "2.14.1"}))
+    write_run(tmp_path / "a.json", Run([a]))
+    write_run(tmp_path / "b.json", Run([b]))
+    assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "all.json")]) == 0
+    assert "fingerprint key packages.torch differs" in capsys.readouterr().err
+    merged = {r.nodeid: r for r in read_run(tmp_path / "all.json").records}
+    assert merged[b.nodeid].fingerprint["packages"]["torch"] == "2.14.1"
+    assert merged[a.nodeid].fingerprint["packages"]["torch"] == "2.13.0"
+
+
+def test_merge_duplicate_node_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = make_record("suites/test_attention.py::test_prefill[gqa]", al=0.010)
+    b = make_record("suites/test_attention.py::test_prefill[gqa]", al=0.011)
+    write_run(tmp_path / "a.json", Run([a]))
+    write_run(tmp_path / "b.json", Run([b]))
+    out = str(tmp_path / "all.json")
+    # The same file twice: identical records are kept once.
+    assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "a.json"), "-o", out]) == 0
+    assert len(read_run(out).records) == 1 and "identical" in capsys.readouterr().err
+    # Different results for one test: refused, naming the test and both files...
+    assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", out]) == 2
+    err = capsys.readouterr().err
+    assert "test_prefill[gqa] [cpu]: in" in err and "a.json" in err and "b.json" in err and "--allow-duplicates" in err
+    # ...or, when asked, both kept.
+    assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", out, "--allow-duplicates"]) == 0
+    assert sorted(r.metrics["AL"].value for r in read_run(out).records) == [0.010, 0.011]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"format": "pytest-efficientllm-run", "schema": 1, "records": [{"sch', "not valid JSON at line 1"),
+    ('{"benchmarks": []}', "not a pytest-efficientllm run file"),
+    ('{"format": "pytest-efficientllm-run", "schema": 1, "records": []}', "the run holds no records"),
+    ('{"format": "pytest-efficientllm-run", "schema": 99, "records": []}', "upgrade the plugin"),
+])
+def test_bad_inputs_name_the_file_and_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   content: str, message: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    good = tmp_path / "good.json"
+    write_run(good, sample_run())
+    for args in (["report", str(bad), "-o", str(tmp_path / "r.html")], ["compare", str(good), str(bad)],
+                 ["export-benchmark-action", str(bad), "--smaller", str(tmp_path / "s.json")]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert str(bad) in err and message in err, (args, err)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_bad_output_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.json"
+    write_run(good, sample_run())
+    assert main(["report", str(good), "-o", str(tmp_path / "nope" / "r.html")]) == 2
+    assert "directory" in capsys.readouterr().err
+    assert main(["report", str(good), "-o", str(tmp_path / "r.pdf")]) == 2
+    assert "unknown report format '.pdf'" in capsys.readouterr().err
+    assert main(["merge", str(good), "-o", str(tmp_path / "nope" / "all.json")]) == 2
+    assert main(["report", str(tmp_path / "absent.json"), "-o", str(tmp_path / "r.md")]) == 2
+    assert "absent.json: cannot read" in capsys.readouterr().err
+
+
+def test_export_for_github_action_benchmark(tmp_path: Path) -> None:
+    run = sample_run()
+    write_run(tmp_path / "run.json", run)
+    s, b = tmp_path / "s.json", tmp_path / "b.json"
+    assert main(["export-benchmark-action", str(tmp_path / "run.json"), "--smaller", str(s), "--bigger", str(b)]) == 0
+    smaller, bigger = json.loads(s.read_text()), json.loads(b.read_text())
+    for entry in smaller + bigger:  # the action's custom format: name, unit, value (+ range, extra)
+        assert set(entry) <= {"name", "unit", "value", "range", "extra"}
+        assert isinstance(entry["name"], str) and isinstance(entry["value"], (int, float)) and isinstance(entry["unit"], str)
+    by_name = {e["name"]: e for e in smaller}
+    al = by_name["suites/test_attention.py::test_prefill[gqa] AL [cpu]"]
+    assert al["value"] == 0.012 and al["unit"] == "s" and al["range"].startswith("± ")
+    assert "suites/test_attention.py::test_prefill[gqa] AEC [cpu] (estimated)" in by_name
+    assert not any(" PCU " in e["name"] for e in smaller + bigger)  # n/a values are left out, not zeros
+    assert {e["name"].split(" ")[1] for e in bigger} >= {"AT", "MCR", "size_ratio"}
+    assert {e["name"].split(" ")[1] for e in smaller} >= {"AL", "AMU", "AEC", "quality:ppl"}
+
+
+def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
+    write_run(tmp_path / "run.json", sample_run())
+    done = subprocess.run([sys.executable, "-m", "pytest_efficientllm", "report", str(tmp_path / "run.json"),
+                           "-o", str(tmp_path / "r.md")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r.md").read_text().startswith("# Efficiency report")
