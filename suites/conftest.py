@@ -1,0 +1,73 @@
+"""Options and fixtures of the EfficientLLM suites (`pytest suites/`).
+
+    --scale=tiny|small|paper   model sizes and run lengths (efficientllm_models/scales.py)
+    --model-path=DIR           a local transformers checkpoint for the fine-tuning and
+                               quantization axes instead of a model built from a config
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).parent))  # the shared `efficientllm_models` package
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from efficientllm_models import SCALES, Scale, get_scale  # noqa: E402
+
+SEED = 0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("efficientllm suites")
+    group.addoption("--scale", default="tiny", metavar="SCALE",
+                    help=f"suite model sizes: {'|'.join(SCALES)} (default tiny: the whole matrix on 2 CPU cores)")
+    group.addoption("--model-path", default=None, metavar="DIR",
+                    help="local transformers checkpoint (config.json + weights) for the fine-tuning and quantization axes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        get_scale(config.getoption("scale"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--scale: {exc}") from None
+    path = config.getoption("model_path")
+    if path is not None:
+        p = Path(path)
+        if not p.is_dir():
+            raise pytest.UsageError(f"--model-path {path}: no such directory")
+        if not (p / "config.json").is_file():
+            raise pytest.UsageError(f"--model-path {path}: no config.json there; expected a transformers checkpoint folder")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """CUDA when present (and --gpu is not cpu), else the CPU."""
+    gpu = request.config.getoption("efficiency_gpu", default=None)
+    return torch.device("cuda" if torch.cuda.is_available() and gpu != "cpu" else "cpu")
+
+
+@pytest.fixture(scope="session")
+def scale(request: pytest.FixtureRequest, device: torch.device) -> Scale:
+    """The selected scale; `paper` skips (before anything is allocated) without a GPU."""
+    s = get_scale(request.config.getoption("scale"))
+    if s.needs_accelerator and device.type != "cuda":
+        pytest.skip(f"--scale={s.name} builds {', '.join(s.paper_families)}-sized models in {s.train_dtype} "
+                    "(billions of parameters); it needs a CUDA GPU — use --scale=tiny or --scale=small on a CPU")
+    return s
+
+
+@pytest.fixture(scope="session")
+def model_path(request: pytest.FixtureRequest) -> str | None:
+    return request.config.getoption("model_path")
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test starts from the same torch seed, whatever ran before it."""
+    torch.manual_seed(SEED)
