@@ -14,6 +14,7 @@ two clock reads runs between rounds.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -111,6 +112,9 @@ class Meter:
     def _telemetry(self) -> Iterator[dict[str, Any]]:
         probes = self.backend.make_probes()
         box: dict[str, Any] = {}
+        # Garbage left by earlier code would otherwise be freed inside this window and
+        # show up as this workload's memory going down (and its time going up).
+        gc.collect()
         opened: list[Probe] = []
         failure: BaseException | None = None
         try:
