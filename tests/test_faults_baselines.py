@@ -1,0 +1,153 @@
+"""Interrupts and failures while baselines are written: every file is the old one or the new one.
+
+`--update-baselines` writes through `BaselineStore.update` (lock, re-read, merge, write a
+temporary file, rename). Faults are injected at each step of the write and, for real, by
+sending SIGINT to a process that is rewriting a baseline file in a loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fault_harness import RECORDS_CONFTEST, recorded
+from record_builders import counted, latency, record
+
+from pytest_efficientllm import runfile
+from pytest_efficientllm.baseline_store import BaselineStore, read_entries
+
+NODE = "tests/test_x.py::test_0"
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
+
+
+def _records(version: int, n_tests: int = 3):
+    return [record(f"tests/test_x.py::test_{i}", latency(0.01 * version, n=50, seed=version),
+                   counted("peak_memory", 2**20 * version)) for i in range(n_tests)]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("step", ["write", "fsync", "replace"])
+def test_keyboard_interrupt_at_each_step_of_the_write_leaves_the_old_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    store = BaselineStore(tmp_path, "cpu")
+    store.update(_records(1))
+    path = store.path_for(NODE)
+    old = path.read_bytes()
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if step == "write":
+        real_fdopen = os.fdopen
+
+        class InterruptingFile:
+            """Wraps the temporary file; writes half its text, then the user presses Ctrl-C."""
+
+            def __init__(self, fh) -> None:
+                self.fh = fh
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc) -> None:
+                self.fh.close()
+
+            def write(self, text: str) -> None:
+                self.fh.write(text[: len(text) // 2])
+                self.fh.flush()
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(runfile.os, "fdopen", lambda fd, *a, **k: InterruptingFile(real_fdopen(fd, *a, **k)))
+    else:
+        monkeypatch.setattr(runfile.os, step, interrupt)
+
+    with pytest.raises(KeyboardInterrupt):
+        store.update(_records(2))
+    monkeypatch.undo()
+    assert path.read_bytes() == old
+    assert _leftovers(tmp_path) == []
+    assert read_entries(path)[NODE].metrics["peak_memory"].value == 2**20
+
+
+# A process that rewrites one baseline file with version 1, 2, 1, 2, ... until interrupted.
+_REWRITER = """
+import sys
+sys.path.insert(0, {tests!r})
+from record_builders import counted, latency, record
+from pytest_efficientllm.baseline_store import BaselineStore
+store = BaselineStore({root!r}, "cpu")
+versions = [[record(f"tests/test_x.py::test_{{i}}", latency(0.01 * v, n=2000, seed=v), counted("peak_memory", 2**20 * v))
+             for i in range(20)] for v in (1, 2)]
+store.update(versions[0])
+print("ready", flush=True)
+while True:
+    for v in versions:
+        store.update(v)
+"""
+
+
+def test_sigint_while_rewriting_a_baseline_file_never_leaves_it_half_written(tmp_path: Path) -> None:
+    tests_dir = str(Path(__file__).parent)
+    script = _REWRITER.format(tests=tests_dir, root=str(tmp_path))
+    # What the file holds after a complete write of each version, for comparison.
+    expected = {}
+    for v in (1, 2):
+        ref = BaselineStore(tmp_path / f"ref{v}", "cpu")
+        ref.update([record(f"tests/test_x.py::test_{i}", latency(0.01 * v, n=2000, seed=v), counted("peak_memory", 2**20 * v))
+                    for i in range(20)])
+        expected[v] = ref.path_for(NODE).read_text()
+    assert expected[1] != expected[2] and len(expected[1]) > 500_000  # big enough to be caught mid-write
+
+    rng = random.Random(6)
+    outcomes = []
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        assert proc.returncode != 0  # it was interrupted, not finished
+        text = BaselineStore(tmp_path, "cpu").path_for(NODE).read_text()
+        assert text in (expected[1], expected[2]), "baseline file is neither the old nor the new version"
+        outcomes.append(1 if text == expected[1] else 2)
+    assert _leftovers(tmp_path / "cpu") == [], "an interrupted write left its temporary file behind"
+
+
+def test_a_test_that_runs_out_of_memory_under_update_baselines_keeps_its_old_entry(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(RECORDS_CONFTEST)
+    body = """
+        import pytest, torch
+
+        @pytest.mark.efficiency(rounds=2, warmup=0)
+        def test_model(efficiency):
+            efficiency.measure(lambda: torch.empty({size}, dtype=torch.uint8).fill_(1), flops=0)
+
+        @pytest.mark.efficiency(rounds=2, warmup=0)
+        def test_other(efficiency):
+            efficiency.measure(lambda: torch.ones(2**18), flops=0)
+        """
+    args = ("-p", "no:cacheprovider", "--update-baselines", "--baselines-dir=b", "--efficiency-calibrate-every=off")
+    pytester.makepyfile(test_oom=body.format(size=2**20))
+    pytester.runpytest(*args).assert_outcomes(passed=2)
+    path = pytester.path / "b" / "cpu" / "test_oom.py.json"
+    before = json.loads(path.read_text())["tests"]
+
+    pytester.makepyfile(test_oom=body.format(size=2**61))  # now the allocation fails inside the window
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*can't allocate memory*"])
+    assert set(recorded(pytester)) == {"test_other"}
+    after = json.loads(path.read_text())["tests"]
+    model = "test_oom.py::test_model"
+    assert after[model] == before[model], "the failed test's baseline changed"
+    assert after["test_oom.py::test_other"]["created"] >= before["test_oom.py::test_other"]["created"]
