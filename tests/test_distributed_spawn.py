@@ -68,7 +68,7 @@ def pytest_sessionfinish(session):
 
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory: pytest.TempPathFactory):
-    """Run the scenarios once (in a subprocess-free inner session) with the default MASTER_PORT taken."""
+    """Run the scenarios once, in one pytest subprocess, while the default MASTER_PORT is taken."""
     import subprocess
     import sys
 
@@ -77,23 +77,21 @@ def spawned(tmp_path_factory: pytest.TempPathFactory):
     (root / "conftest.py").write_text(CONFTEST)
     out = root / "records.json"
     blocker = socket.socket()
-    taken = None
     try:
         blocker.bind(("127.0.0.1", 29500))
         blocker.listen()
-        taken = 29500
     except OSError:
         pass  # someone else holds it already: still taken
     env = {**__import__("os").environ, "RECORDS_OUT": str(out), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-rA",
-             "--efficiency-dist-timeout=4", str(root)],
+             "--efficiency-dist-timeout=4", f"--efficiency-json={root / 'shard_a.json'}", "-k", "not plain", str(root)],
             cwd=root, env=env, capture_output=True, text=True, timeout=240,
         )
     finally:
         blocker.close()
-    return proc, json.loads(out.read_text()) if out.exists() else None, taken
+    return proc, json.loads(out.read_text()) if out.exists() else None, root / "shard_a.json"
 
 
 def _section(stdout: str, name: str) -> str:
@@ -173,3 +171,26 @@ def test_world_size_must_be_a_whole_number_of_ranks(pytester: pytest.Pytester) -
     result = pytester.runpytest("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_bad*world_size=0*must be >= 1*"])
+
+
+def test_shards_from_separate_runs_merge_into_one_run_file(spawned, pytester: pytest.Pytester) -> None:
+    """CI jobs run disjoint parts, each writes --efficiency-json, `merge` combines them."""
+    from pytest_efficientllm.cli import main
+    from pytest_efficientllm.runfile import read_run
+
+    pytester.makepyfile(test_plain="""
+        import pytest
+
+        @pytest.mark.efficiency(rounds=2, warmup=0)
+        def test_plain(efficiency):
+            efficiency.measure(lambda: sum(range(1000)), tokens=4)
+        """)
+    shard_b = pytester.path / "shard_b.json"
+    pytester.runpytest("-p", "no:cacheprovider", "-k", "plain", f"--efficiency-json={shard_b}").assert_outcomes(passed=1)
+    merged = pytester.path / "ALL.json"
+    assert main(["merge", str(spawned[2]), str(shard_b), "-o", str(merged)]) == 0
+    records = {r.nodeid: r for r in read_run(merged).records}
+    assert set(records) == {"test_scenarios.py::test_measured", "test_plain.py::test_plain"}
+    distributed = records["test_scenarios.py::test_measured"]
+    assert distributed.world_size == 2 and [r.rank for r in distributed.ranks] == [0, 1]
+    assert records["test_plain.py::test_plain"].world_size == 1

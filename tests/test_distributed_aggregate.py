@@ -1,0 +1,132 @@
+"""Plain functions of the distributed package: aggregation rules, torchrun detection, messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_efficientllm.distributed.aggregate import AggregateError, aggregate
+from pytest_efficientllm.distributed.hooks import collection_mismatch
+from pytest_efficientllm.distributed.outcome import DIED, FAILED, MISSING, PASSED, SKIPPED, RankOutcome, failure_message
+from pytest_efficientllm.distributed.torchrun import TorchrunEnvError, detect, is_reporting_rank
+from pytest_efficientllm.record import Metric, Record
+
+RAPL = "RAPL energy_uj package counters"
+NVML = "NVML nvmlDeviceGetTotalEnergyConsumption"
+
+
+def rank_record(rank: int, latencies: list[float], *, energy: float = 2.0, energy_source: str = "measured",
+                energy_method: str = RAPL, host: str = "node0", device: str = "cpu", peak: float = 100.0,
+                tokens: int = 10, world: int = 2, extra: dict[str, float] | None = None) -> Record:
+    r = Record(nodeid="t.py::test", profile="cpu", rank=rank, world_size=world,
+               settings={"workload": "inference", "dist_backend": "gloo", "launcher": "spawn"},
+               fingerprint={"cpu_model": "X", "rank_device": {"host": host, "device": device, "rank": rank}})
+    method = "energy estimate: CPU-seconds x 10 W" if energy_source == "estimated" else energy_method
+    r.add(Metric("AL", sum(latencies) / len(latencies), "s", "lower", "measured", "perf_counter_ns around each round; mean",
+                 samples=tuple(latencies)))
+    r.add(Metric("tokens", float(tokens), "tok", "info", "counted", "given"))
+    r.add(Metric("energy", energy, "J", "lower", energy_source, method))
+    r.add(Metric("cpu_time", 0.5, "s", "lower", "measured", "process_time"))
+    r.add(Metric("peak_memory", peak, "B", "lower", "measured", "VmHWM"))
+    r.add(Metric("window_time", sum(latencies) + 0.01, "s", "info", "measured", "barrier to barrier"))
+    for name, value in (extra or {}).items():
+        r.add(Metric(name, value, "B", "lower", "counted", "by the test"))
+    return r
+
+
+def test_latency_is_the_slowest_rank_per_round_and_work_is_global() -> None:
+    agg = aggregate([rank_record(1, [0.30, 0.10, 0.10], tokens=6), rank_record(0, [0.10, 0.20, 0.10], tokens=10)])
+    assert agg["AL"].samples == (0.30, 0.20, 0.10)
+    assert agg["AL"].value == pytest.approx(0.20)
+    assert agg["tokens"].value == 16
+    assert agg["tokens_per_s"].value == pytest.approx(16 / 0.20)
+    assert agg["latency_rank_spread"].value == pytest.approx((0.5 / 3 - 0.4 / 3) / (0.4 / 3))
+    assert [r.rank for r in agg.ranks] == [0, 1] and agg.world_size == 2 and agg.rank is None
+
+
+def test_peak_memory_is_the_max_with_the_sum_beside_it() -> None:
+    agg = aggregate([rank_record(0, [0.1], peak=100.0), rank_record(1, [0.1], peak=300.0)])
+    assert agg["peak_memory"].value == 300.0 and agg["peak_memory_sum"].value == 400.0
+
+
+def test_a_machine_wide_counter_is_counted_once_per_host() -> None:
+    one_host = aggregate([rank_record(0, [0.1], energy=5.0), rank_record(1, [0.1], energy=5.2)])
+    assert one_host["energy"].value == 5.0  # RAPL covers the machine: both ranks read the same counter
+    two_hosts = aggregate([rank_record(0, [0.1], energy=5.0, host="a"), rank_record(1, [0.1], energy=7.0, host="b")])
+    assert two_hosts["energy"].value == 12.0
+    assert two_hosts.fingerprint["topology"] == {"nodes": 2, "ranks_per_node": 1}
+
+
+def test_gpu_energy_is_summed_over_distinct_devices_only() -> None:
+    two = aggregate([rank_record(0, [0.1], energy=3.0, energy_method=NVML, device="cuda:0"),
+                     rank_record(1, [0.1], energy=4.0, energy_method=NVML, device="cuda:1")])
+    assert two["energy"].value == 7.0
+    shared = aggregate([rank_record(0, [0.1], energy=3.0, energy_method=NVML, device="cuda:0"),
+                        rank_record(1, [0.1], energy=3.1, energy_method=NVML, device="cuda:0")])
+    assert shared["energy"].value == 3.0  # two ranks on one GPU: its counter once
+
+
+def test_the_cpu_estimate_adds_per_process_cpu_seconds() -> None:
+    agg = aggregate([rank_record(0, [0.1], energy=1.0, energy_source="estimated"),
+                     rank_record(1, [0.1], energy=2.0, energy_source="estimated")])
+    assert agg["energy"].value == 3.0 and agg["energy"].source == "estimated"
+    assert agg["AEC"].value == pytest.approx(3.0 / 0.11)  # over the longest rank's window
+    assert agg["cpu_time"].value == 1.0
+
+
+def test_counted_facts_agreeing_are_kept_and_differing_take_the_max() -> None:
+    agg = aggregate([rank_record(0, [0.1], extra={"same": 5.0, "shard": 10.0}),
+                     rank_record(1, [0.1], extra={"same": 5.0, "shard": 12.0})])
+    assert agg["same"].value == 5.0 and agg["same"].method == "by the test"
+    assert agg["shard"].value == 12.0 and "values differ" in agg["shard"].method and agg["shard"].samples == (10.0, 12.0)
+
+
+def test_world_size_goes_into_the_record_and_fingerprint() -> None:
+    agg = aggregate([rank_record(0, [0.1]), rank_record(1, [0.1])])
+    assert agg.world_size == 2 and agg.settings["world_size"] == 2
+    assert agg.fingerprint["world_size"] == 2 and agg.fingerprint["dist_backend"] == "gloo"
+    assert "rank_device" not in agg.fingerprint and agg.fingerprint["rank_devices"] == ["cpu", "cpu"]
+    assert Record.from_dict(agg.to_dict()) == agg
+
+
+@pytest.mark.parametrize("ranks", [[0], [0, 0], [0, 2]])
+def test_missing_or_duplicate_ranks_are_refused(ranks: list[int]) -> None:
+    with pytest.raises(AggregateError, match="one record for each rank"):
+        aggregate([rank_record(r, [0.1]) for r in ranks])
+
+
+def test_records_of_different_tests_are_refused() -> None:
+    other = rank_record(1, [0.1])
+    other.nodeid = "t.py::other"
+    with pytest.raises(AggregateError, match="different tests"):
+        aggregate([rank_record(0, [0.1]), other])
+
+
+def test_torchrun_is_detected_from_its_environment() -> None:
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "1",
+           "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
+    got = detect(env)
+    assert got is not None and (got.rank, got.world_size, got.local_rank, got.nodes) == (3, 4, 1, 2)
+    assert not is_reporting_rank(env) and is_reporting_rank({**env, "RANK": "0"})
+    assert detect({}) is None and is_reporting_rank({})
+    assert detect({**env, "WORLD_SIZE": "1", "RANK": "0"}) is None
+    with pytest.raises(TorchrunEnvError, match="RANK=7"):
+        detect({**env, "RANK": "7"})
+    with pytest.raises(TorchrunEnvError, match="WORLD_SIZE='two'"):
+        detect({**env, "WORLD_SIZE": "two"})
+
+
+def test_collection_mismatch_names_the_first_difference() -> None:
+    assert collection_mismatch([["a", "b"], ["a", "b"]]) is None
+    message = collection_mismatch([["a", "b", "c"], ["a", "c"]])
+    assert message is not None and "rank 0 has 3, rank 1 has 2" in message and "position 1: rank 0 'b' vs rank 1 'c'" in message
+
+
+def test_failure_message_puts_the_root_cause_first() -> None:
+    outcomes = [RankOutcome(0, FAILED, error="Connection closed by peer"), RankOutcome(1, DIED, error="exit code 3", first=True),
+                RankOutcome(2, MISSING, error="terminated after rank 1 failed")]
+    message = failure_message(outcomes, 3)
+    assert message is not None
+    assert message.index("rank 1 of 3 died") < message.index("rank 0 of 3 failed") < message.index("rank 2 of 3 did not report")
+    assert failure_message([RankOutcome(0, PASSED), RankOutcome(1, PASSED)], 2) is None
+    assert failure_message([RankOutcome(0, SKIPPED, error="x"), RankOutcome(1, SKIPPED, error="x")], 2) is None
+    assert "skipped while the others ran" in (failure_message([RankOutcome(0, PASSED), RankOutcome(1, SKIPPED, error="x")], 2) or "")
