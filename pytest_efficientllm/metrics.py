@@ -51,6 +51,11 @@ _SPECS = [
     MetricSpec("energy_per_sample", "J/sample", "lower", "energy per sample"),
     MetricSpec("idle_power", "W", "info", "power drawn just before the window with no work queued"),
     MetricSpec("AEC_net", "W", "lower", "AEC minus idle power"),
+    # Distributed tests: aggregates over ranks (per-rank values stay in Record.ranks).
+    MetricSpec("peak_memory_sum", "B", "lower", "sum over ranks of each rank's peak_memory"),
+    MetricSpec("AMU_sum", "B", "lower", "sum over ranks of each rank's AMU"),
+    MetricSpec("comm_time", "s", "lower", "communication time per round the workload reported, slowest rank"),
+    MetricSpec("latency_rank_spread", "fraction", "info", "(slowest - fastest) / fastest rank's AL: how unevenly the ranks ran"),
     # Raw quantities and counted facts.
     MetricSpec("wall_time", "s", "lower", "wall-clock seconds of all measured rounds"),
     MetricSpec("cpu_time", "s", "lower", "process CPU seconds (user + system) over the window"),
