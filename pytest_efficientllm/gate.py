@@ -53,12 +53,26 @@ def parse_limit_assignments(items: Iterable[str], where: str) -> tuple[Limit, ..
     return tuple(out)
 
 
-def effective_limits(marker_limits: Iterable[Limit], options: GateOptions) -> tuple[Limit, ...]:
+def effective_limits(marker_limits: Iterable[Limit], options: GateOptions,
+                     recorded: Iterable[str] | None = None) -> tuple[Limit, ...]:
     """ini defaults, then the test's marker, then the command line; later ones replace earlier
-    ones for the same metric and kind (budget or tolerance)."""
+    ones for the same metric and kind (budget or tolerance).
+
+    With `recorded` (the metric names the test recorded), a run-wide limit on a metric the
+    test does not record is dropped: `--efficiency-limit=latency=+10%` concerns the tests
+    that measure latency, and is no finding about those that only count bytes. A marker's
+    limit stays, so its test hears that the metric was never recorded.
+    """
+    names = set(recorded) if recorded is not None else None
     merged: dict[tuple[str, str], Limit] = {}
-    for limit in (*options.ini_limits, *marker_limits, *options.cli_limits):
+    for limit in options.ini_limits:
+        if names is None or limit.metric in names:
+            merged[(limit.metric, limit.kind)] = limit
+    for limit in marker_limits:
         merged[(limit.metric, limit.kind)] = limit
+    for limit in options.cli_limits:
+        if names is None or limit.metric in names:
+            merged[(limit.metric, limit.kind)] = limit
     return tuple(merged.values())
 
 

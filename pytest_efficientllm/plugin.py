@@ -1,29 +1,39 @@
 """pytest glue: options, the `efficiency` fixture and marker, verdicts in reports, the summary.
 
-Hooks stay thin: they parse options into `session.Options`, hand work to plain modules
-(`marker`, `fixture`, `verdicts`, `summary`) and attach the results to pytest's reports.
+Hooks stay thin: they parse options into `session.Options` and `gate.GateOptions`, hand
+work to plain modules (`marker`, `fixture`, `gate`, `baseline_store`, `summary`) and
+attach the results to pytest's reports. Which side of the xdist wire a hook serves is
+said by the module it delegates to: `xdist_worker` (a worker, or a serial run) and
+`xdist_controller` (the controller, or a serial run).
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .devices import PROFILES, ProfileError
+from . import xdist_controller, xdist_worker
+from .baseline_store import BaselineError, BaselineStore
+from .calibration import Calibrator
+from .devices import PROFILES, ProfileError, usable_cores
 from .fixture import Efficiency
+from .gate import GateOptions, effective_limits, judge, parse_limit_assignments
+from .gate_state import GateState, TestResult
 from .marker import MarkerError, MarkerSpec, parse_marker
 from .measure import Protocol
 from .session import EfficiencySession, Options
 from .units import UnitError, parse_seconds
-from .verdicts import check_budgets
+from .verdicts import Verdict
 
 pytest_plugins = ["pytest_efficientllm.report.hooks", "pytest_efficientllm.distributed.hooks"]
 
 SESSION_KEY = pytest.StashKey[EfficiencySession]()
 SPEC_KEY = pytest.StashKey[MarkerSpec]()
 FIXTURE_KEY = pytest.StashKey[Efficiency]()
+GATE_KEY = pytest.StashKey[GateState]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,6 +51,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("efficiency_warmup", "default warm-up rounds per test", default="1")
     parser.addini("efficiency_min_time", "default minimum measured time per test", default="0 s")
     parser.addini("efficiency_threads", "torch threads for measured tests", default="")
+    # Baselines and gating (DESIGN.md §4).
+    group.addoption("--update-baselines", dest="efficiency_update_baselines", action="store_true", default=False,
+                    help="write the baselines of the tests that ran and passed their own assertions")
+    group.addoption("--baselines-dir", dest="efficiency_baselines_dir", default=None, metavar="DIR",
+                    help="baselines folder (default: ini efficiency_baselines_dir, else baselines/ at the rootdir)")
+    group.addoption("--efficiency-gate", dest="efficiency_gate", default=None, choices=("fail", "warn", "off"),
+                    help="what a broken budget or a regression does: fail (default), warn, off")
+    group.addoption("--efficiency-strict", dest="efficiency_strict", action="store_true", default=None,
+                    help="a measured test without a baseline fails instead of being reported as new")
+    group.addoption("--efficiency-json", dest="efficiency_json", default=None, metavar="PATH",
+                    help="write every record of the run (raw rounds included) and its verdicts to PATH")
+    group.addoption("--efficiency-limit", dest="efficiency_limit", action="append", default=[], metavar="METRIC=LIMIT",
+                    help="budget or tolerance for every test of this run, over the markers' "
+                         "(e.g. latency=+10%% or 'peak_memory=<= 2 GiB'); repeatable")
+    group.addoption("--efficiency-devices", dest="efficiency_devices", default=None, metavar="0,1,...",
+                    help="pin xdist worker i to GPU i (mod the count) through CUDA_VISIBLE_DEVICES")
+    group.addoption("--efficiency-calibrate-every", dest="efficiency_calibrate_every", default=None, metavar="DURATION",
+                    help="re-measure the calibration workload when the run is longer than this; 'off' never "
+                         "calibrates (default: ini, 10 min)")
+    parser.addini("efficiency_baselines_dir", "baselines folder, relative to the rootdir", default="baselines")
+    parser.addini("efficiency_gate", "gate mode: fail|warn|off", default="fail")
+    parser.addini("efficiency_strict", "a measured test without a baseline fails", type="bool", default=False)
+    parser.addini("efficiency_limits", "budgets/tolerances for every test, METRIC=LIMIT per line (markers override)",
+                  type="linelist", default=[])
+    parser.addini("efficiency_devices", "GPUs to pin xdist workers to, e.g. 0,1", default="")
+    parser.addini("efficiency_calibrate_every", "calibration interval, or off", default="10 min")
 
 
 def _setting(config: pytest.Config, name: str) -> Any:
@@ -63,16 +99,52 @@ def options_from_config(config: pytest.Config) -> Options:
     return Options(gpu=str(_setting(config, "gpu")), defaults=Protocol(rounds, warmup, min_time), threads=threads)
 
 
+def gate_state_from_config(config: pytest.Config, profile: str) -> GateState:
+    """The gate's settings, CLI over ini; errors name the option to fix."""
+    try:
+        options = GateOptions(
+            mode=str(_setting(config, "gate")),
+            strict=bool(_setting(config, "strict")),
+            update=bool(config.getoption("efficiency_update_baselines", False)),
+            ini_limits=parse_limit_assignments(config.getini("efficiency_limits"), "ini efficiency_limits"),
+            cli_limits=parse_limit_assignments(config.getoption("efficiency_limit", []) or [], "--efficiency-limit"),
+        )
+        every_raw = str(_setting(config, "calibrate_every")).strip()
+        every = None if every_raw.lower() == "off" else parse_seconds(every_raw)
+        devices = xdist_worker.parse_devices(str(_setting(config, "devices") or ""))
+    except (ValueError, UnitError) as exc:
+        raise pytest.UsageError(f"efficiency options: {exc}") from None
+    cli_dir = config.getoption("efficiency_baselines_dir", default=None)
+    # A path on the command line is relative to where pytest was started; one in the ini to the rootdir.
+    root = (config.invocation_params.dir / cli_dir) if cli_dir else (config.rootpath / config.getini("efficiency_baselines_dir"))
+    json_raw = config.getoption("efficiency_json", default=None)
+    json_path = (config.invocation_params.dir / json_raw) if json_raw else None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise pytest.UsageError(f"--efficiency-json={json_raw}: folder {json_path.parent} does not exist")
+    calibrator = None if every_raw.lower() == "off" else Calibrator(every if every and every > 0 else None)
+    return GateState(options, BaselineStore(Path(root), profile), calibrator, json_path,
+                     is_worker=xdist_worker.worker_id(config) is not None, devices=devices)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "efficiency(rounds=, warmup=, min_time=, workload=, flops=, **budgets): measure this test's workload "
         "with the `efficiency` fixture; budgets like latency='<= 50 ms' or tolerances like latency='+5%'",
     )
+    # Before anything can initialise CUDA: the device this worker may see.
     try:
-        config.stash[SESSION_KEY] = EfficiencySession(options_from_config(config))
+        devices = xdist_worker.parse_devices(str(_setting(config, "devices") or ""))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    device, shared = xdist_worker.pin_device(devices, xdist_worker.worker_id(config), xdist_worker.worker_count(config))
+    try:
+        eff = config.stash[SESSION_KEY] = EfficiencySession(options_from_config(config))
     except ProfileError as exc:
         raise pytest.UsageError(str(exc)) from None
+    state = config.stash[GATE_KEY] = gate_state_from_config(config, eff.profile)
+    state.device, state.device_shared = device, shared and eff.profile != "cpu"
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -94,10 +166,37 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def efficiency(request: pytest.FixtureRequest) -> Efficiency:
     """Measure this test's workload: `efficiency.measure(fn, tokens=...)` and friends."""
     eff = request.config.stash[SESSION_KEY]
+    state = request.config.stash[GATE_KEY]
+    if state.calibrator is not None:
+        # Lazily at the first measured test (a run without one pays nothing), then again
+        # whenever the last calibration is older than the interval.
+        eff.fingerprint["calibration"] = state.calibrator.ensure().to_dict()
+    if state.device_shared and state.device is not None:
+        lock = xdist_worker.device_lock(state.device)
+        lock.acquire()
+        request.addfinalizer(lock.release)
     spec = request.node.stash.get(SPEC_KEY, None) or parse_marker({}, (), eff.options.defaults)
     fixture = Efficiency(eff, request.node.nodeid, spec)
     request.node.stash[FIXTURE_KEY] = fixture
     return fixture
+
+
+def _failure_text(failed: list[Verdict]) -> str:
+    budgets = [v for v in failed if v.kind == "budget"]
+    others = [v for v in failed if v.kind != "budget"]
+    parts = []
+    if budgets:
+        parts.append("efficiency budget exceeded:\n" + "\n".join("  " + v.render() for v in budgets))
+    if others:
+        parts.append("efficiency gate (against the baseline):\n" + "\n".join("  " + v.render() for v in others))
+    return "\n".join(parts)
+
+
+def _baseline_of(state: GateState, nodeid: str) -> tuple[Any, str]:
+    try:
+        return state.store.lookup(nodeid), ""
+    except BaselineError as exc:
+        return None, str(exc)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -107,29 +206,73 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.when != "call" or fixture is None or not fixture.record.metrics:
         return report
     record = fixture.record
-    record.outcome = report.outcome
-    eff = item.config.stash[SESSION_KEY]
-    eff.records.append(record)
+    state = item.config.stash[GATE_KEY]
+    functional = report.outcome
+    verdicts = []
     if report.passed:
-        verdicts = check_budgets(record, fixture.spec.limits)
+        baseline, error = _baseline_of(state, record.nodeid)
+        verdicts = judge(record, effective_limits(fixture.spec.limits, state.options, record.metrics), baseline, error, state.options)
         failed = [v for v in verdicts if v.failed]
         if failed:
             report.outcome = "failed"
-            report.longrepr = "efficiency budget exceeded:\n" + "\n".join("  " + v.render() for v in failed)
-            record.outcome = "failed"
-        for v in verdicts:
-            if v.status == "warn":
-                report.sections.append(("efficiency", v.render()))
+            report.longrepr = _failure_text(failed)
+        notes = [v.render() for v in verdicts if v.status in ("warn", "improved")]
+        if notes:
+            report.sections.append(("efficiency", "\n".join(notes)))
+    record.outcome = report.outcome
+    xdist_worker.attach(report, TestResult(record, verdicts, functional))
     return report
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object | None) -> None:
+    state = node.config.stash.get(GATE_KEY, None)
+    if state is not None:
+        xdist_controller.node_down(state, node, error)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Keep a handle for `pytest_runtest_logreport`, which receives no config.
+    session.config.pluginmanager.register(_ReportReceiver(session.config), "efficiency-receiver")
+
+
+class _ReportReceiver:
+    """Collects the results attached to reports, in the process that prints the summary."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        state = self.config.stash[GATE_KEY]
+        if state.is_worker:
+            return  # forwarded to the controller with the attached result; it collects there
+        result = xdist_controller.receive(state, report)
+        if result is not None:
+            self.config.stash[SESSION_KEY].records.append(result.record)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    state = config.stash.get(GATE_KEY, None)
+    eff = config.stash.get(SESSION_KEY, None)
+    if state is None or eff is None:
+        return
+    if state.is_worker:
+        config.workeroutput[xdist_worker.WORKEROUTPUT_KEY] = xdist_worker.worker_summary(  # type: ignore[attr-defined]
+            state, eff.threads, usable_cores())
+        return
+    if xdist_controller.finish(state, eff.profile, eff.fingerprint) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # asked-for baselines or JSON are missing
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     eff = config.stash.get(SESSION_KEY, None)
-    if eff is None:
+    state = config.stash.get(GATE_KEY, None)
+    if eff is None or state is None:
         return
     from .summary import summary_lines
 
-    lines = summary_lines(eff)
+    lines = summary_lines(eff, state)
     if lines:
         terminalreporter.section("efficiency")
         for line in lines:

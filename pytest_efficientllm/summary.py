@@ -1,32 +1,198 @@
-"""The end-of-run terminal summary: one table of key metrics, and missing sources said once."""
+"""The end-of-run terminal summary: one table, then what broke with its numbers.
+
+Fits a 100-column CI log: the table's columns are fixed widths summing to `WIDTH`, and
+detail lines are wrapped to it. Built only from plain data (records, verdicts, store
+updates), in the process that holds all of them (the xdist controller, or the only one).
+"""
 
 from __future__ import annotations
 
+import textwrap
+from collections import Counter
+
+from .gate_state import GateState, TestResult
 from .record import Record
 from .session import EfficiencySession
-from .units import format_value
+from .units import format_bytes, format_seconds
+from .verdicts import Verdict
 
-KEY_METRICS = ("AL", "AT", "peak_memory", "AEC", "energy_per_token")
+WIDTH = 100
+# (header, width) after the test column; the test column takes what is left.
+COLUMNS = (("AL", 8), ("tok/s", 7), ("peak mem", 10), ("J/tok", 9), ("vs baseline", 17), ("verdict", 8))
+KEY_METRICS = ("AL", "tokens_per_s", "peak_memory", "energy_per_token")
+# Which finding the "verdict" column shows when a test has several: the worst.
+SEVERITY = ("error", "fail", "warn", "improved", "new", "pass", "skipped")
+MAX_LISTED = 20
+
+
+def _compact(value: float) -> str:
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    if value and abs(value) < 0.01:
+        return f"{value:.2e}"
+    return f"{value:.3g}"
 
 
 def _cell(record: Record, name: str) -> str:
     m = record.metrics.get(name)
     if m is None or m.value is None:
         return "-"
-    text = format_value(m.value, m.unit)
+    if m.unit == "s":
+        text = format_seconds(m.value)
+    elif m.unit == "B":
+        text = format_bytes(m.value)
+    else:
+        text = _compact(m.value)
     return text + ("~" if m.source == "estimated" else "")
 
 
-def summary_lines(session: EfficiencySession, width: int = 100) -> list[str]:
-    lines = [f"profile {session.profile}, {session.threads} torch thread(s); sources: "
-             + "; ".join(f"{k}: {v}" for k, v in session.backend.sources.items())]
-    lines += [f"unavailable: {n}" for n in session.notices]
-    if session.records:
-        header = ["test"] + list(KEY_METRICS)
-        rows = [[r.nodeid.split("::", 1)[-1]] + [_cell(r, m) for m in KEY_METRICS] for r in session.records]
-        name_w = max(12, width - 14 * len(KEY_METRICS))
-        fmt = lambda cells: f"{cells[0][:name_w]:<{name_w}}" + "".join(f"{c:>14}" for c in cells[1:])  # noqa: E731
-        lines.append(fmt(header))
-        lines += [fmt(row) for row in rows]
-        lines.append("~ = estimate (never gated)")
+def short_id(nodeid: str, width: int) -> str:
+    """The test's file name (no folders) and the rest of its id; without the file, then cut in
+    the middle, when too long (the function name and both ends of the parameters stay)."""
+    path, sep, rest = nodeid.partition("::")
+    text = path.rsplit("/", 1)[-1] + sep + rest
+    if len(text) <= width:
+        return text
+    text = rest or text
+    if len(text) <= width:
+        return text
+    head = max(4, width * 2 // 3)
+    return text[:head] + "…" + text[-(width - head - 1):]
+
+
+def _change(verdicts: list[Verdict]) -> str:
+    compared = [v for v in verdicts if v.change is not None]
+    if not compared:
+        return "-"
+    # The worst finding's change, else the latency's, else the first one.
+    compared.sort(key=lambda v: (SEVERITY.index(v.status), v.metric != "AL"))
+    v = compared[0]
+    name = {"peak_memory": "peak", "tokens_per_s": "tok/s"}.get(v.metric, v.metric)
+    return f"{name} {v.change * 100:+.1f}%"
+
+
+def _overall(result: TestResult) -> str:
+    if result.functional != "passed":
+        return result.functional
+    if not result.verdicts:
+        return "-"
+    worst = min(result.verdicts, key=lambda v: SEVERITY.index(v.status)).status
+    return worst.upper() if worst == "fail" else worst
+
+
+def table(results: list[TestResult], width: int = WIDTH) -> list[str]:
+    name_w = width - sum(w for _, w in COLUMNS) - len(COLUMNS)
+
+    def row(cells: list[str]) -> str:
+        out = f"{cells[0]:<{name_w}}"
+        for (_, w), cell in zip(COLUMNS, cells[1:]):
+            out += " " + f"{cell[:w]:>{w}}"
+        return out.rstrip()
+
+    lines = [row(["test"] + [h for h, _ in COLUMNS])]
+    for r in sorted(results, key=lambda r: r.record.nodeid):
+        cells = [short_id(r.record.nodeid, name_w)] + [_cell(r.record, m) for m in KEY_METRICS]
+        lines.append(row(cells + [_change(r.verdicts), _overall(r)]))
+    return lines
+
+
+def _wrap(text: str, indent: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ",
+                         break_on_hyphens=False) or [indent]
+
+
+def details(results: list[TestResult], width: int = WIDTH) -> list[str]:
+    """Failing tests with each broken budget or tolerance and its numbers; warnings counted once."""
+    lines: list[str] = []
+    for r in sorted(results, key=lambda r: r.record.nodeid):
+        failed = [v for v in r.verdicts if v.failed]
+        if failed:
+            lines += _wrap(f"FAILED {r.record.nodeid}", "", width)
+            for v in failed:
+                lines += _wrap(v.render(), "    ", width)
+    warnings = Counter(v.render() for r in results for v in r.verdicts if v.status == "warn")
+    for text, count in sorted(warnings.items()):
+        lines += _wrap(f"warning ({count} test{'s' if count > 1 else ''}): {text}", "", width)
+    improved = [(r.record.nodeid, v) for r in results for v in r.verdicts if v.status == "improved"]
+    for nodeid, v in improved:
+        lines += _wrap(f"improved {short_id(nodeid, 60)}: {v.render()}", "", width)
+    return lines
+
+
+def _threads_line(session: EfficiencySession, state: GateState) -> str:
+    if state.workers:
+        threads = sorted({int(w.get("threads", 0)) for w in state.workers.values()})
+        cores = max(int(w.get("cores", 0)) for w in state.workers.values())
+        n = len(state.workers)
+        shown = "/".join(str(t) for t in threads)
+        line = (f"{n} xdist worker{'s' if n > 1 else ''} x {shown} torch thread(s) each "
+                f"({cores} usable cores / {n} workers)")
+        devices = sorted({str(w["device"]) for w in state.workers.values() if w.get("device") is not None})
+        if devices:
+            line += f"; GPUs pinned per worker: {', '.join(devices)}"
+        return line
+    threads = {r.record.settings.get("threads") for r in state.results} - {None}
+    shown = "/".join(str(t) for t in sorted(threads)) if threads else str(session.threads)
+    return f"{shown} torch thread(s)"
+
+
+def _calibration_line(state: GateState) -> str:
+    cals = list(state.calibrator.history) if state.calibrator else []
+    dicts = [c.to_dict() for c in cals] + [c for w in state.workers.values() for c in w.get("calibrations", [])]
+    if not dicts:
+        return ""
+    first = dicts[0]
+    line = (f"calibration: {format_seconds(first['matmul_s'])} matmul, {format_seconds(first['copy_s'])} copy "
+            f"({len(dicts)} measurement(s))")
+    return line
+
+
+def _store_lines(state: GateState, width: int) -> list[str]:
+    lines: list[str] = []
+    for u in state.updates:
+        if u.error:
+            lines += _wrap(f"baselines NOT written: {u.error}", "", width)
+            continue
+        lines.append(f"baselines {u.path}: {len(u.added)} added, {len(u.updated)} updated, "
+                     f"{len(u.unchanged)} unchanged, {u.kept} kept")
+        listed = [("+", n) for n in u.added] + [("~", n) for n in u.updated] + [("=", n) for n in u.unchanged]
+        for mark, nodeid in listed[:MAX_LISTED]:
+            lines.append(f"  {mark} {short_id(nodeid, width - 4)}")
+        if len(listed) > MAX_LISTED:
+            lines.append(f"  ... and {len(listed) - MAX_LISTED} more")
+    if state.options.update and not state.updates and not any("baselines" in p for p in state.problems):
+        lines.append("baselines: nothing to write (no measured test passed its own assertions)")
+    return lines
+
+
+def summary_lines(session: EfficiencySession, state: GateState | None = None, width: int = WIDTH) -> list[str]:
+    head = f"profile {session.profile}"
+    if state is not None:
+        head += f"; {_threads_line(session, state)}; gate {state.options.mode}"
+        if state.options.strict:
+            head += " (strict)"
+    lines = _wrap(head, "", width)
+    lines += _wrap("sources: " + "; ".join(f"{k}: {v}" for k, v in session.backend.sources.items()), "", width)
+    for notice in session.notices:
+        lines += _wrap(f"unavailable: {notice}", "", width)
+    if state is None:
+        return lines
+    cal = _calibration_line(state)
+    if cal:
+        lines.append(cal)
+    if state.results:
+        lines.append(f"baselines: {state.store.folder}")
+        lines += table(state.results, width)
+        if any(m.source == "estimated" for r in state.results for m in r.record.metrics.values()):
+            lines.append("~ = estimate (never gated)")
+        lines += details(state.results, width)
+    lines += _store_lines(state, width)
+    for lost in state.lost_workers:
+        lines += _wrap(f"worker {lost} went down: the test it was running has no record; the other workers' "
+                       "results are kept and written", "", width)
+    for problem in state.problems:
+        lines += _wrap(problem, "", width)
+    if state.json_written:
+        lines.append(state.json_written)
     return lines

@@ -1,0 +1,83 @@
+"""The worker side of the xdist wire (also what a serial run does in its only process).
+
+* pins this worker to one GPU (`--efficiency-devices=0,1`: worker gwN sees device N mod
+  the number of devices, through CUDA_VISIBLE_DEVICES, before anything touches CUDA);
+* when workers outnumber devices, measured tests on a shared device take a per-device
+  file lock, so one GPU never measures two tests at once;
+* attaches each measured test's `TestResult` to its report (plain data, serialised by
+  xdist with the report), and leaves a summary of this worker in `workeroutput`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from .gate_state import GateState, TestResult
+
+REPORT_ATTR = "efficiency_result"
+WORKEROUTPUT_KEY = "efficiency"
+
+
+def worker_id(config: Any) -> str | None:
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput.get("workerid") if workerinput else None
+
+
+def worker_count(config: Any) -> int:
+    workerinput = getattr(config, "workerinput", None)
+    return int(workerinput.get("workercount", 1)) if workerinput else 1
+
+
+def parse_devices(text: str) -> tuple[str, ...]:
+    """'0,1' -> ('0', '1'); device indices or GPU UUIDs as CUDA_VISIBLE_DEVICES takes them."""
+    items = tuple(part.strip() for part in text.split(",") if part.strip())
+    if text.strip() and not items:
+        raise ValueError(f"--efficiency-devices={text!r}: expected a comma-separated list like 0,1")
+    for item in items:
+        if not re.fullmatch(r"\d+|(GPU|MIG)-[0-9A-Za-z-]+", item):
+            raise ValueError(f"--efficiency-devices={text!r}: {item!r} is not a device index or GPU/MIG UUID")
+    if len(set(items)) != len(items):
+        raise ValueError(f"--efficiency-devices={text!r}: a device is listed twice")
+    return items
+
+
+def pin_device(devices: tuple[str, ...], workerid: str | None, workers: int,
+               environ: dict[str, str] | Any = os.environ) -> tuple[str | None, bool]:
+    """Set CUDA_VISIBLE_DEVICES for this process; returns (device, shared with another worker)."""
+    if not devices:
+        return None, False
+    index = int(workerid[2:]) if workerid and workerid.startswith("gw") and workerid[2:].isdigit() else 0
+    device = devices[index % len(devices)]
+    environ["CUDA_VISIBLE_DEVICES"] = device
+    return device, workers > len(devices)
+
+
+def device_lock(device: str) -> FileLock:
+    """A machine-wide lock for one device: held for the duration of a measured test."""
+    folder = Path(tempfile.gettempdir()) / "pytest-efficientllm-locks"
+    folder.mkdir(exist_ok=True)
+    return FileLock(str(folder / f"device-{device}.lock"))
+
+
+def attach(report: Any, result: TestResult) -> None:
+    # An extra attribute of a TestReport survives xdist's report serialisation
+    # (`_report_to_json` copies `__dict__`; TestReport(**extra) restores it).
+    setattr(report, REPORT_ATTR, result.to_wire())
+
+
+def worker_summary(state: GateState, threads: int, cores: int) -> dict[str, Any]:
+    """What the controller's summary says about this worker."""
+    calibrations = state.calibrator.history if state.calibrator else []
+    return {
+        "threads": threads,
+        "cores": cores,
+        "device": state.device,
+        "device_shared": state.device_shared,
+        "calibrations": [c.to_dict() for c in calibrations],
+    }

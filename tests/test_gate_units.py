@@ -1,0 +1,109 @@
+"""The per-test gate decision, the wire format, device pinning, calibration renewal, summary layout."""
+
+from __future__ import annotations
+
+import pytest
+from record_builders import counted, latency, record
+
+from pytest_efficientllm.calibration import Calibrator
+from pytest_efficientllm.gate import GateOptions, effective_limits, judge, parse_limit_assignments
+from pytest_efficientllm.gate_state import TestResult
+from pytest_efficientllm.marker import parse_limit
+from pytest_efficientllm.summary import WIDTH, details, table
+from pytest_efficientllm.verdicts import Verdict
+from pytest_efficientllm.xdist_worker import parse_devices, pin_device
+
+
+def statuses(verdicts: list[Verdict]) -> dict[str, str]:
+    return {v.metric: v.status for v in verdicts}
+
+
+def test_judge_combines_budgets_and_the_baseline() -> None:
+    cur = record("t.py::a", counted("peak_memory", 2000))
+    limits = (parse_limit("peak_memory", "<= 1000 B"),)
+    v = judge(cur, limits, record("t.py::a", counted("peak_memory", 1000)), "", GateOptions())
+    assert [(x.kind, x.status) for x in v] == [("budget", "fail"), ("baseline", "fail")]
+
+
+def test_missing_baseline_is_new_unless_strict() -> None:
+    cur = record("t.py::a", counted("peak_memory", 1))
+    assert statuses(judge(cur, (), None, "", GateOptions())) == {"*": "new"}
+    assert statuses(judge(cur, (), None, "", GateOptions(strict=True))) == {"*": "fail"}
+    assert statuses(judge(cur, (), None, "", GateOptions(strict=True, update=True))) == {"*": "new"}
+
+
+def test_update_softens_regressions_but_not_an_unreadable_baseline() -> None:
+    cur = record("t.py::a", counted("peak_memory", 2))
+    v = judge(cur, (), record("t.py::a", counted("peak_memory", 1)), "", GateOptions(update=True))
+    assert statuses(v) == {"peak_memory": "warn"} and "being replaced" in v[0].message
+    assert statuses(judge(cur, (), None, "x.json: corrupt", GateOptions(update=True))) == {"*": "error"}
+
+
+def test_modes() -> None:
+    cur = record("t.py::a", counted("peak_memory", 2))
+    base = record("t.py::a", counted("peak_memory", 1))
+    assert statuses(judge(cur, (), base, "", GateOptions(mode="warn"))) == {"peak_memory": "warn"}
+    assert judge(cur, (), base, "", GateOptions(mode="off")) == []
+    with pytest.raises(ValueError, match="--efficiency-gate='loud'"):
+        GateOptions(mode="loud")
+
+
+def test_limit_precedence_ini_then_marker_then_cli_and_run_wide_limits_only_where_recorded() -> None:
+    ini = parse_limit_assignments(["latency=+10%", "peak_memory=+3%"], "ini")
+    cli = parse_limit_assignments(["peak_memory=+1%"], "cli")
+    marker = (parse_limit("latency", "+20%"),)
+    merged = {lim.metric: lim.text for lim in effective_limits(marker, GateOptions(ini_limits=ini, cli_limits=cli))}
+    assert merged == {"AL": "+20%", "peak_memory": "+1%"}
+    only = effective_limits((), GateOptions(ini_limits=ini, cli_limits=cli), recorded={"peak_memory"})
+    assert [lim.metric for lim in only] == ["peak_memory"]
+    with pytest.raises(ValueError, match="cli: 'latency': expected METRIC=LIMIT"):
+        parse_limit_assignments(["latency"], "cli")
+
+
+def test_results_cross_the_wire_unchanged() -> None:
+    result = TestResult(record("t.py::a[ü/1]", latency(0.01)), [Verdict("AL", "fail", "slower", "baseline", 0.2)], "passed")
+    back = TestResult.from_wire(result.to_wire())
+    assert back.record == result.record and back.verdicts == result.verdicts and back.functional == "passed"
+    with pytest.raises(ValueError, match="mixed plugin versions"):
+        TestResult.from_wire({**result.to_wire(), "version": 99})
+
+
+def test_devices_are_parsed_and_worker_i_gets_device_i() -> None:
+    assert parse_devices("0, 1") == ("0", "1") and parse_devices("") == ()
+    for bad in ("0,0", "0,x", " , "):
+        with pytest.raises(ValueError, match="--efficiency-devices"):
+            parse_devices(bad)
+    env: dict[str, str] = {}
+    assert pin_device(("0", "1"), "gw1", 2, env) == ("1", False) and env["CUDA_VISIBLE_DEVICES"] == "1"
+    assert pin_device(("0", "1"), "gw2", 3, env) == ("0", True)  # shares device 0 with gw0: serialised
+    assert pin_device(("3",), None, 1, env) == ("3", False)
+    env.clear()
+    assert pin_device((), "gw0", 2, env) == (None, False) and env == {}
+
+
+def test_calibration_is_renewed_when_older_than_the_interval() -> None:
+    now = [0.0]
+    cal = Calibrator(every_s=60.0, clock=lambda: now[0])
+    first = cal.ensure()
+    assert first.matmul_s > 0 and first.copy_s > 0 and cal.ensure() is first
+    now[0] = 61.0
+    assert cal.ensure() is not first and len(cal.history) == 2
+    never = Calibrator(every_s=None, clock=lambda: now[0])
+    once = never.ensure()
+    now[0] = 1e9
+    assert never.ensure() is once
+
+
+def test_the_summary_fits_100_columns_and_shows_what_broke() -> None:
+    long_id = "suites/test_architecture.py::test_pretrain_step[" + "MLA-latent-" * 8 + "]"
+    results = [
+        TestResult(record(long_id, latency(0.0123), counted("peak_memory", 3 * 2**30)),
+                   [Verdict("AL", "fail", "12.3 ms n=7 vs baseline 10.1 ms n=7 (+21.8%, 95% interval +18.0% .. "
+                            "+25.1%; tolerance +5%): slower beyond tolerance and noise", "baseline", 0.218)], "passed"),
+        TestResult(record("t.py::ok", latency(0.001)), [Verdict("AL", "pass", "fine", "baseline", -0.01)], "passed"),
+    ]
+    lines = table(results) + details(results)
+    assert max(len(line) for line in lines) <= WIDTH
+    assert any("AL +21.8%" in line and line.rstrip().endswith("FAIL") for line in lines)
+    assert any("test_pretrain_step[MLA" in line and "…" in line for line in lines)
+    assert any("tolerance +5%" in line for line in lines)

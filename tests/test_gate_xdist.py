@@ -1,0 +1,145 @@
+"""Under pytest-xdist: the same verdicts and baseline files as a serial run, and faults of workers.
+
+Subprocess runs (`runpytest_subprocess`), because xdist starts real worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from record_builders import counted, record
+
+from pytest_efficientllm.baseline_store import BaselineStore
+
+SUITE = """
+import os, pytest
+
+SCALE = float(os.environ.get("EFF_SCALE", "1"))
+
+@pytest.mark.parametrize("case", ["grow", "shrink", "same", "a/b c-ü"])
+def test_counted(efficiency, case):
+    factor = {"grow": SCALE, "shrink": 1 / SCALE}.get(case, 1.0)
+    efficiency.count("peak_memory", int(1_000_000 * factor))
+    efficiency.count("flops", 4096, unit="FLOP", direction="lower")
+
+@pytest.mark.efficiency(rounds=5, warmup=1)
+def test_measured(efficiency):
+    efficiency.measure(lambda: sum(range(2000)), tokens=8)
+
+def test_new_one(efficiency):
+    if SCALE == 1:
+        pytest.skip("appears only in the second run")
+    efficiency.count("flops", 1, unit="FLOP", direction="lower")
+
+def test_functional_failure(efficiency):
+    efficiency.count("flops", 1, unit="FLOP", direction="lower")
+    assert SCALE == 1
+
+def test_device_pinned_per_worker():
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == worker[2:]
+"""
+COMMON = ("-p", "no:cacheprovider", "--efficiency-threads=1", "--efficiency-devices=0,1",
+          "--efficiency-calibrate-every=off",
+          "--efficiency-limit=latency=+100000%")  # measured latency must not decide this comparison
+
+
+@pytest.fixture(autouse=True)
+def _not_inside_an_outer_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # When this file itself runs under xdist, the runs below would inherit the outer
+    # worker's identity and worker count through the environment.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _seed(root: Path) -> None:
+    """The baselines both runs compare with: counted facts at scale 1, written by the store itself."""
+    store = BaselineStore(root / "baselines", "cpu")
+    cases = ["grow", "shrink", "same", "a/b c-\\xfc"]  # pytest escapes non-ASCII in node ids
+    store.update([record(f"test_suite.py::test_counted[{c}]", counted("peak_memory", 1_000_000),
+                         counted("flops", 4096, "FLOP"), fingerprint={"torch_threads": 1}) for c in cases])
+
+
+def _normalise(doc: dict) -> dict:
+    """A baseline file without what differs between any two runs: times, timestamps, calibration."""
+    for entry in doc["tests"].values():
+        entry.pop("created")
+        entry["fingerprint"].pop("calibration", None)
+        for metric in entry["metrics"].values():
+            if metric["source"] != "counted":
+                for key in ("value", "samples", "stats"):
+                    metric.pop(key, None)
+    return doc
+
+
+def _run(pytester: pytest.Pytester, *extra: str) -> tuple[pytest.RunResult, dict, dict]:
+    # One run per mode: it compares with the seeded baselines (verdicts to the JSON) and
+    # rewrites them (the files to compare).
+    _seed(pytester.path)
+    result = pytester.runpytest_subprocess(*COMMON, *extra, "--update-baselines", "--efficiency-json=run.json",
+                                           timeout=240)
+    run = json.loads((pytester.path / "run.json").read_text())
+    verdicts = {nodeid: sorted((v["metric"], v["status"]) for v in vs) for nodeid, vs in run["runs"][0]["verdicts"].items()}
+    baselines = _normalise(json.loads((pytester.path / "baselines/cpu/test_suite.py.json").read_text()))
+    shutil.rmtree(pytester.path / "baselines")
+    return result, verdicts, baselines
+
+
+def test_xdist_gives_the_same_verdicts_and_baseline_files_as_a_serial_run(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    monkeypatch.setenv("EFF_SCALE", "1.02")
+    serial, serial_verdicts, serial_files = _run(pytester)
+    xdist, xdist_verdicts, xdist_files = _run(pytester, "-n", "2")
+    for result in (serial, xdist):
+        result.assert_outcomes(passed=7, failed=1)  # test_functional_failure; the gate only warns under update
+
+    assert xdist_verdicts == serial_verdicts
+    assert xdist_files == serial_files
+    assert ("peak_memory", "warn") in serial_verdicts["test_suite.py::test_counted[grow]"]  # +2%: being replaced
+    assert ("peak_memory", "improved") in serial_verdicts["test_suite.py::test_counted[shrink]"]
+    assert serial_verdicts["test_suite.py::test_new_one"] == [("*", "new")]
+    assert serial_verdicts["test_suite.py::test_functional_failure"] == []  # its own assertion failed first
+    # Written: every test that passed its own assertions, none that failed them.
+    assert sorted(serial_files["tests"]) == sorted(
+        ["test_suite.py::test_counted[a/b c-\\xfc]", "test_suite.py::test_counted[grow]",
+         "test_suite.py::test_counted[same]", "test_suite.py::test_counted[shrink]",
+         "test_suite.py::test_measured", "test_suite.py::test_new_one"])
+    assert "2 xdist workers x 1 torch thread(s) each (2 usable cores / 2 workers); GPUs pinned per worker: 0, 1" \
+        in " ".join(xdist.stdout.str().split())
+
+
+KILLER = """
+import os, signal, pytest
+
+@pytest.mark.parametrize("n", range(4))
+def test_counted(efficiency, n):
+    efficiency.count("flops", 100 + n, unit="FLOP", direction="lower")
+
+def test_regressed(efficiency):
+    efficiency.count("flops", 2000, unit="FLOP", direction="lower")
+
+def test_dies(efficiency):
+    efficiency.count("flops", 1, unit="FLOP", direction="lower")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_worker_costs_only_its_own_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=KILLER)
+    BaselineStore(pytester.path / "baselines", "cpu").update([record("test_suite.py::test_regressed", counted("flops", 1000, "FLOP"))])
+    # The dead worker's test is missing; everything else is compared and written.
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--efficiency-calibrate-every=off",
+                                           "--update-baselines", "--efficiency-json=run.json", timeout=240)
+    result.assert_outcomes(passed=5, failed=1)
+    out = " ".join(result.stdout.str().split())
+    assert "flops: 2000 FLOP vs baseline 1000 FLOP (+100.0%; counted, exact): regression [baseline being replaced]" in out
+    assert "went down: the test it was running has no record" in out
+    assert "2 xdist worker" in out and "torch thread(s) each" in out
+    doc = json.loads((pytester.path / "baselines/cpu/test_suite.py.json").read_text())
+    assert sorted(doc["tests"]) == [f"test_suite.py::test_counted[{n}]" for n in range(4)] + ["test_suite.py::test_regressed"]
+    run = json.loads((pytester.path / "run.json").read_text())
+    assert len(run["records"]) == 5
