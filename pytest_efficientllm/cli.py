@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .marker import Limit
 from .runfile import write_atomic, write_run
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
@@ -37,12 +38,24 @@ def _output_path(path: str, suffixes: tuple[str, ...] = (".json",)) -> Path:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .marker import MarkerError, parse_limit
     from .report.comparison import compare_runs, render_comparison
-    from .report.inputs import ReportError, load_run
+    from .report.inputs import load_run
+
+    limits = _limits(args.tolerance)
+    old, new = load_run(args.old), load_run(args.new)
+    results = compare_runs(old, new, limits, args.mode)
+    for line in render_comparison(results, args.old, args.new):
+        _out(line)
+    return EXIT_REGRESSION if any(r.failed for r in results) else EXIT_OK
+
+
+def _limits(tolerances: Sequence[str]) -> list[Limit]:
+    """`--tolerance AL=+10%` options as the marker's tolerance limits."""
+    from .marker import MarkerError, parse_limit
+    from .report.inputs import ReportError
 
     limits = []
-    for text in args.tolerance:
+    for text in tolerances:
         name, sep, value = text.partition("=")
         try:
             if not sep:
@@ -53,11 +66,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if limit.kind != "tolerance":
             raise ReportError(f"--tolerance {text!r}: a tolerance looks like 'AL=+10%'; budgets are checked by the plugin")
         limits.append(limit)
-    old, new = load_run(args.old), load_run(args.new)
-    results = compare_runs(old, new, limits, args.mode)
-    for line in render_comparison(results, args.old, args.new):
-        _out(line)
-    return EXIT_REGRESSION if any(r.failed for r in results) else EXIT_OK
+    return limits
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -79,7 +88,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report.write import write_report
 
     output = check_report_path(args.output)  # before reading: a bad path fails fast
+    limits = _limits(args.tolerance)
     run = load_run(args.input)
+    if args.baseline:
+        from .report.comparison import with_baseline
+
+        run = with_baseline(run, load_run(args.baseline), limits, args.mode)
     write_report(run, output)
     _out(f"wrote {output} ({len(run.records)} record(s))")
     return EXIT_OK
@@ -133,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="render a run file as .html, .md or .json (by the output's extension)")
     p.add_argument("input", metavar="RUN.json")
     p.add_argument("-o", "--output", required=True, metavar="report.html|report.md|report.json")
+    p.add_argument("--baseline", metavar="OLD.json",
+                   help="show verdicts against this run (the compare command's rules) instead of the recorded ones")
+    p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=+N%%", help="as for compare")
+    p.add_argument("--mode", choices=("fail", "warn"), default="fail", help="as for compare")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export-benchmark-action",

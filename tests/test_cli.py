@@ -201,3 +201,12 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
                            "-o", str(tmp_path / "r.md")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "r.md").read_text().startswith("# Efficiency report")
+
+
+def test_report_against_a_baseline_shows_the_compare_verdicts(files: dict[str, Path]) -> None:
+    out = files["dir"] / "r.md"
+    assert main(["report", str(files["new"]), "-o", str(out), "--baseline", str(files["old"])]) == 0
+    md = out.read_text()
+    fails = [line for line in md.splitlines() if "| **fail** |" in line and line.startswith("| suites/")]
+    # The slowed-down test fails against the baseline; the verdict recorded in the file (gqa) was replaced.
+    assert len(fails) == 1 and fails[0].startswith("| suites/test_attention.py::test_prefill[mqa] | AL |")

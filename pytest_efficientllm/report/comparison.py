@@ -87,3 +87,27 @@ def render_comparison(results: list[TestComparison], old_label: str, new_label: 
         compared = sum(1 for r in results if not r.only_in)
         lines.append(f"no regression: {compared} test(s) compared")
     return lines
+
+
+# Verdict kinds that come from a comparison with a baseline; budget verdicts are the
+# test's own and stay when a report is re-based on another baseline.
+COMPARISON_KINDS = ("baseline", "source", "fingerprint", "store")
+
+
+def with_baseline(run: Run, baseline: Run, limits: Iterable[Limit] = (), mode: str = "fail") -> Run:
+    """A copy of `run` whose records carry verdicts against `baseline` (budget verdicts kept).
+
+    Tests with no counterpart in `baseline` get a "new" verdict, as the plugin gives them.
+    """
+    limits = tuple(limits)
+    pairs, _ = pair(baseline, run)
+    records = []
+    for base, current in pairs:
+        assert current is not None
+        copy = Record.from_dict(current.to_dict())
+        kept = [v for v in copy.verdicts if v.get("kind", "budget") not in COMPARISON_KINDS]
+        found = (compare_record(base, current, limits, mode) if base is not None
+                 else [Verdict("*", "new", "no baseline for this test in the given baseline file", "baseline")])
+        copy.verdicts = kept + [v.to_dict() for v in found]
+        records.append(copy)
+    return Run(records=records, runs=list(run.runs))
