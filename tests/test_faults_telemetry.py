@@ -1,26 +1,24 @@
 """Fault injection into the telemetry sources, through the measuring loop and the plugin.
 
-Per-source unit faults of NVML (raising mid-window, unavailable, counter backwards, not
-supported) are covered in test_nvml.py; here the same faults are followed end to end:
-what the measuring loop and a pytest run do with them.
+Per-source unit faults are covered where the sources are tested: NVML raising mid-window,
+unavailable, counter backwards, not supported (test_nvml.py); RAPL wrapping, unreadable,
+failing mid-window (test_rapl.py); clear_refs not writable (test_procfs.py). Here the same
+faults are followed end to end: what the CPU backend, the derived metrics and a pytest run
+do with them.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 from fault_harness import RECORDS_CONFTEST, recorded
 
 from pytest_efficientllm.backend import Backend, cpu_backend
 from pytest_efficientllm.measure import Meter, Protocol, Work, derive_metrics
 from pytest_efficientllm.record import Metric
 from pytest_efficientllm.telemetry import rapl
-from pytest_efficientllm.telemetry.procfs import ProcessMemoryProbe, ProcPaths, read_status_kib
 
 MiB = 2**20
 TESTS_DIR = Path(__file__).parent
@@ -34,39 +32,7 @@ def _measure(backend: Backend, fn, rounds: int = 3) -> dict[str, Metric]:
     return derive_metrics(result, work, meter.flops_of(fn, work), backend)
 
 
-# -- /proc/self/clear_refs not writable -----------------------------------------------------
-
-
-def _proc_tree_without_clear_refs(tmp_path: Path) -> ProcPaths:
-    """The live status/statm of this process, with a clear_refs that cannot be written."""
-    for name in ("status", "statm"):
-        (tmp_path / name).symlink_to(f"/proc/{os.getpid()}/{name}")
-    (tmp_path / "clear_refs").mkdir()  # writing a directory fails even as root
-    return ProcPaths(tmp_path)
-
-
-def test_clear_refs_not_writable_gives_the_sampled_peak_not_a_stale_high_water_mark(tmp_path: Path) -> None:
-    paths = _proc_tree_without_clear_refs(tmp_path)
-    # A high-water mark from before the window that a reset would have cleared.
-    stale = torch.ones(256 * MiB // 4)
-    del stale
-    stale_hwm = read_status_kib(paths, "VmHWM")
-
-    probe = ProcessMemoryProbe(paths, interval_s=0.005)
-    probe.open()
-    held = torch.ones(48 * MiB // 4)
-    time.sleep(0.1)  # many sampling intervals, so the sampler sees it
-    del held
-    probe.close()
-    m = {x.name: x for x in probe.readings(0.1)}
-
-    peak, delta = m["peak_memory"], m["peak_memory_delta"]
-    assert "sampled" in peak.method and "cannot reset VmHWM" in peak.note
-    assert peak.value < stale_hwm - 128 * MiB, "the stale VmHWM leaked into the window's peak"
-    assert 40 * MiB <= delta.value <= 56 * MiB, delta
-
-
-# -- RAPL unreadable or wrapping --------------------------------------------------------------
+# -- RAPL unreadable: what the derived metrics do --------------------------------------------------------------
 
 
 def _rapl_tree(root: Path, energy_uj: int, max_uj: int = 2**32) -> Path:
@@ -86,22 +52,6 @@ def powercap_at(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setattr(rapl.RaplReader.__init__, "__defaults__", (root,))
 
     return use
-
-
-def test_rapl_counter_wrapping_inside_a_window_is_unwrapped_once(tmp_path: Path, powercap_at) -> None:
-    max_uj = 262_143_328_850  # a real package's max_energy_range_uj
-    zone = _rapl_tree(tmp_path, max_uj - 1_000_000, max_uj)
-    powercap_at(tmp_path)
-    backend = cpu_backend(threads=1)
-    assert not any("RAPL" in n for n in backend.notices)
-
-    def round_that_wraps() -> None:
-        (zone / "energy_uj").write_text("500000\n")  # 1.0 J before the wrap + 0.5 J after
-
-    m = _measure(backend, round_that_wraps)
-    assert m["energy"].source == "measured" and "RAPL" in m["energy"].method
-    assert m["energy"].value == pytest.approx(1.5)
-    assert m["AEC"].source == "measured" and m["AEC"].value > 0
 
 
 def test_rapl_becoming_unreadable_mid_window_makes_energy_unavailable_not_estimated(tmp_path: Path, powercap_at) -> None:
