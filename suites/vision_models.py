@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
@@ -601,10 +602,12 @@ def apply_vlm_technique(model: nn.Module, technique: str, scale: Scale) -> nn.Mo
     from peft import LoraConfig, get_peft_model
 
     if technique == "dora":
-        quantized = [n for n, m in model.named_modules() if type(m).__module__.startswith("optimum.quanto")]
+        quantized = [n for n, m in model.named_modules() if type(m).__module__.startswith("optimum.quanto")
+                     and re.fullmatch(VLM_LANGUAGE_TARGETS, n)]
         if quantized:
-            raise NotApplicable(f"DoRA on quantized layers ({quantized[0]}, ...) is not supported by peft "
-                                "(it needs the full-precision weight norm); use lora or rslora on a quantized model")
+            raise NotApplicable(f"DoRA on quantized layers ({quantized[0]}, ...) cannot apply: peft's DoRA needs the "
+                                "weight's norm and cannot read optimum-quanto's packed weights (it raises 'The dtype of a "
+                                "weights Tensor cannot be changed'); use lora or rslora on a quantized model")
     config = LoraConfig(r=scale.lora_rank, lora_alpha=scale.lora_alpha, lora_dropout=scale.lora_dropout,
                         target_modules=VLM_LANGUAGE_TARGETS, use_rslora=technique == "rslora",
                         use_dora=technique == "dora", bias="none")
@@ -649,3 +652,11 @@ def vlm_samples(s: VLMShape, n: int, seed: int) -> dict[str, torch.Tensor]:
 def vlm_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(input_ids=batch["input_ids"], labels=batch["labels"], pixel_values=batch["pixel_values"],
                  image_grid_thw=batch["image_grid_thw"]).loss
+
+
+def vlm_slice(data: dict[str, torch.Tensor], start: int, stop: int, s: VLMShape) -> dict[str, torch.Tensor]:
+    """Samples `start:stop` of `vlm_samples(...)`: their token rows and their images' patch rows."""
+    patches = s.image_tokens * s.merge ** 2  # vision patches per image
+    return {"input_ids": data["input_ids"][start:stop], "labels": data["labels"][start:stop],
+            "pixel_values": data["pixel_values"][start * patches:stop * patches],
+            "image_grid_thw": data["image_grid_thw"][start:stop]}
