@@ -123,3 +123,13 @@ def test_primary_quality_is_the_one_most_records_carry() -> None:
     run = sample_run()
     assert primary_quality(run.records) == "quality:ppl"
     assert primary_quality([make_record("x.py::t", quality=None)]) is None
+
+
+def test_small_fractions_keep_their_digits_and_rows_are_in_node_id_order() -> None:
+    from pytest_efficientllm.report.leaderboard import display_value
+
+    assert display_value(0.00004, "fraction") == "0.004%" and display_value(0.25, "fraction") == "25.0%"
+    assert display_value(8.0, "") == "8"
+    shuffled = list(reversed(sample_run().records))
+    prefill = leaderboards(shuffled)[1]
+    assert [row.cells["technique"].text for row in prefill.rows] == ["gqa", "mha", "mqa"]

@@ -67,7 +67,7 @@ def test_markdown_cells_are_the_json_values(tmp_path: Path) -> None:
 
 def test_markdown_says_why_a_value_is_missing_and_marks_the_failing_test(tmp_path: Path) -> None:
     md = write_report(sample_run(), tmp_path / "r.md").read_text()
-    assert "n/a PCU (mha, gqa, mqa): no GPU: NVML not available" in md
+    assert "n/a PCU (gqa, mha, mqa): no GPU: NVML not available" in md
     assert "~ estimated AEC" in md and "estimate: CPU-seconds x 17.5 W per core" in md
     prefill = parse_tables(md)["attention / MoE · test_prefill (cpu · Test CPU 9000)"]
     assert {r["technique"]: r["gate"] for r in prefill}["gqa"] == "**fail**"

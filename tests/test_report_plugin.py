@@ -21,7 +21,9 @@ def test_prefill(efficiency, technique):
 
 def test_report_option_writes_the_leaderboard_of_the_run(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_attention=SUITE)
-    result = pytester.runpytest("--efficiency-report=report.md", "-p", "no:cacheprovider")
+    # In a subprocess: a measured run in this process leaves freed-but-resident heap behind,
+    # which later memory ground-truth tests in the same worker would see.
+    result = pytester.runpytest_subprocess("--efficiency-report=report.md", "-p", "no:cacheprovider", timeout=120)
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*efficiency report: report.md (2 record(s))*"])
     md = (pytester.path / "report.md").read_text()

@@ -74,12 +74,23 @@ class Leaderboard:
         return f"{self.axis} · {self.workload} ({self.hardware})"
 
 
+def display_value(value: float, unit: str) -> str:
+    """`units.format_value`, except that a small non-zero fraction keeps its digits.
+
+    format_value shows fractions to 0.1%; a CPU's MFU of 0.004% would read "0.0%" and
+    rank as a tie with values ten times larger.
+    """
+    if unit == "fraction" and value != 0 and abs(value) < 1e-3:
+        return f"{value * 100:.2g}%"
+    return format_value(value, unit).strip()  # unitless values end in a space
+
+
 def metric_cell(metric: Metric | None) -> Cell:
     if metric is None:
         return Cell("n/a", note="not recorded by this test")
     if metric.value is None:
         return Cell("n/a", source=metric.source, note=metric.note or "unavailable")
-    text = format_value(metric.value, metric.unit).strip()  # unitless values end in a space
+    text = display_value(metric.value, metric.unit)
     note = metric.method if metric.source == "estimated" else f"{metric.source}: {metric.method}" + (f" ({metric.note})" if metric.note else "")
     return Cell(text, value=metric.value, source=metric.source, note=note)
 
@@ -177,11 +188,14 @@ def build_table(hardware: str, axis: str, workload: str, records: Sequence[Recor
 
 
 def leaderboards(records: Sequence[Record]) -> list[Leaderboard]:
-    """One table per (hardware, axis, workload), axes in the study's order, records in run order."""
+    """One table per (hardware, axis, workload), axes in the study's order, rows by node id."""
     groups: dict[tuple[str, str, str], list[Record]] = {}
     for record in records:
         key = (hardware_label(record), axis_of(record.nodeid), function_of(record.nodeid))
         groups.setdefault(key, []).append(record)
+    # Rows by node id: records arrive in completion order under xdist, which differs run to run.
+    for rows in groups.values():
+        rows.sort(key=lambda r: r.nodeid)
 
     def order(key: tuple[str, str, str]) -> tuple[str, int, str]:
         return (key[0], AXIS_ORDER.index(key[1]), key[2])
