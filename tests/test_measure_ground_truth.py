@@ -26,8 +26,9 @@ def measure(meter: Meter, fn, work: Work = Work(), protocol: Protocol = Protocol
 
 def test_a_tensor_of_known_size_appears_in_the_window_peak(meter: Meter) -> None:
     # 128 MiB is far above glibc's mmap threshold, so the allocation is fresh pages that
-    # torch.ones touches; allowed slack: 4 MiB for allocator headers, page rounding and
-    # whatever the interpreter touches in the window.
+    # torch.ones touches. VmHWM counts the whole process, so other pages touched or
+    # released in the window move it too: allowed 1 MiB below (pages released) and
+    # 4 MiB above (allocator headers, page rounding, interpreter work).
     n_bytes = 128 * MiB
 
     def allocate() -> None:
@@ -37,7 +38,7 @@ def test_a_tensor_of_known_size_appears_in_the_window_peak(meter: Meter) -> None
     metrics = measure(meter, allocate, Work(count_flops=False))
     delta = metrics["peak_memory_delta"]
     assert delta.source == "measured" and delta.unit == "B"
-    assert n_bytes <= delta.value <= n_bytes + 4 * MiB, delta
+    assert n_bytes - MiB <= delta.value <= n_bytes + 4 * MiB, delta
 
 
 def test_a_matmul_counts_exactly_2mnk_flops(meter: Meter) -> None:
