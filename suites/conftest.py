@@ -57,8 +57,8 @@ def scale(request: pytest.FixtureRequest, device: torch.device) -> Scale:
     """The selected scale; `paper` skips (before anything is allocated) without a GPU."""
     s = get_scale(request.config.getoption("scale"))
     if s.needs_accelerator and device.type != "cuda":
-        pytest.skip(f"--scale={s.name} builds {', '.join(s.paper_families)}-sized models in {s.train_dtype} "
-                    "(billions of parameters); it needs a CUDA GPU — use --scale=tiny or --scale=small on a CPU")
+        pytest.skip(f"--scale={s.name} builds the paper's model sizes ({', '.join(s.paper_families)}) in "
+                    f"{s.train_dtype}, billions of parameters: it needs a CUDA GPU; on a CPU use --scale=tiny or --scale=small")
     return s
 
 

@@ -28,7 +28,7 @@ def _build(variant, scale, device):
 def _record_params(efficiency, model, variant):
     total = param_count(model)
     active = moe_active_params(model)[0] if variant == "moe" else total
-    efficiency.count("params", total, method="every parameter, experts included")
+    efficiency.count("total_params", total, unit="", direction="info", method="every parameter, experts included")
     efficiency.count("active_params", active, unit="", direction="info",
                      method="parameters a token passes through: all but the unrouted experts (top-k of n)")
     return total, active
@@ -58,7 +58,7 @@ def test_prefill(efficiency, scale, device, variant):
     model = _build(variant, scale, device).eval()
     ids = heldout_batch(scale.batch, scale.seq_len).to(device)
     efficiency.settings(**ffn_settings(variant, scale), seq_len=scale.seq_len, batch=scale.batch, dtype=scale.train_dtype)
-    _, active = _record_params(efficiency, model, variant)
+    total, active = _record_params(efficiency, model, variant)
     with torch.no_grad():
         efficiency.measure(lambda: model(ids, use_cache=True), tokens=ids.numel(), samples=ids.shape[0], params=active)
 
@@ -69,7 +69,7 @@ def test_decode(efficiency, scale, device, variant):
     model = _build(variant, scale, device).eval()
     prompt = heldout_batch(1, scale.decode_prompt).to(device)
     efficiency.settings(**ffn_settings(variant, scale), dtype=scale.train_dtype, decoding="greedy, KV cache")
-    _, active = _record_params(efficiency, model, variant)
+    total, active = _record_params(efficiency, model, variant)
     decoder = CachedGreedy(model)
     efficiency.generate(decoder, prompt, max_new_tokens=scale.decode_tokens, params=active)
     assert decoder.last_ids.shape == (1, scale.decode_prompt + scale.decode_tokens)

@@ -72,7 +72,7 @@ class Scale:
 _TINY = Scale(
     name="tiny",
     decoder=Decoder(hidden=64, layers=2, heads=8, intermediate=128, vocab=256),
-    seq_len=128, batch=4, decode_prompt=32, decode_tokens=16, train_steps=12, lr=3e-3,
+    seq_len=128, batch=4, decode_prompt=32, decode_tokens=16, train_steps=8, lr=3e-3,
     # sequence 2048 -> 128 is 1/16: window 128 -> 8, block 64 -> 4
     nsa_window=8, nsa_block=4, nsa_selected=4,
     # rank : hidden = 64 : 1536 = 1 : 24 -> 64/24 rounded up to a power of two
@@ -86,7 +86,7 @@ _SMALL = Scale(
     seq_len=512, batch=4, decode_prompt=128, decode_tokens=32, train_steps=30, lr=1e-3,
     # 2048 -> 512 is 1/4: window 32, block 16
     nsa_window=32, nsa_block=16, nsa_selected=4,
-    lora_rank=16, lora_alpha=32, freeze_trainable_layers=1,
+    lora_rank=8, lora_alpha=16, freeze_trainable_layers=1,
     quant_decoder=Decoder(hidden=512, layers=4, heads=8, intermediate=1408, vocab=256),
 )
 

