@@ -9,7 +9,9 @@ are bound by one or the other:
   share of one core, so it runs at memory bandwidth).
 
 The index is the geometric mean of the two medians (seconds), so a machine 10% slower at
-both reads 10% slower. Records carry it in `fingerprint["calibration"]`; when a test's
+both reads 10% slower. Each part is timed twice: by the wall clock (`index_s`, for
+latencies) and by the process's CPU time (`cpu_index_s`, for CPU-time metrics, which other
+processes on the machine do not inflate). Records carry it in `fingerprint["calibration"]`; when a test's
 fingerprint differs from its baseline's, `compare` divides latencies by the ratio of the
 two indexes (their raw values are kept as they were measured).
 """
@@ -32,13 +34,15 @@ WARMUP = 2
 
 @dataclass(frozen=True)
 class Calibration:
-    """Medians of the two calibration workloads. Units: seconds per round."""
+    """Medians of the two calibration workloads. Units: seconds per round (wall, and CPU)."""
 
     matmul_s: float
     copy_s: float
     rounds: int
     threads: int
     at: str
+    matmul_cpu_s: float = 0.0
+    copy_cpu_s: float = 0.0
     method: str = (f"median of {ROUNDS} rounds: {MATMUL_REPEATS} fp32 {MATMUL_N}x{MATMUL_N} matmuls; "
                    f"copy of {COPY_BYTES // 2**20} MiB; index = geometric mean")
 
@@ -46,21 +50,28 @@ class Calibration:
     def index_s(self) -> float:
         return math.sqrt(self.matmul_s * self.copy_s)
 
+    @property
+    def cpu_index_s(self) -> float:
+        return math.sqrt(self.matmul_cpu_s * self.copy_cpu_s)
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["index_s"] = self.index_s
+        out["cpu_index_s"] = self.cpu_index_s
         return out
 
 
-def _median_time(fn: Any, rounds: int, warmup: int) -> float:
+def _median_times(fn: Any, rounds: int, warmup: int) -> tuple[float, float]:
+    """Median wall and process-CPU seconds per round."""
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def calibrate(rounds: int = ROUNDS, warmup: int = WARMUP) -> Calibration:
@@ -81,10 +92,10 @@ def calibrate(rounds: int = ROUNDS, warmup: int = WARMUP) -> Calibration:
     def copy() -> None:
         dst.copy_(src)
 
-    matmul_s = _median_time(matmuls, rounds, warmup)
-    copy_s = _median_time(copy, rounds, warmup)
+    matmul_s, matmul_cpu_s = _median_times(matmuls, rounds, warmup)
+    copy_s, copy_cpu_s = _median_times(copy, rounds, warmup)
     return Calibration(matmul_s, copy_s, rounds, torch.get_num_threads(),
-                       _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                       _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), matmul_cpu_s, copy_cpu_s)
 
 
 class Calibrator:

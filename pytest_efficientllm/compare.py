@@ -12,11 +12,15 @@ same function). The rules, by the metric's source (DESIGN.md §4):
   exactness ("peak_memory='+1%'").
 * **measured**: noise-aware. A regression fails only when the change is beyond the
   tolerance *and* the rank-based interval over both runs' raw rounds (`stats`) excludes
-  "no change", i.e. it is larger than the noise seen in both runs. Checked by default
-  for the latency family (`DEFAULT_MEASURED`) at `DEFAULT_MEASURED_TOLERANCE`; other
-  measured metrics when the test or the run gives a tolerance. A measured metric with
-  no per-round samples (a peak, an average) has no noise estimate: its tolerance alone
-  decides, and the message says so.
+  "no change", i.e. it is larger than the noise seen in both runs. A measured metric
+  with no per-round samples (a peak, an average) has no noise estimate: its tolerance
+  alone decides, and the message says so. Checked by default at
+  `DEFAULT_MEASURED_TOLERANCE`: on a GPU the latency family (CUDA event times); on the
+  CPU the process CPU time per round, because wall-clock time on a shared CPU measures
+  the neighbours as much as the work (benchmarks/RESULTS.md: A/A wall-clock medians
+  moved by up to +-100% between processes on a loaded 2-core runner while CPU time per
+  round moved by about 1%). Wall-clock latency on the CPU is gated when a test or the
+  run gives it a tolerance (`latency="+5%"`), noise-aware as above.
 * **estimated**: never fails; beyond the tolerance it warns.
 * A different source on the two sides is never compared; the mismatch is reported.
 
@@ -40,7 +44,7 @@ from .verdicts import Verdict, soften
 
 COUNTED_RTOL = 1e-6
 DEFAULT_MEASURED_TOLERANCE = 0.05
-DEFAULT_MEASURED = ("AL", "TTFT", "TPOT")
+DEFAULT_MEASURED = {"cpu": ("cpu_time_per_round",), "*": ("AL", "TTFT", "TPOT")}
 CONFIDENCE = 0.95
 MODES = ("fail", "warn", "off")
 
@@ -48,7 +52,10 @@ MODES = ("fail", "warn", "off")
 # other hardware. On the `cpu` profile the CPU *is* the device, but CI runners of one
 # kind vary in CPU SKU and calibration corrects for it, so there it is a warning.
 DEVICE_KEYS = ("profile", "device_name", "gpu_name", "device_model", "cuda_device_name")
-IGNORED_KEYS = ("calibration", "created")
+# Not the kind of hardware or software, but which unit of it, or a value measured at
+# start-up: two GPUs of one model differ here, and so do two runs on one GPU.
+IGNORED_KEYS = ("calibration", "created", "gpu_uuids", "cuda_visible_devices", "cuda_ordinal", "gpu_idle_power_w",
+                "nvml_energy_step_mj", "nvml_energy_period_s")
 
 
 @dataclass(frozen=True)
@@ -88,11 +95,20 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
     return FingerprintDiff(errors, warnings)
 
 
-def calibration_factor(baseline: Record, current: Record) -> float | None:
+def default_measured(profile: str) -> tuple[str, ...]:
+    return DEFAULT_MEASURED.get(profile, DEFAULT_MEASURED["*"])
+
+
+def calibration_key(metric: str) -> str:
+    """CPU-time metrics are calibrated by the calibration's CPU time, the rest by its wall time."""
+    return "cpu_index_s" if metric.startswith("cpu_time") else "index_s"
+
+
+def calibration_factor(baseline: Record, current: Record, key: str = "index_s") -> float | None:
     """How much slower this run's machine was than the baseline's (current / baseline), or None."""
     try:
-        b = float(baseline.fingerprint["calibration"]["index_s"])
-        c = float(current.fingerprint["calibration"]["index_s"])
+        b = float(baseline.fingerprint["calibration"][key])
+        c = float(current.fingerprint["calibration"][key])
     except (KeyError, TypeError, ValueError):
         return None
     return c / b if b > 0 and c > 0 else None
@@ -209,8 +225,10 @@ def _compare(baseline: Record, current: Record, tolerances: dict[str, float]) ->
                         + "): record one for this hardware with --update-baselines, or point --baselines-dir elsewhere",
                         "fingerprint")]
     out: list[Verdict] = []
+    calibrate = False
     factor = None
     if fp.warnings:
+        calibrate = True
         factor = calibration_factor(baseline, current)
         how = (f"times compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"
                if factor is not None else "no calibration on both sides, times compared raw")
@@ -225,7 +243,7 @@ def _compare(baseline: Record, current: Record, tolerances: dict[str, float]) ->
                                "baseline"))
             continue
         default_gated = (cur.source == "counted" and cur.direction != "info") or (
-            cur.source == "measured" and name in DEFAULT_MEASURED)
+            cur.source == "measured" and name in default_measured(current.profile))
         if tol is None and not default_gated:
             continue
         if base is None:
@@ -240,12 +258,14 @@ def _compare(baseline: Record, current: Record, tolerances: dict[str, float]) ->
             out.append(Verdict(name, "warn", f"not compared: baseline is {base.source} ({base.method}), this run is "
                                f"{cur.source} ({cur.method})", "source"))
             continue
+        metric_factor = calibration_factor(baseline, current, calibration_key(name)) if calibrate else None
         if cur.source == "counted":
             out.append(_compare_counted(name, base, cur, tol))
         elif cur.source == "measured":
-            out.append(_compare_measured(name, base, cur, DEFAULT_MEASURED_TOLERANCE if tol is None else tol, factor))
+            out.append(_compare_measured(name, base, cur, DEFAULT_MEASURED_TOLERANCE if tol is None else tol,
+                                         metric_factor))
         else:
-            verdict = _compare_measured(name, base, cur, tol, factor)  # type: ignore[arg-type]
+            verdict = _compare_measured(name, base, cur, tol, metric_factor)  # type: ignore[arg-type]
             if verdict.status == "fail":
                 verdict = Verdict(name, "warn", verdict.message + " (estimated: never fails)", "baseline", verdict.change)
             out.append(verdict)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .compare import MODES, compare_record
 from .marker import Limit, MarkerError, parse_limit
-from .record import Record
+from .record import Metric, Record
 from .verdicts import Verdict, check_budgets, soften
 
 
@@ -74,6 +74,20 @@ def effective_limits(marker_limits: Iterable[Limit], options: GateOptions,
         if names is None or limit.metric in names:
             merged[(limit.metric, limit.kind)] = limit
     return tuple(merged.values())
+
+
+def add_derived(record: Record) -> None:
+    """Metrics the gate reads that the measuring loop does not record itself.
+
+    `cpu_time_per_round`: the window's process CPU time divided by its rounds. On a shared
+    CPU it moves with the work, not with the neighbours (see `compare`). One value per
+    window, so its tolerance alone decides.
+    """
+    cpu, rounds = record.metrics.get("cpu_time"), record.metrics.get("rounds")
+    if "cpu_time_per_round" in record.metrics or cpu is None or cpu.value is None or not rounds or not rounds.value:
+        return
+    record.add(Metric("cpu_time_per_round", cpu.value / rounds.value, "s", "lower", cpu.source,
+                      f"cpu_time / rounds; {cpu.method}"))
 
 
 def judge(record: Record, limits: Iterable[Limit], baseline: Record | None, baseline_error: str,

@@ -20,7 +20,7 @@ from .baseline_store import BaselineError, BaselineStore
 from .calibration import Calibrator
 from .devices import PROFILES, ProfileError, usable_cores
 from .fixture import Efficiency
-from .gate import GateOptions, effective_limits, judge, parse_limit_assignments
+from .gate import GateOptions, add_derived, effective_limits, judge, parse_limit_assignments
 from .gate_state import GateState, TestResult
 from .marker import MarkerError, MarkerSpec, parse_marker
 from .measure import Protocol
@@ -209,6 +209,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     state = item.config.stash[GATE_KEY]
     functional = report.outcome
     verdicts = []
+    add_derived(record)
     if report.passed:
         baseline, error = _baseline_of(state, record.nodeid)
         verdicts = judge(record, effective_limits(fixture.spec.limits, state.options, record.metrics), baseline, error, state.options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from collections import Counter
+from pathlib import Path
 
 from .gate_state import GateState, TestResult
 from .record import Record
@@ -97,6 +98,14 @@ def table(results: list[TestResult], width: int = WIDTH) -> list[str]:
     return lines
 
 
+def _shown_path(path: Path) -> str:
+    """Relative to the working directory when below it: shorter in a CI log."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _wrap(text: str, indent: str, width: int) -> list[str]:
     return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ",
                          break_on_hyphens=False) or [indent]
@@ -154,7 +163,7 @@ def _store_lines(state: GateState, width: int) -> list[str]:
         if u.error:
             lines += _wrap(f"baselines NOT written: {u.error}", "", width)
             continue
-        lines.append(f"baselines {u.path}: {len(u.added)} added, {len(u.updated)} updated, "
+        lines.append(f"baselines {_shown_path(u.path)}: {len(u.added)} added, {len(u.updated)} updated, "
                      f"{len(u.unchanged)} unchanged, {u.kept} kept")
         listed = [("+", n) for n in u.added] + [("~", n) for n in u.updated] + [("=", n) for n in u.unchanged]
         for mark, nodeid in listed[:MAX_LISTED]:
@@ -182,7 +191,7 @@ def summary_lines(session: EfficiencySession, state: GateState | None = None, wi
     if cal:
         lines.append(cal)
     if state.results:
-        lines.append(f"baselines: {state.store.folder}")
+        lines += _wrap(f"baselines: {_shown_path(state.store.folder)}", "", width)
         lines += table(state.results, width)
         if any(m.source == "estimated" for r in state.results for m in r.record.metrics.values()):
             lines.append("~ = estimate (never gated)")

@@ -10,6 +10,11 @@ from pytest_efficientllm.marker import parse_limit
 from pytest_efficientllm.record import Metric
 
 
+def gpu_record(*metrics, **kwargs):
+    """On a GPU profile, wall/CUDA-event latency is gated by default."""
+    return record("t.py::a", *metrics, profile="h100", **kwargs)
+
+
 def by_metric(verdicts):
     return {v.metric: v for v in verdicts}
 
@@ -46,8 +51,8 @@ def test_a_marker_tolerance_replaces_exactness_for_counted_metrics() -> None:
 
 
 def test_a_measured_slowdown_beyond_tolerance_and_noise_fails_with_the_numbers() -> None:
-    base = record("t.py::a", latency(0.010, seed=1))
-    cur = record("t.py::a", latency(0.012, seed=2))
+    base = gpu_record(latency(0.010, seed=1))
+    cur = gpu_record(latency(0.012, seed=2))
     v = by_metric(compare_record(base, cur))["AL"]
     assert v.status == "fail"
     assert "+20" in v.message and "95% interval" in v.message and "tolerance +5%" in v.message
@@ -55,24 +60,24 @@ def test_a_measured_slowdown_beyond_tolerance_and_noise_fails_with_the_numbers()
 
 
 def test_a_slowdown_inside_the_noise_of_the_runs_does_not_fail() -> None:
-    base = record("t.py::a", latency(0.010, spread=0.6, seed=1))
-    cur = record("t.py::a", latency(0.0107, spread=0.6, seed=2))
+    base = gpu_record(latency(0.010, spread=0.6, seed=1))
+    cur = gpu_record(latency(0.0107, spread=0.6, seed=2))
     v = by_metric(compare_record(base, cur))["AL"]
     assert v.status == "pass"
 
 
 def test_a_small_change_within_tolerance_passes() -> None:
-    v = by_metric(compare_record(record("t.py::a", latency(0.010, seed=1)), record("t.py::a", latency(0.0102, seed=2))))["AL"]
+    v = by_metric(compare_record(gpu_record(latency(0.010, seed=1)), gpu_record(latency(0.0102, seed=2))))["AL"]
     assert v.status == "pass" and v.change == pytest.approx(0.02, abs=0.01)
 
 
 def test_improvements_are_reported_with_the_refresh_hint() -> None:
-    v = by_metric(compare_record(record("t.py::a", latency(0.010, seed=1)), record("t.py::a", latency(0.0086, seed=2))))["AL"]
+    v = by_metric(compare_record(gpu_record(latency(0.010, seed=1)), gpu_record(latency(0.0086, seed=2))))["AL"]
     assert v.status == "improved" and "faster by 14%" in v.message and "--update-baselines" in v.message
 
 
 def test_too_few_rounds_warn_instead_of_failing() -> None:
-    v = by_metric(compare_record(record("t.py::a", latency(0.010, n=3)), record("t.py::a", latency(0.020, n=3))))["AL"]
+    v = by_metric(compare_record(gpu_record(latency(0.010, n=3)), gpu_record(latency(0.020, n=3))))["AL"]
     assert v.status == "warn" and "at least 5 rounds" in v.message
 
 
@@ -112,8 +117,8 @@ def test_different_sources_are_never_compared_and_the_mismatch_is_reported() -> 
 
 
 def test_another_device_model_or_profile_is_an_error() -> None:
-    base = record("t.py::a", latency(0.01), fingerprint={"device_name": "NVIDIA H100 PCIe"})
-    cur = record("t.py::a", latency(0.01), fingerprint={"device_name": "NVIDIA H100 80GB HBM3"})
+    base = gpu_record(latency(0.01), fingerprint={"device_name": "NVIDIA H100 PCIe"})
+    cur = gpu_record(latency(0.01), fingerprint={"device_name": "NVIDIA H100 80GB HBM3"})
     (v,) = compare_record(base, cur)
     assert v.status == "error" and v.failed and "H100 PCIe" in v.message and "--update-baselines" in v.message
     (v,) = compare_record(record("t.py::a", latency(0.01)), record("t.py::a", latency(0.01), profile="h200"))
@@ -123,19 +128,19 @@ def test_another_device_model_or_profile_is_an_error() -> None:
 def test_a_software_difference_warns_and_compares_calibrated_times() -> None:
     # The candidate machine is 20% slower at the calibration workload and 20% slower at the
     # test: relative to calibration, nothing changed.
-    base = record("t.py::a", latency(0.010, seed=1))
-    cur = record("t.py::a", latency(0.012, seed=2),
+    base = gpu_record(latency(0.010, seed=1))
+    cur = gpu_record(latency(0.012, seed=2),
                  fingerprint={"packages": {"torch": "2.14.1"}, "calibration": {"index_s": 0.0024}})
     verdicts = by_metric(compare_record(base, cur))
     assert verdicts["*"].status == "warn" and "torch" in verdicts["*"].message and "x1.200" in verdicts["*"].message
     assert verdicts["AL"].status == "pass" and "calibrated" in verdicts["AL"].message
     # Same fingerprint: raw times, so the same 20% is a regression.
-    same = record("t.py::a", latency(0.012, seed=2), fingerprint={"calibration": {"index_s": 0.0024}})
+    same = gpu_record(latency(0.012, seed=2), fingerprint={"calibration": {"index_s": 0.0024}})
     assert by_metric(compare_record(base, same))["AL"].status == "fail"
 
 
 def test_gate_modes() -> None:
-    base, cur = record("t.py::a", latency(0.010, seed=1)), record("t.py::a", latency(0.015, seed=2))
+    base, cur = gpu_record(latency(0.010, seed=1)), gpu_record(latency(0.015, seed=2))
     assert by_metric(compare_record(base, cur, mode="warn"))["AL"].status == "warn"
     assert compare_record(base, cur, mode="off") == []
     with pytest.raises(ValueError, match="fail, warn, off"):
@@ -156,3 +161,32 @@ def test_fingerprint_diff_ignores_calibration_and_fields_only_one_side_has() -> 
     d = fingerprint_diff({"calibration": {"index_s": 1}, "a": 1, "packages": {"torch": "1"}},
                          {"calibration": {"index_s": 2}, "b": 2, "packages": {"torch": "2"}})
     assert d.errors == [] and d.warnings == ["packages.torch: '1' -> '2'"]
+
+
+def test_on_the_cpu_cpu_time_per_round_is_gated_by_default_and_wall_latency_only_when_asked() -> None:
+    cpu = lambda v: Metric("cpu_time_per_round", v, "s", "lower", "measured", "cpu_time / rounds")  # noqa: E731
+    base = record("t.py::a", latency(0.010, seed=1), cpu(0.008))
+    cur = record("t.py::a", latency(0.020, seed=2), cpu(0.0088))
+    v = by_metric(compare_record(base, cur))
+    assert "AL" not in v and v["cpu_time_per_round"].status == "fail" and "+10.0%" in v["cpu_time_per_round"].message
+    v = by_metric(compare_record(base, cur, (parse_limit("latency", "+5%"),)))
+    assert v["AL"].status == "fail"
+
+
+def test_cpu_time_is_calibrated_by_the_calibration_cpu_time() -> None:
+    cpu = lambda v: Metric("cpu_time_per_round", v, "s", "lower", "measured", "cpu_time / rounds")  # noqa: E731
+    base = record("t.py::a", cpu(0.008), fingerprint={"calibration": {"index_s": 0.002, "cpu_index_s": 0.002}})
+    # Other CPU: 20% slower in CPU time, its wall clock slowed far more by neighbours.
+    cur = record("t.py::a", cpu(0.0096), fingerprint={"cpu_model": "Other CPU",
+                                                      "calibration": {"index_s": 0.01, "cpu_index_s": 0.0024}})
+    v = by_metric(compare_record(base, cur))
+    assert v["cpu_time_per_round"].status == "pass" and "calibrated" in v["cpu_time_per_round"].message
+
+
+def test_which_gpu_of_one_model_and_start_up_probes_are_not_fingerprint_differences() -> None:
+    base = {"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_uuids": ["GPU-a"], "cuda_visible_devices": "0",
+            "gpu_idle_power_w": 70.1, "nvml_energy_step_mj": 1.0}
+    cur = {"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_uuids": ["GPU-b"], "cuda_visible_devices": "1",
+           "gpu_idle_power_w": 73.4, "nvml_energy_step_mj": 2.0}
+    assert not fingerprint_diff(base, cur).differs
+    assert fingerprint_diff(base, {**cur, "gpu_name": "NVIDIA H100 PCIe"}).errors
