@@ -23,19 +23,26 @@ import pytest
 import torch
 
 from efficientllm_models.counting import param_count
-from vision_models import (DIT_KV_PROJECTIONS, VISION_ATTENTION, DiTShape, FixedRun, GroupedJointAttnProcessor,
+from vision_models import (selected_scale, DIT_KV_PROJECTIONS, VISION_ATTENTION, DiTShape, FixedRun, GroupedJointAttnProcessor,
                            PatchSizeError, dit_loss, dit_model, dit_settings, eval_loss, flow_matching_batch,
-                           grating_latents, kv_activation_bytes, require, vision_scale)
+                           grating_latents, kv_activation_bytes, require, to_device, train_dtype,
+                           vision_scale)
 
 require("diffusers")
 
 
+@pytest.fixture
+def scale(request, device):
+    """The conftest's `--scale`, skipping `paper` on a CPU with the vision families it would build."""
+    return selected_scale(request.config, device)
+
+
 def _dit(variant, scale, device):
-    return dit_model(variant, scale).to(device)
+    return dit_model(variant, scale).to(device=device, dtype=train_dtype(scale))
 
 
-def _on(batch, device):
-    return {k: v.to(device) for k, v in batch.items()}
+def _on(batch, device, scale):
+    return to_device(batch, device, train_dtype(scale))
 
 
 def _forward(model, batch):
@@ -43,8 +50,8 @@ def _forward(model, batch):
                          pooled_projections=batch["pooled"], timestep=batch["timestep"])
 
 
-def _kv_bytes_per_image(model, d, device):
-    batch = _on(flow_matching_batch(grating_latents(d.batch, d, seed=7), seed=8), device)
+def _kv_bytes_per_image(model, d, device, scale):
+    batch = _on(flow_matching_batch(grating_latents(d.batch, d, seed=7), seed=8), device, scale)
     return kv_activation_bytes(model, DIT_KV_PROJECTIONS, _forward(model, batch)) // d.batch
 
 
@@ -54,12 +61,12 @@ def test_train_step(efficiency, scale, device, variant):
     d = vision_scale(scale).dit
     model = _dit(variant, scale, device)
     data = grating_latents(d.train_steps * d.batch, d, seed=1)
-    batches = [_on(flow_matching_batch({k: v[i * d.batch:(i + 1) * d.batch] for k, v in data.items()}, seed=100 + i), device)
+    batches = [_on(flow_matching_batch({k: v[i * d.batch:(i + 1) * d.batch] for k, v in data.items()}, seed=100 + i), device, scale)
                for i in range(d.train_steps)]
-    held = _on(flow_matching_batch(grating_latents(2 * d.batch, d, seed=2), seed=3), device)
+    held = _on(flow_matching_batch(grating_latents(2 * d.batch, d, seed=2), seed=3), device, scale)
     efficiency.settings(**dit_settings(variant, scale), batch=d.batch, steps=d.train_steps, lr=d.lr, optimizer="AdamW",
                         objective="rectified flow (SD3): velocity MSE, sigma ~ logit-normal", tokens="image patch tokens")
-    efficiency.count("kv_activation_bytes_per_image", _kv_bytes_per_image(model, d, device), unit="B/image",
+    efficiency.count("kv_activation_bytes_per_image", _kv_bytes_per_image(model, d, device, scale), unit="B/image",
                      direction="lower", method="bytes of the K/V tensors the joint attention's projections produce / images")
     before = eval_loss(model, dit_loss, held)
     losses = FixedRun(model, dit_loss, d.lr).run(efficiency, batches, tokens=d.batch * d.patches, samples=d.batch,
@@ -79,8 +86,9 @@ def test_denoise(efficiency, scale, device, variant):
 
     d = vision_scale(scale).dit
     model = _dit(variant, scale, device).eval()
-    cond = _on(grating_latents(d.batch, d, seed=2), device)
-    start = torch.randn(d.batch, d.channels, d.latent_px, d.latent_px, generator=torch.Generator().manual_seed(4)).to(device)
+    cond = _on(grating_latents(d.batch, d, seed=2), device, scale)
+    start = torch.randn(d.batch, d.channels, d.latent_px, d.latent_px, generator=torch.Generator().manual_seed(4))
+    start = _on(start, device, scale)
     efficiency.settings(**dit_settings(variant, scale), batch=d.batch, denoising_steps=d.denoise_steps,
                         scheduler=f"diffusers FlowMatchEulerDiscreteScheduler(shift={d.shift})", guidance="none",
                         round="one denoising step of `batch` images", tokens="image patch tokens")
@@ -105,12 +113,12 @@ def test_denoise(efficiency, scale, device, variant):
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:  # one step's FLOPs, counted untimed
         _forward(model, {"noisy": start, "context": cond["context"], "pooled": cond["pooled"],
-                         "timestep": torch.full((d.batch,), 500.0, device=device)})()
+                         "timestep": torch.full((d.batch,), 500.0, device=device, dtype=start.dtype)})()
     flops = int(counter.get_total_flops())
     sample(measure=False)  # warm-up: the same sampling run, untimed
     record = efficiency.record
     final = sample(measure=True)
-    efficiency.count("kv_activation_bytes_per_image", _kv_bytes_per_image(model, d, device), unit="B/image",
+    efficiency.count("kv_activation_bytes_per_image", _kv_bytes_per_image(model, d, device, scale), unit="B/image",
                      direction="lower", method="bytes of the K/V tensors the joint attention's projections produce / images")
     assert record.metrics["rounds"].value == d.denoise_steps
     assert final.shape == start.shape and torch.isfinite(final).all()
@@ -118,18 +126,19 @@ def test_denoise(efficiency, scale, device, variant):
 
 
 def test_kv_activation_bytes(efficiency, scale, device):
-    """K/V activation bytes per image: exactly 2 x layers x (patches + text tokens) x kv_heads x head_dim x bytes,
-    so MQA < GQA < MHA for the same shapes."""
+    """K/V activation bytes per image: exactly 2 x kv_heads x head_dim x bytes x the tokens every attention sees
+    (joint attention: patches + text tokens; SD3.5's dual attention: patches), so MQA < GQA < MHA for the same shapes."""
     d = vision_scale(scale).dit
     per_image = {}
     for variant in VISION_ATTENTION:
         model = _dit(variant, scale, device).eval()
-        per_image[variant] = _kv_bytes_per_image(model, d, device)
+        per_image[variant] = _kv_bytes_per_image(model, d, device, scale)
         efficiency.count(f"kv_activation_bytes_per_image_{variant}", per_image[variant], unit="B/image", direction="lower",
                          method="bytes of the K/V tensors the joint attention's projections produce in one forward / images")
         elem = next(model.parameters()).element_size()
         kv = dit_settings(variant, scale)["kv_heads"]
-        assert per_image[variant] == 2 * d.layers * (d.patches + d.context_tokens) * kv * d.head_dim * elem, variant
+        tokens = d.layers * (d.patches + d.context_tokens) + len(d.dual_attention_layers) * d.patches
+        assert per_image[variant] == 2 * tokens * kv * d.head_dim * elem, variant
         del model
     assert per_image["mqa"] < per_image["gqa"] < per_image["mha"]
 
@@ -149,7 +158,7 @@ def test_grouped_attention_is_mha_over_shared_heads(scale, device, variant):
                     continue
                 m.weight.copy_(g.weight.view(kv, d.head_dim, -1).repeat_interleave(d.heads // kv, 0).reshape_as(m.weight))
                 m.bias.copy_(g.bias.view(kv, d.head_dim).repeat_interleave(d.heads // kv, 0).reshape_as(m.bias))
-    batch = _on(flow_matching_batch(grating_latents(2, d, seed=5), seed=6), device)
+    batch = _on(flow_matching_batch(grating_latents(2, d, seed=5), seed=6), device, scale)
     with torch.no_grad():
         want = _forward(mha, batch)().sample
         got = _forward(grouped, batch)().sample

@@ -21,20 +21,26 @@ import pytest
 import torch
 
 from efficientllm_models.counting import param_count
-from vision_models import (VISION_ATTENTION, VIT_KV_PROJECTIONS, FixedRun, PatchSizeError, ViTShape, eval_loss, patch_masks,
-                           gratings, kv_activation_bytes, require, vision_scale, vit_layers, vit_loss, vit_model,
+from vision_models import (selected_scale, VISION_ATTENTION, VIT_KV_PROJECTIONS, FixedRun, PatchSizeError, ViTShape, eval_loss, patch_masks,
+                           gratings, kv_activation_bytes, require, to_device, train_dtype, vision_scale, vit_layers, vit_loss, vit_model,
                            vit_settings)
 
 require("transformers")
 
 
+@pytest.fixture
+def scale(request, device):
+    """The conftest's `--scale`, skipping `paper` on a CPU with the vision families it would build."""
+    return selected_scale(request.config, device)
+
+
 def _vit(variant, scale, device):
-    return vit_model(variant, scale).to(device)
+    return vit_model(variant, scale).to(device=device, dtype=train_dtype(scale))
 
 
-def _kv_bytes_per_image(model, v, device):
+def _kv_bytes_per_image(model, v, device, scale):
     images, _ = gratings(v.batch, v.image_px, v.classes, seed=7)
-    images = images.to(device)
+    images = to_device(images, device, train_dtype(scale))
     return kv_activation_bytes(model, VIT_KV_PROJECTIONS, lambda: model.vit(pixel_values=images)) // v.batch
 
 
@@ -43,8 +49,7 @@ def _kv_bytes_per_image(model, v, device):
 def test_forward(efficiency, scale, device, variant):
     v = vision_scale(scale).vit
     model = _vit(variant, scale, device).eval()
-    images, _ = gratings(v.batch, v.image_px, v.classes, seed=2)
-    images = images.to(device)
+    images = to_device(gratings(v.batch, v.image_px, v.classes, seed=2)[0], device, train_dtype(scale))
     efficiency.settings(**vit_settings(variant, scale), batch=v.batch)
     outputs = []
 
@@ -53,7 +58,7 @@ def test_forward(efficiency, scale, device, variant):
         outputs[:] = [model.vit(pixel_values=images).last_hidden_state]
 
     efficiency.measure(forward, tokens=v.batch * v.tokens, samples=v.batch, params=param_count(model))
-    efficiency.count("kv_activation_bytes_per_image", _kv_bytes_per_image(model, v, device), unit="B/image",
+    efficiency.count("kv_activation_bytes_per_image", _kv_bytes_per_image(model, v, device, scale), unit="B/image",
                      direction="lower", method="bytes of the K/V tensors the attention projections produce / images")
     assert outputs[0].shape == (v.batch, v.tokens, v.hidden) and torch.isfinite(outputs[0]).all()
 
@@ -65,9 +70,10 @@ def test_train_step(efficiency, scale, device, variant):
     model = _vit(variant, scale, device)
     images, _ = gratings(v.train_steps * v.batch, v.image_px, v.classes, seed=1)
     masks = patch_masks(v.train_steps * v.batch, v, seed=2)
-    batches = [(images[i * v.batch:(i + 1) * v.batch].to(device), masks[i * v.batch:(i + 1) * v.batch].to(device))
-               for i in range(v.train_steps)]
-    held = (gratings(4 * v.batch, v.image_px, v.classes, seed=3)[0].to(device), patch_masks(4 * v.batch, v, seed=4).to(device))
+    batches = [to_device((images[i * v.batch:(i + 1) * v.batch], masks[i * v.batch:(i + 1) * v.batch]), device,
+                         train_dtype(scale)) for i in range(v.train_steps)]
+    held = to_device((gratings(4 * v.batch, v.image_px, v.classes, seed=3)[0], patch_masks(4 * v.batch, v, seed=4)), device,
+                     train_dtype(scale))
     efficiency.settings(**vit_settings(variant, scale), batch=v.batch, steps=v.train_steps, lr=v.lr, optimizer="AdamW",
                         objective="masked image modelling (SimMIM): 50% of patches masked, L1 pixel reconstruction")
     before = eval_loss(model, vit_loss, held)
@@ -86,7 +92,7 @@ def test_kv_activation_bytes(efficiency, scale, device):
     per_image = {}
     for variant in VISION_ATTENTION:
         model = _vit(variant, scale, device).eval()
-        per_image[variant] = _kv_bytes_per_image(model, v, device)
+        per_image[variant] = _kv_bytes_per_image(model, v, device, scale)
         efficiency.count(f"kv_activation_bytes_per_image_{variant}", per_image[variant], unit="B/image", direction="lower",
                          method="bytes of the K/V tensors the attention projections produce in one forward / images")
         elem = next(model.parameters()).element_size()
@@ -108,8 +114,7 @@ def test_grouped_attention_is_mha_over_shared_heads(scale, device, variant):
                 g, m = getattr(gl.attention, name), getattr(ml.attention, name)
                 m.weight.copy_(g.weight.view(kv, v.head_dim, -1).repeat_interleave(v.heads // kv, 0).reshape_as(m.weight))
                 m.bias.copy_(g.bias.view(kv, v.head_dim).repeat_interleave(v.heads // kv, 0).reshape_as(m.bias))
-        images, _ = gratings(2, v.image_px, v.classes, seed=5)
-        images = images.to(device)
+        images = to_device(gratings(2, v.image_px, v.classes, seed=5)[0], device, train_dtype(scale))
         want = mha.vit(pixel_values=images).last_hidden_state
         got = grouped.vit(pixel_values=images).last_hidden_state
     assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()

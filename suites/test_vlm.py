@@ -28,19 +28,23 @@ import torch
 
 from efficientllm_models.builders import NotApplicable, lora_layers, quantized_linear_types, to_precision
 from efficientllm_models.counting import _flat, optimizer_state_bytes, param_count, storage_bytes
-from vision_models import (VLM_FINETUNE, VLM_PRECISIONS, FixedRun, apply_vlm_technique, eval_loss, require,
+from vision_models import (selected_scale, VLM_FINETUNE, VLM_PRECISIONS, FixedRun, apply_vlm_technique, eval_loss, require,
                            vision_scale, vision_tower, vlm_loss, vlm_model, vlm_samples, vlm_settings, vlm_slice,
-                           weight_storage_bytes)
+                           to_device, train_dtype, weight_storage_bytes)
 
 require("transformers")
 
 
-def _batches(v, device):
+@pytest.fixture
+def scale(request, device):
+    """The conftest's `--scale`, skipping `paper` on a CPU with the vision families it would build."""
+    return selected_scale(request.config, device)
+
+
+def _batches(v, device, dtype):
     data = vlm_samples(v, v.train_steps * v.batch, seed=1)
-    batches = [{k: t.to(device) for k, t in vlm_slice(data, i * v.batch, (i + 1) * v.batch, v).items()}
-               for i in range(v.train_steps)]
-    held = vlm_samples(v, 2 * v.batch, seed=3)
-    return batches, {k: t.to(device) for k, t in vlm_slice(held, 0, 2 * v.batch, v).items()}
+    batches = [to_device(vlm_slice(data, i * v.batch, (i + 1) * v.batch, v), device, dtype) for i in range(v.train_steps)]
+    return batches, to_device(vlm_slice(vlm_samples(v, 2 * v.batch, seed=3), 0, 2 * v.batch, v), device, dtype)
 
 
 def _expected_trainable(model, technique, total, vision_total, rank):
@@ -62,7 +66,7 @@ def _train(efficiency, model, technique, scale, device, total, vision_total):
     efficiency.count("trainable_params", trainable, method="parameters with requires_grad")
     efficiency.count("trainable_fraction", trainable / total, unit="fraction", direction="lower",
                      method="trainable_params / base model parameters")
-    batches, held = _batches(v, device)
+    batches, held = _batches(v, device, next(model.parameters()).dtype)
     seq = batches[0]["input_ids"].shape[1]
     before = eval_loss(model, vlm_loss, held)
     run = FixedRun(model, vlm_loss, v.lr)
@@ -94,14 +98,14 @@ def _train(efficiency, model, technique, scale, device, total, vision_total):
 @pytest.mark.parametrize("technique", VLM_FINETUNE)
 def test_train_step(efficiency, scale, device, technique):
     v = vision_scale(scale).vlm
-    base = vlm_model(scale).to(device)
+    base = vlm_model(scale).to(device=device, dtype=train_dtype(scale))
     total, vision_total = param_count(base), param_count(vision_tower(base))
     try:
         model = apply_vlm_technique(base, technique, scale)
     except NotApplicable as exc:
         pytest.skip(str(exc))
     efficiency.settings(**vlm_settings(technique, scale), batch=v.batch, steps=v.train_steps, lr=v.lr, optimizer="AdamW",
-                        dtype="float32", sample="one image + 'stripes: ' + caption; loss on the caption")
+                        dtype=scale.train_dtype, sample="one image + 'stripes: ' + caption; loss on the caption")
     trainable = _train(efficiency, model, technique, scale, device, total, vision_total)
     assert trainable == _expected_trainable(model, technique, total, vision_total, scale.lora_rank)
     if technique in ("lora", "rslora", "dora"):

@@ -72,6 +72,22 @@ def check_patches(image_px: int, patch_px: int, what: str) -> int:
     return image_px // patch_px
 
 
+def train_dtype(scale: Scale) -> torch.dtype:
+    """The scale's training dtype (float32 at tiny/small, bfloat16 at paper, as in the text suites)."""
+    return getattr(torch, scale.train_dtype)
+
+
+def to_device(obj: Any, device: torch.device | str, dtype: torch.dtype | None = None) -> Any:
+    """`obj` (a tensor, or a dict/tuple/list of them) on `device`; floating tensors cast to `dtype` when given."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device=device, dtype=dtype if dtype is not None and obj.is_floating_point() else obj.dtype)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device, dtype) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_device(v, device, dtype) for v in obj)
+    return obj
+
+
 # -- shapes per scale --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -660,3 +676,15 @@ def vlm_slice(data: dict[str, torch.Tensor], start: int, stop: int, s: VLMShape)
     return {"input_ids": data["input_ids"][start:stop], "labels": data["labels"][start:stop],
             "pixel_values": data["pixel_values"][start * patches:stop * patches],
             "image_grid_thw": data["image_grid_thw"][start:stop]}
+
+
+def selected_scale(config: Any, device: torch.device) -> Scale:
+    """The `--scale` for the vision suites; `paper` skips (before anything is allocated) without a GPU, naming the
+    vision families it would build."""
+    from efficientllm_models.scales import get_scale
+
+    s = get_scale(config.getoption("scale"))
+    if s.needs_accelerator and device.type != "cuda":
+        pytest.skip(f"--scale={s.name} builds {', '.join(VISION_SCALES[s.name].paper_families)}-sized models in "
+                    f"{s.train_dtype} (billions of parameters); it needs a CUDA GPU — use --scale=tiny or --scale=small on a CPU")
+    return s
