@@ -107,14 +107,19 @@ class Meter:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self._collected = False
 
     @contextlib.contextmanager
     def _telemetry(self) -> Iterator[dict[str, Any]]:
         probes = self.backend.make_probes()
         box: dict[str, Any] = {}
         # Garbage left by earlier code would otherwise be freed inside this window and
-        # show up as this workload's memory going down (and its time going up).
-        gc.collect()
+        # show up as this workload's memory going down (and its time going up). Once per
+        # Meter (one per test): a full collection over a transformers-sized heap costs
+        # ~0.2 s, too much to pay before every step of a window() loop.
+        if not self._collected:
+            gc.collect()
+            self._collected = True
         opened: list[Probe] = []
         failure: BaseException | None = None
         try:
