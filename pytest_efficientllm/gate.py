@@ -79,9 +79,9 @@ def effective_limits(marker_limits: Iterable[Limit], options: GateOptions,
 def add_derived(record: Record) -> None:
     """Metrics the gate reads that the measuring loop does not record itself.
 
-    `cpu_time_per_round`: the window's process CPU time divided by its rounds. On a shared
-    CPU it moves with the work, not with the neighbours (see `compare`). One value per
-    window, so its tolerance alone decides.
+    `cpu_time_per_round`: the CPU timer records it per round (with raw samples); for a
+    timer that does not, it is the window's process CPU time divided by its rounds — one
+    value per window, so its tolerance alone decides.
     """
     cpu, rounds = record.metrics.get("cpu_time"), record.metrics.get("rounds")
     if "cpu_time_per_round" in record.metrics or cpu is None or cpu.value is None or not rounds or not rounds.value:

@@ -75,6 +75,7 @@ class WindowResult:
     readings: dict[str, Metric]
     ttft_s: list[float] = field(default_factory=list)
     output_tokens: int | None = None
+    cpu_s_per_round: list[float] = field(default_factory=list)
 
     def merge(self, other: WindowResult) -> WindowResult:
         """Combine windows of one test: sums for extensive quantities, max for peaks,
@@ -99,6 +100,7 @@ class WindowResult:
             readings,
             self.ttft_s + other.ttft_s,
             other.output_tokens if other.output_tokens is not None else self.output_tokens,
+            self.cpu_s_per_round + other.cpu_s_per_round,
         )
 
 
@@ -154,7 +156,10 @@ class Meter:
     def run_window(self, fn: Callable[[], Any], protocol: Protocol) -> WindowResult:
         with self._telemetry() as box:
             latencies = self.backend.timer.run(fn, protocol.rounds, protocol.min_time_s, protocol.max_rounds)
-        return WindowResult(latencies, box["wall_s"], box["readings"])
+        return WindowResult(latencies, box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu())
+
+    def _timer_cpu(self) -> list[float]:
+        return list(getattr(self.backend.timer, "cpu_s_per_round", []))
 
     @contextlib.contextmanager
     def block_window(self) -> Iterator[dict[str, Any]]:
@@ -162,7 +167,7 @@ class Meter:
         with self._telemetry() as box:
             with self.backend.timer.time_block() as timing:
                 yield box
-        box["result"] = WindowResult([timing["latency_s"]], box["wall_s"], box["readings"])
+        box["result"] = WindowResult([timing["latency_s"]], box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu())
 
     def warm_up(self, fn: Callable[[], Any], warmup: int) -> None:
         for _ in range(warmup):
@@ -195,6 +200,11 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
         value = float(np.percentile(lat, q)) if n else None
         out[f"latency_p{q}"] = Metric(f"latency_p{q}", value, "s", "lower", "measured", f"{timer}; percentile {q} over rounds")
     busy = float(lat.sum())
+    if len(result.cpu_s_per_round) == n and n:
+        cpu = tuple(result.cpu_s_per_round)
+        out["cpu_time_per_round"] = Metric("cpu_time_per_round", float(np.mean(cpu)), "s", "lower", "measured",
+                                           getattr(backend.timer, "cpu_method", "process CPU time per round"),
+                                           samples=cpu)
     out["wall_time"] = Metric("wall_time", busy, "s", "lower", "measured", f"{timer}; sum over rounds")
 
     def per_round_rate(count: int | None, name: str, unit: str) -> None:

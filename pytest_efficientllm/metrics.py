@@ -59,7 +59,7 @@ _SPECS = [
     # Raw quantities and counted facts.
     MetricSpec("wall_time", "s", "lower", "wall-clock seconds of all measured rounds"),
     MetricSpec("cpu_time", "s", "lower", "process CPU seconds (user + system) over the window"),
-    MetricSpec("cpu_time_per_round", "s", "lower", "cpu_time / rounds: the CPU seconds one round costs, which a busy neighbour does not inflate (added by the gate)"),
+    MetricSpec("cpu_time_per_round", "s", "lower", "process CPU seconds of each round (raw rounds kept), which a busy neighbour inflates far less than the wall clock"),
     MetricSpec("rounds", "", "info", "measured rounds"),
     MetricSpec("flops", "FLOP", "lower", "FLOPs of one round, counted once outside the timed rounds"),
     MetricSpec("flops_per_s", "FLOP/s", "higher", "achieved FLOP/s: counted FLOPs / measured time"),

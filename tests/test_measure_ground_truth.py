@@ -91,3 +91,15 @@ def test_unavailable_metrics_are_none_with_a_reason_never_zero(meter: Meter) -> 
     for name in ("PCU", "samples_per_s", "flops"):
         assert metrics[name].value is None
         assert metrics[name].note
+
+
+def test_each_round_carries_its_cpu_seconds_and_sleep_costs_none(meter: Meter) -> None:
+    metrics = measure(meter, lambda: time.sleep(0.02), Work(count_flops=False), Protocol(rounds=3, warmup=0))
+    per_round = metrics["cpu_time_per_round"]
+    assert len(per_round.samples) == 3
+    # A sleeping round waits 20 ms of wall clock but burns (almost) no CPU.
+    assert all(s < 0.005 for s in per_round.samples), per_round.samples
+    metrics = measure(meter, lambda: sum(range(300_000)), Work(count_flops=False), Protocol(rounds=3, warmup=0))
+    per_round, wall = metrics["cpu_time_per_round"], metrics["AL"]
+    # A pure-Python loop on one thread: its CPU seconds are at most its wall seconds.
+    assert all(0 < c <= w * 1.05 + 1e-4 for c, w in zip(per_round.samples, wall.samples))

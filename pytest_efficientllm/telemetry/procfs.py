@@ -145,26 +145,43 @@ class ProcessCpuTimeProbe(Probe):
 
 
 class PerfCounterTimer(RoundTimer):
-    """Host wall clock around each round: two `perf_counter_ns` reads per round, nothing else."""
+    """Host wall clock around each round: two `perf_counter_ns` reads per round.
+
+    Process CPU time is read just outside those two reads, so each round also has its
+    CPU seconds (`cpu_s_per_round`): on a shared machine a busy neighbour stretches the
+    wall clock but not the CPU time the work itself costs, and per-round samples give
+    the gate a noise estimate for it.
+    """
 
     method = "perf_counter_ns around each round"
+    cpu_method = "time.process_time_ns around each round (user + system, all threads)"
+
+    def __init__(self) -> None:
+        self.cpu_s_per_round: list[float] = []
 
     def run(self, fn: Callable[[], Any], min_rounds: int, min_time_s: float, max_rounds: int) -> list[float]:
-        clock = time.perf_counter_ns
+        clock, cpu_clock = time.perf_counter_ns, time.process_time_ns
         min_time_ns = int(min_time_s * 1e9)
         durations: list[int] = []
+        cpu: list[int] = []
         total = 0
         while len(durations) < max_rounds and (len(durations) < min_rounds or total < min_time_ns):
+            c0 = cpu_clock()
             t0 = clock()
             fn()
-            dt = clock() - t0
+            t1 = clock()
+            cpu.append(cpu_clock() - c0)
+            dt = t1 - t0
             durations.append(dt)
             total += dt
+        self.cpu_s_per_round = [c * 1e-9 for c in cpu]
         return [d * 1e-9 for d in durations]
 
     @contextlib.contextmanager
     def time_block(self) -> Iterator[dict[str, float]]:
         timing: dict[str, float] = {}
+        c0 = time.process_time_ns()
         t0 = time.perf_counter_ns()
         yield timing
         timing["latency_s"] = (time.perf_counter_ns() - t0) * 1e-9
+        self.cpu_s_per_round = [(time.process_time_ns() - c0) * 1e-9]
