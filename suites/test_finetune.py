@@ -41,9 +41,9 @@ def _expected_trainable(model, technique, scale, total):
 @pytest.mark.efficiency(workload="finetune")
 @pytest.mark.parametrize("technique", FINETUNE)
 def test_train_step(efficiency, scale, device, model_path, technique):
-    base = finetune_model(scale, model_path).to(device=device, dtype=DTYPE_OF[scale.train_dtype])
-    total = param_count(base)
     try:
+        base = finetune_model(scale, model_path).to(device=device, dtype=DTYPE_OF[scale.train_dtype])
+        total = param_count(base)
         model = apply_technique(base, technique, scale)
     except NotApplicable as exc:
         pytest.skip(str(exc))

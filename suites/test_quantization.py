@@ -25,7 +25,7 @@ from efficientllm_models.counting import param_count, storage_bytes
 from efficientllm_models.data import heldout_batch
 from efficientllm_models.decoding import CachedGreedy
 
-PPL_TOKENS = 2048   # tokens of pydoc_data.topics for SmolLM2's perplexity
+PPL_TOKENS = 1536   # tokens of pydoc_data.topics for SmolLM2's perplexity (3 windows)
 PPL_WINDOW = 512    # tokens per forward
 
 

@@ -265,5 +265,5 @@ def load_checkpoint(path: str) -> nn.Module:
     try:
         return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     except (ValueError, KeyError, OSError) as exc:
-        raise NotApplicable(f"--model-path {path}: architecture {getattr(config, 'model_type', '?')!r} "
-                            f"is not a causal LM transformers can load ({exc})") from None
+        raise NotApplicable(f"--model-path {path}: transformers cannot load this {getattr(config, 'model_type', '?')!r} "
+                            f"checkpoint as a causal LM: {exc}") from None
