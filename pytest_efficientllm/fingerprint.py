@@ -30,6 +30,7 @@ def host_fingerprint(threads: int) -> dict[str, Any]:
         "cpu_cores_usable": usable_cores(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "machine": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",
         "python": sys.version.split()[0],

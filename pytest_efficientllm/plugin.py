@@ -10,6 +10,7 @@ said by the module it delegates to: `xdist_worker` (a worker, or a serial run) a
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,12 @@ from .measure import Protocol
 from .session import EfficiencySession, Options
 from .units import UnitError, parse_seconds
 from .verdicts import Verdict
+
+# Idle OpenMP threads spin by default: on a shared CPU they burn the time a neighbour
+# needs and count as this process's CPU time, so CPU seconds stop measuring the work.
+# libgomp reads this once, when torch loads it, hence here at plugin import (before any
+# conftest imports torch); a value the user set wins. Recorded in the fingerprint.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 pytest_plugins = ["pytest_efficientllm.report.hooks", "pytest_efficientllm.distributed.hooks"]
 
