@@ -138,6 +138,20 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
+def beyond_tolerance(change: float, direction: str, tol: float) -> tuple[bool, bool]:
+    """(worse, better): is the ratio current/baseline = 1 + change beyond the tolerance?
+
+    Judged on the ratio's logarithm, so swapping the two runs mirrors the verdict: "+5%"
+    means a ratio above 1.05 is worse and one below 1/1.05 is better (lower-is-better
+    metrics; the other way round for higher-is-better).
+    """
+    ratio = 1 + change
+    bound = 1 + tol
+    up = ratio > bound
+    down = ratio < 1 / bound if ratio > 0 else True
+    return (up, down) if direction == "lower" else (down, up)
+
+
 def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None) -> Verdict:
     b, c = float(base.value), float(cur.value)  # type: ignore[arg-type]
     change = c / b - 1 if b else (0.0 if c == b else float("inf"))
@@ -149,7 +163,7 @@ def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None) ->
         worse, better = (not same and change * sign > 0), (not same and change * sign < 0)
     else:
         rule = f"tolerance {tol * 100:+.4g}%"
-        worse, better = change * sign > tol, change * sign < -tol
+        worse, better = beyond_tolerance(change, cur.direction, tol)
     numbers = f"{_shown(cur, c)} vs baseline {_shown(base, b)} ({_pct(change)}; counted, {rule})"
     if worse:
         return Verdict(name, "fail", f"{numbers}: regression", "baseline", change)
@@ -159,7 +173,6 @@ def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None) ->
 
 
 def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: float | None) -> Verdict:
-    sign = 1 if cur.direction == "lower" else -1
     scale = _time_scaling(cur.unit)
     # Calibrated: the current run's values as if measured on the baseline's machine.
     adjust = factor ** (-scale) if factor is not None and scale else 1.0
@@ -179,7 +192,7 @@ def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: 
     if iv is not None and iv.resolved:
         numbers += f", {iv.confidence:.0%} interval {_pct(iv.low - 1)} .. {_pct(iv.high - 1)}"  # type: ignore[operator]
     numbers += f"; tolerance {tol * 100:+.4g}%)"
-    worse, better = change * sign > tol, change * sign < -tol
+    worse, better = beyond_tolerance(change, cur.direction, tol)
     if not (worse or better):
         return Verdict(name, "pass", numbers, "baseline", change)
     if iv is None:

@@ -75,6 +75,8 @@ def _parse_family(text: str | int | float, family: str) -> float:
     if factor is None:
         known = ", ".join(sorted({u for u in factors if u}))
         raise UnitError(f"{text!r}: unknown unit {unit!r}; expected one of {known}")
+    if not math.isfinite(value * factor):
+        raise UnitError(f"{text!r} is too large to represent")
     return value * factor
 
 

@@ -67,17 +67,13 @@ def test_a_larger_counted_regression_never_passes_where_a_smaller_one_fails(base
     assert RANK[s2] >= RANK[s1], (s1, s2)
 
 
-# Found by this test: a relative tolerance is applied to current/baseline - 1 in both
-# directions, so a change of +5.1% fails against "+5%" while the swapped comparison
-# (-4.85%) is not "improved". Symmetric only in log space; reported to the gate's owner.
+# Found by this test (then fixed in compare.beyond_tolerance): a relative tolerance applied
+# to current/baseline - 1 made +5.1% fail against "+5%" while the swapped comparison
+# (-4.85%) was not "improved". Judged on the log-ratio, the verdicts now mirror exactly.
 @FAST
 @given(st.integers(1, 10**9), st.floats(min_value=1.0, max_value=3.0), st.sampled_from(["+1%", "+5%", "+20%"]))
-def test_tolerance_verdicts_mirror_outside_the_band_the_relative_change_makes(base: int, f: float, tol: str) -> None:
-    t = float(tol[1:-1]) / 100
+def test_tolerance_verdicts_mirror_when_the_runs_are_swapped(base: int, f: float, tol: str) -> None:
     other = round(base * f)
-    change_up, change_down = other / base - 1, base / other - 1
-    # Skip the band where |change| crosses the tolerance one way but not the other.
-    assume(not (change_up > t and change_down >= -t))
     a, b = record("t.py::t", counted("peak_memory", base)), record("t.py::t", counted("peak_memory", other))
     assert MIRROR[_status(a, b, "peak_memory", tol)] == _status(b, a, "peak_memory", tol)
 
