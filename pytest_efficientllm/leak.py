@@ -16,9 +16,9 @@ window is open (like `ProcessMemoryProbe`), and `find_leak` judges the samples:
 The finding is a value that renders itself (`as_section`, `as_verdict`), in the style of
 `verdicts`; a leak warns rather than fails, since RSS also moves with allocator caching.
 
-Wiring (for the plugin's owner): append `RetainedMemoryProbe()` to the CPU backend's
-probes (`backend.cpu_backend.probes`), and in `pytest_runtest_makereport` add
-`find_leak(record)`'s `as_section()` to `report.sections` when it is not None.
+The CPU's `ProcessMemoryProbe` reports these metrics from its own RSS sampler (no second
+thread); `RetainedMemoryProbe` serves other memory readers (e.g. a device allocator). The
+plugin turns a finding into a warning verdict on the test.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 from .record import Metric, Record, unavailable
 from .telemetry.base import Probe
-from .telemetry.procfs import ProcPaths, read_rss_bytes
 from .telemetry.sampler import Sampler
 from .units import format_bytes
 
@@ -58,8 +57,12 @@ class RetainedMemoryProbe(Probe):
 
     def __init__(self, read_bytes: Callable[[], float] | None = None, interval_s: float = 0.02,
                  method: str = "procfs: /proc/self/statm RSS") -> None:
-        paths = ProcPaths()
-        self._read = read_bytes or (lambda: read_rss_bytes(paths))
+        if read_bytes is None:
+            from .telemetry.procfs import ProcPaths, read_rss_bytes  # procfs itself imports this module
+
+            paths = ProcPaths()
+            read_bytes = lambda: read_rss_bytes(paths)  # noqa: E731
+        self._read = read_bytes
         self.interval_s = interval_s
         self.method = method
         self.sampler = Sampler(self._read, interval_s)
@@ -72,20 +75,26 @@ class RetainedMemoryProbe(Probe):
 
     def readings(self, wall_s: float) -> list[Metric]:
         how = f"{self.method} sampled every {self.interval_s * 1e3:.0f} ms"
-        pts = self.sampler.samples
-        if self.sampler.error is not None or len(pts) < 2:
-            why = f"sampling failed: {self.sampler.error}" if self.sampler.error else "fewer than two samples"
-            return [unavailable(RETAINED, "B", "lower", "measured", how, why),
-                    unavailable(LATE_GROWTH, "B", "lower", "measured", how, why)]
-        (t0, first), (t1, last) = pts[0], pts[-1]
-        mid_t = (t0 + t1) / 2
-        mid = min(pts, key=lambda p: abs(p[0] - mid_t))[1]
-        retained = Metric(RETAINED, last - first, "B", "lower", "measured", f"{how}; at window close minus at open")
-        late_how = f"{how}; at close minus at the window's midpoint"
-        if len(pts) < MIN_SAMPLES_FOR_TREND:
-            why = f"only {len(pts)} samples in a {wall_s * 1e3:.0f} ms window: too few to see a trend"
-            return [retained, unavailable(LATE_GROWTH, "B", "lower", "measured", late_how, why)]
-        return [retained, Metric(LATE_GROWTH, last - mid, "B", "lower", "measured", late_how)]
+        return retained_metrics(self.sampler, how, wall_s)
+
+
+def retained_metrics(sampler: Sampler, how: str, wall_s: float) -> list[Metric]:
+    """`retained_memory` (close − open) and `retained_memory_late` (close − the sample
+    nearest the window's midpoint) from a memory sampler's samples. Units: bytes."""
+    pts = sampler.samples
+    if sampler.error is not None or len(pts) < 2:
+        why = f"sampling failed: {sampler.error}" if sampler.error else "fewer than two samples"
+        return [unavailable(RETAINED, "B", "lower", "measured", how, why),
+                unavailable(LATE_GROWTH, "B", "lower", "measured", how, why)]
+    (t0, first), (t1, last) = pts[0], pts[-1]
+    mid_t = (t0 + t1) / 2
+    mid = min(pts, key=lambda p: abs(p[0] - mid_t))[1]
+    retained = Metric(RETAINED, last - first, "B", "lower", "measured", f"{how}; at window close minus at open")
+    late_how = f"{how}; at close minus at the window's midpoint"
+    if len(pts) < MIN_SAMPLES_FOR_TREND:
+        why = f"only {len(pts)} samples in a {wall_s * 1e3:.0f} ms window: too few to see a trend"
+        return [retained, unavailable(LATE_GROWTH, "B", "lower", "measured", late_how, why)]
+    return [retained, Metric(LATE_GROWTH, last - mid, "B", "lower", "measured", late_how)]
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,8 @@ _SPECS = [
     MetricSpec("energy_per_sample", "J/sample", "lower", "energy per sample"),
     MetricSpec("idle_power", "W", "info", "power drawn just before the window with no work queued"),
     MetricSpec("AEC_net", "W", "lower", "AEC minus idle power"),
+    MetricSpec("retained_memory", "B", "lower", "memory in use at window close minus at open (RSS on the CPU): what the rounds kept"),
+    MetricSpec("retained_memory_late", "B", "lower", "retained_memory gained in the window's second half: growth that does not stop is a leak"),
     # Distributed tests: aggregates over ranks (per-rank values stay in Record.ranks).
     MetricSpec("peak_memory_sum", "B", "lower", "sum over ranks of each rank's peak_memory"),
     MetricSpec("AMU_sum", "B", "lower", "sum over ranks of each rank's AMU"),

@@ -24,6 +24,7 @@ from .devices import PROFILES, ProfileError, usable_cores
 from .fixture import Efficiency
 from .gate import GateOptions, add_derived, effective_limits, judge, parse_limit_assignments
 from .gate_state import GateState, TestResult
+from .leak import find_leak
 from .marker import MarkerError, MarkerSpec, parse_marker
 from .measure import Protocol
 from .session import EfficiencySession, Options
@@ -229,6 +230,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.passed:
         baseline, error = _baseline_of(state, record.nodeid)
         verdicts = judge(record, effective_limits(fixture.spec.limits, state.options, record.metrics), baseline, error, state.options)
+        leak = find_leak(record)
+        if leak is not None:
+            verdicts.append(leak.as_verdict())
         failed = [v for v in verdicts if v.failed]
         if failed:
             report.outcome = "failed"

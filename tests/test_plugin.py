@@ -146,3 +146,35 @@ def test_two_workloads_in_one_test_is_a_clear_error(pytester: pytest.Pytester) -
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*one measured workload per test*parametrize*"])
+
+
+def test_memory_kept_across_rounds_is_reported_as_a_leak_not_averaged_away(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import time, pytest, torch
+
+        kept = []
+
+        @pytest.mark.efficiency(rounds=8, warmup=0)
+        def test_leaky(efficiency):
+            def work():
+                kept.append(torch.ones(8 * 2**20 // 4))  # 8 MiB kept every round
+                time.sleep(0.03)
+            run = efficiency.measure(work, tokens=1)
+            assert run["retained_memory"].value >= 7 * 8 * 2**20
+
+        @pytest.mark.efficiency(rounds=8, warmup=0)
+        def test_tidy(efficiency):
+            def work():
+                t = torch.ones(8 * 2**20 // 4)
+                time.sleep(0.03)
+                del t
+            efficiency.measure(work, tokens=1)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
+    result.assert_outcomes(passed=2)
+    out = result.stdout.str()
+    assert "retained_memory: memory grew by" in out and "a leak across rounds" in out
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(("test_leaky ", "test_tidy "))}
+    assert rows == {"test_leaky": "warn", "test_tidy": "new"}, rows

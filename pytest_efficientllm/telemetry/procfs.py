@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..leak import retained_metrics
 from ..record import Metric, unavailable
 from .base import Probe, RoundTimer
 from .sampler import Sampler
@@ -113,6 +114,8 @@ class ProcessMemoryProbe(Probe):
             Metric(f"{p}peak_memory_delta", None if peak is None else max(0.0, peak - self._open_rss),
                    "B", "lower", "measured", method + "; minus RSS at window open", note=note),
         ]
+        if not p:
+            out += retained_metrics(self.sampler, sampled_method, wall_s)
         avg = self.sampler.time_average()
         if self.sampler.error is not None:
             out.append(unavailable(f"{p}AMU", "B", "lower", "measured", sampled_method, f"RSS sampling failed: {self.sampler.error}"))
