@@ -38,6 +38,8 @@ FORMAT = "pytest-efficientllm-baselines"
 STORE_SCHEMA = 1
 MEASURED_DIGITS = 6
 LOCK_TIMEOUT_S = 120.0
+# Runs whose medians a baseline keeps per measured metric (the newest is its own samples).
+HISTORY_RUNS = 10
 # Fields of a record that describe one run, not the baseline: left out of the stored entry.
 _RUN_ONLY = ("nodeid", "outcome", "worker", "rank", "schema")
 
@@ -84,6 +86,23 @@ def entry_of(record: Record) -> dict[str, Any]:
         data.pop(key, None)
     data["metrics"] = {name: _metric_entry(m) for name, m in sorted(record.metrics.items())}
     return data
+
+
+def carry_history(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Keep the medians of earlier runs of each measured metric in the new entry.
+
+    A baseline recorded over several runs tells the gate how far a run's median moves
+    between processes, which the rounds of one run cannot show (`compare`).
+    """
+    for name, metric in new.get("metrics", {}).items():
+        before = old.get("metrics", {}).get(name)
+        if metric.get("source") != "measured" or not metric.get("samples") or not isinstance(before, dict):
+            continue
+        samples = [x for x in before.get("samples", []) if isinstance(x, (int, float))]
+        if not samples:
+            continue
+        earlier = [x for x in before.get("history", []) if isinstance(x, (int, float))]
+        metric["history"] = (earlier + [_stable(summarize(samples).median, False)])[-(HISTORY_RUNS - 1):]
 
 
 def record_of(nodeid: str, entry: dict[str, Any]) -> Record:
@@ -251,6 +270,8 @@ class BaselineStore:
             for record in sorted(records, key=lambda r: r.nodeid):
                 new = json.loads(json.dumps(entry_of(record)))  # normalised as it will be written
                 old = entries.get(record.nodeid)
+                if old is not None:
+                    carry_history(old, new)
                 if old is None:
                     result.added.append(record.nodeid)
                 elif _identity(old) == _identity(new):

@@ -14,13 +14,15 @@ same function). The rules, by the metric's source (DESIGN.md §4):
   tolerance *and* the rank-based interval over both runs' raw rounds (`stats`) excludes
   "no change", i.e. it is larger than the noise seen in both runs. A measured metric
   with no per-round samples (a peak, an average) has no noise estimate: its tolerance
-  alone decides, and the message says so. Checked by default at
-  `DEFAULT_MEASURED_TOLERANCE`: on a GPU the latency family (CUDA event times); on the
-  CPU the process CPU time per round, because wall-clock time on a shared CPU measures
-  the neighbours as much as the work (benchmarks/RESULTS.md: A/A wall-clock medians
-  moved by up to +-100% between processes on a loaded 2-core runner while CPU time per
-  round moved by about 1%). Wall-clock latency on the CPU is gated when a test or the
-  run gives it a tolerance (`latency="+5%"`), noise-aware as above.
+  alone decides, and the message says so. The rounds of one run do not show how far a
+  run's median moves between processes; a baseline recorded over several runs
+  (`Metric.history`, at least `MIN_RUNS`) does, and then a regression must also fall
+  beyond the `PREDICTION` prediction bound of those runs (`run_noise`). Checked by
+  default at `DEFAULT_MEASURED_TOLERANCE`: on a GPU the latency family (CUDA event
+  times); on the CPU the process CPU time per round, because wall-clock time on a shared
+  CPU measures the neighbours as much as the work (benchmarks/RESULTS.md). Wall-clock
+  latency on the CPU is gated when a test or the run gives it a tolerance
+  (`latency="+5%"`), noise-aware as above.
 * **estimated**: never fails; beyond the tolerance it warns.
 * A different source on the two sides is never compared; the mismatch is reported.
 
@@ -32,9 +34,13 @@ calibration workload each run measured (`calibration`), and the verdict says so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+from scipy.stats import t as student_t
 
 from .marker import Limit
 from .record import Metric, Record
@@ -46,6 +52,11 @@ COUNTED_RTOL = 1e-6
 DEFAULT_MEASURED_TOLERANCE = 0.05
 DEFAULT_MEASURED = {"cpu": ("cpu_time_per_round",), "*": ("AL", "TTFT", "TPOT")}
 CONFIDENCE = 0.95
+# Run-to-run noise: baseline runs needed to estimate it, and the one-sided prediction level.
+# A suite gates ~100 metrics per run, so the per-metric false-alarm level must be far below
+# 1% for the run as a whole to stay green on unchanged code.
+MIN_RUNS = 3
+PREDICTION = 0.999
 MODES = ("fail", "warn", "off")
 
 # Fingerprint keys (flattened with '.') whose difference means the baseline is for
@@ -209,9 +220,52 @@ def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: 
         return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the noise of the two runs",
                        "baseline", change)
     if worse:
-        return Verdict(name, "fail", f"{numbers}: {word} beyond tolerance and noise", "baseline", change)
+        runs = run_noise(base, b_med, c_med)
+        if runs is not None and not runs.beyond:
+            return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the run-to-run noise of "
+                           f"{runs.describe()}", "baseline", change)
+        how = f" and the run-to-run noise of {runs.describe()}" if runs is not None else \
+            " (baseline of one run: run-to-run noise unknown; record it again with --update-baselines to learn it)"
+        return Verdict(name, "fail", f"{numbers}: {word} beyond tolerance and noise{how}", "baseline", change)
     return Verdict(name, "improved", f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
                    "baseline", change)
+
+
+@dataclass(frozen=True)
+class RunNoise:
+    """Where the current run's median falls against the medians of the baseline's runs."""
+
+    runs: int
+    bound: float
+    unit: str
+    beyond: bool
+
+    def describe(self) -> str:
+        return f"{self.runs} baseline runs ({PREDICTION:.0%} prediction bound {format_value(self.bound, self.unit)})"
+
+
+def run_noise(base: Metric, base_median: float, current_median: float) -> RunNoise | None:
+    """Is the current run's median outside what the baseline's runs predict for one more run?
+
+    The rounds of one run cannot show how far a run's median moves between processes
+    (on a shared VM, ±10% for millisecond workloads while each run's rounds agree to 2%).
+    With the medians of at least `MIN_RUNS` baseline runs (`Metric.history` plus the
+    baseline's own), a one-sided `PREDICTION` prediction interval on the log scale —
+    mean ± t(k-1) · s · sqrt(1 + 1/k), Student's t for k runs — bounds where one more run
+    of unchanged code lands; a regression must fall beyond it. None with fewer runs.
+    """
+    medians = [m for m in (*base.history, base_median) if m > 0]
+    if len(medians) < MIN_RUNS or current_median <= 0:
+        return None
+    logs = np.log(medians)
+    k = len(logs)
+    spread = float(np.std(logs, ddof=1)) * math.sqrt(1 + 1 / k) * float(student_t.ppf(PREDICTION, k - 1))
+    centre = float(np.mean(logs))
+    if base.direction == "lower":
+        bound = math.exp(centre + spread)
+        return RunNoise(k, bound, base.unit, current_median > bound)
+    bound = math.exp(centre - spread)
+    return RunNoise(k, bound, base.unit, current_median < bound)
 
 
 def compare_record(baseline: Record, current: Record, limits: Iterable[Limit] = (), mode: str = "fail") -> list[Verdict]:

@@ -38,7 +38,9 @@ class Metric:
     """One named value with its unit, better-direction and provenance.
 
     ``samples`` holds the raw per-round values where the metric has them (latency,
-    per-round throughput), so comparisons can use robust statistics over rounds.
+    per-round throughput), so comparisons can use robust statistics over rounds;
+    ``history`` (baselines only) the medians of earlier baseline runs, oldest first, so
+    the gate can tell a regression from run-to-run noise.
     """
 
     name: str
@@ -49,6 +51,7 @@ class Metric:
     method: str
     samples: tuple[float, ...] = ()
     note: str = ""
+    history: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -65,12 +68,16 @@ class Metric:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["samples"] = list(self.samples)
+        out["history"] = list(self.history)
+        if not self.history:
+            del out["history"]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metric:
         data = dict(data)
         data["samples"] = tuple(data.get("samples", ()))
+        data["history"] = tuple(data.get("history", ()))
         return cls(**data)
 
 

@@ -190,3 +190,49 @@ def test_which_gpu_of_one_model_and_start_up_probes_are_not_fingerprint_differen
            "gpu_idle_power_w": 73.4, "nvml_energy_step_mj": 2.0}
     assert not fingerprint_diff(base, cur).differs
     assert fingerprint_diff(base, {**cur, "gpu_name": "NVIDIA H100 PCIe"}).errors
+
+
+# -- run-to-run noise from a baseline recorded over several runs ----------------------------
+
+def _latency_metric(samples, history=()):
+    from pytest_efficientllm.record import Metric
+
+    return Metric("cpu_time_per_round", sum(samples) / len(samples), "s", "lower", "measured", "test",
+                  samples=tuple(samples), history=tuple(history))
+
+
+def _verdict_of(base, cur):
+    from pytest_efficientllm.compare import compare_record
+    from pytest_efficientllm.record import Record
+
+    b = Record("t.py::t", "cpu", metrics={"cpu_time_per_round": base})
+    c = Record("t.py::t", "cpu", metrics={"cpu_time_per_round": cur})
+    return [v for v in compare_record(b, c) if v.metric == "cpu_time_per_round"][0]
+
+
+def test_a_shift_inside_the_baseline_runs_spread_passes_and_beyond_it_fails() -> None:
+    # Each run's rounds agree to ~1%, but the five baseline runs' medians spread over 10-11.5 ms:
+    # a run at 12.6 ms (+14% on the newest baseline run) is what unchanged code does here.
+    rounds = [1.0, 1.01, 0.99, 1.0, 1.005, 0.995, 1.0]
+    base = _latency_metric([0.011 * x for x in rounds], history=(0.0100, 0.0105, 0.0110, 0.0115))
+    assert _verdict_of(base, _latency_metric([0.0126 * x for x in rounds])).status == "pass"
+    assert _verdict_of(base, _latency_metric([0.0200 * x for x in rounds])).status == "fail"
+
+
+def test_with_a_one_run_baseline_the_within_run_rule_decides_and_says_so() -> None:
+    rounds = [1.0, 1.01, 0.99, 1.0, 1.005, 0.995, 1.0]
+    verdict = _verdict_of(_latency_metric([0.011 * x for x in rounds]), _latency_metric([0.0126 * x for x in rounds]))
+    assert verdict.status == "fail"
+    assert "run-to-run noise unknown" in verdict.message
+
+
+def test_update_keeps_the_medians_of_earlier_runs(tmp_path) -> None:
+    from pytest_efficientllm.baseline_store import BaselineStore
+    from pytest_efficientllm.record import Record
+
+    store = BaselineStore(tmp_path, "cpu")
+    for median in (0.010, 0.012, 0.011):
+        store.update([Record("suites/t.py::t", "cpu", metrics={"cpu_time_per_round": _latency_metric([median] * 5)})])
+    stored = store.lookup("suites/t.py::t")["cpu_time_per_round"]
+    assert stored.history == (0.010, 0.012)
+    assert stored.samples == (0.011,) * 5
