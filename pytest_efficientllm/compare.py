@@ -20,9 +20,10 @@ same function). The rules, by the metric's source (DESIGN.md §4):
   beyond the `PREDICTION` prediction bound of those runs (`run_noise`). Checked by
   default at `DEFAULT_MEASURED_TOLERANCE`: on a GPU the latency family (CUDA event
   times); on the CPU the process CPU time per round, because wall-clock time on a shared
-  CPU measures the neighbours as much as the work (benchmarks/RESULTS.md). Wall-clock
-  latency on the CPU is gated when a test or the run gives it a tolerance
-  (`latency="+5%"`), noise-aware as above.
+  CPU measures the neighbours as much as the work (benchmarks/RESULTS.md). On the CPU
+  profile that default check warns rather than fails (`WARN_BY_DEFAULT`); a tolerance
+  from the marker, ini or command line (`cpu_time_per_round="+10%"`, `latency="+5%"`)
+  makes it fail, noise-aware as above.
 * **estimated**: never fails; beyond the tolerance it warns.
 * A different source on the two sides is never compared; the mismatch is reported.
 
@@ -51,6 +52,11 @@ from .verdicts import Verdict, soften
 COUNTED_RTOL = 1e-6
 DEFAULT_MEASURED_TOLERANCE = 0.05
 DEFAULT_MEASURED = {"cpu": ("cpu_time_per_round",), "*": ("AL", "TTFT", "TPOT")}
+# Profiles whose default-checked times warn instead of failing unless a tolerance is given:
+# on a shared 2-core CPU VM a run's median moves by up to +30-70% between processes for
+# millisecond workloads (benchmarks/RESULTS.md), so across a ~100-metric suite an
+# untuned default would fail unchanged code in a large share of runs.
+WARN_BY_DEFAULT = ("cpu",)
 CONFIDENCE = 0.95
 # Run-to-run noise: baseline runs needed to estimate it, and the one-sided prediction level.
 # A suite gates ~100 metrics per run, so the per-metric false-alarm level must be far below
@@ -241,7 +247,7 @@ class RunNoise:
     beyond: bool
 
     def describe(self) -> str:
-        return f"{self.runs} baseline runs ({PREDICTION:.0%} prediction bound {format_value(self.bound, self.unit)})"
+        return f"{self.runs} baseline runs ({PREDICTION:.1%} prediction bound {format_value(self.bound, self.unit)})"
 
 
 def run_noise(base: Metric, base_median: float, current_median: float) -> RunNoise | None:
@@ -329,8 +335,12 @@ def _compare(baseline: Record, current: Record, tolerances: dict[str, float]) ->
         if cur.source == "counted":
             out.append(_compare_counted(name, base, cur, tol))
         elif cur.source == "measured":
-            out.append(_compare_measured(name, base, cur, DEFAULT_MEASURED_TOLERANCE if tol is None else tol,
-                                         metric_factor))
+            verdict = _compare_measured(name, base, cur, DEFAULT_MEASURED_TOLERANCE if tol is None else tol,
+                                        metric_factor)
+            if tol is None and verdict.failed and current.profile in WARN_BY_DEFAULT:
+                verdict = Verdict(name, "warn", verdict.message + f" (default check on the {current.profile} profile "
+                                  f"warns; give {name} a tolerance to fail on it)", "baseline", verdict.change)
+            out.append(verdict)
         else:
             verdict = _compare_measured(name, base, cur, tol, metric_factor)  # type: ignore[arg-type]
             if verdict.status == "fail":

@@ -163,14 +163,15 @@ def test_fingerprint_diff_ignores_calibration_and_fields_only_one_side_has() -> 
     assert d.errors == [] and d.warnings == ["packages.torch: '1' -> '2'"]
 
 
-def test_on_the_cpu_cpu_time_per_round_is_gated_by_default_and_wall_latency_only_when_asked() -> None:
+def test_on_the_cpu_cpu_time_per_round_warns_by_default_and_fails_with_a_tolerance() -> None:
     cpu = lambda v: Metric("cpu_time_per_round", v, "s", "lower", "measured", "cpu_time / rounds")  # noqa: E731
     base = record("t.py::a", latency(0.010, seed=1), cpu(0.008))
     cur = record("t.py::a", latency(0.020, seed=2), cpu(0.0088))
     v = by_metric(compare_record(base, cur))
-    assert "AL" not in v and v["cpu_time_per_round"].status == "fail" and "+10.0%" in v["cpu_time_per_round"].message
-    v = by_metric(compare_record(base, cur, (parse_limit("latency", "+5%"),)))
-    assert v["AL"].status == "fail"
+    assert "AL" not in v and v["cpu_time_per_round"].status == "warn" and "+10.0%" in v["cpu_time_per_round"].message
+    assert "give cpu_time_per_round a tolerance" in v["cpu_time_per_round"].message
+    v = by_metric(compare_record(base, cur, (parse_limit("cpu_time_per_round", "+5%"), parse_limit("latency", "+5%"))))
+    assert v["cpu_time_per_round"].status == "fail" and v["AL"].status == "fail"
 
 
 def test_cpu_time_is_calibrated_by_the_calibration_cpu_time() -> None:
@@ -207,7 +208,8 @@ def _verdict_of(base, cur):
 
     b = Record("t.py::t", "cpu", metrics={"cpu_time_per_round": base})
     c = Record("t.py::t", "cpu", metrics={"cpu_time_per_round": cur})
-    return [v for v in compare_record(b, c) if v.metric == "cpu_time_per_round"][0]
+    limits = (parse_limit("cpu_time_per_round", "+5%"),)
+    return [v for v in compare_record(b, c, limits) if v.metric == "cpu_time_per_round"][0]
 
 
 def test_a_shift_inside_the_baseline_runs_spread_passes_and_beyond_it_fails() -> None:
