@@ -241,6 +241,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if notes:
             report.sections.append(("efficiency", "\n".join(notes)))
     record.outcome = report.outcome
+    record.verdicts = [v.to_dict() for v in verdicts]
     xdist_worker.attach(report, TestResult(record, verdicts, functional))
     return report
 

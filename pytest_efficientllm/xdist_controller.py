@@ -46,7 +46,7 @@ def update_baselines(state: GateState) -> None:
 
 
 def write_json(state: GateState, profile: str, fingerprint: dict[str, Any]) -> None:
-    """Every record of the run (raw rounds included), with the verdicts, to `--efficiency-json`."""
+    """Every record of the run (raw rounds and its verdicts included) to `--efficiency-json`."""
     if state.json_path is None:
         return
     run_info = {
@@ -56,7 +56,6 @@ def write_json(state: GateState, profile: str, fingerprint: dict[str, Any]) -> N
         "label": f"pytest run {state.started}",
         "gate": state.options.mode,
         "workers": state.workers,
-        "verdicts": {r.record.nodeid: [v.to_dict() for v in r.verdicts] for r in state.results},
     }
     try:
         write_run(state.json_path, Run(records=[r.record for r in state.results], runs=[run_info]))

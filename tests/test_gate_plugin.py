@@ -158,7 +158,7 @@ def test_json_has_every_record_with_raw_rounds_and_verdicts(pytester: pytest.Pyt
     data = read_run(pytester.path / "run.json")
     (record,) = data.records
     assert len(record["AL"].samples) == 5
-    assert data.runs[0]["verdicts"]["test_suite.py::test_measured"][0]["status"] == "new"
+    assert record.verdicts[0]["status"] == "new"
 
 
 def test_a_corrupt_baseline_names_file_and_position_and_is_not_overwritten(pytester: pytest.Pytester) -> None:

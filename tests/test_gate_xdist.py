@@ -82,7 +82,7 @@ def _run(pytester: pytest.Pytester, *extra: str) -> tuple[pytest.RunResult, dict
     result = pytester.runpytest_subprocess(*COMMON, *extra, "--update-baselines", "--efficiency-json=run.json",
                                            timeout=240)
     run = json.loads((pytester.path / "run.json").read_text())
-    verdicts = {nodeid: sorted((v["metric"], v["status"]) for v in vs) for nodeid, vs in run["runs"][0]["verdicts"].items()}
+    verdicts = {r["nodeid"]: sorted((v["metric"], v["status"]) for v in r["verdicts"]) for r in run["records"]}
     baselines = _normalise(json.loads((pytester.path / "baselines/cpu/test_suite.py.json").read_text()))
     shutil.rmtree(pytester.path / "baselines")
     return result, verdicts, baselines
