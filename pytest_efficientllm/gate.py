@@ -105,7 +105,12 @@ def judge(record: Record, limits: Iterable[Limit], baseline: Record | None, base
         return []
     limits = tuple(limits)
     verdicts = check_budgets(record, limits)
-    if baseline_error:
+    if baseline is not None and baseline.world_size != record.world_size:
+        # Another world size is another workload (per-rank memory, global throughput): never
+        # compared silently, and not a failure of this run either.
+        verdicts.append(Verdict("*", "warn", f"baseline taken at world_size={baseline.world_size}, this run has "
+                                f"{record.world_size}: not compared; record one with --update-baselines", "baseline"))
+    elif baseline_error:
         verdicts.append(Verdict("*", "error", baseline_error, "store"))
     elif baseline is None:
         if options.strict and not options.update:

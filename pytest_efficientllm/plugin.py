@@ -24,6 +24,7 @@ from .devices import PROFILES, ProfileError, usable_cores
 from .fixture import Efficiency
 from .gate import GateOptions, add_derived, effective_limits, judge, parse_limit_assignments
 from .gate_state import GateState, TestResult
+from .distributed import is_reporting_rank
 from .leak import find_leak
 from .marker import MarkerError, MarkerSpec, parse_marker
 from .measure import Protocol
@@ -283,11 +284,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput[xdist_worker.WORKEROUTPUT_KEY] = xdist_worker.worker_summary(  # type: ignore[attr-defined]
             state, eff.threads, usable_cores())
         return
+    if not is_reporting_rank():
+        return  # under torchrun every rank runs the session; rank 0 alone writes baselines and JSON
     if xdist_controller.finish(state, eff.profile, eff.fingerprint) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # asked-for baselines or JSON are missing
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if not is_reporting_rank():
+        return
     eff = config.stash.get(SESSION_KEY, None)
     state = config.stash.get(GATE_KEY, None)
     if eff is None or state is None:

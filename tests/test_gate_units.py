@@ -107,3 +107,15 @@ def test_the_summary_fits_100_columns_and_shows_what_broke() -> None:
     assert any("AL +21.8%" in line and line.rstrip().endswith("FAIL") for line in lines)
     assert any("test_pretrain_step[MLA" in line and "…" in line for line in lines)
     assert any("tolerance +5%" in line for line in lines)
+
+
+def test_a_baseline_at_another_world_size_is_reported_not_compared() -> None:
+    from pytest_efficientllm.gate import GateOptions, judge
+    from pytest_efficientllm.record import Metric, Record
+
+    al = Metric("AL", 1.0, "s", "lower", "measured", "t", samples=(1.0,) * 5)
+    baseline = Record("t.py::t", "cpu", metrics={"AL": al}, world_size=2)
+    current = Record("t.py::t", "cpu", metrics={"AL": al}, world_size=4)
+    verdicts = judge(current, (), baseline, "", GateOptions())
+    assert [(v.metric, v.status) for v in verdicts] == [("*", "warn")]
+    assert "world_size=2" in verdicts[0].message and "not compared" in verdicts[0].message
