@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import t as student_t
 
 from .marker import Limit
 from .record import Metric, Record
@@ -263,6 +262,8 @@ def run_noise(base: Metric, base_median: float, current_median: float) -> RunNoi
     medians = [m for m in (*base.history, base_median) if m > 0]
     if len(medians) < MIN_RUNS or current_median <= 0:
         return None
+    from scipy.stats import t as student_t  # only needed once a baseline has enough runs
+
     logs = np.log(medians)
     k = len(logs)
     spread = float(np.std(logs, ddof=1)) * math.sqrt(1 + 1 / k) * float(student_t.ppf(PREDICTION, k - 1))
