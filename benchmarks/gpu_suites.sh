@@ -11,5 +11,5 @@ timeout "${SUITE_TIMEOUT:-330}" python -m pytest -p pytest_efficientllm.plugin s
     --update-baselines --continue-on-collection-errors --efficiency-json="$OUT/suites-small.json" -q -p no:cacheprovider \
     > "$OUT/suites-small.log" 2>&1
 echo "suites rc=$?" >> "$OUT/suites-small.log"
-cp -r baselines/h100 baselines/h200 "$OUT/" 2>/dev/null
+tar czf "$OUT/baselines-gpu.tgz" $(ls -d baselines/h100 baselines/h200 2>/dev/null)
 tail -5 "$OUT/suites-small.log"; cat "$OUT/nvml.md"

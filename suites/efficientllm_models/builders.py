@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -238,7 +239,8 @@ def to_precision(reference: nn.Module, precision: str) -> nn.Module:
         return copy.deepcopy(reference).to(DTYPES[precision]).eval()
     if precision not in ("int8", "int4"):
         raise NotApplicable(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    from optimum.quanto import freeze, qint4, qint8, quantize
+    quanto = require("optimum.quanto", "optimum-quanto")
+    freeze, qint4, qint8, quantize = quanto.freeze, quanto.qint4, quanto.qint8, quanto.quantize
 
     model = copy.deepcopy(reference).to(torch.bfloat16).eval()
     quantize(model, weights=qint8 if precision == "int8" else qint4, exclude="lm_head")
@@ -247,9 +249,12 @@ def to_precision(reference: nn.Module, precision: str) -> nn.Module:
 
 
 def quantized_linear_types() -> tuple[type, ...]:
-    from optimum.quanto.nn import QLinear
+    return (require("optimum.quanto.nn", "optimum-quanto").QLinear,)
 
-    return (QLinear,)
+
+def require(module: str, package: str) -> Any:
+    """Import a technique's library, or skip the test with the install command as the reason."""
+    return pytest.importorskip(module, reason=f"{module} is not installed: pip install {package}")
 
 
 # -- local checkpoints -------------------------------------------------------------------------

@@ -31,7 +31,9 @@ class _Block(nn.Module):
     def __init__(self, hidden: int, heads: int, kv_heads: int, intermediate: int,
                  window: int, block: int, selected: int) -> None:
         super().__init__()
-        from native_sparse_attention_pytorch import SparseAttention
+        from .builders import require
+
+        SparseAttention = require("native_sparse_attention_pytorch", "native-sparse-attention-pytorch").SparseAttention
 
         self.input_layernorm = nn.RMSNorm(hidden, eps=1e-6)
         # norm=False: the block's own pre-norm above plays that role, as in the Llama blocks.
