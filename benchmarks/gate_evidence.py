@@ -95,8 +95,8 @@ def pytest_run(project: Path, env: dict[str, str], *args: str) -> None:
 def verdicts_of(run_file: Path) -> dict[str, dict[str, dict]]:
     run = json.loads(run_file.read_text())
     out: dict[str, dict[str, dict]] = {}
-    for nodeid, verdicts in run["runs"][0]["verdicts"].items():
-        out[nodeid] = {v["metric"]: v for v in verdicts}
+    for record in run["records"]:
+        out[record["nodeid"]] = {v["metric"]: v for v in record["verdicts"]}
     return out
 
 
