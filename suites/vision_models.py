@@ -32,7 +32,7 @@ import pytest
 import torch
 from torch import nn
 
-from efficientllm_models.builders import PEFT_TARGETS, NotApplicable
+from efficientllm_models.builders import PEFT_TARGETS, NotApplicable, submodule
 from efficientllm_models.scales import Scale
 
 VISION_ATTENTION = ("mha", "mqa", "gqa")
@@ -573,15 +573,7 @@ def vlm_model(scale: Scale, seed: int = 0) -> nn.Module:
 
 def vision_tower(model: nn.Module) -> nn.Module:
     """The Qwen2.5-VL vision encoder and its patch merger (`model.visual`), through a peft wrapper too."""
-    for path in ("model.visual", "visual", "base_model.model.model.visual"):
-        obj: Any = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return obj
-    raise NotApplicable(f"{type(model).__name__}: no vision tower (model.visual) found")
+    return submodule(model, ("model.visual", "visual", "base_model.model.model.visual"), "vision tower")
 
 
 def vlm_settings(technique: str, scale: Scale) -> dict[str, Any]:

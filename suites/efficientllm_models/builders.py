@@ -162,8 +162,10 @@ def finetune_settings(technique: str, scale: Scale) -> dict[str, Any]:
     raise NotApplicable(f"unknown fine-tuning technique {technique!r}; expected one of {', '.join(FINETUNE)}")
 
 
-def _decoder_layers(model: nn.Module) -> nn.ModuleList:
-    for path in ("model.layers", "model.model.layers", "transformer.h"):
+def submodule(model: nn.Module, paths: tuple[str, ...], what: str) -> Any:
+    """The first of the dotted attribute `paths` that exists on `model` (wrappers nest it
+    differently), or NotApplicable naming `what` was looked for."""
+    for path in paths:
         obj: Any = model
         try:
             for part in path.split("."):
@@ -171,7 +173,11 @@ def _decoder_layers(model: nn.Module) -> nn.ModuleList:
         except AttributeError:
             continue
         return obj
-    raise NotApplicable(f"{type(model).__name__}: no decoder layer list found (model.layers) to freeze")
+    raise NotApplicable(f"{type(model).__name__}: no {what} found ({paths[0]})")
+
+
+def _decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return submodule(model, ("model.layers", "model.model.layers", "transformer.h"), "decoder layer list to freeze")
 
 
 def apply_technique(model: nn.Module, technique: str, scale: Scale) -> nn.Module:
