@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from efficientllm_models.counting import param_count
-from vision_models import (selected_scale, DIT_KV_PROJECTIONS, VISION_ATTENTION, DiTShape, FixedRun, GroupedJointAttnProcessor,
+from efficientllm_models.training import TrainingRun
+from vision_models import (selected_scale, DIT_KV_PROJECTIONS, VISION_ATTENTION, DiTShape, GroupedJointAttnProcessor,
                            PatchSizeError, dit_loss, dit_model, dit_settings, eval_loss, flow_matching_batch,
                            grating_latents, kv_activation_bytes, require, to_device, train_dtype,
                            vision_scale)
@@ -69,8 +70,8 @@ def test_train_step(efficiency, scale, device, variant):
     efficiency.count("kv_activation_bytes_per_image", _kv_bytes_per_image(model, d, device, scale), unit="B/image",
                      direction="lower", method="bytes of the K/V tensors the joint attention's projections produce / images")
     before = eval_loss(model, dit_loss, held)
-    losses = FixedRun(model, dit_loss, d.lr).run(efficiency, batches, tokens=d.batch * d.patches, samples=d.batch,
-                                                 params=param_count(model))
+    losses = TrainingRun(model, d.lr, dit_loss).run(efficiency, batches, param_count(model), tokens=d.batch * d.patches,
+                                                    samples=d.batch)
     after = eval_loss(model, dit_loss, held)
     efficiency.quality("denoising_loss", after, direction="lower",
                        method=f"flow-matching velocity MSE on {2 * d.batch} held-out synthetic sinusoid latents (fixed noise "

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from efficientllm_models.counting import param_count
-from vision_models import (selected_scale, VISION_ATTENTION, VIT_KV_PROJECTIONS, FixedRun, PatchSizeError, ViTShape, eval_loss, patch_masks,
+from efficientllm_models.training import TrainingRun
+from vision_models import (selected_scale, VISION_ATTENTION, VIT_KV_PROJECTIONS, PatchSizeError, ViTShape, eval_loss, patch_masks,
                            gratings, kv_activation_bytes, require, to_device, train_dtype, vision_scale, vit_layers, vit_loss, vit_model,
                            vit_settings)
 
@@ -77,8 +78,8 @@ def test_train_step(efficiency, scale, device, variant):
     efficiency.settings(**vit_settings(variant, scale), batch=v.batch, steps=v.train_steps, lr=v.lr, optimizer="AdamW",
                         objective="masked image modelling (SimMIM): 50% of patches masked, L1 pixel reconstruction")
     before = eval_loss(model, vit_loss, held)
-    losses = FixedRun(model, vit_loss, v.lr).run(efficiency, batches, tokens=v.batch * v.tokens, samples=v.batch,
-                                                 params=param_count(model))
+    losses = TrainingRun(model, v.lr, vit_loss).run(efficiency, batches, param_count(model), tokens=v.batch * v.tokens,
+                                                    samples=v.batch)
     after = eval_loss(model, vit_loss, held)
     efficiency.quality("reconstruction_loss", after, direction="lower",
                        method=f"L1 of masked-patch pixels on {held[0].shape[0]} held-out synthetic gratings (fixed masks, "

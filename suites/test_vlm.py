@@ -28,7 +28,8 @@ import torch
 
 from efficientllm_models.builders import NotApplicable, lora_layers, quantized_linear_types, to_precision
 from efficientllm_models.counting import _flat, optimizer_state_bytes, param_count, storage_bytes
-from vision_models import (selected_scale, VLM_FINETUNE, VLM_PRECISIONS, FixedRun, apply_vlm_technique, eval_loss, require,
+from efficientllm_models.training import TrainingRun
+from vision_models import (selected_scale, VLM_FINETUNE, VLM_PRECISIONS, apply_vlm_technique, eval_loss, require,
                            vision_scale, vision_tower, vlm_loss, vlm_model, vlm_samples, vlm_settings, vlm_slice,
                            to_device, train_dtype, weight_storage_bytes)
 
@@ -69,8 +70,8 @@ def _train(efficiency, model, technique, scale, device, total, vision_total):
     batches, held = _batches(v, device, next(model.parameters()).dtype)
     seq = batches[0]["input_ids"].shape[1]
     before = eval_loss(model, vlm_loss, held)
-    run = FixedRun(model, vlm_loss, v.lr)
-    losses = run.run(efficiency, batches, tokens=v.batch * seq, samples=v.batch, params=total)
+    run = TrainingRun(model, v.lr, vlm_loss)
+    losses = run.run(efficiency, batches, total, tokens=v.batch * seq, samples=v.batch)
     after = eval_loss(model, vlm_loss, held)
     efficiency.quality("heldout_caption_loss", after, direction="lower",
                        method=f"byte cross-entropy (nats) of the orientation captions of {held['input_ids'].shape[0]} held-out "

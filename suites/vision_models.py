@@ -492,44 +492,6 @@ def weight_storage_bytes(model: nn.Module, names: list[str]) -> int:
 
 # -- the fixed short training run ------------------------------------------------------------------
 
-@dataclass
-class FixedRun:
-    """`len(batches)` AdamW steps of `loss_fn(model, batch)`; step 0 counted under FlopCounterMode (untimed, the
-    warm-up), every later step one measured `efficiency.window`. The image models' twin of `TrainingRun`."""
-
-    model: nn.Module
-    loss_fn: Callable[[nn.Module, Any], torch.Tensor]
-    lr: float
-
-    def __post_init__(self) -> None:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("nothing to train: no parameter requires grad")
-        self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=0.0)
-
-    def step(self, batch: Any) -> float:
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model, batch)
-        loss.backward()
-        self.optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"training loss became {value}")
-        return value
-
-    def run(self, efficiency: Any, batches: list[Any], *, tokens: int, samples: int, params: int) -> list[float]:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with FlopCounterMode(display=False) as counter:
-            losses = [self.step(batches[0])]
-        flops = int(counter.get_total_flops())
-        for batch in batches[1:]:
-            with efficiency.window(tokens=tokens, samples=samples, params=params, flops=flops):
-                losses.append(self.step(batch))
-        return losses
-
-
 @torch.no_grad()
 def eval_loss(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor], batch: Any) -> float:
     was = model.training

@@ -9,7 +9,9 @@ technique's quality cost, recorded beside its efficiency.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,11 +27,20 @@ def heldout_loss(model: nn.Module, batch: torch.Tensor) -> float:
     return float(nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1)))
 
 
+def causal_lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """The model's own next-token loss (auxiliary losses, e.g. MoE balancing, included)."""
+    return model(input_ids=batch, labels=batch).loss
+
+
 @dataclass
 class TrainingRun:
+    """`len(batches)` AdamW steps of `loss_fn(model, batch)` (default: the causal-LM loss);
+    the text and the image suites share it."""
+
     model: nn.Module
     lr: float
-    optimizer: torch.optim.Optimizer | None = None
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor] = causal_lm_loss
+    optimizer: torch.optim.Optimizer = field(init=False)
 
     def __post_init__(self) -> None:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -37,11 +48,11 @@ class TrainingRun:
             raise ValueError("nothing to train: no parameter requires grad")
         self.optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=0.0)
 
-    def step(self, batch: torch.Tensor) -> float:
-        """One training step: forward (the model's own loss, auxiliary losses included), backward, AdamW."""
+    def step(self, batch: Any) -> float:
+        """One training step: forward, backward, AdamW."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.model(input_ids=batch, labels=batch).loss
+        loss = self.loss_fn(self.model, batch)
         loss.backward()
         self.optimizer.step()
         value = float(loss.detach())
@@ -49,15 +60,22 @@ class TrainingRun:
             raise FloatingPointError(f"training loss became {value}")
         return value
 
-    def run(self, efficiency, batches: list[torch.Tensor], params: int) -> list[float]:
-        """Step 0 counted (untimed), steps 1.. measured one window each; returns the training losses."""
+    def run(self, efficiency: Any, batches: list[Any], params: int, *, tokens: int | None = None,
+            samples: int | None = None) -> list[float]:
+        """Step 0 counted (untimed), steps 1.. measured one window each; returns the training losses.
+
+        `tokens`/`samples` per step default to a token batch's batch x sequence and batch size.
+        """
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter:
             losses = [self.step(batches[0])]
         flops = int(counter.get_total_flops())
-        batch, seq = batches[0].shape
+        if tokens is None or samples is None:
+            batch, seq = batches[0].shape
+            tokens = batch * seq if tokens is None else tokens
+            samples = batch if samples is None else samples
         for b in batches[1:]:
-            with efficiency.window(tokens=batch * seq, samples=batch, params=params, flops=flops):
+            with efficiency.window(tokens=tokens, samples=samples, params=params, flops=flops):
                 losses.append(self.step(b))
         return losses
