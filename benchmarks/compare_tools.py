@@ -91,6 +91,8 @@ def timing(runs: int, tmp: Path) -> dict[str, Any]:
             "overhead_ours": [r["ours_wall_s"] / r["hand_wall_s"] for r in rs],
             "overhead_theirs": [r["theirs_wall_s"] / r["hand_wall_s"] for r in rs],
             "overhead_ours_over_theirs": [r["ours_wall_s"] / r["theirs_wall_s"] for r in rs],
+            "extra_ours_s": [r["ours_wall_s"] - r["hand_wall_s"] for r in rs],
+            "extra_theirs_s": [r["theirs_wall_s"] - r["hand_wall_s"] for r in rs],
             "median_ratio_ours": [r["ours_median_s"] / r["hand_median_s"] for r in rs],
             "median_ratio_theirs": [r["theirs_median_s"] / r["hand_median_s"] for r in rs],
             "spread_ours": spread([r["ours_median_s"] for r in rs]),
@@ -283,6 +285,10 @@ def machine() -> dict[str, Any]:
     return {k: fp.get(k) for k in ("cpu_model", "cpu_count", "platform", "python", "packages") if k in fp}
 
 
+def _ms3(seconds: list[float] | None) -> str:
+    return fmt3([x * 1e3 for x in seconds], 1) + " ms" if seconds else "-"
+
+
 def _from(part: dict[str, Any]) -> str:
     return f" (from the run of {part['from_run']})" if part.get("from_run") else ""
 
@@ -305,11 +311,12 @@ def render(data: dict[str, Any]) -> str:
                   "pytest-benchmark's default auto-calibration would run a different number of rounds), order rotating. "
                   "Overhead = the tool's wall time for the whole measurement call / the hand loop's. Spread = (max − min) / "
                   "median of the medians the tool reported over the runs (lower is steadier).", "",
-                  "| workload | hand median round | overhead ours | overhead pytest-benchmark | ours / theirs wall | reported median / hand: ours | … theirs | spread ours | spread theirs | spread hand |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| workload | hand median round | overhead ours | overhead pytest-benchmark | ours / theirs wall | wall − hand wall: ours | … theirs | reported median / hand: ours | … theirs | spread ours | spread theirs | spread hand |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, w in t["by_workload"].items():
             lines.append(f"| {name} | {w['median_hand_s'] * 1e3:.2f} ms | {fmt3(w['overhead_ours'])} | {fmt3(w['overhead_theirs'])} | "
-                         f"{fmt3(w['overhead_ours_over_theirs'])} | {fmt3(w['median_ratio_ours'])} | {fmt3(w['median_ratio_theirs'])} | "
+                         f"{fmt3(w['overhead_ours_over_theirs'])} | {_ms3(w.get('extra_ours_s'))} | {_ms3(w.get('extra_theirs_s'))} | "
+                         f"{fmt3(w['median_ratio_ours'])} | {fmt3(w['median_ratio_theirs'])} | "
                          f"{w['spread_ours'] * 100:.1f}% | {w['spread_theirs'] * 100:.1f}% | {w['spread_hand'] * 100:.1f}% |")
         lines.append("")
     if t:
@@ -320,10 +327,16 @@ def render(data: dict[str, Any]) -> str:
                          f"{ratio:.2f}); spread ours ≤ theirs **{'met' if w['spread_ours'] <= w['spread_theirs'] else 'NOT met'}**")
         lines += ["Goals: " + "; ".join(goals) + ". Both tools report the same median (ratios to the hand loop ≈ 1), and "
                   "every spread, the hand loop's included, is set by the shared machine, not by the tool. The overhead is "
-                  "a fixed cost per measurement, not per round: `Meter` runs a full `gc.collect()` at every window open "
-                  "(commit 1c6fa75), which in a process holding torch + transformers took 542–879 ms (median 828 ms, "
-                  "n=5) and 0.00 ms after `gc.freeze()` (`python benchmarks/side_by_side/gc_cost.py`, run once at load "
-                  "4.9 after this run). Per round the timer adds nothing measurable (see Plugin overhead, issue 2).", ""]
+                  "a fixed cost per measurement, not per round (\"wall − hand wall\"; per round the timer adds nothing "
+                  "measurable, see Plugin overhead, issue 2). Ours buys what pytest-benchmark does not measure: the memory "
+                  "probe's RSS sampler thread (start ~0.17 ms, stop ~0.12 ms), the VmHWM reset through `clear_refs`, process "
+                  "CPU time, the energy estimate and ~20 derived metrics (~0.3–0.5 ms), ≈ 1–1.5 ms per measurement in all on "
+                  "this machine, plus ~7 ms once per process for numpy's first percentile (the first workload of each run, "
+                  "matmul, carries it). Until this run `Meter` ran a full `gc.collect()` before each test's first window: "
+                  "~0.1 s over a heap holding transformers (`python benchmarks/side_by_side/gc_cost.py`), which gave "
+                  "ours/theirs wall 5.28 / 1.47 / 1.21 (forward / generate / matmul, 10 runs, 11:12–11:13); it now collects "
+                  "only the young generations (~0.03 ms), which is where the set-up's cyclic garbage lives "
+                  "(`tests/test_measure_ground_truth.py::test_cyclic_garbage_left_by_set_up_is_freed_before_the_first_round`).", ""]
     mem = data.get("memory")
     if mem:
         lines += ["### Peak memory vs pytest-memray" + _from(mem), "",
@@ -380,14 +393,19 @@ def render(data: dict[str, Any]) -> str:
                   f"| zeus | {fmt3([r['overhead']['zeus'] for r in rows])} | {z['energy_j']} (GPU: {z['gpu_energy']}) | "
                   + (f"nothing: `ZeusMonitor(gpu_indices=[], cpu_indices=[0])` is built, then `{z['cpu_error']}`; " if z.get("cpu_error") else f"{z['source']}; ")
                   + "with no GPU and no RAPL a window gives its time only |",
-                  "", "GPU (NVML energy counter windows vs power integration): not run — this task was not lent a GPU machine.", ""]
+                  "", "GPU (NVML energy counter windows vs power integration): not run by this script (it runs on the CPU machine); "
+                  "see \"On a GPU (issue 2, H100)\" above, from `bash benchmarks/gpu_suites.sh` on a lent H100.", ""]
     s = data.get("suites")
     if s:
         rows = s["rows"]
         lines += ["### Suite throughput: tiny suites serially vs `-n 2`" + _from(s), "",
                   f"`pytest suites/ -q` (tiny scale, calibration off) serially and with `-n 2`, {len(rows)} pairs, order alternating.", "",
                   "| serial wall | -n 2 wall | speedup |", "|---|---|---|",
-                  f"| {fmt3([r['serial'] for r in rows], 1)} s | {fmt3([r['n2'] for r in rows], 1)} s | {fmt3([r['speedup'] for r in rows], 2)} |", ""]
+                  f"| {fmt3([r['serial'] for r in rows], 1)} s | {fmt3([r['n2'] for r in rows], 1)} s | {fmt3([r['speedup'] for r in rows], 2)} |", "",
+                  "Why two workers save little, as far as it is known (causes not measured separately): each xdist worker "
+                  "pays the start-up again (importing torch, transformers and diffusers, loading SmolLM2 from GGUF, the "
+                  "calibration workload), a large share of a suite this short; and with `efficiency_threads = 1` a serial "
+                  "run already leaves the second core to the sampler thread and the OS.", ""]
         if max(r["speedup"] for r in rows) > 2.0:
             lines += ["**Not a valid speedup figure:** above 2 on 2 cores cannot come from parallelism. The serial run overlapped "
                       "another engineer's `pytest suites/…` run on this machine (seen in `ps` during it) and the `-n 2` run "

@@ -109,19 +109,19 @@ class Meter:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self._collected = False
 
     @contextlib.contextmanager
     def _telemetry(self) -> Iterator[dict[str, Any]]:
         probes = self.backend.make_probes()
         box: dict[str, Any] = {}
-        # Garbage left by earlier code would otherwise be freed inside this window and
-        # show up as this workload's memory going down (and its time going up). Once per
-        # Meter (one per test): a full collection over a transformers-sized heap costs
-        # ~0.2 s, too much to pay before every step of a window() loop.
-        if not self._collected:
-            gc.collect()
-            self._collected = True
+        # Cyclic garbage the test's set-up just made (still in the young generations)
+        # would otherwise be freed inside the window, as this workload's memory going
+        # down and its time going up; collecting generations 0 and 1 costs ~0.03 ms.
+        # Not a full collection: over a transformers-sized heap that costs ~0.1 s per
+        # window (benchmarks/side_by_side/gc_cost.py), most of the plugin's overhead per
+        # measurement; old garbage is left to Python's own full collections, as in
+        # production, and an untimely one shows as one slow round, not a shifted median.
+        gc.collect(1)
         opened: list[Probe] = []
         failure: BaseException | None = None
         try:
@@ -196,8 +196,9 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
     mean = float(lat.mean()) if n else None
     out["rounds"] = Metric("rounds", float(n), "", "info", "counted", "rounds timed")
     out["AL"] = Metric("AL", mean, "s", "lower", "measured", f"{timer}; mean over rounds", samples=samples)
-    for q in (50, 90, 99):
-        value = float(np.percentile(lat, q)) if n else None
+    quantiles = (50, 90, 99)
+    values = [float(v) for v in np.percentile(lat, quantiles)] if n else [None] * len(quantiles)
+    for q, value in zip(quantiles, values):
         out[f"latency_p{q}"] = Metric(f"latency_p{q}", value, "s", "lower", "measured", f"{timer}; percentile {q} over rounds")
     busy = float(lat.sum())
     if len(result.cpu_s_per_round) == n and n:

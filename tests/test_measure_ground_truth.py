@@ -103,3 +103,21 @@ def test_each_round_carries_its_cpu_seconds_and_sleep_costs_none(meter: Meter) -
     per_round, wall = metrics["cpu_time_per_round"], metrics["AL"]
     # A pure-Python loop on one thread: its CPU seconds are at most its wall seconds.
     assert all(0 < c <= w * 1.05 + 1e-4 for c, w in zip(per_round.samples, wall.samples))
+
+
+def test_cyclic_garbage_left_by_set_up_is_freed_before_the_first_round(meter: Meter) -> None:
+    # A reference cycle holding a finaliser: only the cyclic collector can free it. It must go
+    # before the window's first round starts, not inside a round as this workload's cost.
+    events: list[str] = []
+
+    class Node:
+        def __init__(self) -> None:
+            self.other = self
+
+        def __del__(self) -> None:
+            events.append("freed")
+
+    Node()
+    result = meter.run_window(lambda: events.append("round"), Protocol(rounds=2, warmup=0))
+    assert events[:1] == ["freed"], events
+    assert events.count("round") == len(result.latencies_s) >= 2

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from ..leak import retained_metrics
 from ..record import Metric, unavailable
@@ -58,10 +61,10 @@ def reset_hwm(paths: ProcPaths) -> str | None:
         return f"cannot reset VmHWM ({paths.clear_refs}: {exc.strerror or exc})"
 
 
+@functools.cache
 def total_memory_bytes() -> int | None:
+    # Installed RAM does not change during a run; read once, not at every window close.
     try:
-        import psutil
-
         return int(psutil.virtual_memory().total)
     except Exception:
         return None
