@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -186,6 +187,17 @@ class Meter:
         return Metric("flops", float(flops), "FLOP", "lower", "counted", "torch FlopCounterMode, one untimed run")
 
 
+def _percentiles(values: tuple[float, ...], quantiles: tuple[int, ...]) -> list[float | None]:
+    # numpy's linear interpolation, without np.percentile: its first call imports numpy.ma
+    # (~9 ms), which would land inside the first measurement of every process.
+    if not values:
+        return [None] * len(quantiles)
+    if len(values) == 1:
+        return [values[0]] * len(quantiles)
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return [cuts[q - 1] for q in quantiles]
+
+
 def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Backend) -> dict[str, Metric]:
     """All recorded metrics of a test from its raw window(s) and what one round does."""
     out: dict[str, Metric] = dict(result.readings)
@@ -197,8 +209,7 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
     out["rounds"] = Metric("rounds", float(n), "", "info", "counted", "rounds timed")
     out["AL"] = Metric("AL", mean, "s", "lower", "measured", f"{timer}; mean over rounds", samples=samples)
     quantiles = (50, 90, 99)
-    values = [float(v) for v in np.percentile(lat, quantiles)] if n else [None] * len(quantiles)
-    for q, value in zip(quantiles, values):
+    for q, value in zip(quantiles, _percentiles(samples, quantiles)):
         out[f"latency_p{q}"] = Metric(f"latency_p{q}", value, "s", "lower", "measured", f"{timer}; percentile {q} over rounds")
     busy = float(lat.sum())
     if len(result.cpu_s_per_round) == n and n:

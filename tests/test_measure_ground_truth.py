@@ -121,3 +121,14 @@ def test_cyclic_garbage_left_by_set_up_is_freed_before_the_first_round(meter: Me
     result = meter.run_window(lambda: events.append("round"), Protocol(rounds=2, warmup=0))
     assert events[:1] == ["freed"], events
     assert events.count("round") == len(result.latencies_s) >= 2
+
+
+def test_latency_percentiles_follow_numpys_linear_rule() -> None:
+    from pytest_efficientllm.measure import _percentiles
+
+    assert _percentiles(tuple(float(x) for x in range(1, 102)), (50, 90, 99)) == [51.0, 91.0, 100.0]
+    assert _percentiles((0.25,), (50, 99)) == [0.25, 0.25]
+    assert _percentiles((), (50,)) == [None]
+    rounds = tuple(float(x) for x in torch.rand(37, generator=torch.Generator().manual_seed(1)))
+    expected = torch.quantile(torch.tensor(rounds, dtype=torch.float64), torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64))
+    assert _percentiles(rounds, (50, 90, 99)) == pytest.approx(expected.tolist(), rel=1e-12)
