@@ -330,7 +330,7 @@ def render(data: dict[str, Any]) -> str:
                   "a fixed cost per measurement, not per round (\"wall − hand wall\"; per round the timer adds nothing "
                   "measurable, see Plugin overhead, issue 2). Ours buys what pytest-benchmark does not measure: a no-op measured 8 times in one "
                   "process with the plugin's functions wrapped by a timer (`python -m pytest "
-                  "benchmarks/side_by_side/fixed_cost_tests.py -s`, 11:53, load ~0.5) took 1.05 ms per `efficiency.measure` "
+                  "benchmarks/side_by_side/fixed_cost_tests.py -s`, 11:50, load ~0.5) took 1.05 ms per `efficiency.measure` "
                   "(first call 1.87 ms): opening and closing the memory probe 0.57 ms (its RSS sampler thread's start 0.23 "
                   "ms and stop 0.16 ms, the VmHWM reset through `clear_refs`), ~20 derived metrics and the record 0.20 ms, "
                   "the CPU-time probe 0.02 ms. The first measurement of a process (matmul here) pays first calls on top; "
