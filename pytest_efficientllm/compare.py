@@ -290,17 +290,7 @@ def compare_record(baseline: Record, current: Record, limits: Iterable[Limit] = 
     return soften(verdicts) if mode == "warn" else verdicts
 
 
-def looks_like_regression(baseline: Record, current: Record, limits: Iterable[Limit] = ()) -> bool:
-    """Would a measured metric of `current` fail against `baseline` under these rules, the
-    default checks that only warn (`WARN_BY_DEFAULT`) counted as failing? What a test asks
-    before it takes another measurement window (`windows`)."""
-    verdicts = _compare(baseline, current, _tolerances(limits), soften_defaults=False)
-    return any(v.status == "fail" and v.metric in current.metrics and current.metrics[v.metric].source == "measured"
-               for v in verdicts)
-
-
-def _compare(baseline: Record, current: Record, tolerances: dict[str, float],
-             soften_defaults: bool = True) -> list[Verdict]:
+def _compare(baseline: Record, current: Record, tolerances: dict[str, float]) -> list[Verdict]:
     fp = fingerprint_diff(baseline.fingerprint, current.fingerprint)
     if baseline.profile != current.profile:
         fp.errors.insert(0, f"profile: {baseline.profile!r} -> {current.profile!r}")
@@ -348,7 +338,7 @@ def _compare(baseline: Record, current: Record, tolerances: dict[str, float],
         elif cur.source == "measured":
             verdict = _compare_measured(name, base, cur, DEFAULT_MEASURED_TOLERANCE if tol is None else tol,
                                         metric_factor)
-            if tol is None and verdict.failed and current.profile in WARN_BY_DEFAULT and soften_defaults:
+            if tol is None and verdict.failed and current.profile in WARN_BY_DEFAULT:
                 verdict = Verdict(name, "warn", verdict.message + f" (default check on the {current.profile} profile "
                                   f"warns; give {name} a tolerance to fail on it)", "baseline", verdict.change)
             out.append(verdict)

@@ -13,7 +13,6 @@ from .measure import Meter, WindowResult, Work, derive_metrics
 from .metrics import CATALOG
 from .record import Metric, Record
 from .session import EfficiencySession
-from .windows import WindowPolicy, take_windows
 
 
 class MeasurementError(RuntimeError):
@@ -28,11 +27,9 @@ class Efficiency:
     `compression` and `settings` add facts to the same record.
     """
 
-    def __init__(self, session: EfficiencySession, nodeid: str, spec: MarkerSpec,
-                 windows: WindowPolicy | None = None) -> None:
+    def __init__(self, session: EfficiencySession, nodeid: str, spec: MarkerSpec) -> None:
         self._session = session
         self.spec = spec
-        self._window_policy = windows or WindowPolicy()
         self.meter = Meter(session.backend)
         self.record = Record(
             nodeid=nodeid,
@@ -70,19 +67,6 @@ class Efficiency:
             self.record.add(metric)
         return self.record
 
-    def _measure_windows(self, run: Callable[[], WindowResult], work: Work, flops: Metric) -> Record:
-        """One window, or more when the policy asks (windows.py); the kept one is recorded."""
-
-        def provisional(result: WindowResult) -> Record:
-            record = Record.from_dict(self.record.to_dict())
-            for metric in derive_metrics(result, work, flops, self._session.backend).values():
-                record.add(metric)
-            return record
-
-        result, windows = take_windows(run, self._window_policy, provisional)
-        self.record.add(windows)
-        return self._finish(result, work, flops)
-
     def measure(self, fn: Callable[[], Any], *, tokens: int | None = None, samples: int | None = None,
                 params: int | None = None, flops: int | None = None) -> Record:
         """Warm up, count FLOPs once (untimed), then time rounds of `fn` in one telemetry window.
@@ -94,12 +78,9 @@ class Efficiency:
         work = self._work_of(tokens, samples, params, flops)
         protocol = self.spec.protocol
         flops_metric = self.meter.flops_of(fn, work)
-
-        def one_window() -> WindowResult:
-            self.meter.warm_up(fn, protocol.warmup)
-            return self.meter.run_window(fn, protocol)
-
-        return self._measure_windows(one_window, work, flops_metric)
+        self.meter.warm_up(fn, protocol.warmup)
+        result = self.meter.run_window(fn, protocol)
+        return self._finish(result, work, flops_metric)
 
     def generate(self, model: Any, input_ids: Any, *, max_new_tokens: int, params: int | None = None,
                  **generate_kwargs: Any) -> Record:
@@ -136,21 +117,16 @@ class Efficiency:
         work = self._work_of(batch * max_new_tokens, batch, params, None)
         protocol = self.spec.protocol
         flops_metric = self.meter.flops_of(one_round, work)
-
-        def one_window() -> WindowResult:
-            self.meter.warm_up(one_round, protocol.warmup)
-            started.clear(); first_token_at.clear(); outputs.clear()  # noqa: E702 - reset after warm-up
-            result = self.meter.run_window(one_round, protocol)
-            new_tokens = int(outputs[-1].shape[1]) - prompt_len
-            if new_tokens != max_new_tokens:
-                raise MeasurementError(f"{self.record.nodeid}: generate produced {new_tokens} new tokens, "
-                                       f"expected {max_new_tokens}")
-            result.ttft_s = [f - s for s, f in zip(started, first_token_at)]
-            result.output_tokens = new_tokens
-            return result
-
+        self.meter.warm_up(one_round, protocol.warmup)
+        started.clear(); first_token_at.clear(); outputs.clear()  # noqa: E702 - reset after warm-up
+        result = self.meter.run_window(one_round, protocol)
+        new_tokens = int(outputs[-1].shape[1]) - prompt_len
+        if new_tokens != max_new_tokens:
+            raise MeasurementError(f"{self.record.nodeid}: generate produced {new_tokens} new tokens, expected {max_new_tokens}")
+        result.ttft_s = [f - s for s, f in zip(started, first_token_at)]
+        result.output_tokens = new_tokens
         self.record.settings.update({"max_new_tokens": max_new_tokens, "batch": batch, "prompt_tokens": prompt_len})
-        return self._measure_windows(one_window, work, flops_metric)
+        return self._finish(result, work, flops_metric)
 
     @contextlib.contextmanager
     def window(self, *, tokens: int | None = None, samples: int | None = None, params: int | None = None,

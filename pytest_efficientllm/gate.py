@@ -15,7 +15,6 @@ from .compare import MODES, compare_record
 from .marker import Limit, MarkerError, parse_limit
 from .record import Metric, Record
 from .verdicts import Verdict, check_budgets, soften
-from .windows import DEFAULT_RETRIES
 
 
 @dataclass(frozen=True)
@@ -23,8 +22,7 @@ class GateOptions:
     """The run's gate settings after CLI and ini are merged.
 
     `ini_limits` are project-wide defaults (a test's marker overrides them);
-    `cli_limits` override everything for this run. `retry_windows`: extra measurement
-    windows a test may take (`windows.WindowPolicy`).
+    `cli_limits` override everything for this run.
     """
 
     mode: str = "fail"
@@ -32,13 +30,10 @@ class GateOptions:
     update: bool = False
     ini_limits: tuple[Limit, ...] = ()
     cli_limits: tuple[Limit, ...] = ()
-    retry_windows: int = DEFAULT_RETRIES
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"--efficiency-gate={self.mode!r}: expected one of {', '.join(MODES)}")
-        if self.retry_windows < 0:
-            raise ValueError(f"--efficiency-retry-windows={self.retry_windows}: expected 0 or more")
 
 
 def parse_limit_assignments(items: Iterable[str], where: str) -> tuple[Limit, ...]:

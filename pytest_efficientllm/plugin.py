@@ -20,7 +20,6 @@ import pytest
 from . import xdist_controller, xdist_worker
 from .baseline_store import BaselineError, BaselineStore
 from .calibration import Calibrator
-from .compare import looks_like_regression
 from .devices import PROFILES, ProfileError, usable_cores
 from .fixture import Efficiency
 from .gate import GateOptions, add_derived, effective_limits, judge, parse_limit_assignments
@@ -29,11 +28,9 @@ from .distributed import is_reporting_rank
 from .leak import find_leak
 from .marker import MarkerError, MarkerSpec, parse_marker
 from .measure import Protocol
-from .record import Record
 from .session import EfficiencySession, Options
 from .units import UnitError, parse_seconds
 from .verdicts import Verdict
-from .windows import WindowPolicy
 
 # Idle OpenMP threads spin by default: on a shared CPU they burn the time a neighbour
 # needs and count as this process's CPU time, so CPU seconds stop measuring the work.
@@ -83,11 +80,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--efficiency-calibrate-every", dest="efficiency_calibrate_every", default=None, metavar="DURATION",
                     help="re-measure the calibration workload when the run is longer than this; 'off' never "
                          "calibrates (default: ini, 10 min)")
-    group.addoption("--efficiency-retry-windows", dest="efficiency_retry_windows", default=None, metavar="N",
-                    help="extra measurement windows a test takes when its first looks like a regression (the "
-                         "fastest is kept); with --update-baselines every test takes 1+N. 0 turns this off "
-                         "(default: ini, 2)")
-    parser.addini("efficiency_retry_windows", "extra measurement windows on a suspected regression", default="2")
     parser.addini("efficiency_baselines_dir", "baselines folder, relative to the rootdir", default="baselines")
     parser.addini("efficiency_gate", "gate mode: fail|warn|off", default="fail")
     parser.addini("efficiency_strict", "a measured test without a baseline fails", type="bool", default=False)
@@ -100,14 +92,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _setting(config: pytest.Config, name: str) -> Any:
     value = config.getoption(f"efficiency_{name}", default=None)
     return value if value is not None else config.getini(f"efficiency_{name}")
-
-
-def _int_setting(config: pytest.Config, name: str) -> int:
-    raw = _setting(config, name)
-    try:
-        return int(str(raw).strip())
-    except ValueError:
-        raise ValueError(f"--efficiency-{name.replace('_', '-')}={raw!r}: expected a whole number") from None
 
 
 def options_from_config(config: pytest.Config) -> Options:
@@ -134,7 +118,6 @@ def gate_state_from_config(config: pytest.Config, profile: str) -> GateState:
             update=bool(config.getoption("efficiency_update_baselines", False)),
             ini_limits=parse_limit_assignments(config.getini("efficiency_limits"), "ini efficiency_limits"),
             cli_limits=parse_limit_assignments(config.getoption("efficiency_limit", []) or [], "--efficiency-limit"),
-            retry_windows=_int_setting(config, "retry_windows"),
         )
         every_raw = str(_setting(config, "calibrate_every")).strip()
         every = None if every_raw.lower() == "off" else parse_seconds(every_raw)
@@ -203,26 +186,9 @@ def efficiency(request: pytest.FixtureRequest) -> Efficiency:
         lock.acquire()
         request.addfinalizer(lock.release)
     spec = request.node.stash.get(SPEC_KEY, None) or parse_marker({}, (), eff.options.defaults)
-    fixture = Efficiency(eff, request.node.nodeid, spec, _window_policy(state, spec, request.node.nodeid))
+    fixture = Efficiency(eff, request.node.nodeid, spec)
     request.node.stash[FIXTURE_KEY] = fixture
     return fixture
-
-
-def _window_policy(state: GateState, spec: MarkerSpec, nodeid: str) -> WindowPolicy:
-    options = state.options
-    if options.mode == "off" or options.retry_windows == 0:
-        return WindowPolicy()
-    if options.update:
-        return WindowPolicy(retries=options.retry_windows, always=True)
-
-    def suspect(record: Record) -> bool:
-        baseline, error = _baseline_of(state, nodeid)
-        if baseline is None or error or baseline.world_size != record.world_size:
-            return False
-        add_derived(record)
-        return looks_like_regression(baseline, record, effective_limits(spec.limits, options, record.metrics))
-
-    return WindowPolicy(retries=options.retry_windows, suspect=suspect)
 
 
 def _failure_text(failed: list[Verdict]) -> str:
