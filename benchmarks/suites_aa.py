@@ -1,0 +1,114 @@
+"""A/A of the CPU suites against the committed baselines (issue 3): what our own CI meets.
+
+    python benchmarks/suites_aa.py [--runs 3] [--write] [--pytest-arg=--efficiency-retry-windows=0]
+
+Each run is `pytest suites/` exactly as `.ci/run` runs it (default gate, `baselines/cpu/`,
+which an earlier, separate process recorded), with `--efficiency-json` to read the verdicts.
+Unchanged code, so every regression verdict is a false alarm. Counted per gated metric:
+failures; the CPU profile's default `cpu_time_per_round` check, which warns, is counted
+apart as "would fail" when its message says the change is beyond tolerance and noise — the
+number that decides whether that default could fail instead. Also: how many measurement
+windows the tests took (`windows` metric) and the wall time of each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+SECTION = "## Suites against the committed baselines (issue 3)"
+
+
+def one_run(extra: list[str], out: Path) -> tuple[float, int, dict]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider",
+                           f"--efficiency-json={out}", *extra], cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if not out.exists():
+        raise RuntimeError(f"pytest suites/ exited {proc.returncode} without a run file:\n{proc.stdout[-3000:]}")
+    return wall, proc.returncode, json.loads(out.read_text())
+
+
+def tally(run: dict) -> dict:
+    gated = fails = would_fail = 0
+    failed: list[str] = []
+    would: list[str] = []
+    windows: Counter[int] = Counter()
+    for record in run["records"]:
+        w = record["metrics"].get("windows", {}).get("value")
+        if w is not None:
+            windows[int(w)] += 1
+        for v in record.get("verdicts", []):
+            if v.get("kind") != "baseline" or v["metric"] == "*":
+                continue
+            gated += 1
+            if v["status"] == "fail":
+                fails += 1
+                failed.append(f"{record['nodeid']} {v['metric']} {v['change'] * 100:+.1f}%")
+            elif v["status"] == "warn" and "beyond tolerance and noise" in v["message"]:
+                would_fail += 1
+                would.append(f"{record['nodeid']} {v['metric']} {v['change'] * 100:+.1f}%")
+    return {"gated": gated, "fails": fails, "would_fail": would_fail, "failed": failed, "would": would,
+            "windows": dict(sorted(windows.items()))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--pytest-arg", action="append", default=[])
+    args = parser.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M")
+    load0 = os.getloadavg()[0]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.runs):
+            wall, rc, run = one_run(args.pytest_arg, Path(tmp) / f"run-{i}.json")
+            t = tally(run)
+            rows.append({"wall_s": wall, "rc": rc, **t})
+            print(f"run {i + 1}/{args.runs}: rc {rc}, {wall:.0f} s, {t}", flush=True)
+    load1 = os.getloadavg()[0]
+    lines = [SECTION, "",
+             f"Command: `python benchmarks/suites_aa.py --runs {args.runs}"
+             + "".join(f" --pytest-arg={a}" for a in args.pytest_arg) + f" --write` ({started}, load average "
+             f"{load0:.1f} at start, {load1:.1f} at end). Each run is `pytest suites/` as `.ci/run` runs it, against "
+             "the committed `baselines/cpu/` (recorded by earlier, separate processes); unchanged code, so every "
+             "regression verdict is a false alarm. \"would fail\": the CPU profile's default `cpu_time_per_round` "
+             "check (which warns) found a change beyond its 5% tolerance and the noise.", "",
+             "| run | exit | wall | gated comparisons | failed | would fail (default CPU-time check) | windows taken: tests |",
+             "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows):
+        win = ", ".join(f"{k}: {v}" for k, v in r["windows"].items())
+        lines.append(f"| {i + 1} | {r['rc']} | {r['wall_s']:.0f} s | {r['gated']} | {r['fails']} | {r['would_fail']} | {win} |")
+    total = sum(r["gated"] for r in rows)
+    lines += ["", f"False alarms: {sum(r['fails'] for r in rows)} failed of {total} gated comparisons; "
+              f"{sum(r['would_fail'] for r in rows)} of {total} would fail if the CPU-time default failed "
+              f"({statistics.mean(r['wall_s'] for r in rows):.0f} s per run on average)."]
+    would = [w for r in rows for w in r["would"] + r["failed"]]
+    if would:
+        lines += ["", "Which: " + "; ".join(would[:20]) + (" …" if len(would) > 20 else "")]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        current = RESULTS.read_text()
+        start = current.find(SECTION)
+        if start < 0:
+            RESULTS.write_text(current.rstrip("\n") + "\n\n" + text)
+        else:
+            nxt = current.find("\n## ", start + len(SECTION))
+            RESULTS.write_text(current[:start] + text + ("" if nxt < 0 else current[nxt + 1:]))
+
+
+if __name__ == "__main__":
+    main()
