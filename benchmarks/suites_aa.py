@@ -7,8 +7,8 @@ which an earlier, separate process recorded), with `--efficiency-json` to read t
 Unchanged code, so every regression verdict is a false alarm. Counted per gated metric:
 failures; the CPU profile's default `cpu_time_per_round` check, which warns, is counted
 apart as "would fail" when its message says the change is beyond tolerance and noise — the
-number that decides whether that default could fail instead. Also: how many measurement
-windows the tests took (`windows` metric) and the wall time of each run.
+number that decides whether that default could fail instead. Also: improvements beyond
+tolerance (a baseline recorded slower than this run), and the wall time of each run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,14 +40,10 @@ def one_run(extra: list[str], out: Path) -> tuple[float, int, dict]:
 
 
 def tally(run: dict) -> dict:
-    gated = fails = would_fail = 0
+    gated = fails = would_fail = improved = 0
     failed: list[str] = []
     would: list[str] = []
-    windows: Counter[int] = Counter()
     for record in run["records"]:
-        w = record["metrics"].get("windows", {}).get("value")
-        if w is not None:
-            windows[int(w)] += 1
         for v in record.get("verdicts", []):
             if v.get("kind") != "baseline" or v["metric"] == "*":
                 continue
@@ -56,11 +51,12 @@ def tally(run: dict) -> dict:
             if v["status"] == "fail":
                 fails += 1
                 failed.append(f"{record['nodeid']} {v['metric']} {v['change'] * 100:+.1f}%")
+            elif v["status"] == "improved":
+                improved += 1
             elif v["status"] == "warn" and "beyond tolerance and noise" in v["message"]:
                 would_fail += 1
                 would.append(f"{record['nodeid']} {v['metric']} {v['change'] * 100:+.1f}%")
-    return {"gated": gated, "fails": fails, "would_fail": would_fail, "failed": failed, "would": would,
-            "windows": dict(sorted(windows.items()))}
+    return {"gated": gated, "fails": fails, "would_fail": would_fail, "improved": improved, "failed": failed, "would": would}
 
 
 def main() -> None:
@@ -86,11 +82,11 @@ def main() -> None:
              "the committed `baselines/cpu/` (recorded by earlier, separate processes); unchanged code, so every "
              "regression verdict is a false alarm. \"would fail\": the CPU profile's default `cpu_time_per_round` "
              "check (which warns) found a change beyond its 5% tolerance and the noise.", "",
-             "| run | exit | wall | gated comparisons | failed | would fail (default CPU-time check) | windows taken: tests |",
+             "| run | exit | wall | gated comparisons | failed | would fail (default CPU-time check) | improved |",
              "|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows):
-        win = ", ".join(f"{k}: {v}" for k, v in r["windows"].items())
-        lines.append(f"| {i + 1} | {r['rc']} | {r['wall_s']:.0f} s | {r['gated']} | {r['fails']} | {r['would_fail']} | {win} |")
+        lines.append(f"| {i + 1} | {r['rc']} | {r['wall_s']:.0f} s | {r['gated']} | {r['fails']} | {r['would_fail']} | "
+                     f"{r['improved']} |")
     total = sum(r["gated"] for r in rows)
     lines += ["", f"False alarms: {sum(r['fails'] for r in rows)} failed of {total} gated comparisons; "
               f"{sum(r['would_fail'] for r in rows)} of {total} would fail if the CPU-time default failed "
