@@ -7,7 +7,6 @@ Merging: grouping does not matter (associativity) and no record is lost.
 
 from __future__ import annotations
 
-import math
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -98,9 +97,6 @@ def test_measured_verdicts_mirror_when_the_runs_are_swapped(x: list[float], y: l
     ab = _status(record("t.py::t", _latency(x)), record("t.py::t", _latency(y)), "AL", WALL_TOLERANCE)
     ba = _status(record("t.py::t", _latency(y)), record("t.py::t", _latency(x)), "AL", WALL_TOLERANCE)
     if ab in MIRROR and ba in MIRROR:
-        # Same band caveat as for counted metrics: the medians' ratio near 1 +- tolerance.
-        r = sorted(y)[len(y) // 2] / sorted(x)[len(x) // 2]
-        assume(abs(math.log(r)) > math.log(1.06) or abs(math.log(r)) < math.log(1.04))
         assert MIRROR[ab] == ba, (ab, ba)
     else:
         assert ab == ba  # a warning (too little data) holds both ways
