@@ -13,6 +13,12 @@ window is open (like `ProcessMemoryProbe`), and `find_leak` judges the samples:
   noise, `MIN_RETAINED_BYTES`) **and** the growth continues into the second half of the
   window — a one-time growth (a cache filled in the first round) stops early.
 
+Known false positive: torch aligns CPU blocks of 2 MiB and more to 2 MiB (for transparent
+huge pages), and glibc does not always reuse such a freed block for the next one, so a
+workload that allocates and frees an 8 MiB tensor every round can read as RSS growing by
+8 MiB a round (1 of 4 fresh runs here, THP in `madvise` mode). The same workload with plain
+Python buffers does not. Hence a warning, never a failure.
+
 The finding is a value that renders itself (`as_section`, `as_verdict`), in the style of
 `verdicts`; a leak warns rather than fails, since RSS also moves with allocator caching.
 

@@ -167,14 +167,20 @@ def test_memory_kept_across_rounds_is_reported_as_a_leak_not_averaged_away(pytes
 
         @pytest.mark.efficiency(rounds=8, warmup=0)
         def test_tidy(efficiency):
+            # Not a torch tensor: torch aligns CPU blocks of 2 MiB and more to 2 MiB for
+            # transparent huge pages, and glibc then does not always reuse a freed block, so
+            # RSS can climb by 8 MiB a round with nothing kept (seen in 1 of 4 fresh runs):
+            # the RSS-based check's known false positive (leak.py), not what is tested here.
             def work():
-                t = torch.ones(8 * 2**20 // 4)
+                t = b"\\x01" * (8 * 2**20)  # written, so resident
                 time.sleep(0.03)
                 del t
             efficiency.measure(work, tokens=1)
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
+    # A fresh process: in one that has run other tests, glibc may serve the 8 MiB blocks from
+    # freed heap memory that is still resident, and RSS would not see them (a lower bound).
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", timeout=180)
     result.assert_outcomes(passed=2)
     out = result.stdout.str()
     assert "retained_memory: memory grew by" in out and "a leak across rounds" in out

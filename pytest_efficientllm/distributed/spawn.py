@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -126,10 +127,19 @@ def _master_store(world_size: int, timeout_s: float, attempts: int = 3) -> Any:
 
 
 def _describe_exit(exc: Exception) -> str:
-    code = getattr(exc, "exit_code", None)
     signal_name = getattr(exc, "signal_name", None)
     if signal_name:
         return f"killed by signal {signal_name}; no Python traceback (see the captured output)"
+    return _describe_exit_code(getattr(exc, "exit_code", None))
+
+
+def _describe_exit_code(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"killed by signal {name}; no Python traceback (see the captured output)"
     return f"exited with code {code} without a Python traceback (os._exit, a crash in native code, ...)"
 
 
@@ -159,6 +169,10 @@ def run_ranks(body: Callable[[RankContext], dict[str, Any] | None], world_size: 
         except mp.ProcessExitedException as exc:
             first, first_error = exc.error_index, _describe_exit(exc)
         finally:
+            # A rank that was already gone when the first failure was seen ended on its own
+            # (it may be the cause: a rank that dies makes its peers' collectives fail too);
+            # only the ones alive now are terminated by us.
+            ended_alone = {rank for rank, process in enumerate(context.processes) if not process.is_alive()}
             for process in context.processes:
                 if process.is_alive():
                     process.kill()
@@ -171,6 +185,8 @@ def run_ranks(body: Callable[[RankContext], dict[str, Any] | None], world_size: 
                 outcome = RankOutcome.from_dict(json.loads(path.read_text(encoding="utf-8")))
             elif rank == first:
                 outcome = RankOutcome(rank, DIED, error=first_error or "exited without reporting")
+            elif rank in ended_alone and context.processes[rank].exitcode not in (None, 0):
+                outcome = RankOutcome(rank, DIED, error=_describe_exit_code(context.processes[rank].exitcode))
             else:
                 code = context.processes[rank].exitcode
                 why = f"terminated after rank {first} failed" if first is not None else f"exited with code {code} without reporting"
