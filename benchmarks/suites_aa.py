@@ -59,6 +59,31 @@ def tally(run: dict) -> dict:
     return {"gated": gated, "fails": fails, "would_fail": would_fail, "improved": improved, "failed": failed, "would": would}
 
 
+def run_to_run_bounds(profile: str = "cpu", metric: str = "cpu_time_per_round") -> list[float]:
+    """For each committed baseline with 3+ runs: how far above the mean run median (on the log
+    scale) the gate's run-to-run prediction bound lies, i.e. the smallest regression that can
+    fail at all (`compare.run_noise`)."""
+    import math
+
+    from pytest_efficientllm.baseline_store import read_entries
+    from pytest_efficientllm.compare import run_noise
+    from pytest_efficientllm.stats import summarize
+
+    out = []
+    for path in sorted((ROOT / "baselines" / profile).rglob("*.json")):
+        for record in read_entries(path).values():
+            base = record.metrics.get(metric)
+            if base is None or not base.samples:
+                continue
+            median = summarize([x for x in base.samples if x > 0]).median
+            noise = run_noise(base, median, median)
+            if noise is not None:
+                runs = [m for m in (*base.history, median) if m > 0]
+                centre = math.exp(statistics.mean(math.log(m) for m in runs))
+                out.append(noise.bound / centre - 1)
+    return sorted(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -91,6 +116,13 @@ def main() -> None:
     lines += ["", f"False alarms: {sum(r['fails'] for r in rows)} failed of {total} gated comparisons; "
               f"{sum(r['would_fail'] for r in rows)} of {total} would fail if the CPU-time default failed "
               f"({statistics.mean(r['wall_s'] for r in rows):.0f} s per run on average)."]
+    bounds = run_to_run_bounds()
+    if bounds:
+        q = statistics.quantiles(bounds, n=10) if len(bounds) > 1 else bounds * 9
+        lines += ["", f"What the run-to-run rule leaves detectable: over the {len(bounds)} committed CPU baselines of "
+                  "`cpu_time_per_round` with 3+ runs, the 99.9% prediction bound lies "
+                  f"{bounds[0]:+.0%} (smallest), {statistics.median(bounds):+.0%} (median), {q[8]:+.0%} (90th "
+                  f"percentile) above the mean run median; a regression below that passes as run-to-run noise."]
     would = [w for r in rows for w in r["would"] + r["failed"]]
     if would:
         lines += ["", "Which: " + "; ".join(would[:20]) + (" …" if len(would) > 20 else "")]
