@@ -52,12 +52,15 @@ def device(request: pytest.FixtureRequest) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and gpu != "cpu" else "cpu")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scale(request: pytest.FixtureRequest, device: torch.device) -> Scale:
-    """The selected scale; `paper` skips (before anything is allocated) without a GPU."""
+    """The selected scale; `paper` skips (before anything is allocated) without a GPU, naming the model
+    families the test module builds: its `PAPER_FAMILIES` when it sets one (the vision suites), else the
+    decoder study's."""
     s = get_scale(request.config.getoption("scale"))
     if s.needs_accelerator and device.type != "cuda":
-        pytest.skip(f"--scale={s.name} builds the paper's model sizes ({', '.join(s.paper_families)}) in "
+        families = getattr(request.module, "PAPER_FAMILIES", s.paper_families)
+        pytest.skip(f"--scale={s.name} builds the paper's model sizes ({', '.join(families)}) in "
                     f"{s.train_dtype}, billions of parameters: it needs a CUDA GPU; on a CPU use --scale=tiny or --scale=small")
     return s
 

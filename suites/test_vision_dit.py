@@ -24,18 +24,13 @@ import torch
 
 from efficientllm_models.counting import param_count
 from efficientllm_models.training import TrainingRun
-from vision_models import (selected_scale, DIT_KV_PROJECTIONS, VISION_ATTENTION, DiTShape, GroupedJointAttnProcessor,
+from vision_models import PAPER_FAMILIES  # noqa: F401 - named by the conftest's scale fixture when it skips paper
+from vision_models import (DIT_KV_PROJECTIONS, VISION_ATTENTION, DiTShape, GroupedJointAttnProcessor,
                            PatchSizeError, dit_loss, dit_model, dit_settings, eval_loss, flow_matching_batch,
                            grating_latents, kv_activation_bytes, require, to_device, train_dtype,
                            vision_scale)
 
 require("diffusers")
-
-
-@pytest.fixture
-def scale(request, device):
-    """The conftest's `--scale`, skipping `paper` on a CPU with the vision families it would build."""
-    return selected_scale(request.config, device)
 
 
 def _dit(variant, scale, device):

@@ -22,17 +22,12 @@ import torch
 
 from efficientllm_models.counting import param_count
 from efficientllm_models.training import TrainingRun
-from vision_models import (selected_scale, VISION_ATTENTION, VIT_KV_PROJECTIONS, PatchSizeError, ViTShape, eval_loss, patch_masks,
+from vision_models import PAPER_FAMILIES  # noqa: F401 - named by the conftest's scale fixture when it skips paper
+from vision_models import (VISION_ATTENTION, VIT_KV_PROJECTIONS, PatchSizeError, ViTShape, eval_loss, patch_masks,
                            gratings, kv_activation_bytes, require, to_device, train_dtype, vision_scale, vit_layers, vit_loss, vit_model,
                            vit_settings)
 
 require("transformers")
-
-
-@pytest.fixture
-def scale(request, device):
-    """The conftest's `--scale`, skipping `paper` on a CPU with the vision families it would build."""
-    return selected_scale(request.config, device)
 
 
 def _vit(variant, scale, device):

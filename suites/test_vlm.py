@@ -29,17 +29,12 @@ import torch
 from efficientllm_models.builders import NotApplicable, lora_layers, quantized_linear_types, to_precision
 from efficientllm_models.counting import _flat, optimizer_state_bytes, param_count, storage_bytes
 from efficientllm_models.training import TrainingRun
-from vision_models import (selected_scale, VLM_FINETUNE, VLM_PRECISIONS, apply_vlm_technique, eval_loss, require,
+from vision_models import PAPER_FAMILIES  # noqa: F401 - named by the conftest's scale fixture when it skips paper
+from vision_models import (VLM_FINETUNE, VLM_PRECISIONS, apply_vlm_technique, eval_loss, require,
                            vision_scale, vision_tower, vlm_loss, vlm_model, vlm_samples, vlm_settings, vlm_slice,
                            to_device, train_dtype, weight_storage_bytes)
 
 require("transformers")
-
-
-@pytest.fixture
-def scale(request, device):
-    """The conftest's `--scale`, skipping `paper` on a CPU with the vision families it would build."""
-    return selected_scale(request.config, device)
 
 
 def _batches(v, device, dtype):

@@ -232,6 +232,9 @@ _PAPER = VisionScale(
 )
 
 VISION_SCALES = {s.name: s for s in (_TINY, _SMALL, _PAPER)}
+# What `--scale=paper` builds in a vision test module; the conftest's `scale` fixture names them
+# when it skips that scale without a GPU.
+PAPER_FAMILIES = _PAPER.paper_families
 
 
 def vision_scale(scale: Scale) -> VisionScale:
@@ -632,13 +635,3 @@ def vlm_slice(data: dict[str, torch.Tensor], start: int, stop: int, s: VLMShape)
             "image_grid_thw": data["image_grid_thw"][start:stop]}
 
 
-def selected_scale(config: Any, device: torch.device) -> Scale:
-    """The `--scale` for the vision suites; `paper` skips (before anything is allocated) without a GPU, naming the
-    vision families it would build."""
-    from efficientllm_models.scales import get_scale
-
-    s = get_scale(config.getoption("scale"))
-    if s.needs_accelerator and device.type != "cuda":
-        pytest.skip(f"--scale={s.name} builds {', '.join(VISION_SCALES[s.name].paper_families)}-sized models in "
-                    f"{s.train_dtype} (billions of parameters); it needs a CUDA GPU — use --scale=tiny or --scale=small on a CPU")
-    return s
