@@ -34,9 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results_md import RESULTS, replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "benchmarks" / "side_by_side"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 RAW = HERE / "last_run.json"
 SECTION = "## Side by side with other tools (issue 6)"
 MiB = 2**20
@@ -418,20 +419,6 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def replace_section(path: Path, title: str, body: str) -> None:
-    """Rewrite only our section of a shared file, re-read just before writing."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find(title + "\n")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + body
-    else:
-        nxt = text.find("\n## ", start + len(title))
-        text = text[:start] + body + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--timing-runs", type=int, default=20)
@@ -476,7 +463,7 @@ def main() -> None:
     if args.no_write:
         print(section)
     else:
-        replace_section(RESULTS, SECTION, section)
+        replace_section(SECTION, section)
         print(f"wrote {SECTION!r} in {RESULTS}")
 
 

@@ -33,9 +33,10 @@ import textwrap
 import time
 from pathlib import Path
 
+from results_md import RESULTS, replace_section
+
 EXTRA_ARGS: list[str] = []
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
 SECTION = "## Baselines and gating (issue 3)"
 
 WORKLOAD = '''
@@ -195,17 +196,6 @@ def machine() -> str:
             f"{platform.python_version()}, torch {torch.__version__}")
 
 
-def write_section(text: str) -> None:
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = current.find(SECTION)
-    if start < 0:
-        new = current.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = current.find("\n## ", start + len(SECTION))
-        new = current[:start] + text + ("" if nxt < 0 else current[nxt + 1:])
-    RESULTS.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="experiment rounds (one baseline process each)")
@@ -250,7 +240,7 @@ def main() -> None:
         """) + "\n".join(rows) + "\n"
     print(text)
     if args.write:
-        write_section(text)
+        replace_section(SECTION, text)
 
 
 if __name__ == "__main__":

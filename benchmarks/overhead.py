@@ -37,6 +37,7 @@ from pytest_efficientllm.fingerprint import host_fingerprint  # noqa: E402
 from pytest_efficientllm.measure import Meter, Protocol  # noqa: E402
 from pytest_efficientllm.telemetry.nvml import open_nvml  # noqa: E402
 from pytest_efficientllm.telemetry.procfs import PerfCounterTimer, ProcessCpuTimeProbe, ProcessMemoryProbe  # noqa: E402
+from results_md import replace_section  # noqa: E402
 
 SECTION = "## Plugin overhead (issue 2)"
 TARGET_S = 0.050
@@ -172,19 +173,6 @@ def section(runs: list[dict], n: dict, fp: dict, load: tuple[float, float], comm
     ])
 
 
-def write_section(text: str, path: Path = ROOT / "benchmarks" / "RESULTS.md") -> None:
-    """Replace only our `## ` section (re-read right before writing: the file is shared)."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + text + ("\n" if end < len(lines) else "") + "".join(lines[end:])
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="200x1,40x5,40x5@5000", help="REPSxROUNDS[@MS],... (default 200x1,40x5,40x5@5000)")
@@ -205,7 +193,7 @@ def main() -> None:
     text = section(runs, n, host_fingerprint(1), (load0, load1), command)
     print(text)
     if args.write:
-        write_section(text)
+        replace_section(SECTION, text)
 
 
 if __name__ == "__main__":

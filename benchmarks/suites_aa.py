@@ -23,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_md import replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "## Suites against the committed baselines (issue 3)"
 
 
@@ -129,13 +130,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        current = RESULTS.read_text()
-        start = current.find(SECTION)
-        if start < 0:
-            RESULTS.write_text(current.rstrip("\n") + "\n\n" + text)
-        else:
-            nxt = current.find("\n## ", start + len(SECTION))
-            RESULTS.write_text(current[:start] + text + ("" if nxt < 0 else current[nxt + 1:]))
+        replace_section(SECTION, text)
 
 
 if __name__ == "__main__":
