@@ -4,14 +4,18 @@ End to end, through pytest and the plugin, in separate processes: each experimen
 records baselines in one pytest process (`--update-baselines`), then runs candidate
 processes against them (`--efficiency-json`), one per variant, in a shuffled order:
 
-* A/A: the same workload again;
-* A/B: the workload with 5%, 10% and 20% more work per round (more matmuls: extra work
-  proportional to the workload, not a sleep);
+* A/A: the same workloads again;
+* A/B: the workloads with 5%, 10% and 20% more work per round (more matmuls, more
+  forwards: extra work proportional to the workload, not a sleep);
 * memory +1%: a tensor 1% larger. Its `peak_memory` is counted (the tensor's exact
   bytes) and gated exactly; its `peak_memory_delta` is the measured VmHWM rise, gated
   with the test's `+0.5%` tolerance (no per-round spread: the tolerance alone decides).
 
-Every test and metric comparison is one trial; the verdicts are read from the run file.
+Two timed workloads, because the machine's noise treats them differently: 60 fp32
+256x256 matmuls per round (`test_latency`), and 20 forwards of a 2-layer Llama with
+random weights (`test_forward`: small ops, Python dispatch). Every test and metric
+comparison is one trial; the verdicts are read from the run file. The timed tests of the
+memory variant are unchanged code, so they count as A/A trials too.
 Default settings of the gate (5% tolerance, 95% interval) and of the protocol (5 rounds,
 1 warm-up); one torch thread per process.
 
@@ -63,6 +67,33 @@ def test_latency(efficiency, copy):
     efficiency.measure(work, tokens=256)
 
 
+@pytest.fixture(scope="module")
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    return LlamaForCausalLM(config).eval()
+
+
+FORWARDS = 20  # forwards of a 2-layer Llama (random weights) on 32 tokens, about 20 ms per round
+
+
+@pytest.mark.efficiency(flops=False, latency="+5%", cpu_time_per_round="+5%")
+@pytest.mark.parametrize("copy", range(int(os.environ.get("GATE_FWD_TESTS", "4"))))
+def test_forward(efficiency, tiny_llama, copy):
+    count = round(FORWARDS * (1 + SLOWDOWN))
+    ids = torch.randint(0, 256, (1, 32), generator=torch.Generator().manual_seed(0))
+
+    def work():
+        with torch.no_grad():
+            for _ in range(count):
+                tiny_llama(ids)
+
+    efficiency.measure(work, tokens=32 * count)
+
+
 @pytest.mark.efficiency(peak_memory_delta="+0.5%")
 @pytest.mark.parametrize("copy", range(int(os.environ.get("GATE_MEM_TESTS", "4"))))
 def test_memory(efficiency, copy):
@@ -101,19 +132,24 @@ def verdicts_of(run_file: Path) -> dict[str, dict[str, dict]]:
     return out
 
 
-def calibrations_of(run_file: Path) -> dict[str, float]:
+def references_of(run_file: Path) -> dict[str, float]:
+    """Each test's `reference_cpu_time` (the core's speed around its window) in a run file."""
     run = json.loads(run_file.read_text())
-    return {r["nodeid"]: r["fingerprint"]["calibration"]["index_s"] for r in run["records"]
-            if "calibration" in r["fingerprint"]}
+    return {r["nodeid"]: r["metrics"]["reference_cpu_time"]["value"] for r in run["records"]
+            if "reference_cpu_time" in r["metrics"]}
 
 
-def baseline_calibrations(base_dir: Path) -> dict[str, float]:
+def baseline_references(base_dir: Path) -> dict[str, float]:
     out = {}
     for path in base_dir.rglob("*.json"):
         for nodeid, entry in json.loads(path.read_text())["tests"].items():
-            if "calibration" in entry["fingerprint"]:
-                out[nodeid] = entry["fingerprint"]["calibration"]["index_s"]
+            if "reference_cpu_time" in entry["metrics"]:
+                out[nodeid] = entry["metrics"]["reference_cpu_time"]["value"]
     return out
+
+
+def workload_of(nodeid: str) -> str:
+    return "matmul" if "test_latency" in nodeid else "forward" if "test_forward" in nodeid else "memory"
 
 
 def experiment(rounds: int, seed: int) -> list[dict]:
@@ -133,54 +169,62 @@ def experiment(rounds: int, seed: int) -> list[dict]:
             for name in order:
                 out = project / f"run-{r}-{name.replace('/', '').replace(' ', '').replace('%', '')}.json"
                 pytest_run(project, VARIANTS[name], f"--baselines-dir={base_dir}", f"--efficiency-json={out}")
-                cal_now = calibrations_of(out)
-                cal_base = baseline_calibrations(base_dir)
+                ref_now = references_of(out)
+                ref_base = baseline_references(base_dir)
                 for nodeid, by_metric in verdicts_of(out).items():
-                    metrics = (("AL", "cpu_time_per_round") if "test_latency" in nodeid
-                               else ("peak_memory", "peak_memory_delta"))
+                    workload = workload_of(nodeid)
+                    metrics = ("peak_memory", "peak_memory_delta") if workload == "memory" else ("AL", "cpu_time_per_round")
                     for metric in metrics:
                         v = by_metric.get(metric)
                         if v is not None:
-                            ratio = (cal_now[nodeid] / cal_base[nodeid]) if nodeid in cal_now and nodeid in cal_base else None
-                            trials.append({"round": r, "variant": name, "test": nodeid, "metric": metric,
-                                           "status": v["status"], "change": v["change"], "calibration_ratio": ratio})
+                            ratio = ref_now[nodeid] / ref_base[nodeid] if nodeid in ref_now and nodeid in ref_base else None
+                            trials.append({"round": r, "variant": name, "workload": workload, "test": nodeid,
+                                           "metric": metric, "status": v["status"], "change": v["change"],
+                                           "reference_ratio": ratio, "slowdown": float(VARIANTS[name]["GATE_SLOWDOWN"]),
+                                           "relative": "relative to the reference" in v["message"]})
             print(f"round {r + 1}/{rounds}: {time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
     return trials
 
 
-def rate(trials: list[dict], variant: str, metric: str, status: str = "fail") -> tuple[int, int, list[float]]:
-    chosen = [t for t in trials if t["variant"] == variant and t["metric"] == metric]
-    hits = sum(t["status"] == status for t in chosen)
-    return hits, len(chosen), [t["change"] for t in chosen if t["change"] is not None]
+def _kind(trial: dict) -> str:
+    """A/A for every unchanged workload: the A/A variant's and the memory variant's latency tests alike."""
+    if trial.get("workload", "matmul") == "memory":
+        return trial["variant"]
+    slowdown = trial.get("slowdown", 0.0)
+    return "A/A" if slowdown == 0 else f"+{slowdown * 100:.0f}%"
+
+
+def chosen(trials: list[dict], workload: str, kind: str, metric: str) -> list[dict]:
+    return [t for t in trials if t.get("workload", "matmul") == workload and _kind(t) == kind and t["metric"] == metric]
 
 
 def table(trials: list[dict]) -> list[str]:
-    rows = ["| trial | metric (rule) | comparisons | gate failed | rate | target | median change seen | "
-            "middle 90% of changes |", "|---|---|---|---|---|---|---|---|"]
-    cpu = "cpu_time_per_round (`+5%`, per-round CPU time)"
-    wall = "AL wall clock (opt-in `latency='+5%'`, 95% rank interval)"
-    spec = [
-        ("A/A", "cpu_time_per_round", cpu, "false alarms <= 1%"),
-        ("+5%", "cpu_time_per_round", cpu, "(at the tolerance)"),
-        ("+10%", "cpu_time_per_round", cpu, ">= 95%"),
-        ("+20%", "cpu_time_per_round", cpu, ">= 95%"),
-        ("A/A", "AL", wall, "false alarms <= 1%"),
-        ("+5%", "AL", wall, "(at the tolerance)"),
-        ("+10%", "AL", wall, ">= 95%"),
-        ("+20%", "AL", wall, ">= 95%"),
-        ("A/A", "peak_memory", "peak_memory (counted, exact)", "0 false alarms"),
-        ("mem +1%", "peak_memory", "peak_memory (counted, exact)", "100%"),
-        ("A/A", "peak_memory_delta", "peak_memory_delta (measured VmHWM, +0.5%)", "(secondary)"),
-        ("mem +1%", "peak_memory_delta", "peak_memory_delta (measured VmHWM, +0.5%)", "(secondary)"),
+    rows = ["| workload | trial | metric (rule) | comparisons | gate failed | rate | target | median change seen | "
+            "middle 90% of changes | relative to the reference |", "|---|---|---|---|---|---|---|---|---|---|"]
+    cpu = "cpu_time_per_round (`+5%`)"
+    wall = "AL wall clock (`latency='+5%'`)"
+    spec = []
+    for workload in ("matmul", "forward"):
+        for metric, label in (("cpu_time_per_round", cpu), ("AL", wall)):
+            spec += [(workload, "A/A", metric, label, "false alarms <= 1%"), (workload, "+5%", metric, label, "(at the tolerance)"),
+                     (workload, "+10%", metric, label, ">= 95%"), (workload, "+20%", metric, label, ">= 95%")]
+    spec += [
+        ("memory", "A/A", "peak_memory", "peak_memory (counted, exact)", "0 false alarms"),
+        ("memory", "mem +1%", "peak_memory", "peak_memory (counted, exact)", "100%"),
+        ("memory", "A/A", "peak_memory_delta", "peak_memory_delta (measured VmHWM, +0.5%)", "(secondary)"),
+        ("memory", "mem +1%", "peak_memory_delta", "peak_memory_delta (measured VmHWM, +0.5%)", "(secondary)"),
     ]
-    for variant, metric, label, target in spec:
-        hits, n, changes = rate(trials, variant, metric)
-        if not n:
+    for workload, kind, metric, label, target in spec:
+        picked = chosen(trials, workload, kind, metric)
+        if not picked:
             continue
-        changes.sort()
+        n = len(picked)
+        hits = sum(t["status"] == "fail" for t in picked)
+        changes = sorted(t["change"] for t in picked if t["change"] is not None)
         lo, hi = changes[int(0.05 * (len(changes) - 1))], changes[int(0.95 * (len(changes) - 1))]
-        rows.append(f"| {variant} | {label} | {n} | {hits} | {100 * hits / n:.1f}% | {target} | "
-                    f"{100 * statistics.median(changes):+.1f}% | {100 * lo:+.1f}% .. {100 * hi:+.1f}% |")
+        relative = sum(bool(t.get("relative")) for t in picked)
+        rows.append(f"| {workload} | {kind} | {label} | {n} | {hits} | {100 * hits / n:.1f}% | {target} | "
+                    f"{100 * statistics.median(changes):+.1f}% | {100 * lo:+.1f}% .. {100 * hi:+.1f}% | {relative} |")
     return rows
 
 
@@ -199,7 +243,8 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="experiment rounds (one baseline process each)")
-    parser.add_argument("--tests", type=int, default=8, help="latency tests per process")
+    parser.add_argument("--tests", type=int, default=8, help="matmul tests per process")
+    parser.add_argument("--forward-tests", type=int, default=4, help="transformer forward tests per process")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION}' section of {RESULTS}")
     parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
@@ -207,6 +252,7 @@ def main() -> None:
     parser.add_argument("--trials-json", type=Path, default=None, help="also save every trial here")
     args = parser.parse_args()
     os.environ["GATE_TESTS"] = str(args.tests)
+    os.environ["GATE_FWD_TESTS"] = str(args.forward_tests)
     EXTRA_ARGS.extend(args.pytest_arg)
     load0, t0 = os.getloadavg()[0], time.time()
     if args.from_trials:
@@ -221,21 +267,24 @@ def main() -> None:
     text = textwrap.dedent(f"""\
         {SECTION}
 
-        Command: `python benchmarks/gate_evidence.py --rounds {args.rounds} --tests {args.tests} --write`
-        ({time.strftime('%Y-%m-%d')}, {(time.time() - t0) / 60:.0f} min). Machine: {machine()}; load average
-        {load0:.1f} at start, {load1:.1f} at end (the 2 cores were shared with other jobs).
+        Command: `python benchmarks/gate_evidence.py --rounds {args.rounds} --tests {args.tests} --forward-tests {args.forward_tests} --write`
+        ({time.strftime('%Y-%m-%d %H:%M')} UTC, {(time.time() - t0) / 60:.0f} min). Machine: {machine()}; load average
+        {load0:.1f} at start, {load1:.1f} at end.
 
         End to end through pytest: per experiment round, one process records the baselines
         (`--update-baselines`), then one process per variant (shuffled order) runs against them
-        with `--efficiency-json`, and the verdicts are read from that run file. Workload: 60 fp32
-        256x256 matmuls per round (slowdowns: 63, 66, 72 matmuls), default protocol (5 rounds,
-        1 warm-up), 1 torch thread per process. The test gives `cpu_time_per_round` (each
-        round's process CPU time) and wall-clock `AL` a `+5%` tolerance (on the CPU profile the
-        default check of `cpu_time_per_round` only warns), noise-aware: fails only beyond 5% *and*
-        when the 95% Hodges-Lehmann/Moses interval on the ratio excludes 1. Baselines here are
-        one run each, so the run-to-run rule (3+ baseline runs) does not apply.
-        Memory: a 64 MiB tensor, +1% in the "mem +1%" variant. A trial = one test's comparison of
-        one metric.
+        with `--efficiency-json`, and the verdicts are read from that run file. Workloads per round:
+        60 fp32 256x256 matmuls (slowdowns: 63, 66, 72) and 20 forwards of a 2-layer Llama on 32
+        tokens (21, 22, 24); default protocol (5 rounds, 1 warm-up), 1 torch thread per process.
+        The tests give `cpu_time_per_round` (each round's process CPU time) and wall-clock `AL` a
+        `+5%` tolerance (on the CPU profile the default check of `cpu_time_per_round` only warns),
+        noise-aware: fails only beyond 5% *and* when the 95% Hodges-Lehmann/Moses interval on the
+        ratio excludes 1; times are compared relative to the per-window reference workload where the
+        two windows' references differ by more than 3% (last column: how many comparisons were).
+        Baselines here are one run each, so the run-to-run rule (3+ baseline runs) does not apply.
+        "A/A" counts every comparison of an unchanged timed test: those of the A/A variant and of
+        the memory variant. Memory: a 64 MiB tensor, +1% in the "mem +1%" variant. A trial = one
+        test's comparison of one metric.
 
         """) + "\n".join(rows) + "\n"
     print(text)
