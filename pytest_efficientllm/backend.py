@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .calibration import WindowReference
 from .devices import cpu_peak_estimate
 from .record import Metric
 from .telemetry.base import Probe, RoundTimer
@@ -27,9 +26,6 @@ class Backend:
     sources: dict[str, str] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     device_fingerprint: dict[str, object] = field(default_factory=dict)
-    # Times a fixed small workload around each window (CPU only: a GPU's CUDA-event times
-    # do not share a core with neighbours); None where not used.
-    reference: WindowReference | None = None
 
 
 def _no_sync() -> None:
@@ -65,4 +61,4 @@ def cpu_backend(threads: int, sample_interval_s: float = 0.02) -> Backend:
         "energy": "RAPL energy_uj" if not rapl_problem else "estimate (no RAPL)",
         "compute": "MFU against " + est.method,
     }
-    return Backend("cpu", PerfCounterTimer(), probes, _no_sync, peak, sources, notices, reference=WindowReference())
+    return Backend("cpu", PerfCounterTimer(), probes, _no_sync, peak, sources, notices)

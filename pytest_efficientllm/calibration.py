@@ -14,10 +14,6 @@ latencies) and by the process's CPU time (`cpu_index_s`, for CPU-time metrics, w
 processes on the machine do not inflate). Records carry it in `fingerprint["calibration"]`; when a test's
 fingerprint differs from its baseline's, `compare` divides latencies by the ratio of the
 two indexes (their raw values are kept as they were measured).
-
-A run-level calibration cannot follow a shared VM whose speed changes for seconds at a
-time (benchmarks/RESULTS.md, "Gate noise"): `WindowReference` is the same idea at the
-grain of one measurement window, timed just before and just after it, on the CPU.
 """
 
 from __future__ import annotations
@@ -123,49 +119,3 @@ class Calibrator:
             self._taken = self._clock()
             self.history.append(self.current)
         return self.current
-
-
-REFERENCE_MATMULS = 4
-REFERENCE_RUNS = 4  # before the window, and again after it
-
-
-class WindowReference:
-    """How fast this core runs a fixed small workload right before and after a window.
-
-    `REFERENCE_MATMULS` fp32 `MATMUL_N` x `MATMUL_N` matmuls (about 1.3 ms of CPU on one
-    core of the development VM), run `REFERENCE_RUNS` times on each side of the window,
-    each timed by the process's CPU time, outside the timed region and outside the
-    telemetry probes. The tensors are made once per process, so a window's memory
-    readings do not see them come and go.
-    """
-
-    method = (f"process CPU time of {REFERENCE_MATMULS} fp32 {MATMUL_N}x{MATMUL_N} matmuls, fastest of {REFERENCE_RUNS} "
-              f"runs just before and fastest of {REFERENCE_RUNS} just after the window; value = their median")
-
-    def __init__(self) -> None:
-        self._tensors: tuple[Any, Any, Any] | None = None
-
-    def _run(self) -> None:
-        import torch
-
-        if self._tensors is None:
-            gen = torch.Generator().manual_seed(1)
-            self._tensors = (torch.randn(MATMUL_N, MATMUL_N, generator=gen),
-                             torch.randn(MATMUL_N, MATMUL_N, generator=gen), torch.empty(MATMUL_N, MATMUL_N))
-            torch.mm(self._tensors[0], self._tensors[1], out=self._tensors[2])  # first call: dispatch and packing
-        a, b, out = self._tensors
-        for _ in range(REFERENCE_MATMULS):
-            torch.mm(a, b, out=out)
-
-    def sample(self) -> float:
-        """CPU seconds of the fastest of `REFERENCE_RUNS` runs.
-
-        The fastest, because a run is ~1 ms: one interrupt or cache refill is a large
-        share of it, while a slowdown of the core that lasts seconds slows every run.
-        """
-        fastest = math.inf
-        for _ in range(REFERENCE_RUNS):
-            c0 = time.process_time_ns()
-            self._run()
-            fastest = min(fastest, (time.process_time_ns() - c0) * 1e-9)
-        return fastest

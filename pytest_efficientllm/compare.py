@@ -27,19 +27,10 @@ same function). The rules, by the metric's source (DESIGN.md §4):
 * **estimated**: never fails; beyond the tolerance it warns.
 * A different source on the two sides is never compared; the mismatch is reported.
 
-Machine speed (DESIGN.md §3): on the CPU each window carries `reference_cpu_time`, a
-fixed small workload timed just before and after it (`calibration.WindowReference`).
-A shared VM's core runs 10-100% slower for seconds at a time, whole processes alike
-(benchmarks/RESULTS.md, "Gate noise"); when the two windows' references differ by more
-than `REFERENCE_DEADBAND` (fully beyond twice that), times are compared relative to
-them (`reference_factor`), and the verdict says so. Within the deadband they are compared raw: there the
-reference's own scatter between processes (~1%) is larger than what it would correct.
-
 Fingerprints (DESIGN.md §3): a different profile or accelerator model is an error (the
 numbers belong to other hardware); any other difference (driver, torch, CPU model,
 threads) is a warning, and then time-based metrics are compared relative to the
-per-window reference where both sides have one, else to the calibration workload each
-run measured (`calibration`), and the verdict says so.
+calibration workload each run measured (`calibration`), and the verdict says so.
 """
 
 from __future__ import annotations
@@ -71,10 +62,6 @@ CONFIDENCE = 0.95
 # 1% for the run as a whole to stay green on unchanged code.
 MIN_RUNS = 3
 PREDICTION = 0.999
-REFERENCE_METRIC = "reference_cpu_time"
-# Log-ratio of the two windows' references below which times are compared raw; the
-# correction then ramps up to the full ratio at twice this (no jump in a verdict at the edge).
-REFERENCE_DEADBAND = 0.03
 MODES = ("fail", "warn", "off")
 
 # Fingerprint keys (flattened with '.') whose difference means the baseline is for
@@ -143,34 +130,6 @@ def calibration_factor(baseline: Record, current: Record, key: str = "index_s") 
     return c / b if b > 0 and c > 0 else None
 
 
-def _soft_ratio(ratio: float) -> float:
-    """`ratio` as the correction applies it: 1.0 within `REFERENCE_DEADBAND` (on the log
-    scale), the full ratio beyond twice that, a linear ramp of the log in between."""
-    log = math.log(ratio)
-    weight = min(1.0, max(0.0, abs(log) / REFERENCE_DEADBAND - 1.0))
-    return math.exp(log * weight)
-
-
-def reference_factor(baseline: Record, current: Record) -> float | None:
-    """How much slower the core ran around this window than around the baseline's, or None.
-
-    The ratio of the two `reference_cpu_time` medians through `_soft_ratio` (1.0 when
-    within `REFERENCE_DEADBAND`); None when either side lacks one.
-    """
-    b, c = baseline.metrics.get(REFERENCE_METRIC), current.metrics.get(REFERENCE_METRIC)
-    if b is None or c is None or not b.value or not c.value or b.value <= 0 or c.value <= 0:
-        return None
-    return _soft_ratio(c.value / b.value)
-
-
-def _reference_runs(base_ref: Metric | None, runs: int) -> list[float] | None:
-    """The baseline's reference medians for its last `runs` runs (history + its own), if all kept."""
-    if base_ref is None or not base_ref.value:
-        return None
-    refs = [*base_ref.history, float(base_ref.value)]
-    return refs[-runs:] if len(refs) >= runs and all(r > 0 for r in refs[-runs:]) else None
-
-
 def _time_scaling(unit: str) -> int:
     """+1 for a time (divide by the machine factor), -1 for a rate per second, 0 otherwise."""
     if unit == "s":
@@ -229,12 +188,11 @@ def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None) ->
     return Verdict(name, "pass", numbers, "baseline", change)
 
 
-def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: float | None,
-                      how: str = "calibrated", base_ref: Metric | None = None) -> Verdict:
+def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: float | None) -> Verdict:
     scale = _time_scaling(cur.unit)
     # Calibrated: the current run's values as if measured on the baseline's machine.
     adjust = factor ** (-scale) if factor is not None and scale else 1.0
-    calibrated = f" {how} (machine x{factor:.3f})" if adjust != 1.0 else ""
+    calibrated = " calibrated" if adjust != 1.0 else ""
     b_samples = [x for x in base.samples if x > 0]
     c_samples = [x * adjust for x in cur.samples if x > 0]
     word = "slower" if cur.unit == "s" else "worse"
@@ -267,7 +225,7 @@ def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: 
         return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the noise of the two runs",
                        "baseline", change)
     if worse:
-        runs = run_noise(base, b_med, c_med, base_ref if scale else None)
+        runs = run_noise(base, b_med, c_med)
         if runs is not None and not runs.beyond:
             return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the run-to-run noise of "
                            f"{runs.describe()}", "baseline", change)
@@ -291,8 +249,7 @@ class RunNoise:
         return f"{self.runs} baseline runs ({PREDICTION:.1%} prediction bound {format_value(self.bound, self.unit)})"
 
 
-def run_noise(base: Metric, base_median: float, current_median: float,
-              base_ref: Metric | None = None) -> RunNoise | None:
+def run_noise(base: Metric, base_median: float, current_median: float) -> RunNoise | None:
     """Is the current run's median outside what the baseline's runs predict for one more run?
 
     The rounds of one run cannot show how far a run's median moves between processes
@@ -301,19 +258,10 @@ def run_noise(base: Metric, base_median: float, current_median: float,
     baseline's own), a one-sided `PREDICTION` prediction interval on the log scale —
     mean ± t(k-1) · s · sqrt(1 + 1/k), Student's t for k runs — bounds where one more run
     of unchanged code lands; a regression must fall beyond it. None with fewer runs.
-
-    `current_median` is already relative to the baseline's latest reference where the gate
-    uses references; given the baseline's reference metric, each earlier run's median is
-    put on that footing too (its reference against the latest, through `_soft_ratio`), so a
-    run recorded while the machine was slow does not widen the bound.
     """
     medians = [m for m in (*base.history, base_median) if m > 0]
     if len(medians) < MIN_RUNS or current_median <= 0:
         return None
-    refs = _reference_runs(base_ref, len(medians)) if len(medians) == len(base.history) + 1 else None
-    if refs is not None:
-        scale = _time_scaling(base.unit)
-        medians = [m / _soft_ratio(r / refs[-1]) ** scale for m, r in zip(medians, refs)]
     from scipy.stats import t as student_t  # only needed once a baseline has enough runs
 
     logs = np.log(medians)
@@ -353,17 +301,11 @@ def _compare(baseline: Record, current: Record, tolerances: dict[str, float]) ->
     out: list[Verdict] = []
     calibrate = False
     factor = None
-    ref_factor = reference_factor(baseline, current)
-    base_ref = baseline.metrics.get(REFERENCE_METRIC)
     if fp.warnings:
         calibrate = True
         factor = calibration_factor(baseline, current)
-        if ref_factor is not None:
-            how = "times compared relative to the reference workload timed around each window"
-        elif factor is not None:
-            how = f"times compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"
-        else:
-            how = "no calibration on both sides, times compared raw"
+        how = (f"times compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"
+               if factor is not None else "no calibration on both sides, times compared raw")
         out.append(Verdict("*", "warn", "fingerprint differs from the baseline's (" + "; ".join(fp.warnings) + f"); {how}",
                            "fingerprint"))
     for name in sorted(set(current.metrics) | set(tolerances)):
@@ -390,22 +332,18 @@ def _compare(baseline: Record, current: Record, tolerances: dict[str, float]) ->
             out.append(Verdict(name, "warn", f"not compared: baseline is {base.source} ({base.method}), this run is "
                                f"{cur.source} ({cur.method})", "source"))
             continue
-        if ref_factor is not None:
-            metric_factor, how = ref_factor, "relative to the reference workload"
-        else:
-            metric_factor = calibration_factor(baseline, current, calibration_key(name)) if calibrate else None
-            how = "calibrated"
+        metric_factor = calibration_factor(baseline, current, calibration_key(name)) if calibrate else None
         if cur.source == "counted":
             out.append(_compare_counted(name, base, cur, tol))
         elif cur.source == "measured":
             verdict = _compare_measured(name, base, cur, DEFAULT_MEASURED_TOLERANCE if tol is None else tol,
-                                        metric_factor, how, base_ref)
+                                        metric_factor)
             if tol is None and verdict.failed and current.profile in WARN_BY_DEFAULT:
                 verdict = Verdict(name, "warn", verdict.message + f" (default check on the {current.profile} profile "
                                   f"warns; give {name} a tolerance to fail on it)", "baseline", verdict.change)
             out.append(verdict)
         else:
-            verdict = _compare_measured(name, base, cur, tol, metric_factor, how, base_ref)  # type: ignore[arg-type]
+            verdict = _compare_measured(name, base, cur, tol, metric_factor)  # type: ignore[arg-type]
             if verdict.status == "fail":
                 verdict = Verdict(name, "warn", verdict.message + " (estimated: never fails)", "baseline", verdict.change)
             out.append(verdict)

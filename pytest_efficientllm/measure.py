@@ -8,8 +8,7 @@ Plain Python, usable from a notebook:
 Protocol (DESIGN.md §3): warm-up rounds with the same shapes; then rounds until both
 `rounds` and `min_time_s` are met; raw per-round samples kept. Telemetry probes open
 just before the first timed round and close after the last; nothing but the timer's
-two clock reads runs between rounds. On the CPU a fixed reference workload is timed
-just outside each window (`calibration.WindowReference`), for the gate.
+two clock reads runs between rounds.
 """
 
 from __future__ import annotations
@@ -78,7 +77,6 @@ class WindowResult:
     ttft_s: list[float] = field(default_factory=list)
     output_tokens: int | None = None
     cpu_s_per_round: list[float] = field(default_factory=list)
-    reference_s: list[float] = field(default_factory=list)
 
     def merge(self, other: WindowResult) -> WindowResult:
         """Combine windows of one test: sums for extensive quantities, max for peaks,
@@ -104,7 +102,6 @@ class WindowResult:
             self.ttft_s + other.ttft_s,
             other.output_tokens if other.output_tokens is not None else self.output_tokens,
             self.cpu_s_per_round + other.cpu_s_per_round,
-            self.reference_s + other.reference_s,
         )
 
 
@@ -126,8 +123,6 @@ class Meter:
         # measurement; old garbage is left to Python's own full collections, as in
         # production, and an untimely one shows as one slow round, not a shifted median.
         gc.collect(1)
-        reference = self.backend.reference
-        box["reference_s"] = [reference.sample()] if reference is not None else []
         opened: list[Probe] = []
         failure: BaseException | None = None
         try:
@@ -152,8 +147,6 @@ class Meter:
                     close_error = close_error or exc
             if close_error is not None and failure is None:
                 raise close_error
-        if reference is not None:
-            box["reference_s"].append(reference.sample())
         readings: dict[str, Metric] = {}
         for probe in probes:
             for metric in probe.readings(wall):
@@ -164,8 +157,7 @@ class Meter:
     def run_window(self, fn: Callable[[], Any], protocol: Protocol) -> WindowResult:
         with self._telemetry() as box:
             latencies = self.backend.timer.run(fn, protocol.rounds, protocol.min_time_s, protocol.max_rounds)
-        return WindowResult(latencies, box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu(),
-                            reference_s=box["reference_s"])
+        return WindowResult(latencies, box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu())
 
     def _timer_cpu(self) -> list[float]:
         return list(getattr(self.backend.timer, "cpu_s_per_round", []))
@@ -176,8 +168,7 @@ class Meter:
         with self._telemetry() as box:
             with self.backend.timer.time_block() as timing:
                 yield box
-        box["result"] = WindowResult([timing["latency_s"]], box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu(),
-                                     reference_s=box["reference_s"])
+        box["result"] = WindowResult([timing["latency_s"]], box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu())
 
     def warm_up(self, fn: Callable[[], Any], warmup: int) -> None:
         for _ in range(warmup):
@@ -227,10 +218,6 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
                                            getattr(backend.timer, "cpu_method", "process CPU time per round"),
                                            samples=cpu)
     out["wall_time"] = Metric("wall_time", busy, "s", "lower", "measured", f"{timer}; sum over rounds")
-    if result.reference_s and backend.reference is not None:
-        ref = tuple(result.reference_s)
-        out["reference_cpu_time"] = Metric("reference_cpu_time", statistics.median(ref), "s", "info", "measured",
-                                           backend.reference.method, samples=ref)
 
     def per_round_rate(count: int | None, name: str, unit: str) -> None:
         if count is None:

@@ -61,7 +61,6 @@ _SPECS = [
     # Raw quantities and counted facts.
     MetricSpec("wall_time", "s", "lower", "wall-clock seconds of all measured rounds"),
     MetricSpec("cpu_time", "s", "lower", "process CPU seconds (user + system) over the window"),
-    MetricSpec("reference_cpu_time", "s", "info", "CPU seconds of a fixed reference workload timed just before and after the window: how fast the core was then, which the gate compares times relative to"),
     MetricSpec("cpu_time_per_round", "s", "lower", "process CPU seconds of each round (raw rounds kept), which a busy neighbour inflates far less than the wall clock"),
     MetricSpec("rounds", "", "info", "measured rounds"),
     MetricSpec("flops", "FLOP", "lower", "FLOPs of one round, counted once outside the timed rounds"),

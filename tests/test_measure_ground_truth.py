@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import statistics
 import time
 
 import pytest
 import torch
 
 from pytest_efficientllm.backend import cpu_backend
-from pytest_efficientllm.calibration import REFERENCE_RUNS, WindowReference
 from pytest_efficientllm.measure import Meter, Protocol, Work, derive_metrics
 
 MiB = 2**20
@@ -124,42 +121,6 @@ def test_cyclic_garbage_left_by_set_up_is_freed_before_the_first_round(meter: Me
     result = meter.run_window(lambda: events.append("round"), Protocol(rounds=2, warmup=0))
     assert events[:1] == ["freed"], events
     assert events.count("round") == len(result.latencies_s) >= 2
-
-
-class _BusyReference(WindowReference):
-    """A reference workload that logs when it runs and burns `busy_s` of CPU per run."""
-
-    def __init__(self, events: list[str], busy_s: float) -> None:
-        super().__init__()
-        self.events, self.busy_s = events, busy_s
-
-    def _run(self) -> None:
-        self.events.append("reference")
-        end = time.process_time() + self.busy_s
-        while time.process_time() < end:
-            pass
-
-
-def test_the_reference_workload_runs_outside_the_window_and_its_time_is_not_the_tests() -> None:
-    events: list[str] = []
-    meter = Meter(dataclasses.replace(cpu_backend(threads=1), reference=_BusyReference(events, 0.02)))
-    metrics = measure(meter, lambda: (events.append("round"), time.sleep(0.01)), Work(count_flops=False),
-                      Protocol(rounds=3, warmup=0))
-    runs = REFERENCE_RUNS
-    assert events == ["reference"] * runs + ["round"] * 3 + ["reference"] * runs, events
-    # 2 x REFERENCE_RUNS x 20 ms of reference CPU time, none of it in the test's CPU time.
-    assert metrics["cpu_time"].value < 0.01, metrics["cpu_time"]
-    assert all(c < 0.005 for c in metrics["cpu_time_per_round"].samples)
-    reference = metrics["reference_cpu_time"]
-    assert reference.direction == "info" and reference.unit == "s" and len(reference.samples) == 2  # before, after
-    assert all(0.02 <= x < 0.03 for x in reference.samples), reference.samples
-
-
-def test_the_real_reference_workload_reports_each_run(meter: Meter) -> None:
-    metrics = measure(meter, lambda: None, Work(count_flops=False))
-    reference = metrics["reference_cpu_time"]
-    assert len(reference.samples) == 2 and all(x > 0 for x in reference.samples)
-    assert reference.value == statistics.median(reference.samples)
 
 
 def test_latency_percentiles_follow_numpys_linear_rule() -> None:
