@@ -40,8 +40,13 @@ from pathlib import Path
 from results_md import RESULTS, replace_section
 
 EXTRA_ARGS: list[str] = []
+# --fixed-layout: every pytest process with the same memory layout and str hashes (ASLR off
+# through setarch -R, PYTHONHASHSEED=0), so processes differ only in what they measure.
+LAUNCHER: list[str] = []
+LAYOUT_ENV: dict[str, str] = {}
 HERE = Path(__file__).resolve().parent
 SECTION = "## Baselines and gating (issue 3)"
+SECTION_FIXED = "## Baselines and gating, processes with one fixed layout (issue 3)"
 
 WORKLOAD = '''
 import os
@@ -114,9 +119,9 @@ VARIANTS = {  # name -> environment
 
 
 def pytest_run(project: Path, env: dict[str, str], *args: str) -> None:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--efficiency-threads=1",
+    cmd = [*LAUNCHER, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--efficiency-threads=1",
            *EXTRA_ARGS, *args]
-    full_env = {**os.environ, **env, "HF_HUB_OFFLINE": "1"}
+    full_env = {**os.environ, **env, **LAYOUT_ENV, "HF_HUB_OFFLINE": "1"}
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
         full_env.pop(name, None)
     proc = subprocess.run(cmd, cwd=project, env=full_env, capture_output=True, text=True, timeout=900)
@@ -129,22 +134,6 @@ def verdicts_of(run_file: Path) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
     for record in run["records"]:
         out[record["nodeid"]] = {v["metric"]: v for v in record["verdicts"]}
-    return out
-
-
-def references_of(run_file: Path) -> dict[str, float]:
-    """Each test's `reference_cpu_time` (the core's speed around its window) in a run file."""
-    run = json.loads(run_file.read_text())
-    return {r["nodeid"]: r["metrics"]["reference_cpu_time"]["value"] for r in run["records"]
-            if "reference_cpu_time" in r["metrics"]}
-
-
-def baseline_references(base_dir: Path) -> dict[str, float]:
-    out = {}
-    for path in base_dir.rglob("*.json"):
-        for nodeid, entry in json.loads(path.read_text())["tests"].items():
-            if "reference_cpu_time" in entry["metrics"]:
-                out[nodeid] = entry["metrics"]["reference_cpu_time"]["value"]
     return out
 
 
@@ -169,19 +158,15 @@ def experiment(rounds: int, seed: int) -> list[dict]:
             for name in order:
                 out = project / f"run-{r}-{name.replace('/', '').replace(' ', '').replace('%', '')}.json"
                 pytest_run(project, VARIANTS[name], f"--baselines-dir={base_dir}", f"--efficiency-json={out}")
-                ref_now = references_of(out)
-                ref_base = baseline_references(base_dir)
                 for nodeid, by_metric in verdicts_of(out).items():
                     workload = workload_of(nodeid)
                     metrics = ("peak_memory", "peak_memory_delta") if workload == "memory" else ("AL", "cpu_time_per_round")
                     for metric in metrics:
                         v = by_metric.get(metric)
                         if v is not None:
-                            ratio = ref_now[nodeid] / ref_base[nodeid] if nodeid in ref_now and nodeid in ref_base else None
                             trials.append({"round": r, "variant": name, "workload": workload, "test": nodeid,
                                            "metric": metric, "status": v["status"], "change": v["change"],
-                                           "reference_ratio": ratio, "slowdown": float(VARIANTS[name]["GATE_SLOWDOWN"]),
-                                           "relative": "relative to the reference" in v["message"]})
+                                           "slowdown": float(VARIANTS[name]["GATE_SLOWDOWN"])})
             print(f"round {r + 1}/{rounds}: {time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
     return trials
 
@@ -200,7 +185,7 @@ def chosen(trials: list[dict], workload: str, kind: str, metric: str) -> list[di
 
 def table(trials: list[dict]) -> list[str]:
     rows = ["| workload | trial | metric (rule) | comparisons | gate failed | rate | target | median change seen | "
-            "middle 90% of changes | relative to the reference |", "|---|---|---|---|---|---|---|---|---|---|"]
+            "middle 90% of changes |", "|---|---|---|---|---|---|---|---|---|"]
     cpu = "cpu_time_per_round (`+5%`)"
     wall = "AL wall clock (`latency='+5%'`)"
     spec = []
@@ -222,9 +207,8 @@ def table(trials: list[dict]) -> list[str]:
         hits = sum(t["status"] == "fail" for t in picked)
         changes = sorted(t["change"] for t in picked if t["change"] is not None)
         lo, hi = changes[int(0.05 * (len(changes) - 1))], changes[int(0.95 * (len(changes) - 1))]
-        relative = sum(bool(t.get("relative")) for t in picked)
         rows.append(f"| {workload} | {kind} | {label} | {n} | {hits} | {100 * hits / n:.1f}% | {target} | "
-                    f"{100 * statistics.median(changes):+.1f}% | {100 * lo:+.1f}% .. {100 * hi:+.1f}% | {relative} |")
+                    f"{100 * statistics.median(changes):+.1f}% | {100 * lo:+.1f}% .. {100 * hi:+.1f}% |")
     return rows
 
 
@@ -246,6 +230,8 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=8, help="matmul tests per process")
     parser.add_argument("--forward-tests", type=int, default=4, help="transformer forward tests per process")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--fixed-layout", action="store_true",
+                        help="run every pytest process with ASLR off (setarch -R) and PYTHONHASHSEED=0")
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION}' section of {RESULTS}")
     parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
     parser.add_argument("--from-trials", type=Path, default=None, help="render from a saved --trials-json, run nothing")
@@ -253,6 +239,12 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["GATE_TESTS"] = str(args.tests)
     os.environ["GATE_FWD_TESTS"] = str(args.forward_tests)
+    if args.fixed_layout:
+        LAUNCHER.extend(["setarch", platform.machine(), "-R"])
+        LAYOUT_ENV["PYTHONHASHSEED"] = "0"
+    layout_text = (" Every pytest process ran with the same layout: ASLR off (`setarch -R`) and "
+                   "`PYTHONHASHSEED=0`." if args.fixed_layout else
+                   " Processes ran as CI runs them: address-space layout and str hashes randomized per process.")
     EXTRA_ARGS.extend(args.pytest_arg)
     load0, t0 = os.getloadavg()[0], time.time()
     if args.from_trials:
@@ -265,9 +257,9 @@ def main() -> None:
         args.trials_json.write_text(json.dumps(trials, indent=1))
     rows = table(trials)
     text = textwrap.dedent(f"""\
-        {SECTION}
+        {SECTION_FIXED if args.fixed_layout else SECTION}
 
-        Command: `python benchmarks/gate_evidence.py --rounds {args.rounds} --tests {args.tests} --forward-tests {args.forward_tests} --write`
+        Command: `python benchmarks/gate_evidence.py --rounds {args.rounds} --tests {args.tests} --forward-tests {args.forward_tests}{' --fixed-layout' if args.fixed_layout else ''} --write`
         ({time.strftime('%Y-%m-%d %H:%M')} UTC, {(time.time() - t0) / 60:.0f} min). Machine: {machine()}; load average
         {load0:.1f} at start, {load1:.1f} at end.
 
@@ -279,8 +271,7 @@ def main() -> None:
         The tests give `cpu_time_per_round` (each round's process CPU time) and wall-clock `AL` a
         `+5%` tolerance (on the CPU profile the default check of `cpu_time_per_round` only warns),
         noise-aware: fails only beyond 5% *and* when the 95% Hodges-Lehmann/Moses interval on the
-        ratio excludes 1; times are compared relative to the per-window reference workload where the
-        two windows' references differ by more than 3% (last column: how many comparisons were).
+        ratio excludes 1.{layout_text}
         Baselines here are one run each, so the run-to-run rule (3+ baseline runs) does not apply.
         "A/A" counts every comparison of an unchanged timed test: those of the A/A variant and of
         the memory variant. Memory: a 64 MiB tensor, +1% in the "mem +1%" variant. A trial = one
@@ -289,7 +280,7 @@ def main() -> None:
         """) + "\n".join(rows) + "\n"
     print(text)
     if args.write:
-        replace_section(SECTION, text)
+        replace_section(SECTION_FIXED if args.fixed_layout else SECTION, text)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A/A of the CPU suites against the committed baselines (issue 3): what our own CI meets.
 
-    python benchmarks/suites_aa.py [--runs 3] [--write] [--pytest-arg=--efficiency-retry-windows=0]
+    python benchmarks/suites_aa.py [--runs 3] [--write] [--pytest-arg=--efficiency-min-time=0.5s]
 
 Each run is `pytest suites/` exactly as `.ci/run` runs it (default gate, `baselines/cpu/`,
 which an earlier, separate process recorded), with `--efficiency-json` to read the verdicts.
