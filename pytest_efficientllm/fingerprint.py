@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from .devices import cpu_model_name, usable_cores
+from .layout import current_layout
 
 PACKAGES = ("torch", "transformers", "peft", "optimum-quanto", "nvidia-ml-py", "diffusers", "pytest-efficientllm")
 
@@ -24,7 +25,7 @@ def package_versions() -> dict[str, str]:
 
 
 def host_fingerprint(threads: int) -> dict[str, Any]:
-    """CPU, OS, Python and library versions, and the torch thread count used."""
+    """CPU, OS, Python and library versions, the torch thread count used, and the process layout."""
     return {
         "cpu_model": cpu_model_name(),
         "cpu_cores_usable": usable_cores(),
@@ -35,4 +36,5 @@ def host_fingerprint(threads: int) -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": sys.version.split()[0],
         "packages": package_versions(),
+        "process_layout": current_layout(),
     }

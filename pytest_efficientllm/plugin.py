@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import xdist_controller, xdist_worker
+from . import layout, xdist_controller, xdist_worker
 from .baseline_store import BaselineError, BaselineStore
 from .calibration import Calibrator
 from .devices import PROFILES, ProfileError, usable_cores
@@ -44,6 +45,7 @@ SESSION_KEY = pytest.StashKey[EfficiencySession]()
 SPEC_KEY = pytest.StashKey[MarkerSpec]()
 FIXTURE_KEY = pytest.StashKey[Efficiency]()
 GATE_KEY = pytest.StashKey[GateState]()
+LAYOUT_PROBLEM_KEY = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -80,6 +82,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--efficiency-calibrate-every", dest="efficiency_calibrate_every", default=None, metavar="DURATION",
                     help="re-measure the calibration workload when the run is longer than this; 'off' never "
                          "calibrates (default: ini, 10 min)")
+    group.addoption("--efficiency-fixed-layout", dest="efficiency_fixed_layout", action="store_true", default=None,
+                    help="re-execute pytest once with ASLR off and PYTHONHASHSEED=0, so runs differ only in what "
+                         "they measure (Linux; default: ini efficiency_fixed_layout)")
+    parser.addini("efficiency_fixed_layout", "run with ASLR off and PYTHONHASHSEED=0 (re-executes pytest once)",
+                  type="bool", default=False)
     parser.addini("efficiency_baselines_dir", "baselines folder, relative to the rootdir", default="baselines")
     parser.addini("efficiency_gate", "gate mode: fail|warn|off", default="fail")
     parser.addini("efficiency_strict", "a measured test without a baseline fails", type="bool", default=False)
@@ -137,6 +144,21 @@ def gate_state_from_config(config: pytest.Config, profile: str) -> GateState:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # Before collection: a fixed layout needs a fresh interpreter (layout.py), so this
+    # process replaces itself. Only for the process's own command line (not an in-process
+    # pytest.main, e.g. pytester's) and never in an xdist worker, which inherits it.
+    if not _setting(config, "fixed_layout") or hasattr(config, "workerinput"):
+        return
+    if layout.is_fixed(layout.current_layout()):
+        return
+    if tuple(config.invocation_params.args) != tuple(sys.argv[1:]):
+        config.stash[LAYOUT_PROBLEM_KEY] = "not re-executed: pytest was started in-process, not from its command line"
+        return
+    config.stash[LAYOUT_PROBLEM_KEY] = layout.reexec_fixed(list(sys.orig_argv))
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -153,6 +175,7 @@ def pytest_configure(config: pytest.Config) -> None:
         eff = config.stash[SESSION_KEY] = EfficiencySession(options_from_config(config))
     except ProfileError as exc:
         raise pytest.UsageError(str(exc)) from None
+    eff.layout_problem = config.stash.get(LAYOUT_PROBLEM_KEY, "")
     state = config.stash[GATE_KEY] = gate_state_from_config(config, eff.profile)
     state.device, state.device_shared = device, shared and eff.profile != "cpu"
 

@@ -55,6 +55,8 @@ class EfficiencySession:
         self.fingerprint["sources"] = dict(self.backend.sources)
         self.fingerprint.update(self.backend.device_fingerprint)
         self.records: list[Record] = []
+        # Why `--efficiency-fixed-layout` could not fix the layout ("" when not asked or done).
+        self.layout_problem = ""
 
     def _configure_threads(self) -> None:
         import torch

@@ -12,6 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from .gate_state import GateState, TestResult
+from .layout import describe as describe_layout
+from .layout import is_fixed as is_fixed_layout
 from .record import Record
 from .session import EfficiencySession
 from .units import format_bytes, format_seconds
@@ -146,6 +148,16 @@ def _threads_line(session: EfficiencySession, state: GateState) -> str:
     return f"{shown} torch thread(s)"
 
 
+def _layout_line(session: EfficiencySession) -> str:
+    current = session.fingerprint.get("process_layout") or {}
+    line = f"process layout: {describe_layout(current)}"
+    if session.layout_problem:
+        return line + f" (--efficiency-fixed-layout: {session.layout_problem})"
+    if not is_fixed_layout(current):
+        line += " (--efficiency-fixed-layout: steadier CPU times between runs)"
+    return line
+
+
 def _calibration_line(state: GateState) -> str:
     cals = list(state.calibrator.history) if state.calibrator else []
     dicts = [c.to_dict() for c in cals] + [c for w in state.workers.values() for c in w.get("calibrations", [])]
@@ -185,6 +197,7 @@ def summary_lines(session: EfficiencySession, state: GateState | None = None, wi
     lines += _wrap("sources: " + "; ".join(f"{k}: {v}" for k, v in session.backend.sources.items()), "", width)
     for notice in session.notices:
         lines += _wrap(f"unavailable: {notice}", "", width)
+    lines += _wrap(_layout_line(session), "", width)
     if state is None:
         return lines
     cal = _calibration_line(state)
