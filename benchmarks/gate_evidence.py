@@ -40,10 +40,8 @@ from pathlib import Path
 from results_md import RESULTS, replace_section
 
 EXTRA_ARGS: list[str] = []
-# --fixed-layout: every pytest process with the same memory layout and str hashes (ASLR off
-# through setarch -R, PYTHONHASHSEED=0), so processes differ only in what they measure.
-LAUNCHER: list[str] = []
-LAYOUT_ENV: dict[str, str] = {}
+# --fixed-layout: every pytest process with the plugin's --efficiency-fixed-layout (ASLR off,
+# PYTHONHASHSEED=0, the stack padded to one size), so processes differ only in what they measure.
 HERE = Path(__file__).resolve().parent
 SECTION = "## Baselines and gating (issue 3)"
 SECTION_FIXED = "## Baselines and gating, processes with one fixed layout (issue 3)"
@@ -119,9 +117,9 @@ VARIANTS = {  # name -> environment
 
 
 def pytest_run(project: Path, env: dict[str, str], *args: str) -> None:
-    cmd = [*LAUNCHER, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--efficiency-threads=1",
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--efficiency-threads=1",
            *EXTRA_ARGS, *args]
-    full_env = {**os.environ, **env, **LAYOUT_ENV, "HF_HUB_OFFLINE": "1"}
+    full_env = {**os.environ, **env, "HF_HUB_OFFLINE": "1"}
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
         full_env.pop(name, None)
     proc = subprocess.run(cmd, cwd=project, env=full_env, capture_output=True, text=True, timeout=900)
@@ -135,6 +133,24 @@ def verdicts_of(run_file: Path) -> dict[str, dict[str, dict]]:
     for record in run["records"]:
         out[record["nodeid"]] = {v["metric"]: v for v in record["verdicts"]}
     return out
+
+
+def _calibration(fingerprint: dict) -> dict:
+    return fingerprint.get("calibration") or {}
+
+
+def calibrations_of(run_file: Path) -> dict[str, dict]:
+    """Each test's calibration (the run's start-of-session workload) in a run file."""
+    return {r["nodeid"]: _calibration(r["fingerprint"]) for r in json.loads(run_file.read_text())["records"]}
+
+
+def baseline_calibrations(base_dir: Path) -> dict[str, dict]:
+    return {nodeid: _calibration(entry["fingerprint"]) for path in base_dir.rglob("*.json")
+            for nodeid, entry in json.loads(path.read_text())["tests"].items()}
+
+
+def _ratio(now: dict, base: dict, key: str) -> float | None:
+    return now[key] / base[key] if now.get(key) and base.get(key) else None
 
 
 def workload_of(nodeid: str) -> str:
@@ -158,15 +174,19 @@ def experiment(rounds: int, seed: int) -> list[dict]:
             for name in order:
                 out = project / f"run-{r}-{name.replace('/', '').replace(' ', '').replace('%', '')}.json"
                 pytest_run(project, VARIANTS[name], f"--baselines-dir={base_dir}", f"--efficiency-json={out}")
+                cal_now, cal_base = calibrations_of(out), baseline_calibrations(base_dir)
                 for nodeid, by_metric in verdicts_of(out).items():
                     workload = workload_of(nodeid)
+                    now, base = cal_now.get(nodeid, {}), cal_base.get(nodeid, {})
                     metrics = ("peak_memory", "peak_memory_delta") if workload == "memory" else ("AL", "cpu_time_per_round")
                     for metric in metrics:
                         v = by_metric.get(metric)
                         if v is not None:
                             trials.append({"round": r, "variant": name, "workload": workload, "test": nodeid,
                                            "metric": metric, "status": v["status"], "change": v["change"],
-                                           "slowdown": float(VARIANTS[name]["GATE_SLOWDOWN"])})
+                                           "slowdown": float(VARIANTS[name]["GATE_SLOWDOWN"]),
+                                           "calibration_matmul_cpu_ratio": _ratio(now, base, "matmul_cpu_s"),
+                                           "calibration_cpu_index_ratio": _ratio(now, base, "cpu_index_s")})
             print(f"round {r + 1}/{rounds}: {time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
     return trials
 
@@ -231,7 +251,7 @@ def main() -> None:
     parser.add_argument("--forward-tests", type=int, default=4, help="transformer forward tests per process")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--fixed-layout", action="store_true",
-                        help="run every pytest process with ASLR off (setarch -R) and PYTHONHASHSEED=0")
+                        help="run every pytest process with --efficiency-fixed-layout")
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION}' section of {RESULTS}")
     parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
     parser.add_argument("--from-trials", type=Path, default=None, help="render from a saved --trials-json, run nothing")
@@ -240,11 +260,10 @@ def main() -> None:
     os.environ["GATE_TESTS"] = str(args.tests)
     os.environ["GATE_FWD_TESTS"] = str(args.forward_tests)
     if args.fixed_layout:
-        LAUNCHER.extend(["setarch", platform.machine(), "-R"])
-        LAYOUT_ENV["PYTHONHASHSEED"] = "0"
-    layout_text = (" Every pytest process ran with the same layout: ASLR off (`setarch -R`) and "
-                   "`PYTHONHASHSEED=0`." if args.fixed_layout else
-                   " Processes ran as CI runs them: address-space layout and str hashes randomized per process.")
+        EXTRA_ARGS.append("--efficiency-fixed-layout")
+    layout_text = (" Every pytest process ran with `--efficiency-fixed-layout`: ASLR off, `PYTHONHASHSEED=0`, "
+                   "the stack padded to one size." if args.fixed_layout else
+                   " Processes ran with address-space layout and str hashes randomized per process.")
     EXTRA_ARGS.extend(args.pytest_arg)
     load0, t0 = os.getloadavg()[0], time.time()
     if args.from_trials:

@@ -13,6 +13,13 @@ that spread lands in every verdict.
 `setarch -R` does) and `PYTHONHASHSEED=0`. Neither can change inside a running
 interpreter, so the pytest process re-executes itself once, with the same arguments,
 before it has collected anything; xdist workers and other child processes inherit both.
+
+With ASLR off, where the stack starts still depends on how many bytes of arguments and
+environment `execve` copies onto it, and that moves a workload's speed too (Mytkowicz
+et al., "Producing wrong data without doing anything obviously wrong", ASPLOS 2009):
+unpadded, every forward false alarm of `gate_evidence.py --fixed-layout` (9 of 9) came from
+processes whose environment differed from the baseline's by one value. So the
+re-executed process gets `PAD_ENV`, sized to make those bytes `STACK_BYTES` in every run.
 Where the kernel refuses, or the option is off, the run goes on as it is and the summary
 says which layout it measured under (it is also in every record's fingerprint).
 """
@@ -20,16 +27,37 @@ says which layout it measured under (it is also in every record's fingerprint).
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
+import struct
 import sys
 from pathlib import Path
 from typing import Any
 
 ADDR_NO_RANDOMIZE = 0x0040000
 _QUERY = 0xFFFFFFFF
-# Set in the environment of the re-executed process: one attempt only, never a loop.
+# Set in the environment of the re-executed process, naming its command line: one attempt
+# per command line, never a loop; a child process with another command line re-executes.
 REEXEC_ENV = "PYTEST_EFFICIENTLLM_REEXEC"
 FIXED_HASH_SEED = "0"
+PAD_ENV = "PYTEST_EFFICIENTLLM_STACK_PAD"
+STACK_BYTES = 64 * 1024  # far above a usual command line and environment (a few KiB)
+_POINTER = struct.calcsize("P")
+
+
+def stack_bytes(executable: str, argv: list[str], env: dict[str, str]) -> int:
+    """Bytes `execve` puts on the new stack for these: the strings and the pointer arrays to them."""
+    strings = len(os.fsencode(executable)) + 1 + sum(len(os.fsencode(a)) + 1 for a in argv)
+    strings += sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items())
+    return strings + _POINTER * (len(argv) + 1 + len(env) + 1)
+
+
+def padded_env(executable: str, argv: list[str], env: dict[str, str]) -> dict[str, str]:
+    """`env` plus `PAD_ENV`, sized so that `stack_bytes` is `STACK_BYTES` (or unpadded if already above)."""
+    out = {k: v for k, v in env.items() if k != PAD_ENV}
+    short = STACK_BYTES - stack_bytes(executable, argv, {**out, PAD_ENV: ""})
+    out[PAD_ENV] = "x" * max(0, short)
+    return out
 
 
 def _read(path: str) -> str | None:
@@ -39,8 +67,14 @@ def _read(path: str) -> str | None:
         return None
 
 
+def _token(argv: list[str]) -> str:
+    """Names the command line a re-execution was for: a child with another one is not padded for it."""
+    return hashlib.sha256("\0".join(argv).encode(errors="surrogateescape")).hexdigest()[:16]
+
+
 def current_layout() -> dict[str, Any]:
-    """This process's layout: `aslr` (True, False, or None where unknown) and `hash_seed`."""
+    """This process's layout: `aslr` (True, False, or None where unknown), `hash_seed`, and
+    `stack_padded` (re-executed by `reexec_fixed` for this very command line)."""
     personality = _read("/proc/self/personality")
     system = _read("/proc/sys/kernel/randomize_va_space")
     aslr: bool | None
@@ -53,22 +87,24 @@ def current_layout() -> dict[str, Any]:
     # The interpreter read PYTHONHASHSEED at start-up; seed 0 also shows in sys.flags.
     env_seed = os.environ.get("PYTHONHASHSEED", "")
     seed = "0" if sys.flags.hash_randomization == 0 else env_seed if env_seed.isdigit() else "random"
-    return {"aslr": aslr, "hash_seed": seed}
+    padded = os.environ.get(REEXEC_ENV) == _token(list(sys.orig_argv))
+    return {"aslr": aslr, "hash_seed": seed, "stack_padded": padded}
 
 
 def is_fixed(layout: dict[str, Any]) -> bool:
-    return layout.get("aslr") is False and layout.get("hash_seed") != "random"
+    return layout.get("aslr") is False and layout.get("hash_seed") != "random" and bool(layout.get("stack_padded"))
 
 
 def describe(layout: dict[str, Any]) -> str:
     aslr = {True: "ASLR on", False: "ASLR off", None: "ASLR unknown"}[layout.get("aslr")]
     seed = layout.get("hash_seed", "random")
-    return f"{aslr}, str hash seed {'random' if seed == 'random' else seed}"
+    padded = "stack padded" if layout.get("stack_padded") else "stack not padded"
+    return f"{aslr}, str hash seed {'random' if seed == 'random' else seed}, {padded}"
 
 
 def reexec_fixed(argv: list[str]) -> str:
     """Re-execute `argv` with ASLR off and `PYTHONHASHSEED=0`; returns only with the reason it could not."""
-    if os.environ.get(REEXEC_ENV):
+    if os.environ.get(REEXEC_ENV) == _token(argv):
         return "the re-executed process still has a random layout (the kernel ignores the personality flag)"
     if not sys.platform.startswith("linux"):
         return f"fixing the layout needs Linux (this is {sys.platform})"
@@ -79,7 +115,7 @@ def reexec_fixed(argv: list[str]) -> str:
             return f"personality(ADDR_NO_RANDOMIZE) refused: {os.strerror(ctypes.get_errno())}"
     except (OSError, AttributeError) as exc:
         return f"personality() unavailable: {exc}"
-    env = {**os.environ, "PYTHONHASHSEED": FIXED_HASH_SEED, REEXEC_ENV: "1"}
+    env = padded_env(sys.executable, argv, {**os.environ, "PYTHONHASHSEED": FIXED_HASH_SEED, REEXEC_ENV: _token(argv)})
     sys.stdout.flush()
     sys.stderr.flush()
     try:

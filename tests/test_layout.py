@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -24,22 +25,40 @@ def _layout_of(cmd_prefix: list[str], env: dict[str, str]) -> dict:
     return json.loads(out.stdout)
 
 
+def _aslr_back_on() -> None:
+    # This test run may itself have a fixed layout (this project's ini asks for it), and
+    # children inherit the personality: the "as started normally" case clears the flag.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.personality(libc.personality(0xFFFFFFFF) & ~layout.ADDR_NO_RANDOMIZE)
+
+
 @needs_linux
 def test_the_layout_read_matches_what_the_process_was_started_with() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHASHSEED", layout.REEXEC_ENV, layout.PAD_ENV)}
     fixed = _layout_of(["setarch", platform.machine(), "-R"], {**env, "PYTHONHASHSEED": "0"})
-    assert fixed == {"aslr": False, "hash_seed": "0"} and layout.is_fixed(fixed)
+    # ASLR off and the seed fixed, but not re-executed for this command line: stack not padded.
+    assert fixed == {"aslr": False, "hash_seed": "0", "stack_padded": False} and not layout.is_fixed(fixed)
     seeded = _layout_of([], {**env, "PYTHONHASHSEED": "123"})
     assert seeded["hash_seed"] == "123"
     system_aslr = open("/proc/sys/kernel/randomize_va_space").read().strip() != "0"
     if system_aslr:
-        plain = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
-        assert json.loads(plain.stdout) == {"aslr": True, "hash_seed": "random"}
+        plain = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
+                               preexec_fn=_aslr_back_on)
+        assert json.loads(plain.stdout) == {"aslr": True, "hash_seed": "random", "stack_padded": False}
+
+
+def test_the_padding_makes_every_command_line_and_environment_one_stack_size() -> None:
+    cases = [([], {}), (["-k", "x" * 50], {"A": "b" * 1000}), (["-q"], {"GATE_MEMGROW": "0.01", "C": ""})]
+    for argv, env in cases:
+        padded = layout.padded_env("/usr/bin/python3", argv, env)
+        assert layout.stack_bytes("/usr/bin/python3", argv, padded) == layout.STACK_BYTES
+        assert {k: v for k, v in padded.items() if k != layout.PAD_ENV} == env
 
 
 def test_a_second_re_execution_is_refused_instead_of_looping(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(layout.REEXEC_ENV, "1")
-    reason = layout.reexec_fixed([sys.executable, "-c", "raise SystemExit(3)"])
+    argv = [sys.executable, "-c", "raise SystemExit(3)"]
+    monkeypatch.setenv(layout.REEXEC_ENV, layout._token(argv))
+    reason = layout.reexec_fixed(argv)
     assert "still has a random layout" in reason
 
 
@@ -50,8 +69,10 @@ import pytest
 @pytest.mark.efficiency(rounds=2, warmup=0, flops=False)
 def test_where(efficiency):
     efficiency.measure(lambda: None)
-    # The address of a fresh object: the same in two runs only when ASLR is off.
-    print("ADDRESS", hex(id(object())), "SEED", os.environ.get("PYTHONHASHSEED"), "HASH", hash("efficiency"))
+    # Where the stack starts (/proc/self/stat field 28) and the address of a fresh object:
+    # the same in two runs only with ASLR off and the stack padded to one size.
+    start = open("/proc/self/stat").read().rsplit(")", 1)[1].split()[25]
+    print("ADDRESS", start, hex(id(object())), "SEED", os.environ.get("PYTHONHASHSEED"), "HASH", hash("efficiency"))
 """
 
 
@@ -63,23 +84,28 @@ def _addresses(result: pytest.RunResult) -> list[str]:
 def test_the_option_re_executes_pytest_with_a_fixed_layout_and_says_so(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_layout_probe=LAYOUT_TEST)
     json_path = pytester.path / "run.json"
+    # The second run has a longer command line and environment: padding keeps the stack where it was.
     runs = [pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "--efficiency-fixed-layout",
-                                          f"--efficiency-json={json_path}", timeout=180) for _ in range(2)]
+                                          f"--efficiency-json={json_path}", timeout=180)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EFFICIENCY_TEST_LONGER_ENVIRONMENT", "x" * 333)
+        runs.append(pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "--efficiency-fixed-layout",
+                                                  f"--efficiency-json={json_path}", "-k", "where or nothing_else",
+                                                  timeout=180))
     for result in runs:
         result.assert_outcomes(passed=1)
-        result.stdout.fnmatch_lines(["process layout: ASLR off, str hash seed 0"])
+        result.stdout.fnmatch_lines(["process layout: ASLR off, str hash seed 0, stack padded"])
     # Same address of a fresh object and the same str hash in both runs: one layout.
     assert _addresses(runs[0]) == _addresses(runs[1]) and _addresses(runs[0])
     record = json.loads(json_path.read_text())["records"][0]
-    assert record["fingerprint"]["process_layout"] == {"aslr": False, "hash_seed": "0"}
+    assert record["fingerprint"]["process_layout"] == {"aslr": False, "hash_seed": "0", "stack_padded": True}
 
 
 def test_without_the_option_the_summary_names_the_random_layout(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_layout_probe=LAYOUT_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", timeout=180)
     result.assert_outcomes(passed=1)
-    if layout.current_layout()["aslr"] and "PYTHONHASHSEED" not in os.environ:
-        result.stdout.fnmatch_lines(["process layout: ASLR on, str hash seed random (--efficiency-fixed-layout*"])
+    result.stdout.fnmatch_lines(["process layout: *stack not padded (--efficiency-fixed-layout*"])
 
 
 @needs_linux
@@ -90,4 +116,6 @@ def test_xdist_workers_inherit_the_fixed_layout(pytester: pytest.Pytester) -> No
                                            f"--efficiency-json={json_path}", timeout=180)
     result.assert_outcomes(passed=1)
     record = json.loads(json_path.read_text())["records"][0]
-    assert record["fingerprint"]["process_layout"] == {"aslr": False, "hash_seed": "0"}
+    # Workers inherit ASLR off and the seed; execnet starts them with its own command line,
+    # which the controller's padding was not sized for, and the record says so.
+    assert record["fingerprint"]["process_layout"] == {"aslr": False, "hash_seed": "0", "stack_padded": False}
