@@ -144,18 +144,34 @@ def gate_state_from_config(config: pytest.Config, profile: str) -> GateState:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config: pytest.Config) -> None:
-    # Before collection: a fixed layout needs a fresh interpreter (layout.py), so this
-    # process replaces itself. Only for the process's own command line (not an in-process
-    # pytest.main, e.g. pytester's) and never in an xdist worker, which inherits it.
-    if not _setting(config, "fixed_layout") or hasattr(config, "workerinput"):
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # A fixed layout needs a fresh interpreter (layout.py), so this process replaces itself,
+    # as early as options are known: before conftests import torch (~3 s wasted otherwise).
+    # Only for the process's own command line (not an in-process pytest.main, e.g.
+    # pytester's) and never in an xdist worker (execnet talks to it over its pipes).
+    config = early_config
+    wanted = config.known_args_namespace.efficiency_fixed_layout
+    if wanted is None:
+        wanted = config.getini("efficiency_fixed_layout")
+    if not wanted or hasattr(config, "workerinput"):
         return
     if layout.is_fixed(layout.current_layout()):
+        return
+    if sys.argv[:1] == ["-c"]:
+        # `python -c ...`: how execnet starts an xdist worker (its controller already fixed
+        # the layout it inherits; `workerinput` is not set yet at this hook).
+        config.stash[LAYOUT_PROBLEM_KEY] = "not re-executed: started by `python -c` (an xdist worker inherits its layout)"
         return
     if tuple(config.invocation_params.args) != tuple(sys.argv[1:]):
         config.stash[LAYOUT_PROBLEM_KEY] = "not re-executed: pytest was started in-process, not from its command line"
         return
+    # pytest already captures fds 1 and 2 here; the new process must write to the real ones.
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.stop_global_capturing()
     config.stash[LAYOUT_PROBLEM_KEY] = layout.reexec_fixed(list(sys.orig_argv))
+    if capture is not None:  # not re-executed: carry on as pytest would have
+        capture.start_global_capturing()
 
 
 @pytest.hookimpl(tryfirst=True)
