@@ -13,10 +13,13 @@ from __future__ import annotations
 import datetime as _dt
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions: this module loads with the plugin, and a run that
+# re-executes itself for a fixed layout (layout.py) should not import torch first.
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -27,6 +30,9 @@ class CollectiveError(RuntimeError):
 
 def default_backend(profile: str) -> str:
     """gloo on the CPU; NCCL with one GPU per rank when the session measures a GPU."""
+    import torch
+    import torch.distributed as dist
+
     if profile != "cpu" and torch.cuda.is_available() and dist.is_nccl_available():
         return "nccl"
     return "gloo"
@@ -49,10 +55,14 @@ class RankContext:
     @property
     def device(self) -> torch.device:
         """This rank's device: `cuda:<local_rank>` under NCCL, else the CPU."""
+        import torch
+
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
 
     def identity(self) -> dict[str, Any]:
         """Which physical device this rank measured: energy is summed once per distinct one."""
+        import torch
+
         out: dict[str, Any] = {"host": socket.gethostname(), "device": str(self.device), "rank": self.rank,
                                "local_rank": self.local_rank}
         if self.device.type == "cuda":
@@ -71,6 +81,9 @@ def join(rank: int, world_size: int, *, local_rank: int, local_world_size: int, 
 
     With `store` None the group is initialised from the environment (`env://`, as under torchrun).
     """
+    import torch
+    import torch.distributed as dist
+
     created = False
     if not dist.is_initialized():
         if backend == "nccl":
@@ -92,12 +105,16 @@ def join(rank: int, world_size: int, *, local_rank: int, local_world_size: int, 
 
 def leave(ctx: RankContext) -> None:
     """Destroy what `join` created."""
+    import torch.distributed as dist
+
     if ctx.created_group and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def barrier(ctx: RankContext, step: str = "barrier") -> None:
     """All ranks arrive or a `CollectiveError` names the missing ones, within the timeout."""
+    import torch.distributed as dist
+
     try:
         dist.monitored_barrier(group=ctx.control, timeout=_timedelta(ctx.timeout_s), wait_all_ranks=True)
     except RuntimeError as exc:
@@ -106,6 +123,8 @@ def barrier(ctx: RankContext, step: str = "barrier") -> None:
 
 def gather_to_root(ctx: RankContext, obj: Any, step: str = "gather") -> list[Any] | None:
     """Rank 0 gets every rank's `obj` (plain, picklable data), in rank order; others get None."""
+    import torch.distributed as dist
+
     out: list[Any] | None = [None] * ctx.world_size if ctx.rank == 0 else None
     try:
         dist.gather_object(obj, out, dst=0, group=ctx.control)
@@ -116,6 +135,8 @@ def gather_to_root(ctx: RankContext, obj: Any, step: str = "gather") -> list[Any
 
 def all_gather(ctx: RankContext, obj: Any, step: str = "all-gather") -> list[Any]:
     """Every rank gets every rank's `obj`, in rank order."""
+    import torch.distributed as dist
+
     out: list[Any] = [None] * ctx.world_size
     try:
         dist.all_gather_object(out, obj, group=ctx.control)

@@ -34,10 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-
+# torch is imported inside the functions, as in collectives: this module loads with the plugin.
 from .collectives import DEFAULT_TIMEOUT_S, RankContext, join, leave
 from .outcome import DIED, FAILED, MISSING, PASSED, SKIPPED, RankOutcome, format_error
 
@@ -51,6 +48,9 @@ class SpawnError(RuntimeError):
 
 def choose_start_method(requested: str = "auto") -> str:
     """`fork` unless CUDA is initialised here (or fork is unavailable); an explicit choice wins."""
+    import torch
+    import torch.multiprocessing as mp
+
     if requested not in START_METHODS:
         raise ValueError(f"start method {requested!r}: expected one of {', '.join(START_METHODS)}")
     if requested != "auto":
@@ -91,6 +91,9 @@ def _write(job: RankJob, outcome: RankOutcome) -> None:
 
 def _rank_entry(index: int, job: RankJob) -> None:
     """One rank: join, run the body, write the outcome; exit 1 after a failure so the others stop."""
+    import torch
+    import torch.distributed as dist
+
     os.environ.update({"RANK": str(index), "WORLD_SIZE": str(job.world_size), "LOCAL_RANK": str(index),
                        "LOCAL_WORLD_SIZE": str(job.world_size), "GROUP_RANK": "0", "MASTER_ADDR": HOST,
                        "MASTER_PORT": str(job.port)})
@@ -115,6 +118,8 @@ def _rank_entry(index: int, job: RankJob) -> None:
 
 
 def _master_store(world_size: int, timeout_s: float, attempts: int = 3) -> Any:
+    import torch.distributed as dist
+
     last: Exception | None = None
     for _ in range(attempts):
         try:
@@ -150,6 +155,8 @@ def run_ranks(body: Callable[[RankContext], dict[str, Any] | None], world_size: 
     Returns when every rank has finished, or as soon as one fails (the others are then
     terminated). Never raises for a rank's failure: that is in the outcomes.
     """
+    import torch.multiprocessing as mp
+
     method = choose_start_method(start_method)
     store = _master_store(world_size, timeout_s)
     with tempfile.TemporaryDirectory(prefix="efficiency-ranks-") as tmp:
