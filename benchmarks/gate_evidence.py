@@ -40,16 +40,19 @@ from pathlib import Path
 from results_md import RESULTS, replace_section
 
 EXTRA_ARGS: list[str] = []
-# --fixed-layout: every pytest process with the plugin's --efficiency-fixed-layout (ASLR off,
-# PYTHONHASHSEED=0, the stack padded to one size), so processes differ only in what they measure.
 HERE = Path(__file__).resolve().parent
 SECTION = "## Baselines and gating (issue 3)"
 SECTION_FIXED = "## Baselines and gating, processes with one fixed layout (issue 3)"
 
 WORKLOAD = '''
 import os
+import sys
+
 import pytest
 import torch
+
+sys.path.insert(0, os.environ["GATE_BENCHMARKS_DIR"])
+from side_by_side.workloads import _tiny_llama  # the tiny Llama the other benchmarks time
 
 SLOWDOWN = float(os.environ.get("GATE_SLOWDOWN", "0"))
 MEMGROW = float(os.environ.get("GATE_MEMGROW", "0"))
@@ -72,12 +75,7 @@ def test_latency(efficiency, copy):
 
 @pytest.fixture(scope="module")
 def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
-    return LlamaForCausalLM(config).eval()
+    return _tiny_llama()
 
 
 FORWARDS = 20  # forwards of a 2-layer Llama (random weights) on 32 tokens, about 20 ms per round
@@ -119,7 +117,7 @@ VARIANTS = {  # name -> environment
 def pytest_run(project: Path, env: dict[str, str], *args: str) -> None:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--efficiency-threads=1",
            *EXTRA_ARGS, *args]
-    full_env = {**os.environ, **env, "HF_HUB_OFFLINE": "1"}
+    full_env = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "GATE_BENCHMARKS_DIR": str(HERE)}
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
         full_env.pop(name, None)
     proc = subprocess.run(cmd, cwd=project, env=full_env, capture_output=True, text=True, timeout=900)
@@ -251,7 +249,8 @@ def main() -> None:
     parser.add_argument("--forward-tests", type=int, default=4, help="transformer forward tests per process")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--fixed-layout", action="store_true",
-                        help="run every pytest process with --efficiency-fixed-layout")
+                        help="run every pytest process with --efficiency-fixed-layout (ASLR off, PYTHONHASHSEED=0, "
+                             "the stack padded to one size), so processes differ only in what they measure")
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION}' section of {RESULTS}")
     parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
     parser.add_argument("--from-trials", type=Path, default=None, help="render from a saved --trials-json, run nothing")
