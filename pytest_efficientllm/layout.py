@@ -99,7 +99,7 @@ def describe(layout: dict[str, Any]) -> str:
     aslr = {True: "ASLR on", False: "ASLR off", None: "ASLR unknown"}[layout.get("aslr")]
     seed = layout.get("hash_seed", "random")
     padded = "stack padded" if layout.get("stack_padded") else "stack not padded"
-    return f"{aslr}, str hash seed {'random' if seed == 'random' else seed}, {padded}"
+    return f"{aslr}, str hash seed {seed}, {padded}"
 
 
 def reexec_fixed(argv: list[str]) -> str:
