@@ -133,6 +133,11 @@ def verdicts_of(run_file: Path) -> dict[str, dict[str, dict]]:
     return out
 
 
+def confirmations_of(run_file: Path) -> dict[str, int]:
+    """Fresh processes each test's verdict took (`--efficiency-confirm`)."""
+    return {r["nodeid"]: len(r.get("confirmations", [])) for r in json.loads(run_file.read_text())["records"]}
+
+
 def _calibration(fingerprint: dict) -> dict:
     return fingerprint.get("calibration") or {}
 
@@ -155,7 +160,14 @@ def workload_of(nodeid: str) -> str:
     return "matmul" if "test_latency" in nodeid else "forward" if "test_forward" in nodeid else "memory"
 
 
-def experiment(rounds: int, seed: int) -> list[dict]:
+# How the candidate processes judge: alone, or confirming a suspect in fresh processes.
+METHODS = {
+    "one process": ["--efficiency-confirm=0"],
+    "confirmed": ["--efficiency-confirm=2"],
+}
+
+
+def experiment(rounds: int, seed: int, methods: list[str]) -> list[dict]:
     """All trials: one per (round, variant, test, metric)."""
     rng = random.Random(seed)
     trials = []
@@ -167,12 +179,15 @@ def experiment(rounds: int, seed: int) -> list[dict]:
             base_dir = project / f"baselines-{r}"
             t0 = time.time()
             pytest_run(project, VARIANTS["A/A"], "--update-baselines", f"--baselines-dir={base_dir}")
-            order = list(VARIANTS)
+            order = [(name, method) for name in VARIANTS for method in methods]
             rng.shuffle(order)
-            for name in order:
-                out = project / f"run-{r}-{name.replace('/', '').replace(' ', '').replace('%', '')}.json"
-                pytest_run(project, VARIANTS[name], f"--baselines-dir={base_dir}", f"--efficiency-json={out}")
+            for name, method in order:
+                slug = f"{name}-{method}".replace('/', '').replace(' ', '').replace('%', '').replace('(', '').replace(')', '')
+                out = project / f"run-{r}-{slug}.json"
+                pytest_run(project, VARIANTS[name], f"--baselines-dir={base_dir}", f"--efficiency-json={out}",
+                           *METHODS[method])
                 cal_now, cal_base = calibrations_of(out), baseline_calibrations(base_dir)
+                confirmations = confirmations_of(out)
                 for nodeid, by_metric in verdicts_of(out).items():
                     workload = workload_of(nodeid)
                     now, base = cal_now.get(nodeid, {}), cal_base.get(nodeid, {})
@@ -180,7 +195,8 @@ def experiment(rounds: int, seed: int) -> list[dict]:
                     for metric in metrics:
                         v = by_metric.get(metric)
                         if v is not None:
-                            trials.append({"round": r, "variant": name, "workload": workload, "test": nodeid,
+                            trials.append({"round": r, "variant": name, "method": method, "workload": workload,
+                                           "test": nodeid, "confirmations": confirmations.get(nodeid, 0),
                                            "metric": metric, "status": v["status"], "change": v["change"],
                                            "slowdown": float(VARIANTS[name]["GATE_SLOWDOWN"]),
                                            "calibration_matmul_cpu_ratio": _ratio(now, base, "matmul_cpu_s"),
@@ -197,13 +213,14 @@ def _kind(trial: dict) -> str:
     return "A/A" if slowdown == 0 else f"+{slowdown * 100:.0f}%"
 
 
-def chosen(trials: list[dict], workload: str, kind: str, metric: str) -> list[dict]:
-    return [t for t in trials if t.get("workload", "matmul") == workload and _kind(t) == kind and t["metric"] == metric]
+def chosen(trials: list[dict], workload: str, kind: str, metric: str, method: str) -> list[dict]:
+    return [t for t in trials if t.get("workload", "matmul") == workload and _kind(t) == kind and t["metric"] == metric
+            and t.get("method", "one process") == method]
 
 
 def table(trials: list[dict]) -> list[str]:
-    rows = ["| workload | trial | metric (rule) | comparisons | gate failed | rate | target | median change seen | "
-            "middle 90% of changes |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| method | workload | trial | metric (rule) | comparisons | gate failed | rate | target | median change "
+            "seen | middle 90% of changes | fresh processes per test |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     cpu = "cpu_time_per_round (`+5%`)"
     wall = "AL wall clock (`latency='+5%'`)"
     spec = []
@@ -217,16 +234,19 @@ def table(trials: list[dict]) -> list[str]:
         ("memory", "A/A", "peak_memory_delta", "peak_memory_delta (measured VmHWM, +0.5%)", "(secondary)"),
         ("memory", "mem +1%", "peak_memory_delta", "peak_memory_delta (measured VmHWM, +0.5%)", "(secondary)"),
     ]
-    for workload, kind, metric, label, target in spec:
-        picked = chosen(trials, workload, kind, metric)
-        if not picked:
-            continue
-        n = len(picked)
-        hits = sum(t["status"] == "fail" for t in picked)
-        changes = sorted(t["change"] for t in picked if t["change"] is not None)
-        lo, hi = changes[int(0.05 * (len(changes) - 1))], changes[int(0.95 * (len(changes) - 1))]
-        rows.append(f"| {workload} | {kind} | {label} | {n} | {hits} | {100 * hits / n:.1f}% | {target} | "
-                    f"{100 * statistics.median(changes):+.1f}% | {100 * lo:+.1f}% .. {100 * hi:+.1f}% |")
+    methods = [m for m in METHODS if any(t.get("method", "one process") == m for t in trials)]
+    for method in methods:
+        for workload, kind, metric, label, target in spec:
+            picked = chosen(trials, workload, kind, metric, method)
+            if not picked:
+                continue
+            n = len(picked)
+            hits = sum(t["status"] == "fail" for t in picked)
+            changes = sorted(t["change"] for t in picked if t["change"] is not None)
+            lo, hi = changes[int(0.05 * (len(changes) - 1))], changes[int(0.95 * (len(changes) - 1))]
+            fresh = statistics.mean(t.get("confirmations", 0) for t in picked)
+            rows.append(f"| {method} | {workload} | {kind} | {label} | {n} | {hits} | {100 * hits / n:.1f}% | {target} | "
+                        f"{100 * statistics.median(changes):+.1f}% | {100 * lo:+.1f}% .. {100 * hi:+.1f}% | {fresh:.2f} |")
     return rows
 
 
@@ -251,6 +271,8 @@ def main() -> None:
     parser.add_argument("--fixed-layout", action="store_true",
                         help="run every pytest process with --efficiency-fixed-layout (ASLR off, PYTHONHASHSEED=0, "
                              "the stack padded to one size), so processes differ only in what they measure")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated candidate methods, each its own processes in every round: {', '.join(METHODS)}")
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION}' section of {RESULTS}")
     parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
     parser.add_argument("--from-trials", type=Path, default=None, help="render from a saved --trials-json, run nothing")
@@ -269,21 +291,30 @@ def main() -> None:
         trials = json.loads(args.from_trials.read_text())
         load0 = load1 = float("nan")
     else:
-        trials = experiment(args.rounds, args.seed)
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            parser.error(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
+        trials = experiment(args.rounds, args.seed, methods)
         load1 = os.getloadavg()[0]
     if args.trials_json:
         args.trials_json.write_text(json.dumps(trials, indent=1))
     rows = table(trials)
+    methods_arg = "" if args.methods == ",".join(METHODS) else f" --methods '{args.methods}'"
     text = textwrap.dedent(f"""\
         {SECTION_FIXED if args.fixed_layout else SECTION}
 
-        Command: `python benchmarks/gate_evidence.py --rounds {args.rounds} --tests {args.tests} --forward-tests {args.forward_tests}{' --fixed-layout' if args.fixed_layout else ''} --write`
+        Command: `python benchmarks/gate_evidence.py --rounds {args.rounds} --tests {args.tests} --forward-tests {args.forward_tests}{' --fixed-layout' if args.fixed_layout else ''}{methods_arg} --write`
         ({time.strftime('%Y-%m-%d %H:%M')} UTC, {(time.time() - t0) / 60:.0f} min). Machine: {machine()}; load average
         {load0:.1f} at start, {load1:.1f} at end.
 
         End to end through pytest: per experiment round, one process records the baselines
-        (`--update-baselines`), then one process per variant (shuffled order) runs against them
-        with `--efficiency-json`, and the verdicts are read from that run file. Workloads per round:
+        (`--update-baselines`), then one process per variant and method (shuffled order) runs
+        against them with `--efficiency-json`, and the verdicts are read from that run file.
+        Methods: "one process" judges each test in its own process alone
+        (`--efficiency-confirm=0`); "confirmed" (the default, `--efficiency-confirm=2`) re-measures
+        a suspect test in up to 2 fresh processes and fails it on a majority (`confirm.py`); the
+        last column counts those processes. Workloads per round:
         60 fp32 256x256 matmuls (slowdowns: 63, 66, 72) and 20 forwards of a 2-layer Llama on 32
         tokens (21, 22, 24); default protocol (5 rounds, 1 warm-up), 1 torch thread per process.
         The tests give `cpu_time_per_round` (each round's process CPU time) and wall-clock `AL` a

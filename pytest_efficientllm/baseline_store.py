@@ -41,7 +41,7 @@ LOCK_TIMEOUT_S = 120.0
 # Runs whose medians a baseline keeps per measured metric (the newest is its own samples).
 HISTORY_RUNS = 10
 # Fields of a record that describe one run, not the baseline: left out of the stored entry.
-_RUN_ONLY = ("nodeid", "outcome", "worker", "rank", "schema", "verdicts")
+_RUN_ONLY = ("nodeid", "outcome", "worker", "rank", "schema", "verdicts", "confirmations")
 
 
 class BaselineError(RuntimeError):

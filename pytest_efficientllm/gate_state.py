@@ -60,6 +60,7 @@ class GateState:
     devices: tuple[str, ...] = ()
     device: str | None = None  # what this process's CUDA_VISIBLE_DEVICES was pinned to
     device_shared: bool = False  # more workers than devices: measured tests take a lock
+    confirm_processes: int = 0  # fresh processes that confirm a measured regression (`confirm`)
     started: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     # Controller (or serial) side only:
     results: list[TestResult] = field(default_factory=list)

@@ -102,6 +102,13 @@ def describe(layout: dict[str, Any]) -> str:
     return f"{aslr}, str hash seed {seed}, {padded}"
 
 
+def fixed_child_env(argv: list[str], env: dict[str, str]) -> dict[str, str]:
+    """The environment that starts `argv` (a pytest command line, from a process whose ASLR is
+    off, which the child inherits) with the fixed layout already in place: seeded, padded and
+    marked, so it does not re-execute."""
+    return padded_env(sys.executable, argv, {**env, "PYTHONHASHSEED": FIXED_HASH_SEED, REEXEC_ENV: _token(argv)})
+
+
 def reexec_fixed(argv: list[str]) -> str:
     """Re-execute `argv` with ASLR off and `PYTHONHASHSEED=0`; returns only with the reason it could not."""
     if os.environ.get(REEXEC_ENV) == _token(argv):
@@ -115,7 +122,7 @@ def reexec_fixed(argv: list[str]) -> str:
             return f"personality(ADDR_NO_RANDOMIZE) refused: {os.strerror(ctypes.get_errno())}"
     except (OSError, AttributeError) as exc:
         return f"personality() unavailable: {exc}"
-    env = padded_env(sys.executable, argv, {**os.environ, "PYTHONHASHSEED": FIXED_HASH_SEED, REEXEC_ENV: _token(argv)})
+    env = fixed_child_env(argv, dict(os.environ))
     sys.stdout.flush()
     sys.stderr.flush()
     try:

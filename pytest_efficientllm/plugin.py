@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from . import layout, xdist_controller, xdist_worker
+from . import confirm, layout, xdist_controller, xdist_worker
 from .baseline_store import BaselineError, BaselineStore
 from .calibration import Calibrator
 from .devices import PROFILES, ProfileError, usable_cores
@@ -85,6 +85,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--efficiency-fixed-layout", dest="efficiency_fixed_layout", action="store_true", default=None,
                     help="re-execute pytest once with ASLR off and PYTHONHASHSEED=0, so runs differ only in what "
                          "they measure (Linux; default: ini efficiency_fixed_layout)")
+    group.addoption("--efficiency-confirm", dest="efficiency_confirm", type=int, default=None, metavar="N",
+                    help="before a measured metric fails a test, measure the test again in up to N fresh processes "
+                         "and fail only on a majority (0: never; default: ini efficiency_confirm, 2)")
+    parser.addini("efficiency_confirm", "fresh processes that confirm a measured regression before it fails a test",
+                  default=str(confirm.DEFAULT_PROCESSES))
     parser.addini("efficiency_fixed_layout", "run with ASLR off and PYTHONHASHSEED=0 (re-executes pytest once)",
                   type="bool", default=False)
     parser.addini("efficiency_baselines_dir", "baselines folder, relative to the rootdir", default="baselines")
@@ -126,6 +131,9 @@ def gate_state_from_config(config: pytest.Config, profile: str) -> GateState:
             ini_limits=parse_limit_assignments(config.getini("efficiency_limits"), "ini efficiency_limits"),
             cli_limits=parse_limit_assignments(config.getoption("efficiency_limit", []) or [], "--efficiency-limit"),
         )
+        confirm_processes = int(_setting(config, "confirm"))
+        if confirm_processes < 0:
+            raise ValueError(f"--efficiency-confirm={confirm_processes}: expected 0 or more processes")
         every_raw = str(_setting(config, "calibrate_every")).strip()
         every = None if every_raw.lower() == "off" else parse_seconds(every_raw)
         devices = xdist_worker.parse_devices(str(_setting(config, "devices") or ""))
@@ -139,8 +147,11 @@ def gate_state_from_config(config: pytest.Config, profile: str) -> GateState:
     if json_path is not None and not json_path.parent.is_dir():
         raise pytest.UsageError(f"--efficiency-json={json_raw}: folder {json_path.parent} does not exist")
     calibrator = None if every_raw.lower() == "off" else Calibrator(every if every and every > 0 else None)
+    if os.environ.get(confirm.CONFIRM_ENV):
+        confirm_processes = 0  # this is a confirmation process: it measures, the one that started it judges
     return GateState(options, BaselineStore(Path(root), profile), calibrator, json_path,
-                     is_worker=xdist_worker.worker_id(config) is not None, devices=devices)
+                     is_worker=xdist_worker.worker_id(config) is not None, devices=devices,
+                     confirm_processes=confirm_processes)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -258,6 +269,45 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
 
 
+def _child_settings(config: pytest.Config, call_s: float) -> confirm.ChildSettings:
+    eff = config.stash[SESSION_KEY]
+    args = list(config.invocation_params.args)
+    plugins = tuple(args[i + 1] if arg == "-p" else arg[2:] for i, arg in enumerate(args)
+                    if (arg == "-p" and i + 1 < len(args)) or (arg.startswith("-p") and len(arg) > 2))
+    current = layout.current_layout()
+    defaults = eff.options.defaults
+    return confirm.ChildSettings(
+        rootdir=config.rootpath, inifile=config.inipath, profile=eff.profile, threads=eff.threads,
+        rounds=defaults.rounds, warmup=defaults.warmup, min_time_s=defaults.min_time_s, plugins=plugins,
+        fixed_layout=current["aslr"] is False and current["hash_seed"] != "random",
+        xdist=config.pluginmanager.hasplugin("xdist"),
+        # A fresh process pays start-up and collection on top of the test itself.
+        timeout_s=max(120.0, 20 * call_s))
+
+
+def _confirmed(item: pytest.Item, spec: MarkerSpec, record: Any, verdicts: list[Verdict], baseline: Any,
+               error: str, call_s: float) -> list[Verdict]:
+    """`verdicts`, or the majority verdict of fresh processes where a measured metric is suspect."""
+    state = item.config.stash[GATE_KEY]
+    options = state.options
+    if state.confirm_processes < 1 or options.mode != "fail" or options.update or error or record.world_size != 1:
+        return verdicts
+    metrics = confirm.suspects(record, verdicts, effective_limits(spec.limits, options, record.metrics))
+    if not metrics:
+        return verdicts
+    settings = _child_settings(item.config, call_s)
+
+    def judge_record(other: Any) -> list[Verdict]:
+        add_derived(other)
+        return judge(other, effective_limits(spec.limits, options, other.metrics), baseline, error, options)
+
+    result = confirm.confirm(verdicts, metrics, lambda: confirm.measure_in_child(record.nodeid, settings),
+                             judge_record, state.confirm_processes)
+    record.confirmations = result.records
+    record.settings["confirmation_s"] = round(result.seconds, 3)
+    return result.verdicts
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
@@ -271,7 +321,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     add_derived(record)
     if report.passed:
         baseline, error = _baseline_of(state, record.nodeid)
-        verdicts = judge(record, effective_limits(fixture.spec.limits, state.options, record.metrics), baseline, error, state.options)
+        limits = effective_limits(fixture.spec.limits, state.options, record.metrics)
+        verdicts = judge(record, limits, baseline, error, state.options)
+        verdicts = _confirmed(item, fixture.spec, record, verdicts, baseline, error, call.duration)
         leak = find_leak(record)
         if leak is not None:
             verdicts.append(leak.as_verdict())

@@ -95,7 +95,9 @@ class Record:
     ``ranks`` the per-rank records of a distributed test, of which this one is the
     aggregate (empty for single-process tests); ``verdicts`` the gate's verdicts on
     this record as plain dicts (``{"metric", "status", "message", ...}``), so reports
-    and merged runs show them without re-deriving.
+    and merged runs show them without re-deriving; ``confirmations`` the records of the
+    same test measured again in fresh processes before the gate decided (`confirm`),
+    raw rounds included, so a verdict's evidence is all in the run file.
     """
 
     nodeid: str
@@ -109,6 +111,7 @@ class Record:
     world_size: int = 1
     ranks: list[Record] = field(default_factory=list)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    confirmations: list[Record] = field(default_factory=list)
     created: str = ""
     schema: int = SCHEMA_VERSION
 
@@ -140,6 +143,7 @@ class Record:
             "metrics": {name: m.to_dict() for name, m in sorted(self.metrics.items())},
             "ranks": [r.to_dict() for r in self.ranks],
             "verdicts": list(self.verdicts),
+            "confirmations": [r.to_dict() for r in self.confirmations],
         }
 
     @classmethod
@@ -167,6 +171,7 @@ class Record:
                 world_size=int(data.get("world_size", 1)),
                 ranks=[cls.from_dict(r) for r in data.get("ranks", [])],
                 verdicts=list(data.get("verdicts", [])),
+                confirmations=[cls.from_dict(r) for r in data.get("confirmations", [])],
                 created=data.get("created", ""),
                 schema=schema,
             )

@@ -169,6 +169,18 @@ def _calibration_line(state: GateState) -> str:
     return line
 
 
+def _confirmation_line(results: list[TestResult]) -> str:
+    """What confirming suspects in fresh processes cost this run (`confirm`), if anything."""
+    confirmed = [r for r in results if "confirmation_s" in r.record.settings]
+    if not confirmed:
+        return ""
+    processes = sum(len(r.record.confirmations) for r in confirmed)
+    seconds = sum(float(r.record.settings["confirmation_s"]) for r in confirmed)
+    failing = sum(r.gate_failed for r in confirmed)
+    return (f"re-measured in fresh processes (--efficiency-confirm): {len(confirmed)} test(s), {processes} "
+            f"process(es), {seconds:.1f} s; {failing} of them failing")
+
+
 def _store_lines(state: GateState, width: int) -> list[str]:
     lines: list[str] = []
     for u in state.updates:
@@ -209,6 +221,9 @@ def summary_lines(session: EfficiencySession, state: GateState | None = None, wi
         if any(m.source == "estimated" for r in state.results for m in r.record.metrics.values()):
             lines.append("~ = estimate (never gated)")
         lines += details(state.results, width)
+        confirmation = _confirmation_line(state.results)
+        if confirmation:
+            lines += _wrap(confirmation, "", width)
     lines += _store_lines(state, width)
     for lost in state.lost_workers:
         lines += _wrap(f"worker {lost} went down: the test it was running has no record; the other workers' "
