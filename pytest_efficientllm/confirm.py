@@ -104,6 +104,21 @@ def _changes_text(per_process: list[list[Verdict]], metric: str) -> str:
     return ", ".join(parts)
 
 
+def _final(metric: str, per_process: list[list[Verdict]], need: int) -> list[Verdict]:
+    """`metric`'s verdicts once the vote is decided, each message naming every process's reading."""
+    mine = [v for v in per_process[0] if v.metric == metric]
+    seen = f"{len(per_process)} processes: {_changes_text(per_process, metric)}"
+    if sum(fails(p, metric) for p in per_process) < need:
+        return [dataclasses.replace(v, status="warn", message=f"{v.message}; not confirmed in {seen}: the majority "
+                                    "passes, not failing") if v.failed else
+                dataclasses.replace(v, message=f"{v.message}; cleared in {seen}") if v.kind == "baseline" else v
+                for v in mine]
+    # Confirmed. Where this process under-read it, the first process that saw it speaks for it.
+    source = mine if any(v.failed for v in mine) else next(
+        [v for v in p if v.metric == metric] for p in per_process if fails(p, metric))
+    return [dataclasses.replace(v, message=f"{v.message}; confirmed in {seen}") if v.failed else v for v in source]
+
+
 @dataclass
 class Confirmation:
     """What confirming one test produced: its final verdicts, the fresh processes' records."""
@@ -141,33 +156,15 @@ def confirm(verdicts: list[Verdict], metrics: Sequence[str], measure_again: Call
         records.append(got)
         per_process.append(judge_record(got))
 
+    final = {m: _final(m, per_process, need) if decided(m) else None for m in metrics}
     out: list[Verdict] = []
-    for v in verdicts:
-        if v.metric not in metrics:
+    for v in verdicts:  # in their order, each suspect's verdicts replaced where its first one stood
+        replaced = final.get(v.metric)
+        if replaced is None:
+            # Not a suspect, or undecided because a fresh process could not run: as this process found it.
             out.append(v)
-    for metric in metrics:
-        mine = [v for v in verdicts if v.metric == metric]
-        votes = [fails(p, metric) for p in per_process]
-        seen = f"{len(per_process)} processes: {_changes_text(per_process, metric)}"
-        if not decided(metric):
-            # A confirmation process could not run: this process's finding stands as it was.
-            out.extend(mine)
-            continue
-        if sum(votes) >= need:
-            if any(v.failed for v in mine):
-                out.extend(dataclasses.replace(v, message=f"{v.message}; confirmed in {seen}") if v.failed else v
-                           for v in mine)
-            else:
-                # This process under-read it; report the failure of the first process that saw it.
-                first = next(p for p in per_process if fails(p, metric))
-                out.extend(dataclasses.replace(v, message=f"{v.message}; confirmed in {seen}")
-                           for v in first if v.metric == metric and v.failed)
-                out.extend(v for v in mine if not v.failed)
-        else:
-            out.extend(dataclasses.replace(v, status="warn", message=f"{v.message}; not confirmed in {seen}: "
-                                           "the majority passes, not failing") if v.failed else
-                       dataclasses.replace(v, message=f"{v.message}; cleared in {seen}") if v.kind == "baseline" else v
-                       for v in mine)
+        elif not any(v.metric == w.metric for w in out):
+            out.extend(replaced)
     if problem:
         out.append(Verdict("*", "warn", f"confirmation in a fresh process failed: {problem}", "baseline"))
     return Confirmation(out, records, time.monotonic() - t0)
