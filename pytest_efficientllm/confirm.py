@@ -153,6 +153,11 @@ def confirm(verdicts: list[Verdict], metrics: Sequence[str], measure_again: Call
         if isinstance(got, str):
             problem = got
             break
+        missing = [m for m in metrics if got.metrics.get(m) is None or got.metrics[m].value is None]
+        if missing:
+            # A process that did not measure the metric cannot vote that it passes.
+            problem = f"the fresh process recorded no {', '.join(missing)}"
+            break
         records.append(got)
         per_process.append(judge_record(got))
 

@@ -94,6 +94,12 @@ def test_a_fresh_process_that_cannot_run_leaves_the_verdict_and_says_why() -> No
     assert any(v.metric == "*" and v.status == "warn" and "ImportError" in v.message for v in result.verdicts)
 
 
+def test_a_fresh_process_without_the_metric_does_not_vote() -> None:
+    result, al, _ = _vote(_at(0.12), record("t.py::test_a", counted("peak_memory", 1)))
+    assert [v.status for v in al] == ["fail"] and "confirmed" not in al[0].message
+    assert any(v.metric == "*" and "recorded no AL" in v.message for v in result.verdicts)
+
+
 def test_no_processes_no_confirmation() -> None:
     result, al, started = _vote(_at(0.12), processes=0)
     assert started == 0 and [v.status for v in al] == ["fail"]
