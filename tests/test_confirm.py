@@ -165,10 +165,12 @@ SLOW = float(os.environ.get("SLOW", "0"))
 # A host episode: only the process that measures first runs slow.
 EPISODE = os.environ.get("EPISODE") == "1" and not os.environ.get("PYTEST_EFFICIENTLLM_CONFIRMING")
 
-@pytest.mark.efficiency(rounds=5, warmup=1, latency="+5%")
+@pytest.mark.efficiency(rounds=7, warmup=1, latency="+5%")
 @pytest.mark.parametrize("case", ["a/b c", "x"])
 def test_sleep(efficiency, case):
-    seconds = 0.010 * (1 + SLOW) * (1.25 if EPISODE else 1.0)
+    # Doubled, not +25%: on a loaded 2-core CI runner late wake-ups from a sleep spread the
+    # baseline's rounds by several ms, and the interval must still exclude "no change".
+    seconds = 0.020 * (1 + SLOW) * (2.0 if EPISODE else 1.0)
     efficiency.measure(lambda: time.sleep(seconds))
 """
 COMMON = ("-p", "no:cacheprovider", "--efficiency-threads=1", "--efficiency-calibrate-every=off")
@@ -198,21 +200,21 @@ def test_end_to_end_an_episode_is_not_failed(sleeper: pytest.Pytester, monkeypat
     for rec in _records(out).values():
         (al,) = [v for v in rec["verdicts"] if v["metric"] == "AL"]
         assert al["status"] == "warn"
-        assert "not confirmed in 3 processes: this process +2" in al["message"]
+        assert "not confirmed in 3 processes: this process +" in al["message"]
         assert al["message"].endswith("% passes: the majority passes, not failing")
         assert len(rec["confirmations"]) == 2
         for fresh in rec["confirmations"]:
-            assert len(fresh["metrics"]["AL"]["samples"]) == 5  # the fresh processes' raw rounds are kept
-            assert 0.0095 < fresh["metrics"]["AL"]["value"] < 0.0115
+            assert len(fresh["metrics"]["AL"]["samples"]) == 7  # the fresh processes' raw rounds are kept
+            assert 0.019 < fresh["metrics"]["AL"]["value"] < 0.030  # 20 ms asleep, not 40
 
 
 def test_end_to_end_a_regression_fails_after_one_fresh_process(sleeper: pytest.Pytester,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SLOW", "0.25")
+    monkeypatch.setenv("SLOW", "1")
     out = sleeper.path / "run.json"
     result = sleeper.runpytest_subprocess(*COMMON, "-n", "2", f"--efficiency-json={out}")
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*confirmed in 2 processes: this process +2?.?% fails, fresh 1 +2?.?% fails*"])
+    result.stdout.fnmatch_lines(["*confirmed in 2 processes: this process +*% fails, fresh 1 +*% fails*"])
     assert [len(r["confirmations"]) for r in _records(out).values()] == [1, 1]
     # Without confirmation the same run fails at once, and starts no process.
     result = sleeper.runpytest_subprocess(*COMMON, "--efficiency-confirm=0", f"--efficiency-json={out}")
@@ -222,7 +224,7 @@ def test_end_to_end_a_regression_fails_after_one_fresh_process(sleeper: pytest.P
 
 
 def test_updating_baselines_never_confirms(sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SLOW", "0.25")
+    monkeypatch.setenv("SLOW", "1")
     out = sleeper.path / "run.json"
     result = sleeper.runpytest_subprocess(*COMMON, "--update-baselines", f"--efficiency-json={out}")
     assert result.ret == 0
@@ -237,7 +239,7 @@ def test_bad_confirm_option(pytester: pytest.Pytester) -> None:
 
 
 def test_a_confirmation_process_never_confirms_in_turn(sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SLOW", "0.25")
+    monkeypatch.setenv("SLOW", "1")
     monkeypatch.setenv(confirm.CONFIRM_ENV, "1")
     out = sleeper.path / "run.json"
     result = sleeper.runpytest_subprocess(*COMMON, f"--efficiency-json={out}")
