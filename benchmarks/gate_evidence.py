@@ -167,7 +167,7 @@ METHODS = {
 }
 
 
-def experiment(rounds: int, seed: int, methods: list[str]) -> list[dict]:
+def experiment(rounds: int, seed: int, methods: list[str], baseline_runs: int = 1) -> list[dict]:
     """All trials: one per (round, variant, test, metric)."""
     rng = random.Random(seed)
     trials = []
@@ -178,7 +178,8 @@ def experiment(rounds: int, seed: int, methods: list[str]) -> list[dict]:
         for r in range(rounds):
             base_dir = project / f"baselines-{r}"
             t0 = time.time()
-            pytest_run(project, VARIANTS["A/A"], "--update-baselines", f"--baselines-dir={base_dir}")
+            for _ in range(baseline_runs):  # each run keeps the earlier runs' medians (run-to-run rule from 3)
+                pytest_run(project, VARIANTS["A/A"], "--update-baselines", f"--baselines-dir={base_dir}")
             order = [(name, method) for name in VARIANTS for method in methods]
             rng.shuffle(order)
             for name, method in order:
@@ -271,6 +272,9 @@ def main() -> None:
     parser.add_argument("--fixed-layout", action="store_true",
                         help="run every pytest process with --efficiency-fixed-layout (ASLR off, PYTHONHASHSEED=0, "
                              "the stack padded to one size), so processes differ only in what they measure")
+    parser.add_argument("--baseline-runs", type=int, default=1,
+                        help="baseline processes per round (--update-baselines again keeps each run's median; "
+                             "from 3 the run-to-run rule applies)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated candidate methods, each its own processes in every round: {', '.join(METHODS)}")
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION}' section of {RESULTS}")
@@ -295,12 +299,18 @@ def main() -> None:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             parser.error(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
-        trials = experiment(args.rounds, args.seed, methods)
+        trials = experiment(args.rounds, args.seed, methods, args.baseline_runs)
         load1 = os.getloadavg()[0]
     if args.trials_json:
         args.trials_json.write_text(json.dumps(trials, indent=1))
     rows = table(trials)
     methods_arg = "" if args.methods == ",".join(METHODS) else f" --methods '{args.methods}'"
+    if args.baseline_runs != 1:
+        methods_arg += f" --baseline-runs {args.baseline_runs}"
+    baseline_text = ("Baselines here are one run each, so the run-to-run rule (3+ baseline runs) does not apply."
+                     if args.baseline_runs < 3 else f"Baselines here are {args.baseline_runs} runs each (separate "
+                     "processes), so the run-to-run rule applies: a regression must also lie beyond the 99.9% "
+                     "prediction bound of their run medians.")
     text = textwrap.dedent(f"""\
         {SECTION_FIXED if args.fixed_layout else SECTION}
 
@@ -321,7 +331,7 @@ def main() -> None:
         `+5%` tolerance (on the CPU profile the default check of `cpu_time_per_round` only warns),
         noise-aware: fails only beyond 5% *and* when the 95% Hodges-Lehmann/Moses interval on the
         ratio excludes 1.{layout_text}
-        Baselines here are one run each, so the run-to-run rule (3+ baseline runs) does not apply.
+        {baseline_text}
         "A/A" counts every comparison of an unchanged timed test: those of the A/A variant and of
         the memory variant. Memory: a 64 MiB tensor, +1% in the "mem +1%" variant. A trial = one
         test's comparison of one metric.
