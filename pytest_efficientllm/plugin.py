@@ -27,8 +27,9 @@ from .gate import GateOptions, add_derived, effective_limits, judge, parse_limit
 from .gate_state import GateState, TestResult
 from .distributed import is_reporting_rank
 from .leak import find_leak
-from .marker import MarkerError, MarkerSpec, parse_marker
+from .marker import Limit, MarkerError, MarkerSpec, parse_marker
 from .measure import Protocol
+from .record import Record
 from .session import EfficiencySession, Options
 from .units import UnitError, parse_seconds
 from .verdicts import Verdict
@@ -285,21 +286,21 @@ def _child_settings(config: pytest.Config, call_s: float) -> confirm.ChildSettin
         timeout_s=max(120.0, 20 * call_s))
 
 
-def _confirmed(item: pytest.Item, spec: MarkerSpec, record: Any, verdicts: list[Verdict], baseline: Any,
-               error: str, call_s: float) -> list[Verdict]:
+def _confirmed(item: pytest.Item, record: Record, limits: tuple[Limit, ...], verdicts: list[Verdict],
+               baseline: Record | None, error: str, call_s: float) -> list[Verdict]:
     """`verdicts`, or the majority verdict of fresh processes where a measured metric is suspect."""
     state = item.config.stash[GATE_KEY]
     options = state.options
     if state.confirm_processes < 1 or options.mode != "fail" or options.update or error or record.world_size != 1:
         return verdicts
-    metrics = confirm.suspects(record, verdicts, effective_limits(spec.limits, options, record.metrics))
+    metrics = confirm.suspects(record, verdicts, limits)
     if not metrics:
         return verdicts
     settings = _child_settings(item.config, call_s)
 
-    def judge_record(other: Any) -> list[Verdict]:
+    def judge_record(other: Record) -> list[Verdict]:
         add_derived(other)
-        return judge(other, effective_limits(spec.limits, options, other.metrics), baseline, error, options)
+        return judge(other, limits, baseline, error, options)
 
     result = confirm.confirm(verdicts, metrics, lambda: confirm.measure_in_child(record.nodeid, settings),
                              judge_record, state.confirm_processes)
@@ -323,7 +324,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         baseline, error = _baseline_of(state, record.nodeid)
         limits = effective_limits(fixture.spec.limits, state.options, record.metrics)
         verdicts = judge(record, limits, baseline, error, state.options)
-        verdicts = _confirmed(item, fixture.spec, record, verdicts, baseline, error, call.duration)
+        verdicts = _confirmed(item, record, limits, verdicts, baseline, error, call.duration)
         leak = find_leak(record)
         if leak is not None:
             verdicts.append(leak.as_verdict())
