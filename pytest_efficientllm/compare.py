@@ -139,7 +139,7 @@ def _time_scaling(unit: str) -> int:
     return 0
 
 
-def _tolerances(limits: Iterable[Limit]) -> dict[str, float]:
+def tolerances(limits: Iterable[Limit]) -> dict[str, float]:
     # The sign of "+5%" is informative only: a tolerance always applies in the metric's
     # worse direction (slower, bigger, lower throughput).
     return {limit.metric: abs(limit.relative) for limit in limits if limit.kind == "tolerance"}
@@ -286,7 +286,7 @@ def compare_record(baseline: Record, current: Record, limits: Iterable[Limit] = 
         raise ValueError(f"gate mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "off":
         return []
-    verdicts = _compare(baseline, current, _tolerances(limits))
+    verdicts = _compare(baseline, current, tolerances(limits))
     return soften(verdicts) if mode == "warn" else verdicts
 
 

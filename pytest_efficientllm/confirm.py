@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
-from .compare import DEFAULT_MEASURED_TOLERANCE, WARN_BY_DEFAULT, beyond_tolerance, default_measured
+from .compare import DEFAULT_MEASURED_TOLERANCE, WARN_BY_DEFAULT, beyond_tolerance, default_measured, tolerances
 from .marker import Limit
 from .record import Record
 from .runfile import RunFileError, read_run
@@ -55,9 +55,9 @@ _WORKER_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST
 def gated_tolerance(name: str, limits: Iterable[Limit], profile: str) -> float | None:
     """The relative tolerance under which a failed comparison of `name` fails the test, or None
     when its comparison cannot fail it (not gated, or a default check that only warns)."""
-    for limit in limits:
-        if limit.metric == name and limit.kind == "tolerance":
-            return abs(limit.relative)
+    given = tolerances(limits).get(name)
+    if given is not None:
+        return given
     if name in default_measured(profile) and profile not in WARN_BY_DEFAULT:
         return DEFAULT_MEASURED_TOLERANCE
     return None
