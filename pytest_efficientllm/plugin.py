@@ -275,7 +275,7 @@ def _child_settings(config: pytest.Config, call_s: float) -> confirm.ChildSettin
     args = list(config.invocation_params.args)
     plugins = tuple(args[i + 1] if arg == "-p" else arg[2:] for i, arg in enumerate(args)
                     if (arg == "-p" and i + 1 < len(args)) or (arg.startswith("-p") and len(arg) > 2))
-    current = layout.current_layout()
+    current = eff.fingerprint["process_layout"]  # read once at start-up; it cannot change in a process
     defaults = eff.options.defaults
     return confirm.ChildSettings(
         rootdir=config.rootpath, inifile=config.inipath, profile=eff.profile, threads=eff.threads,
