@@ -180,6 +180,7 @@ def experiment(rounds: int, seed: int, methods: list[str], baseline_runs: int = 
             t0 = time.time()
             for _ in range(baseline_runs):  # each run keeps the earlier runs' medians (run-to-run rule from 3)
                 pytest_run(project, VARIANTS["A/A"], "--update-baselines", f"--baselines-dir={base_dir}")
+            cal_base = baseline_calibrations(base_dir)
             order = [(name, method) for name in VARIANTS for method in methods]
             rng.shuffle(order)
             for name, method in order:
@@ -187,7 +188,7 @@ def experiment(rounds: int, seed: int, methods: list[str], baseline_runs: int = 
                 out = project / f"run-{r}-{slug}.json"
                 pytest_run(project, VARIANTS[name], f"--baselines-dir={base_dir}", f"--efficiency-json={out}",
                            *METHODS[method])
-                cal_now, cal_base = calibrations_of(out), baseline_calibrations(base_dir)
+                cal_now = calibrations_of(out)
                 confirmations = confirmations_of(out)
                 for nodeid, by_metric in verdicts_of(out).items():
                     workload = workload_of(nodeid)
