@@ -275,7 +275,7 @@ def main() -> None:
                              "the stack padded to one size), so processes differ only in what they measure")
     parser.add_argument("--baseline-runs", type=int, default=1,
                         help="baseline processes per round (--update-baselines again keeps each run's median; "
-                             "from 3 the run-to-run rule applies)")
+                             "from 2 the run-to-run rule applies)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated candidate methods, each its own processes in every round: {', '.join(METHODS)}")
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION}' section of {RESULTS}")
@@ -308,10 +308,11 @@ def main() -> None:
     methods_arg = "" if args.methods == ",".join(METHODS) else f" --methods '{args.methods}'"
     if args.baseline_runs != 1:
         methods_arg += f" --baseline-runs {args.baseline_runs}"
-    baseline_text = ("Baselines here are one run each, so the run-to-run rule (3+ baseline runs) does not apply."
-                     if args.baseline_runs < 3 else f"Baselines here are {args.baseline_runs} runs each (separate "
-                     "processes), so the run-to-run rule applies: a regression must also lie beyond the 99.9% "
-                     "prediction bound of their run medians.")
+    baseline_text = ("Baselines here are one run each, so the run-to-run rule does not apply."
+                     if args.baseline_runs < 2 else f"Baselines here are {args.baseline_runs} runs each (separate "
+                     "processes), so the run-to-run rule applies: the change is read against the median of the "
+                     "runs' medians, and a regression must also lie beyond the 99.9% prediction bound of those "
+                     "runs, the spread moderated across the file's tests (`run_noise`).")
     text = textwrap.dedent(f"""\
         {SECTION_FIXED if args.fixed_layout else SECTION}
 

@@ -61,27 +61,23 @@ def tally(run: dict) -> dict:
 
 
 def run_to_run_bounds(profile: str = "cpu", metric: str = "cpu_time_per_round") -> list[float]:
-    """For each committed baseline with 3+ runs: how far above the mean run median (on the log
-    scale) the gate's run-to-run prediction bound lies, i.e. the smallest regression that can
-    fail at all (`compare.run_noise`)."""
-    import math
-
+    """For each committed baseline with a run-to-run bound: how far above the median of its
+    runs' medians the gate's prediction bound lies, i.e. the smallest regression that can
+    fail at all (`run_noise.predict`, spread moderated across the file's tests)."""
     from pytest_efficientllm.baseline_store import read_entries
-    from pytest_efficientllm.compare import run_noise
-    from pytest_efficientllm.stats import summarize
+    from pytest_efficientllm.run_noise import pool, predict, run_medians
 
     out = []
     for path in sorted((ROOT / "baselines" / profile).rglob("*.json")):
-        for record in read_entries(path).values():
+        records = read_entries(path)
+        priors = pool(records.values())
+        for record in records.values():
             base = record.metrics.get(metric)
             if base is None or not base.samples:
                 continue
-            median = summarize([x for x in base.samples if x > 0]).median
-            noise = run_noise(base, median, median)
-            if noise is not None:
-                runs = [m for m in (*base.history, median) if m > 0]
-                centre = math.exp(statistics.mean(math.log(m) for m in runs))
-                out.append(noise.bound / centre - 1)
+            prediction = predict(run_medians(base), priors.get(metric))
+            if prediction is not None:
+                out.append(prediction.high / prediction.centre - 1)
     return sorted(out)
 
 

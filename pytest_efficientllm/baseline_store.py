@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from .record import SCHEMA_VERSION, Metric, Record, SchemaError
+from .run_noise import RunPrior, pool, predict, run_medians
 from .runfile import write_atomic
 from .stats import summarize
 
@@ -88,21 +89,34 @@ def entry_of(record: Record) -> dict[str, Any]:
     return data
 
 
-def carry_history(old: dict[str, Any], new: dict[str, Any]) -> None:
-    """Keep the medians of earlier runs of each measured metric in the new entry.
+def carry_history(old: Record, new: dict[str, Any], priors: Mapping[str, RunPrior]) -> list[str]:
+    """Keep the medians of the earlier runs of each measured metric in the new entry.
 
     A baseline recorded over several runs tells the gate how far a run's median moves
-    between processes, which the rounds of one run cannot show (`compare`).
+    between processes, which the rounds of one run cannot show (`run_noise`). A new run
+    beyond the earlier runs' prediction bound, either way, is a change of the code or the
+    machine, not noise: its history restarts with it, or the earlier runs' centre would
+    keep the old speed (a deliberate 20% speed-up, recorded once, would not move it).
+    Returns one line per restarted metric.
     """
+    restarted = []
     for name, metric in new.get("metrics", {}).items():
-        before = old.get("metrics", {}).get(name)
-        if metric.get("source") != "measured" or not metric.get("samples") or not isinstance(before, dict):
+        before = old.metrics.get(name)
+        samples = [x for x in metric.get("samples", []) if x > 0]
+        if metric.get("source") != "measured" or not samples or before is None:
             continue
-        samples = [x for x in before.get("samples", []) if isinstance(x, (int, float))]
-        if not samples:
+        earlier = run_medians(before)
+        if not earlier:
             continue
-        earlier = [x for x in before.get("history", []) if isinstance(x, (int, float))]
-        metric["history"] = (earlier + [_stable(summarize(samples).median, False)])[-(HISTORY_RUNS - 1):]
+        median = summarize(samples).median
+        prediction = predict(earlier, priors.get(name), metric.get("unit", ""))
+        if prediction is not None and not prediction.low <= median <= prediction.high:
+            restarted.append(f"{old.nodeid} {name}: {median / prediction.centre - 1:+.1%} beyond "
+                             f"{prediction.describe('lower' if median > prediction.high else 'higher')}: "
+                             "run history restarted")
+            continue
+        metric["history"] = [_stable(m, False) for m in earlier[-(HISTORY_RUNS - 1):]]
+    return restarted
 
 
 def record_of(nodeid: str, entry: dict[str, Any]) -> Record:
@@ -179,6 +193,8 @@ class FileUpdate:
     unchanged: list[str] = field(default_factory=list)
     kept: int = 0
     error: str = ""
+    # Metrics whose new run lay beyond their earlier runs' bound (`carry_history`).
+    restarted: list[str] = field(default_factory=list)
 
 
 def _lock_for(path: Path) -> FileLock:
@@ -206,6 +222,7 @@ class BaselineStore:
         self.root = Path(root)
         self.profile = profile
         self._cache: dict[Path, dict[str, Record] | BaselineError] = {}
+        self._priors: dict[Path, dict[str, RunPrior]] = {}
 
     @property
     def folder(self) -> Path:
@@ -214,9 +231,7 @@ class BaselineStore:
     def path_for(self, nodeid: str) -> Path:
         return self.folder / baseline_relpath(nodeid)
 
-    def lookup(self, nodeid: str) -> Record | None:
-        """The stored baseline of a test, or None; BaselineError when its file is unreadable."""
-        path = self.path_for(nodeid)
+    def _entries(self, path: Path) -> dict[str, Record]:
         cached = self._cache.get(path)
         if cached is None:
             try:
@@ -226,7 +241,18 @@ class BaselineStore:
             self._cache[path] = cached
         if isinstance(cached, BaselineError):
             raise cached
-        return cached.get(nodeid)
+        return cached
+
+    def lookup(self, nodeid: str) -> Record | None:
+        """The stored baseline of a test, or None; BaselineError when its file is unreadable."""
+        return self._entries(self.path_for(nodeid)).get(nodeid)
+
+    def run_priors(self, nodeid: str) -> dict[str, RunPrior]:
+        """The run-to-run spread per metric that the tests of this test's file share (`run_noise.pool`)."""
+        path = self.path_for(nodeid)
+        if path not in self._priors:
+            self._priors[path] = pool(self._entries(path).values())
+        return self._priors[path]
 
     def update(self, records: Iterable[Record]) -> list[FileUpdate]:
         """Write the given records' entries; other entries of each file are kept.
@@ -248,6 +274,7 @@ class BaselineStore:
             except Timeout:
                 result.error = f"{path}: another process held the baseline lock for {LOCK_TIMEOUT_S:.0f} s; not written"
             self._cache.pop(path, None)
+            self._priors.pop(path, None)
             results.append(result)
         return results
 
@@ -266,12 +293,13 @@ class BaselineStore:
                 raise BaselineError(f"{path}: cannot read baseline file ({exc}); not overwritten") from None
             else:
                 _, entries = parse(path, text)
-                read_entries(path)  # validates every entry before anything is replaced
+            stored = read_entries(path)  # validates every entry before anything is replaced
+            priors = pool(stored.values())
             for record in sorted(records, key=lambda r: r.nodeid):
                 new = json.loads(json.dumps(entry_of(record)))  # normalised as it will be written
                 old = entries.get(record.nodeid)
                 if old is not None:
-                    carry_history(old, new)
+                    result.restarted += carry_history(stored[record.nodeid], new, priors)
                 if old is None:
                     result.added.append(record.nodeid)
                 elif _identity(old) == _identity(new):

@@ -16,8 +16,9 @@ same function). The rules, by the metric's source (DESIGN.md §4):
   with no per-round samples (a peak, an average) has no noise estimate: its tolerance
   alone decides, and the message says so. The rounds of one run do not show how far a
   run's median moves between processes; a baseline recorded over several runs
-  (`Metric.history`, at least `MIN_RUNS`) does, and then a regression must also fall
-  beyond the `PREDICTION` prediction bound of those runs (`run_noise`). Checked by
+  (`Metric.history`) does: the change is then read against the median of its runs'
+  medians, and a regression must also fall beyond their prediction bound, with the
+  spread moderated across the baseline file's tests (`run_noise`). Checked by
   default at `DEFAULT_MEASURED_TOLERANCE`: on a GPU the latency family (CUDA event
   times); on the CPU the process CPU time per round, because wall-clock time on a shared
   CPU measures the neighbours as much as the work (benchmarks/RESULTS.md). On the CPU
@@ -35,15 +36,13 @@ calibration workload each run measured (`calibration`), and the verdict says so.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .marker import Limit
 from .record import Metric, Record
+from .run_noise import RunPrior, centre, predict, run_medians
 from .stats import RatioInterval, ratio_interval, summarize
 from .units import format_value
 from .verdicts import Verdict, soften
@@ -57,11 +56,6 @@ DEFAULT_MEASURED = {"cpu": ("cpu_time_per_round",), "*": ("AL", "TTFT", "TPOT")}
 # untuned default would fail unchanged code in a large share of runs.
 WARN_BY_DEFAULT = ("cpu",)
 CONFIDENCE = 0.95
-# Run-to-run noise: baseline runs needed to estimate it, and the one-sided prediction level.
-# A suite gates ~100 metrics per run, so the per-metric false-alarm level must be far below
-# 1% for the run as a whole to stay green on unchanged code.
-MIN_RUNS = 3
-PREDICTION = 0.999
 MODES = ("fail", "warn", "off")
 
 # Fingerprint keys (flattened with '.') whose difference means the baseline is for
@@ -188,7 +182,8 @@ def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None) ->
     return Verdict(name, "pass", numbers, "baseline", change)
 
 
-def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: float | None) -> Verdict:
+def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: float | None,
+                      prior: RunPrior | None = None) -> Verdict:
     scale = _time_scaling(cur.unit)
     # Calibrated: the current run's values as if measured on the baseline's machine.
     adjust = factor ** (-scale) if factor is not None and scale else 1.0
@@ -197,14 +192,19 @@ def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: 
     c_samples = [x * adjust for x in cur.samples if x > 0]
     word = "slower" if cur.unit == "s" else "worse"
     better_word = "faster" if cur.unit == "s" else "better"
+    runs = run_medians(base) if b_samples else []
     if b_samples and c_samples:
-        b_med, c_med = summarize(b_samples).median, summarize(c_samples).median
-        iv: RatioInterval | None = ratio_interval(b_samples, c_samples, CONFIDENCE)
+        # The baseline's rounds moved to the centre of all its runs: they tell the spread of
+        # one run's rounds, the runs tell where unchanged code lands (`run_noise`).
+        b_med, c_med = centre(runs), summarize(c_samples).median
+        shift = b_med / summarize(b_samples).median
+        iv: RatioInterval | None = ratio_interval([x * shift for x in b_samples], c_samples, CONFIDENCE)
     else:
         b_med, c_med, iv = float(base.value), float(cur.value) * adjust, None  # type: ignore[arg-type]
     change = c_med / b_med - 1 if b_med else 0.0
-    numbers = (f"{_shown(cur, c_med, len(c_samples))}{calibrated} vs baseline {_shown(base, b_med, len(b_samples))} "
-               f"({_pct(change)}")
+    of_runs = f", median of {len(runs)} runs" if len(runs) > 1 else ""
+    numbers = (f"{_shown(cur, c_med, len(c_samples))}{calibrated} vs baseline {_shown(base, b_med, len(b_samples))}"
+               f"{of_runs} ({_pct(change)}")
     if iv is not None and iv.resolved:
         numbers += f", {iv.confidence:.0%} interval {_pct(iv.low - 1)} .. {_pct(iv.high - 1)}"  # type: ignore[operator]
     numbers += f"; tolerance {tol * 100:+.4g}%)"
@@ -225,72 +225,38 @@ def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: 
         return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the noise of the two runs",
                        "baseline", change)
     if worse:
-        runs = run_noise(base, b_med, c_med)
-        if runs is not None and not runs.beyond:
+        prediction = predict(runs, prior, base.unit)
+        bound = prediction.bound(base.direction) if prediction is not None else None
+        if bound is not None and not (c_med > bound if base.direction == "lower" else c_med < bound):
             return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the run-to-run noise of "
-                           f"{runs.describe()}", "baseline", change)
-        how = f" and the run-to-run noise of {runs.describe()}" if runs is not None else \
-            " (baseline of one run: run-to-run noise unknown; record it again with --update-baselines to learn it)"
+                           f"{prediction.describe(base.direction)}", "baseline", change)  # type: ignore[union-attr]
+        how = (f" and the run-to-run noise of {prediction.describe(base.direction)}" if prediction is not None else
+               f" (baseline of {len(runs)} run{'s' if len(runs) != 1 else ''}: run-to-run noise unknown; record it "
+               "again with --update-baselines to learn it)")
         return Verdict(name, "fail", f"{numbers}: {word} beyond tolerance and noise{how}", "baseline", change)
     return Verdict(name, "improved", f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
                    "baseline", change)
 
 
-@dataclass(frozen=True)
-class RunNoise:
-    """Where the current run's median falls against the medians of the baseline's runs."""
-
-    runs: int
-    bound: float
-    unit: str
-    beyond: bool
-
-    def describe(self) -> str:
-        return f"{self.runs} baseline runs ({PREDICTION:.1%} prediction bound {format_value(self.bound, self.unit)})"
-
-
-def run_noise(base: Metric, base_median: float, current_median: float) -> RunNoise | None:
-    """Is the current run's median outside what the baseline's runs predict for one more run?
-
-    The rounds of one run cannot show how far a run's median moves between processes
-    (on a shared VM, ±10% for millisecond workloads while each run's rounds agree to 2%).
-    With the medians of at least `MIN_RUNS` baseline runs (`Metric.history` plus the
-    baseline's own), a one-sided `PREDICTION` prediction interval on the log scale —
-    mean ± t(k-1) · s · sqrt(1 + 1/k), Student's t for k runs — bounds where one more run
-    of unchanged code lands; a regression must fall beyond it. None with fewer runs.
-    """
-    medians = [m for m in (*base.history, base_median) if m > 0]
-    if len(medians) < MIN_RUNS or current_median <= 0:
-        return None
-    from scipy.stats import t as student_t  # only needed once a baseline has enough runs
-
-    logs = np.log(medians)
-    k = len(logs)
-    spread = float(np.std(logs, ddof=1)) * math.sqrt(1 + 1 / k) * float(student_t.ppf(PREDICTION, k - 1))
-    centre = float(np.mean(logs))
-    if base.direction == "lower":
-        bound = math.exp(centre + spread)
-        return RunNoise(k, bound, base.unit, current_median > bound)
-    bound = math.exp(centre - spread)
-    return RunNoise(k, bound, base.unit, current_median < bound)
-
-
-def compare_record(baseline: Record, current: Record, limits: Iterable[Limit] = (), mode: str = "fail") -> list[Verdict]:
+def compare_record(baseline: Record, current: Record, limits: Iterable[Limit] = (), mode: str = "fail",
+                   run_priors: Mapping[str, RunPrior] | None = None) -> list[Verdict]:
     """Verdicts of `current` against `baseline` under the tolerances in `limits`.
 
     `limits` may hold budgets too (checked elsewhere, `verdicts.check_budgets`); only the
     tolerances are read here. `mode`: `fail` (regressions fail), `warn` (they warn),
-    `off` (no comparison).
+    `off` (no comparison). `run_priors`: the run-to-run spread the baseline's file shares
+    per metric (`run_noise.pool`, `BaselineStore.run_priors`).
     """
     if mode not in MODES:
         raise ValueError(f"gate mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "off":
         return []
-    verdicts = _compare(baseline, current, tolerances(limits))
+    verdicts = _compare(baseline, current, tolerances(limits), run_priors or {})
     return soften(verdicts) if mode == "warn" else verdicts
 
 
-def _compare(baseline: Record, current: Record, tolerances: dict[str, float]) -> list[Verdict]:
+def _compare(baseline: Record, current: Record, tolerances: dict[str, float],
+             run_priors: Mapping[str, RunPrior]) -> list[Verdict]:
     fp = fingerprint_diff(baseline.fingerprint, current.fingerprint)
     if baseline.profile != current.profile:
         fp.errors.insert(0, f"profile: {baseline.profile!r} -> {current.profile!r}")
@@ -337,13 +303,13 @@ def _compare(baseline: Record, current: Record, tolerances: dict[str, float]) ->
             out.append(_compare_counted(name, base, cur, tol))
         elif cur.source == "measured":
             verdict = _compare_measured(name, base, cur, DEFAULT_MEASURED_TOLERANCE if tol is None else tol,
-                                        metric_factor)
+                                        metric_factor, run_priors.get(name))
             if tol is None and verdict.failed and current.profile in WARN_BY_DEFAULT:
                 verdict = Verdict(name, "warn", verdict.message + f" (default check on the {current.profile} profile "
                                   f"warns; give {name} a tolerance to fail on it)", "baseline", verdict.change)
             out.append(verdict)
         else:
-            verdict = _compare_measured(name, base, cur, tol, metric_factor)  # type: ignore[arg-type]
+            verdict = _compare_measured(name, base, cur, tol, metric_factor, run_priors.get(name))  # type: ignore[arg-type]
             if verdict.status == "fail":
                 verdict = Verdict(name, "warn", verdict.message + " (estimated: never fails)", "baseline", verdict.change)
             out.append(verdict)

@@ -8,12 +8,13 @@ result to the test report; `compare` holds the comparison rules themselves.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .compare import MODES, compare_record
 from .marker import Limit, MarkerError, parse_limit
 from .record import Metric, Record
+from .run_noise import RunPrior
 from .verdicts import Verdict, check_budgets, soften
 
 
@@ -91,11 +92,12 @@ def add_derived(record: Record) -> None:
 
 
 def judge(record: Record, limits: Iterable[Limit], baseline: Record | None, baseline_error: str,
-          options: GateOptions) -> list[Verdict]:
+          options: GateOptions, run_priors: Mapping[str, RunPrior] | None = None) -> list[Verdict]:
     """All verdicts of one test that passed its own assertions.
 
     * budgets: absolute, from `limits`;
-    * baseline: `compare_record`, or `new` when there is none (a failure with `strict`),
+    * baseline: `compare_record` (with the run-to-run spread the baseline's file shares,
+      `run_priors`), or `new` when there is none (a failure with `strict`),
       or an error when the baseline file is unreadable;
     * with `update`, findings against the old baseline warn (it is being replaced), except
       an unreadable file, which will not be replaced either;
@@ -120,7 +122,7 @@ def judge(record: Record, limits: Iterable[Limit], baseline: Record | None, base
             verdicts.append(Verdict("*", "new", "no baseline yet" + (": recorded now" if options.update else
                                     "; record one with --update-baselines"), "baseline"))
     else:
-        compared = compare_record(baseline, record, limits, mode="fail")
+        compared = compare_record(baseline, record, limits, mode="fail", run_priors=run_priors)
         if options.update:
             compared = [dataclasses.replace(v, status="warn", message=v.message + " [baseline being replaced]")
                         if v.failed else v for v in compared]

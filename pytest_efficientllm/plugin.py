@@ -30,6 +30,7 @@ from .leak import find_leak
 from .marker import Limit, MarkerError, MarkerSpec, parse_marker
 from .measure import Protocol
 from .record import Record
+from .run_noise import RunPrior
 from .session import EfficiencySession, Options
 from .units import UnitError, parse_seconds
 from .verdicts import Verdict
@@ -254,11 +255,12 @@ def _failure_text(failed: list[Verdict]) -> str:
     return "\n".join(parts)
 
 
-def _baseline_of(state: GateState, nodeid: str) -> tuple[Any, str]:
+def _baseline_of(state: GateState, nodeid: str) -> tuple[Record | None, dict[str, RunPrior], str]:
+    """The test's baseline, the run-to-run spread its file shares, and why there is none."""
     try:
-        return state.store.lookup(nodeid), ""
+        return state.store.lookup(nodeid), state.store.run_priors(nodeid), ""
     except BaselineError as exc:
-        return None, str(exc)
+        return None, {}, str(exc)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -287,7 +289,7 @@ def _child_settings(config: pytest.Config, call_s: float) -> confirm.ChildSettin
 
 
 def _confirmed(item: pytest.Item, record: Record, limits: tuple[Limit, ...], verdicts: list[Verdict],
-               baseline: Record | None, error: str, call_s: float) -> list[Verdict]:
+               baseline: Record | None, priors: dict[str, RunPrior], error: str, call_s: float) -> list[Verdict]:
     """`verdicts`, or the majority verdict of fresh processes where a measured metric is suspect."""
     state = item.config.stash[GATE_KEY]
     options = state.options
@@ -300,7 +302,7 @@ def _confirmed(item: pytest.Item, record: Record, limits: tuple[Limit, ...], ver
 
     def judge_record(other: Record) -> list[Verdict]:
         add_derived(other)
-        return judge(other, limits, baseline, error, options)
+        return judge(other, limits, baseline, error, options, priors)
 
     result = confirm.confirm(verdicts, metrics, lambda: confirm.measure_in_child(record.nodeid, settings),
                              judge_record, state.confirm_processes)
@@ -321,10 +323,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     verdicts = []
     add_derived(record)
     if report.passed:
-        baseline, error = _baseline_of(state, record.nodeid)
+        baseline, priors, error = _baseline_of(state, record.nodeid)
         limits = effective_limits(fixture.spec.limits, state.options, record.metrics)
-        verdicts = judge(record, limits, baseline, error, state.options)
-        verdicts = _confirmed(item, record, limits, verdicts, baseline, error, call.duration)
+        verdicts = judge(record, limits, baseline, error, state.options, priors)
+        verdicts = _confirmed(item, record, limits, verdicts, baseline, priors, error, call.duration)
         leak = find_leak(record)
         if leak is not None:
             verdicts.append(leak.as_verdict())

@@ -1,0 +1,183 @@
+"""Run-to-run noise: a baseline's centre over its runs, the spread moderated across a file's
+tests, the prediction bound, and a history that restarts at an intended change.
+
+The statistical claims are checked on simulated run medians whose distribution is known
+(log-normal runs, seeded), so coverage and power are ground truth, not a re-derivation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pytest_efficientllm import run_noise
+from pytest_efficientllm.baseline_store import BaselineStore
+from pytest_efficientllm.compare import compare_record
+from pytest_efficientllm.marker import parse_limit
+from pytest_efficientllm.record import Metric, Record
+from pytest_efficientllm.run_noise import PREDICTION, RunPrior, moderate, pool, predict
+
+ROUNDS = (1.0, 1.01, 0.99, 1.0, 1.005, 0.995, 1.0)  # each run's rounds agree to ~1%
+TOL5 = (parse_limit("cpu_time_per_round", "+5%"),)
+
+
+def _metric(median: float, history: tuple[float, ...] = ()) -> Metric:
+    samples = tuple(median * r for r in ROUNDS)
+    return Metric("cpu_time_per_round", median, "s", "lower", "measured", "test", samples=samples, history=history)
+
+
+def _record(nodeid: str, metric: Metric) -> Record:
+    return Record(nodeid, "cpu", metrics={metric.name: metric})
+
+
+def _verdict(base: Metric, current_median: float, priors: dict[str, RunPrior] | None = None):
+    (v,) = [v for v in compare_record(_record("t.py::t", base), _record("t.py::t", _metric(current_median)), TOL5,
+                                      run_priors=priors) if v.metric == "cpu_time_per_round"]
+    return v
+
+
+def _pairs(rng: np.random.Generator, sigmas: np.ndarray, runs: int) -> list[tuple[float, int]]:
+    logs = rng.normal(0.0, sigmas[:, None], size=(sigmas.size, runs))
+    return [(float(v), runs - 1) for v in np.var(logs, axis=1, ddof=1)]
+
+
+# -- the prior ------------------------------------------------------------------------------------
+
+def test_tests_with_one_common_spread_give_that_spread_with_many_degrees_of_freedom() -> None:
+    rng = np.random.default_rng(1)
+    prior = moderate(_pairs(rng, np.full(300, 0.03), runs=5))
+    assert prior is not None
+    assert math.sqrt(prior.variance) == pytest.approx(0.03, rel=0.08)
+    assert prior.df > 40  # infinite when the variances agree beyond sampling noise
+
+
+def test_tests_whose_spreads_differ_give_a_prior_with_few_degrees_of_freedom() -> None:
+    # Spreads drawn from a scaled inverse chi-square with 6 degrees of freedom around 0.05.
+    rng = np.random.default_rng(2)
+    variances = 6 * 0.05**2 / rng.chisquare(6, size=400)
+    prior = moderate(_pairs(rng, np.sqrt(variances), runs=5))
+    assert prior is not None
+    assert 3 < prior.df < 15
+    assert math.sqrt(prior.variance) == pytest.approx(0.05, rel=0.15)
+
+
+def test_too_few_tests_or_zero_spreads_give_no_prior() -> None:
+    assert moderate([(0.001, 4), (0.002, 4)]) is None
+    assert moderate([(0.0, 4), (0.0, 4), (0.001, 4), (0.002, 4)]) is None
+
+
+def test_pool_groups_measured_metrics_by_name_and_needs_two_runs_per_test() -> None:
+    records = [_record(f"t.py::t{i}", _metric(0.01, history=(0.0101 + i * 1e-4, 0.0098))) for i in range(4)]
+    counted = [Record(f"t.py::c{i}", "cpu", metrics={"peak_memory": Metric(
+        "peak_memory", 100.0 + i, "B", "lower", "counted", "exact", samples=(1.0, 2.0), history=(3.0,))})
+        for i in range(4)]
+    one_run = [_record(f"t.py::o{i}", _metric(0.01)) for i in range(4)]
+    priors = pool(records + counted + one_run)
+    assert set(priors) == {"cpu_time_per_round"}
+    assert priors["cpu_time_per_round"].tests == 4
+    assert pool(one_run) == {}
+
+
+# -- the prediction bound -------------------------------------------------------------------------
+
+def test_without_a_prior_three_runs_are_needed_and_with_one_a_single_run_has_a_bound() -> None:
+    assert predict([0.01, 0.011]) is None
+    assert predict([0.01, 0.011, 0.0105]) is not None
+    prior = RunPrior(variance=0.02**2, df=math.inf, tests=10)
+    one = predict([0.01], prior)
+    assert one is not None and one.pooled
+    # The prior's spread around one run: z(99.9%) x 2% x sqrt(1 + 1).
+    assert one.high == pytest.approx(0.01 * math.exp(3.0902 * 0.02 * math.sqrt(2)), rel=1e-4)
+    assert one.low == pytest.approx(0.01 * math.exp(-3.0902 * 0.02 * math.sqrt(2)), rel=1e-4)
+
+
+def _simulate(sigma: float, runs: int, shift: float, moderated: bool, files: int = 300, tests: int = 10,
+              seed: int = 3) -> float:
+    """Share of one-more-run medians beyond the upper bound, over simulated baseline files."""
+    rng = np.random.default_rng(seed)
+    beyond = trials = 0
+    for _ in range(files):
+        medians = np.exp(rng.normal(0.0, sigma, size=(tests, runs)))
+        records = [_record(f"t.py::t{i}", _metric(float(m[-1]), history=tuple(float(x) for x in m[:-1])))
+                   for i, m in enumerate(medians)]
+        priors = pool(records) if moderated else {}
+        for i, m in enumerate(medians):
+            prediction = predict(list(m), priors.get("cpu_time_per_round"))
+            new_run = math.exp(rng.normal(0.0, sigma)) * (1 + shift)
+            beyond += new_run > prediction.high  # type: ignore[union-attr]
+            trials += 1
+    return beyond / trials
+
+
+def test_unchanged_runs_fall_beyond_the_bound_about_as_rarely_as_the_prediction_level_says() -> None:
+    rate = _simulate(0.03, runs=5, shift=0.0, moderated=True)
+    assert rate <= 3 * (1 - PREDICTION)  # 3000 trials: 0.1% expected, 0.3% would be a miscalibration
+
+
+def test_moderation_lets_five_runs_catch_a_ten_percent_regression_that_their_own_spread_hides() -> None:
+    # Runs spread 1.5%: with its own 4 degrees of freedom a test's 99.9% bound lies ~12% out
+    # (t = 7.2); pooled over its file's 10 tests, ~5.5% (t = 3.1 to 3.3).
+    pooled = _simulate(0.015, runs=5, shift=0.10, moderated=True)
+    alone = _simulate(0.015, runs=5, shift=0.10, moderated=False)
+    assert pooled >= 0.95
+    assert alone < 0.6
+
+
+# -- the comparison reads the centre of the runs --------------------------------------------------
+
+def test_one_baseline_run_that_ran_off_does_not_move_the_comparison() -> None:
+    # Four runs at 10 ms, the newest (the one whose rounds are stored) 30% slow; the file's
+    # other tests spread 1% between runs. The off run still widens this test's own spread
+    # (moderated: ~4.8%, bound ~+19%), but the change is read against the runs' centre.
+    base = _metric(0.013, history=(0.0100, 0.0101, 0.0099, 0.0100))
+    prior = {"cpu_time_per_round": RunPrior(variance=0.01**2, df=20.0, tests=8)}
+    same = _verdict(base, 0.0101, prior)
+    assert same.status == "pass" and same.change == pytest.approx(0.01, abs=0.005)
+    assert "median of 5 runs" in same.message
+    slower = _verdict(base, 0.0125, prior)
+    assert slower.status == "fail" and slower.change == pytest.approx(0.25, abs=0.01)
+
+
+def test_a_baseline_of_two_runs_gets_a_bound_from_its_files_prior() -> None:
+    base = _metric(0.0100, history=(0.0102,))
+    prior = {"cpu_time_per_round": RunPrior(variance=0.02**2, df=20.0, tests=8)}
+    assert "run-to-run noise unknown" in _verdict(base, 0.0115).message
+    within = _verdict(base, 0.0109, prior)  # +8%: beyond tolerance, inside ~2.5 x 2% x 1.2
+    assert within.status == "pass" and "spread pooled with the file's tests" in within.message
+    assert _verdict(base, 0.0125, prior).status == "fail"
+
+
+# -- the history restarts at an intended change ---------------------------------------------------
+
+def _store_runs(store: BaselineStore, nodeid: str, medians: list[float]):
+    updates = []
+    for median in medians:
+        updates += store.update([_record(nodeid, _metric(median))])
+    return updates
+
+
+def test_re_recording_unchanged_code_keeps_the_runs_and_a_real_change_restarts_them(tmp_path) -> None:
+    store = BaselineStore(tmp_path, "cpu")
+    updates = _store_runs(store, "suites/t.py::t", [0.0100, 0.0102, 0.0099, 0.0101, 0.0100])
+    assert not any(u.restarted for u in updates)
+    assert store.lookup("suites/t.py::t")["cpu_time_per_round"].history == (0.01, 0.0102, 0.0099, 0.0101)
+    # A deliberate 20% speed-up, recorded once: the old runs no longer describe this code.
+    (faster,) = store.update([_record("suites/t.py::t", _metric(0.0080))])
+    assert len(faster.restarted) == 1 and "-20.0%" in faster.restarted[0] and "restarted" in faster.restarted[0]
+    stored = store.lookup("suites/t.py::t")["cpu_time_per_round"]
+    assert stored.history == () and run_noise.run_medians(stored) == [pytest.approx(0.008)]
+    # ... and a run back at the old speed is now a regression, not the old centre.
+    v = _verdict(stored, 0.0100)
+    assert v.status == "fail" and v.change == pytest.approx(0.25, abs=0.01)
+
+
+def test_the_store_pools_a_files_tests_and_learns_again_after_an_update(tmp_path) -> None:
+    store = BaselineStore(tmp_path, "cpu")
+    for i in range(4):
+        _store_runs(store, f"suites/t.py::t{i}", [0.0100, 0.0102 + i * 1e-4])
+    assert store.run_priors("suites/t.py::t0")["cpu_time_per_round"].tests == 4
+    assert store.run_priors("suites/other.py::t") == {}  # another file shares nothing
+    _store_runs(store, "suites/t.py::t4", [0.0100, 0.0103])
+    assert store.run_priors("suites/t.py::t0")["cpu_time_per_round"].tests == 5
