@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -167,8 +168,9 @@ METHODS = {
 }
 
 
-def experiment(rounds: int, seed: int, methods: list[str], baseline_runs: int = 1) -> list[dict]:
-    """All trials: one per (round, variant, test, metric)."""
+def experiment(rounds: int, seed: int, methods: list[str], baseline_runs: int = 1, keep: Path | None = None) -> list[dict]:
+    """All trials: one per (round, variant, test, metric). With `keep`, each round's baseline
+    files and run files are copied there (`round-R/`), to re-judge the same processes offline."""
     rng = random.Random(seed)
     trials = []
     with tempfile.TemporaryDirectory(prefix="gate-evidence-") as tmp:
@@ -203,6 +205,10 @@ def experiment(rounds: int, seed: int, methods: list[str], baseline_runs: int = 
                                            "slowdown": float(VARIANTS[name]["GATE_SLOWDOWN"]),
                                            "calibration_matmul_cpu_ratio": _ratio(now, base, "matmul_cpu_s"),
                                            "calibration_cpu_index_ratio": _ratio(now, base, "cpu_index_s")})
+            if keep is not None:
+                shutil.copytree(base_dir, keep / f"round-{r}" / "baselines")
+                for run_file in project.glob(f"run-{r}-*.json"):
+                    shutil.copy2(run_file, keep / f"round-{r}" / run_file.name)
             print(f"round {r + 1}/{rounds}: {time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
     return trials
 
@@ -282,6 +288,8 @@ def main() -> None:
     parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
     parser.add_argument("--from-trials", type=Path, default=None, help="render from a saved --trials-json, run nothing")
     parser.add_argument("--trials-json", type=Path, default=None, help="also save every trial here")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="copy each round's baseline files and run files (raw rounds, confirmations) here")
     args = parser.parse_args()
     os.environ["GATE_TESTS"] = str(args.tests)
     os.environ["GATE_FWD_TESTS"] = str(args.forward_tests)
@@ -300,7 +308,7 @@ def main() -> None:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             parser.error(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
-        trials = experiment(args.rounds, args.seed, methods, args.baseline_runs)
+        trials = experiment(args.rounds, args.seed, methods, args.baseline_runs, args.keep)
         load1 = os.getloadavg()[0]
     if args.trials_json:
         args.trials_json.write_text(json.dumps(trials, indent=1))

@@ -94,12 +94,14 @@ def carry_history(old: Record, new: dict[str, Any], priors: Mapping[str, RunPrio
 
     A baseline recorded over several runs tells the gate how far a run's median moves
     between processes, which the rounds of one run cannot show (`run_noise`). A new run
-    beyond the earlier runs' prediction bound, either way, is a change of the code or the
-    machine, not noise: its history restarts with it, or the earlier runs' centre would
-    keep the old speed (a deliberate 20% speed-up, recorded once, would not move it).
-    Returns one line per restarted metric.
+    *faster* than the earlier runs' prediction bound is a change of the code or the
+    machine, since noise only slows runs down: the history restarts with it, or the
+    earlier runs' centre would keep the old speed (a deliberate 20% speed-up, recorded
+    once, would not move it). A run slower than the bound may be a slow spell: it joins
+    the history, where the faster half of the runs outvotes it. Returns one line per
+    metric beyond its bound, saying which of the two happened.
     """
-    restarted = []
+    notes = []
     for name, metric in new.get("metrics", {}).items():
         before = old.metrics.get(name)
         samples = [x for x in metric.get("samples", []) if x > 0]
@@ -109,14 +111,22 @@ def carry_history(old: Record, new: dict[str, Any], priors: Mapping[str, RunPrio
         if not earlier:
             continue
         median = summarize(samples).median
-        prediction = predict(earlier, priors.get(name), metric.get("unit", ""))
-        if prediction is not None and not prediction.low <= median <= prediction.high:
-            restarted.append(f"{old.nodeid} {name}: {median / prediction.centre - 1:+.1%} beyond "
-                             f"{prediction.describe('lower' if median > prediction.high else 'higher')}: "
-                             "run history restarted")
+        direction = metric.get("direction", "lower")
+        prediction = predict(earlier, priors.get(name), metric.get("unit", ""), direction)
+        kept = [_stable(m, False) for m in earlier[-(HISTORY_RUNS - 1):]]
+        if prediction is None or prediction.low <= median <= prediction.high:
+            metric["history"] = kept
             continue
-        metric["history"] = [_stable(m, False) for m in earlier[-(HISTORY_RUNS - 1):]]
-    return restarted
+        faster = (median < prediction.low) == (direction != "higher")
+        where = f"{old.nodeid} {name}: {median / prediction.centre - 1:+.1%}, beyond " \
+                f"{prediction.describe('higher' if (median < prediction.low) else 'lower')}"
+        if faster:
+            notes.append(f"{where}: faster than noise makes a run, so the run history restarts here")
+        else:
+            metric["history"] = kept
+            notes.append(f"{where}: kept with the earlier runs, whose faster half outvotes a slow spell; "
+                         "if the code is meant to be slower, delete this entry and record it again")
+    return notes
 
 
 def record_of(nodeid: str, entry: dict[str, Any]) -> Record:
@@ -193,8 +203,8 @@ class FileUpdate:
     unchanged: list[str] = field(default_factory=list)
     kept: int = 0
     error: str = ""
-    # Metrics whose new run lay beyond their earlier runs' bound (`carry_history`).
-    restarted: list[str] = field(default_factory=list)
+    # Metrics whose new run lay beyond their earlier runs' bound, and what became of their history.
+    history_notes: list[str] = field(default_factory=list)
 
 
 def _lock_for(path: Path) -> FileLock:
@@ -299,7 +309,7 @@ class BaselineStore:
                 new = json.loads(json.dumps(entry_of(record)))  # normalised as it will be written
                 old = entries.get(record.nodeid)
                 if old is not None:
-                    result.restarted += carry_history(stored[record.nodeid], new, priors)
+                    result.history_notes += carry_history(stored[record.nodeid], new, priors)
                 if old is None:
                     result.added.append(record.nodeid)
                 elif _identity(old) == _identity(new):

@@ -194,15 +194,15 @@ def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: 
     better_word = "faster" if cur.unit == "s" else "better"
     runs = run_medians(base) if b_samples else []
     if b_samples and c_samples:
-        # The baseline's rounds moved to the centre of all its runs: they tell the spread of
-        # one run's rounds, the runs tell where unchanged code lands (`run_noise`).
-        b_med, c_med = centre(runs), summarize(c_samples).median
+        # The baseline's rounds moved to the centre of its runs: they tell the spread of one
+        # run's rounds, the runs tell where unchanged code lands (`run_noise`).
+        b_med, c_med = centre(runs, base.direction), summarize(c_samples).median
         shift = b_med / summarize(b_samples).median
         iv: RatioInterval | None = ratio_interval([x * shift for x in b_samples], c_samples, CONFIDENCE)
     else:
         b_med, c_med, iv = float(base.value), float(cur.value) * adjust, None  # type: ignore[arg-type]
     change = c_med / b_med - 1 if b_med else 0.0
-    of_runs = f", median of {len(runs)} runs" if len(runs) > 1 else ""
+    of_runs = f", centre of {len(runs)} runs" if len(runs) > 1 else ""
     numbers = (f"{_shown(cur, c_med, len(c_samples))}{calibrated} vs baseline {_shown(base, b_med, len(b_samples))}"
                f"{of_runs} ({_pct(change)}")
     if iv is not None and iv.resolved:
@@ -225,7 +225,7 @@ def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: 
         return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the noise of the two runs",
                        "baseline", change)
     if worse:
-        prediction = predict(runs, prior, base.unit)
+        prediction = predict(runs, prior, base.unit, base.direction)
         bound = prediction.bound(base.direction) if prediction is not None else None
         if bound is not None and not (c_med > bound if base.direction == "lower" else c_med < bound):
             return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the run-to-run noise of "

@@ -194,10 +194,10 @@ def _store_lines(state: GateState, width: int) -> list[str]:
             lines.append(f"  {mark} {short_id(nodeid, width - 4)}")
         if len(listed) > MAX_LISTED:
             lines.append(f"  ... and {len(listed) - MAX_LISTED} more")
-        for restart in u.restarted[:MAX_LISTED]:
-            lines += _wrap(restart, "  ! ", width)
-        if len(u.restarted) > MAX_LISTED:
-            lines.append(f"  ... and {len(u.restarted) - MAX_LISTED} more restarted")
+        for note in u.history_notes[:MAX_LISTED]:
+            lines += _wrap(note, "  ! ", width)
+        if len(u.history_notes) > MAX_LISTED:
+            lines.append(f"  ... and {len(u.history_notes) - MAX_LISTED} more beyond their runs' bound")
     if state.options.update and not state.updates and not any("baselines" in p for p in state.problems):
         lines.append("baselines: nothing to write (no measured test passed its own assertions)")
     return lines

@@ -64,13 +64,18 @@ def _seed(root: Path) -> None:
 
 
 def _normalise(doc: dict) -> dict:
-    """A baseline file without what differs between any two runs: times, timestamps, calibration."""
+    """A baseline file without what differs between any two runs: times, timestamps, calibration.
+
+    A measured metric's note goes too: whether a sampled metric is available depends on how
+    long its window ran (`retained_memory` needs two RSS samples, and a 0.1 ms window gets
+    them only when the machine is slow), which no serial or xdist run controls.
+    """
     for entry in doc["tests"].values():
         entry.pop("created")
         entry["fingerprint"].pop("calibration", None)
         for metric in entry["metrics"].values():
             if metric["source"] != "counted":
-                for key in ("value", "samples", "stats"):
+                for key in ("value", "samples", "stats", "note"):
                     metric.pop(key, None)
     return doc
 
