@@ -319,8 +319,8 @@ def main() -> None:
     baseline_text = ("Baselines here are one run each, so the run-to-run rule does not apply."
                      if args.baseline_runs < 2 else f"Baselines here are {args.baseline_runs} runs each (separate "
                      "processes), so the run-to-run rule applies: the change is read against the median of the "
-                     "runs' medians, and a regression must also lie beyond the 99.9% prediction bound of those "
-                     "runs, the spread moderated across the file's tests (`run_noise`).")
+                     "faster half of the runs' medians, and a regression must also lie beyond the 99.9% prediction "
+                     "bound of those runs, their jitter moderated across the file's tests (`run_noise`).")
     text = textwrap.dedent(f"""\
         {SECTION_FIXED if args.fixed_layout else SECTION}
 

@@ -117,9 +117,10 @@ def main() -> None:
     if bounds:
         q = statistics.quantiles(bounds, n=10) if len(bounds) > 1 else bounds * 9
         lines += ["", f"What the run-to-run rule leaves detectable: over the {len(bounds)} committed CPU baselines of "
-                  "`cpu_time_per_round` with 3+ runs, the 99.9% prediction bound lies "
+                  "`cpu_time_per_round` with a run-to-run bound, the 99.9% prediction bound lies "
                   f"{bounds[0]:+.0%} (smallest), {statistics.median(bounds):+.0%} (median), {q[8]:+.0%} (90th "
-                  f"percentile) above the mean run median; a regression below that passes as run-to-run noise."]
+                  f"percentile) above the centre of the runs (`run_noise`); a regression below that passes as "
+                  "run-to-run noise."]
     would = [w for r in rows for w in r["would"] + r["failed"]]
     if would:
         lines += ["", "Which: " + "; ".join(would[:20]) + (" …" if len(would) > 20 else "")]

@@ -16,9 +16,9 @@ same function). The rules, by the metric's source (DESIGN.md §4):
   with no per-round samples (a peak, an average) has no noise estimate: its tolerance
   alone decides, and the message says so. The rounds of one run do not show how far a
   run's median moves between processes; a baseline recorded over several runs
-  (`Metric.history`) does: the change is then read against the median of its runs'
-  medians, and a regression must also fall beyond their prediction bound, with the
-  spread moderated across the baseline file's tests (`run_noise`). Checked by
+  (`Metric.history`) does: the change is then read against the centre of the faster
+  half of its runs, and a regression must also fall beyond their prediction bound, the
+  jitter moderated across the baseline file's tests (`run_noise`). Checked by
   default at `DEFAULT_MEASURED_TOLERANCE`: on a GPU the latency family (CUDA event
   times); on the CPU the process CPU time per round, because wall-clock time on a shared
   CPU measures the neighbours as much as the work (benchmarks/RESULTS.md). On the CPU
