@@ -180,7 +180,7 @@ def experiment(rounds: int, seed: int, methods: list[str], baseline_runs: int = 
         for r in range(rounds):
             base_dir = project / f"baselines-{r}"
             t0 = time.time()
-            for _ in range(baseline_runs):  # each run keeps the earlier runs' medians (run-to-run rule from 3)
+            for _ in range(baseline_runs):  # each run keeps the earlier runs' medians (`run_noise`)
                 pytest_run(project, VARIANTS["A/A"], "--update-baselines", f"--baselines-dir={base_dir}")
             cal_base = baseline_calibrations(base_dir)
             order = [(name, method) for name in VARIANTS for method in methods]

@@ -61,9 +61,9 @@ def tally(run: dict) -> dict:
 
 
 def run_to_run_bounds(profile: str = "cpu", metric: str = "cpu_time_per_round") -> list[float]:
-    """For each committed baseline with a run-to-run bound: how far above the median of its
-    runs' medians the gate's prediction bound lies, i.e. the smallest regression that can
-    fail at all (`run_noise.predict`, spread moderated across the file's tests)."""
+    """For each committed baseline with a run-to-run bound: how far above the centre of its
+    runs the gate's prediction bound lies, i.e. the smallest regression that can fail at
+    all (`run_noise.predict`, jitter moderated across the file's tests)."""
     from pytest_efficientllm.baseline_store import read_entries
     from pytest_efficientllm.run_noise import pool, predict, run_medians
 
