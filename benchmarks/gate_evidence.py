@@ -165,7 +165,11 @@ def workload_of(nodeid: str) -> str:
 METHODS = {
     "one process": ["--efficiency-confirm=0"],
     "confirmed": ["--efficiency-confirm=2"],
+    # Three whole candidate processes in a row, each judged alone, for `gate_rejudge.py` to
+    # replay votes over processes a whole test file apart (not started right after the suspect).
+    "three processes": ["--efficiency-confirm=0"],
 }
+REPEATS = {"three processes": 3}
 
 
 def experiment(rounds: int, seed: int, methods: list[str], baseline_runs: int = 1, keep: Path | None = None) -> list[dict]:
@@ -187,9 +191,11 @@ def experiment(rounds: int, seed: int, methods: list[str], baseline_runs: int = 
             rng.shuffle(order)
             for name, method in order:
                 slug = f"{name}-{method}".replace('/', '').replace(' ', '').replace('%', '').replace('(', '').replace(')', '')
-                out = project / f"run-{r}-{slug}.json"
-                pytest_run(project, VARIANTS[name], f"--baselines-dir={base_dir}", f"--efficiency-json={out}",
-                           *METHODS[method])
+                repeats = REPEATS.get(method, 1)
+                for i in range(repeats):
+                    out = project / (f"run-{r}-{slug}-{i}.json" if repeats > 1 else f"run-{r}-{slug}.json")
+                    pytest_run(project, VARIANTS[name], f"--baselines-dir={base_dir}", f"--efficiency-json={out}",
+                               *METHODS[method])
                 cal_now = calibrations_of(out)
                 confirmations = confirmations_of(out)
                 for nodeid, by_metric in verdicts_of(out).items():

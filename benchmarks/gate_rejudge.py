@@ -95,6 +95,8 @@ def rejudge(keep: Path) -> dict[tuple[str, str, str, str], list[int]]:
         baselines = {nodeid: rec for path in files for nodeid, rec in read_entries(path).items()}
         priors = pool(baselines.values())
         for run_file in sorted(round_dir.glob("run-*.json")):
+            if "-threeprocesses-" in run_file.stem:
+                continue  # `rejudge_repeats`
             variant = run_file.stem.split("-", 2)[2].rsplit("-", 1)[0]
             for data in json.loads(run_file.read_text())["records"]:
                 record = Record.from_dict(data)
@@ -123,28 +125,67 @@ def rejudge(keep: Path) -> dict[tuple[str, str, str, str], list[int]]:
     return tally
 
 
+def rejudge_repeats(keep: Path) -> dict[tuple[str, str, str, str], list[int]]:
+    """Votes over whole candidate processes run one after another (gate_evidence's "three
+    processes"): (rule + vote, workload, variant, metric) -> [trials, failed, 0]."""
+    tally: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for round_dir in sorted(keep.glob("round-*")):
+        files = list((round_dir / "baselines").rglob("*.json"))
+        baselines = {nodeid: rec for path in files for nodeid, rec in read_entries(path).items()}
+        priors = pool(baselines.values())
+        groups: dict[str, list[Path]] = defaultdict(list)
+        for run_file in sorted(round_dir.glob("run-*-threeprocesses-*.json")):
+            groups[run_file.stem.split("-", 2)[2].split("-threeprocesses-")[0]].append(run_file)
+        for variant, run_files in groups.items():
+            processes = [{d["nodeid"]: Record.from_dict(d) for d in json.loads(f.read_text())["records"]}
+                         for f in sorted(run_files)]
+            for nodeid, base in baselines.items():
+                workload = "matmul" if "test_latency" in nodeid else "forward" if "test_forward" in nodeid else ""
+                records = [p[nodeid] for p in processes if nodeid in p]
+                if not workload or len(records) < VOTES:
+                    continue
+                for rule, (how, level) in RULES.items():
+                    b = _rewrite(base, how) if how else base
+                    with mock.patch.object(run_noise, "PREDICTION", level):
+                        for metric in METRICS:
+                            p = priors if how is None else {}
+                            votes = [_fails(r, b, p, metric) for r in records[:VOTES]]
+                            for vote_rule, fails in (("first process alone", votes[0]),
+                                                     ("majority of 3", votes.count(True) >= 2),
+                                                     ("all 3", all(votes))):
+                                row = tally[(f"{rule}, {vote_rule}", workload, variant, metric)]
+                                row[0] += 1
+                                row[1] += fails
+    return tally
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("keep", type=Path, nargs="+")
     args = parser.parse_args()
     total: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for keep in args.keep:
-        for key, row in rejudge(keep).items():
+        for key, row in (*rejudge(keep).items(), *rejudge_repeats(keep).items()):
             total[key] = [a + b for a, b in zip(total[key], row)]
+    repeat_rules = sorted({key[0] for key in total if key[0].endswith(("alone", "of 3", "all 3"))})
     columns = [(w, v) for w in ("matmul", "forward") for v in ("AA", "+5", "+10", "+20")]
     for metric in METRICS:
         print(f"\n{metric}: failed / trials per workload and variant (A/A includes the memory variant's timed tests)\n")
         print("| rule | " + " | ".join(f"{w} {'A/A' if v == 'AA' else v + '%'}" for w, v in columns) + " | short of processes |")
         print("|---" * (len(columns) + 2) + "|")
-        for rule in (AS_RUN, *RULES, *(r + ", unanimous" for r in RULES)):
+        for rule in (AS_RUN, *RULES, *(r + ", unanimous" for r in RULES), *repeat_rules):
             cells, short = [], 0
             for w, v in columns:
                 variants = ("AA", "mem+1") if v == "AA" else (v,)
                 rows = [total[(rule, w, x, metric)] for x in variants if (rule, w, x, metric) in total]
                 n, failed = sum(r[0] for r in rows), sum(r[1] for r in rows)
+                if not n:
+                    cells.append("-")
+                    continue
                 short += sum(r[2] for r in rows)
                 cells.append(f"{failed}/{n} ({failed / n:.0%})" if n else "-")
-            print(f"| {rule} | " + " | ".join(cells) + f" | {short} |")
+            if any(cell != "-" for cell in cells):
+                print(f"| {rule} | " + " | ".join(cells) + f" | {short} |")
 
 if __name__ == "__main__":
     main()
