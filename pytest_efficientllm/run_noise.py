@@ -224,7 +224,7 @@ def predict(medians: Sequence[float], prior: RunPrior | None = None, unit: str =
     if prior is None:
         # Alone, a test's few runs cannot afford the faster half's loss of degrees of freedom
         # (5 runs: 1.6 instead of 4, t from 7 to ~30): all its runs' variance, slow spells
-        # included, gives the narrower of the two bounds.
+        # included, usually gives the narrower bound.
         variance, df = float(np.var(np.log(values), ddof=1)), float(k - 1)
     else:
         own, d = _log_variance(values) if k >= 2 else (0.0, 0.0)
@@ -235,9 +235,9 @@ def predict(medians: Sequence[float], prior: RunPrior | None = None, unit: str =
     _, _, centre_mean, centre_sd = _table(k)
     t = float(student_t.ppf(PREDICTION, min(df, 1e9)))
     sd = math.sqrt(variance)
-    mid = float(np.median(faster_half(values)))
-    up, down = sd * (-centre_mean + t * math.sqrt(1 + centre_sd**2)), sd * (-centre_mean - t * math.sqrt(1 + centre_sd**2))
-    low, high = mid * math.exp(down), mid * math.exp(up)
+    mid = centre(values)  # already slow side up
+    spread = t * math.sqrt(1 + centre_sd**2)
+    low, high = mid * math.exp(sd * (-centre_mean - spread)), mid * math.exp(sd * (-centre_mean + spread))
     if direction == "higher":  # back from reciprocals
         mid, low, high = 1 / mid, 1 / high, 1 / low
     return Prediction(k, mid, low, high, df, prior is not None, unit)
