@@ -180,7 +180,11 @@ def read_entries(path: Path) -> dict[str, Record]:
         raise BaselineError(f"{path}: corrupt baseline file: not UTF-8 at byte {exc.start}") from None
     except OSError as exc:
         raise BaselineError(f"{path}: cannot read baseline file ({exc.strerror or exc})") from None
-    profile, tests = parse(path, text)
+    return _records_of(path, *parse(path, text))
+
+
+def _records_of(path: Path, profile: str, tests: dict[str, dict[str, Any]]) -> dict[str, Record]:
+    """A parsed baseline file's entries as records; BaselineError naming the file and the entry."""
     out = {}
     for nodeid, entry in tests.items():
         try:
@@ -298,12 +302,12 @@ class BaselineStore:
             try:
                 text = path.read_text(encoding="utf-8")
             except FileNotFoundError:
-                entries: dict[str, dict[str, Any]] = {}
+                profile, entries = self.profile, {}
             except (OSError, UnicodeDecodeError) as exc:
                 raise BaselineError(f"{path}: cannot read baseline file ({exc}); not overwritten") from None
             else:
-                _, entries = parse(path, text)
-            stored = read_entries(path)  # validates every entry before anything is replaced
+                profile, entries = parse(path, text)
+            stored = _records_of(path, profile, entries)  # validates every entry before anything is replaced
             priors = pool(stored.values())
             for record in sorted(records, key=lambda r: r.nodeid):
                 new = json.loads(json.dumps(entry_of(record)))  # normalised as it will be written
