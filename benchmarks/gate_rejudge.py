@@ -29,10 +29,13 @@ from pytest_efficientllm.marker import parse_limit
 from pytest_efficientllm.record import Metric, Record
 from pytest_efficientllm.run_noise import pool, run_medians
 
+from gate_evidence import workload_of  # this folder's script: one workload naming for both
+
 AS_RUN = "as run (the verdicts in the run files)"
 LIMITS = (parse_limit("latency", "+5%"), parse_limit("cpu_time_per_round", "+5%"))
 METRICS = ("cpu_time_per_round", "AL")
 VOTES = 3
+TIMED = ("matmul", "forward")
 
 
 def _moved_to(metric: Metric, centre: Callable[[list[float]], float]) -> Metric:
@@ -87,22 +90,27 @@ def _vote(first: bool, fresh: list[bool]) -> tuple[bool, bool]:
     return votes.count(True) >= need if decided else votes.count(True) > votes.count(False), not decided
 
 
+def _round_baselines(round_dir: Path) -> tuple[dict[str, Record], dict]:
+    """A kept round's baseline records by node id, and the run-to-run priors of their file."""
+    files = list((round_dir / "baselines").rglob("*.json"))
+    baselines = {nodeid: rec for path in files for nodeid, rec in read_entries(path).items()}
+    return baselines, pool(baselines.values())
+
+
 def rejudge(keep: Path) -> dict[tuple[str, str, str, str], list[int]]:
     """(rule, workload, variant, metric) -> [trials, failed, short of processes]."""
     tally: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for round_dir in sorted(keep.glob("round-*")):
-        files = list((round_dir / "baselines").rglob("*.json"))
-        baselines = {nodeid: rec for path in files for nodeid, rec in read_entries(path).items()}
-        priors = pool(baselines.values())
+        baselines, priors = _round_baselines(round_dir)
         for run_file in sorted(round_dir.glob("run-*.json")):
             if "-threeprocesses-" in run_file.stem:
                 continue  # `rejudge_repeats`
             variant = run_file.stem.split("-", 2)[2].rsplit("-", 1)[0]
             for data in json.loads(run_file.read_text())["records"]:
                 record = Record.from_dict(data)
-                workload = "matmul" if "test_latency" in record.nodeid else "forward" if "test_forward" in record.nodeid else ""
+                workload = workload_of(record.nodeid)
                 base = baselines.get(record.nodeid)
-                if not workload or base is None:
+                if workload not in TIMED or base is None:
                     continue
                 fresh_records = [Record.from_dict(c) for c in data.get("confirmations", [])]
                 for metric in METRICS:
@@ -130,9 +138,7 @@ def rejudge_repeats(keep: Path) -> dict[tuple[str, str, str, str], list[int]]:
     processes"): (rule + vote, workload, variant, metric) -> [trials, failed, 0]."""
     tally: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for round_dir in sorted(keep.glob("round-*")):
-        files = list((round_dir / "baselines").rglob("*.json"))
-        baselines = {nodeid: rec for path in files for nodeid, rec in read_entries(path).items()}
-        priors = pool(baselines.values())
+        baselines, priors = _round_baselines(round_dir)
         groups: dict[str, list[Path]] = defaultdict(list)
         for run_file in sorted(round_dir.glob("run-*-threeprocesses-*.json")):
             groups[run_file.stem.split("-", 2)[2].split("-threeprocesses-")[0]].append(run_file)
@@ -140,9 +146,9 @@ def rejudge_repeats(keep: Path) -> dict[tuple[str, str, str, str], list[int]]:
             processes = [{d["nodeid"]: Record.from_dict(d) for d in json.loads(f.read_text())["records"]}
                          for f in sorted(run_files)]
             for nodeid, base in baselines.items():
-                workload = "matmul" if "test_latency" in nodeid else "forward" if "test_forward" in nodeid else ""
+                workload = workload_of(nodeid)
                 records = [p[nodeid] for p in processes if nodeid in p]
-                if not workload or len(records) < VOTES:
+                if workload not in TIMED or len(records) < VOTES:
                     continue
                 for rule, (how, level) in RULES.items():
                     b = _rewrite(base, how) if how else base
