@@ -325,8 +325,9 @@ def main() -> None:
     baseline_text = ("Baselines here are one run each, so the run-to-run rule does not apply."
                      if args.baseline_runs < 2 else f"Baselines here are {args.baseline_runs} runs each (separate "
                      "processes), so the run-to-run rule applies: the change is read against the median of the "
-                     "faster half of the runs' medians, and a regression must also lie beyond the 99.9% prediction "
-                     "bound of those runs, their jitter moderated across the file's tests (`run_noise`).")
+                     "faster half of the runs' medians, and a regression must also lie beyond the prediction bound of "
+                     "those runs, their jitter moderated across the file's tests (`run_noise`): 99.9% where one "
+                     "process decides, 90% in each of the 3 that must all find it where fresh processes confirm.")
     text = textwrap.dedent(f"""\
         {SECTION_FIXED if args.fixed_layout else SECTION}
 
@@ -339,8 +340,9 @@ def main() -> None:
         against them with `--efficiency-json`, and the verdicts are read from that run file.
         Methods: "one process" judges each test in its own process alone
         (`--efficiency-confirm=0`); "confirmed" (the default, `--efficiency-confirm=2`) re-measures
-        a suspect test in up to 2 fresh processes and fails it on a majority (`confirm.py`); the
-        last column counts those processes. Workloads per round:
+        a failing test in up to 2 fresh processes, each started 20 s or more after the test's
+        previous measurement, and fails it only when every process finds the regression
+        (`confirm.py`); the last column counts those processes. Workloads per round:
         60 fp32 256x256 matmuls (slowdowns: 63, 66, 72) and 20 forwards of a 2-layer Llama on 32
         tokens (21, 22, 24); default protocol (5 rounds, 1 warm-up), 1 torch thread per process.
         The tests give `cpu_time_per_round` (each round's process CPU time) and wall-clock `AL` a

@@ -2,8 +2,9 @@
 
 Every rule sees the same measurements (each round's baseline files, each candidate
 process's run file with the raw rounds of the fresh processes that confirmed it), so the
-rules differ only in how they read them. The vote is replayed as `confirm` runs it: the
-candidate process, then its fresh processes in order, until a majority of 1 + 2 agrees.
+rules differ only in how they read them. The vote is replayed over the candidate process
+and its fresh processes in order, by the majority of 1 + 2 that `confirm` used until
+2026-11-26 and by the unanimity it uses since (", unanimous").
 A fresh process is only there when the rule that ran thought the test suspect; where
 another rule needs one that was never run, the trial is counted as "no process to
 confirm with" and decided by the processes there are (the candidate's verdict alone
@@ -58,8 +59,10 @@ RULES: dict[str, tuple[Callable[[Metric], Metric] | None, float]] = {
     "median of all runs, no run-to-run bound": (lambda m: _moved_to(m, statistics.median), run_noise.PREDICTION),
     "faster half, no run-to-run bound": (lambda m: _moved_to(m, lambda x: run_noise.centre(x, m.direction)),
                                          run_noise.PREDICTION),
-    "faster half, moderated 99.9% bound (shipped)": (None, run_noise.PREDICTION),
+    "faster half, moderated 99.9% bound (one process alone)": (None, run_noise.PREDICTION),
     "faster half, moderated 99% bound": (None, 0.99),
+    "faster half, moderated 95% bound": (None, 0.95),
+    "faster half, moderated 90% bound (each of 3 voting, shipped)": (None, 0.90),
 }
 
 

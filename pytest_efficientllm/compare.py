@@ -42,7 +42,7 @@ from typing import Any
 
 from .marker import Limit
 from .record import Metric, Record
-from .run_noise import RunPrior, centre, predict, run_medians
+from .run_noise import PREDICTION, RunPrior, centre, gate_level, predict, run_medians
 from .stats import RatioInterval, ratio_interval, summarize
 from .units import format_value
 from .verdicts import Verdict, soften
@@ -183,7 +183,7 @@ def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None) ->
 
 
 def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: float | None,
-                      prior: RunPrior | None = None) -> Verdict:
+                      prior: RunPrior | None = None, level: float = PREDICTION) -> Verdict:
     scale = _time_scaling(cur.unit)
     # Calibrated: the current run's values as if measured on the baseline's machine.
     adjust = factor ** (-scale) if factor is not None and scale else 1.0
@@ -225,7 +225,7 @@ def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: 
         return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the noise of the two runs",
                        "baseline", change)
     if worse:
-        prediction = predict(runs, prior, base.unit, base.direction)
+        prediction = predict(runs, prior, base.unit, base.direction, level)
         bound = prediction.bound(base.direction) if prediction is not None else None
         if bound is not None and not (c_med > bound if base.direction == "lower" else c_med < bound):
             return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the run-to-run noise of "
@@ -239,24 +239,26 @@ def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: 
 
 
 def compare_record(baseline: Record, current: Record, limits: Iterable[Limit] = (), mode: str = "fail",
-                   run_priors: Mapping[str, RunPrior] | None = None) -> list[Verdict]:
+                   run_priors: Mapping[str, RunPrior] | None = None, processes: int = 1) -> list[Verdict]:
     """Verdicts of `current` against `baseline` under the tolerances in `limits`.
 
     `limits` may hold budgets too (checked elsewhere, `verdicts.check_budgets`); only the
     tolerances are read here. `mode`: `fail` (regressions fail), `warn` (they warn),
     `off` (no comparison). `run_priors`: the run-to-run spread the baseline's file shares
-    per metric (`run_noise.pool`, `BaselineStore.run_priors`).
+    per metric (`run_noise.pool`, `BaselineStore.run_priors`). `processes`: how many
+    processes must all find a measured regression before it fails (`confirm`); each one's
+    run-to-run bound is drawn at `run_noise.gate_level(processes)`.
     """
     if mode not in MODES:
         raise ValueError(f"gate mode must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "off":
         return []
-    verdicts = _compare(baseline, current, tolerances(limits), run_priors or {})
+    verdicts = _compare(baseline, current, tolerances(limits), run_priors or {}, gate_level(processes))
     return soften(verdicts) if mode == "warn" else verdicts
 
 
 def _compare(baseline: Record, current: Record, tolerances: dict[str, float],
-             run_priors: Mapping[str, RunPrior]) -> list[Verdict]:
+             run_priors: Mapping[str, RunPrior], voted_level: float) -> list[Verdict]:
     fp = fingerprint_diff(baseline.fingerprint, current.fingerprint)
     if baseline.profile != current.profile:
         fp.errors.insert(0, f"profile: {baseline.profile!r} -> {current.profile!r}")
@@ -302,9 +304,11 @@ def _compare(baseline: Record, current: Record, tolerances: dict[str, float],
         if cur.source == "counted":
             out.append(_compare_counted(name, base, cur, tol))
         elif cur.source == "measured":
+            # A check that only warns is never put to the vote: one process decides it, at the full level.
+            warns_only = tol is None and current.profile in WARN_BY_DEFAULT
             verdict = _compare_measured(name, base, cur, DEFAULT_MEASURED_TOLERANCE if tol is None else tol,
-                                        metric_factor, run_priors.get(name))
-            if tol is None and verdict.failed and current.profile in WARN_BY_DEFAULT:
+                                        metric_factor, run_priors.get(name), PREDICTION if warns_only else voted_level)
+            if warns_only and verdict.failed:
                 verdict = Verdict(name, "warn", verdict.message + f" (default check on the {current.profile} profile "
                                   f"warns; give {name} a tolerance to fail on it)", "baseline", verdict.change)
             out.append(verdict)

@@ -1,26 +1,34 @@
-"""Confirmation in fresh processes: a measured regression must show in more than one process.
+"""Confirmation in fresh processes, apart in time: a measured regression must show in every one.
 
-On a shared machine a whole process can run 5-13% slow for seconds: every round of it,
+On a shared machine a whole process can run 5-100% slow for seconds: every round of it,
 and often several of its tests (benchmarks/RESULTS.md, "Gate noise"). Within that process
-nothing tells such a host episode from a 10% regression: its rounds agree with each other,
-a window taken a second later shares its fate, a reference workload and the start-of-run
-calibration read normal. A fresh process is another draw of the host's state. So before
-a measured metric fails a test, the test is measured again in fresh pytest processes that
-run only it (`--efficiency-confirm=N`, default 2), and the verdict is a majority vote:
+nothing tells such a slow spell from a regression: its rounds agree with each other, a
+window taken a second later shares its fate, a reference workload and the start-of-run
+calibration read normal. A fresh process is another draw of the host's state, but only
+when it is not started inside the same spell: fresh processes started right after the
+suspect one read +90.8% after +12.8%, +64.7% after +80.3% (RESULTS.md, "Baselines of
+several runs"). So before a measured metric fails a test, the test is measured again in
+N fresh pytest processes that run only it (`--efficiency-confirm=N`, default 2), each
+started at least `--efficiency-confirm-spacing` (default 20 s) after the test's previous
+measurement, and the metric fails only when **every one** of the 1 + N processes finds
+the regression:
 
-* **suspect**: a measured metric the gate could fail (it has a tolerance or budget, or is
-  checked by default where that check fails) and that, in this process, failed a budget
-  or its baseline comparison, or reads worse than *half* its tolerance. The lower trigger
-  lets a regression that this process happened to under-read still be caught by the
-  others; the vote keeps it from adding false alarms.
-* **vote**: each process's record is judged by the same rule as this one (tolerance,
-  rank interval, run-to-run noise, budgets: `gate.judge`); the metric fails when it fails
-  in more than half of the 1 + N processes. Sequential: no more processes are started
-  once the majority is decided (a regression seen in this process and the first fresh one
-  costs one process; host noise usually two).
-* a metric that the vote clears keeps this process's finding as a warning that says so;
-  a confirmation process that cannot run (crash, timeout, its test failing) leaves the
+* **suspect**: a measured metric that failed in this process (a budget or its baseline
+  comparison);
+* **vote**: each fresh process's record is judged by the same rule as this one (tolerance,
+  rank interval, run-to-run noise at the level for 1 + N processes, budgets:
+  `gate.judge`). The first process that passes clears the metric and no more are
+  started: its failure becomes a warning naming every process's reading. Host noise
+  usually costs one fresh process, a regression N.
+* **the wait**: the test's reports are held while the spacing passes and the run goes on
+  with the next tests (`confirm_queue`); what is still held when the last test ends is
+  confirmed then, sleeping out what is left of its spacing.
+* a confirmation process that cannot run (crash, timeout, its test failing) leaves the
   verdict as this process found it, with a warning naming why.
+
+Why every process and not a majority, and why apart: over whole processes ~20 s apart
+the unanimous vote cut an A/A forward pass's false alarms from 14% (majority) to 3% and
+a matmul's to 0/128, and still caught 91% of +10% matmul regressions (RESULTS.md).
 
 Only measured metrics are confirmed: counted ones (bytes, FLOPs) are exact and estimates
 never fail. `--update-baselines` and gate modes `warn`/`off` never confirm (nothing fails).
@@ -34,53 +42,27 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout
-from .compare import DEFAULT_MEASURED_TOLERANCE, WARN_BY_DEFAULT, beyond_tolerance, default_measured, tolerances
-from .marker import Limit
 from .record import Record
 from .runfile import RunFileError, read_run
 from .verdicts import Verdict
 
 CONFIRM_ENV = "PYTEST_EFFICIENTLLM_CONFIRMING"
 DEFAULT_PROCESSES = 2
+DEFAULT_SPACING_S = 20.0
 # What this process's xdist worker identity would tell a confirmation process it is.
 _WORKER_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
 
 
-def gated_tolerance(name: str, limits: Iterable[Limit], profile: str) -> float | None:
-    """The relative tolerance under which a failed comparison of `name` fails the test, or None
-    when its comparison cannot fail it (not gated, or a default check that only warns)."""
-    given = tolerances(limits).get(name)
-    if given is not None:
-        return given
-    if name in default_measured(profile) and profile not in WARN_BY_DEFAULT:
-        return DEFAULT_MEASURED_TOLERANCE
-    return None
-
-
-def suspects(record: Record, verdicts: Sequence[Verdict], limits: Sequence[Limit]) -> list[str]:
-    """The measured metrics of this process's record that need fresh processes (see module doc)."""
-    out = []
-    for name, metric in sorted(record.metrics.items()):
-        if metric.source != "measured" or metric.value is None:
-            continue
-        mine = [v for v in verdicts if v.metric == name]
-        if any(v.failed for v in mine):
-            out.append(name)
-            continue
-        tol = gated_tolerance(name, limits, record.profile)
-        if tol is None:
-            continue
-        for v in mine:
-            if v.kind == "baseline" and v.change is not None and beyond_tolerance(v.change, metric.direction, tol / 2)[0]:
-                out.append(name)
-                break
-    return out
+def suspects(record: Record, verdicts: Sequence[Verdict]) -> list[str]:
+    """The measured metrics of this process's record that failed: those fresh processes must confirm."""
+    failed = {v.metric for v in verdicts if v.failed}
+    return [name for name, metric in sorted(record.metrics.items())
+            if name in failed and metric.source == "measured" and metric.value is not None]
 
 
 def fails(verdicts: Iterable[Verdict], metric: str) -> bool:
@@ -104,21 +86,6 @@ def _changes_text(per_process: list[list[Verdict]], metric: str) -> str:
     return ", ".join(parts)
 
 
-def _final(metric: str, per_process: list[list[Verdict]], need: int) -> list[Verdict]:
-    """`metric`'s verdicts once the vote is decided, each message naming every process's reading."""
-    mine = [v for v in per_process[0] if v.metric == metric]
-    seen = f"{len(per_process)} processes: {_changes_text(per_process, metric)}"
-    if sum(fails(p, metric) for p in per_process) < need:
-        return [dataclasses.replace(v, status="warn", message=f"{v.message}; not confirmed in {seen}: the majority "
-                                    "passes, not failing") if v.failed else
-                dataclasses.replace(v, message=f"{v.message}; cleared in {seen}") if v.kind == "baseline" else v
-                for v in mine]
-    # Confirmed. Where this process under-read it, the first process that saw it speaks for it.
-    source = mine if any(v.failed for v in mine) else next(
-        [v for v in p if v.metric == metric] for p in per_process if fails(p, metric))
-    return [dataclasses.replace(v, message=f"{v.message}; confirmed in {seen}") if v.failed else v for v in source]
-
-
 @dataclass
 class Confirmation:
     """What confirming one test produced: its final verdicts, the fresh processes' records."""
@@ -128,51 +95,72 @@ class Confirmation:
     seconds: float = 0.0
 
 
-def confirm(verdicts: list[Verdict], metrics: Sequence[str], measure_again: Callable[[], Record | str],
-            judge_record: Callable[[Record], list[Verdict]], processes: int = DEFAULT_PROCESSES) -> Confirmation:
-    """Majority vote over this process and up to `processes` fresh ones for each of `metrics`.
+@dataclass
+class Vote:
+    """The unanimous vote on one test's suspect metrics, one fresh process at a time.
 
-    `measure_again` runs the test in a fresh process and returns its record, or a string
-    saying why it could not; `judge_record` gives a record's verdicts by the gate's rule.
+    `verdicts`: this process's; `metrics`: the suspects (`suspects`); `processes`: fresh
+    processes at most. `add` each fresh process's record (or why there is none) until
+    `done`; `result` then holds the final verdicts.
     """
-    if not metrics or processes < 1:
-        return Confirmation(list(verdicts))
-    t0 = time.monotonic()
-    total = 1 + processes
-    need = total // 2 + 1
-    per_process: list[list[Verdict]] = [list(verdicts)]
-    records: list[Record] = []
-    problem = ""
 
-    def decided(metric: str) -> bool:
-        votes = [fails(v, metric) for v in per_process]
-        return sum(votes) >= need or votes.count(False) >= need
+    verdicts: list[Verdict]
+    metrics: list[str]
+    processes: int = DEFAULT_PROCESSES
+    records: list[Record] = field(default_factory=list)
+    problem: str = ""
+    seconds: float = 0.0
+    per_process: list[list[Verdict]] = field(init=False)
 
-    while len(per_process) < total and not all(decided(m) for m in metrics):
-        got = measure_again()
+    def __post_init__(self) -> None:
+        self.per_process = [list(self.verdicts)]
+
+    def cleared(self, metric: str) -> bool:
+        return not all(fails(p, metric) for p in self.per_process)
+
+    def decided(self, metric: str) -> bool:
+        return self.cleared(metric) or len(self.per_process) >= 1 + self.processes
+
+    @property
+    def done(self) -> bool:
+        return bool(self.problem) or all(self.decided(m) for m in self.metrics)
+
+    def add(self, got: Record | str, judge_record: Callable[[Record], list[Verdict]]) -> None:
+        """One fresh process's record (judged by `judge_record`), or the reason it has none."""
         if isinstance(got, str):
-            problem = got
-            break
-        missing = [m for m in metrics if got.metrics.get(m) is None or got.metrics[m].value is None]
+            self.problem = got
+            return
+        missing = [m for m in self.metrics if got.metrics.get(m) is None or got.metrics[m].value is None]
         if missing:
             # A process that did not measure the metric cannot vote that it passes.
-            problem = f"the fresh process recorded no {', '.join(missing)}"
-            break
-        records.append(got)
-        per_process.append(judge_record(got))
+            self.problem = f"the fresh process recorded no {', '.join(missing)}"
+            return
+        self.records.append(got)
+        self.per_process.append(judge_record(got))
 
-    final = {m: _final(m, per_process, need) if decided(m) else None for m in metrics}
-    out: list[Verdict] = []
-    for v in verdicts:  # in their order, each suspect's verdicts replaced where its first one stood
-        replaced = final.get(v.metric)
-        if replaced is None:
-            # Not a suspect, or undecided because a fresh process could not run: as this process found it.
-            out.append(v)
-        elif not any(v.metric == w.metric for w in out):
-            out.extend(replaced)
-    if problem:
-        out.append(Verdict("*", "warn", f"confirmation in a fresh process failed: {problem}", "baseline"))
-    return Confirmation(out, records, time.monotonic() - t0)
+    def _final(self, metric: str) -> list[Verdict]:
+        """`metric`'s verdicts once decided, each changed one naming every process's reading."""
+        mine = [v for v in self.per_process[0] if v.metric == metric]
+        seen = f"{len(self.per_process)} processes: {_changes_text(self.per_process, metric)}"
+        if self.cleared(metric):
+            return [dataclasses.replace(v, status="warn", message=f"{v.message}; not confirmed in {seen}: "
+                                        "a process passes, not failing") if v.failed else v for v in mine]
+        return [dataclasses.replace(v, message=f"{v.message}; confirmed in {seen}") if v.failed else v for v in mine]
+
+    def result(self) -> Confirmation:
+        voted = len(self.per_process) > 1
+        final = {m: self._final(m) if voted and self.decided(m) else None for m in self.metrics}
+        out: list[Verdict] = []
+        for v in self.verdicts:  # in their order, each suspect's verdicts replaced where its first one stood
+            replaced = final.get(v.metric)
+            if replaced is None:
+                # Not a suspect, or undecided because a fresh process could not run: as this process found it.
+                out.append(v)
+            elif not any(v.metric == w.metric for w in out):
+                out.extend(replaced)
+        if self.problem:
+            out.append(Verdict("*", "warn", f"confirmation in a fresh process failed: {self.problem}", "baseline"))
+        return Confirmation(out, list(self.records), self.seconds)
 
 
 @dataclass(frozen=True)

@@ -92,12 +92,13 @@ def add_derived(record: Record) -> None:
 
 
 def judge(record: Record, limits: Iterable[Limit], baseline: Record | None, baseline_error: str,
-          options: GateOptions, run_priors: Mapping[str, RunPrior] | None = None) -> list[Verdict]:
+          options: GateOptions, run_priors: Mapping[str, RunPrior] | None = None, processes: int = 1) -> list[Verdict]:
     """All verdicts of one test that passed its own assertions.
 
     * budgets: absolute, from `limits`;
     * baseline: `compare_record` (with the run-to-run spread the baseline's file shares,
-      `run_priors`), or `new` when there is none (a failure with `strict`),
+      `run_priors`, and `processes`, how many processes must all find a measured
+      regression, where a regression can fail), or `new` when there is none (a failure with `strict`),
       or an error when the baseline file is unreadable;
     * with `update`, findings against the old baseline warn (it is being replaced), except
       an unreadable file, which will not be replaced either;
@@ -122,7 +123,8 @@ def judge(record: Record, limits: Iterable[Limit], baseline: Record | None, base
             verdicts.append(Verdict("*", "new", "no baseline yet" + (": recorded now" if options.update else
                                     "; record one with --update-baselines"), "baseline"))
     else:
-        compared = compare_record(baseline, record, limits, mode="fail", run_priors=run_priors)
+        voting = processes if options.mode == "fail" and not options.update else 1
+        compared = compare_record(baseline, record, limits, mode="fail", run_priors=run_priors, processes=voting)
         if options.update:
             compared = [dataclasses.replace(v, status="warn", message=v.message + " [baseline being replaced]")
                         if v.failed else v for v in compared]

@@ -16,6 +16,7 @@ from typing import Any
 
 from .baseline_store import BaselineStore, FileUpdate
 from .calibration import Calibrator
+from .confirm_queue import ConfirmQueue
 from .gate import GateOptions
 from .record import Record
 from .verdicts import Verdict
@@ -61,6 +62,7 @@ class GateState:
     device: str | None = None  # what this process's CUDA_VISIBLE_DEVICES was pinned to
     device_shared: bool = False  # more workers than devices: measured tests take a lock
     confirm_processes: int = 0  # fresh processes that confirm a measured regression (`confirm`)
+    confirm_queue: ConfirmQueue | None = None  # tests held for them; None where nothing is confirmed
     started: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     # Controller (or serial) side only:
     results: list[TestResult] = field(default_factory=list)

@@ -13,14 +13,17 @@ import gc
 import os
 import sys
 from collections.abc import Generator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.runner import runtestprotocol  # pytest's protocol without its logging (as pytest-rerunfailures)
 
 from . import confirm, layout, xdist_controller, xdist_worker
 from .baseline_store import BaselineError, BaselineStore
 from .calibration import Calibrator
+from .confirm_queue import ConfirmQueue, Held
 from .devices import PROFILES, ProfileError, usable_cores
 from .fixture import Efficiency
 from .gate import GateOptions, add_derived, effective_limits, judge, parse_limit_assignments
@@ -48,6 +51,7 @@ SPEC_KEY = pytest.StashKey[MarkerSpec]()
 FIXTURE_KEY = pytest.StashKey[Efficiency]()
 GATE_KEY = pytest.StashKey[GateState]()
 LAYOUT_PROBLEM_KEY = pytest.StashKey[str]()
+HELD_KEY = pytest.StashKey[Held]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -88,10 +92,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="re-execute pytest once with ASLR off and PYTHONHASHSEED=0, so runs differ only in what "
                          "they measure (Linux; default: ini efficiency_fixed_layout)")
     group.addoption("--efficiency-confirm", dest="efficiency_confirm", type=int, default=None, metavar="N",
-                    help="before a measured metric fails a test, measure the test again in up to N fresh processes "
-                         "and fail only on a majority (0: never; default: ini efficiency_confirm, 2)")
+                    help="before a measured metric fails a test, measure the test again in N fresh processes "
+                         "and fail only if every one finds it (0: never; default: ini efficiency_confirm, 2)")
     parser.addini("efficiency_confirm", "fresh processes that confirm a measured regression before it fails a test",
                   default=str(confirm.DEFAULT_PROCESSES))
+    group.addoption("--efficiency-confirm-spacing", dest="efficiency_confirm_spacing", default=None,
+                    metavar="DURATION", help="start each confirming process at least this long after the test's "
+                    "previous measurement; the run goes on meanwhile (default: ini, 20 s)")
+    parser.addini("efficiency_confirm_spacing", "least time between a test's measurement and the next process that "
+                  "confirms it", default=f"{confirm.DEFAULT_SPACING_S:g} s")
     parser.addini("efficiency_fixed_layout", "run with ASLR off and PYTHONHASHSEED=0 (re-executes pytest once)",
                   type="bool", default=False)
     parser.addini("efficiency_baselines_dir", "baselines folder, relative to the rootdir", default="baselines")
@@ -136,6 +145,10 @@ def gate_state_from_config(config: pytest.Config, profile: str) -> GateState:
         confirm_processes = int(_setting(config, "confirm"))
         if confirm_processes < 0:
             raise ValueError(f"--efficiency-confirm={confirm_processes}: expected 0 or more processes")
+        spacing_raw = str(_setting(config, "confirm_spacing"))
+        spacing = parse_seconds(spacing_raw)
+        if spacing < 0:
+            raise ValueError(f"--efficiency-confirm-spacing={spacing_raw}: expected a duration of 0 s or more")
         every_raw = str(_setting(config, "calibrate_every")).strip()
         every = None if every_raw.lower() == "off" else parse_seconds(every_raw)
         devices = xdist_worker.parse_devices(str(_setting(config, "devices") or ""))
@@ -151,9 +164,11 @@ def gate_state_from_config(config: pytest.Config, profile: str) -> GateState:
     calibrator = None if every_raw.lower() == "off" else Calibrator(every if every and every > 0 else None)
     if os.environ.get(confirm.CONFIRM_ENV):
         confirm_processes = 0  # this is a confirmation process: it measures, the one that started it judges
+    confirming = confirm_processes > 0 and options.mode == "fail" and not options.update
     return GateState(options, BaselineStore(Path(root), profile), calibrator, json_path,
                      is_worker=xdist_worker.worker_id(config) is not None, devices=devices,
-                     confirm_processes=confirm_processes)
+                     confirm_processes=confirm_processes,
+                     confirm_queue=ConfirmQueue(spacing) if confirming else None)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -288,27 +303,59 @@ def _child_settings(config: pytest.Config, call_s: float) -> confirm.ChildSettin
         timeout_s=max(120.0, 20 * call_s))
 
 
-def _confirmed(item: pytest.Item, record: Record, limits: tuple[Limit, ...], verdicts: list[Verdict],
-               baseline: Record | None, priors: dict[str, RunPrior], error: str, call_s: float) -> list[Verdict]:
-    """`verdicts`, or the majority verdict of fresh processes where a measured metric is suspect."""
+def _voting_processes(state: GateState, record: Record, error: str) -> int:
+    """How many processes must all find a measured regression of `record` before it fails."""
+    if state.confirm_queue is None or error or record.world_size != 1:
+        return 1  # no vote: under torchrun the ranks are one measurement, and a fresh process is not
+    return 1 + state.confirm_processes
+
+
+@dataclass
+class _HeldTest:
+    """What a test held for confirmation still needs when its vote is decided."""
+
+    item: pytest.Item
+    record: Record
+    call_report: pytest.TestReport
+    functional: str
+    extra: list[Verdict]  # findings that are not put to the vote (a leak)
+    reports: list[pytest.TestReport] = field(default_factory=list)  # setup, call, teardown: logged on release
+
+
+def _hold(item: pytest.Item, record: Record, verdicts: list[Verdict], suspects: list[str], limits: tuple[Limit, ...],
+          baseline: Record | None, priors: dict[str, RunPrior], processes: int, call_s: float,
+          test: _HeldTest) -> None:
+    """Hold the test's reports until fresh processes, spaced apart in time, have voted (`confirm_queue`)."""
     state = item.config.stash[GATE_KEY]
-    options = state.options
-    if state.confirm_processes < 1 or options.mode != "fail" or options.update or error or record.world_size != 1:
-        return verdicts
-    metrics = confirm.suspects(record, verdicts, limits)
-    if not metrics:
-        return verdicts
     settings = _child_settings(item.config, call_s)
+    nodeid = record.nodeid
 
     def judge_record(other: Record) -> list[Verdict]:
         add_derived(other)
-        return judge(other, limits, baseline, error, options, priors)
+        return judge(other, limits, baseline, "", state.options, priors, processes)
 
-    result = confirm.confirm(verdicts, metrics, lambda: confirm.measure_in_child(record.nodeid, settings),
-                             judge_record, state.confirm_processes)
-    record.confirmations = result.records
-    record.settings["confirmation_s"] = round(result.seconds, 3)
-    return result.verdicts
+    def measure_again() -> Record | str:
+        if state.device_shared and state.device is not None:
+            with xdist_worker.device_lock(state.device):  # never two measurements on one GPU at once
+                return confirm.measure_in_child(nodeid, settings)
+        return confirm.measure_in_child(nodeid, settings)
+
+    vote = confirm.Vote(verdicts, suspects, state.confirm_processes)
+    item.stash[HELD_KEY] = state.confirm_queue.hold(vote, measure_again, judge_record, test)  # type: ignore[union-attr]
+
+
+def _settle(report: pytest.TestReport, record: Record, verdicts: list[Verdict], functional: str) -> None:
+    """Apply the gate's verdicts to the test's call report and attach its result for the controller."""
+    failed = [v for v in verdicts if v.failed]
+    if failed:
+        report.outcome = "failed"
+        report.longrepr = _failure_text(failed)
+    notes = [v.render() for v in verdicts if v.status in ("warn", "improved")]
+    if notes:
+        report.sections.append(("efficiency", "\n".join(notes)))
+    record.outcome = report.outcome
+    record.verdicts = [v.to_dict() for v in verdicts]
+    xdist_worker.attach(report, TestResult(record, verdicts, functional))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -320,27 +367,78 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     record = fixture.record
     state = item.config.stash[GATE_KEY]
     functional = report.outcome
-    verdicts = []
+    verdicts: list[Verdict] = []
     add_derived(record)
     if report.passed:
         baseline, priors, error = _baseline_of(state, record.nodeid)
         limits = effective_limits(fixture.spec.limits, state.options, record.metrics)
-        verdicts = judge(record, limits, baseline, error, state.options, priors)
-        verdicts = _confirmed(item, record, limits, verdicts, baseline, priors, error, call.duration)
+        processes = _voting_processes(state, record, error)
+        verdicts = judge(record, limits, baseline, error, state.options, priors, processes)
         leak = find_leak(record)
-        if leak is not None:
-            verdicts.append(leak.as_verdict())
-        failed = [v for v in verdicts if v.failed]
-        if failed:
-            report.outcome = "failed"
-            report.longrepr = _failure_text(failed)
-        notes = [v.render() for v in verdicts if v.status in ("warn", "improved")]
-        if notes:
-            report.sections.append(("efficiency", "\n".join(notes)))
-    record.outcome = report.outcome
-    record.verdicts = [v.to_dict() for v in verdicts]
-    xdist_worker.attach(report, TestResult(record, verdicts, functional))
+        extra = [leak.as_verdict()] if leak is not None else []
+        suspects = confirm.suspects(record, verdicts) if processes > 1 else []
+        if suspects:
+            _hold(item, record, verdicts, suspects, limits, baseline, priors, processes, call.duration,
+                  _HeldTest(item, record, report, functional, extra))
+            return report
+        verdicts += extra
+    _settle(report, record, verdicts, functional)
     return report
+
+
+def _log(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
+    for report in reports:
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+def _release(held: Held) -> None:
+    """A held test whose vote is decided (or abandoned): its final verdicts, then its reports logged."""
+    test: _HeldTest = held.payload
+    result = held.vote.result()
+    test.record.confirmations = result.records
+    test.record.settings["confirmation_s"] = round(result.seconds, 3)
+    test.record.settings["confirmation_spacing_s"] = test.item.config.stash[GATE_KEY].confirm_queue.spacing_s
+    _settle(test.call_report, test.record, result.verdicts + test.extra, test.functional)
+    with xdist_worker.logging_late(test.item):
+        _log(test.item, test.reports)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    # pytest's own protocol, except that a test held for confirmation logs its reports when
+    # its vote is decided, and that between tests the fresh processes that are due run.
+    queue = item.config.stash[GATE_KEY].confirm_queue
+    if queue is None:
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    held = item.stash.get(HELD_KEY, None)
+    if held is None:
+        _log(item, reports)
+    else:
+        held.payload.reports = reports
+    for decided in queue.run_due():
+        _release(decided)
+    return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
+    # After the last test (on an xdist worker: after its last one, before it reports back),
+    # the held tests are decided; a run that stops early keeps their verdicts unconfirmed.
+    queue = session.config.stash[GATE_KEY].confirm_queue
+    try:
+        result = yield
+    except BaseException as exc:
+        if queue is not None:
+            for held in queue.abandon(f"the run stopped before fresh processes confirmed it ({exc!r})"):
+                _release(held)
+        raise
+    if queue is not None:
+        for held in queue.drain():
+            _release(held)
+    return result
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -26,8 +26,16 @@ neighbours. Hence, from the **faster half** of the runs (the fastest k//2 + 1 of
 * **the prediction bound** for one more run of unchanged code on the log scale: the new
   run minus the centre has mean -b·s̃ and standard deviation s̃·sqrt(1 + c²) (b, c: the
   centre's mean and spread in jitter units, `FASTER_HALF`), so the bounds are
-  centre · exp(s̃ · (-b ± t·sqrt(1 + c²))), t from Student's t at `PREDICTION`
-  (one-sided) with the moderated degrees of freedom.
+  centre · exp(s̃ · (-b ± t·sqrt(1 + c²))), t from Student's t at a one-sided level
+  with the moderated degrees of freedom.
+* **the level**: `PREDICTION` (99.9%) is the share of unchanged metrics the gate must
+  pass. A regression fails only when every one of m processes finds it (the run that
+  measured it and the fresh ones that confirm it, `confirm`), so each process's bound
+  is drawn at 1 - (1 - PREDICTION)^(1/m) (`gate_level`; 90% for m = 3): were the
+  processes independent draws, the m of them together would pass unchanged code as
+  often as one process at 99.9%. They are spaced apart in time so that they come closer
+  to that. Where one process decides alone (no confirmation, a check that only warns,
+  a baseline update) the level is `PREDICTION` itself.
 
 Slow spells themselves are the business of the vote in fresh processes (`confirm`), not
 of the bound.
@@ -90,7 +98,7 @@ class RunPrior:
 class Prediction:
     """Where one more run of unchanged code lands, from a baseline's runs.
 
-    `low`/`high`: the one-sided `PREDICTION` bounds (same units as the metric);
+    `low`/`high`: the one-sided bounds at `level` (same units as the metric);
     `pooled`: whether a `RunPrior` moderated the spread; `centre`: `centre` of the runs.
     """
 
@@ -101,6 +109,7 @@ class Prediction:
     df: float
     pooled: bool
     unit: str = ""
+    level: float = PREDICTION
 
     def bound(self, direction: str) -> float:
         """The bound on the worse side: the highest value for lower-is-better metrics."""
@@ -108,8 +117,15 @@ class Prediction:
 
     def describe(self, direction: str) -> str:
         pooled = ", spread pooled with the file's tests" if self.pooled else ""
-        return (f"{self.runs} baseline run{'s' if self.runs != 1 else ''} ({PREDICTION:.1%} prediction bound "
+        return (f"{self.runs} baseline run{'s' if self.runs != 1 else ''} ({self.level:.1%} prediction bound "
                 f"{format_value(self.bound(direction), self.unit)}{pooled})")
+
+
+def gate_level(processes: int = 1) -> float:
+    """The one-sided level of each process's bound when `processes` must all find a regression."""
+    if processes < 1:
+        raise ValueError(f"processes must be 1 or more, got {processes}")
+    return 1 - (1 - PREDICTION) ** (1 / processes)
 
 
 def run_medians(metric: Metric) -> list[float]:
@@ -209,8 +225,8 @@ def _slow_side_up(medians: Sequence[float], direction: str) -> list[float]:
 
 
 def predict(medians: Sequence[float], prior: RunPrior | None = None, unit: str = "",
-            direction: str = "lower") -> Prediction | None:
-    """The prediction bounds for one more run, from the runs' medians and the file's prior.
+            direction: str = "lower", level: float = PREDICTION) -> Prediction | None:
+    """The one-sided `level` bounds for one more run, from the runs' medians and the file's prior.
 
     Without a prior, `MIN_RUNS` runs are needed (the variance of all of them); with one, a
     single run suffices (the prior's jitter around it). None otherwise.
@@ -233,11 +249,11 @@ def predict(medians: Sequence[float], prior: RunPrior | None = None, unit: str =
         else:
             variance, df = (prior.df * prior.variance + d * own) / (prior.df + d), prior.df + d
     _, _, centre_mean, centre_sd = _table(k)
-    t = float(student_t.ppf(PREDICTION, min(df, 1e9)))
+    t = float(student_t.ppf(level, min(df, 1e9)))
     sd = math.sqrt(variance)
     mid = centre(values)  # already slow side up
     spread = t * math.sqrt(1 + centre_sd**2)
     low, high = mid * math.exp(sd * (-centre_mean - spread)), mid * math.exp(sd * (-centre_mean + spread))
     if direction == "higher":  # back from reciprocals
         mid, low, high = 1 / mid, 1 / high, 1 / low
-    return Prediction(k, mid, low, high, df, prior is not None, unit)
+    return Prediction(k, mid, low, high, df, prior is not None, unit, level)

@@ -177,8 +177,10 @@ def _confirmation_line(results: list[TestResult]) -> str:
     processes = sum(len(r.record.confirmations) for r in confirmed)
     seconds = sum(float(r.record.settings["confirmation_s"]) for r in confirmed)
     failing = sum(r.gate_failed for r in confirmed)
+    spacing = float(confirmed[0].record.settings.get("confirmation_spacing_s", 0.0))
     return (f"re-measured in fresh processes (--efficiency-confirm): {len(confirmed)} test(s), {processes} "
-            f"process(es), {seconds:.1f} s; {failing} of them failing")
+            f"process(es) started {spacing:g} s or more after the test's previous one, {seconds:.1f} s; "
+            f"{failing} of them failing (a regression fails only where every process found it)")
 
 
 def _store_lines(state: GateState, width: int) -> list[str]:

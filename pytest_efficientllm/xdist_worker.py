@@ -5,14 +5,17 @@
 * when workers outnumber devices, measured tests on a shared device take a per-device
   file lock, so one GPU never measures two tests at once;
 * attaches each measured test's `TestResult` to its report (plain data, serialised by
-  xdist with the report), and leaves a summary of this worker in `workeroutput`.
+  xdist with the report), and leaves a summary of this worker in `workeroutput`;
+* lets a test held for confirmation log its reports after later tests ran (`logging_late`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +84,25 @@ def worker_summary(state: GateState, threads: int, cores: int) -> dict[str, Any]
         "device_shared": state.device_shared,
         "calibrations": [c.to_dict() for c in calibrations],
     }
+
+
+@contextlib.contextmanager
+def logging_late(item: Any) -> Iterator[None]:
+    """Log `item`'s reports now, after later tests ran, on an xdist worker as in a serial run.
+
+    xdist's worker checks that a report belongs to the test it is running (its
+    `item_index`, pytest-xdist 3 `remote.py`) and sends that index with the report; the
+    controller only shows it. For the time of logging a held test's reports, the worker's
+    current test is that test. Elsewhere (a serial run, another xdist) nothing is changed.
+    """
+    interactor = next((p for p in item.config.pluginmanager.get_plugins()
+                       if type(p).__name__ == "WorkerInteractor" and hasattr(p, "item_index")), None)
+    if interactor is None:
+        yield
+        return
+    current = interactor.item_index
+    interactor.item_index = item.session.items.index(item)
+    try:
+        yield
+    finally:
+        interactor.item_index = current

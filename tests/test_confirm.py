@@ -16,6 +16,7 @@ import pytest
 from record_builders import counted, latency, record
 
 from pytest_efficientllm import confirm, layout
+from pytest_efficientllm.confirm_queue import ConfirmQueue
 from pytest_efficientllm.gate import GateOptions, judge
 from pytest_efficientllm.marker import parse_limit
 from pytest_efficientllm.record import Record
@@ -45,46 +46,43 @@ class FreshProcesses:
 
 
 def _vote(first: Record, *fresh: Record | str, processes: int = 2):
+    """Run the vote to the end as the queue would (without the waiting)."""
     verdicts = _judge(first)
-    metrics = confirm.suspects(first, verdicts, TOL5)
+    vote = confirm.Vote(verdicts, confirm.suspects(first, verdicts), processes)
     processes_ = FreshProcesses(*fresh)
-    result = confirm.confirm(verdicts, metrics, processes_, _judge, processes)
+    while vote.metrics and not vote.done:
+        vote.add(processes_(), _judge)
+    result = vote.result()
     al = [v for v in result.verdicts if v.metric == "AL"]
     return result, al, processes_.started
 
 
-def test_a_regression_seen_twice_fails_after_one_fresh_process() -> None:
-    result, al, started = _vote(_at(0.12), _at(0.11, seed=3), _at(0.0, seed=4))
-    assert started == 1 and len(result.records) == 1
+def test_a_regression_fails_only_when_every_process_finds_it() -> None:
+    result, al, started = _vote(_at(0.12), _at(0.11, seed=3), _at(0.10, seed=4))
+    assert started == 2 and len(result.records) == 2
     assert [v.status for v in al] == ["fail"]
-    assert "confirmed in 2 processes" in al[0].message and "fresh 1 +1" in al[0].message
+    assert "confirmed in 3 processes" in al[0].message and "fresh 2 +1" in al[0].message
 
 
-def test_one_slow_process_warns_instead_of_failing() -> None:
-    result, al, started = _vote(_at(0.12), _at(0.0, seed=3), _at(0.01, seed=4))
-    assert started == 2
+def test_the_first_passing_process_clears_it_and_no_more_start() -> None:
+    result, al, started = _vote(_at(0.12), _at(0.0, seed=3), _at(0.12, seed=4))
+    assert started == 1
     assert [v.status for v in al] == ["warn"]
-    assert "not confirmed in 3 processes" in al[0].message
+    assert "not confirmed in 2 processes" in al[0].message and al[0].message.endswith("a process passes, not failing")
     assert not any(v.failed for v in result.verdicts)
 
 
-def test_the_third_process_breaks_a_tie() -> None:
-    _, al, started = _vote(_at(0.12), _at(0.0, seed=3), _at(0.10, seed=4))
-    assert started == 2 and [v.status for v in al] == ["fail"]
+def test_the_last_process_alone_can_clear_it() -> None:
+    # A majority (2 of 3) is not enough.
+    _, al, started = _vote(_at(0.12), _at(0.12, seed=3), _at(0.0, seed=4))
+    assert started == 2 and [v.status for v in al] == ["warn"]
 
 
-def test_a_regression_this_process_under_read_is_caught_by_the_fresh_ones() -> None:
-    first = _at(0.035)  # beyond half the tolerance, within it: passes here, but suspect
+def test_a_metric_that_passes_here_is_not_suspect() -> None:
+    # Unanimity: a process that passes already clears it, so nothing is started.
+    first = _at(0.035)
     assert not any(v.failed for v in _judge(first))
-    _, al, started = _vote(first, _at(0.10, seed=3), _at(0.11, seed=4))
-    assert started == 2
-    assert [v.status for v in al] == ["fail"]  # the fresh process's failure replaces this one's pass
-    assert "this process +3" in al[0].message and al[0].message.startswith("11")  # its numbers: 11 ms
-
-
-def test_an_under_read_suspect_cleared_by_the_fresh_ones_passes() -> None:
-    _, al, _ = _vote(_at(0.035), _at(0.0, seed=3), _at(0.01, seed=4))
-    assert [v.status for v in al] == ["pass"] and "cleared in" in al[0].message
+    assert confirm.suspects(first, _judge(first)) == []
 
 
 def test_a_fresh_process_that_cannot_run_leaves_the_verdict_and_says_why() -> None:
@@ -102,24 +100,23 @@ def test_a_fresh_process_without_the_metric_does_not_vote() -> None:
 
 def test_no_processes_no_confirmation() -> None:
     result, al, started = _vote(_at(0.12), processes=0)
-    assert started == 0 and [v.status for v in al] == ["fail"]
+    assert started == 0 and [v.status for v in al] == ["fail"] and "confirmed" not in al[0].message
 
 
 def test_suspects() -> None:
-    # Half the tolerance is the trigger: +3.5% is suspect under +5%, +1% is not.
-    assert confirm.suspects(_at(0.035), _judge(_at(0.035)), TOL5) == ["AL"]
-    assert confirm.suspects(_at(0.01), _judge(_at(0.01)), TOL5) == []
+    assert confirm.suspects(_at(0.12), _judge(_at(0.12))) == ["AL"]
+    assert confirm.suspects(_at(0.01), _judge(_at(0.01))) == []
     # Faster is never suspect.
-    assert confirm.suspects(_at(-0.2), _judge(_at(-0.2)), TOL5) == []
+    assert confirm.suspects(_at(-0.2), _judge(_at(-0.2))) == []
     # A counted regression is exact: nothing to confirm.
     base = record("t.py::test_a", counted("peak_memory", 1000))
     grown = record("t.py::test_a", counted("peak_memory", 1010))
     verdicts = judge(grown, (), base, "", GateOptions())
-    assert any(v.failed for v in verdicts) and confirm.suspects(grown, verdicts, ()) == []
+    assert any(v.failed for v in verdicts) and confirm.suspects(grown, verdicts) == []
     # A failed budget on a measured metric is suspect.
     budget = (parse_limit("AL", "<= 5 ms"),)
     verdicts = judge(_at(0.0), budget, None, "", GateOptions())
-    assert any(v.failed for v in verdicts) and confirm.suspects(_at(0.0), verdicts, budget) == ["AL"]
+    assert any(v.failed for v in verdicts) and confirm.suspects(_at(0.0), verdicts) == ["AL"]
 
 
 def test_default_checks_are_suspect_only_where_they_can_fail() -> None:
@@ -127,12 +124,84 @@ def test_default_checks_are_suspect_only_where_they_can_fail() -> None:
     cpu = record("t.py::test_a", latency(0.012, name="cpu_time_per_round"))
     cpu_base = record("t.py::test_a", latency(0.010, name="cpu_time_per_round", seed=1))
     verdicts = judge(cpu, (), cpu_base, "", GateOptions())
-    assert confirm.suspects(cpu, verdicts, ()) == []
+    assert confirm.suspects(cpu, verdicts) == []
     # On a GPU profile the default latency check fails: suspect.
     gpu = record("t.py::test_a", latency(0.012), profile="h100", fingerprint={"profile": "h100"})
     gpu_base = record("t.py::test_a", latency(0.010, seed=1), profile="h100", fingerprint={"profile": "h100"})
     verdicts = judge(gpu, (), gpu_base, "", GateOptions())
-    assert any(v.failed for v in verdicts) and confirm.suspects(gpu, verdicts, ()) == ["AL"]
+    assert any(v.failed for v in verdicts) and confirm.suspects(gpu, verdicts) == ["AL"]
+
+
+# -- the queue: fresh processes apart in time ------------------------------------------------------
+
+class FakeClock:
+    """A clock the test moves: `sleep` and each fresh process advance it, nothing waits."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _held(queue: ConfirmQueue, clock: FakeClock, name: str, *fresh: Record, run_s: float = 3.0):
+    """Hold a +12% suspect whose fresh processes hand out `fresh`, each taking `run_s`; log their start times."""
+    first = _at(0.12)
+    verdicts = _judge(first)
+    outcomes = list(fresh)
+    starts: list[float] = []
+
+    def measure_again() -> Record:
+        starts.append(clock.now)
+        clock.now += run_s
+        return outcomes.pop(0)
+
+    queue.hold(confirm.Vote(verdicts, confirm.suspects(first, verdicts)), measure_again, _judge, name)
+    return starts
+
+
+def test_fresh_processes_start_a_spacing_after_the_previous_measurement() -> None:
+    clock = FakeClock()
+    queue = ConfirmQueue(20.0, clock, clock.sleep)
+    starts = _held(queue, clock, "a", _at(0.11, seed=3), _at(0.10, seed=4))
+    clock.now += 19.9  # the next tests run
+    assert queue.run_due() == [] and starts == []  # not due yet: the run goes on
+    clock.now += 0.1
+    assert queue.run_due() == [] and starts == [120.0]  # the first one ran; the second is 20 s after its end
+    decided = list(queue.drain())
+    assert starts == [120.0, 143.0] and clock.slept == [20.0]
+    assert [h.payload for h in decided] == ["a"] and len(queue) == 0
+    (al,) = [v for v in decided[0].vote.result().verdicts if v.metric == "AL"]
+    assert al.status == "fail" and "confirmed in 3 processes" in al.message
+    assert decided[0].vote.seconds == 6.0
+
+
+def test_held_tests_take_turns_earliest_first_and_sleep_only_what_is_left() -> None:
+    clock = FakeClock()
+    queue = ConfirmQueue(10.0, clock, clock.sleep)
+    a = _held(queue, clock, "a", _at(0.11, seed=3), _at(0.10, seed=4))
+    clock.now += 4.0  # the next test
+    b = _held(queue, clock, "b", _at(0.0, seed=5))
+    order = [h.payload for h in queue.drain()]
+    # a at 110 (slept 6; runs to 113), b at 114 (slept 1; cleared by its pass), a again 10 s after its end.
+    assert a == [110.0, 123.0] and b == [114.0]
+    assert order == ["b", "a"] and clock.slept == [6.0, 1.0, 6.0]
+
+
+def test_abandoned_tests_keep_this_process_verdicts_and_say_why() -> None:
+    clock = FakeClock()
+    queue = ConfirmQueue(20.0, clock, clock.sleep)
+    starts = _held(queue, clock, "a", _at(0.11, seed=3))
+    (held,) = queue.abandon("the run stopped")
+    assert starts == [] and len(queue) == 0
+    verdicts = held.vote.result().verdicts
+    assert [v.status for v in verdicts if v.metric == "AL"] == ["fail"]
+    assert any(v.metric == "*" and "the run stopped" in v.message for v in verdicts)
 
 
 def _settings(tmp_path: Path, **kw) -> confirm.ChildSettings:
@@ -171,14 +240,23 @@ def test_sleep(efficiency, case):
     # Doubled, not +25%: on a loaded 2-core CI runner late wake-ups from a sleep spread the
     # baseline's rounds by several ms, and the interval must still exclude "no change".
     seconds = 0.020 * (1 + SLOW) * (2.0 if EPISODE else 1.0)
+    start = time.time()
     efficiency.measure(lambda: time.sleep(seconds))
+    if os.environ.get("LOG"):  # when and in which process each measurement ran
+        with open(os.environ["LOG"], "a") as log:
+            log.write(f"{case}|{os.getpid()}|{start}|{time.time()}\\n")
+
+def test_z_last():
+    assert os.environ.get("LAST_FAILS") != "1"
 """
 COMMON = ("-p", "no:cacheprovider", "--efficiency-threads=1", "--efficiency-calibrate-every=off")
+QUICK = "--efficiency-confirm-spacing=0.5s"
 
 
 @pytest.fixture
 def sleeper(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID", "SLOW", "EPISODE"):
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID", "SLOW", "EPISODE",
+                 "LOG", "LAST_FAILS"):
         monkeypatch.delenv(name, raising=False)
     pytester.makepyfile(test_sleeper=SLEEPER)
     pytester.makeini("[pytest]\n")
@@ -191,36 +269,71 @@ def _records(path: Path) -> dict[str, dict]:
     return {r["nodeid"]: r for r in json.loads(path.read_text())["records"]}
 
 
+def _measurements(log: Path) -> list[tuple[str, int, float, float]]:
+    rows = [line.split("|") for line in log.read_text().splitlines()]
+    return [(case, int(pid), float(start), float(end)) for case, pid, start, end in rows]
+
+
 def test_end_to_end_an_episode_is_not_failed(sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EPISODE", "1")
+    monkeypatch.setenv("LOG", str(sleeper.path / "log.txt"))
     out = sleeper.path / "run.json"
-    result = sleeper.runpytest_subprocess(*COMMON, f"--efficiency-json={out}")
+    result = sleeper.runpytest_subprocess(*COMMON, "--efficiency-confirm-spacing=2s", f"--efficiency-json={out}")
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["*re-measured in fresh processes*2 test(s), 4 process(es)*"])
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*re-measured in fresh processes*2 test(s), 2 process(es) started 2 s or more*"])
     for rec in _records(out).values():
+        if rec["nodeid"].endswith("test_z_last"):
+            continue
         (al,) = [v for v in rec["verdicts"] if v["metric"] == "AL"]
         assert al["status"] == "warn"
-        assert "not confirmed in 3 processes: this process +" in al["message"]
-        assert al["message"].endswith("% passes: the majority passes, not failing")
-        assert len(rec["confirmations"]) == 2
-        for fresh in rec["confirmations"]:
-            assert len(fresh["metrics"]["AL"]["samples"]) == 7  # the fresh processes' raw rounds are kept
-            assert 0.019 < fresh["metrics"]["AL"]["value"] < 0.030  # 20 ms asleep, not 40
+        assert "not confirmed in 2 processes: this process +" in al["message"]
+        assert al["message"].endswith("% passes: a process passes, not failing")
+        (fresh,) = rec["confirmations"]  # the first fresh process clears it: no second one
+        assert len(fresh["metrics"]["AL"]["samples"]) == 7  # the fresh processes' raw rounds are kept
+        assert 0.019 < fresh["metrics"]["AL"]["value"] < 0.030  # 20 ms asleep, not 40
+    # Ground truth of the spacing: each test's fresh process started 2 s or more after its measurement
+    # here ended, and the run went on meanwhile (both tests measured here before either fresh process).
+    rows = _measurements(sleeper.path / "log.txt")
+    main_pid = rows[0][1]
+    assert [(case, pid == main_pid) for case, pid, _, _ in rows] == [
+        ("a/b c", True), ("x", True), ("a/b c", False), ("x", False)]
+    for case in ("a/b c", "x"):
+        here, fresh = [r for r in rows if r[0] == case]
+        assert fresh[2] - here[3] >= 2.0
 
 
-def test_end_to_end_a_regression_fails_after_one_fresh_process(sleeper: pytest.Pytester,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_end_to_end_a_regression_fails_once_every_process_finds_it(sleeper: pytest.Pytester,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLOW", "1")
     out = sleeper.path / "run.json"
-    result = sleeper.runpytest_subprocess(*COMMON, "-n", "2", f"--efficiency-json={out}")
+    result = sleeper.runpytest_subprocess(*COMMON, QUICK, "-n", "2", f"--efficiency-json={out}")
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*confirmed in 2 processes: this process +*% fails, fresh 1 +*% fails*"])
-    assert [len(r["confirmations"]) for r in _records(out).values()] == [1, 1]
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["*confirmed in 3 processes: this process +*% fails, fresh 1 +*% fails, "
+                                 "fresh 2 +*% fails*"])
+    assert [len(r["confirmations"]) for r in _records(out).values()] == [2, 2]
     # Without confirmation the same run fails at once, and starts no process.
     result = sleeper.runpytest_subprocess(*COMMON, "--efficiency-confirm=0", f"--efficiency-json={out}")
     assert result.ret == 1
     assert [len(r["confirmations"]) for r in _records(out).values()] == [0, 0]
     assert "re-measured in fresh processes" not in result.stdout.str()
+
+
+def test_a_run_that_stops_early_keeps_held_verdicts_unconfirmed(sleeper: pytest.Pytester,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # -x stops at the last test's failure while the regressions wait for their spacing.
+    monkeypatch.setenv("SLOW", "1")
+    monkeypatch.setenv("LAST_FAILS", "1")
+    out = sleeper.path / "run.json"
+    result = sleeper.runpytest_subprocess(*COMMON, "-x", "--efficiency-confirm-spacing=60s",
+                                          f"--efficiency-json={out}")
+    assert result.ret == 1
+    result.assert_outcomes(failed=3)
+    for rec in list(_records(out).values())[:2]:
+        assert rec["confirmations"] == [] and rec["outcome"] == "failed"
+        assert any(v["metric"] == "*" and "the run stopped before fresh processes confirmed it" in v["message"]
+                   for v in rec["verdicts"])
 
 
 def test_updating_baselines_never_confirms(sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,17 +344,21 @@ def test_updating_baselines_never_confirms(sleeper: pytest.Pytester, monkeypatch
     assert [len(r["confirmations"]) for r in _records(out).values()] == [0, 0]
 
 
-def test_bad_confirm_option(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("args, message", [
+    (("--efficiency-confirm=-1",), "*--efficiency-confirm=-1: expected 0 or more processes*"),
+    (("--efficiency-confirm-spacing=soon",), "*efficiency options:*soon*"),
+])
+def test_bad_confirm_options(pytester: pytest.Pytester, args: tuple[str, ...], message: str) -> None:
     pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest("--efficiency-confirm=-1")
+    result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--efficiency-confirm=-1: expected 0 or more processes*"])
+    result.stderr.fnmatch_lines([message])
 
 
 def test_a_confirmation_process_never_confirms_in_turn(sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLOW", "1")
     monkeypatch.setenv(confirm.CONFIRM_ENV, "1")
     out = sleeper.path / "run.json"
-    result = sleeper.runpytest_subprocess(*COMMON, f"--efficiency-json={out}")
+    result = sleeper.runpytest_subprocess(*COMMON, QUICK, f"--efficiency-json={out}")
     assert result.ret == 1
     assert [len(r["confirmations"]) for r in _records(out).values()] == [0, 0]

@@ -94,7 +94,7 @@ def test_without_a_prior_three_runs_are_needed_and_with_one_a_single_run_has_a_b
 
 
 def _simulate(sigma: float, runs: int, shift: float, moderated: bool, files: int = 300, tests: int = 10,
-              seed: int = 3) -> float:
+              seed: int = 3, level: float = PREDICTION) -> float:
     """Share of one-more-run medians beyond the upper bound, over simulated baseline files."""
     rng = np.random.default_rng(seed)
     beyond = trials = 0
@@ -104,7 +104,7 @@ def _simulate(sigma: float, runs: int, shift: float, moderated: bool, files: int
                    for i, m in enumerate(medians)]
         priors = pool(records) if moderated else {}
         for i, m in enumerate(medians):
-            prediction = predict(list(m), priors.get("cpu_time_per_round"))
+            prediction = predict(list(m), priors.get("cpu_time_per_round"), level=level)
             new_run = math.exp(rng.normal(0.0, sigma)) * (1 + shift)
             beyond += new_run > prediction.high  # type: ignore[union-attr]
             trials += 1
@@ -114,6 +114,40 @@ def _simulate(sigma: float, runs: int, shift: float, moderated: bool, files: int
 def test_unchanged_runs_fall_beyond_the_bound_about_as_rarely_as_the_prediction_level_says() -> None:
     rate = _simulate(0.03, runs=5, shift=0.0, moderated=True)
     assert rate <= 3 * (1 - PREDICTION)  # 3000 trials: 0.1% expected, 0.3% would be a miscalibration
+
+
+def test_each_of_m_voting_processes_draws_its_bound_so_that_all_m_together_keep_the_level() -> None:
+    assert run_noise.gate_level(1) == PREDICTION
+    assert run_noise.gate_level(3) == pytest.approx(0.9)
+    for m in (2, 3, 5):
+        assert (1 - run_noise.gate_level(m)) ** m == pytest.approx(1 - PREDICTION)
+    # On simulated unchanged runs, one process at the level for 3 lands beyond its bound ~10% of
+    # the time: three independent ones all beyond, ~0.1%.
+    rate = _simulate(0.03, runs=5, shift=0.0, moderated=True, level=run_noise.gate_level(3))
+    assert 0.07 < rate < 0.13
+    with pytest.raises(ValueError, match="processes must be 1 or more"):
+        run_noise.gate_level(0)
+
+
+def test_the_bound_is_drawn_for_the_processes_that_vote_and_a_check_that_only_warns_gets_none() -> None:
+    # One baseline run, the file's runs spread 2%: the 99.9% bound lies ~+9.1% out, the
+    # 90% one (each of 3 voting processes) ~+3.7%. A +7% run beyond the 5% tolerance:
+    base, now = _record("t.py::t", _metric(0.0100)), _record("t.py::t", _metric(0.0107))
+    priors = {"cpu_time_per_round": RunPrior(variance=0.02**2, df=math.inf, tests=10)}
+
+    def status(limits, processes):
+        (v,) = [v for v in compare_record(base, now, limits, run_priors=priors, processes=processes)
+                if v.metric == "cpu_time_per_round"]
+        return v.status, v.message
+
+    alone, message = status(TOL5, 1)
+    assert alone == "pass" and "99.9% prediction bound" in message
+    voted, message = status(TOL5, 3)
+    assert voted == "fail" and "90.0% prediction bound" in message
+    # The CPU's default check (no tolerance given) only warns, so it is never put to a vote:
+    # its bound stays at 99.9% whatever the number of processes.
+    default, message = status((), 3)
+    assert default == "pass" and "99.9% prediction bound" in message
 
 
 def test_moderation_lets_five_runs_catch_a_ten_percent_regression_that_their_own_spread_hides() -> None:
