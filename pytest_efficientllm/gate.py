@@ -97,9 +97,10 @@ def judge(record: Record, limits: Iterable[Limit], baseline: Record | None, base
 
     * budgets: absolute, from `limits`;
     * baseline: `compare_record` (with the run-to-run spread the baseline's file shares,
-      `run_priors`, and `processes`, how many processes must all find a measured
-      regression, where a regression can fail), or `new` when there is none (a failure with `strict`),
-      or an error when the baseline file is unreadable;
+      `run_priors`, and `processes`: how many processes must all find a measured
+      regression before it fails; 1 under `update` or mode `warn`, where none is put to a
+      vote), or `new` when there is none (a failure with `strict`), or an error when the
+      baseline file is unreadable;
     * with `update`, findings against the old baseline warn (it is being replaced), except
       an unreadable file, which will not be replaced either;
     * mode `warn` turns every failure into a warning; `off` checks nothing.
