@@ -68,6 +68,9 @@ class GateState:
     results: list[TestResult] = field(default_factory=list)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     lost_workers: list[str] = field(default_factory=list)
+    # Tests whose start was logged and whose last report has not come (yet): at the end, the
+    # tests a worker that went down was running or holding for confirmation.
+    unreported: dict[str, None] = field(default_factory=dict)
     updates: list[FileUpdate] = field(default_factory=list)
     json_written: str = ""
     problems: list[str] = field(default_factory=list)

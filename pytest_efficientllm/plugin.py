@@ -459,10 +459,17 @@ class _ReportReceiver:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
 
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        state = self.config.stash[GATE_KEY]
+        if not state.is_worker:
+            state.unreported[nodeid] = None
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         state = self.config.stash[GATE_KEY]
         if state.is_worker:
             return  # forwarded to the controller with the attached result; it collects there
+        if report.when in ("teardown", "???"):  # a test's last report; "???": xdist's for a crashed worker's test
+            state.unreported.pop(report.nodeid, None)
         result = xdist_controller.receive(state, report)
         if result is not None:
             self.config.stash[SESSION_KEY].records.append(result.record)

@@ -234,6 +234,9 @@ def summary_lines(session: EfficiencySession, state: GateState | None = None, wi
     for lost in state.lost_workers:
         lines += _wrap(f"worker {lost} went down: the test it was running has no record; the other workers' "
                        "results are kept and written", "", width)
+    if state.lost_workers and state.unreported:
+        lines += _wrap(f"no result for {len(state.unreported)} test(s) that started on a worker that went down "
+                       "(held for confirmation in fresh processes): " + ", ".join(state.unreported), "", width)
     for problem in state.problems:
         lines += _wrap(problem, "", width)
     if state.json_written:

@@ -362,3 +362,34 @@ def test_a_confirmation_process_never_confirms_in_turn(sleeper: pytest.Pytester,
     result = sleeper.runpytest_subprocess(*COMMON, QUICK, f"--efficiency-json={out}")
     assert result.ret == 1
     assert [len(r["confirmations"]) for r in _records(out).values()] == [0, 0]
+
+
+DIES = """
+import os, signal, time
+import pytest
+
+@pytest.mark.efficiency(rounds=5, warmup=1, latency="+5%")
+def test_a_sleep(efficiency):
+    efficiency.measure(lambda: time.sleep(0.020 * (2.0 if os.environ.get("SLOW") == "1" else 1.0)))
+
+def test_b_dies():
+    if os.environ.get("SLOW") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_worker_that_dies_names_the_tests_it_held(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One worker: test_a_sleep regresses and is held (60 s spacing), then the worker is killed.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID", "SLOW"):
+        monkeypatch.delenv(name, raising=False)
+    pytester.makepyfile(test_dies=DIES)
+    pytester.makeini("[pytest]\n")
+    assert pytester.runpytest_subprocess(*COMMON, "--update-baselines").ret == 0
+    monkeypatch.setenv("SLOW", "1")
+    result = pytester.runpytest_subprocess(*COMMON, "-n", "1", "--max-worker-restart=0",
+                                           "--efficiency-confirm-spacing=60s", timeout=240)
+    out = " ".join(result.stdout.str().split())
+    assert result.ret != 0
+    assert "went down" in out
+    assert ("no result for 1 test(s) that started on a worker that went down (held for confirmation in fresh "
+            "processes): test_dies.py::test_a_sleep") in out
