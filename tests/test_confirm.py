@@ -1,9 +1,11 @@
-"""Confirmation of measured regressions in fresh processes (`confirm.py`).
+"""Confirmation of measured regressions in fresh processes, apart in time (`confirm.py`,
+`confirm_queue.py`).
 
-The vote and the suspect rule as pure functions over real records and the gate's own
-rule; then end to end, in real pytest processes, with a workload whose time is known
-(a sleep): slow only in the process that first measures it (a host episode), or slow
-everywhere (a regression).
+The unanimous vote and the suspect rule as pure functions over real records and the
+gate's own rule; the queue's spacing on a clock the test moves; then end to end, in real
+pytest processes, with a workload whose time is known (a sleep): slow only in the
+process that first measures it (a host episode), or slow everywhere (a regression), a
+run stopped early, and a worker killed while it holds a test.
 """
 
 from __future__ import annotations
