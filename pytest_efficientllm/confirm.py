@@ -87,21 +87,13 @@ def _changes_text(per_process: list[list[Verdict]], metric: str) -> str:
 
 
 @dataclass
-class Confirmation:
-    """What confirming one test produced: its final verdicts, the fresh processes' records."""
-
-    verdicts: list[Verdict]
-    records: list[Record] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-@dataclass
 class Vote:
     """The unanimous vote on one test's suspect metrics, one fresh process at a time.
 
     `verdicts`: this process's; `metrics`: the suspects (`suspects`); `processes`: fresh
     processes at most. `add` each fresh process's record (or why there is none) until
-    `done`; `result` then holds the final verdicts.
+    `done`; then `final_verdicts`, with the fresh processes' `records` and the `seconds`
+    they took (the queue adds those).
     """
 
     verdicts: list[Verdict]
@@ -147,7 +139,8 @@ class Vote:
                                         "a process passes, not failing") if v.failed else v for v in mine]
         return [dataclasses.replace(v, message=f"{v.message}; confirmed in {seen}") if v.failed else v for v in mine]
 
-    def result(self) -> Confirmation:
+    def final_verdicts(self) -> list[Verdict]:
+        """This process's verdicts with each decided suspect's replaced by the vote's."""
         voted = len(self.per_process) > 1
         final = {m: self._final(m) if voted and self.decided(m) else None for m in self.metrics}
         out: list[Verdict] = []
@@ -160,7 +153,7 @@ class Vote:
                 out.extend(replaced)
         if self.problem:
             out.append(Verdict("*", "warn", f"confirmation in a fresh process failed: {self.problem}", "baseline"))
-        return Confirmation(out, list(self.records), self.seconds)
+        return out
 
 
 @dataclass(frozen=True)

@@ -322,13 +322,12 @@ class _HeldTest:
     reports: list[pytest.TestReport] = field(default_factory=list)  # setup, call, teardown: logged on release
 
 
-def _hold(item: pytest.Item, record: Record, verdicts: list[Verdict], suspects: list[str], limits: tuple[Limit, ...],
-          baseline: Record | None, priors: dict[str, RunPrior], processes: int, call_s: float,
-          test: _HeldTest) -> None:
+def _hold(test: _HeldTest, verdicts: list[Verdict], suspects: list[str], limits: tuple[Limit, ...],
+          baseline: Record | None, priors: dict[str, RunPrior], processes: int, call_s: float) -> None:
     """Hold the test's reports until fresh processes, spaced apart in time, have voted (`confirm_queue`)."""
-    state = item.config.stash[GATE_KEY]
-    settings = _child_settings(item.config, call_s)
-    nodeid = record.nodeid
+    state = test.item.config.stash[GATE_KEY]
+    settings = _child_settings(test.item.config, call_s)
+    nodeid = test.record.nodeid
 
     def judge_record(other: Record) -> list[Verdict]:
         add_derived(other)
@@ -341,7 +340,7 @@ def _hold(item: pytest.Item, record: Record, verdicts: list[Verdict], suspects: 
         return confirm.measure_in_child(nodeid, settings)
 
     vote = confirm.Vote(verdicts, suspects, state.confirm_processes)
-    item.stash[HELD_KEY] = state.confirm_queue.hold(vote, measure_again, judge_record, test)  # type: ignore[union-attr]
+    test.item.stash[HELD_KEY] = state.confirm_queue.hold(vote, measure_again, judge_record, test)  # type: ignore[union-attr]
 
 
 def _settle(report: pytest.TestReport, record: Record, verdicts: list[Verdict], functional: str) -> None:
@@ -378,8 +377,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         extra = [leak.as_verdict()] if leak is not None else []
         suspects = confirm.suspects(record, verdicts) if processes > 1 else []
         if suspects:
-            _hold(item, record, verdicts, suspects, limits, baseline, priors, processes, call.duration,
-                  _HeldTest(item, record, report, functional, extra))
+            _hold(_HeldTest(item, record, report, functional, extra), verdicts, suspects, limits, baseline, priors,
+                  processes, call.duration)
             return report
         verdicts += extra
     _settle(report, record, verdicts, functional)
@@ -395,11 +394,11 @@ def _log(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
 def _release(held: Held) -> None:
     """A held test whose vote is decided (or abandoned): its final verdicts, then its reports logged."""
     test: _HeldTest = held.payload
-    result = held.vote.result()
-    test.record.confirmations = result.records
-    test.record.settings["confirmation_s"] = round(result.seconds, 3)
+    vote = held.vote
+    test.record.confirmations = list(vote.records)
+    test.record.settings["confirmation_s"] = round(vote.seconds, 3)
     test.record.settings["confirmation_spacing_s"] = test.item.config.stash[GATE_KEY].confirm_queue.spacing_s
-    _settle(test.call_report, test.record, result.verdicts + test.extra, test.functional)
+    _settle(test.call_report, test.record, vote.final_verdicts() + test.extra, test.functional)
     with xdist_worker.logging_late(test.item):
         _log(test.item, test.reports)
 

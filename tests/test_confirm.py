@@ -54,29 +54,29 @@ def _vote(first: Record, *fresh: Record | str, processes: int = 2):
     processes_ = FreshProcesses(*fresh)
     while vote.metrics and not vote.done:
         vote.add(processes_(), _judge)
-    result = vote.result()
-    al = [v for v in result.verdicts if v.metric == "AL"]
-    return result, al, processes_.started
+    final = vote.final_verdicts()
+    al = [v for v in final if v.metric == "AL"]
+    return vote, final, al, processes_.started
 
 
 def test_a_regression_fails_only_when_every_process_finds_it() -> None:
-    result, al, started = _vote(_at(0.12), _at(0.11, seed=3), _at(0.10, seed=4))
-    assert started == 2 and len(result.records) == 2
+    vote, _, al, started = _vote(_at(0.12), _at(0.11, seed=3), _at(0.10, seed=4))
+    assert started == 2 and len(vote.records) == 2
     assert [v.status for v in al] == ["fail"]
     assert "confirmed in 3 processes" in al[0].message and "fresh 2 +1" in al[0].message
 
 
 def test_the_first_passing_process_clears_it_and_no_more_start() -> None:
-    result, al, started = _vote(_at(0.12), _at(0.0, seed=3), _at(0.12, seed=4))
+    _, final, al, started = _vote(_at(0.12), _at(0.0, seed=3), _at(0.12, seed=4))
     assert started == 1
     assert [v.status for v in al] == ["warn"]
     assert "not confirmed in 2 processes" in al[0].message and al[0].message.endswith("a process passes, not failing")
-    assert not any(v.failed for v in result.verdicts)
+    assert not any(v.failed for v in final)
 
 
 def test_the_last_process_alone_can_clear_it() -> None:
     # A majority (2 of 3) is not enough.
-    _, al, started = _vote(_at(0.12), _at(0.12, seed=3), _at(0.0, seed=4))
+    _, _, al, started = _vote(_at(0.12), _at(0.12, seed=3), _at(0.0, seed=4))
     assert started == 2 and [v.status for v in al] == ["warn"]
 
 
@@ -88,20 +88,20 @@ def test_a_metric_that_passes_here_is_not_suspect() -> None:
 
 
 def test_a_fresh_process_that_cannot_run_leaves_the_verdict_and_says_why() -> None:
-    result, al, started = _vote(_at(0.12), "pytest exited 2: ImportError")
+    _, final, al, started = _vote(_at(0.12), "pytest exited 2: ImportError")
     assert started == 1
     assert [v.status for v in al] == ["fail"] and "confirmed" not in al[0].message
-    assert any(v.metric == "*" and v.status == "warn" and "ImportError" in v.message for v in result.verdicts)
+    assert any(v.metric == "*" and v.status == "warn" and "ImportError" in v.message for v in final)
 
 
 def test_a_fresh_process_without_the_metric_does_not_vote() -> None:
-    result, al, _ = _vote(_at(0.12), record("t.py::test_a", counted("peak_memory", 1)))
+    _, final, al, _ = _vote(_at(0.12), record("t.py::test_a", counted("peak_memory", 1)))
     assert [v.status for v in al] == ["fail"] and "confirmed" not in al[0].message
-    assert any(v.metric == "*" and "recorded no AL" in v.message for v in result.verdicts)
+    assert any(v.metric == "*" and "recorded no AL" in v.message for v in final)
 
 
 def test_no_processes_no_confirmation() -> None:
-    result, al, started = _vote(_at(0.12), processes=0)
+    _, _, al, started = _vote(_at(0.12), processes=0)
     assert started == 0 and [v.status for v in al] == ["fail"] and "confirmed" not in al[0].message
 
 
@@ -178,7 +178,7 @@ def test_fresh_processes_start_a_spacing_after_the_previous_measurement() -> Non
     decided = list(queue.drain())
     assert starts == [120.0, 143.0] and clock.slept == [20.0]
     assert [h.payload for h in decided] == ["a"] and len(queue) == 0
-    (al,) = [v for v in decided[0].vote.result().verdicts if v.metric == "AL"]
+    (al,) = [v for v in decided[0].vote.final_verdicts() if v.metric == "AL"]
     assert al.status == "fail" and "confirmed in 3 processes" in al.message
     assert decided[0].vote.seconds == 6.0
 
@@ -201,7 +201,7 @@ def test_abandoned_tests_keep_this_process_verdicts_and_say_why() -> None:
     starts = _held(queue, clock, "a", _at(0.11, seed=3))
     (held,) = queue.abandon("the run stopped")
     assert starts == [] and len(queue) == 0
-    verdicts = held.vote.result().verdicts
+    verdicts = held.vote.final_verdicts()
     assert [v.status for v in verdicts if v.metric == "AL"] == ["fail"]
     assert any(v.metric == "*" and "the run stopped" in v.message for v in verdicts)
 
