@@ -40,15 +40,28 @@ _SECOND_FACTORS = {
     "min": 60.0, "h": 3600.0,
 }
 
+_JOULE_FACTORS = {"j": 1.0, "mj": 1e-3, "kj": 1e3}
+
+
+def _per(unit_names: tuple[str, ...]) -> dict[str, float]:
+    # Energy per unit of work: "0.5 J/tok", and "0.5 J" alone, since the metric's own
+    # name (energy_per_token) already says what it is per.
+    out = dict(_JOULE_FACTORS)
+    for energy, factor in _JOULE_FACTORS.items():
+        out.update({f"{energy}/{name}": factor for name in unit_names})
+    return out
+
+
 # Canonical unit of each family, and the spellings users write for it.
 _FAMILIES: dict[str, tuple[str, dict[str, float]]] = {
     "bytes": ("B", _BYTE_FACTORS),
     "seconds": ("s", _SECOND_FACTORS),
-    "joules": ("J", {"j": 1.0, "mj": 1e-3, "kj": 1e3, "wh": 3600.0, "kwh": 3.6e6}),
+    "joules": ("J", {**_JOULE_FACTORS, "wh": 3600.0, "kwh": 3.6e6}),
     "watts": ("W", {"w": 1.0, "mw": 1e-3, "kw": 1e3}),
     "tokens_per_s": ("tok/s", {"tok/s": 1.0, "tokens/s": 1.0, "ktok/s": 1e3}),
     "samples_per_s": ("samples/s", {"samples/s": 1.0, "sample/s": 1.0}),
-    "joules_per_token": ("J/tok", {"j/tok": 1.0, "j/token": 1.0, "mj/tok": 1e-3, "mj/token": 1e-3}),
+    "joules_per_token": ("J/tok", _per(("tok", "token"))),
+    "joules_per_sample": ("J/sample", _per(("sample",))),
     "flops_per_s": ("FLOP/s", {"flop/s": 1.0, "gflop/s": 1e9, "tflop/s": 1e12}),
     "ratio": ("x", {"x": 1.0, "": 1.0}),
 }

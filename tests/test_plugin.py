@@ -55,6 +55,34 @@ def test_bad_marker_arguments_are_collection_errors_naming_test_and_argument(
     result.stderr.fnmatch_lines([expected])
 
 
+@pytest.mark.parametrize(
+    ("key", "text", "op", "bound"),
+    [
+        # The budgets as the issue and README write them, in the metric's canonical unit.
+        ("peak_memory", "<= 2 GiB", "<=", 2 * 2**30),
+        ("latency", "<= 50 ms", "<=", 0.05),
+        ("throughput", ">= 1000 tok/s", ">=", 1000.0),
+        ("energy_per_token", "<= 0.5 J", "<=", 0.5),
+        ("energy_per_token", "<= 500 mJ/token", "<=", 0.5),
+        ("energy_per_sample", "<= 2 J", "<=", 2.0),
+        ("energy_per_sample", "<= 2 J/sample", "<=", 2.0),
+    ],
+)
+def test_budgets_parse_to_the_metric_unit(key: str, text: str, op: str, bound: float) -> None:
+    from pytest_efficientllm.marker import parse_limit
+
+    limit = parse_limit(key, text)
+    assert (limit.kind, limit.op) == ("budget", op)
+    assert limit.bound == pytest.approx(bound)
+
+
+def test_an_energy_per_token_budget_in_watts_names_the_units_it_takes() -> None:
+    from pytest_efficientllm.marker import MarkerError, parse_limit
+
+    with pytest.raises(MarkerError, match=r"energy_per_token='<= 5 W'.*unknown unit 'W'.*j/tok"):
+        parse_limit("energy_per_token", "<= 5 W")
+
+
 def test_a_broken_budget_fails_the_test_with_the_numbers(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
