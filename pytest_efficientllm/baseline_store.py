@@ -12,18 +12,19 @@ Human-diffable: sorted keys, one test per entry, and floats written at a stable 
 larger; counted values exact). `stats` is derived from `samples` for readers of the file
 and is dropped when it is read back into a `Record`.
 
-Writes go through `update`: under a file lock (so two processes updating one file at
-once lose nothing), read the current file, replace the entries of the tests that ran,
-keep the others, and write atomically (temporary file + rename). A file that cannot be
-read — corrupt, truncated, written by a newer schema — is never overwritten.
+Writes go through `update`: under a file lock in `<baselines dir>/.locks/` (so two
+processes updating one file at once lose nothing), read the current file, replace the
+entries of the tests that ran, keep the others, and write atomically (temporary file +
+rename). A file that cannot be read — corrupt, truncated, written by a newer schema —
+is never overwritten.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -211,14 +212,53 @@ class FileUpdate:
     history_notes: list[str] = field(default_factory=list)
 
 
-def _lock_for(path: Path) -> FileLock:
-    # The lock file lives in the temp directory, keyed by the baseline's absolute path:
-    # no stray files in the repository, and it works for a read-only baselines folder
-    # (which then fails at the write, with its own message).
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
-    lock_dir = Path(tempfile.gettempdir()) / "pytest-efficientllm-locks"
-    lock_dir.mkdir(exist_ok=True)
-    return FileLock(str(lock_dir / f"{key}.lock"), timeout=LOCK_TIMEOUT_S)
+LOCK_FOLDER = ".locks"
+_LOCK_FOLDER_IGNORE = "# Created by pytest-efficientllm: the locks of baseline updates, never committed.\n*\n"
+
+
+def _lock_for(root: Path, path: Path) -> FileLock:
+    """The lock of one baseline file: `<baselines dir>/.locks/`, keyed by the file's path under the dir.
+
+    Beside the baselines rather than in the temp directory, so that every process writing
+    this folder takes the same lock whatever its TMPDIR (tox gives each environment its
+    own, and so do containers and other users) and however it spells the folder's path.
+    The lock folder ignores itself (a `.gitignore` of `*`, as pytest does for
+    `.pytest_cache`), so only baselines show up to commit.
+    """
+    folder = root / LOCK_FOLDER
+    try:
+        folder.mkdir(exist_ok=True)
+        ignore = folder / ".gitignore"
+        if not ignore.exists():
+            write_atomic(ignore, _LOCK_FOLDER_IGNORE)  # atomic: a writer racing us never leaves it empty
+    except OSError as exc:
+        raise BaselineError(f"{folder}: cannot create the baseline lock folder ({exc.strerror or exc}); every "
+                            f"update of {root} locks its files there: make it writable; nothing was written") from None
+    key = hashlib.sha256(path.relative_to(root).as_posix().encode()).hexdigest()[:24]
+    return FileLock(str(folder / f"{key}.lock"), timeout=LOCK_TIMEOUT_S)
+
+
+@contextmanager
+def _locked(root: Path, path: Path) -> Iterator[None]:
+    """Hold the lock of one baseline file; BaselineError when it cannot be taken."""
+    lock = _lock_for(root, path)
+    try:
+        lock.acquire()
+    except Timeout:  # a TimeoutError, hence an OSError: caught first
+        raise BaselineError(f"{path}: another process held the baseline lock {lock.lock_file} for "
+                            f"{LOCK_TIMEOUT_S:.0f} s; not written") from None
+    except OSError as exc:
+        raise BaselineError(f"{lock.lock_file}: cannot take the baseline lock ({exc.strerror or exc}); the lock "
+                            f"folder {root / LOCK_FOLDER} must be writable by everyone who updates these baselines: "
+                            "make it writable, or delete it if another user owns it (it is recreated); "
+                            "nothing was written") from None
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except OSError:
+            pass  # the lock ends when its descriptor closes; the write is done and a stale lock file is harmless
 
 
 def _identity(entry: dict[str, Any]) -> dict[str, Any]:
@@ -285,8 +325,6 @@ class BaselineStore:
                 self._update_file(path, by_path[path], result)
             except BaselineError as exc:
                 result.error = str(exc)
-            except Timeout:
-                result.error = f"{path}: another process held the baseline lock for {LOCK_TIMEOUT_S:.0f} s; not written"
             self._cache.pop(path, None)
             self._priors.pop(path, None)
             results.append(result)
@@ -298,7 +336,7 @@ class BaselineStore:
         except OSError as exc:
             raise BaselineError(f"{path.parent}: cannot create the baselines folder ({exc.strerror or exc}); "
                                 "nothing was written") from None
-        with _lock_for(path):
+        with _locked(self.root, path):
             try:
                 text = path.read_text(encoding="utf-8")
             except FileNotFoundError:

@@ -67,7 +67,9 @@ def write_json(state: GateState, profile: str, fingerprint: dict[str, Any]) -> N
 
 def finish(state: GateState, profile: str, fingerprint: dict[str, Any]) -> bool:
     """End-of-session writes; True when something the user asked for could not be written."""
+    # The run file first: it is the run's evidence whatever becomes of the baselines, and
+    # an update that fails (or raises) must not take it down with it.
+    write_json(state, profile, fingerprint)
     if state.options.update:
         update_baselines(state)
-    write_json(state, profile, fingerprint)
     return bool(state.problems) or any(u.error for u in state.updates)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,54 @@ def test_tests_of_other_files_are_in_other_files(tmp_path: Path) -> None:
                   record("b/test_2.py::t", counted("flops", 1, "FLOP"), profile="h200")])
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json")) == [
         os.path.join("h200", "a", "test_1.py.json"), os.path.join("h200", "b", "test_2.py.json")]
+
+
+# A process that waits for the go file, then adds `count` entries to one baseline file, one update each.
+_HAMMER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from record_builders import counted, record
+from pytest_efficientllm.baseline_store import BaselineStore
+store = BaselineStore({root!r}, "cpu")
+print("ready", flush=True)
+while not Path({go!r}).exists():
+    time.sleep(0.005)
+for i in range({count}):
+    (upd,) = store.update([record(f"t.py::{prefix}{{i}}", counted("flops", i, "FLOP"))])
+    assert not upd.error, upd.error
+"""
+
+
+def test_writers_with_different_temp_dirs_share_the_lock_and_lose_no_entries(tmp_path: Path) -> None:
+    # tox gives every environment its own TMPDIR, and so do containers and other users:
+    # a lock kept in the temp directory would not be shared between them.
+    root, go = tmp_path / "baselines", tmp_path / "go"
+    procs = []
+    for prefix in ("x", "y"):
+        temp = tmp_path / f"tmp-{prefix}"
+        temp.mkdir()
+        script = _HAMMER.format(tests=str(Path(__file__).parent), root=str(root), go=str(go), prefix=prefix, count=40)
+        procs.append(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                                      env={**os.environ, "TMPDIR": str(temp)}))
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    go.touch()
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0
+    doc = json.loads((root / "cpu/t.py.json").read_text())
+    assert len(doc["tests"]) == 80
+
+
+def test_the_lock_lives_in_the_baselines_folder_and_leaves_only_baselines_to_commit(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    BaselineStore(repo / "baselines", "cpu").update([record("suites/t.py::a", counted("flops", 1, "FLOP"))])
+    locks = repo / "baselines" / ".locks"
+    assert locks.is_dir() and (locks / ".gitignore").read_text().splitlines()[-1] == "*"
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed: the .gitignore was checked, not what git makes of it")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo,
+                            capture_output=True, text=True, check=True).stdout
+    assert status.splitlines() == ["?? baselines/cpu/suites/t.py.json"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +24,8 @@ from record_builders import counted, latency, record
 
 from pytest_efficientllm import runfile
 from pytest_efficientllm.baseline_store import BaselineStore, read_entries
+
+from test_baseline_store import _make_read_only, _undo_read_only
 
 NODE = "tests/test_x.py::test_0"
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
@@ -163,3 +167,80 @@ def test_a_test_that_runs_out_of_memory_under_update_baselines_keeps_its_old_ent
     model = "test_oom.py::test_model"
     assert after[model] == before[model], "the failed test's baseline changed"
     assert after["test_oom.py::test_other"]["created"] >= before["test_oom.py::test_other"]["created"]
+
+
+@pytest.mark.parametrize("read_only", ["baselines folder", "lock folder"])
+def test_a_lock_that_cannot_be_made_is_an_error_naming_where_and_changes_nothing(
+        tmp_path: Path, read_only: str) -> None:
+    root = tmp_path / "baselines"
+    store = BaselineStore(root, "cpu")
+    store.update(_records(1))
+    path = store.path_for(NODE)
+    before = path.read_bytes()
+    if read_only == "baselines folder":
+        # A fresh checkout of committed baselines: no lock folder yet (it is not committed).
+        shutil.rmtree(root / ".locks", ignore_errors=True)
+        folder = root
+    else:  # the lock folder belongs to another user, who has not yet updated this file
+        folder = root / ".locks"
+        for lock in folder.glob("*.lock"):
+            lock.unlink()
+    if not _make_read_only(folder):
+        _undo_read_only(folder)
+        pytest.skip("cannot make a folder read-only here (root without chattr)")
+    try:
+        (upd,) = store.update(_records(2))
+    finally:
+        _undo_read_only(folder)
+    assert str(root / ".locks") in upd.error and "make it writable" in upd.error and "nothing was written" in upd.error
+    assert path.read_bytes() == before
+
+
+def _unspaced(text: str) -> str:
+    """Text without whitespace: the summary wraps long lines at 100 columns, inside words too."""
+    return re.sub(r"\s+", "", text)
+
+
+# A pytester conftest: every baseline lock belongs to another user.
+_FOREIGN_LOCK_CONFTEST = '''
+import pytest_efficientllm.baseline_store as baseline_store
+
+class LockOfAnotherUser:
+    """Test double for filelock.FileLock: opening the lock file is not permitted."""
+
+    def __init__(self, lock_file, **kwargs):
+        self.lock_file = lock_file
+
+    def acquire(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self.lock_file))
+
+    def release(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        return None
+
+def pytest_configure(config):
+    # pytester runs in this process: put the real lock back when the run ends.
+    config.add_cleanup(lambda real=baseline_store.FileLock: setattr(baseline_store, "FileLock", real))
+    baseline_store.FileLock = LockOfAnotherUser
+'''
+
+
+def test_a_baseline_lock_that_cannot_be_taken_is_reported_and_the_run_file_is_still_written(
+        pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(_FOREIGN_LOCK_CONFTEST)
+    pytester.makepyfile(test_c="def test_mem(efficiency):\n    efficiency.count('peak_memory', 1000)\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--update-baselines", "--baselines-dir=b",
+                                "--efficiency-calibrate-every=off", "--efficiency-json=run.json")
+    summary = _unspaced(result.stdout.str())
+    assert "INTERNALERROR" not in summary
+    assert re.search(_unspaced(r"baselines NOT written: \S+/b/\.locks/\w+\.lock: cannot take the baseline lock "
+                               r"\(Permission denied\)"), summary)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # asked-for baselines are missing
+    run = runfile.read_run(pytester.path / "run.json")
+    assert [r.nodeid for r in run.records] == ["test_c.py::test_mem"]
+    assert not (pytester.path / "b" / "cpu" / "test_c.py.json").exists()
