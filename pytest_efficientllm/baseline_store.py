@@ -15,8 +15,8 @@ and is dropped when it is read back into a `Record`.
 Writes go through `update`: under a file lock in `<baselines dir>/.locks/` (so two
 processes updating one file at once lose nothing), read the current file, replace the
 entries of the tests that ran, keep the others, and write atomically (temporary file +
-rename). A file that cannot be read — corrupt, truncated, written by a newer schema —
-is never overwritten.
+rename). A file that cannot be read — corrupt, truncated, written by a newer schema,
+a wrongly typed field — is never overwritten.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from .record import SCHEMA_VERSION, Metric, Record, SchemaError
+from .record import DIRECTIONS, SCHEMA_VERSION, SOURCES, Metric, Record, SchemaError
 from .run_noise import RunPrior, pool, predict, run_medians
 from .runfile import write_atomic
 from .stats import summarize
@@ -130,16 +130,78 @@ def carry_history(old: Record, new: dict[str, Any], priors: Mapping[str, RunPrio
     return notes
 
 
+# The fields of a stored metric by the type a comparison reads them as (`stats` is derived, not read).
+_METRIC_REQUIRED = ("name", "value", "unit", "direction", "source", "method")
+_METRIC_TEXT = ("name", "unit", "method", "note")
+_METRIC_NUMBER_LISTS = ("samples", "history")
+_METRIC_CHOICES = {"direction": DIRECTIONS, "source": SOURCES}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A value as it reads in the file, cut short: a message quotes it, it does not reprint it."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _field_problem(metric: dict[str, Any]) -> str:
+    """What is wrong with one stored metric's fields, or ''."""
+    for name in _METRIC_REQUIRED:
+        if name not in metric:
+            return f"has no \"{name}\""
+    if metric["value"] is not None and not _is_number(metric["value"]):
+        return f"\"value\" must be a number or null, got {_shown(metric['value'])}"
+    for name in _METRIC_TEXT:
+        if name in metric and not isinstance(metric[name], str):
+            return f"\"{name}\" must be a string, got {_shown(metric[name])}"
+    for name, allowed in _METRIC_CHOICES.items():
+        if metric[name] not in allowed:
+            return f"\"{name}\" must be one of {', '.join(allowed)}, got {_shown(metric[name])}"
+    for name in _METRIC_NUMBER_LISTS:
+        values = metric.get(name, [])
+        if not isinstance(values, list):
+            return f"\"{name}\" must be a list of numbers, got {_shown(values)}"
+        for i, value in enumerate(values):
+            if not _is_number(value):
+                return f"\"{name}\" must be a list of numbers, but item {i} is {_shown(value)}"
+    return ""
+
+
+def check_metrics(metrics: object) -> None:
+    """SchemaError naming the metric and the field when a stored metric's field has the wrong type.
+
+    Checked when a file is read, because a hand edit ("value": "1 kB") would otherwise
+    surface deep inside a comparison as a bare ValueError naming neither file nor test,
+    and crash `--update-baselines` the same way, so the file could not be re-recorded.
+    """
+    if not isinstance(metrics, dict):
+        raise SchemaError(f"\"metrics\" must be a JSON object of name -> metric, got {_shown(metrics)}")
+    for name, metric in metrics.items():
+        if not isinstance(metric, dict):
+            raise SchemaError(f"metric {name!r} must be a JSON object, got {_shown(metric)}")
+        problem = _field_problem(metric)
+        if problem:
+            raise SchemaError(f"metric {name!r}: {problem}")
+
+
 def record_of(nodeid: str, entry: dict[str, Any]) -> Record:
-    """A stored entry back as a `Record` (derived `stats` dropped)."""
+    """A stored entry back as a `Record` (derived `stats` dropped); SchemaError naming what is wrong."""
     if not isinstance(entry, dict):
         raise SchemaError(f"entry must be a JSON object, got {type(entry).__name__}")
     data = dict(entry)
     metrics = data.get("metrics", {})
-    if not isinstance(metrics, dict):
-        raise SchemaError("'metrics' must be a JSON object")
-    data["metrics"] = {k: {f: v for f, v in m.items() if f != "stats"} if isinstance(m, dict) else m
-                       for k, m in metrics.items()}
+    check_metrics(metrics)
+    ranks = data.get("ranks", [])
+    for i, rank in enumerate(ranks if isinstance(ranks, list) else []):
+        if isinstance(rank, dict):
+            try:
+                check_metrics(rank.get("metrics", {}))
+            except SchemaError as exc:
+                raise SchemaError(f"rank {i}: {exc}") from None
+    data["metrics"] = {k: {f: v for f, v in m.items() if f != "stats"} for k, m in metrics.items()}
     data.update(nodeid=nodeid, schema=SCHEMA_VERSION, outcome="passed")
     return Record.from_dict(data)
 
@@ -191,7 +253,8 @@ def _records_of(path: Path, profile: str, tests: dict[str, dict[str, Any]]) -> d
         try:
             record = record_of(nodeid, entry)
         except SchemaError as exc:
-            raise BaselineError(f"{path}: entry {nodeid!r}: {exc}") from None
+            raise BaselineError(f"{path}: entry {nodeid!r}: {exc}; fix it, or delete the entry and record it again "
+                                "with --update-baselines (nothing was overwritten)") from None
         if profile and record.profile != profile:
             raise BaselineError(f"{path}: entry {nodeid!r} has profile {record.profile!r} in a {profile!r} file")
         out[nodeid] = record

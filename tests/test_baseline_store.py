@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -210,3 +211,42 @@ def test_the_lock_lives_in_the_baselines_folder_and_leaves_only_baselines_to_com
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo,
                             capture_output=True, text=True, check=True).stdout
     assert status.splitlines() == ["?? baselines/cpu/suites/t.py.json"]
+
+
+def _stored(tmp_path: Path) -> Path:
+    BaselineStore(tmp_path, "cpu").update([record("t.py::a", counted("peak_memory", 1000), latency(0.01))])
+    return tmp_path / "cpu/t.py.json"
+
+
+@pytest.mark.parametrize(("metric", "field", "bad", "said"), [
+    ("peak_memory", "value", "1 kB", "a number or null"),
+    ("AL", "samples", [0.01, None], "a list of numbers"),
+    ("AL", "value", True, "a number or null"),
+    ("peak_memory", "unit", 5, "a string"),
+    ("AL", "direction", "down", "one of"),
+    ("AL", "source", None, "one of"),
+    ("AL", "history", "0.01", "a list of numbers"),
+])
+def test_a_wrongly_typed_field_names_file_entry_metric_and_field_and_blocks_the_update(
+        tmp_path: Path, metric: str, field: str, bad, said: str) -> None:
+    path = _stored(tmp_path)
+    doc = json.loads(path.read_text())
+    doc["tests"]["t.py::a"]["metrics"][metric][field] = bad
+    path.write_text(json.dumps(doc))
+    broken = path.read_text()
+    pattern = rf"t\.py\.json: entry 't\.py::a': metric {metric!r}: \"{field}\" must be {said}"
+    with pytest.raises(BaselineError, match=pattern):
+        BaselineStore(tmp_path, "cpu").lookup("t.py::a")
+    (upd,) = BaselineStore(tmp_path, "cpu").update([record("t.py::a", counted("peak_memory", 1000))])
+    assert re.search(pattern, upd.error) and "nothing was overwritten" in upd.error
+    assert path.read_text() == broken
+
+
+def test_a_metric_that_is_not_an_object_names_file_entry_and_metric(tmp_path: Path) -> None:
+    path = _stored(tmp_path)
+    doc = json.loads(path.read_text())
+    doc["tests"]["t.py::a"]["metrics"]["peak_memory"] = 1000
+    path.write_text(json.dumps(doc))
+    pattern = r"t\.py\.json: entry 't\.py::a': metric 'peak_memory' must be a JSON object, got 1000"
+    with pytest.raises(BaselineError, match=pattern):
+        BaselineStore(tmp_path, "cpu").lookup("t.py::a")

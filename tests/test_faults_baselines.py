@@ -244,3 +244,20 @@ def test_a_baseline_lock_that_cannot_be_taken_is_reported_and_the_run_file_is_st
     run = runfile.read_run(pytester.path / "run.json")
     assert [r.nodeid for r in run.records] == ["test_c.py::test_mem"]
     assert not (pytester.path / "b" / "cpu" / "test_c.py.json").exists()
+
+
+def test_a_hand_edited_wrong_type_is_reported_by_file_entry_and_metric_and_blocks_the_update(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_c="def test_mem(efficiency):\n    efficiency.count('peak_memory', 1000)\n")
+    args = ("-p", "no:cacheprovider", "--baselines-dir=b", "--efficiency-calibrate-every=off")
+    pytester.runpytest(*args, "--update-baselines").assert_outcomes(passed=1)
+    path = pytester.path / "b" / "cpu" / "test_c.py.json"
+    doc = json.loads(path.read_text())
+    doc["tests"]["test_c.py::test_mem"]["metrics"]["peak_memory"]["value"] = "1 kB"
+    path.write_text(json.dumps(doc, indent=1))
+    edited = path.read_text()
+    said = "test_c.py.json: entry 'test_c.py::test_mem': metric 'peak_memory': \"value\" must be a number or null"
+    for extra in ((), ("--update-baselines",)):
+        summary = _unspaced(pytester.runpytest(*args, *extra).stdout.str())
+        assert "INTERNALERROR" not in summary and _unspaced(said) in summary
+        assert path.read_text() == edited
