@@ -16,7 +16,7 @@ Writes go through `update`: under a file lock in `<baselines dir>/.locks/` (so t
 processes updating one file at once lose nothing), read the current file, replace the
 entries of the tests that ran, keep the others, and write atomically (temporary file +
 rename). A file that cannot be read — corrupt, truncated, written by a newer schema,
-a wrongly typed field — is never overwritten.
+a wrongly typed field, another profile's file — is never overwritten.
 """
 
 from __future__ import annotations
@@ -233,8 +233,11 @@ def parse(path: Path, text: str) -> tuple[str, dict[str, dict[str, Any]]]:
     return str(doc.get("profile", "")), tests
 
 
-def read_entries(path: Path) -> dict[str, Record]:
-    """Every entry of one baseline file as records; {} when the file does not exist."""
+def read_entries(path: Path, profile: str | None = None) -> dict[str, Record]:
+    """Every entry of one baseline file as records; {} when the file does not exist.
+
+    With `profile` (the folder's), a file labelled with another profile is a BaselineError.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -243,7 +246,22 @@ def read_entries(path: Path) -> dict[str, Record]:
         raise BaselineError(f"{path}: corrupt baseline file: not UTF-8 at byte {exc.start}") from None
     except OSError as exc:
         raise BaselineError(f"{path}: cannot read baseline file ({exc.strerror or exc})") from None
-    return _records_of(path, *parse(path, text))
+    found, tests = parse(path, text)
+    return _records_of(path, _profile_of(path, found, profile), tests)
+
+
+def _profile_of(path: Path, found: str, expected: str | None) -> str:
+    """The profile a file's entries must have: its own, which must be its folder's (`expected`).
+
+    A file copied from another profile's folder holds another machine's numbers: it is
+    refused as a whole, before anything is compared with it, or an update would relabel
+    it with this profile and keep the other machine's entries in it.
+    """
+    if expected is not None and found and found != expected:
+        raise BaselineError(f"{path}: a baseline file of profile {found!r} in the folder of profile {expected!r} "
+                            f"(copied from another machine's baselines?): move it to the {found!r} baselines or "
+                            "delete it (nothing was overwritten)")
+    return found or expected or ""
 
 
 def _records_of(path: Path, profile: str, tests: dict[str, dict[str, Any]]) -> dict[str, Record]:
@@ -352,7 +370,7 @@ class BaselineStore:
         cached = self._cache.get(path)
         if cached is None:
             try:
-                cached = read_entries(path)
+                cached = read_entries(path, self.profile)
             except BaselineError as exc:
                 cached = exc
             self._cache[path] = cached
@@ -403,12 +421,13 @@ class BaselineStore:
             try:
                 text = path.read_text(encoding="utf-8")
             except FileNotFoundError:
-                profile, entries = self.profile, {}
+                found, entries = self.profile, {}
             except (OSError, UnicodeDecodeError) as exc:
                 raise BaselineError(f"{path}: cannot read baseline file ({exc}); not overwritten") from None
             else:
-                profile, entries = parse(path, text)
-            stored = _records_of(path, profile, entries)  # validates every entry before anything is replaced
+                found, entries = parse(path, text)
+            # Validates every entry (and the file's profile) before anything is replaced.
+            stored = _records_of(path, _profile_of(path, found, self.profile), entries)
             priors = pool(stored.values())
             for record in sorted(records, key=lambda r: r.nodeid):
                 new = json.loads(json.dumps(entry_of(record)))  # normalised as it will be written

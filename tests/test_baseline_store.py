@@ -250,3 +250,18 @@ def test_a_metric_that_is_not_an_object_names_file_entry_and_metric(tmp_path: Pa
     pattern = r"t\.py\.json: entry 't\.py::a': metric 'peak_memory' must be a JSON object, got 1000"
     with pytest.raises(BaselineError, match=pattern):
         BaselineStore(tmp_path, "cpu").lookup("t.py::a")
+
+
+def test_a_file_of_another_profile_is_refused_by_name_and_not_relabelled(tmp_path: Path) -> None:
+    # A baseline file copied from baselines/h100/ into baselines/cpu/.
+    BaselineStore(tmp_path, "h100").update([record("t.py::a", counted("flops", 1, "FLOP"), profile="h100")])
+    path = tmp_path / "cpu/t.py.json"
+    path.parent.mkdir()
+    path.write_bytes((tmp_path / "h100/t.py.json").read_bytes())
+    copied = path.read_text()
+    pattern = r"cpu/t\.py\.json: a baseline file of profile 'h100' in the folder of profile 'cpu'"
+    with pytest.raises(BaselineError, match=pattern):
+        BaselineStore(tmp_path, "cpu").lookup("t.py::a")
+    (upd,) = BaselineStore(tmp_path, "cpu").update([record("t.py::b", counted("flops", 1, "FLOP"))])
+    assert re.search(pattern, upd.error)
+    assert path.read_text() == copied
