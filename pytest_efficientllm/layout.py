@@ -22,6 +22,14 @@ processes whose environment differed from the baseline's by one value. So the
 re-executed process gets `PAD_ENV`, sized to make those bytes `STACK_BYTES` in every run.
 Where the kernel refuses, or the option is off, the run goes on as it is and the summary
 says which layout it measured under (it is also in every record's fingerprint).
+
+xdist workers are started by execnet with a command line of their own (`python -u -c
+<bootstrap>`), so padding sized for the controller's command line would leave their stacks
+elsewhere. Before execnet starts them, the controller sizes `PAD_ENV` in its environment
+for the workers' command line (`pad_for_xdist_workers`): a worker starts with the stack of a
+serial run and records `stack_padded: true`, as a serial run does. Workers this process
+does not start itself (`--tx ssh=...`, `via=`, another `python=`) are left as they are, and
+`workers_note` makes the summary say what they measured under.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import hashlib
 import os
 import struct
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +67,22 @@ def padded_env(executable: str, argv: list[str], env: dict[str, str]) -> dict[st
     short = STACK_BYTES - stack_bytes(executable, argv, {**out, PAD_ENV: ""})
     out[PAD_ENV] = "x" * max(0, short)
     return out
+
+
+def process_environ() -> dict[str, str]:
+    """The environment a child started without an explicit one gets: the C library's, which
+    can hold variables that `os.environ` never saw (a library's `setenv`, e.g. LINES, COLUMNS)."""
+    try:
+        entries = ctypes.POINTER(ctypes.c_char_p).in_dll(ctypes.CDLL(None), "environ")
+        out: dict[str, str] = {}
+        i = 0
+        while entries[i] is not None:
+            name, _, value = os.fsdecode(entries[i]).partition("=")
+            out.setdefault(name, value)
+            i += 1
+        return out
+    except (OSError, ValueError, AttributeError):
+        return dict(os.environ)
 
 
 def _read(path: str) -> str | None:
@@ -130,3 +155,41 @@ def reexec_fixed(argv: list[str]) -> str:
     except OSError as exc:
         return f"re-executing {sys.executable} failed: {exc}"
     return "unreachable"  # pragma: no cover
+
+
+def pad_for_xdist_workers(specs: Iterable[Any]) -> str:
+    """Size `PAD_ENV` in this process's environment for the command line execnet starts xdist
+    workers with, so that each starts with the stack a re-executed process has; "" when done,
+    else why not (the workers then record `stack_padded: false`).
+
+    Called in the controller, which has the fixed layout (its children inherit ASLR off and the
+    hash seed) and whose own fingerprint was read at start-up; the variables stay set, so a
+    worker xdist restarts after a crash is padded too. `specs` are execnet `XSpec`s.
+    """
+    from execnet.gateway_io import popen_args
+
+    specs = list(specs)
+    if not specs:
+        return ""
+    if not all(getattr(spec, "popen", False) and not getattr(spec, "via", None) for spec in specs):
+        return "xdist workers started elsewhere than by this process (--tx other than popen) keep their own layout"
+    argvs = {tuple(popen_args(spec)) for spec in specs}
+    if len(argvs) != 1:
+        return "xdist workers started with several command lines; the stack can be padded for one only"
+    argv = list(argvs.pop())
+    if argv[0] != sys.executable:
+        return f"xdist workers started by {argv[0]}, not by this interpreter: their stack is not sized"
+    fixed = fixed_child_env(argv, process_environ())
+    for name in (PAD_ENV, REEXEC_ENV, "PYTHONHASHSEED"):
+        os.environ[name] = fixed[name]
+    return ""
+
+
+def workers_note(controller: dict[str, Any], workers: dict[str, dict[str, Any]]) -> str:
+    """What the workers measured under, where that differs from `controller`'s layout; "" otherwise.
+    `workers`: each worker's layout (`current_layout()` there) by worker id."""
+    differing: dict[str, list[str]] = {}
+    for workerid, theirs in sorted(workers.items()):
+        if theirs and theirs != controller:
+            differing.setdefault(describe(theirs), []).append(workerid)
+    return "; ".join(f"xdist worker(s) {', '.join(ids)} measured with {text}" for text, ids in differing.items())

@@ -51,6 +51,7 @@ SPEC_KEY = pytest.StashKey[MarkerSpec]()
 FIXTURE_KEY = pytest.StashKey[Efficiency]()
 GATE_KEY = pytest.StashKey[GateState]()
 LAYOUT_PROBLEM_KEY = pytest.StashKey[str]()
+WORKERS_LAYOUT_KEY = pytest.StashKey[str]()  # why xdist workers could not be padded ("" when they were)
 HELD_KEY = pytest.StashKey[Held]()
 
 
@@ -223,6 +224,15 @@ def pytest_configure(config: pytest.Config) -> None:
     eff.layout_problem = config.stash.get(LAYOUT_PROBLEM_KEY, "")
     state = config.stash[GATE_KEY] = gate_state_from_config(config, eff.profile)
     state.device, state.device_shared = device, shared and eff.profile != "cpu"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: list[Any]) -> None:
+    # The controller, before execnet starts the workers: under a fixed layout, they start
+    # with the stack a serial run has (layout.pad_for_xdist_workers).
+    eff = config.stash.get(SESSION_KEY, None)
+    if eff is not None and layout.is_fixed(eff.fingerprint["process_layout"]):
+        config.stash[WORKERS_LAYOUT_KEY] = layout.pad_for_xdist_workers(specs)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -482,12 +492,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if state.is_worker:
         config.workeroutput[xdist_worker.WORKEROUTPUT_KEY] = xdist_worker.worker_summary(  # type: ignore[attr-defined]
-            state, eff.threads, usable_cores())
+            state, eff.threads, usable_cores(), eff.fingerprint["process_layout"])
         return
+    _note_workers_layout(config, eff, state)
     if not is_reporting_rank():
         return  # under torchrun every rank runs the session; rank 0 alone writes baselines and JSON
     if xdist_controller.finish(state, eff.profile, eff.fingerprint) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # asked-for baselines or JSON are missing
+
+
+def _note_workers_layout(config: pytest.Config, eff: EfficiencySession, state: GateState) -> None:
+    """The summary's layout line names the controller's layout; where workers measured under
+    another one, it says so (and why, where known)."""
+    note = layout.workers_note(eff.fingerprint["process_layout"],
+                               {wid: w.get("process_layout") or {} for wid, w in state.workers.items()})
+    why = config.stash.get(WORKERS_LAYOUT_KEY, "")
+    if note:
+        note += f" ({why})" if why else ""
+        eff.layout_problem = "; ".join(p for p in (eff.layout_problem, note) if p)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

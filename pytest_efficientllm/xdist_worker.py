@@ -74,7 +74,7 @@ def attach(report: Any, result: TestResult) -> None:
     setattr(report, REPORT_ATTR, result.to_wire())
 
 
-def worker_summary(state: GateState, threads: int, cores: int) -> dict[str, Any]:
+def worker_summary(state: GateState, threads: int, cores: int, process_layout: dict[str, Any]) -> dict[str, Any]:
     """What the controller's summary says about this worker."""
     calibrations = state.calibrator.history if state.calibrator else []
     return {
@@ -82,6 +82,7 @@ def worker_summary(state: GateState, threads: int, cores: int) -> dict[str, Any]
         "cores": cores,
         "device": state.device,
         "device_shared": state.device_shared,
+        "process_layout": process_layout,
         "calibrations": [c.to_dict() for c in calibrations],
     }
 

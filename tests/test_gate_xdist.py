@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,8 @@ def _seed(root: Path) -> None:
 
 
 def _normalise(doc: dict) -> dict:
-    """A baseline file without what differs between any two runs: times, timestamps, calibration.
+    """A baseline file without what differs between any two runs: times (a measured metric's
+    run history too), timestamps, calibration.
 
     A measured metric's note goes too: whether a sampled metric is available depends on how
     long its window ran (`retained_memory` needs two RSS samples, and a 0.1 ms window gets
@@ -75,7 +77,7 @@ def _normalise(doc: dict) -> dict:
         entry["fingerprint"].pop("calibration", None)
         for metric in entry["metrics"].values():
             if metric["source"] != "counted":
-                for key in ("value", "samples", "stats", "note"):
+                for key in ("value", "samples", "stats", "note", "history"):
                     metric.pop(key, None)
     return doc
 
@@ -115,6 +117,35 @@ def test_xdist_gives_the_same_verdicts_and_baseline_files_as_a_serial_run(
          "test_suite.py::test_measured", "test_suite.py::test_new_one"])
     assert "2 xdist workers x 1 torch thread(s) each (2 usable cores / 2 workers); GPUs pinned per worker: 0, 1" \
         in " ".join(xdist.stdout.str().split())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fixed layout needs Linux")
+def test_under_the_fixed_layout_xdist_gives_the_verdicts_and_files_of_a_serial_run(pytester: pytest.Pytester) -> None:
+    # This project's own settings: one process layout (layout.py), padded stack included.
+    pytester.makepyfile(test_suite=SUITE)
+    flags = (*COMMON, "--efficiency-fixed-layout", "--efficiency-limit=cpu_time_per_round=+100000%")
+    pytester.runpytest_subprocess(*flags, "--update-baselines", timeout=240).assert_outcomes(passed=7, skipped=1)
+    path = pytester.path / "baselines/cpu/test_suite.py.json"
+    recorded = path.read_text()
+
+    result = pytester.runpytest_subprocess(*flags, "-n", "2", "--update-baselines", "--efficiency-json=run.json",
+                                           timeout=240)
+    result.assert_outcomes(passed=7, skipped=1)
+    run = json.loads((pytester.path / "run.json").read_text())
+    # What a serial run against its own recording finds: every metric passes, and no fingerprint
+    # warning (the workers measured under the serial run's layout: stack padded too).
+    assert {(v["metric"] == "*", v["status"]) for r in run["records"] for v in r["verdicts"]} == {(False, "pass")}
+    assert {json.dumps(r["fingerprint"]["process_layout"], sort_keys=True) for r in run["records"]} == {
+        '{"aslr": false, "hash_seed": "0", "stack_padded": true}'}
+    rewritten = path.read_text()
+    assert _normalise(json.loads(rewritten)) == _normalise(json.loads(recorded))
+    # Counted facts to the byte; the measured test's new times are its only update.
+    before, after = json.loads(recorded)["tests"], json.loads(rewritten)["tests"]
+    assert [n for n in before if after[n] != before[n]] == ["test_suite.py::test_measured"]
+    out = " ".join(result.stdout.str().split())
+    assert "0 added, 1 updated, 5 unchanged" in out
+    assert "process layout: ASLR off, str hash seed 0, stack padded" in out
+    assert "xdist worker(s)" not in out  # no worker measured under another layout
 
 
 KILLER = """

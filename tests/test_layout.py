@@ -72,7 +72,11 @@ def test_where(efficiency):
     # Where the stack starts (/proc/self/stat field 28): the same in two runs only with ASLR
     # off and the stack padded to one size; and the address of a fresh object.
     start = open("/proc/self/stat").read().rsplit(")", 1)[1].split()[25]
-    print("ADDRESS", start, hex(id(object())), "SEED", os.environ.get("PYTHONHASHSEED"), "HASH", hash("efficiency"))
+    line = f"ADDRESS {start} {hex(id(object()))} SEED {os.environ.get('PYTHONHASHSEED')} HASH {hash('efficiency')}"
+    print(line)
+    if os.environ.get("LAYOUT_PROBE_OUT"):  # an xdist worker's output is not shown
+        with open(os.environ["LAYOUT_PROBE_OUT"], "a") as out:
+            out.write(line + "\\n")
 """
 
 
@@ -112,13 +116,39 @@ def test_without_the_option_the_summary_names_the_random_layout(pytester: pytest
 
 
 @needs_linux
-def test_xdist_workers_inherit_the_fixed_layout(pytester: pytest.Pytester) -> None:
+def test_xdist_workers_measure_under_the_layout_of_a_serial_run(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_layout_probe=LAYOUT_TEST)
+    where = pytester.path / "where.txt"
     json_path = pytester.path / "run.json"
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--efficiency-fixed-layout",
-                                           f"--efficiency-json={json_path}", timeout=180)
+    args = ("-p", "no:cacheprovider", "--efficiency-fixed-layout")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAYOUT_PROBE_OUT", str(where))
+        pytester.runpytest_subprocess(*args, timeout=180).assert_outcomes(passed=1)
+        result = pytester.runpytest_subprocess(*args, "-n", "2", f"--efficiency-json={json_path}", timeout=180)
     result.assert_outcomes(passed=1)
+    # execnet starts a worker with a command line of its own; the controller padded the
+    # environment for that one, so the worker's stack starts where the serial run's did.
+    serial, worker = (line.split() for line in where.read_text().splitlines())
+    assert (serial[1], serial[-1]) == (worker[1], worker[-1])  # stack start, str hash
     record = json.loads(json_path.read_text())["records"][0]
-    # Workers inherit ASLR off and the seed; execnet starts them with its own command line,
-    # which the controller's padding was not sized for, and the record says so.
-    assert record["fingerprint"]["process_layout"] == {"aslr": False, "hash_seed": "0", "stack_padded": False}
+    assert record["fingerprint"]["process_layout"] == {"aslr": False, "hash_seed": "0", "stack_padded": True}
+    assert "xdist worker(s)" not in result.stdout.str()
+
+
+def test_workers_the_controller_could_not_pad_are_named_with_their_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from execnet import XSpec
+
+    for name in (layout.PAD_ENV, layout.REEXEC_ENV, "PYTHONHASHSEED"):
+        monkeypatch.setenv(name, "")  # so that the value this run had is restored after the test
+        monkeypatch.delenv(name)
+    assert "not by this interpreter" in layout.pad_for_xdist_workers([XSpec("popen//python=/opt/other/python3")])
+    assert "other than popen" in layout.pad_for_xdist_workers([XSpec("popen"), XSpec("ssh=elsewhere")])
+    assert layout.PAD_ENV not in os.environ
+    assert layout.pad_for_xdist_workers([XSpec("popen"), XSpec("popen")]) == ""
+    assert os.environ["PYTHONHASHSEED"] == "0" and layout.PAD_ENV in os.environ
+
+    fixed = {"aslr": False, "hash_seed": "0", "stack_padded": True}
+    unpadded = {**fixed, "stack_padded": False}
+    assert layout.workers_note(fixed, {"gw0": fixed, "gw1": fixed}) == ""
+    assert layout.workers_note(fixed, {"gw0": unpadded, "gw1": fixed, "gw2": unpadded}) == (
+        "xdist worker(s) gw0, gw2 measured with ASLR off, str hash seed 0, stack not padded")
