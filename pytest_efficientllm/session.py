@@ -52,7 +52,11 @@ class EfficiencySession:
             self.backend = gpu_backend(self.profile, self.threads, options.sample_interval_s)
         self.fingerprint: dict[str, Any] = host_fingerprint(self.threads)
         self.fingerprint["profile"] = self.profile
-        self.fingerprint["sources"] = dict(self.backend.sources)
+        # Not the compute source: it names the peak MFU is divided by, which every record's
+        # `peak_flops_per_s` and `MFU` methods carry; on the CPU it repeats `torch_threads` and
+        # embeds the clock /proc/cpuinfo showed at start-up, which frequency scaling moves
+        # between runs, so comparing it would warn (and calibrate) on nothing.
+        self.fingerprint["sources"] = {k: v for k, v in self.backend.sources.items() if k != "compute"}
         self.fingerprint.update(self.backend.device_fingerprint)
         self.records: list[Record] = []
         # Why `--efficiency-fixed-layout` could not fix the layout ("" when not asked or done).

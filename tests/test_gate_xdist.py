@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from record_builders import counted, record
 
 from pytest_efficientllm.baseline_store import BaselineStore
+from pytest_efficientllm.compare import fingerprint_diff
+from pytest_efficientllm.session import EfficiencySession, Options
 
 SUITE = """
 import os, pytest
@@ -146,6 +149,19 @@ def test_under_the_fixed_layout_xdist_gives_the_verdicts_and_files_of_a_serial_r
     assert "0 added, 1 updated, 5 unchanged" in out
     assert "process layout: ASLR off, str hash seed 0, stack padded" in out
     assert "xdist worker(s)" not in out  # no worker measured under another layout
+
+
+def test_a_workers_share_of_the_cores_shows_in_the_fingerprint_once() -> None:
+    # Two workers on two cores measure with one thread each where a serial run has two: that
+    # changes times, so the comparison warns (and calibrates), but on the thread count alone,
+    # not again through the compute source (which also carried the CPU clock of the moment).
+    threads = torch.get_num_threads()
+    try:
+        serial = EfficiencySession(Options(gpu="cpu", threads=2)).fingerprint
+        worker = EfficiencySession(Options(gpu="cpu", threads=1)).fingerprint
+    finally:
+        torch.set_num_threads(threads)
+    assert fingerprint_diff(serial, worker).warnings == ["torch_threads: 2 -> 1"]
 
 
 KILLER = """
