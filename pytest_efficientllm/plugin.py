@@ -52,6 +52,7 @@ FIXTURE_KEY = pytest.StashKey[Efficiency]()
 GATE_KEY = pytest.StashKey[GateState]()
 LAYOUT_PROBLEM_KEY = pytest.StashKey[str]()
 WORKERS_LAYOUT_KEY = pytest.StashKey[str]()  # why xdist workers could not be padded ("" when they were)
+LOCKED_DEVICE_KEY = pytest.StashKey[str | None]()  # the GPU whose lock measured tests take
 HELD_KEY = pytest.StashKey[Held]()
 
 
@@ -223,7 +224,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     eff.layout_problem = config.stash.get(LAYOUT_PROBLEM_KEY, "")
     state = config.stash[GATE_KEY] = gate_state_from_config(config, eff.profile)
-    state.device, state.device_shared = device, shared and eff.profile != "cpu"
+    # A test measured on the CPU (`--gpu=cpu`) takes no GPU lock; one measured on a GPU does,
+    # wherever another worker may measure on that GPU (pinned or not).
+    locked = None
+    if eff.profile != "cpu":
+        locked = xdist_worker.lock_device(device, shared, xdist_worker.worker_count(config))
+    config.stash[LOCKED_DEVICE_KEY] = locked
+    state.device, state.device_shared = device, locked is not None
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -259,8 +266,9 @@ def efficiency(request: pytest.FixtureRequest) -> Efficiency:
         # Lazily at the first measured test (a run without one pays nothing), then again
         # whenever the last calibration is older than the interval.
         eff.fingerprint["calibration"] = state.calibrator.ensure().to_dict()
-    if state.device_shared and state.device is not None:
-        lock = xdist_worker.device_lock(state.device)
+    locked = request.config.stash.get(LOCKED_DEVICE_KEY, None)
+    if locked is not None:
+        lock = xdist_worker.device_lock(locked)
         lock.acquire()
         request.addfinalizer(lock.release)
     spec = request.node.stash.get(SPEC_KEY, None) or parse_marker({}, (), eff.options.defaults)
@@ -344,8 +352,9 @@ def _hold(test: _HeldTest, verdicts: list[Verdict], suspects: list[str], limits:
         return judge(other, limits, baseline, "", state.options, priors, processes)
 
     def measure_again() -> Record | str:
-        if state.device_shared and state.device is not None:
-            with xdist_worker.device_lock(state.device):  # never two measurements on one GPU at once
+        locked = test.item.config.stash.get(LOCKED_DEVICE_KEY, None)
+        if locked is not None:
+            with xdist_worker.device_lock(locked):  # never two measurements on one GPU at once
                 return confirm.measure_in_child(nodeid, settings)
         return confirm.measure_in_child(nodeid, settings)
 
@@ -492,7 +501,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if state.is_worker:
         config.workeroutput[xdist_worker.WORKEROUTPUT_KEY] = xdist_worker.worker_summary(  # type: ignore[attr-defined]
-            state, eff.threads, usable_cores(), eff.fingerprint["process_layout"])
+            state, eff.threads, usable_cores(), config.stash.get(LOCKED_DEVICE_KEY, None),
+            eff.fingerprint["process_layout"])
         return
     _note_workers_layout(config, eff, state)
     if not is_reporting_rank():

@@ -2,8 +2,10 @@
 
 * pins this worker to one GPU (`--efficiency-devices=0,1`: worker gwN sees device N mod
   the number of devices, through CUDA_VISIBLE_DEVICES, before anything touches CUDA);
-* when workers outnumber devices, measured tests on a shared device take a per-device
-  file lock, so one GPU never measures two tests at once;
+* measured tests on a device another worker may measure on take a per-device file lock,
+  so one GPU never measures two tests at once: pinned workers when they outnumber the
+  devices, and unpinned workers on a CUDA machine, which all measure on the device CUDA
+  shows them first (`lock_device`);
 * attaches each measured test's `TestResult` to its report (plain data, serialised by
   xdist with the report), and leaves a summary of this worker in `workeroutput`;
 * lets a test held for confirmation log its reports after later tests ran (`logging_late`).
@@ -61,6 +63,30 @@ def pin_device(devices: tuple[str, ...], workerid: str | None, workers: int,
     return device, workers > len(devices)
 
 
+def lock_device(pinned: str | None, shared: bool, workers: int, cuda: Any = None,
+                environ: dict[str, str] | Any = os.environ) -> str | None:
+    """The device whose lock this process's measured tests take; None where no other worker measures on it.
+
+    `pinned`, `shared`: what `pin_device` returned. An unpinned worker among several measures
+    on `cuda.current_device()` (torch.cuda, or a test double), as every other worker does: its
+    lock is named like `--efficiency-devices` names it (the CUDA_VISIBLE_DEVICES entry, else
+    the index), so pinned and unpinned runs on one machine take the same lock.
+    """
+    if pinned is not None:
+        return pinned if shared else None
+    if workers < 2:
+        return None
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    if not cuda.is_available():
+        return None
+    ordinal = int(cuda.current_device())
+    visible = [part.strip() for part in str(environ.get("CUDA_VISIBLE_DEVICES", "")).split(",") if part.strip()]
+    return visible[ordinal] if ordinal < len(visible) else str(ordinal)
+
+
 def device_lock(device: str) -> FileLock:
     """A machine-wide lock for one device: held for the duration of a measured test."""
     folder = Path(tempfile.gettempdir()) / "pytest-efficientllm-locks"
@@ -74,14 +100,17 @@ def attach(report: Any, result: TestResult) -> None:
     setattr(report, REPORT_ATTR, result.to_wire())
 
 
-def worker_summary(state: GateState, threads: int, cores: int, process_layout: dict[str, Any]) -> dict[str, Any]:
-    """What the controller's summary says about this worker."""
+def worker_summary(state: GateState, threads: int, cores: int, locked_device: str | None,
+                   process_layout: dict[str, Any]) -> dict[str, Any]:
+    """What the controller's summary says about this worker: `device` is the GPU it was pinned
+    to, `locked_device` the one whose lock its measured tests took (pinned or not)."""
     calibrations = state.calibrator.history if state.calibrator else []
     return {
         "threads": threads,
         "cores": cores,
         "device": state.device,
         "device_shared": state.device_shared,
+        "locked_device": locked_device,
         "process_layout": process_layout,
         "calibrations": [c.to_dict() for c in calibrations],
     }
