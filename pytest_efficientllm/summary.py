@@ -23,6 +23,10 @@ WIDTH = 100
 # (header, width) after the test column; the test column takes what is left.
 COLUMNS = (("AL", 8), ("tok/s", 7), ("peak mem", 10), ("J/tok", 9), ("vs baseline", 17), ("verdict", 8))
 KEY_METRICS = ("AL", "tokens_per_s", "peak_memory", "energy_per_token")
+CHANGE_WIDTH = dict(COLUMNS)["vs baseline"]
+SHORT_NAMES = {"peak_memory": "peak", "peak_memory_delta": "peak+", "tokens_per_s": "tok/s",
+               "samples_per_s": "samples/s", "cpu_time_per_round": "cpu/round", "energy_per_token": "J/tok",
+               "energy_per_sample": "J/sample", "energy_per_round": "J/round"}
 # Which finding the "verdict" column shows when a test has several: the worst.
 SEVERITY = ("error", "fail", "warn", "improved", "new", "pass", "skipped")
 MAX_LISTED = 20
@@ -71,8 +75,10 @@ def _change(verdicts: list[Verdict]) -> str:
     # The worst finding's change, else the latency's, else the first one.
     compared.sort(key=lambda v: (SEVERITY.index(v.status), v.metric != "AL"))
     v = compared[0]
-    name = {"peak_memory": "peak", "tokens_per_s": "tok/s"}.get(v.metric, v.metric)
-    return f"{name} {v.change * 100:+.1f}%"
+    change = f"{v.change * 100:+.1f}%"
+    # The change must survive the column's width; the metric's name gives way first.
+    name = SHORT_NAMES.get(v.metric, v.metric)[:CHANGE_WIDTH - len(change) - 1]
+    return f"{name} {change}"
 
 
 def _overall(result: TestResult) -> str:
@@ -142,6 +148,9 @@ def _threads_line(session: EfficiencySession, state: GateState) -> str:
         devices = sorted({str(w["device"]) for w in state.workers.values() if w.get("device") is not None})
         if devices:
             line += f"; GPUs pinned per worker: {', '.join(devices)}"
+        locked = sorted({str(w["locked_device"]) for w in state.workers.values() if w.get("locked_device") is not None})
+        if locked:
+            line += f"; GPU {', '.join(locked)} shared by workers: one measured test at a time (device lock)"
         return line
     threads = {r.record.settings.get("threads") for r in state.results} - {None}
     shown = "/".join(str(t) for t in sorted(threads)) if threads else str(session.threads)

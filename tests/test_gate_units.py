@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from record_builders import counted, latency, record
@@ -15,7 +16,7 @@ from pytest_efficientllm.calibration import Calibrator
 from pytest_efficientllm.gate import GateOptions, effective_limits, judge, parse_limit_assignments
 from pytest_efficientllm.gate_state import TestResult
 from pytest_efficientllm.marker import parse_limit
-from pytest_efficientllm.summary import WIDTH, details, table
+from pytest_efficientllm.summary import WIDTH, _threads_line, details, table
 from pytest_efficientllm.verdicts import Verdict
 from pytest_efficientllm.xdist_worker import lock_device, parse_devices, pin_device
 
@@ -186,6 +187,25 @@ def test_the_summary_fits_100_columns_and_shows_what_broke() -> None:
     assert any("AL +21.8%" in line and line.rstrip().endswith("FAIL") for line in lines)
     assert any("test_pretrain_step[MLA" in line and "…" in line for line in lines)
     assert any("tolerance +5%" in line for line in lines)
+
+
+def test_the_change_column_keeps_the_percentage_of_a_long_metric_name() -> None:
+    v = Verdict("cpu_time_per_round", "warn", "+22.0% ...", "baseline", 0.2204)
+    results = [TestResult(record("t.py::slow", latency(0.001)), [v], "passed")]
+    row = table(results)[1]
+    assert "cpu/round +22.0%" in row and row.endswith("warn")
+    odd = Verdict("latency_p99_of_a_custom_window", "fail", "", "baseline", -12.5)
+    row = table([TestResult(record("t.py::odd", latency(0.001)), [odd], "passed")])[1]
+    assert "-1250.0%" in row  # the name gives way, not the number
+
+
+def test_the_summary_says_when_workers_share_a_gpu_under_its_lock() -> None:
+    workers = {f"gw{i}": {"threads": 4, "cores": 16, "device": None, "locked_device": "0"} for i in range(2)}
+    line = _threads_line(None, SimpleNamespace(workers=workers))  # type: ignore[arg-type]
+    assert "2 xdist workers" in line and "GPU 0 shared by workers: one measured test at a time" in line
+    for w in workers.values():
+        w["locked_device"] = None
+    assert "shared" not in _threads_line(None, SimpleNamespace(workers=workers))  # type: ignore[arg-type]
 
 
 def test_a_baseline_at_another_world_size_is_reported_not_compared() -> None:
