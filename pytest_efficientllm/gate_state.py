@@ -28,7 +28,9 @@ WIRE_VERSION = 1
 class TestResult:
     record: Record
     verdicts: list[Verdict]
-    functional: str  # "passed" / "failed" / "skipped": the test's own assertions, before the gate
+    # "passed" / "failed" / "skipped": the test's own assertions, before the gate; "error"
+    # when it passed but its teardown failed.
+    functional: str
 
     __test__ = False  # not a pytest test class, despite the name
 

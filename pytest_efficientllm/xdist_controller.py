@@ -16,6 +16,9 @@ from .xdist_worker import REPORT_ATTR, WORKEROUTPUT_KEY
 
 def receive(state: GateState, report: Any) -> TestResult | None:
     """The result a worker attached to a test report; None for reports without one."""
+    if getattr(report, "when", None) == "teardown" and getattr(report, "failed", False):
+        _teardown_failed(state, str(report.nodeid))
+        return None
     data = getattr(report, REPORT_ATTR, None)
     if data is None or getattr(report, "when", None) != "call":
         return None
@@ -26,6 +29,14 @@ def receive(state: GateState, report: Any) -> TestResult | None:
         return None
     state.results.append(result)
     return result
+
+
+def _teardown_failed(state: GateState, nodeid: str) -> None:
+    # A test whose fixture teardown failed errored (pytest counts it so): its record stays in
+    # the run file, but it did not pass and must not become a baseline.
+    for result in state.results:
+        if result.record.nodeid == nodeid and result.functional == "passed":
+            result.functional = "error"
 
 
 def node_down(state: GateState, node: Any, error: object | None) -> None:

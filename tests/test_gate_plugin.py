@@ -118,6 +118,28 @@ def test_update_writes_only_tests_that_passed_their_own_assertions_and_keeps_the
     assert sorted(baseline_doc(pytester)["tests"]) == [f"test_suite.py::test_count[{n}]" for n in (1, 2, 3)]
 
 
+def test_a_test_whose_fixture_teardown_fails_does_not_become_a_baseline(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite="""
+        import pytest
+
+        @pytest.fixture
+        def resource():
+            yield
+            raise RuntimeError("teardown broke")
+
+        def test_ok(efficiency):
+            efficiency.count("flops", 10, unit="FLOP", direction="lower")
+
+        def test_torn(efficiency, resource):
+            efficiency.count("flops", 20, unit="FLOP", direction="lower")
+    """)
+    pytester.makeini(INI)
+    result = run(pytester, "--update-baselines")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*: 1 added, 0 updated, 0 unchanged, 0 kept"])
+    assert sorted(baseline_doc(pytester)["tests"]) == ["test_suite.py::test_ok"]
+
+
 def test_ini_limits_are_defaults_the_marker_overrides_and_the_command_line_overrides_all(pytester: pytest.Pytester) -> None:
     make_suite(pytester, marker="peak_memory='+30%'", ini=INI + "efficiency_limits =\n    peak_memory=+10%\n")
     run(pytester, "--update-baselines")
