@@ -30,7 +30,7 @@ from .gate import GateOptions, add_derived, effective_limits, judge, parse_limit
 from .gate_state import GateState, TestResult
 from .distributed import is_reporting_rank
 from .leak import find_leak
-from .marker import Limit, MarkerError, MarkerSpec, parse_marker
+from .marker import PROTOCOL_ARGS, Limit, MarkerError, MarkerSpec, parse_marker
 from .measure import Protocol
 from .record import Record
 from .run_noise import RunPrior
@@ -209,7 +209,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "efficiency(rounds=, warmup=, min_time=, workload=, flops=, **budgets): measure this test's workload "
+        "efficiency(" + ", ".join(f"{a}=" for a in PROTOCOL_ARGS) + ", **budgets): measure this test's workload "
         "with the `efficiency` fixture; budgets like latency='<= 50 ms' or tolerances like latency='+5%'",
     )
     # Before anything can initialise CUDA: the device this worker may see.
