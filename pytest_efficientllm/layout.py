@@ -92,9 +92,23 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _token(argv: list[str]) -> str:
-    """Names the command line a re-execution was for: a child with another one is not padded for it."""
-    return hashlib.sha256("\0".join(argv).encode(errors="surrogateescape")).hexdigest()[:16]
+def _token(argv: list[str], pid: int) -> str:
+    """Names the command line a fixed start was prepared for, and the process that prepared it.
+
+    A child with another command line is not padded for it. The process id keeps the mark
+    from leaking further than meant: it holds for the process that set it (`reexec_fixed`:
+    `execve` keeps the pid) and for that process's own children (xdist workers, confirmation
+    processes), but not for a grandchild that inherited it: an xdist worker's test that starts
+    pytest with xdist again would otherwise see its own workers (execnet's command line is
+    always the same) as padded when they are not.
+    """
+    digest = hashlib.sha256("\0".join(argv).encode(errors="surrogateescape")).hexdigest()[:16]
+    return f"{digest}:{pid}"
+
+
+def _marked_for_this_process(argv: list[str]) -> bool:
+    mark = os.environ.get(REEXEC_ENV)
+    return mark is not None and mark in (_token(argv, os.getpid()), _token(argv, os.getppid()))
 
 
 def current_layout() -> dict[str, Any]:
@@ -112,7 +126,7 @@ def current_layout() -> dict[str, Any]:
     # The interpreter read PYTHONHASHSEED at start-up; seed 0 also shows in sys.flags.
     env_seed = os.environ.get("PYTHONHASHSEED", "")
     seed = "0" if sys.flags.hash_randomization == 0 else env_seed if env_seed.isdigit() else "random"
-    padded = os.environ.get(REEXEC_ENV) == _token(list(sys.orig_argv))
+    padded = _marked_for_this_process(list(sys.orig_argv))
     return {"aslr": aslr, "hash_seed": seed, "stack_padded": padded}
 
 
@@ -131,12 +145,13 @@ def fixed_child_env(argv: list[str], env: dict[str, str]) -> dict[str, str]:
     """The environment that starts `argv` (a pytest command line, from a process whose ASLR is
     off, which the child inherits) with the fixed layout already in place: seeded, padded and
     marked, so it does not re-execute."""
-    return padded_env(sys.executable, argv, {**env, "PYTHONHASHSEED": FIXED_HASH_SEED, REEXEC_ENV: _token(argv)})
+    return padded_env(sys.executable, argv, {**env, "PYTHONHASHSEED": FIXED_HASH_SEED,
+                                             REEXEC_ENV: _token(argv, os.getpid())})
 
 
 def reexec_fixed(argv: list[str]) -> str:
     """Re-execute `argv` with ASLR off and `PYTHONHASHSEED=0`; returns only with the reason it could not."""
-    if os.environ.get(REEXEC_ENV) == _token(argv):
+    if os.environ.get(REEXEC_ENV) == _token(argv, os.getpid()):
         return "the re-executed process still has a random layout (the kernel ignores the personality flag)"
     if not sys.platform.startswith("linux"):
         return f"fixing the layout needs Linux (this is {sys.platform})"

@@ -57,9 +57,19 @@ def test_the_padding_makes_every_command_line_and_environment_one_stack_size() -
 
 def test_a_second_re_execution_is_refused_instead_of_looping(monkeypatch: pytest.MonkeyPatch) -> None:
     argv = [sys.executable, "-c", "raise SystemExit(3)"]
-    monkeypatch.setenv(layout.REEXEC_ENV, layout._token(argv))
+    monkeypatch.setenv(layout.REEXEC_ENV, layout._token(argv, os.getpid()))
     reason = layout.reexec_fixed(argv)
     assert "still has a random layout" in reason
+
+
+def test_the_padding_mark_holds_for_its_process_and_children_not_grandchildren(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker's test that runs pytest under xdist again inherits its controller's mark for
+    # execnet's command line, which its own workers share: they are not padded for it.
+    argv = list(sys.orig_argv)
+    unrelated = next(pid for pid in range(2, 10**6) if pid not in (os.getpid(), os.getppid()))
+    for pid, padded in ((os.getpid(), True), (os.getppid(), True), (unrelated, False)):
+        monkeypatch.setenv(layout.REEXEC_ENV, layout._token(argv, pid))
+        assert layout.current_layout()["stack_padded"] is padded, pid
 
 
 LAYOUT_TEST = """
