@@ -62,7 +62,7 @@ class GateState:
     is_worker: bool = False
     devices: tuple[str, ...] = ()
     device: str | None = None  # what this process's CUDA_VISIBLE_DEVICES was pinned to
-    device_shared: bool = False  # more workers than devices: measured tests take a lock
+    locked_device: str | None = None  # the GPU whose lock measured tests take (another worker may use it)
     confirm_processes: int = 0  # fresh processes that confirm a measured regression (`confirm`)
     confirm_queue: ConfirmQueue | None = None  # tests held for them; None where nothing is confirmed
     started: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))

@@ -9,6 +9,7 @@ said by the module it delegates to: `xdist_worker` (a worker, or a serial run) a
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
@@ -52,7 +53,6 @@ FIXTURE_KEY = pytest.StashKey[Efficiency]()
 GATE_KEY = pytest.StashKey[GateState]()
 LAYOUT_PROBLEM_KEY = pytest.StashKey[str]()
 WORKERS_LAYOUT_KEY = pytest.StashKey[str]()  # why xdist workers could not be padded ("" when they were)
-LOCKED_DEVICE_KEY = pytest.StashKey[str | None]()  # the GPU whose lock measured tests take
 HELD_KEY = pytest.StashKey[Held]()
 
 
@@ -226,11 +226,9 @@ def pytest_configure(config: pytest.Config) -> None:
     state = config.stash[GATE_KEY] = gate_state_from_config(config, eff.profile)
     # A test measured on the CPU (`--gpu=cpu`) takes no GPU lock; one measured on a GPU does,
     # wherever another worker may measure on that GPU (pinned or not).
-    locked = None
+    state.device = device
     if eff.profile != "cpu":
-        locked = xdist_worker.lock_device(device, shared, xdist_worker.worker_count(config))
-    config.stash[LOCKED_DEVICE_KEY] = locked
-    state.device, state.device_shared = device, locked is not None
+        state.locked_device = xdist_worker.lock_device(device, shared, xdist_worker.worker_count(config))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -266,9 +264,8 @@ def efficiency(request: pytest.FixtureRequest) -> Efficiency:
         # Lazily at the first measured test (a run without one pays nothing), then again
         # whenever the last calibration is older than the interval.
         eff.fingerprint["calibration"] = state.calibrator.ensure().to_dict()
-    locked = request.config.stash.get(LOCKED_DEVICE_KEY, None)
-    if locked is not None:
-        lock = xdist_worker.device_lock(locked)
+    if state.locked_device is not None:
+        lock = xdist_worker.device_lock(state.locked_device)
         lock.acquire()
         request.addfinalizer(lock.release)
     spec = request.node.stash.get(SPEC_KEY, None) or parse_marker({}, (), eff.options.defaults)
@@ -352,11 +349,10 @@ def _hold(test: _HeldTest, verdicts: list[Verdict], suspects: list[str], limits:
         return judge(other, limits, baseline, "", state.options, priors, processes)
 
     def measure_again() -> Record | str:
-        locked = test.item.config.stash.get(LOCKED_DEVICE_KEY, None)
-        if locked is not None:
-            with xdist_worker.device_lock(locked):  # never two measurements on one GPU at once
-                return confirm.measure_in_child(nodeid, settings)
-        return confirm.measure_in_child(nodeid, settings)
+        # Never two measurements on one GPU at once: the fresh process measures under this worker's lock.
+        locked = state.locked_device
+        with xdist_worker.device_lock(locked) if locked is not None else contextlib.nullcontext():
+            return confirm.measure_in_child(nodeid, settings)
 
     vote = confirm.Vote(verdicts, suspects, state.confirm_processes)
     test.item.stash[HELD_KEY] = state.confirm_queue.hold(vote, measure_again, judge_record, test)  # type: ignore[union-attr]
@@ -501,8 +497,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if state.is_worker:
         config.workeroutput[xdist_worker.WORKEROUTPUT_KEY] = xdist_worker.worker_summary(  # type: ignore[attr-defined]
-            state, eff.threads, usable_cores(), config.stash.get(LOCKED_DEVICE_KEY, None),
-            eff.fingerprint["process_layout"])
+            state, eff.threads, usable_cores(), eff.fingerprint["process_layout"])
         return
     _note_workers_layout(config, eff, state)
     if not is_reporting_rank():

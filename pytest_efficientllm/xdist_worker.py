@@ -100,8 +100,7 @@ def attach(report: Any, result: TestResult) -> None:
     setattr(report, REPORT_ATTR, result.to_wire())
 
 
-def worker_summary(state: GateState, threads: int, cores: int, locked_device: str | None,
-                   process_layout: dict[str, Any]) -> dict[str, Any]:
+def worker_summary(state: GateState, threads: int, cores: int, process_layout: dict[str, Any]) -> dict[str, Any]:
     """What the controller's summary says about this worker: `device` is the GPU it was pinned
     to, `locked_device` the one whose lock its measured tests took (pinned or not)."""
     calibrations = state.calibrator.history if state.calibrator else []
@@ -109,8 +108,7 @@ def worker_summary(state: GateState, threads: int, cores: int, locked_device: st
         "threads": threads,
         "cores": cores,
         "device": state.device,
-        "device_shared": state.device_shared,
-        "locked_device": locked_device,
+        "locked_device": state.locked_device,
         "process_layout": process_layout,
         "calibrations": [c.to_dict() for c in calibrations],
     }
