@@ -175,8 +175,8 @@ def energy(reps: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     from side_by_side.workloads import build
 
-    from pytest_efficientllm.backend import cpu_backend
-    from pytest_efficientllm.measure import Meter, Protocol, Work, derive_metrics
+    from pytest_efficientllm.measuring.backends import cpu_backend
+    from pytest_efficientllm.measuring.meter import Meter, Protocol, Work, derive_metrics
 
     fn = build("matmul")
     rounds = 100
@@ -280,7 +280,7 @@ def suites(pairs: int) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from pytest_efficientllm.fingerprint import host_fingerprint
+    from pytest_efficientllm.measuring.fingerprint import host_fingerprint
 
     fp = host_fingerprint(1)
     return {k: fp.get(k) for k in ("cpu_model", "cpu_count", "platform", "python", "packages") if k in fp}

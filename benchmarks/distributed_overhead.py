@@ -84,7 +84,7 @@ class _Grab:
             self.duration = report.duration
 
     def pytest_sessionfinish(self, session) -> None:  # noqa: ANN001
-        from pytest_efficientllm.plugin import SESSION_KEY
+        from pytest_efficientllm.glue.hooks import SESSION_KEY
 
         self.records = list(session.config.stash[SESSION_KEY].records)
 

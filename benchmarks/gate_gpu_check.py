@@ -49,7 +49,7 @@ def _plugin_args() -> list[str]:
     from importlib.metadata import entry_points
 
     installed = any(ep.name == "efficiency" for ep in entry_points(group="pytest11"))
-    return [] if installed else ["-p", "pytest_efficientllm.plugin"]
+    return [] if installed else ["-p", "pytest_efficientllm.glue.hooks"]
 
 
 def run(project: Path, env: dict[str, str], *args: str) -> str:

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
-from pytest_efficientllm import run_noise
-from pytest_efficientllm.baseline_store import read_entries
-from pytest_efficientllm.gate import GateOptions, judge
-from pytest_efficientllm.marker import parse_limit
-from pytest_efficientllm.record import Metric, Record
-from pytest_efficientllm.run_noise import pool, run_medians
+from pytest_efficientllm.judging import run_noise
+from pytest_efficientllm.storage.baselines import read_entries
+from pytest_efficientllm.judging.gate import GateOptions, judge
+from pytest_efficientllm.glue.marker import parse_limit
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.judging.run_noise import pool, run_medians
 
 from gate_evidence import workload_of  # this folder's script: one workload naming for both
 

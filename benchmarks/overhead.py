@@ -32,9 +32,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
 
-from pytest_efficientllm.backend import Backend, cpu_backend  # noqa: E402
-from pytest_efficientllm.fingerprint import host_fingerprint  # noqa: E402
-from pytest_efficientllm.measure import Meter, Protocol  # noqa: E402
+from pytest_efficientllm.measuring.backends import Backend, cpu_backend  # noqa: E402
+from pytest_efficientllm.measuring.fingerprint import host_fingerprint  # noqa: E402
+from pytest_efficientllm.measuring.meter import Meter, Protocol  # noqa: E402
 from pytest_efficientllm.telemetry.nvml import open_nvml  # noqa: E402
 from pytest_efficientllm.telemetry.procfs import PerfCounterTimer, ProcessCpuTimeProbe, ProcessMemoryProbe  # noqa: E402
 from results_md import replace_section  # noqa: E402

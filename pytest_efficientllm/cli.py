@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .marker import Limit
-from .runfile import write_atomic, write_run
+from pytest_efficientllm.glue.marker import Limit
+from pytest_efficientllm.storage.runfile import write_atomic, write_run
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 
@@ -32,14 +32,14 @@ def _err(line: str) -> None:
 
 
 def _output_path(path: str, suffixes: tuple[str, ...] = (".json",)) -> Path:
-    from .report.inputs import check_report_path
+    from pytest_efficientllm.report.inputs import check_report_path
 
     return check_report_path(path, suffixes)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .report.comparison import compare_runs, render_comparison
-    from .report.inputs import load_run
+    from pytest_efficientllm.report.comparison import compare_runs, render_comparison
+    from pytest_efficientllm.report.inputs import load_run
 
     limits = _limits(args.tolerance)
     old, new = load_run(args.old), load_run(args.new)
@@ -51,8 +51,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _limits(tolerances: Sequence[str]) -> list[Limit]:
     """`--tolerance AL=+10%` options as the marker's tolerance limits."""
-    from .marker import MarkerError, parse_limit
-    from .report.inputs import ReportError
+    from pytest_efficientllm.glue.marker import MarkerError, parse_limit
+    from pytest_efficientllm.report.inputs import ReportError
 
     limits = []
     for text in tolerances:
@@ -70,8 +70,8 @@ def _limits(tolerances: Sequence[str]) -> list[Limit]:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .report.inputs import load_run
-    from .report.merge import merge_runs
+    from pytest_efficientllm.report.inputs import load_run
+    from pytest_efficientllm.report.merge import merge_runs
 
     output = _output_path(args.output)
     inputs = [(path, load_run(path, allow_empty=True)) for path in args.inputs]
@@ -84,14 +84,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report.inputs import check_report_path, load_run
-    from .report.write import write_report
+    from pytest_efficientllm.report.inputs import check_report_path, load_run
+    from pytest_efficientllm.report.write import write_report
 
     output = check_report_path(args.output)  # before reading: a bad path fails fast
     limits = _limits(args.tolerance)
     run = load_run(args.input)
     if args.baseline:
-        from .report.comparison import with_baseline
+        from pytest_efficientllm.report.comparison import with_baseline
 
         run = with_baseline(run, load_run(args.baseline), limits, args.mode)
     write_report(run, output)
@@ -100,8 +100,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .report.export import export_entries
-    from .report.inputs import ReportError, load_run
+    from pytest_efficientllm.report.export import export_entries
+    from pytest_efficientllm.report.inputs import ReportError, load_run
 
     if not args.smaller and not args.bigger:
         raise ReportError("export-benchmark-action: give --smaller FILE and/or --bigger FILE to write")
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .report.inputs import ReportError
+    from pytest_efficientllm.report.inputs import ReportError
 
     args = build_parser().parse_args(argv)
     try:

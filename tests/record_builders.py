@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_efficientllm.record import Metric, Record
+from pytest_efficientllm.core.record import Metric, Record
 
 FINGERPRINT: dict[str, Any] = {
     "profile": "cpu", "cpu_model": "Test CPU", "torch_threads": 1,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from record_builders import counted, latency, record
 
-from pytest_efficientllm.baseline_store import BaselineError, BaselineStore, baseline_relpath
+from pytest_efficientllm.storage.baselines import BaselineError, BaselineStore, baseline_relpath
 
 ODD_ID = "tests/sub/test_odd.py::test_case[a/b c-ü-日本]"
 
@@ -168,7 +168,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from record_builders import counted, record
-from pytest_efficientllm.baseline_store import BaselineStore
+from pytest_efficientllm.storage.baselines import BaselineStore
 store = BaselineStore({root!r}, "cpu")
 print("ready", flush=True)
 while not Path({go!r}).exists():

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from nvml_double import FakeGpu, FakePynvml
 
-from pytest_efficientllm.measure import Meter, Protocol, Work, derive_metrics
+from pytest_efficientllm.measuring.meter import Meter, Protocol, Work, derive_metrics
 from pytest_efficientllm.telemetry.cuda import CudaAllocatorProbe, CudaEventTimer, cuda_backend, gpu_peak_flops
 
 UUID = "aaaa1111-0000-0000-0000-000000000000"

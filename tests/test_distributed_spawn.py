@@ -59,7 +59,7 @@ def test_skips_everywhere():
 CONFTEST = '''
 import json, os
 def pytest_sessionfinish(session):
-    from pytest_efficientllm.plugin import SESSION_KEY
+    from pytest_efficientllm.glue.hooks import SESSION_KEY
     records = [r.to_dict() for r in session.config.stash[SESSION_KEY].records]
     with open(os.environ["RECORDS_OUT"], "w") as fh:
         json.dump(records, fh)
@@ -131,7 +131,7 @@ def test_default_master_port_in_use_does_not_matter(spawned) -> None:
 
 
 def test_the_aggregate_follows_the_rules_over_the_rank_records(spawned) -> None:
-    from pytest_efficientllm.record import Record
+    from pytest_efficientllm.core.record import Record
 
     agg = Record.from_dict(spawned[1][0])
     ranks = agg.ranks
@@ -176,7 +176,7 @@ def test_world_size_must_be_a_whole_number_of_ranks(pytester: pytest.Pytester) -
 def test_shards_from_separate_runs_merge_into_one_run_file(spawned, pytester: pytest.Pytester) -> None:
     """CI jobs run disjoint parts, each writes --efficiency-json, `merge` combines them."""
     from pytest_efficientllm.cli import main
-    from pytest_efficientllm.runfile import read_run
+    from pytest_efficientllm.storage.runfile import read_run
 
     pytester.makepyfile(test_plain="""
         import pytest

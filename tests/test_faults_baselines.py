@@ -22,8 +22,8 @@ import pytest
 from fault_harness import RECORDS_CONFTEST, recorded
 from record_builders import counted, latency, record
 
-from pytest_efficientllm import runfile
-from pytest_efficientllm.baseline_store import BaselineStore, read_entries
+from pytest_efficientllm.storage import runfile
+from pytest_efficientllm.storage.baselines import BaselineStore, read_entries
 
 from test_baseline_store import _make_read_only, _undo_read_only
 
@@ -88,7 +88,7 @@ _REWRITER = """
 import sys
 sys.path.insert(0, {tests!r})
 from record_builders import counted, latency, record
-from pytest_efficientllm.baseline_store import BaselineStore
+from pytest_efficientllm.storage.baselines import BaselineStore
 store = BaselineStore({root!r}, "cpu")
 versions = [[record(f"tests/test_x.py::test_{{i}}", latency(0.01 * v, n=2000, seed=v), counted("peak_memory", 2**20 * v))
              for i in range(20)] for v in (1, 2)]
@@ -203,7 +203,7 @@ def _unspaced(text: str) -> str:
 
 # A pytester conftest: every baseline lock belongs to another user.
 _FOREIGN_LOCK_CONFTEST = '''
-import pytest_efficientllm.baseline_store as baseline_store
+import pytest_efficientllm.storage.baselines as baseline_store
 
 class LockOfAnotherUser:
     """Test double for filelock.FileLock: opening the lock file is not permitted."""

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from fault_harness import RECORDS_CONFTEST, recorded
 
-from pytest_efficientllm.backend import Backend, cpu_backend
-from pytest_efficientllm.measure import Meter, Protocol, Work, derive_metrics
-from pytest_efficientllm.record import Metric
+from pytest_efficientllm.measuring.backends import Backend, cpu_backend
+from pytest_efficientllm.measuring.meter import Meter, Protocol, Work, derive_metrics
+from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry import rapl
 
 MiB = 2**20
@@ -93,7 +93,7 @@ import sys
 sys.path.insert(0, {str(TESTS_DIR)!r})
 import pytest
 from nvml_double import FakePynvml
-from pytest_efficientllm.backend import Backend
+from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.telemetry.nvml import open_nvml
 from pytest_efficientllm.telemetry.procfs import PerfCounterTimer
 

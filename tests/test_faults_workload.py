@@ -17,10 +17,10 @@ import pytest
 import torch
 from fault_harness import RECORDS_CONFTEST, metric_value, recorded
 
-from pytest_efficientllm.backend import cpu_backend
-from pytest_efficientllm.leak import find_leak
-from pytest_efficientllm.measure import Meter, Protocol
-from pytest_efficientllm.record import Record
+from pytest_efficientllm.measuring.backends import cpu_backend
+from pytest_efficientllm.judging.leak import find_leak
+from pytest_efficientllm.measuring.meter import Meter, Protocol
+from pytest_efficientllm.core.record import Record
 
 MiB = 2**20
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
@@ -165,10 +165,10 @@ def test_a_budgeted_allocator_running_out_mid_window_discards_the_window(meter: 
 # detector's documented lower bound, not what these tests are about).
 LEAK_SCENARIO = """
 import json, sys, time
-from pytest_efficientllm.backend import Backend, cpu_backend
-from pytest_efficientllm.leak import RetainedMemoryProbe
-from pytest_efficientllm.measure import Meter, Protocol, Work, derive_metrics
-from pytest_efficientllm.record import Record
+from pytest_efficientllm.measuring.backends import Backend, cpu_backend
+from pytest_efficientllm.judging.leak import RetainedMemoryProbe
+from pytest_efficientllm.measuring.meter import Meter, Protocol, Work, derive_metrics
+from pytest_efficientllm.core.record import Record
 
 MiB = 2**20
 base = cpu_backend(threads=1, sample_interval_s=0.005)

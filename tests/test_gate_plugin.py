@@ -175,7 +175,7 @@ def test_json_has_every_record_with_raw_rounds_and_verdicts(pytester: pytest.Pyt
     result.stderr.fnmatch_lines(["*--efficiency-json=out/run.json: folder*does not exist*"])
     result = run(pytester, "--efficiency-json=run.json")
     result.stdout.fnmatch_lines(["efficiency json: *run.json (1 record(s))"])
-    from pytest_efficientllm.runfile import read_run
+    from pytest_efficientllm.storage.runfile import read_run
 
     data = read_run(pytester.path / "run.json")
     (record,) = data.records

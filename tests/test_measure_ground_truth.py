@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from pytest_efficientllm.backend import cpu_backend
-from pytest_efficientllm.measure import Meter, Protocol, Work, derive_metrics
+from pytest_efficientllm.measuring.backends import cpu_backend
+from pytest_efficientllm.measuring.meter import Meter, Protocol, Work, derive_metrics
 
 MiB = 2**20
 
@@ -124,7 +124,7 @@ def test_cyclic_garbage_left_by_set_up_is_freed_before_the_first_round(meter: Me
 
 
 def test_latency_percentiles_follow_numpys_linear_rule() -> None:
-    from pytest_efficientllm.measure import _percentiles
+    from pytest_efficientllm.measuring.meter import _percentiles
 
     assert _percentiles(tuple(float(x) for x in range(1, 102)), (50, 90, 99)) == [51.0, 91.0, 100.0]
     assert _percentiles((0.25,), (50, 99)) == [0.25, 0.25]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from nvml_double import FakeClock, FakeGpu, FakePynvml
 
-from pytest_efficientllm.backend import Backend
-from pytest_efficientllm.measure import Meter, Protocol
+from pytest_efficientllm.measuring.backends import Backend
+from pytest_efficientllm.measuring.meter import Meter, Protocol
 from pytest_efficientllm.telemetry.base import TelemetryError
 from pytest_efficientllm.telemetry.nvml import (
     SHORT_WINDOW_UPDATES,

@@ -12,11 +12,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from record_builders import counted, record
 
-from pytest_efficientllm.compare import compare_record
-from pytest_efficientllm.marker import parse_limit
-from pytest_efficientllm.record import Metric, Record
+from pytest_efficientllm.judging.compare import compare_record
+from pytest_efficientllm.glue.marker import parse_limit
+from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.report.merge import merge_runs
-from pytest_efficientllm.runfile import Run
+from pytest_efficientllm.storage.runfile import Run
 
 FAST = settings(max_examples=120, deadline=None)
 

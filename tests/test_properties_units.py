@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_efficientllm.units import (
+from pytest_efficientllm.core.units import (
     UnitError,
     format_bytes,
     format_seconds,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_efficientllm.stats import _rank_k, ratio_interval, summarize
+from pytest_efficientllm.judging.stats import _rank_k, ratio_interval, summarize
 
 
 def test_summary_of_known_samples() -> None:

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-import pytest_efficientllm.fixture as fixture
-import pytest_efficientllm.measure as measure
+import pytest_efficientllm.glue.fixture as fixture
+import pytest_efficientllm.measuring.meter as measure
 import pytest_efficientllm.telemetry.procfs as procfs
 import pytest_efficientllm.telemetry.sampler as sampler
 

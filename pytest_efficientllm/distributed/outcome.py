@@ -12,7 +12,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..record import Record
+from pytest_efficientllm.core.record import Record
 
 PASSED, FAILED, SKIPPED, DIED, MISSING = "passed", "failed", "skipped", "died", "missing"
 

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-from ..backend import Backend
-from ..fixture import Efficiency
-from ..marker import MarkerSpec
-from ..measure import Protocol, WindowResult, Work
-from ..record import Metric, Record
-from ..session import EfficiencySession, Options
-from ..telemetry.base import Probe
-from .collectives import RankContext, barrier
+from pytest_efficientllm.measuring.backends import Backend
+from pytest_efficientllm.glue.fixture import Efficiency
+from pytest_efficientllm.glue.marker import MarkerSpec
+from pytest_efficientllm.measuring.meter import Protocol, WindowResult, Work
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.measuring.session import EfficiencySession, Options
+from pytest_efficientllm.telemetry.base import Probe
+from pytest_efficientllm.distributed.collectives import RankContext, barrier
 
 
 class _OpenBarrier(Probe):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ..record import Record
+from pytest_efficientllm.core.record import Record
 
 # Axis of a suite module, matched on the module's file name (first match wins).
 # The labels are the study's axes (DESIGN.md §5); anything else is "other".

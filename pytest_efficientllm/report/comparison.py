@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..compare import compare_record
-from ..marker import Limit
-from ..record import Record
-from ..runfile import Run
-from ..verdicts import Verdict
+from pytest_efficientllm.judging.compare import compare_record
+from pytest_efficientllm.glue.marker import Limit
+from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.storage.runfile import Run
+from pytest_efficientllm.judging.verdicts import Verdict
 
 
 @dataclass

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..record import Metric, Record
-from .leaderboard import BESIDE, PAPER_METRICS
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.report.leaderboard import BESIDE, PAPER_METRICS
 
 DEFAULT_METRICS: tuple[str, ...] = PAPER_METRICS + tuple(BESIDE.values()) + ("latency_p50", "TTFT", "TPOT")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..runfile import Run
+from pytest_efficientllm.storage.runfile import Run
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..runfile import Run, RunFileError, read_run
+from pytest_efficientllm.storage.runfile import Run, RunFileError, read_run
 
 REPORT_FORMATS: tuple[str, ...] = (".html", ".md", ".json")
 

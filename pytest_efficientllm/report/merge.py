@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..record import Record
-from ..runfile import Run
-from .inputs import ReportError
+from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.storage.runfile import Run
+from pytest_efficientllm.report.inputs import ReportError
 
 # Fingerprint keys that describe hardware (as opposed to software or settings). Keys named
 # after the device or GPU, and the CPU model, identify what a number was measured on.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .axes import OTHER, axis_of, function_of, technique_of
+from pytest_efficientllm.report.axes import OTHER, axis_of, function_of, technique_of
 
 MODES: tuple[str, ...] = ("auto", "on", "off")
 

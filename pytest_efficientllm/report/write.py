@@ -6,17 +6,17 @@ import json
 import os
 from pathlib import Path
 
-from ..runfile import Run, write_atomic
-from .inputs import ReportError, check_report_path
+from pytest_efficientllm.storage.runfile import Run, write_atomic
+from pytest_efficientllm.report.inputs import ReportError, check_report_path
 
 
 def render(run: Run, suffix: str) -> str:
     if suffix == ".html":
-        from .html import render_html
+        from pytest_efficientllm.report.html import render_html
 
         return render_html(run)
     if suffix == ".md":
-        from .markdown import render_markdown
+        from pytest_efficientllm.report.markdown import render_markdown
 
         return render_markdown(run)
     if suffix == ".json":

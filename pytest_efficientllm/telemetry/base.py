@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from ..record import Metric
+from pytest_efficientllm.core.record import Metric
 
 
 class TelemetryError(RuntimeError):

@@ -7,7 +7,7 @@ per core is an assumption, so the result is `estimated` and never a hard gate.
 
 from __future__ import annotations
 
-from ..record import Metric
+from pytest_efficientllm.core.record import Metric
 
 WATTS_PER_BUSY_CORE = 10.0
 MODEL_NAME = f"estimate: process CPU-seconds x {WATTS_PER_BUSY_CORE:g} W per busy core (no RAPL counter readable)"

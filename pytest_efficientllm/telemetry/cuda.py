@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ..backend import Backend, cpu_backend
-from ..devices import clock_derived_peak, lookup_device
-from ..record import Metric
-from .base import Probe, RoundTimer
-from .nvml import PROBE_MAX_S, NvmlSet, load_pynvml, open_nvml
-from .procfs import ProcessCpuTimeProbe, ProcessMemoryProbe
+from pytest_efficientllm.measuring.backends import Backend, cpu_backend
+from pytest_efficientllm.core.devices import clock_derived_peak, lookup_device
+from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.telemetry.base import Probe, RoundTimer
+from pytest_efficientllm.telemetry.nvml import PROBE_MAX_S, NvmlSet, load_pynvml, open_nvml
+from pytest_efficientllm.telemetry.procfs import ProcessCpuTimeProbe, ProcessMemoryProbe
 
 HOPPER_FLOP_PER_CLOCK_PER_SM = 4096  # dense bf16 tensor-core rate (DESIGN.md §7)
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from ..record import Metric, unavailable
-from .base import Probe, TelemetryError
-from .sampler import Sampler
+from pytest_efficientllm.core.record import Metric, unavailable
+from pytest_efficientllm.telemetry.base import Probe, TelemetryError
+from pytest_efficientllm.telemetry.sampler import Sampler
 
 # A window must span at least this many counter updates before its energy is trusted
 # without a flag: the counter's quantisation costs up to one update at each end.

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..record import Metric, unavailable
-from .base import Probe
+from pytest_efficientllm.core.record import Metric, unavailable
+from pytest_efficientllm.telemetry.base import Probe
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
 

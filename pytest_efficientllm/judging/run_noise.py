@@ -51,9 +51,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .record import Metric, Record
-from .stats import summarize
-from .units import format_value
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.judging.stats import summarize
+from pytest_efficientllm.core.units import format_value
 
 # A suite gates ~100 metrics per run, so the per-metric false-alarm level must be far below
 # 1% for the run as a whole to stay green on unchanged code.

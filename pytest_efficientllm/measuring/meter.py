@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Backend
-from .record import Metric, unavailable
-from .telemetry.base import Probe
-from .telemetry.cpu_energy import estimate_energy
-from .telemetry.flops import count_flops
+from pytest_efficientllm.measuring.backends import Backend
+from pytest_efficientllm.core.record import Metric, unavailable
+from pytest_efficientllm.telemetry.base import Probe
+from pytest_efficientllm.telemetry.cpu_energy import estimate_energy
+from pytest_efficientllm.telemetry.flops import count_flops
 
 WORKLOADS = ("inference", "pretrain", "finetune")
 

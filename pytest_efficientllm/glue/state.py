@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .baseline_store import BaselineStore, FileUpdate
-from .calibration import Calibrator
-from .confirm_queue import ConfirmQueue
-from .gate import GateOptions
-from .record import Record
-from .verdicts import Verdict
+from pytest_efficientllm.storage.baselines import BaselineStore, FileUpdate
+from pytest_efficientllm.measuring.calibration import Calibrator
+from pytest_efficientllm.confirmation.queue import ConfirmQueue
+from pytest_efficientllm.judging.gate import GateOptions
+from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.judging.verdicts import Verdict
 
 WIRE_VERSION = 1
 

@@ -8,8 +8,8 @@ import platform
 import sys
 from typing import Any
 
-from .devices import cpu_model_name, usable_cores
-from .layout import current_layout
+from pytest_efficientllm.core.devices import cpu_model_name, usable_cores
+from pytest_efficientllm.measuring.process_layout import current_layout
 
 PACKAGES = ("torch", "transformers", "peft", "optimum-quanto", "nvidia-ml-py", "diffusers", "pytest-efficientllm")
 

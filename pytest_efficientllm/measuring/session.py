@@ -9,11 +9,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backend import Backend, cpu_backend
-from .devices import detect_cuda_name, resolve_profile, usable_cores
-from .fingerprint import host_fingerprint
-from .measure import Protocol
-from .record import Record
+from pytest_efficientllm.measuring.backends import Backend, cpu_backend
+from pytest_efficientllm.core.devices import detect_cuda_name, resolve_profile, usable_cores
+from pytest_efficientllm.measuring.fingerprint import host_fingerprint
+from pytest_efficientllm.measuring.meter import Protocol
+from pytest_efficientllm.core.record import Record
 
 
 @dataclass
@@ -35,7 +35,7 @@ def default_threads(workers: int | None = None) -> int:
 
 def gpu_backend(profile: str, threads: int, sample_interval_s: float) -> Backend:
     """CUDA events and allocator, NVML energy/memory/utilisation; see telemetry.cuda/nvml."""
-    from .telemetry.cuda import cuda_backend
+    from pytest_efficientllm.telemetry.cuda import cuda_backend
 
     return cuda_backend(profile, threads, sample_interval_s)
 

@@ -11,11 +11,11 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .compare import MODES, compare_record
-from .marker import Limit, MarkerError, parse_limit
-from .record import Metric, Record
-from .run_noise import RunPrior
-from .verdicts import Verdict, check_budgets, soften
+from pytest_efficientllm.judging.compare import MODES, compare_record
+from pytest_efficientllm.glue.marker import Limit, MarkerError, parse_limit
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.judging.run_noise import RunPrior
+from pytest_efficientllm.judging.verdicts import Verdict, check_budgets, soften
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .record import Direction
+from pytest_efficientllm.core.record import Direction
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .record import SCHEMA_VERSION, Record, SchemaError
+from pytest_efficientllm.core.record import SCHEMA_VERSION, Record, SchemaError
 
 FORMAT = "pytest-efficientllm-run"
 

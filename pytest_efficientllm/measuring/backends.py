@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .devices import cpu_peak_estimate
-from .record import Metric
-from .telemetry.base import Probe, RoundTimer
-from .telemetry.procfs import PerfCounterTimer, ProcessCpuTimeProbe, ProcessMemoryProbe
+from pytest_efficientllm.core.devices import cpu_peak_estimate
+from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.telemetry.base import Probe, RoundTimer
+from pytest_efficientllm.telemetry.procfs import PerfCounterTimer, ProcessCpuTimeProbe, ProcessMemoryProbe
 
 
 @dataclass
@@ -34,9 +34,9 @@ def _no_sync() -> None:
 
 def cpu_backend(threads: int, sample_interval_s: float = 0.02) -> Backend:
     """Wall clock, procfs memory and CPU time, RAPL energy when readable (else an estimate)."""
-    from .telemetry.rapl import RaplReader, RaplProbe
+    from pytest_efficientllm.telemetry.rapl import RaplReader, RaplProbe
 
-    from .telemetry.procfs import ProcPaths, reset_hwm
+    from pytest_efficientllm.telemetry.procfs import ProcPaths, reset_hwm
 
     notices: list[str] = []
     hwm_problem = reset_hwm(ProcPaths())

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .marker import MarkerSpec
-from .measure import Meter, WindowResult, Work, derive_metrics
-from .metrics import CATALOG
-from .record import Metric, Record
-from .session import EfficiencySession
+from pytest_efficientllm.glue.marker import MarkerSpec
+from pytest_efficientllm.measuring.meter import Meter, WindowResult, Work, derive_metrics
+from pytest_efficientllm.core.metrics import CATALOG
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.measuring.session import EfficiencySession
 
 
 class MeasurementError(RuntimeError):

@@ -12,9 +12,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .marker import Limit
-from .record import Record
-from .units import format_value
+from pytest_efficientllm.glue.marker import Limit
+from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.core.units import format_value
 
 Status = Literal["pass", "fail", "warn", "new", "improved", "skipped", "error"]
 STATUSES: tuple[str, ...] = ("pass", "fail", "warn", "new", "improved", "skipped", "error")

@@ -40,12 +40,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .marker import Limit
-from .record import Metric, Record
-from .run_noise import PREDICTION, RunPrior, centre, gate_level, predict, run_medians
-from .stats import RatioInterval, ratio_interval, summarize
-from .units import format_value
-from .verdicts import Verdict, soften
+from pytest_efficientllm.glue.marker import Limit
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.judging.run_noise import PREDICTION, RunPrior, centre, gate_level, predict, run_medians
+from pytest_efficientllm.judging.stats import RatioInterval, ratio_interval, summarize
+from pytest_efficientllm.core.units import format_value
+from pytest_efficientllm.judging.verdicts import Verdict, soften
 
 COUNTED_RTOL = 1e-6
 DEFAULT_MEASURED_TOLERANCE = 0.05

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .confirm import Vote
-from .record import Record
-from .verdicts import Verdict
+from pytest_efficientllm.confirmation.vote import Vote
+from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.judging.verdicts import Verdict
 
 
 @dataclass

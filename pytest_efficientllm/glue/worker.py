@@ -23,7 +23,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from .gate_state import GateState, TestResult
+from pytest_efficientllm.glue.state import GateState, TestResult
 
 REPORT_ATTR = "efficiency_result"
 WORKEROUTPUT_KEY = "efficiency"

@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .measure import WORKLOADS, Protocol
-from .metrics import resolve_name, spec
-from .units import UnitError, parse_percent, parse_quantity, parse_seconds
+from pytest_efficientllm.measuring.meter import WORKLOADS, Protocol
+from pytest_efficientllm.core.metrics import resolve_name, spec
+from pytest_efficientllm.core.units import UnitError, parse_percent, parse_quantity, parse_seconds
 
 PROTOCOL_ARGS = ("rounds", "warmup", "min_time", "max_rounds", "workload", "flops", "world_size")
 

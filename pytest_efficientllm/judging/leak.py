@@ -32,10 +32,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .record import Metric, Record, unavailable
-from .telemetry.base import Probe
-from .telemetry.sampler import Sampler
-from .units import format_bytes
+from pytest_efficientllm.core.record import Metric, Record, unavailable
+from pytest_efficientllm.telemetry.base import Probe
+from pytest_efficientllm.telemetry.sampler import Sampler
+from pytest_efficientllm.core.units import format_bytes
 
 MiB = 2**20
 # Below this, RSS changes across a window can be the allocator's doing: in a long pytest
@@ -64,7 +64,7 @@ class RetainedMemoryProbe(Probe):
     def __init__(self, read_bytes: Callable[[], float] | None = None, interval_s: float = 0.02,
                  method: str = "procfs: /proc/self/statm RSS") -> None:
         if read_bytes is None:
-            from .telemetry.procfs import ProcPaths, read_rss_bytes  # procfs itself imports this module
+            from pytest_efficientllm.telemetry.procfs import ProcPaths, read_rss_bytes  # procfs itself imports this module
 
             paths = ProcPaths()
             read_bytes = lambda: read_rss_bytes(paths)  # noqa: E731
@@ -129,7 +129,7 @@ class LeakFinding:
         return ("efficiency", f"{RETAINED}: {self.message()}")
 
     def as_verdict(self):  # -> verdicts.Verdict; imported late so this module stays below the gate
-        from .verdicts import Verdict
+        from pytest_efficientllm.judging.verdicts import Verdict
 
         return Verdict(RETAINED, "warn", self.message())
 
