@@ -176,7 +176,12 @@ def energy(reps: int) -> dict[str, Any]:
     from side_by_side.workloads import build
 
     from pytest_efficientllm.measuring.backends import cpu_backend
-    from pytest_efficientllm.measuring.meter import Meter, Protocol, Work, derive_metrics
+    from pytest_efficientllm.measuring.meter import (
+        MeasureProtocol,
+        Meter,
+        Work,
+        derive_metrics,
+    )
 
     fn = build("matmul")
     rounds = 100
@@ -190,7 +195,7 @@ def energy(reps: int) -> dict[str, Any]:
     meter = Meter(backend)
 
     def ours() -> dict[str, Any]:
-        res = meter.run_window(fn, Protocol(rounds=rounds, warmup=0))
+        res = meter.run_window(fn, MeasureProtocol(rounds=rounds, warmup=0))
         work = Work(count_flops=False)
         m = derive_metrics(res, work, meter.flops_of(fn, work), backend)["energy"]
         return {"energy_j": m.value, "source": m.source, "method": m.method}

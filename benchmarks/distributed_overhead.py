@@ -27,10 +27,9 @@ ROUNDS, WARMUP = 4, 1
 
 
 def _by_hand_rank(rank: int, port: int, parallel: str, out_dir: str) -> None:
+    import test_distributed as suite
     import torch
     import torch.distributed as dist
-
-    import test_distributed as suite
     from efficientllm_models import get_scale, seed
     from efficientllm_models.builders import attention_model
     from efficientllm_models.data import training_batches
@@ -60,10 +59,9 @@ def _by_hand_rank(rank: int, port: int, parallel: str, out_dir: str) -> None:
 def by_hand(parallel: str, method: str) -> tuple[float, list[list[float]]]:
     import tempfile
 
+    import test_distributed  # noqa: F401 - imported before forking, as the plugin's pytest process has it
     import torch.distributed as dist
     import torch.multiprocessing as mp
-
-    import test_distributed  # noqa: F401 - imported before forking, as the plugin's pytest process has it
 
     store = dist.TCPStore("127.0.0.1", 0, 2, is_master=True, wait_for_workers=False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,7 +82,7 @@ class _Grab:
             self.duration = report.duration
 
     def pytest_sessionfinish(self, session) -> None:  # noqa: ANN001
-        from pytest_efficientllm.glue.hooks import SESSION_KEY
+        from pytest_efficientllm.glue.state import SESSION_KEY
 
         self.records = list(session.config.stash[SESSION_KEY].records)
 

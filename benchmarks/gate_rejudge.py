@@ -23,14 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
-from pytest_efficientllm.judging import run_noise
-from pytest_efficientllm.storage.baselines import read_entries
-from pytest_efficientllm.judging.gate import GateOptions, judge
-from pytest_efficientllm.glue.marker import parse_limit
-from pytest_efficientllm.core.record import Metric, Record
-from pytest_efficientllm.judging.run_noise import pool, run_medians
+from gate_evidence import (
+    workload_of,  # this folder's script: one workload naming for both
+)
 
-from gate_evidence import workload_of  # this folder's script: one workload naming for both
+from pytest_efficientllm.core.limits import parse_limit
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.judging import run_noise
+from pytest_efficientllm.judging.gate import GateOptions, judge
+from pytest_efficientllm.judging.run_noise import pool, run_medians
+from pytest_efficientllm.storage.baselines import read_entries
 
 AS_RUN = "as run (the verdicts in the run files)"
 LIMITS = (parse_limit("latency", "+5%"), parse_limit("cpu_time_per_round", "+5%"))

@@ -31,13 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
+from results_md import replace_section  # noqa: E402
 
 from pytest_efficientllm.measuring.backends import Backend, cpu_backend  # noqa: E402
 from pytest_efficientllm.measuring.fingerprint import host_fingerprint  # noqa: E402
-from pytest_efficientllm.measuring.meter import Meter, Protocol  # noqa: E402
+from pytest_efficientllm.measuring.meter import MeasureProtocol, Meter  # noqa: E402
 from pytest_efficientllm.telemetry.nvml import open_nvml  # noqa: E402
-from pytest_efficientllm.telemetry.procfs import PerfCounterTimer, ProcessCpuTimeProbe, ProcessMemoryProbe  # noqa: E402
-from results_md import replace_section  # noqa: E402
+from pytest_efficientllm.telemetry.procfs import (  # noqa: E402
+    PerfCounterTimer,
+    ProcessCpuTimeProbe,
+    ProcessMemoryProbe,
+)
 
 SECTION = "## Plugin overhead (issue 2)"
 TARGET_S = 0.050
@@ -74,7 +78,7 @@ def by_hand(fn, rounds: int) -> list[float]:
 
 def overhead(fn, k: int, reps: int, rounds: int, interval_ms: int = 20) -> dict:
     meter = Meter(cpu_backend(threads=1, sample_interval_s=interval_ms / 1e3))
-    protocol = Protocol(rounds=rounds, warmup=0)
+    protocol = MeasureProtocol(rounds=rounds, warmup=0)
     for _ in range(2):  # warm-up, as efficiency.measure does
         fn()
     ratios, hand_all, meter_all = [], [], []
@@ -111,7 +115,7 @@ def nvml_calls_per_round(rounds: int) -> dict:
         nv.mark("<round end>")
 
     nv.calls.clear()
-    Meter(backend).run_window(workload, Protocol(rounds=rounds, warmup=0))
+    Meter(backend).run_window(workload, MeasureProtocol(rounds=rounds, warmup=0))
     names = [(thread, name) for thread, name, _ in nv.calls]
     first = next(i for i, (_, n) in enumerate(names) if n == "<round start>")
     last = max(i for i, (_, n) in enumerate(names) if n == "<round end>")

@@ -64,8 +64,8 @@ def run_to_run_bounds(profile: str = "cpu", metric: str = "cpu_time_per_round") 
     """For each committed baseline with a run-to-run bound: how far above the centre of its
     runs the gate's prediction bound lies, i.e. the smallest regression that can fail at
     all (`run_noise.predict`, jitter moderated across the file's tests)."""
-    from pytest_efficientllm.storage.baselines import read_entries
     from pytest_efficientllm.judging.run_noise import pool, predict, run_medians
+    from pytest_efficientllm.storage.baselines import read_entries
 
     out = []
     for path in sorted((ROOT / "baselines" / profile).rglob("*.json")):

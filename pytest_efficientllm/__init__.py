@@ -5,8 +5,8 @@ from a notebook: `Meter` (measure), `Record`/`Metric` (what is recorded), `backe
 (which telemetry), `verdicts` (rules).
 """
 
-from pytest_efficientllm.measuring.meter import Meter, Protocol, Work
 from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.measuring.meter import MeasureProtocol, Meter, Work
 
-__all__ = ["Meter", "Metric", "Protocol", "Record", "Work"]
+__all__ = ["Meter", "Metric", "MeasureProtocol", "Record", "Work"]
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_efficientllm.glue.marker import Limit
+from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.storage.runfile import write_atomic, write_run
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
@@ -51,7 +51,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _limits(tolerances: Sequence[str]) -> list[Limit]:
     """`--tolerance AL=+10%` options as the marker's tolerance limits."""
-    from pytest_efficientllm.glue.marker import MarkerError, parse_limit
+    from pytest_efficientllm.core.limits import LimitError, parse_limit
     from pytest_efficientllm.report.inputs import ReportError
 
     limits = []
@@ -59,9 +59,9 @@ def _limits(tolerances: Sequence[str]) -> list[Limit]:
         name, sep, value = text.partition("=")
         try:
             if not sep:
-                raise MarkerError("expected METRIC=+N%")
+                raise LimitError("expected METRIC=+N%")
             limit = parse_limit(name.strip(), value.strip())
-        except (MarkerError, KeyError, ValueError) as exc:
+        except (LimitError, KeyError, ValueError) as exc:
             raise ReportError(f"--tolerance {text!r}: {exc}") from None
         if limit.kind != "tolerance":
             raise ReportError(f"--tolerance {text!r}: a tolerance looks like 'AL=+10%'; budgets are checked by the plugin")

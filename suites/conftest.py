@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).parent))  # the shared `efficientllm_model
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
 from efficientllm_models import SCALES, Scale, get_scale  # noqa: E402
 
 SEED = 0

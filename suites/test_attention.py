@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from efficientllm_models.builders import ATTENTION, attention_model, attention_settings
-from efficientllm_models.counting import cache_bytes, kv_cache_bytes_per_token, param_count
+from efficientllm_models.counting import (
+    cache_bytes,
+    kv_cache_bytes_per_token,
+    param_count,
+)
 from efficientllm_models.data import heldout_batch, training_batches
 from efficientllm_models.decoding import CachedGreedy
 from efficientllm_models.training import TrainingRun, heldout_loss

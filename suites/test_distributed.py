@@ -18,15 +18,15 @@ under torchrun: torchrun --nproc-per-node=2 -m pytest suites/test_distributed.py
 from __future__ import annotations
 
 import time
+
 import pytest
 import torch
 import torch.distributed as dist
-from torch import nn
-
 from efficientllm_models import Scale, seed
 from efficientllm_models.builders import attention_model
 from efficientllm_models.counting import param_count
 from efficientllm_models.data import training_batches
+from torch import nn
 
 WORLD_SIZE = 2
 PARALLEL = ("ddp", "fsdp2")

@@ -14,9 +14,14 @@ import math
 
 import pytest
 import torch
-
-from efficientllm_models.builders import (FINETUNE, NotApplicable, apply_technique, finetune_model,
-                                          finetune_settings, lora_layers)
+from efficientllm_models.builders import (
+    FINETUNE,
+    NotApplicable,
+    apply_technique,
+    finetune_model,
+    finetune_settings,
+    lora_layers,
+)
 from efficientllm_models.counting import optimizer_state_bytes, param_count
 from efficientllm_models.data import heldout_batch, training_batches
 from efficientllm_models.training import TrainingRun, heldout_loss

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from efficientllm_models.builders import FFN, ffn_model, ffn_settings, moe_active_params
 from efficientllm_models.counting import param_count
 from efficientllm_models.data import heldout_batch, training_batches
 from efficientllm_models.decoding import CachedGreedy
 from efficientllm_models.training import TrainingRun, heldout_loss
+from torch.utils.flop_counter import FlopCounterMode
 
 DTYPE_OF = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

@@ -17,13 +17,17 @@ import functools
 
 import pytest
 import torch
-from torch import nn
-
 from efficientllm_models import smollm2
-from efficientllm_models.builders import PRECISIONS, quant_model, quantized_linear_types, to_precision
+from efficientllm_models.builders import (
+    PRECISIONS,
+    quant_model,
+    quantized_linear_types,
+    to_precision,
+)
 from efficientllm_models.counting import param_count, storage_bytes
 from efficientllm_models.data import heldout_batch
 from efficientllm_models.decoding import CachedGreedy
+from torch import nn
 
 PPL_TOKENS = 1536   # tokens of pydoc_data.topics for SmolLM2's perplexity (3 windows)
 PPL_WINDOW = 512    # tokens per forward

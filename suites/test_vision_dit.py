@@ -21,14 +21,27 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from efficientllm_models.counting import param_count
 from efficientllm_models.training import TrainingRun
-from vision_models import PAPER_FAMILIES  # noqa: F401 - named by the conftest's scale fixture when it skips paper
-from vision_models import (DIT_KV_PROJECTIONS, VISION_ATTENTION, DiTShape, GroupedJointAttnProcessor,
-                           PatchSizeError, dit_loss, dit_model, dit_settings, eval_loss, flow_matching_batch,
-                           grating_latents, kv_activation_bytes, require, to_device, train_dtype,
-                           vision_scale)
+from vision_models import (
+    DIT_KV_PROJECTIONS,
+    PAPER_FAMILIES,  # noqa: F401 - named by the conftest's scale fixture when it skips paper
+    VISION_ATTENTION,
+    DiTShape,
+    GroupedJointAttnProcessor,
+    PatchSizeError,
+    dit_loss,
+    dit_model,
+    dit_settings,
+    eval_loss,
+    flow_matching_batch,
+    grating_latents,
+    kv_activation_bytes,
+    require,
+    to_device,
+    train_dtype,
+    vision_scale,
+)
 
 require("diffusers")
 

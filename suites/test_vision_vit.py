@@ -19,13 +19,27 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from efficientllm_models.counting import param_count
 from efficientllm_models.training import TrainingRun
-from vision_models import PAPER_FAMILIES  # noqa: F401 - named by the conftest's scale fixture when it skips paper
-from vision_models import (VISION_ATTENTION, VIT_KV_PROJECTIONS, PatchSizeError, ViTShape, eval_loss, patch_masks,
-                           gratings, kv_activation_bytes, require, to_device, train_dtype, vision_scale, vit_layers, vit_loss, vit_model,
-                           vit_settings)
+from vision_models import (
+    PAPER_FAMILIES,  # noqa: F401 - named by the conftest's scale fixture when it skips paper
+    VISION_ATTENTION,
+    VIT_KV_PROJECTIONS,
+    PatchSizeError,
+    ViTShape,
+    eval_loss,
+    gratings,
+    kv_activation_bytes,
+    patch_masks,
+    require,
+    to_device,
+    train_dtype,
+    vision_scale,
+    vit_layers,
+    vit_loss,
+    vit_model,
+    vit_settings,
+)
 
 require("transformers")
 

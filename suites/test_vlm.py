@@ -25,14 +25,37 @@ import math
 
 import pytest
 import torch
-
-from efficientllm_models.builders import NotApplicable, lora_layers, quantized_linear_types, to_precision
-from efficientllm_models.counting import _flat, optimizer_state_bytes, param_count, storage_bytes
+from efficientllm_models.builders import (
+    NotApplicable,
+    lora_layers,
+    quantized_linear_types,
+    to_precision,
+)
+from efficientllm_models.counting import (
+    _flat,
+    optimizer_state_bytes,
+    param_count,
+    storage_bytes,
+)
 from efficientllm_models.training import TrainingRun
-from vision_models import PAPER_FAMILIES  # noqa: F401 - named by the conftest's scale fixture when it skips paper
-from vision_models import (VLM_FINETUNE, VLM_PRECISIONS, apply_vlm_technique, eval_loss, require,
-                           vision_scale, vision_tower, vlm_loss, vlm_model, vlm_samples, vlm_settings, vlm_slice,
-                           to_device, train_dtype, weight_storage_bytes)
+from vision_models import (
+    PAPER_FAMILIES,  # noqa: F401 - named by the conftest's scale fixture when it skips paper
+    VLM_FINETUNE,
+    VLM_PRECISIONS,
+    apply_vlm_technique,
+    eval_loss,
+    require,
+    to_device,
+    train_dtype,
+    vision_scale,
+    vision_tower,
+    vlm_loss,
+    vlm_model,
+    vlm_samples,
+    vlm_settings,
+    vlm_slice,
+    weight_storage_bytes,
+)
 
 require("transformers")
 

@@ -30,10 +30,9 @@ from typing import Any, Callable
 
 import pytest
 import torch
-from torch import nn
-
 from efficientllm_models.builders import PEFT_TARGETS, NotApplicable, submodule
 from efficientllm_models.scales import Scale
+from torch import nn
 
 VISION_ATTENTION = ("mha", "mqa", "gqa")
 VLM_FINETUNE = ("full", "freeze", "lora", "rslora", "dora")
@@ -595,7 +594,9 @@ CLASS_NAMES = ("level", "rising", "upright", "falling")  # orientation of the st
 
 def image_processor(s: VLMShape) -> Any:
     """transformers' own Qwen2-VL image processor (PIL backend), fixed to the shape's image area (no resizing)."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
 
     area = s.image_px * s.image_px
     return Qwen2VLImageProcessorPil(size={"shortest_edge": area, "longest_edge": area}, patch_size=s.patch,

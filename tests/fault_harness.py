@@ -17,7 +17,7 @@ RECORDS_FILE = "recorded.json"
 # A conftest for pytester projects: at session end, the records the plugin kept, by node id.
 RECORDS_CONFTEST = f'''
 import json
-from pytest_efficientllm.glue.hooks import SESSION_KEY
+from pytest_efficientllm.glue.state import SESSION_KEY
 
 def pytest_sessionfinish(session):
     eff = session.config.stash.get(SESSION_KEY, None)

@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 from record_builders import counted, latency, record
 
-from pytest_efficientllm.storage.baselines import BaselineError, BaselineStore, baseline_relpath
+from pytest_efficientllm.storage.baselines import (
+    BaselineError,
+    BaselineStore,
+    baseline_relpath,
+)
 
 ODD_ID = "tests/sub/test_odd.py::test_case[a/b c-ü-日本]"
 

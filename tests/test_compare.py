@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from record_builders import counted, latency, record
 
-from pytest_efficientllm.judging.compare import compare_record, fingerprint_diff
-from pytest_efficientllm.glue.marker import parse_limit
+from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.judging.compare import compare_record, fingerprint_diff
 
 
 def gpu_record(*metrics, **kwargs):
@@ -203,8 +203,8 @@ def _latency_metric(samples, history=()):
 
 
 def _verdict_of(base, cur):
-    from pytest_efficientllm.judging.compare import compare_record
     from pytest_efficientllm.core.record import Record
+    from pytest_efficientllm.judging.compare import compare_record
 
     b = Record("t.py::t", "cpu", metrics={"cpu_time_per_round": base})
     c = Record("t.py::t", "cpu", metrics={"cpu_time_per_round": cur})
@@ -229,8 +229,8 @@ def test_with_a_one_run_baseline_the_within_run_rule_decides_and_says_so() -> No
 
 
 def test_update_keeps_the_medians_of_earlier_runs(tmp_path) -> None:
-    from pytest_efficientllm.storage.baselines import BaselineStore
     from pytest_efficientllm.core.record import Record
+    from pytest_efficientllm.storage.baselines import BaselineStore
 
     store = BaselineStore(tmp_path, "cpu")
     for median in (0.010, 0.012, 0.011):

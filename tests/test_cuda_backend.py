@@ -9,8 +9,18 @@ from typing import Any
 import pytest
 from nvml_double import FakeGpu, FakePynvml
 
-from pytest_efficientllm.measuring.meter import Meter, Protocol, Work, derive_metrics
-from pytest_efficientllm.telemetry.cuda import CudaAllocatorProbe, CudaEventTimer, cuda_backend, gpu_peak_flops
+from pytest_efficientllm.measuring.backends import cuda_backend
+from pytest_efficientllm.measuring.meter import (
+    MeasureProtocol,
+    Meter,
+    Work,
+    derive_metrics,
+)
+from pytest_efficientllm.telemetry.cuda import (
+    CudaAllocatorProbe,
+    CudaEventTimer,
+    gpu_peak_flops,
+)
 
 UUID = "aaaa1111-0000-0000-0000-000000000000"
 
@@ -171,7 +181,7 @@ def test_gpu_backend_end_to_end_with_doubles() -> None:
         cuda.free(2**20)
 
     t_before = time.perf_counter()
-    result = meter.run_window(work, Protocol(rounds=3, warmup=0))
+    result = meter.run_window(work, MeasureProtocol(rounds=3, warmup=0))
     t_after = time.perf_counter()
     metrics = derive_metrics(result, Work(tokens=10, flops=10**12), meter.flops_of(work, Work(flops=10**12)), backend)
     assert metrics["peak_memory_delta"].value == 2**20
@@ -191,7 +201,7 @@ def test_torch_and_nvml_disagreeing_on_the_device_disables_nvml_with_the_fix_nam
     cuda = FakeTorchCuda(uuid="bbbb2222-0000-0000-0000-000000000000")
     backend = fake_backend(cuda, FakePynvml([FakeGpu("GPU-" + UUID), FakeGpu("GPU-bbbb2222-0000-0000-0000-000000000000")]))
     assert len(backend.notices) == 1 and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in backend.notices[0]
-    result = Meter(backend).run_window(lambda: time.sleep(0.001), Protocol(rounds=1, warmup=0))
+    result = Meter(backend).run_window(lambda: time.sleep(0.001), MeasureProtocol(rounds=1, warmup=0))
     energy = result.readings["energy"]
     assert energy.value is None and "CUDA_DEVICE_ORDER" in energy.note
 
@@ -201,7 +211,7 @@ def test_without_nvml_gpu_energy_is_unavailable_not_a_cpu_estimate() -> None:
     backend = fake_backend(cuda, None)
     assert any("nvidia-ml-py" in n for n in backend.notices)
     meter = Meter(backend)
-    result = meter.run_window(lambda: time.sleep(0.001), Protocol(rounds=2, warmup=0))
+    result = meter.run_window(lambda: time.sleep(0.001), MeasureProtocol(rounds=2, warmup=0))
     metrics = derive_metrics(result, Work(), meter.flops_of(lambda: None, Work(count_flops=False)), backend)
     assert metrics["energy"].value is None and metrics["AEC"].value is None
     assert metrics["peak_memory"].value is not None  # the allocator still reports

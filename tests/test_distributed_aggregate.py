@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.distributed.aggregate import AggregateError, aggregate
 from pytest_efficientllm.distributed.hooks import collection_mismatch
-from pytest_efficientllm.distributed.outcome import DIED, FAILED, MISSING, PASSED, SKIPPED, RankOutcome, failure_message
-from pytest_efficientllm.distributed.torchrun import TorchrunEnvError, detect, is_reporting_rank
-from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.distributed.outcome import (
+    DIED,
+    FAILED,
+    MISSING,
+    PASSED,
+    SKIPPED,
+    RankOutcome,
+    failure_message,
+)
+from pytest_efficientllm.distributed.torchrun import (
+    TorchrunEnvError,
+    detect,
+    is_reporting_rank,
+)
 
 RAPL = "RAPL energy_uj package counters"
 NVML = "NVML nvmlDeviceGetTotalEnergyConsumption"

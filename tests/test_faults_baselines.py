@@ -21,11 +21,10 @@ from pathlib import Path
 import pytest
 from fault_harness import RECORDS_CONFTEST, recorded
 from record_builders import counted, latency, record
+from test_baseline_store import _make_read_only, _undo_read_only
 
 from pytest_efficientllm.storage import runfile
 from pytest_efficientllm.storage.baselines import BaselineStore, read_entries
-
-from test_baseline_store import _make_read_only, _undo_read_only
 
 NODE = "tests/test_x.py::test_0"
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")

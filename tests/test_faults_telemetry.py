@@ -15,9 +15,14 @@ from pathlib import Path
 import pytest
 from fault_harness import RECORDS_CONFTEST, recorded
 
-from pytest_efficientllm.measuring.backends import Backend, cpu_backend
-from pytest_efficientllm.measuring.meter import Meter, Protocol, Work, derive_metrics
 from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.measuring.backends import Backend, cpu_backend
+from pytest_efficientllm.measuring.meter import (
+    MeasureProtocol,
+    Meter,
+    Work,
+    derive_metrics,
+)
 from pytest_efficientllm.telemetry import rapl
 
 MiB = 2**20
@@ -28,7 +33,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarni
 def _measure(backend: Backend, fn, rounds: int = 3) -> dict[str, Metric]:
     work = Work(count_flops=False)
     meter = Meter(backend)
-    result = meter.run_window(fn, Protocol(rounds=rounds, warmup=0))
+    result = meter.run_window(fn, MeasureProtocol(rounds=rounds, warmup=0))
     return derive_metrics(result, work, meter.flops_of(fn, work), backend)
 
 

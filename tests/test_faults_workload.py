@@ -17,10 +17,10 @@ import pytest
 import torch
 from fault_harness import RECORDS_CONFTEST, metric_value, recorded
 
-from pytest_efficientllm.measuring.backends import cpu_backend
-from pytest_efficientllm.judging.leak import find_leak
-from pytest_efficientllm.measuring.meter import Meter, Protocol
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.judging.leak import find_leak
+from pytest_efficientllm.measuring.backends import cpu_backend
+from pytest_efficientllm.measuring.meter import MeasureProtocol, Meter
 
 MiB = 2**20
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
@@ -57,12 +57,12 @@ def test_an_exception_in_round_3_propagates_as_itself_and_stops_every_sampler(me
             raise InjectedFault("round 3")
 
     with pytest.raises(InjectedFault, match="round 3"):
-        meter.run_window(flaky, Protocol(rounds=10, warmup=0))
+        meter.run_window(flaky, MeasureProtocol(rounds=10, warmup=0))
     assert len(calls) == 3, "rounds must stop at the failure"
     assert _samplers_alive() == []
 
     # The next window measures a known allocation as if nothing had happened.
-    result = meter.run_window(lambda: _allocate(64 * MiB), Protocol(rounds=2, warmup=0))
+    result = meter.run_window(lambda: _allocate(64 * MiB), MeasureProtocol(rounds=2, warmup=0))
     delta = result.readings["peak_memory_delta"].value
     assert 64 * MiB - 1 * MiB <= delta <= 64 * MiB + 4 * MiB, delta
 
@@ -108,9 +108,9 @@ def test_an_allocation_the_machine_cannot_satisfy_is_a_clean_failure(meter: Mete
         torch.empty(2**61, dtype=torch.uint8)  # 2 EiB: refused by the allocator, nothing touched
 
     with pytest.raises(RuntimeError, match="can't allocate memory"):
-        meter.run_window(oom, Protocol(rounds=3, warmup=0))
+        meter.run_window(oom, MeasureProtocol(rounds=3, warmup=0))
     assert _samplers_alive() == []
-    result = meter.run_window(lambda: _allocate(32 * MiB), Protocol(rounds=2, warmup=0))
+    result = meter.run_window(lambda: _allocate(32 * MiB), MeasureProtocol(rounds=2, warmup=0))
     assert 31 * MiB <= result.readings["peak_memory_delta"].value <= 36 * MiB
 
 
@@ -152,7 +152,7 @@ def test_out_of_memory_in_a_pytest_run_fails_that_test_and_records_nothing_for_i
 def test_a_budgeted_allocator_running_out_mid_window_discards_the_window(meter: Meter) -> None:
     alloc = BudgetedAllocatorDouble(budget_bytes=3 * MiB)
     with pytest.raises(MemoryError, match="budget"):
-        meter.run_window(lambda: alloc.allocate(1 * MiB), Protocol(rounds=10, warmup=0))
+        meter.run_window(lambda: alloc.allocate(1 * MiB), MeasureProtocol(rounds=10, warmup=0))
     assert len(alloc.held) == 3 and _samplers_alive() == []
 
 
@@ -166,13 +166,14 @@ def test_a_budgeted_allocator_running_out_mid_window_discards_the_window(meter: 
 LEAK_SCENARIO = """
 import json, sys, time
 from pytest_efficientllm.measuring.backends import Backend, cpu_backend
-from pytest_efficientllm.judging.leak import RetainedMemoryProbe
-from pytest_efficientllm.measuring.meter import Meter, Protocol, Work, derive_metrics
+from pytest_efficientllm.telemetry.retained_memory import RetainedMemoryProbe
+from pytest_efficientllm.telemetry.procfs import ProcPaths, read_rss_bytes
+from pytest_efficientllm.measuring.meter import Meter, MeasureProtocol, Work, derive_metrics
 from pytest_efficientllm.core.record import Record
 
 MiB = 2**20
 base = cpu_backend(threads=1, sample_interval_s=0.005)
-meter = Meter(Backend("cpu", base.timer, lambda: base.make_probes() + [RetainedMemoryProbe(interval_s=0.005)],
+meter = Meter(Backend("cpu", base.timer, lambda: base.make_probes() + [RetainedMemoryProbe(lambda: read_rss_bytes(ProcPaths()), interval_s=0.005)],
                       base.synchronize, base.peak_flops, base.sources))
 kept = []
 
@@ -192,7 +193,7 @@ def fills_cache_once():
 
 fn, rounds = {"leaky": (leaky, 20), "steady": (steady, 20), "cache": (fills_cache_once, 30)}[sys.argv[1]]
 work = Work(count_flops=False)
-result = meter.run_window(fn, Protocol(rounds=rounds, warmup=0))
+result = meter.run_window(fn, MeasureProtocol(rounds=rounds, warmup=0))
 record = Record("tests/x.py::t", "cpu")
 for metric in derive_metrics(result, work, meter.flops_of(fn, work), meter.backend).values():
     record.add(metric)

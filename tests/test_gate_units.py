@@ -12,13 +12,13 @@ import pytest
 from record_builders import counted, latency, record
 from test_cuda_backend import FakeTorchCuda
 
-from pytest_efficientllm.measuring.calibration import Calibrator
-from pytest_efficientllm.judging.gate import GateOptions, effective_limits, judge, parse_limit_assignments
+from pytest_efficientllm.core.limits import parse_limit, parse_limit_assignments
 from pytest_efficientllm.glue.state import TestResult
-from pytest_efficientllm.glue.marker import parse_limit
 from pytest_efficientllm.glue.summary import WIDTH, _threads_line, details, table
-from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.glue.worker import lock_device, parse_devices, pin_device
+from pytest_efficientllm.judging.gate import GateOptions, effective_limits, judge
+from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.measuring.calibration import Calibrator
 
 
 def statuses(verdicts: list[Verdict]) -> dict[str, str]:
@@ -209,8 +209,8 @@ def test_the_summary_says_when_workers_share_a_gpu_under_its_lock() -> None:
 
 
 def test_a_baseline_at_another_world_size_is_reported_not_compared() -> None:
-    from pytest_efficientllm.judging.gate import GateOptions, judge
     from pytest_efficientllm.core.record import Metric, Record
+    from pytest_efficientllm.judging.gate import GateOptions, judge
 
     al = Metric("AL", 1.0, "s", "lower", "measured", "t", samples=(1.0,) * 5)
     baseline = Record("t.py::t", "cpu", metrics={"AL": al}, world_size=2)

@@ -14,9 +14,9 @@ import pytest
 import torch
 from record_builders import counted, record
 
-from pytest_efficientllm.storage.baselines import BaselineStore
 from pytest_efficientllm.judging.compare import fingerprint_diff
 from pytest_efficientllm.measuring.session import EfficiencySession, Options
+from pytest_efficientllm.storage.baselines import BaselineStore
 
 SUITE = """
 import os, pytest

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from pytest_efficientllm.measuring.backends import cpu_backend
-from pytest_efficientllm.measuring.meter import Meter, Protocol, Work, derive_metrics
+from pytest_efficientllm.measuring.meter import (
+    MeasureProtocol,
+    Meter,
+    Work,
+    derive_metrics,
+)
 
 MiB = 2**20
 
@@ -18,7 +23,7 @@ def meter() -> Meter:
     return Meter(cpu_backend(threads=1))
 
 
-def measure(meter: Meter, fn, work: Work = Work(), protocol: Protocol = Protocol(rounds=3, warmup=0)):
+def measure(meter: Meter, fn, work: Work = Work(), protocol: MeasureProtocol = MeasureProtocol(rounds=3, warmup=0)):
     flops = meter.flops_of(fn, work)
     result = meter.run_window(fn, protocol)
     return derive_metrics(result, work, flops, meter.backend)
@@ -52,7 +57,7 @@ def test_a_matmul_counts_exactly_2mnk_flops(meter: Meter) -> None:
 
 def test_a_workload_of_known_duration_is_measured_within_tolerance(meter: Meter) -> None:
     # sleep() only guarantees a lower bound; 10 ms of slack covers scheduler wake-up on a busy CI box.
-    metrics = measure(meter, lambda: time.sleep(0.05), Work(tokens=10, count_flops=False), Protocol(rounds=4, warmup=0))
+    metrics = measure(meter, lambda: time.sleep(0.05), Work(tokens=10, count_flops=False), MeasureProtocol(rounds=4, warmup=0))
     al = metrics["AL"]
     assert len(al.samples) == 4
     assert all(0.05 <= s < 0.06 for s in al.samples), al.samples
@@ -61,7 +66,7 @@ def test_a_workload_of_known_duration_is_measured_within_tolerance(meter: Meter)
 
 
 def test_rounds_continue_until_min_time_is_met(meter: Meter) -> None:
-    metrics = measure(meter, lambda: time.sleep(0.01), Work(count_flops=False), Protocol(rounds=1, warmup=0, min_time_s=0.1))
+    metrics = measure(meter, lambda: time.sleep(0.01), Work(count_flops=False), MeasureProtocol(rounds=1, warmup=0, min_time_s=0.1))
     assert metrics["rounds"].value >= 9
 
 
@@ -94,12 +99,12 @@ def test_unavailable_metrics_are_none_with_a_reason_never_zero(meter: Meter) -> 
 
 
 def test_each_round_carries_its_cpu_seconds_and_sleep_costs_none(meter: Meter) -> None:
-    metrics = measure(meter, lambda: time.sleep(0.02), Work(count_flops=False), Protocol(rounds=3, warmup=0))
+    metrics = measure(meter, lambda: time.sleep(0.02), Work(count_flops=False), MeasureProtocol(rounds=3, warmup=0))
     per_round = metrics["cpu_time_per_round"]
     assert len(per_round.samples) == 3
     # A sleeping round waits 20 ms of wall clock but burns (almost) no CPU.
     assert all(s < 0.005 for s in per_round.samples), per_round.samples
-    metrics = measure(meter, lambda: sum(range(300_000)), Work(count_flops=False), Protocol(rounds=3, warmup=0))
+    metrics = measure(meter, lambda: sum(range(300_000)), Work(count_flops=False), MeasureProtocol(rounds=3, warmup=0))
     per_round, wall = metrics["cpu_time_per_round"], metrics["AL"]
     # A pure-Python loop on one thread: its CPU seconds are at most its wall seconds.
     assert all(0 < c <= w * 1.05 + 1e-4 for c, w in zip(per_round.samples, wall.samples))
@@ -118,7 +123,7 @@ def test_cyclic_garbage_left_by_set_up_is_freed_before_the_first_round(meter: Me
             events.append("freed")
 
     Node()
-    result = meter.run_window(lambda: events.append("round"), Protocol(rounds=2, warmup=0))
+    result = meter.run_window(lambda: events.append("round"), MeasureProtocol(rounds=2, warmup=0))
     assert events[:1] == ["freed"], events
     assert events.count("round") == len(result.latencies_s) >= 2
 

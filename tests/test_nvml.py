@@ -6,7 +6,7 @@ import pytest
 from nvml_double import FakeClock, FakeGpu, FakePynvml
 
 from pytest_efficientllm.measuring.backends import Backend
-from pytest_efficientllm.measuring.meter import Meter, Protocol
+from pytest_efficientllm.measuring.meter import MeasureProtocol, Meter
 from pytest_efficientllm.telemetry.base import TelemetryError
 from pytest_efficientllm.telemetry.nvml import (
     SHORT_WINDOW_UPDATES,
@@ -198,7 +198,7 @@ def test_sampler_error_in_the_middle_of_a_window_fails_the_measurement() -> None
         time.sleep(0.02)
 
     with pytest.raises(TelemetryError, match="nvmlDeviceGetMemoryInfo failed: Unknown Error"):
-        Meter(backend).run_window(workload, Protocol(rounds=1, warmup=0))
+        Meter(backend).run_window(workload, MeasureProtocol(rounds=1, warmup=0))
 
 
 # -- which devices ------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def run_rounds(nv: FakePynvml, devs: NvmlSet, timer, rounds: int = 5) -> None:
         nv.mark("<round end>")
 
     backend = Backend("h100", timer, lambda: devs.make_probes(0.002), lambda: None, None)
-    Meter(backend).run_window(workload, Protocol(rounds=rounds, warmup=0))
+    Meter(backend).run_window(workload, MeasureProtocol(rounds=rounds, warmup=0))
 
 
 def test_no_nvml_call_between_timed_rounds_only_at_open_close_and_in_the_sampler() -> None:

@@ -69,7 +69,7 @@ def test_bad_marker_arguments_are_collection_errors_naming_test_and_argument(
     ],
 )
 def test_budgets_parse_to_the_metric_unit(key: str, text: str, op: str, bound: float) -> None:
-    from pytest_efficientllm.glue.marker import parse_limit
+    from pytest_efficientllm.core.limits import parse_limit
 
     limit = parse_limit(key, text)
     assert (limit.kind, limit.op) == ("budget", op)
@@ -77,9 +77,9 @@ def test_budgets_parse_to_the_metric_unit(key: str, text: str, op: str, bound: f
 
 
 def test_an_energy_per_token_budget_in_watts_names_the_units_it_takes() -> None:
-    from pytest_efficientllm.glue.marker import MarkerError, parse_limit
+    from pytest_efficientllm.core.limits import LimitError, parse_limit
 
-    with pytest.raises(MarkerError, match=r"energy_per_token='<= 5 W'.*unknown unit 'W'.*j/tok"):
+    with pytest.raises(LimitError, match=r"energy_per_token='<= 5 W'.*unknown unit 'W'.*j/tok"):
         parse_limit("energy_per_token", "<= 5 W")
 
 

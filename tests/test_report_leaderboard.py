@@ -10,8 +10,18 @@ from __future__ import annotations
 import pytest
 
 from pytest_efficientllm.core.record import Metric, Record, unavailable
-from pytest_efficientllm.report.axes import axis_of, function_of, hardware_label, technique_of
-from pytest_efficientllm.report.leaderboard import competition_ranks, leaderboards, pareto_front, primary_quality
+from pytest_efficientllm.report.axes import (
+    axis_of,
+    function_of,
+    hardware_label,
+    technique_of,
+)
+from pytest_efficientllm.report.leaderboard import (
+    competition_ranks,
+    leaderboards,
+    pareto_front,
+    primary_quality,
+)
 from pytest_efficientllm.storage.runfile import Run
 
 CPU_FP = {"cpu_model": "Test CPU 9000", "machine": "x86_64", "cpu_count": 2,

@@ -10,10 +10,10 @@ import pytest
 from test_report_leaderboard import sample_run
 
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.core.units import format_value
 from pytest_efficientllm.report.axes import technique_of
 from pytest_efficientllm.report.inputs import ReportError
 from pytest_efficientllm.report.write import write_report
-from pytest_efficientllm.core.units import format_value
 
 CELL = re.compile(r"^(?P<value>.*?)(?P<est>~)?(?: #(?P<rank>\d+))?$")
 

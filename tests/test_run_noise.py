@@ -12,12 +12,18 @@ import math
 import numpy as np
 import pytest
 
-from pytest_efficientllm.judging import run_noise
-from pytest_efficientllm.storage.baselines import BaselineStore
-from pytest_efficientllm.judging.compare import compare_record
-from pytest_efficientllm.glue.marker import parse_limit
+from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric, Record
-from pytest_efficientllm.judging.run_noise import PREDICTION, RunPrior, moderate, pool, predict
+from pytest_efficientllm.judging import run_noise
+from pytest_efficientllm.judging.compare import compare_record
+from pytest_efficientllm.judging.run_noise import (
+    PREDICTION,
+    RunPrior,
+    moderate,
+    pool,
+    predict,
+)
+from pytest_efficientllm.storage.baselines import BaselineStore
 
 ROUNDS = (1.0, 1.01, 0.99, 1.0, 1.005, 0.995, 1.0)  # each run's rounds agree to ~1%
 TOL5 = (parse_limit("cpu_time_per_round", "+5%"),)

@@ -16,9 +16,9 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from side_by_side.workloads import allocate_64_mib, build  # noqa: E402
-
 import torch  # noqa: E402
+
+from side_by_side.workloads import allocate_64_mib, build  # noqa: E402
 
 ROUNDS = int(os.environ.get("SBS_ROUNDS", "10"))
 torch.set_num_threads(1)  # as --efficiency-threads=1 does in the runs with our plugin

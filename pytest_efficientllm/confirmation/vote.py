@@ -46,10 +46,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_efficientllm.measuring import process_layout as layout
 from pytest_efficientllm.core.record import Record
-from pytest_efficientllm.storage.runfile import RunFileError, read_run
 from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.measuring import process_layout as layout
+from pytest_efficientllm.storage.runfile import RunFileError, read_run
 
 CONFIRM_ENV = "PYTEST_EFFICIENTLLM_CONFIRMING"
 DEFAULT_PROCESSES = 2

@@ -11,6 +11,10 @@ Plain functions for code that must act on one rank only: `is_reporting_rank()`, 
 """
 
 from pytest_efficientllm.distributed.aggregate import AggregateError, aggregate
-from pytest_efficientllm.distributed.torchrun import TorchrunEnv, detect, is_reporting_rank
+from pytest_efficientllm.distributed.torchrun import (
+    TorchrunEnv,
+    detect,
+    is_reporting_rank,
+)
 
 __all__ = ["AggregateError", "TorchrunEnv", "aggregate", "detect", "is_reporting_rank"]

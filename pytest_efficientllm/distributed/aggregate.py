@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_efficientllm.measuring.meter import WindowResult, Work, derive_metrics
 from pytest_efficientllm.core.record import Metric, Record, unavailable
+from pytest_efficientllm.measuring.meter import WindowResult, Work, derive_metrics
 
 MEMORY = ("peak_memory", "peak_memory_delta", "peak_memory_reserved", "AMU", "AMU_fraction", "host_peak_memory", "host_AMU")
 SUMMED_BESIDE = {"peak_memory": "peak_memory_sum", "AMU": "AMU_sum"}

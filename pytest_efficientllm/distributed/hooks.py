@@ -20,15 +20,35 @@ from typing import Any
 import pytest
 
 from pytest_efficientllm.core.devices import usable_cores
-from pytest_efficientllm.glue.hooks import FIXTURE_KEY, SESSION_KEY, SPEC_KEY
 from pytest_efficientllm.core.record import Record
-from pytest_efficientllm.measuring.session import EfficiencySession
 from pytest_efficientllm.distributed import torchrun
 from pytest_efficientllm.distributed.aggregate import aggregate
-from pytest_efficientllm.distributed.collectives import DEFAULT_TIMEOUT_S, RankContext, all_gather, default_backend, gather_to_root, join, leave
-from pytest_efficientllm.distributed.outcome import FAILED, PASSED, SKIPPED, RankOutcome, failure_message, format_error, skip_reason
+from pytest_efficientllm.distributed.collectives import (
+    DEFAULT_TIMEOUT_S,
+    RankContext,
+    all_gather,
+    default_backend,
+    gather_to_root,
+    join,
+    leave,
+)
+from pytest_efficientllm.distributed.outcome import (
+    FAILED,
+    PASSED,
+    SKIPPED,
+    RankOutcome,
+    failure_message,
+    format_error,
+    skip_reason,
+)
 from pytest_efficientllm.distributed.rank import RankEfficiency, TestBody
-from pytest_efficientllm.distributed.spawn import START_METHODS, choose_start_method, run_ranks
+from pytest_efficientllm.distributed.spawn import (
+    START_METHODS,
+    choose_start_method,
+    run_ranks,
+)
+from pytest_efficientllm.glue.state import FIXTURE_KEY, SESSION_KEY, SPEC_KEY
+from pytest_efficientllm.measuring.session import EfficiencySession
 
 TORCHRUN_PLUGIN = "efficiency-torchrun"
 

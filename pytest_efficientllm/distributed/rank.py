@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-from pytest_efficientllm.measuring.backends import Backend
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.distributed.collectives import RankContext, barrier
 from pytest_efficientllm.glue.fixture import Efficiency
 from pytest_efficientllm.glue.marker import MarkerSpec
-from pytest_efficientllm.measuring.meter import Protocol, WindowResult, Work
-from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.measuring.backends import Backend
+from pytest_efficientllm.measuring.meter import MeasureProtocol, WindowResult, Work
 from pytest_efficientllm.measuring.session import EfficiencySession, Options
 from pytest_efficientllm.telemetry.base import Probe
-from pytest_efficientllm.distributed.collectives import RankContext, barrier
 
 
 class _OpenBarrier(Probe):
@@ -73,7 +73,7 @@ def with_barriers(backend: Backend, arrive: Callable[[], None]) -> Backend:
 def rank_spec(spec: MarkerSpec) -> MarkerSpec:
     """Exactly `rounds` rounds in every rank, so collectives inside rounds stay matched."""
     p = spec.protocol
-    return dataclasses.replace(spec, protocol=Protocol(rounds=p.rounds, warmup=p.warmup, min_time_s=0.0, max_rounds=p.rounds))
+    return dataclasses.replace(spec, protocol=MeasureProtocol(rounds=p.rounds, warmup=p.warmup, min_time_s=0.0, max_rounds=p.rounds))
 
 
 class RankEfficiency(Efficiency):

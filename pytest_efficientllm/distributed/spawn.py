@@ -35,8 +35,21 @@ from pathlib import Path
 from typing import Any
 
 # torch is imported inside the functions, as in collectives: this module loads with the plugin.
-from pytest_efficientllm.distributed.collectives import DEFAULT_TIMEOUT_S, RankContext, join, leave
-from pytest_efficientllm.distributed.outcome import DIED, FAILED, MISSING, PASSED, SKIPPED, RankOutcome, format_error
+from pytest_efficientllm.distributed.collectives import (
+    DEFAULT_TIMEOUT_S,
+    RankContext,
+    join,
+    leave,
+)
+from pytest_efficientllm.distributed.outcome import (
+    DIED,
+    FAILED,
+    MISSING,
+    PASSED,
+    SKIPPED,
+    RankOutcome,
+    format_error,
+)
 
 START_METHODS = ("auto", "fork", "spawn", "forkserver")
 HOST = "127.0.0.1"

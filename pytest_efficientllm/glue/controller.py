@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from pytest_efficientllm.glue.state import GateState, TestResult
-from pytest_efficientllm.storage.runfile import Run, RunFileError, write_run
 from pytest_efficientllm.glue.worker import REPORT_ATTR, WORKEROUTPUT_KEY
+from pytest_efficientllm.storage.runfile import Run, RunFileError, write_run
 
 
 def receive(state: GateState, report: Any) -> TestResult | None:

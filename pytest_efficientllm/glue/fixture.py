@@ -8,10 +8,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pytest_efficientllm.glue.marker import MarkerSpec
-from pytest_efficientllm.measuring.meter import Meter, WindowResult, Work, derive_metrics
 from pytest_efficientllm.core.metrics import CATALOG
 from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.glue.marker import MarkerSpec
+from pytest_efficientllm.measuring.meter import (
+    Meter,
+    WindowResult,
+    Work,
+    derive_metrics,
+)
 from pytest_efficientllm.measuring.session import EfficiencySession
 
 

@@ -19,39 +19,50 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.runner import runtestprotocol  # pytest's protocol without its logging (as pytest-rerunfailures)
+from _pytest.runner import (
+    runtestprotocol,  # pytest's protocol without its logging (as pytest-rerunfailures)
+)
 
 from pytest_efficientllm.confirmation import vote as confirm
-
-from pytest_efficientllm.measuring import process_layout as layout
-
-from pytest_efficientllm.glue import controller as xdist_controller
-
-from pytest_efficientllm.glue import worker as xdist_worker
-from pytest_efficientllm.storage.baselines import BaselineError, BaselineStore
-from pytest_efficientllm.measuring.calibration import Calibrator
 from pytest_efficientllm.confirmation.queue import ConfirmQueue, Held
 from pytest_efficientllm.core.devices import PROFILES, ProfileError, usable_cores
-from pytest_efficientllm.glue.fixture import Efficiency
-from pytest_efficientllm.judging.gate import GateOptions, add_derived, effective_limits, judge, parse_limit_assignments
-from pytest_efficientllm.glue.state import GateState, TestResult
-from pytest_efficientllm.distributed import is_reporting_rank
-from pytest_efficientllm.judging.leak import find_leak
-from pytest_efficientllm.glue.marker import PROTOCOL_ARGS, Limit, MarkerError, MarkerSpec, parse_marker
-from pytest_efficientllm.measuring.meter import Protocol
+from pytest_efficientllm.core.limits import Limit, parse_limit_assignments
 from pytest_efficientllm.core.record import Record
-from pytest_efficientllm.judging.run_noise import RunPrior
-from pytest_efficientllm.measuring.session import EfficiencySession, Options
 from pytest_efficientllm.core.units import UnitError, parse_seconds
+from pytest_efficientllm.distributed import is_reporting_rank
+from pytest_efficientllm.glue import controller as xdist_controller
+from pytest_efficientllm.glue import worker as xdist_worker
+from pytest_efficientllm.glue.fixture import Efficiency
+from pytest_efficientllm.glue.marker import (
+    PROTOCOL_ARGS,
+    MarkerError,
+    parse_marker,
+)
+from pytest_efficientllm.glue.state import (
+    FIXTURE_KEY,
+    GATE_KEY,
+    HELD_KEY,
+    LAYOUT_PROBLEM_KEY,
+    SESSION_KEY,
+    SPEC_KEY,
+    WORKERS_LAYOUT_KEY,
+    GateState,
+    TestResult,
+)
+from pytest_efficientllm.judging.gate import (
+    GateOptions,
+    add_derived,
+    effective_limits,
+    judge,
+)
+from pytest_efficientllm.judging.leak import find_leak
+from pytest_efficientllm.judging.run_noise import RunPrior
 from pytest_efficientllm.judging.verdicts import Verdict
-
-SESSION_KEY = pytest.StashKey[EfficiencySession]()
-SPEC_KEY = pytest.StashKey[MarkerSpec]()
-FIXTURE_KEY = pytest.StashKey[Efficiency]()
-GATE_KEY = pytest.StashKey[GateState]()
-LAYOUT_PROBLEM_KEY = pytest.StashKey[str]()
-WORKERS_LAYOUT_KEY = pytest.StashKey[str]()  # why xdist workers could not be padded ("" when they were)
-HELD_KEY = pytest.StashKey[Held]()
+from pytest_efficientllm.measuring import process_layout as layout
+from pytest_efficientllm.measuring.calibration import Calibrator
+from pytest_efficientllm.measuring.meter import MeasureProtocol
+from pytest_efficientllm.measuring.session import EfficiencySession, Options
+from pytest_efficientllm.storage.baselines import BaselineError, BaselineStore
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -129,7 +140,7 @@ def options_from_config(config: pytest.Config) -> Options:
         raise pytest.UsageError(f"efficiency options: {exc}") from None
     if rounds < 1 or warmup < 0 or min_time < 0 or (threads is not None and threads < 1):
         raise pytest.UsageError("efficiency options: rounds >= 1, warmup >= 0, min-time >= 0 and threads >= 1 are required")
-    return Options(gpu=str(_setting(config, "gpu")), defaults=Protocol(rounds, warmup, min_time), threads=threads)
+    return Options(gpu=str(_setting(config, "gpu")), defaults=MeasureProtocol(rounds, warmup, min_time), threads=threads)
 
 
 def gate_state_from_config(config: pytest.Config, profile: str) -> GateState:

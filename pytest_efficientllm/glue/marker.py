@@ -12,36 +12,26 @@ expected shape; the plugin adds the test id.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pytest_efficientllm.measuring.meter import WORKLOADS, Protocol
-from pytest_efficientllm.core.metrics import resolve_name, spec
-from pytest_efficientllm.core.units import UnitError, parse_percent, parse_quantity, parse_seconds
+from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
+from pytest_efficientllm.core.units import (
+    UnitError,
+    parse_seconds,
+)
+from pytest_efficientllm.measuring.meter import WORKLOADS, MeasureProtocol
 
 PROTOCOL_ARGS = ("rounds", "warmup", "min_time", "max_rounds", "workload", "flops", "world_size")
 
 
-class MarkerError(ValueError):
+class MarkerError(LimitError):
     """A bad `efficiency` marker argument; the message names the argument."""
 
 
 @dataclass(frozen=True)
-class Limit:
-    """A budget (`op` and `bound` in the metric's canonical unit) or a tolerance (`relative`)."""
-
-    metric: str
-    kind: Literal["budget", "tolerance"]
-    text: str
-    op: str = ""
-    bound: float = 0.0
-    relative: float = 0.0
-
-
-@dataclass(frozen=True)
 class MarkerSpec:
-    protocol: Protocol
+    protocol: MeasureProtocol
     workload: str = "inference"
     count_flops: bool = True
     limits: tuple[Limit, ...] = field(default_factory=tuple)
@@ -56,37 +46,7 @@ def _int_arg(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def parse_limit(key: str, value: Any) -> Limit:
-    try:
-        metric = resolve_name(key)
-    except KeyError as exc:
-        raise MarkerError(f"{key}={value!r}: {exc.args[0]}") from None
-    unit = spec(metric).unit
-    example = f"'<= 5 {unit}'" if unit and unit not in ("fraction", "x") else "'>= 0.5'"
-    shape = f"expected a budget like {example} or a tolerance like '+5%'"
-    if not isinstance(value, str):
-        raise MarkerError(f"{key}={value!r}: {shape}")
-    text = value.strip()
-    if text.endswith("%") and text[:1] in "+-":
-        try:
-            return Limit(metric, "tolerance", text, relative=parse_percent(text))
-        except UnitError:
-            raise MarkerError(f"{key}={value!r}: {shape}") from None
-    match = re.fullmatch(r"(<=|>=)\s*(.+)", text)
-    if not match:
-        raise MarkerError(f"{key}={value!r}: {shape}")
-    op, rest = match.groups()
-    try:
-        if unit == "fraction" and rest.strip().endswith("%"):
-            bound = float(rest.strip()[:-1]) / 100.0
-        else:
-            bound = parse_quantity(rest, unit)
-    except (UnitError, ValueError) as exc:
-        raise MarkerError(f"{key}={value!r}: {exc}; {shape}") from None
-    return Limit(metric, "budget", text, op=op, bound=bound)
-
-
-def parse_marker(kwargs: dict[str, Any], args: tuple[Any, ...], defaults: Protocol) -> MarkerSpec:
+def parse_marker(kwargs: dict[str, Any], args: tuple[Any, ...], defaults: MeasureProtocol) -> MarkerSpec:
     """Validate the marker's keywords into a spec; `defaults` come from ini/CLI."""
     if args:
         raise MarkerError(f"positional arguments {args!r}: the efficiency marker takes keywords only")
@@ -109,10 +69,13 @@ def parse_marker(kwargs: dict[str, Any], args: tuple[Any, ...], defaults: Protoc
     if not isinstance(flops, bool):
         raise MarkerError(f"flops={flops!r}: expected True or False")
     world_size = _int_arg("world_size", kwargs.get("world_size", 1), 1)
-    limits = tuple(parse_limit(k, v) for k, v in kwargs.items() if k not in PROTOCOL_ARGS)
+    try:
+        limits = tuple(parse_limit(k, v) for k, v in kwargs.items() if k not in PROTOCOL_ARGS)
+    except LimitError as exc:
+        raise MarkerError(str(exc)) from None
     seen: set[tuple[str, str]] = set()
     for limit in limits:
         if (limit.metric, limit.kind) in seen:
             raise MarkerError(f"two {limit.kind}s for metric {limit.metric!r} (an alias and its name?)")
         seen.add((limit.metric, limit.kind))
-    return MarkerSpec(Protocol(rounds, warmup, min_time, max_rounds), workload, flops, limits, world_size)
+    return MarkerSpec(MeasureProtocol(rounds, warmup, min_time, max_rounds), workload, flops, limits, world_size)

@@ -14,14 +14,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_efficientllm.storage.baselines import BaselineStore, FileUpdate
-from pytest_efficientllm.measuring.calibration import Calibrator
-from pytest_efficientllm.confirmation.queue import ConfirmQueue
-from pytest_efficientllm.judging.gate import GateOptions
+import pytest
+
+from pytest_efficientllm.confirmation.queue import ConfirmQueue, Held
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.glue.fixture import Efficiency
+from pytest_efficientllm.glue.marker import MarkerSpec
+from pytest_efficientllm.judging.gate import GateOptions
 from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.measuring.calibration import Calibrator
+from pytest_efficientllm.measuring.session import EfficiencySession
+from pytest_efficientllm.storage.baselines import BaselineStore, FileUpdate
 
 WIRE_VERSION = 1
+
+# Where each process keeps its state: on the config (session, gate), on each item (spec, fixture, held).
+SESSION_KEY = pytest.StashKey[EfficiencySession]()
+SPEC_KEY = pytest.StashKey[MarkerSpec]()
+FIXTURE_KEY = pytest.StashKey[Efficiency]()
+GATE_KEY = pytest.StashKey["GateState"]()
+LAYOUT_PROBLEM_KEY = pytest.StashKey[str]()
+WORKERS_LAYOUT_KEY = pytest.StashKey[str]()  # why xdist workers could not be padded ("" when they were)
+HELD_KEY = pytest.StashKey[Held]()
 
 
 @dataclass

@@ -11,13 +11,13 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
+from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.core.units import format_bytes, format_seconds
 from pytest_efficientllm.glue.state import GateState, TestResult
+from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.process_layout import describe as describe_layout
 from pytest_efficientllm.measuring.process_layout import is_fixed as is_fixed_layout
-from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.measuring.session import EfficiencySession
-from pytest_efficientllm.core.units import format_bytes, format_seconds
-from pytest_efficientllm.judging.verdicts import Verdict
 
 WIDTH = 100
 # (header, width) after the test column; the test column takes what is left.

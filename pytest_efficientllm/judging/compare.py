@@ -40,11 +40,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_efficientllm.glue.marker import Limit
+from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.record import Metric, Record
-from pytest_efficientllm.judging.run_noise import PREDICTION, RunPrior, centre, gate_level, predict, run_medians
-from pytest_efficientllm.judging.stats import RatioInterval, ratio_interval, summarize
 from pytest_efficientllm.core.units import format_value
+from pytest_efficientllm.judging.run_noise import (
+    PREDICTION,
+    RunPrior,
+    centre,
+    gate_level,
+    predict,
+    run_medians,
+)
+from pytest_efficientllm.judging.stats import RatioInterval, ratio_interval, summarize
 from pytest_efficientllm.judging.verdicts import Verdict, soften
 
 COUNTED_RTOL = 1e-6

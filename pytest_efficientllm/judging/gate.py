@@ -11,9 +11,9 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from pytest_efficientllm.judging.compare import MODES, compare_record
-from pytest_efficientllm.glue.marker import Limit, MarkerError, parse_limit
+from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.judging.compare import MODES, compare_record
 from pytest_efficientllm.judging.run_noise import RunPrior
 from pytest_efficientllm.judging.verdicts import Verdict, check_budgets, soften
 
@@ -35,23 +35,6 @@ class GateOptions:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"--efficiency-gate={self.mode!r}: expected one of {', '.join(MODES)}")
-
-
-def parse_limit_assignments(items: Iterable[str], where: str) -> tuple[Limit, ...]:
-    """'latency=+5%' / 'peak_memory=<= 2 GiB' items into limits; ValueError naming `where`."""
-    out = []
-    for item in items:
-        item = item.strip()
-        if not item or item.startswith("#"):
-            continue
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"{where}: {item!r}: expected METRIC=LIMIT, e.g. latency=+5% or peak_memory='<= 2 GiB'")
-        try:
-            out.append(parse_limit(name.strip(), value.strip()))
-        except MarkerError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-    return tuple(out)
 
 
 def effective_limits(marker_limits: Iterable[Limit], options: GateOptions,

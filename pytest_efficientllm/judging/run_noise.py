@@ -52,8 +52,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pytest_efficientllm.core.record import Metric, Record
-from pytest_efficientllm.judging.stats import summarize
 from pytest_efficientllm.core.units import format_value
+from pytest_efficientllm.judging.stats import summarize
 
 # A suite gates ~100 metrics per run, so the per-metric false-alarm level must be far below
 # 1% for the run as a whole to stay green on unchanged code.

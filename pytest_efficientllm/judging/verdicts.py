@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pytest_efficientllm.glue.marker import Limit
+from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.core.units import format_value
 

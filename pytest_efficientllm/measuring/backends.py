@@ -7,13 +7,32 @@ Callers never branch on "is there a GPU": a CPU backend simply has CPU probes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from pytest_efficientllm.core.devices import cpu_peak_estimate
+from pytest_efficientllm.core.devices import clock_derived_peak, cpu_peak_estimate
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry.base import Probe, RoundTimer
-from pytest_efficientllm.telemetry.procfs import PerfCounterTimer, ProcessCpuTimeProbe, ProcessMemoryProbe
+from pytest_efficientllm.telemetry.cuda import (
+    HOPPER_FLOP_PER_CLOCK_PER_SM,
+    CudaAllocatorProbe,
+    CudaEventTimer,
+    check_same_device,
+    cuda_runtime_version,
+    gpu_peak_flops,
+    torch_cuda,
+)
+from pytest_efficientllm.telemetry.nvml import PROBE_MAX_S, load_pynvml, open_nvml
+from pytest_efficientllm.telemetry.procfs import (
+    PerfCounterTimer,
+    ProcessCpuTimeProbe,
+    ProcessMemoryProbe,
+    ProcPaths,
+    reset_hwm,
+)
+from pytest_efficientllm.telemetry.rapl import RaplProbe, RaplReader
 
 
 @dataclass
@@ -34,10 +53,6 @@ def _no_sync() -> None:
 
 def cpu_backend(threads: int, sample_interval_s: float = 0.02) -> Backend:
     """Wall clock, procfs memory and CPU time, RAPL energy when readable (else an estimate)."""
-    from pytest_efficientllm.telemetry.rapl import RaplReader, RaplProbe
-
-    from pytest_efficientllm.telemetry.procfs import ProcPaths, reset_hwm
-
     notices: list[str] = []
     hwm_problem = reset_hwm(ProcPaths())
     if hwm_problem:
@@ -62,3 +77,74 @@ def cpu_backend(threads: int, sample_interval_s: float = 0.02) -> Backend:
         "compute": "MFU against " + est.method,
     }
     return Backend("cpu", PerfCounterTimer(), probes, _no_sync, peak, sources, notices)
+
+
+def cuda_backend(profile: str, threads: int, sample_interval_s: float = 0.02, *, cuda: Any = None,
+                 nvml_loader: Callable[[], Any] = load_pynvml, environ: Mapping[str, str] | None = None,
+                 nvml_probe_s: float = PROBE_MAX_S) -> Backend:
+    """CUDA events and allocator, NVML energy/memory/kernel-busy/GPM, host RSS and CPU time.
+
+    Measures the current CUDA device only (one process, one device; distributed tests run
+    one process per rank). Without CUDA it returns the CPU backend with a notice saying so.
+    """
+    cuda = cuda if cuda is not None else torch_cuda()
+    environ = os.environ if environ is None else environ
+    if not cuda.is_available():
+        backend = cpu_backend(threads, sample_interval_s)
+        backend.notices.insert(0, f"--gpu profile {profile!r} asked for CUDA telemetry, but torch.cuda.is_available() "
+                                  "is false: CPU telemetry used")
+        return backend
+
+    ordinal = int(cuda.current_device())
+    props = cuda.get_device_properties(ordinal)
+    torch_uuid = str(getattr(props, "uuid", "") or "") or None
+    nvml = open_nvml(nvml_loader(), environ.get("CUDA_VISIBLE_DEVICES"), (ordinal,), probe_max_s=nvml_probe_s)
+    nvml = check_same_device(nvml, torch_uuid)
+
+    name = str(props.name)
+    sm_count = int(getattr(props, "multi_processor_count", 0) or 0) or None
+    max_clock = nvml.fingerprint.get("gpu_max_sm_clock_mhz")
+    peak = gpu_peak_flops(name, sm_count, max_clock)
+    fingerprint: dict[str, Any] = dict(nvml.fingerprint)
+    fingerprint.update({
+        "gpu_name": name,
+        "gpu_memory_total_bytes": int(props.total_memory),
+        "gpu_sm_count": sm_count,
+        "gpu_compute_capability": f"{getattr(props, 'major', '?')}.{getattr(props, 'minor', '?')}",
+        "cuda_ordinal": ordinal,
+        "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES"),
+        "cuda_runtime_version": cuda_runtime_version(),
+    })
+    if sm_count and max_clock:
+        fingerprint["peak_flops_clock_derived"] = clock_derived_peak(sm_count, max_clock * 1e6, HOPPER_FLOP_PER_CLOCK_PER_SM)
+
+    def probes() -> list[Probe]:
+        # Open order: host probes, allocator, then NVML with its energy counter last, so the
+        # counter is read nearest the timed rounds (probes close in reverse order).
+        return [
+            ProcessCpuTimeProbe(),
+            ProcessMemoryProbe(interval_s=sample_interval_s, prefix="host_"),
+            CudaAllocatorProbe(cuda, ordinal),
+            *nvml.make_probes(sample_interval_s),
+        ]
+
+    energy_source = ("unavailable: " + (nvml.problem or nvml.unsupported.get("energy", ""))
+                     if nvml.problem or "energy" in nvml.unsupported else "NVML total energy counter (mJ)")
+    sources = {
+        "timer": CudaEventTimer.method,
+        "memory": "torch.cuda allocator peaks + NVML memory v2 sampled" if nvml.problem is None else "torch.cuda allocator peaks",
+        "energy": energy_source,
+        "compute": "NVML utilization.gpu (PCU) + MFU against " + (peak.method if peak else "no peak (device unknown)"),
+        "device": f"cuda:{ordinal} {name}",
+    }
+    notices = list(nvml.notices)
+    if peak is None:
+        notices.append(f"MFU: {name!r} is not in the device table and its SM clock is unknown: no peak to divide by")
+    return Backend(profile, CudaEventTimer(cuda), probes, cuda.synchronize, peak, sources, notices, fingerprint)
+
+
+def select_backend(profile: str, threads: int, sample_interval_s: float = 0.02) -> Backend:
+    """The one place a session's telemetry is chosen: CPU probes for `cpu`, CUDA and NVML otherwise."""
+    if profile == "cpu":
+        return cpu_backend(threads, sample_interval_s)
+    return cuda_backend(profile, threads, sample_interval_s)

@@ -3,9 +3,9 @@
 Plain Python, usable from a notebook:
 
     meter = Meter(cpu_backend(threads=2))
-    metrics = meter.measure(fn, Work(tokens=32), Protocol(rounds=10, warmup=2))
+    metrics = meter.measure(fn, Work(tokens=32), MeasureProtocol(rounds=10, warmup=2))
 
-Protocol (DESIGN.md §3): warm-up rounds with the same shapes; then rounds until both
+The measuring protocol (DESIGN.md §3): warm-up rounds with the same shapes; then rounds until both
 `rounds` and `min_time_s` are met; raw per-round samples kept. Telemetry probes open
 just before the first timed round and close after the last; nothing but the timer's
 two clock reads runs between rounds.
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.core.record import Metric, unavailable
+from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.telemetry.base import Probe
 from pytest_efficientllm.telemetry.cpu_energy import estimate_energy
 from pytest_efficientllm.telemetry.flops import count_flops
@@ -33,7 +33,7 @@ WORKLOADS = ("inference", "pretrain", "finetune")
 
 
 @dataclass(frozen=True)
-class Protocol:
+class MeasureProtocol:
     """How many rounds to run. Units: seconds for `min_time_s`."""
 
     rounds: int = 5
@@ -154,7 +154,7 @@ class Meter:
         box["wall_s"] = wall
         box["readings"] = readings
 
-    def run_window(self, fn: Callable[[], Any], protocol: Protocol) -> WindowResult:
+    def run_window(self, fn: Callable[[], Any], protocol: MeasureProtocol) -> WindowResult:
         with self._telemetry() as box:
             latencies = self.backend.timer.run(fn, protocol.rounds, protocol.min_time_s, protocol.max_rounds)
         return WindowResult(latencies, box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu())

@@ -9,11 +9,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_efficientllm.measuring.backends import Backend, cpu_backend
-from pytest_efficientllm.core.devices import detect_cuda_name, resolve_profile, usable_cores
-from pytest_efficientllm.measuring.fingerprint import host_fingerprint
-from pytest_efficientllm.measuring.meter import Protocol
+from pytest_efficientllm.core.devices import (
+    detect_cuda_name,
+    resolve_profile,
+    usable_cores,
+)
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.measuring.backends import select_backend
+from pytest_efficientllm.measuring.fingerprint import host_fingerprint
+from pytest_efficientllm.measuring.meter import MeasureProtocol
 
 
 @dataclass
@@ -21,7 +25,7 @@ class Options:
     """The plugin's settings after CLI and ini are merged. Units: seconds for min_time_s."""
 
     gpu: str = "auto"
-    defaults: Protocol = field(default_factory=Protocol)
+    defaults: MeasureProtocol = field(default_factory=MeasureProtocol)
     threads: int | None = None
     sample_interval_s: float = 0.02
 
@@ -33,23 +37,13 @@ def default_threads(workers: int | None = None) -> int:
     return max(1, usable_cores() // max(1, workers))
 
 
-def gpu_backend(profile: str, threads: int, sample_interval_s: float) -> Backend:
-    """CUDA events and allocator, NVML energy/memory/utilisation; see telemetry.cuda/nvml."""
-    from pytest_efficientllm.telemetry.cuda import cuda_backend
-
-    return cuda_backend(profile, threads, sample_interval_s)
-
-
 class EfficiencySession:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.profile = resolve_profile(options.gpu, detect_cuda_name() if options.gpu != "cpu" else None)
         self.threads = options.threads or default_threads()
         self._configure_threads()
-        if self.profile == "cpu":
-            self.backend = cpu_backend(self.threads, options.sample_interval_s)
-        else:
-            self.backend = gpu_backend(self.profile, self.threads, options.sample_interval_s)
+        self.backend = select_backend(self.profile, self.threads, options.sample_interval_s)
         self.fingerprint: dict[str, Any] = host_fingerprint(self.threads)
         self.fingerprint["profile"] = self.profile
         # Not the compute source: it names the peak MFU is divided by, which every record's

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pytest_efficientllm.judging.compare import compare_record
-from pytest_efficientllm.glue.marker import Limit
+from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.record import Record
-from pytest_efficientllm.storage.runfile import Run
+from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.storage.runfile import Run
 
 
 @dataclass

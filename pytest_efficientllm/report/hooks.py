@@ -13,7 +13,11 @@ from typing import Any
 
 import pytest
 
-from pytest_efficientllm.report.inputs import REPORT_FORMATS, ReportError, check_report_path
+from pytest_efficientllm.report.inputs import (
+    REPORT_FORMATS,
+    ReportError,
+    check_report_path,
+)
 from pytest_efficientllm.report.progress import MODES, Progress
 
 PLUGIN_NAME = "efficiency-report"
@@ -89,9 +93,9 @@ class ReportPlugin:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.path:
             return
-        from pytest_efficientllm.glue.hooks import SESSION_KEY
-        from pytest_efficientllm.storage.runfile import Run
+        from pytest_efficientllm.glue.state import SESSION_KEY
         from pytest_efficientllm.report.write import write_report
+        from pytest_efficientllm.storage.runfile import Run
 
         eff = self.config.stash.get(SESSION_KEY, None)
         records = list(eff.records) if eff is not None else []

@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from pytest_efficientllm.storage.runfile import Run
 from pytest_efficientllm.report.fingerprints import run_fingerprints
 from pytest_efficientllm.report.leaderboard import Cell, Leaderboard, leaderboards
 from pytest_efficientllm.report.plots import Plot, tradeoff_plots
+from pytest_efficientllm.storage.runfile import Run
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}

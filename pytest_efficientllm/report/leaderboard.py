@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from pytest_efficientllm.core.metrics import CATALOG
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_value
-from pytest_efficientllm.report.axes import AXIS_ORDER, axis_of, function_of, hardware_label, setting, technique_of
+from pytest_efficientllm.report.axes import (
+    AXIS_ORDER,
+    axis_of,
+    function_of,
+    hardware_label,
+    setting,
+    technique_of,
+)
 
 # The study's leaderboard columns (DESIGN.md §8), and the better-founded measures we show
 # beside them when any row has them. Quality columns (`quality:<name>`) come first, added

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pytest_efficientllm.storage.runfile import Run
 from pytest_efficientllm.report.fingerprints import run_fingerprints
 from pytest_efficientllm.report.leaderboard import Cell, Leaderboard, leaderboards
+from pytest_efficientllm.storage.runfile import Run
 
 
 def escape(text: str) -> str:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_efficientllm.core.record import Record
-from pytest_efficientllm.storage.runfile import Run
 from pytest_efficientllm.report.inputs import ReportError
+from pytest_efficientllm.storage.runfile import Run
 
 # Fingerprint keys that describe hardware (as opposed to software or settings). Keys named
 # after the device or GPU, and the CPU model, identify what a number was measured on.

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.report.axes import technique_of
-from pytest_efficientllm.report.leaderboard import Leaderboard, pareto_front, primary_quality
+from pytest_efficientllm.report.leaderboard import (
+    Leaderboard,
+    pareto_front,
+    primary_quality,
+)
 
 # (canonical unit, display unit, factor to divide by) so axes read in familiar units.
 _DISPLAY = {"B": ("MiB", 2**20), "s": ("ms", 1e-3), "fraction": ("%", 0.01)}

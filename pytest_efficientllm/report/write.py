@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from pytest_efficientllm.storage.runfile import Run, write_atomic
 from pytest_efficientllm.report.inputs import ReportError, check_report_path
+from pytest_efficientllm.storage.runfile import Run, write_atomic
 
 
 def render(run: Run, suffix: str) -> str:

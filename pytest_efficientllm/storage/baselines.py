@@ -31,10 +31,17 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from pytest_efficientllm.core.record import DIRECTIONS, SCHEMA_VERSION, SOURCES, Metric, Record, SchemaError
+from pytest_efficientllm.core.record import (
+    DIRECTIONS,
+    SCHEMA_VERSION,
+    SOURCES,
+    Metric,
+    Record,
+    SchemaError,
+)
 from pytest_efficientllm.judging.run_noise import RunPrior, pool, predict, run_medians
-from pytest_efficientllm.storage.runfile import write_atomic
 from pytest_efficientllm.judging.stats import summarize
+from pytest_efficientllm.storage.runfile import write_atomic
 
 FORMAT = "pytest-efficientllm-baselines"
 STORE_SCHEMA = 1

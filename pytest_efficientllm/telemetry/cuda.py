@@ -1,4 +1,6 @@
-"""CUDA telemetry: event timing, allocator peaks, and the GPU `Backend` that wires them with NVML.
+"""CUDA telemetry: event timing, allocator peaks, the GPU's peak, and the torch/NVML device check.
+
+`measuring.backends.cuda_backend` wires these with NVML into the GPU `Backend`.
 
 `cuda` parameters take the `torch.cuda` module (tests pass a test double); nothing here
 touches a GPU at import time, so the module imports on CPU-only machines.
@@ -7,22 +9,21 @@ touches a GPU at import time, so the module imports on CPU-only machines.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from pytest_efficientllm.measuring.backends import Backend, cpu_backend
 from pytest_efficientllm.core.devices import clock_derived_peak, lookup_device
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry.base import Probe, RoundTimer
-from pytest_efficientllm.telemetry.nvml import PROBE_MAX_S, NvmlSet, load_pynvml, open_nvml
-from pytest_efficientllm.telemetry.procfs import ProcessCpuTimeProbe, ProcessMemoryProbe
+from pytest_efficientllm.telemetry.nvml import (
+    NvmlSet,
+)
 
 HOPPER_FLOP_PER_CLOCK_PER_SM = 4096  # dense bf16 tensor-core rate (DESIGN.md §7)
 
 
-def _torch_cuda() -> Any:
+def torch_cuda() -> Any:
     import torch
 
     return torch.cuda
@@ -40,7 +41,7 @@ class CudaEventTimer(RoundTimer):
     method = "CUDA events around each round, one synchronize after the last"
 
     def __init__(self, cuda: Any = None) -> None:
-        self.cuda = cuda if cuda is not None else _torch_cuda()
+        self.cuda = cuda if cuda is not None else torch_cuda()
 
     def run(self, fn: Callable[[], Any], min_rounds: int, min_time_s: float, max_rounds: int) -> list[float]:
         event = self.cuda.Event
@@ -83,7 +84,7 @@ class CudaAllocatorProbe(Probe):
     name = "cuda-allocator"
 
     def __init__(self, cuda: Any = None, device: int | None = None) -> None:
-        self.cuda = cuda if cuda is not None else _torch_cuda()
+        self.cuda = cuda if cuda is not None else torch_cuda()
         self.device = device
         self._at_open = 0
         self._peak = 0
@@ -131,7 +132,7 @@ def _bare_uuid(uuid: str) -> str:
     return uuid.split("-", 1)[1].lower() if uuid.startswith(("GPU-", "MIG-")) else uuid.lower()
 
 
-def _check_same_device(nvml: NvmlSet, torch_uuid: str | None) -> NvmlSet:
+def check_same_device(nvml: NvmlSet, torch_uuid: str | None) -> NvmlSet:
     """The NVML device must be the one torch computes on; otherwise NVML would measure another GPU."""
     if nvml.problem is not None or not torch_uuid or not nvml.devices:
         return nvml
@@ -143,71 +144,7 @@ def _check_same_device(nvml: NvmlSet, torch_uuid: str | None) -> NvmlSet:
         "in CUDA_VISIBLE_DEVICES")
 
 
-def cuda_backend(profile: str, threads: int, sample_interval_s: float = 0.02, *, cuda: Any = None,
-                 nvml_loader: Callable[[], Any] = load_pynvml, environ: Mapping[str, str] | None = None,
-                 nvml_probe_s: float = PROBE_MAX_S) -> Backend:
-    """CUDA events and allocator, NVML energy/memory/kernel-busy/GPM, host RSS and CPU time.
-
-    Measures the current CUDA device only (one process, one device; distributed tests run
-    one process per rank). Without CUDA it returns the CPU backend with a notice saying so.
-    """
-    cuda = cuda if cuda is not None else _torch_cuda()
-    environ = os.environ if environ is None else environ
-    if not cuda.is_available():
-        backend = cpu_backend(threads, sample_interval_s)
-        backend.notices.insert(0, f"--gpu profile {profile!r} asked for CUDA telemetry, but torch.cuda.is_available() "
-                                  "is false: CPU telemetry used")
-        return backend
-
-    ordinal = int(cuda.current_device())
-    props = cuda.get_device_properties(ordinal)
-    torch_uuid = str(getattr(props, "uuid", "") or "") or None
-    nvml = open_nvml(nvml_loader(), environ.get("CUDA_VISIBLE_DEVICES"), (ordinal,), probe_max_s=nvml_probe_s)
-    nvml = _check_same_device(nvml, torch_uuid)
-
-    name = str(props.name)
-    sm_count = int(getattr(props, "multi_processor_count", 0) or 0) or None
-    max_clock = nvml.fingerprint.get("gpu_max_sm_clock_mhz")
-    peak = gpu_peak_flops(name, sm_count, max_clock)
-    fingerprint: dict[str, Any] = dict(nvml.fingerprint)
-    fingerprint.update({
-        "gpu_name": name,
-        "gpu_memory_total_bytes": int(props.total_memory),
-        "gpu_sm_count": sm_count,
-        "gpu_compute_capability": f"{getattr(props, 'major', '?')}.{getattr(props, 'minor', '?')}",
-        "cuda_ordinal": ordinal,
-        "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES"),
-        "cuda_runtime_version": _cuda_runtime_version(),
-    })
-    if sm_count and max_clock:
-        fingerprint["peak_flops_clock_derived"] = clock_derived_peak(sm_count, max_clock * 1e6, HOPPER_FLOP_PER_CLOCK_PER_SM)
-
-    def probes() -> list[Probe]:
-        # Open order: host probes, allocator, then NVML with its energy counter last, so the
-        # counter is read nearest the timed rounds (probes close in reverse order).
-        return [
-            ProcessCpuTimeProbe(),
-            ProcessMemoryProbe(interval_s=sample_interval_s, prefix="host_"),
-            CudaAllocatorProbe(cuda, ordinal),
-            *nvml.make_probes(sample_interval_s),
-        ]
-
-    energy_source = ("unavailable: " + (nvml.problem or nvml.unsupported.get("energy", ""))
-                     if nvml.problem or "energy" in nvml.unsupported else "NVML total energy counter (mJ)")
-    sources = {
-        "timer": CudaEventTimer.method,
-        "memory": "torch.cuda allocator peaks + NVML memory v2 sampled" if nvml.problem is None else "torch.cuda allocator peaks",
-        "energy": energy_source,
-        "compute": "NVML utilization.gpu (PCU) + MFU against " + (peak.method if peak else "no peak (device unknown)"),
-        "device": f"cuda:{ordinal} {name}",
-    }
-    notices = list(nvml.notices)
-    if peak is None:
-        notices.append(f"MFU: {name!r} is not in the device table and its SM clock is unknown: no peak to divide by")
-    return Backend(profile, CudaEventTimer(cuda), probes, cuda.synchronize, peak, sources, notices, fingerprint)
-
-
-def _cuda_runtime_version() -> str | None:
+def cuda_runtime_version() -> str | None:
     try:
         import torch
 

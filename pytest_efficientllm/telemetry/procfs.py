@@ -12,9 +12,9 @@ from typing import Any
 
 import psutil
 
-from pytest_efficientllm.judging.leak import retained_metrics
 from pytest_efficientllm.core.record import Metric, unavailable
 from pytest_efficientllm.telemetry.base import Probe, RoundTimer
+from pytest_efficientllm.telemetry.retained_memory import retained_metrics
 from pytest_efficientllm.telemetry.sampler import Sampler
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

@@ -8,9 +8,8 @@ transformers models and for the NSA model, whose cache is its own.
 
 from __future__ import annotations
 
-from typing import Any
-
 import inspect
+from typing import Any
 
 import torch
 

@@ -1,0 +1,76 @@
+"""Memory a workload keeps across a window: the samples a leak is judged from.
+
+A time average (AMU) or a high-water mark (peak) of a leaking workload looks like an
+ordinary, slightly larger number; only the *trend* over the window tells a leak from a
+workload that simply needs that memory. `RetainedMemoryProbe` samples a memory reader from
+a thread while the window is open (the CPU's `ProcessMemoryProbe` reports the same metrics
+from its own RSS sampler, without a second thread) and reports:
+
+* `retained_memory`: memory at window close minus at window open (RSS counts pages, not
+  allocations, so a leak that reuses memory the allocator kept resident shows less than its
+  size: a lower bound);
+* `retained_memory_late`: close minus the sample nearest the window's midpoint, so a
+  one-time growth (a cache filled in the first round) can be told from continued growth.
+
+Judging the samples is `judging.leak`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pytest_efficientllm.core.record import Metric, unavailable
+from pytest_efficientllm.telemetry.base import Probe
+from pytest_efficientllm.telemetry.sampler import Sampler
+
+RETAINED = "retained_memory"
+LATE_GROWTH = "retained_memory_late"
+# With fewer samples the trend cannot be told from a one-time step.
+MIN_SAMPLES_FOR_TREND = 4
+
+
+class RetainedMemoryProbe(Probe):
+    """Resident memory at window open and close, and how much of the growth came late.
+
+    Reports `retained_memory` (close − open) and `retained_memory_late` (close − the
+    sample nearest the window's midpoint). Units: bytes. `read_bytes` is the reader:
+    this process's RSS (`procfs.read_rss_bytes`), or e.g. `torch.cuda.memory_allocated` for a device allocator.
+    """
+
+    name = "retained-memory"
+
+    def __init__(self, read_bytes: Callable[[], float], interval_s: float = 0.02,
+                 method: str = "procfs: /proc/self/statm RSS") -> None:
+        self._read = read_bytes
+        self.interval_s = interval_s
+        self.method = method
+        self.sampler = Sampler(self._read, interval_s)
+
+    def open(self) -> None:
+        self.sampler.start()
+
+    def close(self) -> None:
+        self.sampler.stop()
+
+    def readings(self, wall_s: float) -> list[Metric]:
+        how = f"{self.method} sampled every {self.interval_s * 1e3:.0f} ms"
+        return retained_metrics(self.sampler, how, wall_s)
+
+
+def retained_metrics(sampler: Sampler, how: str, wall_s: float) -> list[Metric]:
+    """`retained_memory` (close − open) and `retained_memory_late` (close − the sample
+    nearest the window's midpoint) from a memory sampler's samples. Units: bytes."""
+    pts = sampler.samples
+    if sampler.error is not None or len(pts) < 2:
+        why = f"sampling failed: {sampler.error}" if sampler.error else "fewer than two samples"
+        return [unavailable(RETAINED, "B", "lower", "measured", how, why),
+                unavailable(LATE_GROWTH, "B", "lower", "measured", how, why)]
+    (t0, first), (t1, last) = pts[0], pts[-1]
+    mid_t = (t0 + t1) / 2
+    mid = min(pts, key=lambda p: abs(p[0] - mid_t))[1]
+    retained = Metric(RETAINED, last - first, "B", "lower", "measured", f"{how}; at window close minus at open")
+    late_how = f"{how}; at close minus at the window's midpoint"
+    if len(pts) < MIN_SAMPLES_FOR_TREND:
+        why = f"only {len(pts)} samples in a {wall_s * 1e3:.0f} ms window: too few to see a trend"
+        return [retained, unavailable(LATE_GROWTH, "B", "lower", "measured", late_how, why)]
+    return [retained, Metric(LATE_GROWTH, last - mid, "B", "lower", "measured", late_how)]
