@@ -82,9 +82,9 @@ class _Grab:
             self.duration = report.duration
 
     def pytest_sessionfinish(self, session) -> None:  # noqa: ANN001
-        from pytest_efficientllm.glue.state import SESSION_KEY
+        from pytest_efficientllm.glue.state import RUN_KEY
 
-        self.records = list(session.config.stash[SESSION_KEY].records)
+        self.records = list(session.config.stash[RUN_KEY].records)
 
 
 def with_plugin(parallel: str) -> tuple[float, object]:

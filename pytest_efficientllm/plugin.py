@@ -18,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 pytest_plugins = [
     "pytest_efficientllm.glue.hooks",
+    "pytest_efficientllm.confirmation.hooks",
     "pytest_efficientllm.report.hooks",
     "pytest_efficientllm.distributed.hooks",
 ]

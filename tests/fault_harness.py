@@ -17,11 +17,11 @@ RECORDS_FILE = "recorded.json"
 # A conftest for pytester projects: at session end, the records the plugin kept, by node id.
 RECORDS_CONFTEST = f'''
 import json
-from pytest_efficientllm.glue.state import SESSION_KEY
+from pytest_efficientllm.glue.state import RUN_KEY
 
 def pytest_sessionfinish(session):
-    eff = session.config.stash.get(SESSION_KEY, None)
-    records = [] if eff is None else [r.to_dict() for r in eff.records]
+    state = session.config.stash.get(RUN_KEY, None)
+    records = [] if state is None else [r.to_dict() for r in state.records]
     with open({RECORDS_FILE!r}, "w") as fh:
         json.dump(records, fh)
 '''

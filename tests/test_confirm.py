@@ -21,6 +21,7 @@ from pytest_efficientllm.confirmation import vote as confirm
 from pytest_efficientllm.confirmation.queue import ConfirmQueue
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.judging.evaluate import suspects
 from pytest_efficientllm.judging.gate import GateOptions, judge
 from pytest_efficientllm.measuring import process_layout as layout
 
@@ -51,7 +52,7 @@ class FreshProcesses:
 def _vote(first: Record, *fresh: Record | str, processes: int = 2):
     """Run the vote to the end as the queue would (without the waiting)."""
     verdicts = _judge(first)
-    vote = confirm.Vote(verdicts, confirm.suspects(first, verdicts), processes)
+    vote = confirm.Vote(verdicts, suspects(first, verdicts), processes)
     processes_ = FreshProcesses(*fresh)
     while vote.metrics and not vote.done:
         vote.add(processes_(), _judge)
@@ -85,7 +86,7 @@ def test_a_metric_that_passes_here_is_not_suspect() -> None:
     # Unanimity: a process that passes already clears it, so nothing is started.
     first = _at(0.035)
     assert not any(v.failed for v in _judge(first))
-    assert confirm.suspects(first, _judge(first)) == []
+    assert suspects(first, _judge(first)) == []
 
 
 def test_a_fresh_process_that_cannot_run_leaves_the_verdict_and_says_why() -> None:
@@ -107,19 +108,19 @@ def test_no_processes_no_confirmation() -> None:
 
 
 def test_suspects() -> None:
-    assert confirm.suspects(_at(0.12), _judge(_at(0.12))) == ["AL"]
-    assert confirm.suspects(_at(0.01), _judge(_at(0.01))) == []
+    assert suspects(_at(0.12), _judge(_at(0.12))) == ["AL"]
+    assert suspects(_at(0.01), _judge(_at(0.01))) == []
     # Faster is never suspect.
-    assert confirm.suspects(_at(-0.2), _judge(_at(-0.2))) == []
+    assert suspects(_at(-0.2), _judge(_at(-0.2))) == []
     # A counted regression is exact: nothing to confirm.
     base = record("t.py::test_a", counted("peak_memory", 1000))
     grown = record("t.py::test_a", counted("peak_memory", 1010))
     verdicts = judge(grown, (), base, "", GateOptions())
-    assert any(v.failed for v in verdicts) and confirm.suspects(grown, verdicts) == []
+    assert any(v.failed for v in verdicts) and suspects(grown, verdicts) == []
     # A failed budget on a measured metric is suspect.
     budget = (parse_limit("AL", "<= 5 ms"),)
     verdicts = judge(_at(0.0), budget, None, "", GateOptions())
-    assert any(v.failed for v in verdicts) and confirm.suspects(_at(0.0), verdicts) == ["AL"]
+    assert any(v.failed for v in verdicts) and suspects(_at(0.0), verdicts) == ["AL"]
 
 
 def test_default_checks_are_suspect_only_where_they_can_fail() -> None:
@@ -127,12 +128,12 @@ def test_default_checks_are_suspect_only_where_they_can_fail() -> None:
     cpu = record("t.py::test_a", latency(0.012, name="cpu_time_per_round"))
     cpu_base = record("t.py::test_a", latency(0.010, name="cpu_time_per_round", seed=1))
     verdicts = judge(cpu, (), cpu_base, "", GateOptions())
-    assert confirm.suspects(cpu, verdicts) == []
+    assert suspects(cpu, verdicts) == []
     # On a GPU profile the default latency check fails: suspect.
     gpu = record("t.py::test_a", latency(0.012), profile="h100", fingerprint={"profile": "h100"})
     gpu_base = record("t.py::test_a", latency(0.010, seed=1), profile="h100", fingerprint={"profile": "h100"})
     verdicts = judge(gpu, (), gpu_base, "", GateOptions())
-    assert any(v.failed for v in verdicts) and confirm.suspects(gpu, verdicts) == ["AL"]
+    assert any(v.failed for v in verdicts) and suspects(gpu, verdicts) == ["AL"]
 
 
 # -- the queue: fresh processes apart in time ------------------------------------------------------
@@ -164,7 +165,7 @@ def _held(queue: ConfirmQueue, clock: FakeClock, name: str, *fresh: Record, run_
         clock.now += run_s
         return outcomes.pop(0)
 
-    queue.hold(confirm.Vote(verdicts, confirm.suspects(first, verdicts)), measure_again, _judge, name)
+    queue.hold(confirm.Vote(verdicts, suspects(first, verdicts)), measure_again, _judge, name)
     return starts
 
 

@@ -59,8 +59,8 @@ def test_skips_everywhere():
 CONFTEST = '''
 import json, os
 def pytest_sessionfinish(session):
-    from pytest_efficientllm.glue.state import SESSION_KEY
-    records = [r.to_dict() for r in session.config.stash[SESSION_KEY].records]
+    from pytest_efficientllm.glue.state import RUN_KEY
+    records = [r.to_dict() for r in session.config.stash[RUN_KEY].records]
     with open(os.environ["RECORDS_OUT"], "w") as fh:
         json.dump(records, fh)
 '''

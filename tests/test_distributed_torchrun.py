@@ -47,9 +47,9 @@ def pytest_runtest_logreport(report):
         OUTCOMES[report.nodeid] = [report.outcome, str(report.longrepr or "")]
 
 def pytest_sessionfinish(session):
-    from pytest_efficientllm.glue.state import SESSION_KEY
+    from pytest_efficientllm.glue.state import RUN_KEY
     from pytest_efficientllm.distributed import is_reporting_rank
-    records = [r.to_dict() for r in session.config.stash[SESSION_KEY].records]
+    records = [r.to_dict() for r in session.config.stash[RUN_KEY].records]
     path = os.path.join(os.environ["OUT_DIR"], "rank%s.json" % os.environ["RANK"])
     with open(path, "w") as fh:
         json.dump({"records": records, "outcomes": OUTCOMES, "reporting": is_reporting_rank()}, fh)

@@ -107,7 +107,7 @@ def fake_gpu(request):
     """Each test gets a fresh FakePynvml (a test double) as its session's GPU telemetry."""
     nv = FakePynvml()
     devs = open_nvml(nv, None, probe_max_s=0.05)
-    eff = request.config.stash[SESSION_KEY]
+    eff = request.config.stash[RUN_KEY].session
     eff.backend = Backend("h100", PerfCounterTimer(), lambda: devs.make_probes(0.002), lambda: None, None)
     return nv
 '''

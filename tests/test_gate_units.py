@@ -13,9 +13,10 @@ from record_builders import counted, latency, record
 from test_cuda_backend import FakeTorchCuda
 
 from pytest_efficientllm.core.limits import parse_limit, parse_limit_assignments
+from pytest_efficientllm.glue.options import parse_devices
 from pytest_efficientllm.glue.state import TestResult
 from pytest_efficientllm.glue.summary import WIDTH, _threads_line, details, table
-from pytest_efficientllm.glue.worker import lock_device, parse_devices, pin_device
+from pytest_efficientllm.glue.worker import lock_device, pin_device
 from pytest_efficientllm.judging.gate import GateOptions, effective_limits, judge
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.calibration import Calibrator

@@ -42,7 +42,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,13 +56,6 @@ DEFAULT_PROCESSES = 2
 DEFAULT_SPACING_S = 20.0
 # What this process's xdist worker identity would tell a confirmation process it is.
 _WORKER_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
-
-
-def suspects(record: Record, verdicts: Sequence[Verdict]) -> list[str]:
-    """The measured metrics of this process's record that failed: those fresh processes must confirm."""
-    failed = {v.metric for v in verdicts if v.failed}
-    return [name for name, metric in sorted(record.metrics.items())
-            if name in failed and metric.source == "measured" and metric.value is not None]
 
 
 def fails(verdicts: Iterable[Verdict], metric: str) -> bool:
@@ -90,7 +83,7 @@ def _changes_text(per_process: list[list[Verdict]], metric: str) -> str:
 class Vote:
     """The unanimous vote on one test's suspect metrics, one fresh process at a time.
 
-    `verdicts`: this process's; `metrics`: the suspects (`suspects`); `processes`: fresh
+    `verdicts`: this process's; `metrics`: the suspects (`judging.evaluate.suspects`); `processes`: fresh
     processes at most. `add` each fresh process's record (or why there is none) until
     `done`; then `final_verdicts`, with the fresh processes' `records` and the `seconds`
     they took (the queue adds those).

@@ -47,7 +47,7 @@ from pytest_efficientllm.distributed.spawn import (
     choose_start_method,
     run_ranks,
 )
-from pytest_efficientllm.glue.state import FIXTURE_KEY, SESSION_KEY, SPEC_KEY
+from pytest_efficientllm.glue.state import FIXTURE_KEY, RUN_KEY, SPEC_KEY
 from pytest_efficientllm.measuring.session import EfficiencySession
 
 TORCHRUN_PLUGIN = "efficiency-torchrun"
@@ -91,7 +91,7 @@ def pytest_configure(config: pytest.Config) -> None:
         env = torchrun.detect()
     except torchrun.TorchrunEnvError as exc:
         raise pytest.UsageError(f"torchrun environment: {exc}") from None
-    if env is None or SESSION_KEY not in config.stash:
+    if env is None or RUN_KEY not in config.stash:
         return
     config.pluginmanager.register(TorchrunSession(config, env), TORCHRUN_PLUGIN)
 
@@ -112,7 +112,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     config = pyfuncitem.config
     if spec is None or spec.world_size <= 1 or config.pluginmanager.has_plugin(TORCHRUN_PLUGIN):
         return None
-    eff = config.stash[SESSION_KEY]
+    eff = config.stash[RUN_KEY].session
     method = choose_start_method(_start_method(config))
     backend = default_backend(eff.profile)
     if backend == "nccl":
@@ -170,11 +170,11 @@ class TorchrunSession:
 
     def __init__(self, config: pytest.Config, env: torchrun.TorchrunEnv) -> None:
         self.env = env
-        eff: EfficiencySession = config.stash[SESSION_KEY]
+        eff: EfficiencySession = config.stash[RUN_KEY].session
         if eff.options.threads is None:  # share the node's cores among its ranks, not among xdist workers
             share = max(1, usable_cores() // env.local_world_size)
             if share != eff.threads:
-                config.stash[SESSION_KEY] = eff = EfficiencySession(dataclasses.replace(eff.options, threads=share))
+                config.stash[RUN_KEY].session = eff = EfficiencySession(dataclasses.replace(eff.options, threads=share))
         self.ctx: RankContext = join(env.rank, env.world_size, local_rank=env.local_rank, local_world_size=env.local_world_size,
                                      backend=default_backend(eff.profile), launcher="torchrun", timeout_s=_timeout_s(config))
 
@@ -196,7 +196,7 @@ class TorchrunSession:
             return (yield)
         config = pyfuncitem.config
         spec = pyfuncitem.stash[SPEC_KEY]
-        mine = RankEfficiency(config.stash[SESSION_KEY], pyfuncitem.nodeid, spec, self.ctx)
+        mine = RankEfficiency(config.stash[RUN_KEY].session, pyfuncitem.nodeid, spec, self.ctx)
         pyfuncitem.funcargs["efficiency"] = mine
         pyfuncitem.stash[FIXTURE_KEY] = mine
         error: BaseException | None = None

@@ -1,4 +1,9 @@
-"""Per-run gate state, and the one result of a test that crosses the xdist wire.
+"""This process's state for one run (`RunState`), and the one result of a test that crosses the xdist wire.
+
+One `RunState` per process, on the config under `RUN_KEY`: the settings, the measuring
+session, the baseline store, and on the controller (or a serial run) the results that came
+back. Per test, the item carries its marker spec, its fixture and, while a vote is held,
+its place in the confirmation queue.
 
 `TestResult` is what a worker (or a serial run) produced for one measured test: its
 record, its verdicts and the outcome of the test's own assertions. It travels as plain
@@ -11,7 +16,6 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +24,7 @@ from pytest_efficientllm.confirmation.queue import ConfirmQueue, Held
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.glue.fixture import Efficiency
 from pytest_efficientllm.glue.marker import MarkerSpec
+from pytest_efficientllm.glue.options import Settings
 from pytest_efficientllm.judging.gate import GateOptions
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.calibration import Calibrator
@@ -28,13 +33,11 @@ from pytest_efficientllm.storage.baselines import BaselineStore, FileUpdate
 
 WIRE_VERSION = 1
 
-# Where each process keeps its state: on the config (session, gate), on each item (spec, fixture, held).
-SESSION_KEY = pytest.StashKey[EfficiencySession]()
+RUN_KEY = pytest.StashKey["RunState"]()
+# Why --efficiency-fixed-layout could not fix the layout, known before the state exists.
+LAYOUT_PROBLEM_KEY = pytest.StashKey[str]()
 SPEC_KEY = pytest.StashKey[MarkerSpec]()
 FIXTURE_KEY = pytest.StashKey[Efficiency]()
-GATE_KEY = pytest.StashKey["GateState"]()
-LAYOUT_PROBLEM_KEY = pytest.StashKey[str]()
-WORKERS_LAYOUT_KEY = pytest.StashKey[str]()  # why xdist workers could not be padded ("" when they were)
 HELD_KEY = pytest.StashKey[Held]()
 
 
@@ -66,20 +69,19 @@ class TestResult:
 
 
 @dataclass
-class GateState:
-    """What the gate needs during one run, on whichever side of the wire this process is."""
+class RunState:
+    """What the plugin keeps during one run, on whichever side of the xdist wire this process is."""
 
-    options: GateOptions
+    settings: Settings
+    session: EfficiencySession  # profile, telemetry backend, fingerprint, threads
     store: BaselineStore
     calibrator: Calibrator | None
-    json_path: Path | None = None
     is_worker: bool = False
-    devices: tuple[str, ...] = ()
     device: str | None = None  # what this process's CUDA_VISIBLE_DEVICES was pinned to
     locked_device: str | None = None  # the GPU whose lock measured tests take (another worker may use it)
-    confirm_processes: int = 0  # fresh processes that confirm a measured regression (`confirm`)
-    confirm_queue: ConfirmQueue | None = None  # tests held for them; None where nothing is confirmed
+    confirm_queue: ConfirmQueue | None = None  # tests held for a vote; None where nothing is confirmed
     started: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    workers_layout: str = ""  # why xdist workers could not be padded ("" when they were)
     # Controller (or serial) side only:
     results: list[TestResult] = field(default_factory=list)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -90,3 +92,17 @@ class GateState:
     updates: list[FileUpdate] = field(default_factory=list)
     json_written: str = ""
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def options(self) -> GateOptions:
+        return self.settings.gate
+
+    @property
+    def records(self) -> list[Record]:
+        """The records of the run's measured tests, in the order their results came back."""
+        return [r.record for r in self.results]
+
+    @property
+    def confirm_processes(self) -> int:
+        """Fresh processes that may confirm a measured regression in this run (0: no vote)."""
+        return self.settings.confirm_processes if self.confirm_queue is not None else 0

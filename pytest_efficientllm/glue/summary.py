@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.core.units import format_bytes, format_seconds
-from pytest_efficientllm.glue.state import GateState, TestResult
+from pytest_efficientllm.glue.state import RunState, TestResult
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.process_layout import describe as describe_layout
 from pytest_efficientllm.measuring.process_layout import is_fixed as is_fixed_layout
@@ -137,7 +137,7 @@ def details(results: list[TestResult], width: int = WIDTH) -> list[str]:
     return lines
 
 
-def _threads_line(session: EfficiencySession, state: GateState) -> str:
+def _threads_line(session: EfficiencySession, state: RunState) -> str:
     if state.workers:
         threads = sorted({int(w.get("threads", 0)) for w in state.workers.values()})
         cores = max(int(w.get("cores", 0)) for w in state.workers.values())
@@ -167,7 +167,7 @@ def _layout_line(session: EfficiencySession) -> str:
     return line
 
 
-def _calibration_line(state: GateState) -> str:
+def _calibration_line(state: RunState) -> str:
     cals = list(state.calibrator.history) if state.calibrator else []
     dicts = [c.to_dict() for c in cals] + [c for w in state.workers.values() for c in w.get("calibrations", [])]
     if not dicts:
@@ -192,7 +192,7 @@ def _confirmation_line(results: list[TestResult]) -> str:
             f"{failing} of them failing (a regression fails only where every process found it)")
 
 
-def _store_lines(state: GateState, width: int) -> list[str]:
+def _store_lines(state: RunState, width: int) -> list[str]:
     lines: list[str] = []
     for u in state.updates:
         if u.error:
@@ -214,7 +214,7 @@ def _store_lines(state: GateState, width: int) -> list[str]:
     return lines
 
 
-def summary_lines(session: EfficiencySession, state: GateState | None = None, width: int = WIDTH) -> list[str]:
+def summary_lines(session: EfficiencySession, state: RunState | None = None, width: int = WIDTH) -> list[str]:
     head = f"profile {session.profile}"
     if state is not None:
         head += f"; {_threads_line(session, state)}; gate {state.options.mode}"

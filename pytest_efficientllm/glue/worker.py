@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from filelock import FileLock
 
-from pytest_efficientllm.glue.state import GateState, TestResult
+from pytest_efficientllm.core.devices import usable_cores
+from pytest_efficientllm.glue.state import RunState, TestResult
 
 REPORT_ATTR = "efficiency_result"
 WORKEROUTPUT_KEY = "efficiency"
@@ -37,19 +38,6 @@ def worker_id(config: Any) -> str | None:
 def worker_count(config: Any) -> int:
     workerinput = getattr(config, "workerinput", None)
     return int(workerinput.get("workercount", 1)) if workerinput else 1
-
-
-def parse_devices(text: str) -> tuple[str, ...]:
-    """'0,1' -> ('0', '1'); device indices or GPU UUIDs as CUDA_VISIBLE_DEVICES takes them."""
-    items = tuple(part.strip() for part in text.split(",") if part.strip())
-    if text.strip() and not items:
-        raise ValueError(f"--efficiency-devices={text!r}: expected a comma-separated list like 0,1")
-    for item in items:
-        if not re.fullmatch(r"\d+|(GPU|MIG)-[0-9A-Za-z-]+", item):
-            raise ValueError(f"--efficiency-devices={text!r}: {item!r} is not a device index or GPU/MIG UUID")
-    if len(set(items)) != len(items):
-        raise ValueError(f"--efficiency-devices={text!r}: a device is listed twice")
-    return items
 
 
 def pin_device(devices: tuple[str, ...], workerid: str | None, workers: int,
@@ -100,7 +88,7 @@ def attach(report: Any, result: TestResult) -> None:
     setattr(report, REPORT_ATTR, result.to_wire())
 
 
-def worker_summary(state: GateState, threads: int, cores: int, process_layout: dict[str, Any]) -> dict[str, Any]:
+def worker_summary(state: RunState, threads: int, cores: int, process_layout: dict[str, Any]) -> dict[str, Any]:
     """What the controller's summary says about this worker: `device` is the GPU it was pinned
     to, `locked_device` the one whose lock its measured tests took (pinned or not)."""
     calibrations = state.calibrator.history if state.calibrator else []
@@ -134,3 +122,17 @@ def logging_late(item: Any) -> Iterator[None]:
         yield
     finally:
         interactor.item_index = current
+
+
+class WorkerPlugin:
+    """The plugin's hooks in an xdist worker, as xdist's `WorkerInteractor`: results travel on
+    the reports (`attach`); at the end, a summary of this worker for the controller."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        eff = self.state.session
+        session.config.workeroutput[WORKEROUTPUT_KEY] = worker_summary(  # type: ignore[attr-defined]
+            self.state, eff.threads, usable_cores(), eff.fingerprint["process_layout"])
+

@@ -14,7 +14,6 @@ from pytest_efficientllm.core.devices import (
     resolve_profile,
     usable_cores,
 )
-from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.measuring.backends import select_backend
 from pytest_efficientllm.measuring.fingerprint import host_fingerprint
 from pytest_efficientllm.measuring.meter import MeasureProtocol
@@ -52,7 +51,6 @@ class EfficiencySession:
         # between runs, so comparing it would warn (and calibrate) on nothing.
         self.fingerprint["sources"] = {k: v for k, v in self.backend.sources.items() if k != "compute"}
         self.fingerprint.update(self.backend.device_fingerprint)
-        self.records: list[Record] = []
         # Why `--efficiency-fixed-layout` could not fix the layout ("" when not asked or done).
         self.layout_problem = ""
 

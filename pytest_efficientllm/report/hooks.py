@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 
+from pytest_efficientllm.glue.state import RUN_KEY
 from pytest_efficientllm.report.inputs import (
     REPORT_FORMATS,
     ReportError,
     check_report_path,
 )
 from pytest_efficientllm.report.progress import MODES, Progress
+from pytest_efficientllm.report.write import write_report
+from pytest_efficientllm.storage.runfile import Run
 
 PLUGIN_NAME = "efficiency-report"
 
@@ -93,15 +96,12 @@ class ReportPlugin:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.path:
             return
-        from pytest_efficientllm.glue.state import SESSION_KEY
-        from pytest_efficientllm.report.write import write_report
-        from pytest_efficientllm.storage.runfile import Run
-
-        eff = self.config.stash.get(SESSION_KEY, None)
-        records = list(eff.records) if eff is not None else []
-        if not records:
+        state = self.config.stash.get(RUN_KEY, None)
+        records = state.records if state is not None else []
+        if state is None or not records:
             self.outcome = (f"efficiency report not written to {self.path}: no test recorded a measurement", "yellow")
             return
+        eff = state.session
         run = Run(records=records, runs=[{"profile": eff.profile, "fingerprint": eff.fingerprint,
                                           "started": self.started, "label": f"pytest run {self.started}"}])
         try:

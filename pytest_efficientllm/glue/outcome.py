@@ -1,0 +1,35 @@
+"""A test's verdicts applied to its pytest report, and its result attached for the controller."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.glue.state import TestResult
+from pytest_efficientllm.glue.worker import attach
+from pytest_efficientllm.judging.verdicts import Verdict
+
+
+def failure_text(failed: list[Verdict]) -> str:
+    budgets = [v for v in failed if v.kind == "budget"]
+    others = [v for v in failed if v.kind != "budget"]
+    parts = []
+    if budgets:
+        parts.append("efficiency budget exceeded:\n" + "\n".join("  " + v.render() for v in budgets))
+    if others:
+        parts.append("efficiency gate (against the baseline):\n" + "\n".join("  " + v.render() for v in others))
+    return "\n".join(parts)
+
+
+def settle(report: pytest.TestReport, record: Record, verdicts: list[Verdict], functional: str) -> None:
+    """Apply the gate's verdicts to the test's call report and attach its result for the controller."""
+    failed = [v for v in verdicts if v.failed]
+    if failed:
+        report.outcome = "failed"
+        report.longrepr = failure_text(failed)
+    notes = [v.render() for v in verdicts if v.status in ("warn", "improved")]
+    if notes:
+        report.sections.append(("efficiency", "\n".join(notes)))
+    record.outcome = report.outcome
+    record.verdicts = [v.to_dict() for v in verdicts]
+    attach(report, TestResult(record, verdicts, functional))
