@@ -17,7 +17,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_efficientllm.core.limits import Limit
+from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
+from pytest_efficientllm.report.comparison import (
+    compare_runs,
+    render_comparison,
+    with_baseline,
+)
+from pytest_efficientllm.report.export import export_entries
+from pytest_efficientllm.report.inputs import ReportError, check_report_path, load_run
+from pytest_efficientllm.report.merge import merge_runs
+from pytest_efficientllm.report.write import write_report
 from pytest_efficientllm.storage.runfile import write_atomic, write_run
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
@@ -32,15 +41,10 @@ def _err(line: str) -> None:
 
 
 def _output_path(path: str, suffixes: tuple[str, ...] = (".json",)) -> Path:
-    from pytest_efficientllm.report.inputs import check_report_path
-
     return check_report_path(path, suffixes)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pytest_efficientllm.report.comparison import compare_runs, render_comparison
-    from pytest_efficientllm.report.inputs import load_run
-
     limits = _limits(args.tolerance)
     old, new = load_run(args.old), load_run(args.new)
     results = compare_runs(old, new, limits, args.mode)
@@ -51,9 +55,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _limits(tolerances: Sequence[str]) -> list[Limit]:
     """`--tolerance AL=+10%` options as the marker's tolerance limits."""
-    from pytest_efficientllm.core.limits import LimitError, parse_limit
-    from pytest_efficientllm.report.inputs import ReportError
-
     limits = []
     for text in tolerances:
         name, sep, value = text.partition("=")
@@ -70,9 +71,6 @@ def _limits(tolerances: Sequence[str]) -> list[Limit]:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from pytest_efficientllm.report.inputs import load_run
-    from pytest_efficientllm.report.merge import merge_runs
-
     output = _output_path(args.output)
     inputs = [(path, load_run(path, allow_empty=True)) for path in args.inputs]
     merged = merge_runs(inputs, allow_mixed_profiles=args.allow_mixed_profiles, allow_duplicates=args.allow_duplicates)
@@ -84,15 +82,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pytest_efficientllm.report.inputs import check_report_path, load_run
-    from pytest_efficientllm.report.write import write_report
-
     output = check_report_path(args.output)  # before reading: a bad path fails fast
     limits = _limits(args.tolerance)
     run = load_run(args.input)
     if args.baseline:
-        from pytest_efficientllm.report.comparison import with_baseline
-
         run = with_baseline(run, load_run(args.baseline), limits, args.mode)
     write_report(run, output)
     _out(f"wrote {output} ({len(run.records)} record(s))")
@@ -100,9 +93,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pytest_efficientllm.report.export import export_entries
-    from pytest_efficientllm.report.inputs import ReportError, load_run
-
     if not args.smaller and not args.bigger:
         raise ReportError("export-benchmark-action: give --smaller FILE and/or --bigger FILE to write")
     targets = [(p, key) for p, key in ((args.smaller, "smaller"), (args.bigger, "bigger")) if p]
@@ -165,8 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pytest_efficientllm.report.inputs import ReportError
-
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -6,18 +6,16 @@ import json
 import os
 from pathlib import Path
 
+from pytest_efficientllm.report.html import render_html
 from pytest_efficientllm.report.inputs import ReportError, check_report_path
+from pytest_efficientllm.report.markdown import render_markdown
 from pytest_efficientllm.storage.runfile import Run, write_atomic
 
 
 def render(run: Run, suffix: str) -> str:
     if suffix == ".html":
-        from pytest_efficientllm.report.html import render_html
-
         return render_html(run)
     if suffix == ".md":
-        from pytest_efficientllm.report.markdown import render_markdown
-
         return render_markdown(run)
     if suffix == ".json":
         # The records themselves, as a run file: `compare`, `merge` and `report` read it back.
