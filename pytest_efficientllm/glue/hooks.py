@@ -69,7 +69,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("efficiency_warmup", "default warm-up rounds per test", default="1")
     parser.addini("efficiency_min_time", "default minimum measured time per test", default="0 s")
     parser.addini("efficiency_threads", "torch threads for measured tests", default="")
-    # Baselines and gating (DESIGN.md §4).
+    # Baselines and gating (docs/gate.md).
     group.addoption("--update-baselines", dest="efficiency_update_baselines", action="store_true", default=False,
                     help="write the baselines of the tests that ran and passed their own assertions")
     group.addoption("--baselines-dir", dest="efficiency_baselines_dir", default=None, metavar="DIR",

@@ -19,7 +19,7 @@ from pytest_efficientllm.telemetry.base import Probe, RoundTimer
 from pytest_efficientllm.telemetry.nvml import PROBE_MAX_S, NvmlSet, load_pynvml, open_nvml
 from pytest_efficientllm.telemetry.procfs import ProcessCpuTimeProbe, ProcessMemoryProbe
 
-HOPPER_FLOP_PER_CLOCK_PER_SM = 4096  # dense bf16 tensor-core rate (DESIGN.md §7)
+HOPPER_FLOP_PER_CLOCK_PER_SM = 4096  # dense bf16 tensor-core rate (docs/telemetry.md)
 
 
 def _torch_cuda() -> Any:
