@@ -1,4 +1,4 @@
-"""Shared builders for the vision and vision-language suites (DESIGN.md §5, §8 "attention variants transfer to vision").
+"""Shared builders for the vision and vision-language suites (docs/suites.md, "attention variants transfer to vision").
 
 Reuses the text suites' `Scale` (its MQA/GQA key/value heads, LoRA rank/alpha/dropout and
 learning-rate conventions), `NotApplicable`, counting and quantization helpers, and adds:

@@ -1,6 +1,6 @@
 """Hardware profiles (`--gpu`), device detection and the dense peak throughput table.
 
-Peaks are dense (no sparsity) tensor-core figures from vendor datasheets (DESIGN.md §7).
+Peaks are dense (no sparsity) tensor-core figures from vendor datasheets (docs/telemetry.md).
 A CPU peak is an estimate from cores x clock x FLOP/cycle and is labelled so.
 """
 

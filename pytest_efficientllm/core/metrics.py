@@ -22,7 +22,7 @@ class MetricSpec:
 
 
 _SPECS = [
-    # The study's six (DESIGN.md §2).
+    # The study's six (docs/metrics.md).
     MetricSpec("AMU", "B", "lower", "Average Memory Utilization: time average of memory in use over the window"),
     MetricSpec("AMU_fraction", "fraction", "lower", "AMU as a share of the device's memory capacity"),
     MetricSpec("PCU", "fraction", "higher", "Peak Compute Utilization as the study defines it: time average of NVML kernel-busy share (gpu_busy)"),

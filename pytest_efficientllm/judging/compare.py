@@ -3,7 +3,7 @@
     verdicts = compare_record(baseline, current, limits=spec.limits, mode="fail")
 
 Pure functions over two `Record`s (the `compare` command compares run files with the
-same function). The rules, by the metric's source (DESIGN.md §4):
+same function). The rules, by the metric's source (docs/gate.md):
 
 * **counted** (bytes, FLOPs, parameters, MCR): exact. Integer counts must be equal; a
   non-integer count (a ratio, a quality score) may differ by `COUNTED_RTOL` (1 ppm), the
@@ -28,7 +28,7 @@ same function). The rules, by the metric's source (DESIGN.md §4):
 * **estimated**: never fails; beyond the tolerance it warns.
 * A different source on the two sides is never compared; the mismatch is reported.
 
-Fingerprints (DESIGN.md §3): a different profile or accelerator model is an error (the
+Fingerprints (docs/gate.md): a different profile or accelerator model is an error (the
 numbers belong to other hardware); any other difference (driver, torch, CPU model,
 threads) is a warning, and then time-based metrics are compared relative to the
 calibration workload each run measured (`calibration`), and the verdict says so.

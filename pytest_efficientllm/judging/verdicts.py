@@ -58,7 +58,7 @@ class Verdict:
 def check_budget(record: Record, limit: Limit) -> Verdict:
     """One absolute budget against the recorded value.
 
-    An estimated value never fails a budget (DESIGN.md §2: estimates are informational);
+    An estimated value never fails a budget (docs/metrics.md: estimates are informational);
     it warns instead. An unavailable value is skipped with its reason.
     """
     metric = record.metrics.get(limit.metric)

@@ -1,4 +1,4 @@
-"""What hardware and software a measurement ran on (DESIGN.md §3)."""
+"""What hardware and software a measurement ran on (docs/gate.md, "Fingerprints and calibration")."""
 
 from __future__ import annotations
 

@@ -5,10 +5,10 @@ Plain Python, usable from a notebook:
     meter = Meter(cpu_backend(threads=2))
     metrics = meter.measure(fn, Work(tokens=32), MeasureProtocol(rounds=10, warmup=2))
 
-The measuring protocol (DESIGN.md §3): warm-up rounds with the same shapes; then rounds until both
-`rounds` and `min_time_s` are met; raw per-round samples kept. Telemetry probes open
-just before the first timed round and close after the last; nothing but the timer's
-two clock reads runs between rounds.
+The measuring protocol (docs/metrics.md, "How a test is measured"): warm-up rounds with the same
+shapes; then rounds until both `rounds` and `min_time_s` are met; raw per-round samples
+kept. Telemetry probes open just before the first timed round and close after the last;
+nothing but the timer's two clock reads runs between rounds.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import re
 from pytest_efficientllm.core.record import Record
 
 # Axis of a suite module, matched on the module's file name (first match wins).
-# The labels are the study's axes (DESIGN.md §5); anything else is "other".
+# The labels are the study's axes (docs/suites.md); anything else is "other".
 AXES: tuple[tuple[str, str], ...] = (
     (r"^test_(attention|moe|architecture)", "attention / MoE"),
     (r"^test_(finetune|peft)", "PEFT"),

@@ -24,9 +24,9 @@ from pytest_efficientllm.report.axes import (
     technique_of,
 )
 
-# The study's leaderboard columns (DESIGN.md §8), and the better-founded measures we show
-# beside them when any row has them. Quality columns (`quality:<name>`) come first, added
-# per table from what its records hold.
+# The study's leaderboard columns (docs/suites.md, "What the study reported"), and the
+# better-founded measures we show beside them when any row has them. Quality columns
+# (`quality:<name>`) come first, added per table from what its records hold.
 PAPER_METRICS: tuple[str, ...] = ("AMU", "PCU", "AL", "AT", "AEC", "MCR")
 BESIDE: dict[str, str] = {"AMU": "peak_memory", "PCU": "MFU", "AEC": "energy_per_token", "MCR": "size_ratio"}
 TEXT_COLUMNS: tuple[str, ...] = ("technique", "model", "scale")

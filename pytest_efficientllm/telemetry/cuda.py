@@ -20,7 +20,7 @@ from pytest_efficientllm.telemetry.nvml import (
     NvmlSet,
 )
 
-HOPPER_FLOP_PER_CLOCK_PER_SM = 4096  # dense bf16 tensor-core rate (DESIGN.md §7)
+HOPPER_FLOP_PER_CLOCK_PER_SM = 4096  # dense bf16 tensor-core rate (docs/telemetry.md)
 
 
 def torch_cuda() -> Any:

@@ -1,6 +1,6 @@
 """The suites' scales in one place: model shapes and run lengths for tiny, small and paper.
 
-`paper` follows the EfficientLLM study (DESIGN.md §5): Qwen2.5-1.5B-shaped decoders (hidden
+`paper` follows the EfficientLLM study (docs/suites.md): Qwen2.5-1.5B-shaped decoders (hidden
 1536, 28 layers, 12 query heads of 128), sequence length 2048, bf16; MQA 1 KV head, GQA 2,
 MLA latent = hidden/8, NSA window 128 / block 64 / 4 selected blocks, MoE 8 experts top-2 with
 auxiliary loss 0.01, LoRA rank 64 / alpha 128 / dropout 0.1. `tiny` and `small` keep the same
