@@ -1,0 +1,1 @@
+"""Storage: baseline files (atomic writes, per-file locks) and run files."""
