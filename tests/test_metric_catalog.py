@@ -210,3 +210,25 @@ def test_stored_metrics_agree_with_the_catalog_or_the_suite_that_declares_them()
         elif (unit, direction) not in declared:
             problems.append(f"{where}: {name} stored as ({unit!r}, {direction}), its suite declares {sorted(declared)}")
     assert not problems, "\n".join(sorted(set(problems)))
+
+
+def test_count_takes_the_catalogs_unit_and_refuses_another(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_efficientllm.glue.fixture import MeasurementError
+
+        def test_counts(efficiency):
+            params = efficiency.count("params", 10, unit="", direction="info")
+            assert (params.unit, params.direction, params.source) == ("", "info", "counted")
+            assert efficiency.count("flops", 5).unit == "FLOP"
+            own = efficiency.count("kv_bytes", 4, unit="B/tok", direction="lower")
+            assert (own.unit, own.direction) == ("B/tok", "lower")
+            assert efficiency.quality("ppl", 8.1, direction="lower", method="m").unit == ""
+            with pytest.raises(MeasurementError, match="a catalog metric"):
+                efficiency.count("peak_memory", 1, unit="MiB")
+            with pytest.raises(MeasurementError, match="a catalog metric"):
+                efficiency.count("flops", 1, direction="higher")
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
