@@ -3,14 +3,17 @@
 The six EfficientLLM metrics keep the study's abbreviations (AMU, PCU, AL, AT, AEC, MCR);
 the better-founded measures recorded beside them, and the raw quantities behind both,
 have plain names with the unit in the catalog. `spec(name)` is the single place that
-knows a name's unit and direction; marker validation and reports read it from here.
+knows a name's unit and direction; marker validation and reports read it from here, and
+every metric the plugin records is built here (`measured`, `counted`, `estimated`, `make`,
+`unavailable`), so no other module restates a unit or a direction. A test's own counts
+and quality scores, which the catalog cannot list, are `declared` by the test once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pytest_efficientllm.core.record import Direction
+from pytest_efficientllm.core.record import Direction, Metric, Source
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,8 @@ class MetricSpec:
     unit: str
     direction: Direction
     description: str
+    # The units a metric whose unit depends on the workload is recorded in (`unit` is then "").
+    units: tuple[str, ...] = ()
 
 
 _SPECS = [
@@ -27,7 +32,8 @@ _SPECS = [
     MetricSpec("AMU_fraction", "fraction", "lower", "AMU as a share of the device's memory capacity"),
     MetricSpec("PCU", "fraction", "higher", "Peak Compute Utilization as the study defines it: time average of NVML kernel-busy share (gpu_busy)"),
     MetricSpec("AL", "s", "lower", "Average Latency: mean seconds per round (iteration or request)"),
-    MetricSpec("AT", "", "higher", "Average Throughput in the study's form for the workload: TT (tokens/param/s), ST (samples/param/s) or IT (tokens/s); unit says which"),
+    MetricSpec("AT", "", "higher", "Average Throughput in the study's form for the workload: TT (tokens/param/s), ST (samples/param/s) or IT (tokens/s); unit says which",
+               units=("tok/param/s", "samples/param/s", "tok/s")),
     MetricSpec("AEC", "W", "lower", "Average Energy Consumption: mean power over the window"),
     MetricSpec("MCR", "x", "higher", "Model Compression Rate: size ratio x quality retention"),
     # Beside them.
@@ -44,6 +50,7 @@ _SPECS = [
     MetricSpec("peak_memory_delta", "B", "lower", "peak_memory above the level at window open: what the workload itself added"),
     MetricSpec("peak_memory_reserved", "B", "lower", "high-water mark of the CUDA caching allocator's reserved bytes"),
     MetricSpec("host_peak_memory", "B", "lower", "process RSS high-water mark while a GPU workload ran"),
+    MetricSpec("host_peak_memory_delta", "B", "lower", "host_peak_memory above the process RSS at window open"),
     MetricSpec("host_AMU", "B", "lower", "time-average process RSS while a GPU workload ran"),
     MetricSpec("energy", "J", "lower", "energy over the measured window"),
     MetricSpec("energy_per_round", "J", "lower", "energy per round (per step or request)"),
@@ -57,6 +64,7 @@ _SPECS = [
     MetricSpec("peak_memory_sum", "B", "lower", "sum over ranks of each rank's peak_memory"),
     MetricSpec("AMU_sum", "B", "lower", "sum over ranks of each rank's AMU"),
     MetricSpec("comm_time", "s", "lower", "communication time per round the workload reported, slowest rank"),
+    MetricSpec("window_time", "s", "info", "wall seconds of the whole window, from its opening barrier to its closing one"),
     MetricSpec("latency_rank_spread", "fraction", "info", "(slowest - fastest) / fastest rank's AL: how unevenly the ranks ran"),
     # Raw quantities and counted facts.
     MetricSpec("wall_time", "s", "lower", "wall-clock seconds of all measured rounds"),
@@ -104,3 +112,75 @@ def resolve_name(name: str) -> str:
 
 def spec(name: str) -> MetricSpec:
     return CATALOG[resolve_name(name)]
+
+
+# -- building metrics: unit and direction from the catalog ---------------------------------
+
+
+def _entry(name: str) -> MetricSpec:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not in the metric catalog (core/metrics.py): add it there, "
+                       "or record a test's own metric with `declared`") from None
+
+
+def _unit(s: MetricSpec, unit: str | None) -> str:
+    if not s.units:
+        if unit is not None and unit != s.unit:
+            raise ValueError(f"metric {s.name!r} is recorded in {s.unit!r} (the catalog's unit), not {unit!r}")
+        return s.unit
+    if unit not in s.units:
+        raise ValueError(f"metric {s.name!r}: unit must be one of {s.units} (the workload decides which), got {unit!r}")
+    return unit
+
+
+def make(name: str, value: float | None, source: Source, method: str, *, note: str = "",
+         samples: tuple[float, ...] = (), unit: str | None = None) -> Metric:
+    """A metric of a catalog name with the catalog's unit and direction.
+
+    `unit` only where the catalog lists the units the workload chooses from (AT).
+    """
+    s = _entry(name)
+    return Metric(name, value, _unit(s, unit), s.direction, source, method, samples=samples, note=note)
+
+
+def measured(name: str, value: float | None, method: str, *, note: str = "",
+             samples: tuple[float, ...] = (), unit: str | None = None) -> Metric:
+    return make(name, value, "measured", method, note=note, samples=samples, unit=unit)
+
+
+def counted(name: str, value: float | None, method: str, *, note: str = "",
+            samples: tuple[float, ...] = (), unit: str | None = None) -> Metric:
+    return make(name, value, "counted", method, note=note, samples=samples, unit=unit)
+
+
+def estimated(name: str, value: float | None, method: str, *, note: str = "",
+              samples: tuple[float, ...] = (), unit: str | None = None) -> Metric:
+    return make(name, value, "estimated", method, note=note, samples=samples, unit=unit)
+
+
+def unavailable(name: str, source: Source, method: str, why: str, *, unit: str | None = None) -> Metric:
+    """A catalog metric that could not be obtained on this machine, with the reason."""
+    return make(name, None, source, method, note=why, unit=unit)
+
+
+def declared(name: str, value: float | None, unit: str, direction: Direction, source: Source, method: str, *,
+             note: str = "", samples: tuple[float, ...] = ()) -> Metric:
+    """A metric the catalog does not list (a test's own count or quality score), its unit and
+    direction given by the test; a catalog name is refused: its unit and direction are the catalog's."""
+    if name in CATALOG:
+        raise ValueError(f"metric {name!r} is in the catalog: build it with make()/counted()/..., not declared()")
+    return Metric(name, value, unit, direction, source, method, samples=samples, note=note)
+
+
+def like(template: Metric, value: float | None, method: str, *, note: str = "",
+         samples: tuple[float, ...] = ()) -> Metric:
+    """Another value of `template`'s metric (windows merged, ranks combined): same name and
+    source, unit and direction from the catalog, or the template's for a test's own metric."""
+    if template.name in CATALOG:
+        s = CATALOG[template.name]
+        return make(template.name, value, template.source, method, note=note, samples=samples,
+                    unit=template.unit if s.units else None)
+    return declared(template.name, value, template.unit, template.direction, template.source, method,
+                    note=note, samples=samples)

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_efficientllm.core.record import Metric, Record, unavailable
+from pytest_efficientllm.core.metrics import counted, like, make, measured, unavailable
+from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.measuring.meter import WindowResult, Work, derive_metrics
 
 MEMORY = ("peak_memory", "peak_memory_delta", "peak_memory_reserved", "AMU", "AMU_fraction", "host_peak_memory", "host_AMU")
@@ -90,13 +91,13 @@ def _per_domain(ranks: list[Record], name: str) -> Metric | None:
     first = metrics[0]
     if not _available(metrics):
         why = next(m.note for m in metrics if m.value is None)
-        return unavailable(name, first.unit, first.direction, first.source, first.method, f"not available in every rank: {why}")
+        return unavailable(name, first.source, first.method, f"not available in every rank: {why}")
     seen: dict[tuple[Any, ...], float] = {}
     for record, m in zip(ranks, metrics):
         seen.setdefault(energy_domain(record, m), float(m.value))  # type: ignore[arg-type]
     kinds = sorted({d[0] for d in seen})
     method = f"sum over {len(seen)} distinct {'/'.join(kinds)} domain(s) of {len(ranks)} ranks; {first.method}"
-    return Metric(name, sum(seen.values()), first.unit, first.direction, first.source, method, note=first.note)
+    return like(first, sum(seen.values()), method, note=first.note)
 
 
 def _slowest_rounds(ranks: list[Record], name: str) -> list[float]:
@@ -131,19 +132,19 @@ def _measured(ranks: list[Record]) -> dict[str, Metric]:
             continue
         values = [float(m.value) for m in metrics]  # type: ignore[arg-type]
         m0 = metrics[0]
-        readings[name] = Metric(name, max(values), m0.unit, m0.direction, m0.source, f"max over {len(values)} ranks; {m0.method}", note=m0.note)
+        readings[name] = like(m0, max(values), f"max over {len(values)} ranks; {m0.method}", note=m0.note)
         if name in SUMMED_BESIDE:
             total = SUMMED_BESIDE[name]
-            readings[total] = Metric(total, sum(values), m0.unit, m0.direction, m0.source,
-                                     f"sum over {len(values)} ranks (shared pages counted in each); {m0.method}", note=m0.note)
+            readings[total] = make(total, sum(values), m0.source,
+                                   f"sum over {len(values)} ranks (shared pages counted in each); {m0.method}", note=m0.note)
     for name in PER_DOMAIN:
         metric = _per_domain(ranks, name)
         if metric is not None:
             readings[name] = metric
     cpu = _values(ranks, "cpu_time")
     if _available(cpu):
-        readings["cpu_time"] = Metric("cpu_time", sum(float(m.value) for m in cpu), "s", "lower", "measured",  # type: ignore[misc,arg-type]
-                                      f"sum over ranks; {cpu[0].method}")  # type: ignore[index]
+        readings["cpu_time"] = measured("cpu_time", sum(float(m.value) for m in cpu),  # type: ignore[misc,arg-type]
+                                        f"sum over ranks; {cpu[0].method}")  # type: ignore[index]
     for name in DEVICE_MEAN:
         metrics = _values(ranks, name)
         if _available(metrics):
@@ -151,8 +152,8 @@ def _measured(ranks: list[Record]) -> dict[str, Metric]:
             for record, m in zip(ranks, metrics):  # type: ignore[arg-type]
                 per_device.setdefault(energy_domain(record, m), float(m.value))  # type: ignore[arg-type]
             m0 = metrics[0]  # type: ignore[index]
-            readings[name] = Metric(name, float(np.mean(list(per_device.values()))), m0.unit, m0.direction, m0.source,
-                                    f"mean over {len(per_device)} devices; {m0.method}")
+            readings[name] = like(m0, float(np.mean(list(per_device.values()))),
+                                  f"mean over {len(per_device)} devices; {m0.method}")
     result = WindowResult(latencies, wall_s, readings)
     if _values(ranks, "TTFT") is not None:
         result.ttft_s = _slowest_rounds(ranks, "TTFT")
@@ -162,27 +163,27 @@ def _measured(ranks: list[Record]) -> dict[str, Metric]:
     flops = _values(ranks, "flops")
     if _available(flops):
         f0 = flops[0]  # type: ignore[index]
-        flops_metric = Metric("flops", sum(float(m.value) for m in flops), "FLOP", "lower", "counted",  # type: ignore[misc,arg-type,union-attr]
-                              f"sum over {len(ranks)} ranks; {f0.method}")
+        flops_metric = counted("flops", sum(float(m.value) for m in flops),  # type: ignore[misc,arg-type,union-attr]
+                               f"sum over {len(ranks)} ranks; {f0.method}")
     else:
         first = (flops or [None])[0]
-        flops_metric = unavailable("flops", "FLOP", "lower", "counted", "torch FlopCounterMode",
+        flops_metric = unavailable("flops", "counted", "torch FlopCounterMode",
                                    (first.note if first is not None else "") or "not counted in every rank")
     peaks = _values(ranks, "peak_flops_per_s")
     peak = None
     if _available(peaks):
         p0 = peaks[0]  # type: ignore[index]
-        peak = Metric("peak_flops_per_s", sum(float(m.value) for m in peaks), p0.unit, p0.direction, p0.source,  # type: ignore[misc,arg-type,union-attr]
-                      f"sum over {len(ranks)} ranks of: {p0.method}")
+        peak = like(p0, sum(float(m.value) for m in peaks),  # type: ignore[misc,arg-type,union-attr]
+                    f"sum over {len(ranks)} ranks of: {p0.method}")
     timer = al.method.split(";")[0]
     backend = _AggregateBackend(_Timer(f"slowest rank per round, {timer}"), peak)
     out = derive_metrics(result, work, flops_metric, backend)  # type: ignore[arg-type]
-    out["window_time"] = Metric("window_time", wall_s, "s", "info", "measured", "longest rank's window (barrier to barrier)")
+    out["window_time"] = measured("window_time", wall_s, "longest rank's window (barrier to barrier)")
     own = [float(r.metrics["AL"].value) for r in ranks if r.metrics["AL"].value]
     if len(own) == len(ranks) and min(own) > 0:
-        out["latency_rank_spread"] = Metric("latency_rank_spread", (max(own) - min(own)) / min(own), "fraction", "info",
-                                            "measured", "(max - min) / min over ranks of each rank's own AL",
-                                            samples=tuple(own))
+        out["latency_rank_spread"] = measured("latency_rank_spread", (max(own) - min(own)) / min(own),
+                                              "(max - min) / min over ranks of each rank's own AL",
+                                              samples=tuple(own))
     return out
 
 
@@ -196,11 +197,11 @@ def _other(ranks: list[Record], name: str) -> Metric:
     if not numbers:
         return m0
     if name == "comm_time":
-        return Metric(name, max(numbers), m0.unit, m0.direction, m0.source, f"slowest of {len(numbers)} ranks; {m0.method}",
-                      samples=tuple(numbers))
-    return Metric(name, max(numbers), m0.unit, m0.direction, m0.source,
-                  f"max over ranks (present in {len(present)} of {len(ranks)}; values differ, see ranks); {m0.method}",
-                  samples=tuple(numbers), note=m0.note)
+        return like(m0, max(numbers), f"slowest of {len(numbers)} ranks; {m0.method}",
+                    samples=tuple(numbers))
+    return like(m0, max(numbers),
+                f"max over ranks (present in {len(present)} of {len(ranks)}; values differ, see ranks); {m0.method}",
+                samples=tuple(numbers), note=m0.note)
 
 
 def _fingerprint(ranks: list[Record]) -> dict[str, Any]:

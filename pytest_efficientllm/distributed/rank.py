@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+from pytest_efficientllm.core.metrics import measured
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.distributed.collectives import RankContext, barrier
 from pytest_efficientllm.glue.fixture import Efficiency
@@ -113,14 +114,14 @@ class RankEfficiency(Efficiency):
 
         Units: s. Aggregated as the slowest rank's; `method` says how it was timed.
         """
-        metric = Metric("comm_time", float(seconds_per_round), "s", "lower", "measured", method)
+        metric = measured("comm_time", float(seconds_per_round), method)
         self.record.add(metric)
         return metric
 
     def _finish(self, result: WindowResult, work: Work, flops: Metric) -> Record:
         record = super()._finish(result, work, flops)
-        record.add(Metric("window_time", result.wall_s, "s", "info", "measured",
-                          "perf_counter from the window's opening barrier to its closing barrier"))
+        record.add(measured("window_time", result.wall_s,
+                            "perf_counter from the window's opening barrier to its closing barrier"))
         return record
 
 

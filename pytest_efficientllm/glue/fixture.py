@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pytest_efficientllm.core.metrics import CATALOG
+from pytest_efficientllm.core.metrics import CATALOG, counted, declared, unavailable
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.glue.marker import MarkerSpec
 from pytest_efficientllm.measuring.meter import (
@@ -153,20 +153,25 @@ class Efficiency:
         if flops is not None:
             flops_metric = self.meter.flops_of(lambda: None, work)
         else:
-            flops_metric = Metric("flops", None, "FLOP", "lower", "counted", "torch FlopCounterMode",
-                                  note="not counted for window() blocks; pass flops=")
+            flops_metric = unavailable("flops", "counted", "torch FlopCounterMode",
+                                       "not counted for window() blocks; pass flops=")
         self._finish(self._windows, work, flops_metric)
 
     # -- counted facts ---------------------------------------------------------------
 
     def count(self, name: str, value: float, *, unit: str | None = None, direction: str | None = None,
               method: str = "counted by the test") -> Metric:
-        """Record an exact count (bytes, parameters, ...). Catalog names take the catalog's unit."""
+        """Record an exact count (bytes, parameters, ...). Catalog names take the catalog's unit and direction."""
         known = CATALOG.get(name)
         if known is None and (unit is None or direction is None):
             raise MeasurementError(f"count({name!r}): not a catalog metric, so unit= and direction= are required")
-        metric = Metric(name, float(value), unit if unit is not None else known.unit,  # type: ignore[union-attr]
-                        direction or known.direction, "counted", method)  # type: ignore[union-attr,arg-type]
+        if known is None:
+            metric = declared(name, float(value), unit, direction, "counted", method)  # type: ignore[arg-type]
+        elif unit not in (None, known.unit, *known.units) or direction not in (None, known.direction):
+            raise MeasurementError(f"count({name!r}): a catalog metric, recorded in {known.unit!r} with {known.direction} "
+                                   "better; leave out unit= and direction=, or record under another name")
+        else:
+            metric = counted(name, float(value), method, unit=unit if known.units else None)
         self.record.add(metric)
         return metric
 
@@ -175,7 +180,7 @@ class Efficiency:
 
         Recorded as `quality:<name>`; `method` names the data and the formula.
         """
-        metric = Metric(f"quality:{name}", float(value), "", direction, "counted", method)  # type: ignore[arg-type]
+        metric = declared(f"quality:{name}", float(value), "", direction, "counted", method)  # type: ignore[arg-type]
         self.record.add(metric)
         return metric
 
@@ -195,12 +200,12 @@ class Efficiency:
         how = f"retention of {quality_name} ({'higher' if higher_is_better else 'lower'} is better)"
         self.count("storage_bytes", storage_bytes, method="sum of stored tensor bytes, scales included")
         self.count("reference_bytes", reference_bytes, method="sum of the reference's stored tensor bytes")
-        self.record.add(Metric("size_ratio", size_ratio, "x", "higher", "counted", "reference_bytes / storage_bytes"))
-        self.record.add(Metric("quality_retention", retention, "x", "higher", "counted", how))
+        self.record.add(counted("size_ratio", size_ratio, "reference_bytes / storage_bytes"))
+        self.record.add(counted("quality_retention", retention, how))
         if weights:
-            self.record.add(Metric("bits_per_weight", storage_bytes * 8 / weights, "bit", "lower", "counted",
-                                   f"storage_bytes x 8 / {weights} weights"))
-        mcr = Metric("MCR", size_ratio * retention, "x", "higher", "counted", f"size_ratio x {how}")
+            self.record.add(counted("bits_per_weight", storage_bytes * 8 / weights,
+                                    f"storage_bytes x 8 / {weights} weights"))
+        mcr = counted("MCR", size_ratio * retention, f"size_ratio x {how}")
         self.record.add(mcr)
         return mcr
 

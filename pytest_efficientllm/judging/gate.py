@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pytest_efficientllm.core.limits import Limit
-from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.core.metrics import make
+from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.compare import MODES, compare_record
 from pytest_efficientllm.judging.run_noise import RunPrior
 from pytest_efficientllm.judging.verdicts import Verdict, check_budgets, soften
@@ -70,8 +71,8 @@ def add_derived(record: Record) -> None:
     cpu, rounds = record.metrics.get("cpu_time"), record.metrics.get("rounds")
     if "cpu_time_per_round" in record.metrics or cpu is None or cpu.value is None or not rounds or not rounds.value:
         return
-    record.add(Metric("cpu_time_per_round", cpu.value / rounds.value, "s", "lower", cpu.source,
-                      f"cpu_time / rounds; {cpu.method}"))
+    record.add(make("cpu_time_per_round", cpu.value / rounds.value, cpu.source,
+                    f"cpu_time / rounds; {cpu.method}"))
 
 
 def judge(record: Record, limits: Iterable[Limit], baseline: Record | None, baseline_error: str,

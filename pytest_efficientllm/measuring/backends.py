@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_efficientllm.core.devices import clock_derived_peak, cpu_peak_estimate
+from pytest_efficientllm.core.metrics import estimated
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry.base import Probe, RoundTimer
 from pytest_efficientllm.telemetry.cuda import (
@@ -69,7 +70,7 @@ def cpu_backend(threads: int, sample_interval_s: float = 0.02) -> Backend:
         return out
 
     est = cpu_peak_estimate(threads)
-    peak = Metric("peak_flops_per_s", est.flops_per_s, "FLOP/s", "info", "estimated", est.method)
+    peak = estimated("peak_flops_per_s", est.flops_per_s, est.method)
     sources = {
         "timer": PerfCounterTimer.method,
         "memory": "procfs VmHWM + sampled RSS",

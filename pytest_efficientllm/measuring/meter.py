@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_efficientllm.core.record import Metric, unavailable
+from pytest_efficientllm.core.metrics import counted, like, make, measured, unavailable
+from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.telemetry.base import Probe
 from pytest_efficientllm.telemetry.cpu_energy import estimate_energy
@@ -94,7 +95,7 @@ class WindowResult:
             else:
                 total = self.wall_s + other.wall_s
                 value = (old.value * self.wall_s + new.value * other.wall_s) / total if total else new.value
-            readings[name] = Metric(name, value, new.unit, new.direction, new.source, new.method, note=new.note or old.note)
+            readings[name] = like(new, value, new.method, note=new.note or old.note)
         return WindowResult(
             self.latencies_s + other.latencies_s,
             self.wall_s + other.wall_s,
@@ -177,14 +178,14 @@ class Meter:
 
     def flops_of(self, fn: Callable[[], Any], work: Work) -> Metric:
         if work.flops is not None:
-            return Metric("flops", float(work.flops), "FLOP", "lower", "counted", "given by the test")
+            return counted("flops", float(work.flops), "given by the test")
         if not work.count_flops:
-            return unavailable("flops", "FLOP", "lower", "counted", "torch FlopCounterMode", "FLOP counting switched off for this test")
+            return unavailable("flops", "counted", "torch FlopCounterMode", "FLOP counting switched off for this test")
         flops, why = count_flops(fn)
         self.backend.synchronize()
         if flops is None:
-            return unavailable("flops", "FLOP", "lower", "counted", "torch FlopCounterMode", why)
-        return Metric("flops", float(flops), "FLOP", "lower", "counted", "torch FlopCounterMode, one untimed run")
+            return unavailable("flops", "counted", "torch FlopCounterMode", why)
+        return counted("flops", float(flops), "torch FlopCounterMode, one untimed run")
 
 
 def _percentiles(values: tuple[float, ...], quantiles: tuple[int, ...]) -> list[float | None]:
@@ -206,35 +207,35 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
     timer = backend.timer.method
     samples = tuple(float(x) for x in lat)
     mean = float(lat.mean()) if n else None
-    out["rounds"] = Metric("rounds", float(n), "", "info", "counted", "rounds timed")
-    out["AL"] = Metric("AL", mean, "s", "lower", "measured", f"{timer}; mean over rounds", samples=samples)
+    out["rounds"] = counted("rounds", float(n), "rounds timed")
+    out["AL"] = measured("AL", mean, f"{timer}; mean over rounds", samples=samples)
     quantiles = (50, 90, 99)
     for q, value in zip(quantiles, _percentiles(samples, quantiles)):
-        out[f"latency_p{q}"] = Metric(f"latency_p{q}", value, "s", "lower", "measured", f"{timer}; percentile {q} over rounds")
+        out[f"latency_p{q}"] = measured(f"latency_p{q}", value, f"{timer}; percentile {q} over rounds")
     busy = float(lat.sum())
     if len(result.cpu_s_per_round) == n and n:
         cpu = tuple(result.cpu_s_per_round)
-        out["cpu_time_per_round"] = Metric("cpu_time_per_round", float(np.mean(cpu)), "s", "lower", "measured",
-                                           getattr(backend.timer, "cpu_method", "process CPU time per round"),
-                                           samples=cpu)
-    out["wall_time"] = Metric("wall_time", busy, "s", "lower", "measured", f"{timer}; sum over rounds")
+        out["cpu_time_per_round"] = measured("cpu_time_per_round", float(np.mean(cpu)),
+                                             getattr(backend.timer, "cpu_method", "process CPU time per round"),
+                                             samples=cpu)
+    out["wall_time"] = measured("wall_time", busy, f"{timer}; sum over rounds")
 
-    def per_round_rate(count: int | None, name: str, unit: str) -> None:
+    def per_round_rate(count: int | None, name: str) -> None:
         if count is None:
-            out[name] = unavailable(name, unit, "higher", "measured", timer, f"pass {name.split('_')[0]}= to measure it")
+            out[name] = unavailable(name, "measured", timer, f"pass {name.split('_')[0]}= to measure it")
             return
         rates = tuple(count / x for x in samples if x > 0)
-        out[name] = Metric(name, count * n / busy if busy else None, unit, "higher", "measured",
-                           f"counted {name.split('_')[0]} / {timer}", samples=rates)
+        out[name] = measured(name, count * n / busy if busy else None,
+                             f"counted {name.split('_')[0]} / {timer}", samples=rates)
 
-    per_round_rate(work.tokens, "tokens_per_s", "tok/s")
-    per_round_rate(work.samples, "samples_per_s", "samples/s")
+    per_round_rate(work.tokens, "tokens_per_s")
+    per_round_rate(work.samples, "samples_per_s")
     if work.tokens is not None:
-        out["tokens"] = Metric("tokens", float(work.tokens), "tok", "info", "counted", "given by the test, per round")
+        out["tokens"] = counted("tokens", float(work.tokens), "given by the test, per round")
     if work.samples is not None:
-        out["samples"] = Metric("samples", float(work.samples), "samples", "info", "counted", "given by the test, per round")
+        out["samples"] = counted("samples", float(work.samples), "given by the test, per round")
     if work.params is not None:
-        out["params"] = Metric("params", float(work.params), "", "info", "counted", "given by the test")
+        out["params"] = counted("params", float(work.params), "given by the test")
 
     out["AT"] = _study_throughput(work, out, n, busy, timer)
     if result.ttft_s:
@@ -244,17 +245,17 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
     peak = backend.peak_flops
     if flops.value is not None and busy > 0:
         achieved = flops.value * n / busy
-        out["flops_per_s"] = Metric("flops_per_s", achieved, "FLOP/s", "higher", "measured", f"counted FLOPs / {timer}")
+        out["flops_per_s"] = measured("flops_per_s", achieved, f"counted FLOPs / {timer}")
         if peak is not None:
             out["peak_flops_per_s"] = peak
-            out["MFU"] = Metric("MFU", achieved / peak.value, "fraction", "higher", peak.source,
-                                f"counted FLOPs / {timer} / peak ({peak.method})")
+            out["MFU"] = make("MFU", achieved / peak.value, peak.source,
+                              f"counted FLOPs / {timer} / peak ({peak.method})")
     else:
         why = flops.note or "no time measured"
-        out["flops_per_s"] = unavailable("flops_per_s", "FLOP/s", "higher", "measured", timer, why)
-        out["MFU"] = unavailable("MFU", "fraction", "higher", "measured", timer, why)
+        out["flops_per_s"] = unavailable("flops_per_s", "measured", timer, why)
+        out["MFU"] = unavailable("MFU", "measured", timer, why)
     if "PCU" not in out:
-        out["PCU"] = unavailable("PCU", "fraction", "higher", "measured", "NVML utilization.gpu",
+        out["PCU"] = unavailable("PCU", "measured", "NVML utilization.gpu",
                                  "kernel-busy share exists only on a GPU; see MFU")
 
     _energy_metrics(out, result, work, n)
@@ -264,27 +265,27 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
 def _study_throughput(work: Work, out: dict[str, Metric], n: int, busy: float, timer: str) -> Metric:
     if work.kind == "inference":
         m = out["tokens_per_s"]
-        return Metric("AT", m.value, "tok/s", "higher", "measured", "IT: generated or processed tokens / s; " + m.method,
-                      samples=m.samples, note=m.note)
+        return measured("AT", m.value, "IT: generated or processed tokens / s; " + m.method,
+                        samples=m.samples, note=m.note, unit="tok/s")
     count, label, unit = (work.tokens, "TT", "tok/param/s") if work.kind == "pretrain" else (work.samples, "ST", "samples/param/s")
     if count is None or not work.params or not busy:
         what = "tokens" if label == "TT" else "samples"
-        return unavailable("AT", unit, "higher", "measured", f"{label}: {what} / params / s", f"pass {what}= and params= to measure it")
-    return Metric("AT", count * n / work.params / busy, unit, "higher", "measured", f"{label}: counted / params / {timer}")
+        return unavailable("AT", "measured", f"{label}: {what} / params / s", f"pass {what}= and params= to measure it", unit=unit)
+    return measured("AT", count * n / work.params / busy, f"{label}: counted / params / {timer}", unit=unit)
 
 
 def _generation_metrics(out: dict[str, Metric], result: WindowResult, timer: str) -> None:
     ttft = np.asarray(result.ttft_s)
-    out["TTFT"] = Metric("TTFT", float(ttft.mean()), "s", "lower", "measured",
-                         "streamer timestamp of the first generated token; mean over rounds",
-                         samples=tuple(float(x) for x in ttft))
+    out["TTFT"] = measured("TTFT", float(ttft.mean()),
+                           "streamer timestamp of the first generated token; mean over rounds",
+                           samples=tuple(float(x) for x in ttft))
     n_out = result.output_tokens
     if n_out is None or n_out < 2:
-        out["TPOT"] = unavailable("TPOT", "s", "lower", "measured", timer, "needs at least 2 generated tokens")
+        out["TPOT"] = unavailable("TPOT", "measured", timer, "needs at least 2 generated tokens")
         return
     tpot = [(e2e - first) / (n_out - 1) for e2e, first in zip(result.latencies_s, result.ttft_s)]
-    out["TPOT"] = Metric("TPOT", float(np.mean(tpot)), "s", "lower", "measured", "(E2E - TTFT) / (N_out - 1); mean over rounds",
-                         samples=tuple(tpot))
+    out["TPOT"] = measured("TPOT", float(np.mean(tpot)), "(E2E - TTFT) / (N_out - 1); mean over rounds",
+                           samples=tuple(tpot))
 
 
 def _energy_metrics(out: dict[str, Metric], result: WindowResult, work: Work, n: int) -> None:
@@ -296,17 +297,17 @@ def _energy_metrics(out: dict[str, Metric], result: WindowResult, work: Work, n:
             out["energy"] = energy
     if energy is None or energy.value is None:
         why = energy.note if energy is not None else "no energy source"
-        for name, unit in (("AEC", "W"), ("energy_per_round", "J"), ("energy_per_token", "J/tok"), ("energy_per_sample", "J/sample")):
-            out[name] = unavailable(name, unit, "lower", "measured", "energy counter", why)
+        for name in ("AEC", "energy_per_round", "energy_per_token", "energy_per_sample"):
+            out[name] = unavailable(name, "measured", "energy counter", why)
         return
     src, method = energy.source, energy.method
     if result.wall_s > 0:
-        out["AEC"] = Metric("AEC", energy.value / result.wall_s, "W", "lower", src, f"energy / window wall time; {method}", note=energy.note)
+        out["AEC"] = make("AEC", energy.value / result.wall_s, src, f"energy / window wall time; {method}", note=energy.note)
         idle = out.get("idle_power")
         if idle is not None and idle.value is not None:
-            out["AEC_net"] = Metric("AEC_net", out["AEC"].value - idle.value, "W", "lower", src, f"AEC - idle_power; {method}")
+            out["AEC_net"] = make("AEC_net", out["AEC"].value - idle.value, src, f"AEC - idle_power; {method}")
     if n:
-        out["energy_per_round"] = Metric("energy_per_round", energy.value / n, "J", "lower", src, f"energy / rounds; {method}", note=energy.note)
-    for count, name, unit in ((work.tokens, "energy_per_token", "J/tok"), (work.samples, "energy_per_sample", "J/sample")):
+        out["energy_per_round"] = make("energy_per_round", energy.value / n, src, f"energy / rounds; {method}", note=energy.note)
+    for count, name in ((work.tokens, "energy_per_token"), (work.samples, "energy_per_sample")):
         if count and n:
-            out[name] = Metric(name, energy.value / (count * n), unit, "lower", src, f"energy / counted units; {method}", note=energy.note)
+            out[name] = make(name, energy.value / (count * n), src, f"energy / counted units; {method}", note=energy.note)

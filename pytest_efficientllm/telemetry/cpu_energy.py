@@ -7,6 +7,7 @@ per core is an assumption, so the result is `estimated` and never a hard gate.
 
 from __future__ import annotations
 
+from pytest_efficientllm.core.metrics import estimated
 from pytest_efficientllm.core.record import Metric
 
 WATTS_PER_BUSY_CORE = 10.0
@@ -15,4 +16,4 @@ MODEL_NAME = f"estimate: process CPU-seconds x {WATTS_PER_BUSY_CORE:g} W per bus
 
 def estimate_energy(cpu_seconds: float) -> Metric:
     """Units: J."""
-    return Metric("energy", cpu_seconds * WATTS_PER_BUSY_CORE, "J", "lower", "estimated", MODEL_NAME)
+    return estimated("energy", cpu_seconds * WATTS_PER_BUSY_CORE, MODEL_NAME)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pytest_efficientllm.core.devices import clock_derived_peak, lookup_device
+from pytest_efficientllm.core.metrics import estimated, measured
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry.base import Probe, RoundTimer
 from pytest_efficientllm.telemetry.nvml import (
@@ -101,10 +102,10 @@ class CudaAllocatorProbe(Probe):
     def readings(self, wall_s: float) -> list[Metric]:
         how = "torch.cuda caching allocator, peak stats reset at window open"
         return [
-            Metric("peak_memory", float(self._peak), "B", "lower", "measured", f"{how}: max_memory_allocated"),
-            Metric("peak_memory_reserved", float(self._reserved), "B", "lower", "measured", f"{how}: max_memory_reserved"),
-            Metric("peak_memory_delta", float(max(0, self._peak - self._at_open)), "B", "lower", "measured",
-                   f"{how}: max_memory_allocated minus memory_allocated at open"),
+            measured("peak_memory", float(self._peak), f"{how}: max_memory_allocated"),
+            measured("peak_memory_reserved", float(self._reserved), f"{how}: max_memory_reserved"),
+            measured("peak_memory_delta", float(max(0, self._peak - self._at_open)),
+                     f"{how}: max_memory_allocated minus memory_allocated at open"),
         ]
 
 
@@ -117,14 +118,14 @@ def gpu_peak_flops(name: str, sm_count: int | None, max_sm_clock_mhz: int | None
     """
     listed = lookup_device(name)
     if listed is not None:
-        return Metric("peak_flops_per_s", listed.bf16_flops_per_s, "FLOP/s", "info", "estimated",
-                      f"estimate: datasheet dense bf16 peak of {listed.model} "
-                      f"({listed.bf16_flops_per_s / 1e12:.0f} TFLOP/s), not measured")
+        return estimated("peak_flops_per_s", listed.bf16_flops_per_s,
+                         f"estimate: datasheet dense bf16 peak of {listed.model} "
+                         f"({listed.bf16_flops_per_s / 1e12:.0f} TFLOP/s), not measured")
     if sm_count and max_sm_clock_mhz:
         peak = clock_derived_peak(sm_count, max_sm_clock_mhz * 1e6, HOPPER_FLOP_PER_CLOCK_PER_SM)
-        return Metric("peak_flops_per_s", peak, "FLOP/s", "info", "estimated",
-                      f"estimate: clock-derived dense bf16 peak = {sm_count} SMs x {HOPPER_FLOP_PER_CLOCK_PER_SM} "
-                      f"FLOP/clock/SM (Hopper's rate, assumed for unlisted {name!r}) x {max_sm_clock_mhz} MHz max SM clock")
+        return estimated("peak_flops_per_s", peak,
+                         f"estimate: clock-derived dense bf16 peak = {sm_count} SMs x {HOPPER_FLOP_PER_CLOCK_PER_SM} "
+                         f"FLOP/clock/SM (Hopper's rate, assumed for unlisted {name!r}) x {max_sm_clock_mhz} MHz max SM clock")
     return None
 
 

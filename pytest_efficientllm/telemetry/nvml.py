@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from pytest_efficientllm.core.record import Metric, unavailable
+from pytest_efficientllm.core.metrics import measured, unavailable
+from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry.base import Probe, TelemetryError
 from pytest_efficientllm.telemetry.sampler import Sampler
 
@@ -260,9 +261,9 @@ class NvmlEnergyProbe(Probe):
         s = self.step
         if self.unsupported or s.idle_power_w is None:
             why = self.unsupported or f"the energy counter changed {s.changes} time(s) in {s.duration_s:.2f} s at start-up"
-            return unavailable("idle_power", "W", "info", "measured", IDLE_METHOD, why)
-        return Metric("idle_power", s.idle_power_w, "W", "info", "measured",
-                      f"NVML energy counter over {s.duration_s:.2f} s with no work queued by this process, at session start-up")
+            return unavailable("idle_power", "measured", IDLE_METHOD, why)
+        return measured("idle_power", s.idle_power_w,
+                        f"NVML energy counter over {s.duration_s:.2f} s with no work queued by this process, at session start-up")
 
     def readings(self, wall_s: float) -> list[Metric]:
         if self._error is not None:
@@ -271,12 +272,12 @@ class NvmlEnergyProbe(Probe):
         if any(d.is_mig for d in self.devices):
             method += "; whole GPU: under MIG the counter includes every instance on the GPU"
         if self.unsupported:
-            return [unavailable("energy", "J", "lower", "measured", method, self.unsupported), self._idle()]
+            return [unavailable("energy", "measured", method, self.unsupported), self._idle()]
         for d, a, b in zip(self.devices, self._open, self._close):
             if b < a:
                 why = (f"the energy counter of {d.label} went backwards ({a} mJ at open, {b} mJ at close): "
                        "driver reload or GPU reset during the window; energy unknown")
-                return [unavailable("energy", "J", "lower", "measured", method, why), self._idle()]
+                return [unavailable("energy", "measured", method, why), self._idle()]
         delta_mj = sum(b - a for a, b in zip(self._open, self._close))
         window_s = self._t_close - self._t_open
         period = self.step.period_s
@@ -284,7 +285,7 @@ class NvmlEnergyProbe(Probe):
             period_text = f"update period {period * 1e3:.0f} ms" if period else "update period unknown"
             why = (f"the energy counter did not advance in this {window_s * 1e3:.1f} ms window ({period_text}): "
                    "too short to measure; lengthen the window (more rounds or min_time)")
-            return [unavailable("energy", "J", "lower", "measured", method, why), self._idle()]
+            return [unavailable("energy", "measured", method, why), self._idle()]
         note = ""
         if period is None:
             note = "counter update period unknown (too few updates seen at start-up): short windows cannot be flagged"
@@ -292,7 +293,7 @@ class NvmlEnergyProbe(Probe):
             updates = window_s / period
             note = (f"short window: {window_s * 1e3:.1f} ms spans ~{updates:.1f} counter updates (period {period * 1e3:.0f} ms, "
                     f"fewer than {SHORT_WINDOW_UPDATES}); uncertain by up to ~{100 / max(updates, 1e-9):.0f}%")
-        return [Metric("energy", delta_mj / 1e3, "J", "lower", "measured", method, note=note), self._idle()]
+        return [measured("energy", delta_mj / 1e3, method, note=note), self._idle()]
 
 
 class NvmlSamplerProbe(Probe):
@@ -341,20 +342,20 @@ class NvmlSamplerProbe(Probe):
         every = f"sampled every {self.interval_s * 1e3:.0f} ms, time average"
         out: list[Metric] = []
         if self.memory_unsupported:
-            out.append(unavailable("AMU", "B", "lower", "measured", MEMORY_METHOD, self.memory_unsupported))
-            out.append(unavailable("AMU_fraction", "fraction", "lower", "measured", MEMORY_METHOD, self.memory_unsupported))
+            out.append(unavailable("AMU", "measured", MEMORY_METHOD, self.memory_unsupported))
+            out.append(unavailable("AMU_fraction", "measured", MEMORY_METHOD, self.memory_unsupported))
         else:
             avg = self.memory.time_average()
-            out.append(Metric("AMU", avg, "B", "lower", "measured", f"{MEMORY_METHOD}; {every}"))
+            out.append(measured("AMU", avg, f"{MEMORY_METHOD}; {every}"))
             if avg is not None and self.capacity_bytes:
-                out.append(Metric("AMU_fraction", avg / self.capacity_bytes, "fraction", "lower", "measured",
-                                  f"{MEMORY_METHOD}; {every} / memory total"))
+                out.append(measured("AMU_fraction", avg / self.capacity_bytes,
+                                    f"{MEMORY_METHOD}; {every} / memory total"))
         if self.busy_unsupported:
-            out.append(unavailable("PCU", "fraction", "higher", "measured", PCU_METHOD, self.busy_unsupported))
+            out.append(unavailable("PCU", "measured", PCU_METHOD, self.busy_unsupported))
         else:
             avg = self.busy.time_average()
-            out.append(Metric("PCU", None if avg is None else avg / 100.0, "fraction", "higher", "measured",
-                              f"{PCU_METHOD}; {every} (NVML's own sample period is 1/6 s to 1 s)"))
+            out.append(measured("PCU", None if avg is None else avg / 100.0,
+                                f"{PCU_METHOD}; {every} (NVML's own sample period is 1/6 s to 1 s)"))
         return out
 
 
@@ -395,7 +396,7 @@ class NvmlTensorActivityProbe(Probe):
 
     def readings(self, wall_s: float) -> list[Metric]:
         if self.unsupported:
-            return [unavailable("tensor_active", "fraction", "higher", "measured", TENSOR_METHOD, self.unsupported)]
+            return [unavailable("tensor_active", "measured", TENSOR_METHOD, self.unsupported)]
         if self._error is not None:
             raise TelemetryError(f"NVML GPM sampling failed during the window: {self._error}")
         values = []
@@ -409,7 +410,7 @@ class NvmlTensorActivityProbe(Probe):
             if get.metrics[0].nvmlReturn != 0:
                 raise TelemetryError(f"NVML nvmlGpmMetricsGet ANY_TENSOR_UTIL returned error code {get.metrics[0].nvmlReturn}")
             values.append(get.metrics[0].value / 100.0)
-        return [Metric("tensor_active", sum(values) / len(values), "fraction", "higher", "measured", TENSOR_METHOD)]
+        return [measured("tensor_active", sum(values) / len(values), TENSOR_METHOD)]
 
 
 class NvmlUnavailableProbe(Probe):
@@ -433,12 +434,12 @@ class NvmlUnavailableProbe(Probe):
     def readings(self, wall_s: float) -> list[Metric]:
         why = self.reason
         return [
-            unavailable("energy", "J", "lower", "measured", ENERGY_METHOD, why),
-            unavailable("idle_power", "W", "info", "measured", IDLE_METHOD, why),
-            unavailable("AMU", "B", "lower", "measured", MEMORY_METHOD, why),
-            unavailable("AMU_fraction", "fraction", "lower", "measured", MEMORY_METHOD, why),
-            unavailable("PCU", "fraction", "higher", "measured", PCU_METHOD, why),
-            unavailable("tensor_active", "fraction", "higher", "measured", TENSOR_METHOD, why),
+            unavailable("energy", "measured", ENERGY_METHOD, why),
+            unavailable("idle_power", "measured", IDLE_METHOD, why),
+            unavailable("AMU", "measured", MEMORY_METHOD, why),
+            unavailable("AMU_fraction", "measured", MEMORY_METHOD, why),
+            unavailable("PCU", "measured", PCU_METHOD, why),
+            unavailable("tensor_active", "measured", TENSOR_METHOD, why),
         ]
 
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import psutil
 
-from pytest_efficientllm.core.record import Metric, unavailable
+from pytest_efficientllm.core.metrics import measured, unavailable
+from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry.base import Probe, RoundTimer
 from pytest_efficientllm.telemetry.retained_memory import retained_metrics
 from pytest_efficientllm.telemetry.sampler import Sampler
@@ -113,21 +114,21 @@ class ProcessMemoryProbe(Probe):
             method = sampled_method + " (maximum; may miss spikes between samples)"
             note = self._reset_problem or ""
         out = [
-            Metric(f"{p}peak_memory", peak, "B", "lower", "measured", method, note=note),
-            Metric(f"{p}peak_memory_delta", None if peak is None else max(0.0, peak - self._open_rss),
-                   "B", "lower", "measured", method + "; minus RSS at window open", note=note),
+            measured(f"{p}peak_memory", peak, method, note=note),
+            measured(f"{p}peak_memory_delta", None if peak is None else max(0.0, peak - self._open_rss),
+                     method + "; minus RSS at window open", note=note),
         ]
         if not p:
             out += retained_metrics(self.sampler, sampled_method, wall_s)
         avg = self.sampler.time_average()
         if self.sampler.error is not None:
-            out.append(unavailable(f"{p}AMU", "B", "lower", "measured", sampled_method, f"RSS sampling failed: {self.sampler.error}"))
+            out.append(unavailable(f"{p}AMU", "measured", sampled_method, f"RSS sampling failed: {self.sampler.error}"))
         else:
-            out.append(Metric(f"{p}AMU", avg, "B", "lower", "measured", sampled_method + ", time average"))
+            out.append(measured(f"{p}AMU", avg, sampled_method + ", time average"))
             capacity = total_memory_bytes()
             if not p and avg is not None and capacity:
-                out.append(Metric("AMU_fraction", avg / capacity, "fraction", "lower", "measured",
-                                  sampled_method + ", time average / physical memory"))
+                out.append(measured("AMU_fraction", avg / capacity,
+                                    sampled_method + ", time average / physical memory"))
         return out
 
 
@@ -147,7 +148,7 @@ class ProcessCpuTimeProbe(Probe):
         self.cpu_s = time.process_time() - self._start
 
     def readings(self, wall_s: float) -> list[Metric]:
-        return [Metric("cpu_time", self.cpu_s, "s", "lower", "measured", "time.process_time (user + system, all threads)")]
+        return [measured("cpu_time", self.cpu_s, "time.process_time (user + system, all threads)")]
 
 
 class PerfCounterTimer(RoundTimer):

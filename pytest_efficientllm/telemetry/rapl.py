@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_efficientllm.core.record import Metric, unavailable
+from pytest_efficientllm.core.metrics import measured, unavailable
+from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry.base import Probe
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
@@ -94,5 +95,5 @@ class RaplProbe(Probe):
         zones = "+".join(z.name for z in self.reader.zones)
         method = f"RAPL energy_uj ({zones}), read at window open and close"
         if self._error:
-            return [unavailable("energy", "J", "lower", "measured", method, self._error)]
-        return [Metric("energy", self.reader.delta_j(self._before, self._after), "J", "lower", "measured", method)]
+            return [unavailable("energy", "measured", method, self._error)]
+        return [measured("energy", self.reader.delta_j(self._before, self._after), method)]

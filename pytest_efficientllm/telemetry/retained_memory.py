@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pytest_efficientllm.core.record import Metric, unavailable
+from pytest_efficientllm.core.metrics import measured, unavailable
+from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry.base import Probe
 from pytest_efficientllm.telemetry.sampler import Sampler
 
@@ -63,14 +64,14 @@ def retained_metrics(sampler: Sampler, how: str, wall_s: float) -> list[Metric]:
     pts = sampler.samples
     if sampler.error is not None or len(pts) < 2:
         why = f"sampling failed: {sampler.error}" if sampler.error else "fewer than two samples"
-        return [unavailable(RETAINED, "B", "lower", "measured", how, why),
-                unavailable(LATE_GROWTH, "B", "lower", "measured", how, why)]
+        return [unavailable(RETAINED, "measured", how, why),
+                unavailable(LATE_GROWTH, "measured", how, why)]
     (t0, first), (t1, last) = pts[0], pts[-1]
     mid_t = (t0 + t1) / 2
     mid = min(pts, key=lambda p: abs(p[0] - mid_t))[1]
-    retained = Metric(RETAINED, last - first, "B", "lower", "measured", f"{how}; at window close minus at open")
+    retained = measured(RETAINED, last - first, f"{how}; at window close minus at open")
     late_how = f"{how}; at close minus at the window's midpoint"
     if len(pts) < MIN_SAMPLES_FOR_TREND:
         why = f"only {len(pts)} samples in a {wall_s * 1e3:.0f} ms window: too few to see a trend"
-        return [retained, unavailable(LATE_GROWTH, "B", "lower", "measured", late_how, why)]
-    return [retained, Metric(LATE_GROWTH, last - mid, "B", "lower", "measured", late_how)]
+        return [retained, unavailable(LATE_GROWTH, "measured", late_how, why)]
+    return [retained, measured(LATE_GROWTH, last - mid, late_how)]
