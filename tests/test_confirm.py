@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from record_builders import counted, latency, record
 
 from pytest_efficientllm.confirmation import vote as confirm
 from pytest_efficientllm.confirmation.queue import ConfirmQueue
@@ -23,6 +22,7 @@ from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.gate import GateOptions, judge
 from pytest_efficientllm.measuring import process_layout as layout
+from tests.helpers.record_builders import counted, latency, record
 
 TOL5 = (parse_limit("AL", "+5%"),)
 BASE = record("t.py::test_a", latency(0.010, seed=1))

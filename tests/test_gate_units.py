@@ -9,8 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from record_builders import counted, latency, record
-from test_cuda_backend import FakeTorchCuda
 
 from pytest_efficientllm.core.limits import parse_limit, parse_limit_assignments
 from pytest_efficientllm.glue.state import TestResult
@@ -19,6 +17,8 @@ from pytest_efficientllm.glue.worker import lock_device, parse_devices, pin_devi
 from pytest_efficientllm.judging.gate import GateOptions, effective_limits, judge
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.calibration import Calibrator
+from tests.helpers.record_builders import counted, latency, record
+from tests.helpers.torch_cuda_double import FakeTorchCuda
 
 
 def statuses(verdicts: list[Verdict]) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from nvml_double import FakeClock, FakeGpu, FakePynvml
 
 from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.measuring.meter import MeasureProtocol, Meter
@@ -16,6 +15,7 @@ from pytest_efficientllm.telemetry.nvml import (
     probe_counter,
 )
 from pytest_efficientllm.telemetry.procfs import PerfCounterTimer
+from tests.helpers.nvml_double import FakeClock, FakeGpu, FakePynvml
 
 GPU_A = "GPU-aaaa1111-0000-0000-0000-000000000000"
 GPU_B = "GPU-bbbb2222-0000-0000-0000-000000000000"
