@@ -1,10 +1,10 @@
 """Fault injection into the telemetry sources, through the measuring loop and the plugin.
 
 Per-source unit faults are covered where the sources are tested: NVML raising mid-window,
-unavailable, counter backwards, not supported (test_nvml.py); RAPL wrapping, unreadable,
-failing mid-window (test_rapl.py); clear_refs not writable (test_procfs.py). Here the same
-faults are followed end to end: what the CPU backend, the derived metrics and a pytest run
-do with them.
+unavailable, counter backwards, not supported (telemetry/test_nvml.py); RAPL wrapping,
+unreadable, failing mid-window (telemetry/test_rapl.py); clear_refs not writable
+(telemetry/test_procfs.py). Here the same faults are followed end to end: what the CPU
+backend, the derived metrics and a pytest run do with them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Confirmation of measured regressions in fresh processes, apart in time (`confirm.py`,
-`confirm_queue.py`).
+"""Confirmation of measured regressions in fresh processes, apart in time (`confirmation/vote.py`,
+`confirmation/queue.py`).
 
 The unanimous vote and the suspect rule as pure functions over real records and the
 gate's own rule; the queue's spacing on a clock the test moves; then end to end, in real
