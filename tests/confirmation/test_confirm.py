@@ -36,8 +36,8 @@ def _at(change: float, seed: int = 2) -> Record:
     return record("t.py::test_a", latency(0.010 * (1 + change), seed=seed))
 
 
-class FreshProcesses:
-    """Stands in for `measure_in_child`: hands out prepared records (or failures) in order."""
+class FakeMeasureInChild:
+    """Test double of `measure_in_child`: hands out prepared records (or failures) in order."""
 
     def __init__(self, *outcomes: Record | str) -> None:
         self.outcomes = list(outcomes)
@@ -52,7 +52,7 @@ def _vote(first: Record, *fresh: Record | str, processes: int = 2):
     """Run the vote to the end as the queue would (without the waiting)."""
     verdicts = _judge(first)
     vote = confirm.Vote(verdicts, confirm.suspects(first, verdicts), processes)
-    processes_ = FreshProcesses(*fresh)
+    processes_ = FakeMeasureInChild(*fresh)
     while vote.metrics and not vote.done:
         vote.add(processes_(), _judge)
     final = vote.final_verdicts()

@@ -204,7 +204,7 @@ def _unspaced(text: str) -> str:
 _FOREIGN_LOCK_CONFTEST = '''
 import pytest_efficientllm.storage.baselines as baseline_store
 
-class LockOfAnotherUser:
+class FakeFileLockOfAnotherUser:
     """Test double for filelock.FileLock: opening the lock file is not permitted."""
 
     def __init__(self, lock_file, **kwargs):
@@ -225,7 +225,7 @@ class LockOfAnotherUser:
 def pytest_configure(config):
     # pytester runs in this process: put the real lock back when the run ends.
     config.add_cleanup(lambda real=baseline_store.FileLock: setattr(baseline_store, "FileLock", real))
-    baseline_store.FileLock = LockOfAnotherUser
+    baseline_store.FileLock = FakeFileLockOfAnotherUser
 '''
 
 

@@ -337,7 +337,7 @@ def test_the_between_rounds_check_catches_a_timer_that_reads_nvml_per_round() ->
     nv = FakePynvml()
     devs = open_nvml(nv, None, probe_max_s=0.05)
 
-    class ChattyTimer(PerfCounterTimer):
+    class ChattyTimerDouble(PerfCounterTimer):
         def run(self, fn, min_rounds, min_time_s, max_rounds):
             def chatty() -> None:
                 fn()
@@ -345,5 +345,5 @@ def test_the_between_rounds_check_catches_a_timer_that_reads_nvml_per_round() ->
             return super().run(chatty, min_rounds, min_time_s, max_rounds)
 
     nv.calls.clear()
-    run_rounds(nv, devs, ChattyTimer(), rounds=3)
+    run_rounds(nv, devs, ChattyTimerDouble(), rounds=3)
     assert calls_inside_rounds(nv) == ["nvmlDeviceGetTotalEnergyConsumption"] * 2
