@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_report_leaderboard import CPU_FP, make_record, sample_run
 
 from pytest_efficientllm.cli import main
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.storage.runfile import Run, read_run, write_run
+from tests.helpers.report_records import CPU_FP, make_record, sample_run
 
 
 def slow_down(run: Run, nodeid: str, factor: float) -> Run:

@@ -1,10 +1,10 @@
 """Fault injection into the telemetry sources, through the measuring loop and the plugin.
 
 Per-source unit faults are covered where the sources are tested: NVML raising mid-window,
-unavailable, counter backwards, not supported (test_nvml.py); RAPL wrapping, unreadable,
-failing mid-window (test_rapl.py); clear_refs not writable (test_procfs.py). Here the same
-faults are followed end to end: what the CPU backend, the derived metrics and a pytest run
-do with them.
+unavailable, counter backwards, not supported (telemetry/test_nvml.py); RAPL wrapping,
+unreadable, failing mid-window (telemetry/test_rapl.py); clear_refs not writable
+(telemetry/test_procfs.py). Here the same faults are followed end to end: what the CPU
+backend, the derived metrics and a pytest run do with them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from fault_harness import RECORDS_CONFTEST, recorded
 
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.measuring.backends import Backend, cpu_backend
@@ -24,9 +23,10 @@ from pytest_efficientllm.measuring.meter import (
     derive_metrics,
 )
 from pytest_efficientllm.telemetry import rapl
+from tests.helpers import REPO_ROOT
+from tests.helpers.fault_harness import RECORDS_CONFTEST, recorded
 
 MiB = 2**20
-TESTS_DIR = Path(__file__).parent
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
 
 
@@ -95,9 +95,9 @@ def test_rapl_unreadable_at_start_up_falls_back_to_a_named_estimate(tmp_path: Pa
 
 NVML_CONFTEST = RECORDS_CONFTEST + f'''
 import sys
-sys.path.insert(0, {str(TESTS_DIR)!r})
+sys.path.insert(0, {str(REPO_ROOT)!r})
 import pytest
-from nvml_double import FakePynvml
+from tests.helpers.nvml_double import FakePynvml
 from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.telemetry.nvml import open_nvml
 from pytest_efficientllm.telemetry.procfs import PerfCounterTimer

@@ -7,13 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-from test_report_leaderboard import sample_run
 
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.core.units import format_value
 from pytest_efficientllm.report.axes import technique_of
 from pytest_efficientllm.report.inputs import ReportError
 from pytest_efficientllm.report.write import write_report
+from tests.helpers.report_records import sample_run
 
 CELL = re.compile(r"^(?P<value>.*?)(?P<est>~)?(?: #(?P<rank>\d+))?$")
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from record_builders import counted, record
 
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.report.merge import merge_runs
 from pytest_efficientllm.storage.runfile import Run
+from tests.helpers.record_builders import counted, record
 
 FAST = settings(max_examples=120, deadline=None)
 

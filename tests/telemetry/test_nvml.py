@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from nvml_double import FakeClock, FakeGpu, FakePynvml
 
 from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.measuring.meter import MeasureProtocol, Meter
@@ -16,6 +15,7 @@ from pytest_efficientllm.telemetry.nvml import (
     probe_counter,
 )
 from pytest_efficientllm.telemetry.procfs import PerfCounterTimer
+from tests.helpers.nvml_double import FakeClock, FakeGpu, FakePynvml
 
 GPU_A = "GPU-aaaa1111-0000-0000-0000-000000000000"
 GPU_B = "GPU-bbbb2222-0000-0000-0000-000000000000"
@@ -337,7 +337,7 @@ def test_the_between_rounds_check_catches_a_timer_that_reads_nvml_per_round() ->
     nv = FakePynvml()
     devs = open_nvml(nv, None, probe_max_s=0.05)
 
-    class ChattyTimer(PerfCounterTimer):
+    class ChattyTimerDouble(PerfCounterTimer):
         def run(self, fn, min_rounds, min_time_s, max_rounds):
             def chatty() -> None:
                 fn()
@@ -345,5 +345,5 @@ def test_the_between_rounds_check_catches_a_timer_that_reads_nvml_per_round() ->
             return super().run(chatty, min_rounds, min_time_s, max_rounds)
 
     nv.calls.clear()
-    run_rounds(nv, devs, ChattyTimer(), rounds=3)
+    run_rounds(nv, devs, ChattyTimerDouble(), rounds=3)
     assert calls_inside_rounds(nv) == ["nvmlDeviceGetTotalEnergyConsumption"] * 2

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from record_builders import counted, latency, record
 
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.judging.compare import compare_record, fingerprint_diff
+from tests.helpers.record_builders import counted, latency, record
 
 
 def gpu_record(*metrics, **kwargs):

@@ -12,13 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from record_builders import counted, latency, record
 
 from pytest_efficientllm.storage.baselines import (
     BaselineError,
     BaselineStore,
     baseline_relpath,
 )
+from tests.helpers import REPO_ROOT
+from tests.helpers.read_only_folders import make_read_only, undo_read_only
+from tests.helpers.record_builders import counted, latency, record
 
 ODD_ID = "tests/sub/test_odd.py::test_case[a/b c-ü-日本]"
 
@@ -105,35 +107,18 @@ def test_a_malformed_entry_names_the_file_and_the_test(tmp_path: Path) -> None:
         BaselineStore(tmp_path, "cpu").lookup("t.py::a")
 
 
-def _make_read_only(folder: Path) -> bool:
-    folder.chmod(0o555)
-    probe = folder / ".probe"
-    try:
-        probe.write_text("")
-    except OSError:
-        return True
-    probe.unlink()
-    # root ignores permission bits; the immutable attribute binds root too (ext4).
-    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-
-
-def _undo_read_only(folder: Path) -> None:
-    subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-    folder.chmod(0o755)
-
-
 def test_a_read_only_baselines_folder_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path, "cpu")
     store.update([record("t.py::a", counted("flops", 1, "FLOP"))])
     folder = tmp_path / "cpu"
     before = (folder / "t.py.json").read_text()
-    if not _make_read_only(folder):
-        _undo_read_only(folder)
+    if not make_read_only(folder):
+        undo_read_only(folder)
         pytest.skip("cannot make a folder read-only here (root without chattr)")
     try:
         (upd,) = store.update([record("t.py::a", counted("flops", 2, "FLOP"))])
     finally:
-        _undo_read_only(folder)
+        undo_read_only(folder)
     assert "cannot write baseline file" in upd.error and "read-only" in upd.error
     assert (folder / "t.py.json").read_text() == before
     assert sorted(p.name for p in folder.iterdir()) == ["t.py.json"]  # no temporary file left behind
@@ -170,8 +155,8 @@ def test_tests_of_other_files_are_in_other_files(tmp_path: Path) -> None:
 _HAMMER = """
 import sys, time
 from pathlib import Path
-sys.path.insert(0, {tests!r})
-from record_builders import counted, record
+sys.path.insert(0, {repo_root!r})
+from tests.helpers.record_builders import counted, record
 from pytest_efficientllm.storage.baselines import BaselineStore
 store = BaselineStore({root!r}, "cpu")
 print("ready", flush=True)
@@ -191,7 +176,7 @@ def test_writers_with_different_temp_dirs_share_the_lock_and_lose_no_entries(tmp
     for prefix in ("x", "y"):
         temp = tmp_path / f"tmp-{prefix}"
         temp.mkdir()
-        script = _HAMMER.format(tests=str(Path(__file__).parent), root=str(root), go=str(go), prefix=prefix, count=40)
+        script = _HAMMER.format(repo_root=str(REPO_ROOT), root=str(root), go=str(go), prefix=prefix, count=40)
         procs.append(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                                       env={**os.environ, "TMPDIR": str(temp)}))
     for proc in procs:

@@ -8,6 +8,8 @@ import os
 import hypothesis  # noqa: F401 - loaded here once: pytester's in-process runs would re-import it every run
 import pytest
 
+from tests.helpers.read_only_folders import make_read_only, undo_read_only
+
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
 
 # A counted fact scaled by an environment variable: the "regression" is exact and known.
@@ -210,19 +212,17 @@ def test_a_newer_schema_baseline_is_an_error_not_a_silent_downgrade(pytester: py
 
 
 def test_a_read_only_baselines_folder_fails_the_update_clearly(pytester: pytest.Pytester) -> None:
-    from test_baseline_store import _make_read_only, _undo_read_only
-
     make_suite(pytester)
     run(pytester, "--update-baselines")
     folder = pytester.path / "baselines/cpu"
     before = (folder / "test_suite.py.json").read_text()
-    if not _make_read_only(folder):
-        _undo_read_only(folder)
+    if not make_read_only(folder):
+        undo_read_only(folder)
         pytest.skip("cannot make a folder read-only here")
     try:
         result = run(pytester, "--update-baselines", scale=2.0)
     finally:
-        _undo_read_only(folder)
+        undo_read_only(folder)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["baselines NOT written: *"])
     text = " ".join(result.stdout.str().split())

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report_leaderboard import sample_run
 
 from pytest_efficientllm.report.write import write_report
+from tests.helpers.report_records import sample_run
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")

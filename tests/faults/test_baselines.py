@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_harness import RECORDS_CONFTEST, recorded
-from record_builders import counted, latency, record
-from test_baseline_store import _make_read_only, _undo_read_only
 
 from pytest_efficientllm.storage import runfile
 from pytest_efficientllm.storage.baselines import BaselineStore, read_entries
+from tests.helpers import REPO_ROOT
+from tests.helpers.fault_harness import RECORDS_CONFTEST, recorded
+from tests.helpers.read_only_folders import make_read_only, undo_read_only
+from tests.helpers.record_builders import counted, latency, record
 
 NODE = "tests/test_x.py::test_0"
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
@@ -85,8 +86,8 @@ def test_keyboard_interrupt_at_each_step_of_the_write_leaves_the_old_file(
 # A process that rewrites one baseline file with version 1, 2, 1, 2, ... until interrupted.
 _REWRITER = """
 import sys
-sys.path.insert(0, {tests!r})
-from record_builders import counted, latency, record
+sys.path.insert(0, {repo_root!r})
+from tests.helpers.record_builders import counted, latency, record
 from pytest_efficientllm.storage.baselines import BaselineStore
 store = BaselineStore({root!r}, "cpu")
 versions = [[record(f"tests/test_x.py::test_{{i}}", latency(0.01 * v, n=2000, seed=v), counted("peak_memory", 2**20 * v))
@@ -108,8 +109,7 @@ def _without_history(text: str) -> dict:
 
 
 def test_sigint_while_rewriting_a_baseline_file_never_leaves_it_half_written(tmp_path: Path) -> None:
-    tests_dir = str(Path(__file__).parent)
-    script = _REWRITER.format(tests=tests_dir, root=str(tmp_path))
+    script = _REWRITER.format(repo_root=str(REPO_ROOT), root=str(tmp_path))
     # What the file holds after a complete write of each version, for comparison.
     expected = {}
     for v in (1, 2):
@@ -184,13 +184,13 @@ def test_a_lock_that_cannot_be_made_is_an_error_naming_where_and_changes_nothing
         folder = root / ".locks"
         for lock in folder.glob("*.lock"):
             lock.unlink()
-    if not _make_read_only(folder):
-        _undo_read_only(folder)
+    if not make_read_only(folder):
+        undo_read_only(folder)
         pytest.skip("cannot make a folder read-only here (root without chattr)")
     try:
         (upd,) = store.update(_records(2))
     finally:
-        _undo_read_only(folder)
+        undo_read_only(folder)
     assert str(root / ".locks") in upd.error and "make it writable" in upd.error and "nothing was written" in upd.error
     assert path.read_bytes() == before
 
@@ -204,7 +204,7 @@ def _unspaced(text: str) -> str:
 _FOREIGN_LOCK_CONFTEST = '''
 import pytest_efficientllm.storage.baselines as baseline_store
 
-class LockOfAnotherUser:
+class FakeFileLockOfAnotherUser:
     """Test double for filelock.FileLock: opening the lock file is not permitted."""
 
     def __init__(self, lock_file, **kwargs):
@@ -225,7 +225,7 @@ class LockOfAnotherUser:
 def pytest_configure(config):
     # pytester runs in this process: put the real lock back when the run ends.
     config.add_cleanup(lambda real=baseline_store.FileLock: setattr(baseline_store, "FileLock", real))
-    baseline_store.FileLock = LockOfAnotherUser
+    baseline_store.FileLock = FakeFileLockOfAnotherUser
 '''
 
 

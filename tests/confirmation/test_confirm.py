@@ -1,5 +1,5 @@
-"""Confirmation of measured regressions in fresh processes, apart in time (`confirm.py`,
-`confirm_queue.py`).
+"""Confirmation of measured regressions in fresh processes, apart in time (`confirmation/vote.py`,
+`confirmation/queue.py`).
 
 The unanimous vote and the suspect rule as pure functions over real records and the
 gate's own rule; the queue's spacing on a clock the test moves; then end to end, in real
@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from record_builders import counted, latency, record
 
 from pytest_efficientllm.confirmation import vote as confirm
 from pytest_efficientllm.confirmation.queue import ConfirmQueue
@@ -24,6 +23,7 @@ from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.evaluate import suspects
 from pytest_efficientllm.judging.gate import GateOptions, judge
 from pytest_efficientllm.measuring import process_layout as layout
+from tests.helpers.record_builders import counted, latency, record
 
 TOL5 = (parse_limit("AL", "+5%"),)
 BASE = record("t.py::test_a", latency(0.010, seed=1))
@@ -37,8 +37,8 @@ def _at(change: float, seed: int = 2) -> Record:
     return record("t.py::test_a", latency(0.010 * (1 + change), seed=seed))
 
 
-class FreshProcesses:
-    """Stands in for `measure_in_child`: hands out prepared records (or failures) in order."""
+class FakeMeasureInChild:
+    """Test double of `measure_in_child`: hands out prepared records (or failures) in order."""
 
     def __init__(self, *outcomes: Record | str) -> None:
         self.outcomes = list(outcomes)
@@ -53,7 +53,7 @@ def _vote(first: Record, *fresh: Record | str, processes: int = 2):
     """Run the vote to the end as the queue would (without the waiting)."""
     verdicts = _judge(first)
     vote = confirm.Vote(verdicts, suspects(first, verdicts), processes)
-    processes_ = FreshProcesses(*fresh)
+    processes_ = FakeMeasureInChild(*fresh)
     while vote.metrics and not vote.done:
         vote.add(processes_(), _judge)
     final = vote.final_verdicts()

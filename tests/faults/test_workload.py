@@ -15,12 +15,12 @@ import threading
 
 import pytest
 import torch
-from fault_harness import RECORDS_CONFTEST, metric_value, recorded
 
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.leak import find_leak
 from pytest_efficientllm.measuring.backends import cpu_backend
 from pytest_efficientllm.measuring.meter import MeasureProtocol, Meter
+from tests.helpers.fault_harness import RECORDS_CONFTEST, metric_value, recorded
 
 MiB = 2**20
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")

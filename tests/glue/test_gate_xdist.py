@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from record_builders import counted, record
 
 from pytest_efficientllm.judging.compare import fingerprint_diff
 from pytest_efficientllm.measuring.session import EfficiencySession, Options
 from pytest_efficientllm.storage.baselines import BaselineStore
+from tests.helpers.record_builders import counted, record
 
 SUITE = """
 import os, pytest

@@ -1,0 +1,68 @@
+"""The per-test gate decision: budgets and the baseline together, modes, updating, and which limits apply."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_efficientllm.core.limits import parse_limit, parse_limit_assignments
+from pytest_efficientllm.judging.gate import GateOptions, effective_limits, judge
+from pytest_efficientllm.judging.verdicts import Verdict
+from tests.helpers.record_builders import counted, record
+
+
+def statuses(verdicts: list[Verdict]) -> dict[str, str]:
+    return {v.metric: v.status for v in verdicts}
+
+
+def test_judge_combines_budgets_and_the_baseline() -> None:
+    cur = record("t.py::a", counted("peak_memory", 2000))
+    limits = (parse_limit("peak_memory", "<= 1000 B"),)
+    v = judge(cur, limits, record("t.py::a", counted("peak_memory", 1000)), "", GateOptions())
+    assert [(x.kind, x.status) for x in v] == [("budget", "fail"), ("baseline", "fail")]
+
+
+def test_missing_baseline_is_new_unless_strict() -> None:
+    cur = record("t.py::a", counted("peak_memory", 1))
+    assert statuses(judge(cur, (), None, "", GateOptions())) == {"*": "new"}
+    assert statuses(judge(cur, (), None, "", GateOptions(strict=True))) == {"*": "fail"}
+    assert statuses(judge(cur, (), None, "", GateOptions(strict=True, update=True))) == {"*": "new"}
+
+
+def test_update_softens_regressions_but_not_an_unreadable_baseline() -> None:
+    cur = record("t.py::a", counted("peak_memory", 2))
+    v = judge(cur, (), record("t.py::a", counted("peak_memory", 1)), "", GateOptions(update=True))
+    assert statuses(v) == {"peak_memory": "warn"} and "being replaced" in v[0].message
+    assert statuses(judge(cur, (), None, "x.json: corrupt", GateOptions(update=True))) == {"*": "error"}
+
+
+def test_modes() -> None:
+    cur = record("t.py::a", counted("peak_memory", 2))
+    base = record("t.py::a", counted("peak_memory", 1))
+    assert statuses(judge(cur, (), base, "", GateOptions(mode="warn"))) == {"peak_memory": "warn"}
+    assert judge(cur, (), base, "", GateOptions(mode="off")) == []
+    with pytest.raises(ValueError, match="--efficiency-gate='loud'"):
+        GateOptions(mode="loud")
+
+
+def test_limit_precedence_ini_then_marker_then_cli_and_run_wide_limits_only_where_recorded() -> None:
+    ini = parse_limit_assignments(["latency=+10%", "peak_memory=+3%"], "ini")
+    cli = parse_limit_assignments(["peak_memory=+1%"], "cli")
+    marker = (parse_limit("latency", "+20%"),)
+    merged = {lim.metric: lim.text for lim in effective_limits(marker, GateOptions(ini_limits=ini, cli_limits=cli))}
+    assert merged == {"AL": "+20%", "peak_memory": "+1%"}
+    only = effective_limits((), GateOptions(ini_limits=ini, cli_limits=cli), recorded={"peak_memory"})
+    assert [lim.metric for lim in only] == ["peak_memory"]
+    with pytest.raises(ValueError, match="cli: 'latency': expected METRIC=LIMIT"):
+        parse_limit_assignments(["latency"], "cli")
+
+
+def test_a_baseline_at_another_world_size_is_reported_not_compared() -> None:
+    from pytest_efficientllm.core.record import Metric, Record
+    from pytest_efficientllm.judging.gate import GateOptions, judge
+
+    al = Metric("AL", 1.0, "s", "lower", "measured", "t", samples=(1.0,) * 5)
+    baseline = Record("t.py::t", "cpu", metrics={"AL": al}, world_size=2)
+    current = Record("t.py::t", "cpu", metrics={"AL": al}, world_size=4)
+    verdicts = judge(current, (), baseline, "", GateOptions())
+    assert [(v.metric, v.status) for v in verdicts] == [("*", "warn")]
+    assert "world_size=2" in verdicts[0].message and "not compared" in verdicts[0].message
