@@ -345,7 +345,7 @@ def render(data: dict[str, Any]) -> str:
                   "~0.1 s over a heap holding transformers (`python benchmarks/side_by_side/gc_cost.py`), which gave "
                   "ours/theirs wall 5.28 / 1.47 / 1.21 (forward / generate / matmul, 10 runs, 11:12–11:13); it now collects "
                   "only the young generations (~0.03 ms), which is where the set-up's cyclic garbage lives "
-                  "(`tests/test_measure_ground_truth.py::test_cyclic_garbage_left_by_set_up_is_freed_before_the_first_round`).", ""]
+                  "(`tests/measuring/test_meter_ground_truth.py::test_cyclic_garbage_left_by_set_up_is_freed_before_the_first_round`).", ""]
     mem = data.get("memory")
     if mem:
         lines += ["### Peak memory vs pytest-memray" + _from(mem), "",
@@ -370,7 +370,7 @@ def render(data: dict[str, Any]) -> str:
                       f"(it counts allocated bytes), ours {statistics.median(a['error_ours']) * 100:+.2f}% (resident pages, "
                       "VmHWM minus RSS at window open: ~0.1 MiB short of the tensor; VmHWM counts the whole process, so "
                       "pages it releases between the window's opening and the peak come off, but which ones is not "
-                      "established; tests/test_measure_ground_truth.py::test_a_tensor_of_known_size_appears_in_the_"
+                      "established; tests/measuring/test_meter_ground_truth.py::test_a_tensor_of_known_size_appears_in_the_"
                       "window_peak allows 1 MiB below for this); < 1% slowdown: ours "
                       f"{statistics.median(mem['by_workload']['alloc64']['slowdown_ours']):.3f} / "
                       f"{statistics.median(mem['by_workload']['forward']['slowdown_ours']):.3f} / "

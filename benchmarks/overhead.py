@@ -8,7 +8,7 @@ Not a test: a script whose figures go to benchmarks/RESULTS.md.
    (RSS sampler thread, VmHWM reset, CPU time, energy) - what `efficiency.measure` runs
    after its warm-up and FLOP count. Reported: the ratio of the medians per repetition,
    its median, min and max.
-2. NVML calls per timed round, counted with FakePynvml (tests/nvml_double.py; a test
+2. NVML calls per timed round, counted with FakePynvml (tests/helpers/nvml_double.py; a test
    double, so this counts calls, it measures no GPU): calls made on the measuring thread
    between the first round's start and the last round's end, and calls elsewhere.
 
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
 import torch  # noqa: E402
 from results_md import replace_section  # noqa: E402
@@ -99,7 +99,7 @@ def overhead(fn, k: int, reps: int, rounds: int, interval_ms: int = 20) -> dict:
 
 
 def nvml_calls_per_round(rounds: int) -> dict:
-    from nvml_double import FakePynvml
+    from tests.helpers.nvml_double import FakePynvml
 
     nv = FakePynvml()
     devs = open_nvml(nv, None, probe_max_s=0.2)
@@ -171,7 +171,7 @@ def section(runs: list[dict], n: dict, fp: dict, load: tuple[float, float], comm
         f"{n['sampler_thread']} |",
         "",
         "The same property is a unit test that can fail: "
-        "`tests/test_nvml.py::test_no_nvml_call_between_timed_rounds_only_at_open_close_and_in_the_sampler`, "
+        "`tests/telemetry/test_nvml.py::test_no_nvml_call_between_timed_rounds_only_at_open_close_and_in_the_sampler`, "
         "with a negative control that a timer reading NVML each round is caught.",
         "",
     ])

@@ -2,7 +2,8 @@
 
 Layers, lowest first (a module may import its own layer and the ones below, never one above):
 core < telemetry < measuring < judging < storage < confirmation < glue, with report/,
-distributed/, cli, plugin, `__main__` and the package's `__init__` on top.
+distributed/, every `hooks` module (the pytest hooks of glue/, confirmation/, report/ and
+distributed/), cli, plugin, `__main__` and the package's `__init__` on top.
 
 The import graph is read with `ast` from the source, not from a running interpreter: every
 import statement counts, at any nesting level (inside a function, a class, an `if
@@ -31,7 +32,7 @@ from tests.helpers import REPO_ROOT
 PACKAGE = "pytest_efficientllm"
 PACKAGE_DIR = REPO_ROOT / PACKAGE
 LAYERS = ("core", "telemetry", "measuring", "judging", "storage", "confirmation", "glue")
-TOP = "top"  # report/, distributed/, cli, plugin, __main__, the package __init__
+TOP = "top"  # report/, distributed/, the hooks modules, cli, plugin, __main__, the package __init__
 RANK = {**{layer: i for i, layer in enumerate(LAYERS)}, TOP: len(LAYERS)}
 
 
@@ -166,6 +167,8 @@ def read_imports(package_dir: Path) -> list[Import]:
 
 def layer_of(module: str) -> str:
     parts = module.split(".")
+    if parts[-1] == "hooks":
+        return TOP  # pytest hooks sit above every layer, the glue's own included: they only wire
     return parts[1] if len(parts) > 1 and parts[1] in LAYERS else TOP
 
 

@@ -93,6 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"torchrun environment: {exc}") from None
     if env is None or RUN_KEY not in config.stash:
         return
+    config.stash[RUN_KEY].reporting = env.rank == 0
     config.pluginmanager.register(TorchrunSession(config, env), TORCHRUN_PLUGIN)
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from pytest_efficientllm.distributed import is_reporting_rank
 from pytest_efficientllm.glue.state import RunState, TestResult
 from pytest_efficientllm.glue.worker import REPORT_ATTR, WORKEROUTPUT_KEY
 from pytest_efficientllm.measuring import process_layout
@@ -112,7 +111,7 @@ class ControllerPlugin:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         state = self.state
         self._note_workers_layout()
-        if not is_reporting_rank():
+        if not state.reporting:
             return  # under torchrun every rank runs the session; rank 0 alone writes baselines and JSON
         if finish(state, state.session.profile, state.session.fingerprint) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # asked-for baselines or JSON are missing

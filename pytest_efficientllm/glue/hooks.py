@@ -21,7 +21,6 @@ import pytest
 from pytest_efficientllm.confirmation.hooks import HeldTest, hold
 from pytest_efficientllm.confirmation.queue import ConfirmQueue
 from pytest_efficientllm.core.devices import ProfileError
-from pytest_efficientllm.distributed import is_reporting_rank
 from pytest_efficientllm.glue import worker
 from pytest_efficientllm.glue.controller import ControllerPlugin
 from pytest_efficientllm.glue.fixture import Efficiency
@@ -187,7 +186,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(RUN_KEY, None)
-    if state is None or not is_reporting_rank():
+    if state is None or not state.reporting:
         return
     lines = summary_lines(state.session, state)
     if lines:

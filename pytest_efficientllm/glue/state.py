@@ -82,6 +82,9 @@ class RunState:
     confirm_queue: ConfirmQueue | None = None  # tests held for a vote; None where nothing is confirmed
     started: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     workers_layout: str = ""  # why xdist workers could not be padded ("" when they were)
+    # False in a torchrun rank other than 0 (set by distributed.hooks): it measures, and rank 0
+    # alone compares, writes baselines and the run file, and reports.
+    reporting: bool = True
     # Controller (or serial) side only:
     results: list[TestResult] = field(default_factory=list)
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -65,7 +65,7 @@ MIN_POOL = 3
 # For k runs of normal jitter with unit standard deviation, the fastest k//2 + 1 of them:
 # (factor that makes their sample variance unbiased for the variance, the degrees of freedom
 # of a chi-square with the same relative spread, their median's mean, its standard deviation).
-# From 10^6 simulated sets per k (tests/test_run_noise.py checks them with 2*10^5).
+# From 10^6 simulated sets per k (tests/judging/test_run_noise.py checks them with 2*10^5).
 FASTER_HALF = {
     1: (1.0, 0.0, 0.0, 1.0),
     2: (1.0, 1.0, 0.0, 0.707),

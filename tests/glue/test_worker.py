@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_efficientllm.glue.state import TestResult
 from pytest_efficientllm.glue.options import parse_devices
+from pytest_efficientllm.glue.state import TestResult
 from pytest_efficientllm.glue.worker import lock_device, pin_device
 from pytest_efficientllm.judging.verdicts import Verdict
 from tests.helpers.record_builders import latency, record

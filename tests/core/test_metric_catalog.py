@@ -21,8 +21,9 @@ import pytest
 from pytest_efficientllm.core import metrics
 from pytest_efficientllm.core.metrics import CATALOG
 from pytest_efficientllm.core.record import DIRECTIONS
+from tests.helpers import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 PACKAGE = ROOT / "pytest_efficientllm"
 BUILDERS = {"make", "measured", "counted", "estimated", "unavailable", "like"}
 # Where a test's own metric (not in the catalog) enters the package.
