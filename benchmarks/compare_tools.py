@@ -61,8 +61,9 @@ def spread(values: list[float]) -> float:
 
 def run_pytest(args: list[str], env: dict[str, str], timeout: float = 900) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(PYTEST + args, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        PYTEST + args, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-3000:]
@@ -80,8 +81,7 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 def timing(runs: int, tmp: Path) -> dict[str, Any]:
     out = tmp / "timing.jsonl"
     for i in range(runs):
-        run_pytest([str(HERE / "timing_tests.py"), *OURS],
-                   {"SBS_OUT": str(out), "SBS_RUN": str(i), "SBS_ROUNDS": "20"})
+        run_pytest([str(HERE / "timing_tests.py"), *OURS], {"SBS_OUT": str(out), "SBS_RUN": str(i), "SBS_ROUNDS": "20"})
         print(f"  timing run {i + 1}/{runs}", flush=True)
     rows = read_lines(out)
     result: dict[str, Any] = {"rows": rows, "by_workload": {}}
@@ -151,8 +151,9 @@ def memory(pairs: int, tmp: Path) -> dict[str, Any]:
             "ours_peak_method": o[0]["ours_peak_method"] if o else "",
             "memray_peak_b": peaks_theirs,
             # Our slowdown: median round under efficiency.measure / by hand, same process, bracketing.
-            "slowdown_ours": [r["ours_median_s"] / statistics.mean([r["hand_median_s"], r["hand_median_after_s"]])
-                              for r in o],
+            "slowdown_ours": [
+                r["ours_median_s"] / statistics.mean([r["hand_median_s"], r["hand_median_after_s"]]) for r in o
+            ],
             # memray's: median round by hand inside a tracked test / by hand in the paired untracked run.
             "slowdown_memray": [tr["hand_median_s"] / orow["hand_median_s"] for tr, orow in zip(t, o)],
         }
@@ -205,8 +206,9 @@ def energy(reps: int) -> dict[str, Any]:
 
     def codecarbon() -> dict[str, Any]:
         t0 = time.perf_counter()
-        tracker = OfflineEmissionsTracker(country_iso_code="USA", measure_power_secs=1, save_to_file=False,
-                                          log_level="error")
+        tracker = OfflineEmissionsTracker(
+            country_iso_code="USA", measure_power_secs=1, save_to_file=False, log_level="error"
+        )
         init_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         tracker.start()
@@ -214,10 +216,16 @@ def energy(reps: int) -> dict[str, Any]:
         tracker.stop()
         d = tracker.final_emissions_data
         cpu = next((h for h in tracker._hardware if type(h).__name__ == "CPU"), None)
-        return {"energy_j": d.energy_consumed * 3.6e6, "cpu_energy_j": d.cpu_energy * 3.6e6,
-                "ram_energy_j": d.ram_energy * 3.6e6, "cpu_power_w": d.cpu_power, "ram_power_w": d.ram_power,
-                "source": f"codecarbon cpu mode {getattr(cpu, '_mode', '?')}, TDP {getattr(cpu, '_tdp', '?')} W",
-                "init_s": init_s, "_wall_override": time.perf_counter() - t1}
+        return {
+            "energy_j": d.energy_consumed * 3.6e6,
+            "cpu_energy_j": d.cpu_energy * 3.6e6,
+            "ram_energy_j": d.ram_energy * 3.6e6,
+            "cpu_power_w": d.cpu_power,
+            "ram_power_w": d.ram_power,
+            "source": f"codecarbon cpu mode {getattr(cpu, '_mode', '?')}, TDP {getattr(cpu, '_tdp', '?')} W",
+            "init_s": init_s,
+            "_wall_override": time.perf_counter() - t1,
+        }
 
     from zeus.monitor import ZeusMonitor
 
@@ -247,19 +255,27 @@ def energy(reps: int) -> dict[str, Any]:
     rows = []
     names = list(variants)
     for rep in range(reps):
-        order = names[rep % len(names):] + names[:rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         walls: dict[str, float] = {}
         infos: dict[str, Any] = {}
         for name in order + ["bare"]:  # a second bare run so every tool has a bare neighbour
             t0 = time.perf_counter()
             info = variants[name]()
             wall = info.pop("_wall_override", None) or (time.perf_counter() - t0)
-            walls.setdefault(name, wall) if name != "bare" else walls.setdefault("bare2" if "bare" in walls else "bare", wall)
+            walls.setdefault(name, wall) if name != "bare" else walls.setdefault(
+                "bare2" if "bare" in walls else "bare", wall
+            )
             if name != "bare":
                 infos[name] = info
         base = statistics.mean([walls["bare"], walls.get("bare2", walls["bare"])])
-        rows.append({"rep": rep, "walls": walls, "infos": infos,
-                     "overhead": {n: walls[n] / base for n in ("ours", "codecarbon", "zeus")}})
+        rows.append(
+            {
+                "rep": rep,
+                "walls": walls,
+                "infos": infos,
+                "overhead": {n: walls[n] / base for n in ("ours", "codecarbon", "zeus")},
+            }
+        )
         print(f"  energy rep {rep + 1}/{reps}", flush=True)
     return {"rows": rows, "rounds": rounds, "first_codecarbon_init_s": first_codecarbon_init_s}
 
@@ -302,86 +318,116 @@ def _from(part: dict[str, Any]) -> str:
 def render(data: dict[str, Any]) -> str:
     lines = [SECTION, ""]
     m = data["machine"]
-    lines += [f"Command: `python benchmarks/compare_tools.py` ({data['started']} .. {data['finished']}); raw numbers in "
-              "`benchmarks/side_by_side/last_run.json`. Machine: " + ", ".join(f"{k} {v}" for k, v in m.items() if k != "packages")
-              + f"; load average {data['load_start']} at start, {data['load_end']} at end: **the 2-core machine was shared** "
-              "with other engineers' test runs throughout, so every figure is a ratio of runs interleaved in the same "
-              "period, given as median (min .. max) over repetitions. Tools: pytest-benchmark 5.3.1, pytest-memray 1.11 "
-              "(memray 1.20), codecarbon 3.3.2, zeus 0.16; torch at 1 thread for every tool.", ""]
+    lines += [
+        f"Command: `python benchmarks/compare_tools.py` ({data['started']} .. {data['finished']}); raw numbers in "
+        "`benchmarks/side_by_side/last_run.json`. Machine: "
+        + ", ".join(f"{k} {v}" for k, v in m.items() if k != "packages")
+        + f"; load average {data['load_start']} at start, {data['load_end']} at end: **the 2-core machine was shared** "
+        "with other engineers' test runs throughout, so every figure is a ratio of runs interleaved in the same "
+        "period, given as median (min .. max) over repetitions. Tools: pytest-benchmark 5.3.1, pytest-memray 1.11 "
+        "(memray 1.20), codecarbon 3.3.2, zeus 0.16; torch at 1 thread for every tool.",
+        "",
+    ]
     t = data.get("timing")
     if t:
-        lines += ["### Timing vs pytest-benchmark" + _from(t),
-                  "", f"{next(iter(t['by_workload'].values()))['n_runs']} separate pytest runs; in each, per workload, 20 rounds + 2 warm-up timed by hand "
-                  "(`perf_counter_ns` per call), by `efficiency.measure` (marker `flops=False`: no FLOP-counting run) and by "
-                  "`benchmark.pedantic(rounds=20, warmup_rounds=2)` (fixed rounds, so both tools do the same work; "
-                  "pytest-benchmark's default auto-calibration would run a different number of rounds), order rotating. "
-                  "Overhead = the tool's wall time for the whole measurement call / the hand loop's. Spread = (max − min) / "
-                  "median of the medians the tool reported over the runs (lower is steadier).", "",
-                  "| workload | hand median round | overhead ours | overhead pytest-benchmark | ours / theirs wall | wall − hand wall: ours | … theirs | reported median / hand: ours | … theirs | spread ours | spread theirs | spread hand |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "### Timing vs pytest-benchmark" + _from(t),
+            "",
+            f"{next(iter(t['by_workload'].values()))['n_runs']} separate pytest runs; in each, per workload, 20 rounds + 2 warm-up timed by hand "
+            "(`perf_counter_ns` per call), by `efficiency.measure` (marker `flops=False`: no FLOP-counting run) and by "
+            "`benchmark.pedantic(rounds=20, warmup_rounds=2)` (fixed rounds, so both tools do the same work; "
+            "pytest-benchmark's default auto-calibration would run a different number of rounds), order rotating. "
+            "Overhead = the tool's wall time for the whole measurement call / the hand loop's. Spread = (max − min) / "
+            "median of the medians the tool reported over the runs (lower is steadier).",
+            "",
+            "| workload | hand median round | overhead ours | overhead pytest-benchmark | ours / theirs wall | wall − hand wall: ours | … theirs | reported median / hand: ours | … theirs | spread ours | spread theirs | spread hand |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, w in t["by_workload"].items():
-            lines.append(f"| {name} | {w['median_hand_s'] * 1e3:.2f} ms | {fmt3(w['overhead_ours'])} | {fmt3(w['overhead_theirs'])} | "
-                         f"{fmt3(w['overhead_ours_over_theirs'])} | {_ms3(w.get('extra_ours_s'))} | {_ms3(w.get('extra_theirs_s'))} | "
-                         f"{fmt3(w['median_ratio_ours'])} | {fmt3(w['median_ratio_theirs'])} | "
-                         f"{w['spread_ours'] * 100:.1f}% | {w['spread_theirs'] * 100:.1f}% | {w['spread_hand'] * 100:.1f}% |")
+            lines.append(
+                f"| {name} | {w['median_hand_s'] * 1e3:.2f} ms | {fmt3(w['overhead_ours'])} | {fmt3(w['overhead_theirs'])} | "
+                f"{fmt3(w['overhead_ours_over_theirs'])} | {_ms3(w.get('extra_ours_s'))} | {_ms3(w.get('extra_theirs_s'))} | "
+                f"{fmt3(w['median_ratio_ours'])} | {fmt3(w['median_ratio_theirs'])} | "
+                f"{w['spread_ours'] * 100:.1f}% | {w['spread_theirs'] * 100:.1f}% | {w['spread_hand'] * 100:.1f}% |"
+            )
         lines.append("")
     if t:
         goals = []
         for name, w in t["by_workload"].items():
             ratio = statistics.median(w["overhead_ours_over_theirs"])
-            goals.append(f"{name}: overhead ours ≤ theirs **{'met' if ratio <= 1 else 'NOT met'}** (ours/theirs wall "
-                         f"{ratio:.2f}); spread ours ≤ theirs **{'met' if w['spread_ours'] <= w['spread_theirs'] else 'NOT met'}**")
-        lines += ["Goals: " + "; ".join(goals) + ". Both tools report the same median (ratios to the hand loop ≈ 1), and "
-                  "every spread, the hand loop's included, is set by the shared machine, not by the tool. The overhead is "
-                  "a fixed cost per measurement, not per round (\"wall − hand wall\"; per round the timer adds nothing "
-                  "measurable, see Plugin overhead, issue 2). Ours buys what pytest-benchmark does not measure: a no-op measured 8 times in one "
-                  "process with the plugin's functions wrapped by a timer (`python -m pytest "
-                  "benchmarks/side_by_side/fixed_cost_tests.py -s`, 11:50, load ~0.5) took 1.05 ms per `efficiency.measure` "
-                  "(first call 1.87 ms): opening and closing the memory probe 0.57 ms (its RSS sampler thread's start 0.23 "
-                  "ms and stop 0.16 ms, the VmHWM reset through `clear_refs`), ~20 derived metrics and the record 0.20 ms, "
-                  "the CPU-time probe 0.02 ms. The first measurement of a process (matmul here) pays first calls on top; "
-                  "`np.percentile`'s, which imported `numpy.ma` (~9 ms), is gone: the percentiles are computed with "
-                  "`statistics.quantiles`. Until this run `Meter` ran a full `gc.collect()` before each test's first window: "
-                  "~0.1 s over a heap holding transformers (`python benchmarks/side_by_side/gc_cost.py`), which gave "
-                  "ours/theirs wall 5.28 / 1.47 / 1.21 (forward / generate / matmul, 10 runs, 11:12–11:13); it now collects "
-                  "only the young generations (~0.03 ms), which is where the set-up's cyclic garbage lives "
-                  "(`tests/measuring/test_meter_ground_truth.py::test_cyclic_garbage_left_by_set_up_is_freed_before_the_first_round`).", ""]
+            goals.append(
+                f"{name}: overhead ours ≤ theirs **{'met' if ratio <= 1 else 'NOT met'}** (ours/theirs wall "
+                f"{ratio:.2f}); spread ours ≤ theirs **{'met' if w['spread_ours'] <= w['spread_theirs'] else 'NOT met'}**"
+            )
+        lines += [
+            "Goals: " + "; ".join(goals) + ". Both tools report the same median (ratios to the hand loop ≈ 1), and "
+            "every spread, the hand loop's included, is set by the shared machine, not by the tool. The overhead is "
+            'a fixed cost per measurement, not per round ("wall − hand wall"; per round the timer adds nothing '
+            "measurable, see Plugin overhead, issue 2). Ours buys what pytest-benchmark does not measure: a no-op measured 8 times in one "
+            "process with the plugin's functions wrapped by a timer (`python -m pytest "
+            "benchmarks/side_by_side/fixed_cost_tests.py -s`, 11:50, load ~0.5) took 1.05 ms per `efficiency.measure` "
+            "(first call 1.87 ms): opening and closing the memory probe 0.57 ms (its RSS sampler thread's start 0.23 "
+            "ms and stop 0.16 ms, the VmHWM reset through `clear_refs`), ~20 derived metrics and the record 0.20 ms, "
+            "the CPU-time probe 0.02 ms. The first measurement of a process (matmul here) pays first calls on top; "
+            "`np.percentile`'s, which imported `numpy.ma` (~9 ms), is gone: the percentiles are computed with "
+            "`statistics.quantiles`. Until this run `Meter` ran a full `gc.collect()` before each test's first window: "
+            "~0.1 s over a heap holding transformers (`python benchmarks/side_by_side/gc_cost.py`), which gave "
+            "ours/theirs wall 5.28 / 1.47 / 1.21 (forward / generate / matmul, 10 runs, 11:12–11:13); it now collects "
+            "only the young generations (~0.03 ms), which is where the set-up's cyclic garbage lives "
+            "(`tests/measuring/test_meter_ground_truth.py::test_cyclic_garbage_left_by_set_up_is_freed_before_the_first_round`).",
+            "",
+        ]
     mem = data.get("memory")
     if mem:
-        lines += ["### Peak memory vs pytest-memray" + _from(mem), "",
-                  "Pairs of pytest runs (ours without memray; `--memray` with `@pytest.mark.limit_memory(\"2 GB\")`, our plugin "
-                  "off), order alternating. Ours: `peak_memory_delta` = VmHWM (reset per window through "
-                  "`/proc/self/clear_refs`) minus RSS at window open, i.e. resident pages. memray: the peak of tracked "
-                  "allocations in the test, read from its capture file (`FileReader(...).metadata.peak_memory`), i.e. "
-                  "allocated bytes. Slowdown: ours = median round under `efficiency.measure` / by hand in the same test; "
-                  "memray = median round by hand inside the tracked test / the same in the paired untracked run.", "",
-                  "| workload | peak ours | peak memray | error vs 64 MiB: ours | … memray | slowdown ours | slowdown memray |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "### Peak memory vs pytest-memray" + _from(mem),
+            "",
+            'Pairs of pytest runs (ours without memray; `--memray` with `@pytest.mark.limit_memory("2 GB")`, our plugin '
+            "off), order alternating. Ours: `peak_memory_delta` = VmHWM (reset per window through "
+            "`/proc/self/clear_refs`) minus RSS at window open, i.e. resident pages. memray: the peak of tracked "
+            "allocations in the test, read from its capture file (`FileReader(...).metadata.peak_memory`), i.e. "
+            "allocated bytes. Slowdown: ours = median round under `efficiency.measure` / by hand in the same test; "
+            "memray = median round by hand inside the tracked test / the same in the paired untracked run.",
+            "",
+            "| workload | peak ours | peak memray | error vs 64 MiB: ours | … memray | slowdown ours | slowdown memray |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, w in mem["by_workload"].items():
             po = fmt3([p / MiB for p in w["ours_peak_b"]], 2) + " MiB" if w["ours_peak_b"] else "-"
             pt = fmt3([p / MiB for p in w["memray_peak_b"]], 2) + " MiB" if w["memray_peak_b"] else "-"
-            eo = fmt3([e * 100 for e in w.get("error_ours", [])], 2) + "%" if w.get("error_ours") else "(size not known)"
-            et = fmt3([e * 100 for e in w.get("error_memray", [])], 2) + "%" if w.get("error_memray") else "(size not known)"
-            lines.append(f"| {name} | {po} | {pt} | {eo} | {et} | {fmt3(w['slowdown_ours'])} | "
-                         f"{fmt3(w['slowdown_memray']) if w['slowdown_memray'] else '-'} |")
+            eo = (
+                fmt3([e * 100 for e in w.get("error_ours", [])], 2) + "%" if w.get("error_ours") else "(size not known)"
+            )
+            et = (
+                fmt3([e * 100 for e in w.get("error_memray", [])], 2) + "%"
+                if w.get("error_memray")
+                else "(size not known)"
+            )
+            lines.append(
+                f"| {name} | {po} | {pt} | {eo} | {et} | {fmt3(w['slowdown_ours'])} | "
+                f"{fmt3(w['slowdown_memray']) if w['slowdown_memray'] else '-'} |"
+            )
         a = mem["by_workload"].get("alloc64", {})
         if a.get("error_ours"):
-            lines += [f"Goals: exact to allocator granularity — memray {statistics.median(a['error_memray']) * 100:+.2f}% "
-                      f"(it counts allocated bytes), ours {statistics.median(a['error_ours']) * 100:+.2f}% (resident pages, "
-                      "VmHWM minus RSS at window open: ~0.1 MiB short of the tensor; VmHWM counts the whole process, so "
-                      "pages it releases between the window's opening and the peak come off, but which ones is not "
-                      "established; tests/measuring/test_meter_ground_truth.py::test_a_tensor_of_known_size_appears_in_the_"
-                      "window_peak allows 1 MiB below for this); < 1% slowdown: ours "
-                      f"{statistics.median(mem['by_workload']['alloc64']['slowdown_ours']):.3f} / "
-                      f"{statistics.median(mem['by_workload']['forward']['slowdown_ours']):.3f} / "
-                      f"{statistics.median(mem['by_workload']['matmul']['slowdown_ours']):.3f} (alloc64 / forward / matmul, "
-                      "medians inside the machine's noise, no slowdown resolved), memray "
-                      f"{statistics.median(mem['by_workload']['alloc64']['slowdown_memray']):.3f} / "
-                      f"{statistics.median(mem['by_workload']['forward']['slowdown_memray']):.3f} / "
-                      f"{statistics.median(mem['by_workload']['matmul']['slowdown_memray']):.3f}. For the forward and the "
-                      "matmul the two tools measure different things: memray the bytes allocated during the test (0.5–0.6 "
-                      "MiB of activations), ours the new resident pages (≈ 0: the allocator reuses pages freed by the "
-                      "warm-up round).", ""]
+            lines += [
+                f"Goals: exact to allocator granularity — memray {statistics.median(a['error_memray']) * 100:+.2f}% "
+                f"(it counts allocated bytes), ours {statistics.median(a['error_ours']) * 100:+.2f}% (resident pages, "
+                "VmHWM minus RSS at window open: ~0.1 MiB short of the tensor; VmHWM counts the whole process, so "
+                "pages it releases between the window's opening and the peak come off, but which ones is not "
+                "established; tests/measuring/test_meter_ground_truth.py::test_a_tensor_of_known_size_appears_in_the_"
+                "window_peak allows 1 MiB below for this); < 1% slowdown: ours "
+                f"{statistics.median(mem['by_workload']['alloc64']['slowdown_ours']):.3f} / "
+                f"{statistics.median(mem['by_workload']['forward']['slowdown_ours']):.3f} / "
+                f"{statistics.median(mem['by_workload']['matmul']['slowdown_ours']):.3f} (alloc64 / forward / matmul, "
+                "medians inside the machine's noise, no slowdown resolved), memray "
+                f"{statistics.median(mem['by_workload']['alloc64']['slowdown_memray']):.3f} / "
+                f"{statistics.median(mem['by_workload']['forward']['slowdown_memray']):.3f} / "
+                f"{statistics.median(mem['by_workload']['matmul']['slowdown_memray']):.3f}. For the forward and the "
+                "matmul the two tools measure different things: memray the bytes allocated during the test (0.5–0.6 "
+                "MiB of activations), ours the new resident pages (≈ 0: the allocator reuses pages freed by the "
+                "warm-up round).",
+                "",
+            ]
         lines.append("")
     e = data.get("energy")
     if e:
@@ -389,38 +435,59 @@ def render(data: dict[str, Any]) -> str:
         cc = rows[0]["infos"]["codecarbon"]
         ours_info = rows[0]["infos"]["ours"]
         z = rows[0]["infos"]["zeus"]
-        lines += ["### Energy vs codecarbon and zeus (CPU; no RAPL, no GPU on this machine)" + _from(e), "",
-                  f"{len(rows)} repetitions in one process, order rotating, of {e['rounds']} rounds of the matmul workload "
-                  "bare, under our `Meter` (CPU backend), under codecarbon's `OfflineEmissionsTracker(country_iso_code=\"USA\", "
-                  "measure_power_secs=1)` (start/stop; its constructor is timed apart) and under a zeus `ZeusMonitor` window. "
-                  "Overhead = wall with the tool / mean of the bare runs around it.", "",
-                  "| tool | overhead | energy it reports for the window | what that number is |", "|---|---|---|---|",
-                  f"| pytest-efficientllm | {fmt3([r['overhead']['ours'] for r in rows])} | "
-                  f"{fmt3([r['infos']['ours']['energy_j'] for r in rows], 2)} J | `{ours_info['source']}`: {ours_info['method']} |",
-                  f"| codecarbon | {fmt3([r['overhead']['codecarbon'] for r in rows])} (constructor apart: first {e['first_codecarbon_init_s']:.1f} s, later {fmt3([r['infos']['codecarbon']['init_s'] for r in rows], 2)} s) | "
-                  f"{fmt3([r['infos']['codecarbon']['energy_j'] for r in rows], 2)} J (CPU {fmt3([r['infos']['codecarbon']['cpu_energy_j'] for r in rows], 2)} J + RAM {fmt3([r['infos']['codecarbon']['ram_energy_j'] for r in rows], 2)} J) | "
-                  f"an estimate: {cc['source']} (CPU {cc['cpu_power_w']:.1f} W in rep 0), RAM a constant {cc['ram_power_w']:.0f} W; no counter read |",
-                  f"| zeus | {fmt3([r['overhead']['zeus'] for r in rows])} | {z['energy_j']} (GPU: {z['gpu_energy']}) | "
-                  + (f"nothing: `ZeusMonitor(gpu_indices=[], cpu_indices=[0])` is built, then `{z['cpu_error']}`; " if z.get("cpu_error") else f"{z['source']}; ")
-                  + "with no GPU and no RAPL a window gives its time only |",
-                  "", "GPU (NVML energy counter windows vs power integration): not run by this script (it runs on the CPU machine); "
-                  "see \"On a GPU (issue 2, H100)\" above, from `bash benchmarks/gpu_suites.sh` on a lent H100.", ""]
+        lines += [
+            "### Energy vs codecarbon and zeus (CPU; no RAPL, no GPU on this machine)" + _from(e),
+            "",
+            f"{len(rows)} repetitions in one process, order rotating, of {e['rounds']} rounds of the matmul workload "
+            'bare, under our `Meter` (CPU backend), under codecarbon\'s `OfflineEmissionsTracker(country_iso_code="USA", '
+            "measure_power_secs=1)` (start/stop; its constructor is timed apart) and under a zeus `ZeusMonitor` window. "
+            "Overhead = wall with the tool / mean of the bare runs around it.",
+            "",
+            "| tool | overhead | energy it reports for the window | what that number is |",
+            "|---|---|---|---|",
+            f"| pytest-efficientllm | {fmt3([r['overhead']['ours'] for r in rows])} | "
+            f"{fmt3([r['infos']['ours']['energy_j'] for r in rows], 2)} J | `{ours_info['source']}`: {ours_info['method']} |",
+            f"| codecarbon | {fmt3([r['overhead']['codecarbon'] for r in rows])} (constructor apart: first {e['first_codecarbon_init_s']:.1f} s, later {fmt3([r['infos']['codecarbon']['init_s'] for r in rows], 2)} s) | "
+            f"{fmt3([r['infos']['codecarbon']['energy_j'] for r in rows], 2)} J (CPU {fmt3([r['infos']['codecarbon']['cpu_energy_j'] for r in rows], 2)} J + RAM {fmt3([r['infos']['codecarbon']['ram_energy_j'] for r in rows], 2)} J) | "
+            f"an estimate: {cc['source']} (CPU {cc['cpu_power_w']:.1f} W in rep 0), RAM a constant {cc['ram_power_w']:.0f} W; no counter read |",
+            f"| zeus | {fmt3([r['overhead']['zeus'] for r in rows])} | {z['energy_j']} (GPU: {z['gpu_energy']}) | "
+            + (
+                f"nothing: `ZeusMonitor(gpu_indices=[], cpu_indices=[0])` is built, then `{z['cpu_error']}`; "
+                if z.get("cpu_error")
+                else f"{z['source']}; "
+            )
+            + "with no GPU and no RAPL a window gives its time only |",
+            "",
+            "GPU (NVML energy counter windows vs power integration): not run by this script (it runs on the CPU machine); "
+            'see "On a GPU (issue 2, H100)" above, from `bash benchmarks/gpu_suites.sh` on a lent H100.',
+            "",
+        ]
     s = data.get("suites")
     if s:
         rows = s["rows"]
-        lines += ["### Suite throughput: tiny suites serially vs `-n 2`" + _from(s), "",
-                  f"`pytest suites/ -q` (tiny scale, calibration off) serially and with `-n 2`, {len(rows)} pairs, order alternating.", "",
-                  "| serial wall | -n 2 wall | speedup |", "|---|---|---|",
-                  f"| {fmt3([r['serial'] for r in rows], 1)} s | {fmt3([r['n2'] for r in rows], 1)} s | {fmt3([r['speedup'] for r in rows], 2)} |", "",
-                  "Why two workers save little, as far as it is known (causes not measured separately): each xdist worker "
-                  "pays the start-up again (importing torch, transformers and diffusers, loading SmolLM2 from GGUF, the "
-                  "calibration workload), a large share of a suite this short; and with `efficiency_threads = 1` a serial "
-                  "run already leaves the second core to the sampler thread and the OS.", ""]
+        lines += [
+            "### Suite throughput: tiny suites serially vs `-n 2`" + _from(s),
+            "",
+            f"`pytest suites/ -q` (tiny scale, calibration off) serially and with `-n 2`, {len(rows)} pairs, order alternating.",
+            "",
+            "| serial wall | -n 2 wall | speedup |",
+            "|---|---|---|",
+            f"| {fmt3([r['serial'] for r in rows], 1)} s | {fmt3([r['n2'] for r in rows], 1)} s | {fmt3([r['speedup'] for r in rows], 2)} |",
+            "",
+            "Why two workers save little, as far as it is known (causes not measured separately): each xdist worker "
+            "pays the start-up again (importing torch, transformers and diffusers, loading SmolLM2 from GGUF, the "
+            "calibration workload), a large share of a suite this short; and with `efficiency_threads = 1` a serial "
+            "run already leaves the second core to the sampler thread and the OS.",
+            "",
+        ]
         if max(r["speedup"] for r in rows) > 2.0:
-            lines += ["**Not a valid speedup figure:** above 2 on 2 cores cannot come from parallelism. The serial run overlapped "
-                      "another engineer's `pytest suites/…` run on this machine (seen in `ps` during it) and the `-n 2` run "
-                      f"did not; with {len(rows)} pair(s) the contention is not averaged out. Rerun "
-                      "`python benchmarks/compare_tools.py --skip timing,memory,energy --suite-pairs 3` on a quiet machine.", ""]
+            lines += [
+                "**Not a valid speedup figure:** above 2 on 2 cores cannot come from parallelism. The serial run overlapped "
+                "another engineer's `pytest suites/…` run on this machine (seen in `ps` during it) and the `-n 2` run "
+                f"did not; with {len(rows)} pair(s) the contention is not averaged out. Rerun "
+                "`python benchmarks/compare_tools.py --skip timing,memory,energy --suite-pairs 3` on a quiet machine.",
+                "",
+            ]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -439,14 +506,19 @@ def main() -> None:
         data = json.loads(RAW.read_text())
     else:
         skip = set(filter(None, args.skip.split(",")))
-        data: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M"), "load_start": os.getloadavg()[0],
-                                "machine": machine()}
+        data: dict[str, Any] = {
+            "started": time.strftime("%Y-%m-%d %H:%M"),
+            "load_start": os.getloadavg()[0],
+            "machine": machine(),
+        }
         # Parts skipped now keep their figures from the previous run, labelled with its times.
         previous = json.loads(RAW.read_text()) if RAW.exists() else {}
         for part in ("timing", "memory", "energy", "suites"):
             if part in skip and part in previous:
-                data[part] = {**previous[part], "from_run": previous[part].get("from_run")
-                              or f"{previous['started']} .. {previous['finished']}"}
+                data[part] = {
+                    **previous[part],
+                    "from_run": previous[part].get("from_run") or f"{previous['started']} .. {previous['finished']}",
+                }
         with tempfile.TemporaryDirectory() as tmpdir:
             tmp = Path(tmpdir)
             if "timing" not in skip:

@@ -101,16 +101,22 @@ def steady(seconds: float) -> None:
         episodes.append(current)
     within = sum(c <= 1.08 * p10 for c in cpu) / len(cpu)
     durations = sorted(e[1] - e[0] + statistics.median(cpu) for e in episodes)
-    print(f"steady: {len(cpu)} rounds in {seconds:.0f} s; median {statistics.median(cpu) * 1e3:.2f} ms; "
-          f"{within:.1%} within 8% of the 10th percentile ({p10 * 1e3:.2f} ms); {len(episodes)} slow episodes, "
-          f"{durations[0] * 1e3:.0f}–{durations[-1] * 1e3:.0f} ms" if durations else "no slow episode")
+    print(
+        f"steady: {len(cpu)} rounds in {seconds:.0f} s; median {statistics.median(cpu) * 1e3:.2f} ms; "
+        f"{within:.1%} within 8% of the 10th percentile ({p10 * 1e3:.2f} ms); {len(episodes)} slow episodes, "
+        f"{durations[0] * 1e3:.0f}–{durations[-1] * 1e3:.0f} ms"
+        if durations
+        else "no slow episode"
+    )
 
 
 def processes(n: int) -> None:
     for kind in ("matmul", "forward"):
         rows = []
         for _ in range(n):
-            out = subprocess.run([sys.executable, __file__, "--child", kind], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", kind], capture_output=True, text=True, check=True
+            )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         raw = [r["median"] for r in rows]
         rel = [r["median"] / r["reference"] for r in rows]
@@ -118,8 +124,10 @@ def processes(n: int) -> None:
         def spread(xs: list[float]) -> float:
             return statistics.stdev(math.log(x) for x in xs) * 100
 
-        print(f"{kind}: {n} processes; median round {min(raw) * 1e3:.2f}–{max(raw) * 1e3:.2f} ms; spread of the "
-              f"medians {spread(raw):.1f}% raw, {spread(rel):.1f}% relative to the reference")
+        print(
+            f"{kind}: {n} processes; median round {min(raw) * 1e3:.2f}–{max(raw) * 1e3:.2f} ms; spread of the "
+            f"medians {spread(raw):.1f}% raw, {spread(rel):.1f}% relative to the reference"
+        )
 
 
 def main() -> None:

@@ -91,9 +91,22 @@ def with_plugin(parallel: str) -> tuple[float, object]:
     import pytest
 
     grab = _Grab()
-    code = pytest.main([str(ROOT / "suites" / "test_distributed.py"), "-k", parallel, "-q", "-p", "no:cacheprovider",
-                        "-p", "no:xdist", "--efficiency-gate=off", "--efficiency-calibrate-every=off",
-                        f"--efficiency-rounds={ROUNDS}"], plugins=[grab])
+    code = pytest.main(
+        [
+            str(ROOT / "suites" / "test_distributed.py"),
+            "-k",
+            parallel,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "--efficiency-gate=off",
+            "--efficiency-calibrate-every=off",
+            f"--efficiency-rounds={ROUNDS}",
+        ],
+        plugins=[grab],
+    )
     if code != 0:
         raise SystemExit(f"pytest exited {code}")
     return grab.duration, grab.records[0]
@@ -113,11 +126,16 @@ def main() -> None:
             meds = [statistics.median(x) * 1e3 for x in per_rank]
             means = [statistics.mean(x) for x in per_rank]
             spread = (max(means) - min(means)) / min(means)
-            print(f"| {rep} | by hand, {method} | {wall:.2f} | {meds[0]:.1f} / {meds[1]:.1f} | {spread:.1%} |", flush=True)
+            print(
+                f"| {rep} | by hand, {method} | {wall:.2f} | {meds[0]:.1f} / {meds[1]:.1f} | {spread:.1%} |", flush=True
+            )
         duration, record = with_plugin(args.parallel)
         meds = [statistics.median(r["AL"].samples) * 1e3 for r in record.ranks]
-        print(f"| {rep} | plugin, world_size=2 | {duration:.2f} | {meds[0]:.1f} / {meds[1]:.1f} "
-              f"| {record['latency_rank_spread'].value:.1%} (aggregate AL {record['AL'].value * 1e3:.1f} ms) |", flush=True)
+        print(
+            f"| {rep} | plugin, world_size=2 | {duration:.2f} | {meds[0]:.1f} / {meds[1]:.1f} "
+            f"| {record['latency_rank_spread'].value:.1%} (aggregate AL {record['AL'].value * 1e3:.1f} ms) |",
+            flush=True,
+        )
     print(f"load average at end: {os.getloadavg()}")
 
 

@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 SECTION = "## Baselines and gating (issue 3)"
 SECTION_FIXED = "## Baselines and gating, processes with one fixed layout (issue 3)"
 
-WORKLOAD = '''
+WORKLOAD = """
 import os
 import sys
 
@@ -104,7 +104,7 @@ def test_memory(efficiency, copy):
         t = torch.ones(elements)
     efficiency.count("peak_memory", t.numel() * t.element_size(), method="bytes of the tensor the test allocates")
     del t
-'''
+"""
 
 VARIANTS = {  # name -> environment
     "A/A": {"GATE_SLOWDOWN": "0", "GATE_MEMGROW": "0"},
@@ -116,14 +116,15 @@ VARIANTS = {  # name -> environment
 
 
 def pytest_run(project: Path, env: dict[str, str], *args: str) -> None:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--efficiency-threads=1",
-           *EXTRA_ARGS, *args]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--efficiency-threads=1", *EXTRA_ARGS, *args]
     full_env = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "GATE_BENCHMARKS_DIR": str(HERE)}
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
         full_env.pop(name, None)
     proc = subprocess.run(cmd, cwd=project, env=full_env, capture_output=True, text=True, timeout=900)
     if proc.returncode not in (0, 1):  # 1: a gated test failed, which is what we count
-        raise RuntimeError(f"pytest {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"pytest {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
 
 
 def verdicts_of(run_file: Path) -> dict[str, dict[str, dict]]:
@@ -149,8 +150,11 @@ def calibrations_of(run_file: Path) -> dict[str, dict]:
 
 
 def baseline_calibrations(base_dir: Path) -> dict[str, dict]:
-    return {nodeid: _calibration(entry["fingerprint"]) for path in base_dir.rglob("*.json")
-            for nodeid, entry in json.loads(path.read_text())["tests"].items()}
+    return {
+        nodeid: _calibration(entry["fingerprint"])
+        for path in base_dir.rglob("*.json")
+        for nodeid, entry in json.loads(path.read_text())["tests"].items()
+    }
 
 
 def _ratio(now: dict, base: dict, key: str) -> float | None:
@@ -172,7 +176,9 @@ METHODS = {
 REPEATS = {"three processes": 3}
 
 
-def experiment(rounds: int, seed: int, methods: list[str], baseline_runs: int = 1, keep: Path | None = None) -> list[dict]:
+def experiment(
+    rounds: int, seed: int, methods: list[str], baseline_runs: int = 1, keep: Path | None = None
+) -> list[dict]:
     """All trials: one per (round, variant, test, metric). With `keep`, each round's baseline
     files and run files are copied there (`round-R/`), to re-judge the same processes offline."""
     rng = random.Random(seed)
@@ -190,27 +196,50 @@ def experiment(rounds: int, seed: int, methods: list[str], baseline_runs: int = 
             order = [(name, method) for name in VARIANTS for method in methods]
             rng.shuffle(order)
             for name, method in order:
-                slug = f"{name}-{method}".replace('/', '').replace(' ', '').replace('%', '').replace('(', '').replace(')', '')
+                slug = (
+                    f"{name}-{method}".replace("/", "")
+                    .replace(" ", "")
+                    .replace("%", "")
+                    .replace("(", "")
+                    .replace(")", "")
+                )
                 repeats = REPEATS.get(method, 1)
                 for i in range(repeats):
                     out = project / (f"run-{r}-{slug}-{i}.json" if repeats > 1 else f"run-{r}-{slug}.json")
-                    pytest_run(project, VARIANTS[name], f"--baselines-dir={base_dir}", f"--efficiency-json={out}",
-                               *METHODS[method])
+                    pytest_run(
+                        project,
+                        VARIANTS[name],
+                        f"--baselines-dir={base_dir}",
+                        f"--efficiency-json={out}",
+                        *METHODS[method],
+                    )
                 cal_now = calibrations_of(out)
                 confirmations = confirmations_of(out)
                 for nodeid, by_metric in verdicts_of(out).items():
                     workload = workload_of(nodeid)
                     now, base = cal_now.get(nodeid, {}), cal_base.get(nodeid, {})
-                    metrics = ("peak_memory", "peak_memory_delta") if workload == "memory" else ("AL", "cpu_time_per_round")
+                    metrics = (
+                        ("peak_memory", "peak_memory_delta") if workload == "memory" else ("AL", "cpu_time_per_round")
+                    )
                     for metric in metrics:
                         v = by_metric.get(metric)
                         if v is not None:
-                            trials.append({"round": r, "variant": name, "method": method, "workload": workload,
-                                           "test": nodeid, "confirmations": confirmations.get(nodeid, 0),
-                                           "metric": metric, "status": v["status"], "change": v["change"],
-                                           "slowdown": float(VARIANTS[name]["GATE_SLOWDOWN"]),
-                                           "calibration_matmul_cpu_ratio": _ratio(now, base, "matmul_cpu_s"),
-                                           "calibration_cpu_index_ratio": _ratio(now, base, "cpu_index_s")})
+                            trials.append(
+                                {
+                                    "round": r,
+                                    "variant": name,
+                                    "method": method,
+                                    "workload": workload,
+                                    "test": nodeid,
+                                    "confirmations": confirmations.get(nodeid, 0),
+                                    "metric": metric,
+                                    "status": v["status"],
+                                    "change": v["change"],
+                                    "slowdown": float(VARIANTS[name]["GATE_SLOWDOWN"]),
+                                    "calibration_matmul_cpu_ratio": _ratio(now, base, "matmul_cpu_s"),
+                                    "calibration_cpu_index_ratio": _ratio(now, base, "cpu_index_s"),
+                                }
+                            )
             if keep is not None:
                 shutil.copytree(base_dir, keep / f"round-{r}" / "baselines")
                 for run_file in project.glob(f"run-{r}-*.json"):
@@ -228,20 +257,33 @@ def _kind(trial: dict) -> str:
 
 
 def chosen(trials: list[dict], workload: str, kind: str, metric: str, method: str) -> list[dict]:
-    return [t for t in trials if t.get("workload", "matmul") == workload and _kind(t) == kind and t["metric"] == metric
-            and t.get("method", "one process") == method]
+    return [
+        t
+        for t in trials
+        if t.get("workload", "matmul") == workload
+        and _kind(t) == kind
+        and t["metric"] == metric
+        and t.get("method", "one process") == method
+    ]
 
 
 def table(trials: list[dict]) -> list[str]:
-    rows = ["| method | workload | trial | metric (rule) | comparisons | gate failed | rate | target | median change "
-            "seen | middle 90% of changes | fresh processes per test |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| method | workload | trial | metric (rule) | comparisons | gate failed | rate | target | median change "
+        "seen | middle 90% of changes | fresh processes per test |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     cpu = "cpu_time_per_round (`+5%`)"
     wall = "AL wall clock (`latency='+5%'`)"
     spec = []
     for workload in ("matmul", "forward"):
         for metric, label in (("cpu_time_per_round", cpu), ("AL", wall)):
-            spec += [(workload, "A/A", metric, label, "false alarms <= 1%"), (workload, "+5%", metric, label, "(at the tolerance)"),
-                     (workload, "+10%", metric, label, ">= 95%"), (workload, "+20%", metric, label, ">= 95%")]
+            spec += [
+                (workload, "A/A", metric, label, "false alarms <= 1%"),
+                (workload, "+5%", metric, label, "(at the tolerance)"),
+                (workload, "+10%", metric, label, ">= 95%"),
+                (workload, "+20%", metric, label, ">= 95%"),
+            ]
     spec += [
         ("memory", "A/A", "peak_memory", "peak_memory (counted, exact)", "0 false alarms"),
         ("memory", "mem +1%", "peak_memory", "peak_memory (counted, exact)", "100%"),
@@ -259,8 +301,10 @@ def table(trials: list[dict]) -> list[str]:
             changes = sorted(t["change"] for t in picked if t["change"] is not None)
             lo, hi = changes[int(0.05 * (len(changes) - 1))], changes[int(0.95 * (len(changes) - 1))]
             fresh = statistics.mean(t.get("confirmations", 0) for t in picked)
-            rows.append(f"| {method} | {workload} | {kind} | {label} | {n} | {hits} | {100 * hits / n:.1f}% | {target} | "
-                        f"{100 * statistics.median(changes):+.1f}% | {100 * lo:+.1f}% .. {100 * hi:+.1f}% | {fresh:.2f} |")
+            rows.append(
+                f"| {method} | {workload} | {kind} | {label} | {n} | {hits} | {100 * hits / n:.1f}% | {target} | "
+                f"{100 * statistics.median(changes):+.1f}% | {100 * lo:+.1f}% .. {100 * hi:+.1f}% | {fresh:.2f} |"
+            )
     return rows
 
 
@@ -272,8 +316,10 @@ def machine() -> str:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    return (f"{cpu}, {len(os.sched_getaffinity(0))} usable cores, Linux {platform.release()}, Python "
-            f"{platform.python_version()}, torch {torch.__version__}")
+    return (
+        f"{cpu}, {len(os.sched_getaffinity(0))} usable cores, Linux {platform.release()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def main() -> None:
@@ -282,28 +328,45 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=8, help="matmul tests per process")
     parser.add_argument("--forward-tests", type=int, default=4, help="transformer forward tests per process")
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--fixed-layout", action="store_true",
-                        help="run every pytest process with --efficiency-fixed-layout (ASLR off, PYTHONHASHSEED=0, "
-                             "the stack padded to one size), so processes differ only in what they measure")
-    parser.add_argument("--baseline-runs", type=int, default=1,
-                        help="baseline processes per round (--update-baselines again keeps each run's median; "
-                             "from 2 the run-to-run rule applies)")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated candidate methods, each its own processes in every round: {', '.join(METHODS)}")
+    parser.add_argument(
+        "--fixed-layout",
+        action="store_true",
+        help="run every pytest process with --efficiency-fixed-layout (ASLR off, PYTHONHASHSEED=0, "
+        "the stack padded to one size), so processes differ only in what they measure",
+    )
+    parser.add_argument(
+        "--baseline-runs",
+        type=int,
+        default=1,
+        help="baseline processes per round (--update-baselines again keeps each run's median; "
+        "from 2 the run-to-run rule applies)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated candidate methods, each its own processes in every round: {', '.join(METHODS)}",
+    )
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION}' section of {RESULTS}")
     parser.add_argument("--pytest-arg", action="append", default=[], help="extra pytest argument (repeatable)")
     parser.add_argument("--from-trials", type=Path, default=None, help="render from a saved --trials-json, run nothing")
     parser.add_argument("--trials-json", type=Path, default=None, help="also save every trial here")
-    parser.add_argument("--keep", type=Path, default=None,
-                        help="copy each round's baseline files and run files (raw rounds, confirmations) here")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="copy each round's baseline files and run files (raw rounds, confirmations) here",
+    )
     args = parser.parse_args()
     os.environ["GATE_TESTS"] = str(args.tests)
     os.environ["GATE_FWD_TESTS"] = str(args.forward_tests)
     if args.fixed_layout:
         EXTRA_ARGS.append("--efficiency-fixed-layout")
-    layout_text = (" Every pytest process ran with `--efficiency-fixed-layout`: ASLR off, `PYTHONHASHSEED=0`, "
-                   "the stack padded to one size." if args.fixed_layout else
-                   " Processes ran with address-space layout and str hashes randomized per process.")
+    layout_text = (
+        " Every pytest process ran with `--efficiency-fixed-layout`: ASLR off, `PYTHONHASHSEED=0`, "
+        "the stack padded to one size."
+        if args.fixed_layout
+        else " Processes ran with address-space layout and str hashes randomized per process."
+    )
     EXTRA_ARGS.extend(args.pytest_arg)
     load0, t0 = os.getloadavg()[0], time.time()
     if args.from_trials:
@@ -322,17 +385,21 @@ def main() -> None:
     methods_arg = "" if args.methods == ",".join(METHODS) else f" --methods '{args.methods}'"
     if args.baseline_runs != 1:
         methods_arg += f" --baseline-runs {args.baseline_runs}"
-    baseline_text = ("Baselines here are one run each, so the run-to-run rule does not apply."
-                     if args.baseline_runs < 2 else f"Baselines here are {args.baseline_runs} runs each (separate "
-                     "processes), so the run-to-run rule applies: the change is read against the median of the "
-                     "faster half of the runs' medians, and a regression must also lie beyond the prediction bound of "
-                     "those runs, their jitter moderated across the file's tests (`run_noise`): 99.9% where one "
-                     "process decides, 90% in each of the 3 that must all find it where fresh processes confirm.")
-    text = textwrap.dedent(f"""\
+    baseline_text = (
+        "Baselines here are one run each, so the run-to-run rule does not apply."
+        if args.baseline_runs < 2
+        else f"Baselines here are {args.baseline_runs} runs each (separate "
+        "processes), so the run-to-run rule applies: the change is read against the median of the "
+        "faster half of the runs' medians, and a regression must also lie beyond the prediction bound of "
+        "those runs, their jitter moderated across the file's tests (`run_noise`): 99.9% where one "
+        "process decides, 90% in each of the 3 that must all find it where fresh processes confirm."
+    )
+    text = (
+        textwrap.dedent(f"""\
         {SECTION_FIXED if args.fixed_layout else SECTION}
 
-        Command: `python benchmarks/gate_evidence.py --rounds {args.rounds} --tests {args.tests} --forward-tests {args.forward_tests}{' --fixed-layout' if args.fixed_layout else ''}{methods_arg} --write`
-        ({time.strftime('%Y-%m-%d %H:%M')} UTC, {(time.time() - t0) / 60:.0f} min). Machine: {machine()}; load average
+        Command: `python benchmarks/gate_evidence.py --rounds {args.rounds} --tests {args.tests} --forward-tests {args.forward_tests}{" --fixed-layout" if args.fixed_layout else ""}{methods_arg} --write`
+        ({time.strftime("%Y-%m-%d %H:%M")} UTC, {(time.time() - t0) / 60:.0f} min). Machine: {machine()}; load average
         {load0:.1f} at start, {load1:.1f} at end.
 
         End to end through pytest: per experiment round, one process records the baselines
@@ -354,7 +421,10 @@ def main() -> None:
         the memory variant. Memory: a 64 MiB tensor, +1% in the "mem +1%" variant. A trial = one
         test's comparison of one metric.
 
-        """) + "\n".join(rows) + "\n"
+        """)
+        + "\n".join(rows)
+        + "\n"
+    )
     print(text)
     if args.write:
         replace_section(SECTION_FIXED if args.fixed_layout else SECTION, text)

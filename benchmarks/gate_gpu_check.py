@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-WORKLOAD = '''
+WORKLOAD = """
 import os, time, torch, pytest
 
 EXTRA = float(os.environ.get("GATE_SLOWDOWN", "0"))
@@ -38,7 +38,7 @@ def test_gpu(efficiency, copy):
     start = time.time()
     efficiency.measure(work, tokens=4096)
     efficiency.settings(span=[start, time.time()])
-'''
+"""
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,11 +53,23 @@ def _plugin_args() -> list[str]:
 
 
 def run(project: Path, env: dict[str, str], *args: str) -> str:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *_plugin_args(), "-n", "2",
-           "--efficiency-devices=0", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        *_plugin_args(),
+        "-n",
+        "2",
+        "--efficiency-devices=0",
+        *args,
+    ]
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(cmd, cwd=project, env={**os.environ, **env, "PYTHONPATH": path}, capture_output=True,
-                          text=True, timeout=500)
+    proc = subprocess.run(
+        cmd, cwd=project, env={**os.environ, **env, "PYTHONPATH": path}, capture_output=True, text=True, timeout=500
+    )
     if proc.returncode not in (0, 1):
         raise RuntimeError(proc.stdout[-4000:] + proc.stderr[-2000:])
     return proc.stdout
@@ -85,7 +97,9 @@ def main() -> None:
                 for v in verdicts:
                     if v["metric"] == "AL":
                         rows.append((name, v["status"], v["change"]))
-        print(f"profile: {doc['records'][0]['profile']}; device: {doc['records'][0]['fingerprint'].get('gpu_name', '?')}")
+        print(
+            f"profile: {doc['records'][0]['profile']}; device: {doc['records'][0]['fingerprint'].get('gpu_name', '?')}"
+        )
         print(f"overlapping measured tests on the shared GPU: {overlaps}")
         print("| trial | comparisons | gate failed | changes seen |\n|---|---|---|---|")
         for name in ("A/A", "+10%"):

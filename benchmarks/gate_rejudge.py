@@ -59,8 +59,10 @@ def _rewrite(baseline: Record, how: Callable[[Metric], Metric]) -> Record:
 RULES: dict[str, tuple[Callable[[Metric], Metric] | None, float]] = {
     "newest run, no run-to-run bound": (lambda m: _moved_to(m, lambda x: x[-1]), run_noise.PREDICTION),
     "median of all runs, no run-to-run bound": (lambda m: _moved_to(m, statistics.median), run_noise.PREDICTION),
-    "faster half, no run-to-run bound": (lambda m: _moved_to(m, lambda x: run_noise.centre(x, m.direction)),
-                                         run_noise.PREDICTION),
+    "faster half, no run-to-run bound": (
+        lambda m: _moved_to(m, lambda x: run_noise.centre(x, m.direction)),
+        run_noise.PREDICTION,
+    ),
     "faster half, moderated 99.9% bound (one process alone)": (None, run_noise.PREDICTION),
     "faster half, moderated 99% bound": (None, 0.99),
     "faster half, moderated 95% bound": (None, 0.95),
@@ -148,8 +150,10 @@ def rejudge_repeats(keep: Path) -> dict[tuple[str, str, str, str], list[int]]:
         for run_file in sorted(round_dir.glob("run-*-threeprocesses-*.json")):
             groups[run_file.stem.split("-", 2)[2].split("-threeprocesses-")[0]].append(run_file)
         for variant, run_files in groups.items():
-            processes = [{d["nodeid"]: Record.from_dict(d) for d in json.loads(f.read_text())["records"]}
-                         for f in sorted(run_files)]
+            processes = [
+                {d["nodeid"]: Record.from_dict(d) for d in json.loads(f.read_text())["records"]}
+                for f in sorted(run_files)
+            ]
             for nodeid, base in baselines.items():
                 workload = workload_of(nodeid)
                 records = [p[nodeid] for p in processes if nodeid in p]
@@ -161,9 +165,11 @@ def rejudge_repeats(keep: Path) -> dict[tuple[str, str, str, str], list[int]]:
                         for metric in METRICS:
                             p = priors if how is None else {}
                             votes = [_fails(r, b, p, metric) for r in records[:VOTES]]
-                            for vote_rule, fails in (("first process alone", votes[0]),
-                                                     ("majority of 3", votes.count(True) >= 2),
-                                                     ("all 3", all(votes))):
+                            for vote_rule, fails in (
+                                ("first process alone", votes[0]),
+                                ("majority of 3", votes.count(True) >= 2),
+                                ("all 3", all(votes)),
+                            ):
                                 row = tally[(f"{rule}, {vote_rule}", workload, variant, metric)]
                                 row[0] += 1
                                 row[1] += fails
@@ -182,7 +188,11 @@ def main() -> None:
     columns = [(w, v) for w in ("matmul", "forward") for v in ("AA", "+5", "+10", "+20")]
     for metric in METRICS:
         print(f"\n{metric}: failed / trials per workload and variant (A/A includes the memory variant's timed tests)\n")
-        print("| rule | " + " | ".join(f"{w} {'A/A' if v == 'AA' else v + '%'}" for w, v in columns) + " | short of processes |")
+        print(
+            "| rule | "
+            + " | ".join(f"{w} {'A/A' if v == 'AA' else v + '%'}" for w, v in columns)
+            + " | short of processes |"
+        )
         print("|---" * (len(columns) + 2) + "|")
         for rule in (AS_RUN, *RULES, *(r + ", unanimous" for r in RULES), *repeat_rules):
             cells, short = [], 0
@@ -197,6 +207,7 @@ def main() -> None:
                 cells.append(f"{failed}/{n} ({failed / n:.0%})" if n else "-")
             if any(cell != "-" for cell in cells):
                 print(f"| {rule} | " + " | ".join(cells) + f" | {short} |")
+
 
 if __name__ == "__main__":
     main()

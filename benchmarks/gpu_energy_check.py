@@ -34,9 +34,11 @@ def main() -> int:
     periods = [b - a for a, b in zip(times, times[1:])]
     # Call cost of the reads the plugin makes.
     cost = {}
-    for label, fn in (("nvmlDeviceGetTotalEnergyConsumption", lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(h)),
-                      ("nvmlDeviceGetMemoryInfo v2", lambda: pynvml.nvmlDeviceGetMemoryInfo(h, version=pynvml.nvmlMemory_v2)),
-                      ("nvmlDeviceGetUtilizationRates", lambda: pynvml.nvmlDeviceGetUtilizationRates(h))):
+    for label, fn in (
+        ("nvmlDeviceGetTotalEnergyConsumption", lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(h)),
+        ("nvmlDeviceGetMemoryInfo v2", lambda: pynvml.nvmlDeviceGetMemoryInfo(h, version=pynvml.nvmlMemory_v2)),
+        ("nvmlDeviceGetUtilizationRates", lambda: pynvml.nvmlDeviceGetUtilizationRates(h)),
+    ):
         t0 = time.perf_counter_ns()
         for _ in range(500):
             fn()
@@ -74,14 +76,20 @@ def main() -> int:
     print("| figure | value |\n|---|---|")
     print(f"| energy counter steps seen in 1 s of back-to-back reads | {len(steps)} |")
     if steps:
-        print(f"| step size (mJ), min / median / max | {min(steps)} / {sorted(steps)[len(steps)//2]} / {max(steps)} |")
+        print(
+            f"| step size (mJ), min / median / max | {min(steps)} / {sorted(steps)[len(steps) // 2]} / {max(steps)} |"
+        )
     if periods:
-        print(f"| time between counter updates (ms), min / median / max | {min(periods)*1e3:.2f} / {sorted(periods)[len(periods)//2]*1e3:.2f} / {max(periods)*1e3:.2f} |")
+        print(
+            f"| time between counter updates (ms), min / median / max | {min(periods) * 1e3:.2f} / {sorted(periods)[len(periods) // 2] * 1e3:.2f} / {max(periods) * 1e3:.2f} |"
+        )
     for label, us in cost.items():
         print(f"| {label} call cost | {us:.1f} µs |")
-    print(f"| 5 s bf16 8192² matmul window: energy counter | {counter_j:.1f} J ({counter_j/(t1-t0):.1f} W mean) |")
-    print(f"| same window: nvmlDeviceGetPowerUsage sampled every 10 ms, trapezoid, scaled to the window | {integ_j:.1f} J ({len(samples)} samples) |")
-    print(f"| agreement (power integration / counter) | {integ_j/counter_j:.3f} |")
+    print(f"| 5 s bf16 8192² matmul window: energy counter | {counter_j:.1f} J ({counter_j / (t1 - t0):.1f} W mean) |")
+    print(
+        f"| same window: nvmlDeviceGetPowerUsage sampled every 10 ms, trapezoid, scaled to the window | {integ_j:.1f} J ({len(samples)} samples) |"
+    )
+    print(f"| agreement (power integration / counter) | {integ_j / counter_j:.3f} |")
     return 0
 
 

@@ -55,6 +55,7 @@ def make_workload(target_s: float = TARGET_S):
         def fn() -> None:
             for _ in range(k):
                 a @ b
+
         return fn
 
     probe = k_matmuls(20)
@@ -91,9 +92,15 @@ def overhead(fn, k: int, reps: int, rounds: int, interval_ms: int = 20) -> dict:
         meter_all += got["meter"]
         ratios.append(statistics.median(got["meter"]) / statistics.median(got["hand"]))
     return {
-        "k": k, "reps": reps, "rounds": rounds, "interval_ms": interval_ms,
-        "hand_median_s": statistics.median(hand_all), "meter_median_s": statistics.median(meter_all),
-        "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+        "k": k,
+        "reps": reps,
+        "rounds": rounds,
+        "interval_ms": interval_ms,
+        "hand_median_s": statistics.median(hand_all),
+        "meter_median_s": statistics.median(meter_all),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
         "ratio_of_medians": statistics.median(meter_all) / statistics.median(hand_all),
     }
 
@@ -123,9 +130,14 @@ def nvml_calls_per_round(rounds: int) -> dict:
     inside_main = [n for t, n in names[first:last] if t == main and not n.startswith("<")]
     open_close = [n for i, (t, n) in enumerate(names) if t == main and not n.startswith("<") and not first <= i < last]
     sampler = [n for t, n in names if t != main]
-    return {"rounds": rounds, "inside_rounds_main_thread": len(inside_main),
-            "per_round_main_thread": len(inside_main) / rounds, "open_close": len(open_close),
-            "open_close_calls": sorted(set(open_close)), "sampler_thread": len(sampler)}
+    return {
+        "rounds": rounds,
+        "inside_rounds_main_thread": len(inside_main),
+        "per_round_main_thread": len(inside_main) / rounds,
+        "open_close": len(open_close),
+        "open_close_calls": sorted(set(open_close)),
+        "sampler_thread": len(sampler),
+    }
 
 
 def overhead_rows(o: dict) -> list[str]:
@@ -140,46 +152,50 @@ def overhead_rows(o: dict) -> list[str]:
 
 def section(runs: list[dict], n: dict, fp: dict, load: tuple[float, float], command: str) -> str:
     k = runs[0]["k"]
-    return "\n".join([
-        SECTION,
-        "",
-        f"Command: `{command}` (1 torch thread). Machine: {fp['cpu_model']}, {fp['cpu_cores_usable']} usable cores, "
-        f"{fp['os']}, Python {fp['python']}, torch {fp['packages'].get('torch')}; load average "
-        f"{load[0]:.1f} at start, {load[1]:.1f} at end (the 2-core machine was shared with other work, so single "
-        "rounds scatter widely; the paired, interleaved medians are what to read).",
-        "",
-        f"Workload: {k} x fp32 256x256 matmul (calibrated to ~{TARGET_S * 1e3:.0f} ms when the run started). Each "
-        "repetition times the same rounds by hand (`perf_counter_ns` around each call) and by `Meter.run_window` on the "
-        "CPU backend with all probes open (what `efficiency.measure` runs after its warm-up and FLOP count), in "
-        "alternating order. Ratio = Meter / hand.",
-        "",
-        "| reps x rounds per window | RSS sampler interval | median round, by hand | median round, Meter | ratio of the medians | "
-        "median of per-repetition ratios | min .. max per-repetition ratio | median within 2% |",
-        "|---|---|---|---|---|---|---|---|",
-        *[row for o in runs for row in overhead_rows(o)],
-        "",
-        f"NVML calls per timed round, counted with the `FakePynvml` test double (a call count, not a GPU measurement), "
-        f"{n['rounds']} rounds of 50 ms with the host and NVML probes open:",
-        "",
-        "| figure | value |",
-        "|---|---|",
-        f"| pynvml calls on the measuring thread between the first round's start and the last round's end | "
-        f"{n['inside_rounds_main_thread']} ({n['per_round_main_thread']:.0f} per round) |",
-        f"| pynvml calls at window open and close (incl. the samplers' first and last sample) | {n['open_close']} "
-        f"({', '.join(n['open_close_calls'])}) |",
-        f"| pynvml calls in the sampler threads (memory v2 and utilization, every 20 ms while the window is open) | "
-        f"{n['sampler_thread']} |",
-        "",
-        "The same property is a unit test that can fail: "
-        "`tests/telemetry/test_nvml.py::test_no_nvml_call_between_timed_rounds_only_at_open_close_and_in_the_sampler`, "
-        "with a negative control that a timer reading NVML each round is caught.",
-        "",
-    ])
+    return "\n".join(
+        [
+            SECTION,
+            "",
+            f"Command: `{command}` (1 torch thread). Machine: {fp['cpu_model']}, {fp['cpu_cores_usable']} usable cores, "
+            f"{fp['os']}, Python {fp['python']}, torch {fp['packages'].get('torch')}; load average "
+            f"{load[0]:.1f} at start, {load[1]:.1f} at end (the 2-core machine was shared with other work, so single "
+            "rounds scatter widely; the paired, interleaved medians are what to read).",
+            "",
+            f"Workload: {k} x fp32 256x256 matmul (calibrated to ~{TARGET_S * 1e3:.0f} ms when the run started). Each "
+            "repetition times the same rounds by hand (`perf_counter_ns` around each call) and by `Meter.run_window` on the "
+            "CPU backend with all probes open (what `efficiency.measure` runs after its warm-up and FLOP count), in "
+            "alternating order. Ratio = Meter / hand.",
+            "",
+            "| reps x rounds per window | RSS sampler interval | median round, by hand | median round, Meter | ratio of the medians | "
+            "median of per-repetition ratios | min .. max per-repetition ratio | median within 2% |",
+            "|---|---|---|---|---|---|---|---|",
+            *[row for o in runs for row in overhead_rows(o)],
+            "",
+            f"NVML calls per timed round, counted with the `FakePynvml` test double (a call count, not a GPU measurement), "
+            f"{n['rounds']} rounds of 50 ms with the host and NVML probes open:",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| pynvml calls on the measuring thread between the first round's start and the last round's end | "
+            f"{n['inside_rounds_main_thread']} ({n['per_round_main_thread']:.0f} per round) |",
+            f"| pynvml calls at window open and close (incl. the samplers' first and last sample) | {n['open_close']} "
+            f"({', '.join(n['open_close_calls'])}) |",
+            f"| pynvml calls in the sampler threads (memory v2 and utilization, every 20 ms while the window is open) | "
+            f"{n['sampler_thread']} |",
+            "",
+            "The same property is a unit test that can fail: "
+            "`tests/telemetry/test_nvml.py::test_no_nvml_call_between_timed_rounds_only_at_open_close_and_in_the_sampler`, "
+            "with a negative control that a timer reading NVML each round is caught.",
+            "",
+        ]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="200x1,40x5,40x5@5000", help="REPSxROUNDS[@MS],... (default 200x1,40x5,40x5@5000)")
+    parser.add_argument(
+        "--configs", default="200x1,40x5,40x5@5000", help="REPSxROUNDS[@MS],... (default 200x1,40x5,40x5@5000)"
+    )
     parser.add_argument("--write", action="store_true", help="write the figures to benchmarks/RESULTS.md")
     args = parser.parse_args()
     try:

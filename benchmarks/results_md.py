@@ -20,7 +20,7 @@ def replace_section(title: str, text: str, path: Path = RESULTS) -> None:
         new = old.rstrip("\n") + "\n\n" + body
     else:
         nxt = old.find("\n## ", start + len(title))
-        new = old[:start] + body + ("\n" + old[nxt + 1:] if nxt >= 0 else "")
+        new = old[:start] + body + ("\n" + old[nxt + 1 :] if nxt >= 0 else "")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(new)
     os.replace(tmp, path)

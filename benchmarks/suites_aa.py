@@ -32,8 +32,13 @@ SECTION = "## Suites against the committed baselines (issue 3)"
 def one_run(extra: list[str], out: Path) -> tuple[float, int, dict]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider",
-                           f"--efficiency-json={out}", *extra], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", f"--efficiency-json={out}", *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if not out.exists():
         raise RuntimeError(f"pytest suites/ exited {proc.returncode} without a run file:\n{proc.stdout[-3000:]}")
@@ -57,7 +62,14 @@ def tally(run: dict) -> dict:
             elif v["status"] == "warn" and "beyond tolerance and noise" in v["message"]:
                 would_fail += 1
                 would.append(f"{record['nodeid']} {v['metric']} {v['change'] * 100:+.1f}%")
-    return {"gated": gated, "fails": fails, "would_fail": would_fail, "improved": improved, "failed": failed, "would": would}
+    return {
+        "gated": gated,
+        "fails": fails,
+        "would_fail": would_fail,
+        "improved": improved,
+        "failed": failed,
+        "would": would,
+    }
 
 
 def run_to_run_bounds(profile: str = "cpu", metric: str = "cpu_time_per_round") -> list[float]:
@@ -97,30 +109,43 @@ def main() -> None:
             rows.append({"wall_s": wall, "rc": rc, **t})
             print(f"run {i + 1}/{args.runs}: rc {rc}, {wall:.0f} s, {t}", flush=True)
     load1 = os.getloadavg()[0]
-    lines = [SECTION, "",
-             f"Command: `python benchmarks/suites_aa.py --runs {args.runs}"
-             + "".join(f" --pytest-arg={a}" for a in args.pytest_arg) + f" --write` ({started}, load average "
-             f"{load0:.1f} at start, {load1:.1f} at end). Each run is `pytest suites/` as `.ci/run` runs it, against "
-             "the committed `baselines/cpu/` (recorded by earlier, separate processes); unchanged code, so every "
-             "regression verdict is a false alarm. \"would fail\": the CPU profile's default `cpu_time_per_round` "
-             "check (which warns) found a change beyond its 5% tolerance and the noise.", "",
-             "| run | exit | wall | gated comparisons | failed | would fail (default CPU-time check) | improved |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        SECTION,
+        "",
+        f"Command: `python benchmarks/suites_aa.py --runs {args.runs}"
+        + "".join(f" --pytest-arg={a}" for a in args.pytest_arg)
+        + f" --write` ({started}, load average "
+        f"{load0:.1f} at start, {load1:.1f} at end). Each run is `pytest suites/` as `.ci/run` runs it, against "
+        "the committed `baselines/cpu/` (recorded by earlier, separate processes); unchanged code, so every "
+        'regression verdict is a false alarm. "would fail": the CPU profile\'s default `cpu_time_per_round` '
+        "check (which warns) found a change beyond its 5% tolerance and the noise.",
+        "",
+        "| run | exit | wall | gated comparisons | failed | would fail (default CPU-time check) | improved |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for i, r in enumerate(rows):
-        lines.append(f"| {i + 1} | {r['rc']} | {r['wall_s']:.0f} s | {r['gated']} | {r['fails']} | {r['would_fail']} | "
-                     f"{r['improved']} |")
+        lines.append(
+            f"| {i + 1} | {r['rc']} | {r['wall_s']:.0f} s | {r['gated']} | {r['fails']} | {r['would_fail']} | "
+            f"{r['improved']} |"
+        )
     total = sum(r["gated"] for r in rows)
-    lines += ["", f"False alarms: {sum(r['fails'] for r in rows)} failed of {total} gated comparisons; "
-              f"{sum(r['would_fail'] for r in rows)} of {total} would fail if the CPU-time default failed "
-              f"({statistics.mean(r['wall_s'] for r in rows):.0f} s per run on average)."]
+    lines += [
+        "",
+        f"False alarms: {sum(r['fails'] for r in rows)} failed of {total} gated comparisons; "
+        f"{sum(r['would_fail'] for r in rows)} of {total} would fail if the CPU-time default failed "
+        f"({statistics.mean(r['wall_s'] for r in rows):.0f} s per run on average).",
+    ]
     bounds = run_to_run_bounds()
     if bounds:
         q = statistics.quantiles(bounds, n=10) if len(bounds) > 1 else bounds * 9
-        lines += ["", f"What the run-to-run rule leaves detectable: over the {len(bounds)} committed CPU baselines of "
-                  "`cpu_time_per_round` with a run-to-run bound, the 99.9% prediction bound lies "
-                  f"{bounds[0]:+.0%} (smallest), {statistics.median(bounds):+.0%} (median), {q[8]:+.0%} (90th "
-                  f"percentile) above the centre of the runs (`run_noise`); a regression below that passes as "
-                  "run-to-run noise."]
+        lines += [
+            "",
+            f"What the run-to-run rule leaves detectable: over the {len(bounds)} committed CPU baselines of "
+            "`cpu_time_per_round` with a run-to-run bound, the 99.9% prediction bound lies "
+            f"{bounds[0]:+.0%} (smallest), {statistics.median(bounds):+.0%} (median), {q[8]:+.0%} (90th "
+            f"percentile) above the centre of the runs (`run_noise`); a regression below that passes as "
+            "run-to-run noise.",
+        ]
     would = [w for r in rows for w in r["would"] + r["failed"]]
     if would:
         lines += ["", "Which: " + "; ".join(would[:20]) + (" …" if len(would) > 20 else "")]

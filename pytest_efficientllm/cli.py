@@ -65,7 +65,9 @@ def _limits(tolerances: Sequence[str]) -> list[Limit]:
         except (LimitError, KeyError, ValueError) as exc:
             raise ReportError(f"--tolerance {text!r}: {exc}") from None
         if limit.kind != "tolerance":
-            raise ReportError(f"--tolerance {text!r}: a tolerance looks like 'AL=+10%'; budgets are checked by the plugin")
+            raise ReportError(
+                f"--tolerance {text!r}: a tolerance looks like 'AL=+10%'; budgets are checked by the plugin"
+            )
         limits.append(limit)
     return limits
 
@@ -111,45 +113,69 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pytest-efficientllm",
-                                     description="Compare, merge, report and export pytest-efficientllm run files "
-                                                 "(written by pytest --efficiency-json=PATH).")
+    parser = argparse.ArgumentParser(
+        prog="pytest-efficientllm",
+        description="Compare, merge, report and export pytest-efficientllm run files "
+        "(written by pytest --efficiency-json=PATH).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("compare", help="per-test, per-metric change of NEW against OLD, with the plugin's verdict rules; "
-                                       "exit 1 on regression")
+    p = sub.add_parser(
+        "compare",
+        help="per-test, per-metric change of NEW against OLD, with the plugin's verdict rules; exit 1 on regression",
+    )
     p.add_argument("old", metavar="OLD.json")
     p.add_argument("new", metavar="NEW.json")
-    p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=+N%",
-                   help="tolerance for a metric (repeatable), as on the marker, e.g. AL=+10%%")
+    p.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="METRIC=+N%",
+        help="tolerance for a metric (repeatable), as on the marker, e.g. AL=+10%%",
+    )
     p.add_argument("--mode", choices=("fail", "warn"), default="fail", help="warn: report regressions, exit 0")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("merge", help="combine shards from several machines or CI jobs into one run file")
     p.add_argument("inputs", nargs="+", metavar="RUN.json")
     p.add_argument("-o", "--output", required=True, metavar="ALL.json")
-    p.add_argument("--allow-mixed-profiles", action="store_true",
-                   help="merge records from different hardware (reports rank each hardware separately)")
-    p.add_argument("--allow-duplicates", action="store_true",
-                   help="keep every result of a test that appears in several inputs with different results")
+    p.add_argument(
+        "--allow-mixed-profiles",
+        action="store_true",
+        help="merge records from different hardware (reports rank each hardware separately)",
+    )
+    p.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="keep every result of a test that appears in several inputs with different results",
+    )
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("report", help="render a run file as .html, .md or .json (by the output's extension)")
     p.add_argument("input", metavar="RUN.json")
     p.add_argument("-o", "--output", required=True, metavar="report.html|report.md|report.json")
-    p.add_argument("--baseline", metavar="OLD.json",
-                   help="show verdicts against this run (the compare command's rules) instead of the recorded ones")
+    p.add_argument(
+        "--baseline",
+        metavar="OLD.json",
+        help="show verdicts against this run (the compare command's rules) instead of the recorded ones",
+    )
     p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=+N%%", help="as for compare")
     p.add_argument("--mode", choices=("fail", "warn"), default="fail", help="as for compare")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export-benchmark-action",
-                       help="github-action-benchmark JSON: customSmallerIsBetter and customBiggerIsBetter files")
+    p = sub.add_parser(
+        "export-benchmark-action",
+        help="github-action-benchmark JSON: customSmallerIsBetter and customBiggerIsBetter files",
+    )
     p.add_argument("input", metavar="RUN.json")
     p.add_argument("--smaller", metavar="FILE", help="write lower-is-better values here (tool: customSmallerIsBetter)")
     p.add_argument("--bigger", metavar="FILE", help="write higher-is-better values here (tool: customBiggerIsBetter)")
-    p.add_argument("--metrics", metavar="A,B,...", help="metric names to export (default: the study's six, "
-                   "the measures beside them, latency p50, TTFT, TPOT and quality scores)")
+    p.add_argument(
+        "--metrics",
+        metavar="A,B,...",
+        help="metric names to export (default: the study's six, "
+        "the measures beside them, latency p50, TTFT, TPOT and quality scores)",
+    )
     p.set_defaults(func=cmd_export)
     return parser
 

@@ -1,8 +1,8 @@
 """Options and fixtures of the EfficientLLM suites (`pytest suites/`).
 
-    --scale=tiny|small|paper   model sizes and run lengths (efficientllm_models/scales.py)
-    --model-path=DIR           a local transformers checkpoint for the fine-tuning and
-                               quantization axes instead of a model built from a config
+--scale=tiny|small|paper   model sizes and run lengths (efficientllm_models/scales.py)
+--model-path=DIR           a local transformers checkpoint for the fine-tuning and
+                           quantization axes instead of a model built from a config
 """
 
 from __future__ import annotations
@@ -24,10 +24,18 @@ SEED = 0
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("efficientllm suites")
-    group.addoption("--scale", default="tiny", metavar="SCALE",
-                    help=f"suite model sizes: {'|'.join(SCALES)} (default tiny: the whole matrix on 2 CPU cores)")
-    group.addoption("--model-path", default=None, metavar="DIR",
-                    help="local transformers checkpoint (config.json + weights) for the fine-tuning and quantization axes")
+    group.addoption(
+        "--scale",
+        default="tiny",
+        metavar="SCALE",
+        help=f"suite model sizes: {'|'.join(SCALES)} (default tiny: the whole matrix on 2 CPU cores)",
+    )
+    group.addoption(
+        "--model-path",
+        default=None,
+        metavar="DIR",
+        help="local transformers checkpoint (config.json + weights) for the fine-tuning and quantization axes",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,7 +49,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if not p.is_dir():
             raise pytest.UsageError(f"--model-path {path}: no such directory")
         if not (p / "config.json").is_file():
-            raise pytest.UsageError(f"--model-path {path}: no config.json there; expected a transformers checkpoint folder")
+            raise pytest.UsageError(
+                f"--model-path {path}: no config.json there; expected a transformers checkpoint folder"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +69,10 @@ def scale(request: pytest.FixtureRequest, device: torch.device) -> Scale:
     s = get_scale(request.config.getoption("scale"))
     if s.needs_accelerator and device.type != "cuda":
         families = getattr(request.module, "PAPER_FAMILIES", s.paper_families)
-        pytest.skip(f"--scale={s.name} builds the paper's model sizes ({', '.join(families)}) in "
-                    f"{s.train_dtype}, billions of parameters: it needs a CUDA GPU; on a CPU use --scale=tiny or --scale=small")
+        pytest.skip(
+            f"--scale={s.name} builds the paper's model sizes ({', '.join(families)}) in "
+            f"{s.train_dtype}, billions of parameters: it needs a CUDA GPU; on a CPU use --scale=tiny or --scale=small"
+        )
     return s
 
 

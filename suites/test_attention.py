@@ -34,14 +34,25 @@ def test_train_step(efficiency, scale, device, variant):
     model = _build(variant, scale, device)
     batches = [b.to(device) for b in training_batches(scale.train_steps, scale.batch, scale.seq_len)]
     held = heldout_batch(scale.batch, scale.seq_len).to(device)
-    efficiency.settings(**attention_settings(variant, scale), seq_len=scale.seq_len, batch=scale.batch,
-                        steps=scale.train_steps, lr=scale.lr, dtype=scale.train_dtype, optimizer="AdamW")
+    efficiency.settings(
+        **attention_settings(variant, scale),
+        seq_len=scale.seq_len,
+        batch=scale.batch,
+        steps=scale.train_steps,
+        lr=scale.lr,
+        dtype=scale.train_dtype,
+        optimizer="AdamW",
+    )
     before = heldout_loss(model, held)
     losses = TrainingRun(model, scale.lr).run(efficiency, batches, param_count(model))
     after = heldout_loss(model, held)
-    efficiency.quality("heldout_loss", after, direction="lower",
-                       method=f"byte-level cross-entropy (nats) on {held.numel()} held-out tokens of pydoc_data.topics "
-                              f"after {len(losses)} AdamW steps from seed 0; before training {before:.4f}")
+    efficiency.quality(
+        "heldout_loss",
+        after,
+        direction="lower",
+        method=f"byte-level cross-entropy (nats) on {held.numel()} held-out tokens of pydoc_data.topics "
+        f"after {len(losses)} AdamW steps from seed 0; before training {before:.4f}",
+    )
     assert after < before, f"{variant}: held-out loss did not fall over the fixed run ({before:.4f} -> {after:.4f})"
 
 
@@ -50,7 +61,9 @@ def test_train_step(efficiency, scale, device, variant):
 def test_prefill(efficiency, scale, device, variant):
     model = _build(variant, scale, device).eval()
     ids = heldout_batch(scale.batch, scale.seq_len).to(device)
-    efficiency.settings(**attention_settings(variant, scale), seq_len=scale.seq_len, batch=scale.batch, dtype=scale.train_dtype)
+    efficiency.settings(
+        **attention_settings(variant, scale), seq_len=scale.seq_len, batch=scale.batch, dtype=scale.train_dtype
+    )
     outputs = []
 
     @torch.no_grad()
@@ -59,8 +72,13 @@ def test_prefill(efficiency, scale, device, variant):
 
     efficiency.measure(prefill, tokens=ids.numel(), samples=ids.shape[0], params=param_count(model))
     per_token = cache_bytes(outputs[0].past_key_values) // ids.numel()
-    efficiency.count("kv_cache_bytes_per_token", per_token, unit="B/tok", direction="lower",
-                     method="bytes of the cache the prefill returned / prompt tokens")
+    efficiency.count(
+        "kv_cache_bytes_per_token",
+        per_token,
+        unit="B/tok",
+        direction="lower",
+        method="bytes of the cache the prefill returned / prompt tokens",
+    )
     assert outputs[0].logits.shape == (*ids.shape, scale.decoder.vocab)
 
 
@@ -74,14 +92,20 @@ def test_decode(efficiency, scale, device, variant):
     efficiency.generate(decoder, prompt, max_new_tokens=scale.decode_tokens, params=param_count(model))
     ids = decoder.last_ids
     total = ids.shape[1] - 1  # the last token is returned, never fed back
-    efficiency.count("kv_cache_bytes_per_token", cache_bytes(decoder.last_cache) // total, unit="B/tok",
-                     direction="lower", method="bytes of the cache after decoding / tokens it holds")
+    efficiency.count(
+        "kv_cache_bytes_per_token",
+        cache_bytes(decoder.last_cache) // total,
+        unit="B/tok",
+        direction="lower",
+        method="bytes of the cache after decoding / tokens it holds",
+    )
     # The cache must not change the answer: each greedy token is the argmax of a full forward.
     with torch.no_grad():
-        full = model(ids).logits[0, scale.decode_prompt - 1:-1].float()
-    chosen = full.gather(-1, ids[0, scale.decode_prompt:, None]).squeeze(-1)
-    assert torch.all(full.max(-1).values - chosen <= 1e-3 * full.abs().max()), \
+        full = model(ids).logits[0, scale.decode_prompt - 1 : -1].float()
+    chosen = full.gather(-1, ids[0, scale.decode_prompt :, None]).squeeze(-1)
+    assert torch.all(full.max(-1).values - chosen <= 1e-3 * full.abs().max()), (
         f"{variant}: cached decoding chose tokens a full forward would not"
+    )
 
 
 def test_kv_cache_bytes_per_token(efficiency, scale, device):
@@ -93,8 +117,13 @@ def test_kv_cache_bytes_per_token(efficiency, scale, device):
     for variant in ATTENTION:
         model = _build(variant, scale, device).eval()
         totals[variant], per_token[variant] = kv_cache_bytes_per_token(model, tokens, device)
-        efficiency.count(f"kv_cache_bytes_per_token_{variant}", per_token[variant], unit="B/tok", direction="lower",
-                         method=f"bytes of the cache one {tokens}-token prefill returned / tokens")
+        efficiency.count(
+            f"kv_cache_bytes_per_token_{variant}",
+            per_token[variant],
+            unit="B/tok",
+            direction="lower",
+            method=f"bytes of the cache one {tokens}-token prefill returned / tokens",
+        )
         del model
     s = {v: attention_settings(v, scale) for v in ATTENTION}
     for v in ("mha", "mqa", "gqa"):
@@ -115,8 +144,12 @@ def test_nsa_mechanism(scale, device):
     model = _build("nsa", scale, device).eval()
     for layer in model.layers:
         attn = layer.self_attn
-        assert (attn.sliding_window_size, attn.compress_block_size, attn.selection_block_size, attn.num_selected_blocks) == \
-            (scale.nsa_window, scale.nsa_block, scale.nsa_block, scale.nsa_selected)
+        assert (
+            attn.sliding_window_size,
+            attn.compress_block_size,
+            attn.selection_block_size,
+            attn.num_selected_blocks,
+        ) == (scale.nsa_window, scale.nsa_block, scale.nsa_block, scale.nsa_selected)
         assert attn.causal and attn.kv_heads == scale.gqa_kv_heads
     n = 8 * scale.nsa_block
     ids = heldout_batch(1, n).to(device)

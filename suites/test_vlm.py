@@ -62,7 +62,9 @@ require("transformers")
 
 def _batches(v, device, dtype):
     data = vlm_samples(v, v.train_steps * v.batch, seed=1)
-    batches = [to_device(vlm_slice(data, i * v.batch, (i + 1) * v.batch, v), device, dtype) for i in range(v.train_steps)]
+    batches = [
+        to_device(vlm_slice(data, i * v.batch, (i + 1) * v.batch, v), device, dtype) for i in range(v.train_steps)
+    ]
     return batches, to_device(vlm_slice(vlm_samples(v, 2 * v.batch, seed=3), 0, 2 * v.batch, v), device, dtype)
 
 
@@ -83,25 +85,49 @@ def _train(efficiency, model, technique, scale, device, total, vision_total):
     trainable = param_count(model, trainable_only=True)
     efficiency.count("params", total, method="base model parameters (vision tower + language model)")
     efficiency.count("trainable_params", trainable, method="parameters with requires_grad")
-    efficiency.count("trainable_fraction", trainable / total, unit="fraction", direction="lower",
-                     method="trainable_params / base model parameters")
+    efficiency.count(
+        "trainable_fraction",
+        trainable / total,
+        unit="fraction",
+        direction="lower",
+        method="trainable_params / base model parameters",
+    )
     batches, held = _batches(v, device, next(model.parameters()).dtype)
     seq = batches[0]["input_ids"].shape[1]
     before = eval_loss(model, vlm_loss, held)
     run = TrainingRun(model, v.lr, vlm_loss)
     losses = run.run(efficiency, batches, total, tokens=v.batch * seq, samples=v.batch)
     after = eval_loss(model, vlm_loss, held)
-    efficiency.quality("heldout_caption_loss", after, direction="lower",
-                       method=f"byte cross-entropy (nats) of the orientation captions of {held['input_ids'].shape[0]} held-out "
-                              f"synthetic image-text samples (seed 3) after {len(losses)} AdamW steps from seed 0; "
-                              f"before training {before:.4f}")
+    efficiency.quality(
+        "heldout_caption_loss",
+        after,
+        direction="lower",
+        method=f"byte cross-entropy (nats) of the orientation captions of {held['input_ids'].shape[0]} held-out "
+        f"synthetic image-text samples (seed 3) after {len(losses)} AdamW steps from seed 0; "
+        f"before training {before:.4f}",
+    )
     state = optimizer_state_bytes(run.optimizer)
-    vision_state = sum(t.numel() * t.element_size() for p, st in run.optimizer.state.items() if id(p) in vision_params
-                       for t in st.values() if isinstance(t, torch.Tensor) and t.dim() > 0)
-    efficiency.count("optimizer_state_bytes", state, unit="B", direction="lower",
-                     method="bytes of AdamW's per-parameter state tensors (exp_avg, exp_avg_sq)")
-    efficiency.count("vision_optimizer_state_bytes", vision_state, unit="B", direction="lower",
-                     method="bytes of AdamW's state held for vision-tower parameters")
+    vision_state = sum(
+        t.numel() * t.element_size()
+        for p, st in run.optimizer.state.items()
+        if id(p) in vision_params
+        for t in st.values()
+        if isinstance(t, torch.Tensor) and t.dim() > 0
+    )
+    efficiency.count(
+        "optimizer_state_bytes",
+        state,
+        unit="B",
+        direction="lower",
+        method="bytes of AdamW's per-parameter state tensors (exp_avg, exp_avg_sq)",
+    )
+    efficiency.count(
+        "vision_optimizer_state_bytes",
+        vision_state,
+        unit="B",
+        direction="lower",
+        method="bytes of AdamW's state held for vision-tower parameters",
+    )
     elem = next(p for p in model.parameters() if p.requires_grad).element_size()
     assert state == 2 * elem * trainable, "Adam keeps two moments per trainable parameter"
     if technique == "full":
@@ -109,7 +135,9 @@ def _train(efficiency, model, technique, scale, device, total, vision_total):
     else:
         assert vision_state == 0, f"{technique}: the frozen vision tower holds {vision_state} B of optimizer state"
         assert not any(p.requires_grad for p in vision_tower(model).parameters())
-    assert after < before, f"{technique}: held-out caption loss did not fall over the fixed run ({before:.4f} -> {after:.4f})"
+    assert after < before, (
+        f"{technique}: held-out caption loss did not fall over the fixed run ({before:.4f} -> {after:.4f})"
+    )
     return trainable
 
 
@@ -123,8 +151,15 @@ def test_train_step(efficiency, scale, device, technique):
         model = apply_vlm_technique(base, technique, scale)
     except NotApplicable as exc:
         pytest.skip(str(exc))
-    efficiency.settings(**vlm_settings(technique, scale), batch=v.batch, steps=v.train_steps, lr=v.lr, optimizer="AdamW",
-                        dtype=scale.train_dtype, sample="one image + 'stripes: ' + caption; loss on the caption")
+    efficiency.settings(
+        **vlm_settings(technique, scale),
+        batch=v.batch,
+        steps=v.train_steps,
+        lr=v.lr,
+        optimizer="AdamW",
+        dtype=scale.train_dtype,
+        sample="one image + 'stripes: ' + caption; loss on the caption",
+    )
     trainable = _train(efficiency, model, technique, scale, device, total, vision_total)
     assert trainable == _expected_trainable(model, technique, total, vision_total, scale.lora_rank)
     if technique in ("lora", "rslora", "dora"):
@@ -135,8 +170,11 @@ def test_train_step(efficiency, scale, device, technique):
 
 
 @pytest.mark.efficiency(workload="finetune")
-@pytest.mark.parametrize("precision,technique", [("int8", "lora"), ("int4", "lora"), ("int4", "dora")],
-                         ids=["int8-lora", "int4-lora", "int4-dora"])
+@pytest.mark.parametrize(
+    "precision,technique",
+    [("int8", "lora"), ("int4", "lora"), ("int4", "dora")],
+    ids=["int8-lora", "int4-lora", "int4-dora"],
+)
 def test_train_step_quantized(efficiency, scale, device, precision, technique):
     require("optimum.quanto")
     v = vision_scale(scale).vlm
@@ -147,8 +185,15 @@ def test_train_step_quantized(efficiency, scale, device, precision, technique):
         model = apply_vlm_technique(base, technique, scale)
     except NotApplicable as exc:
         pytest.skip(str(exc))
-    efficiency.settings(**vlm_settings(technique, scale), precision=precision, batch=v.batch, steps=v.train_steps,
-                        lr=v.lr, optimizer="AdamW", quantized="optimum-quanto weights of every Linear but lm_head; bf16 compute")
+    efficiency.settings(
+        **vlm_settings(technique, scale),
+        precision=precision,
+        batch=v.batch,
+        steps=v.train_steps,
+        lr=v.lr,
+        optimizer="AdamW",
+        quantized="optimum-quanto weights of every Linear but lm_head; bf16 compute",
+    )
     trainable = _train(efficiency, model, technique, scale, device, total, vision_total)
     assert trainable == _expected_trainable(model, technique, total, vision_total, scale.lora_rank)
 
@@ -165,33 +210,55 @@ def test_prefill_decode(efficiency, scale, device, precision):
     prompt_len = int(sample["prompt_tokens"])
     ids = sample["input_ids"][:, :prompt_len].to(device)
     image = {"pixel_values": sample["pixel_values"].to(device), "image_grid_thw": sample["image_grid_thw"].to(device)}
-    efficiency.settings(**vlm_settings("full", scale), precision=precision, prompt="one image + 'stripes: '",
-                        decoding="greedy, KV cache (transformers generate)",
-                        quantized="optimum-quanto weights of every Linear but lm_head; bf16 compute"
-                        if precision in ("int8", "int4") else "none")
+    efficiency.settings(
+        **vlm_settings("full", scale),
+        precision=precision,
+        prompt="one image + 'stripes: '",
+        decoding="greedy, KV cache (transformers generate)",
+        quantized="optimum-quanto weights of every Linear but lm_head; bf16 compute"
+        if precision in ("int8", "int4")
+        else "none",
+    )
     efficiency.generate(model, ids, max_new_tokens=v.decode_tokens, params=param_count(model), do_sample=False, **image)
 
     with torch.no_grad():
         ref_logits = reference(input_ids=ids, **image).logits.float()
         logits = model(input_ids=ids, **image).logits.float()
-        out = model.generate(ids, max_new_tokens=v.decode_tokens, min_new_tokens=v.decode_tokens, do_sample=False, **image)
-        full = model(input_ids=out, **image).logits[0, prompt_len - 1:-1].float()
-    kl = float(torch.nn.functional.kl_div(logits.log_softmax(-1), ref_logits.log_softmax(-1), log_target=True,
-                                          reduction="none").sum(-1).mean())
+        out = model.generate(
+            ids, max_new_tokens=v.decode_tokens, min_new_tokens=v.decode_tokens, do_sample=False, **image
+        )
+        full = model(input_ids=out, **image).logits[0, prompt_len - 1 : -1].float()
+    kl = float(
+        torch.nn.functional.kl_div(
+            logits.log_softmax(-1), ref_logits.log_softmax(-1), log_target=True, reduction="none"
+        )
+        .sum(-1)
+        .mean()
+    )
     agreement = float((logits.argmax(-1) == ref_logits.argmax(-1)).float().mean())
     method = f"next-token distributions over the {prompt_len} prompt positions (one image) vs the fp32 reference"
-    efficiency.quality("kl_vs_fp32", kl, direction="lower", method=f"KL(fp32 || {precision}) in nats, mean over {method}")
+    efficiency.quality(
+        "kl_vs_fp32", kl, direction="lower", method=f"KL(fp32 || {precision}) in nats, mean over {method}"
+    )
     efficiency.quality("top1_agreement_vs_fp32", agreement, direction="higher", method=f"argmax agreement of {method}")
-    efficiency.compression(storage_bytes=storage_bytes(model), reference_bytes=storage_bytes(reference),
-                           quality=math.exp(-kl), reference_quality=1.0, quality_name="exp(-KL vs fp32)",
-                           higher_is_better=True, weights=param_count(reference))
+    efficiency.compression(
+        storage_bytes=storage_bytes(model),
+        reference_bytes=storage_bytes(reference),
+        quality=math.exp(-kl),
+        reference_quality=1.0,
+        quality_name="exp(-KL vs fp32)",
+        higher_is_better=True,
+        weights=param_count(reference),
+    )
     # The cache must not change the answer: each greedy token is the argmax of a full forward over the same ids.
     chosen = full.gather(-1, out[0, prompt_len:, None]).squeeze(-1)
     assert torch.all(full.max(-1).values - chosen <= 1e-2 * full.abs().max()), f"{precision}: cached decoding diverged"
     if precision == "fp32":
         assert kl == 0.0 and agreement == 1.0
         return
-    assert 0.0 <= kl < 0.5, f"{precision}: KL {kl:.4f} from fp32: the quantized model no longer computes the same function"
+    assert 0.0 <= kl < 0.5, (
+        f"{precision}: KL {kl:.4f} from fp32: the quantized model no longer computes the same function"
+    )
     if precision in ("int8", "int4"):
         names = [n for n, m in model.named_modules() if isinstance(m, quantized_linear_types())]
         weights = dict(reference.named_modules())
@@ -199,13 +266,21 @@ def test_prefill_decode(efficiency, scale, device, precision):
         stored = weight_storage_bytes(model, names)
         bf16 = 2 * n
         modules = dict(model.named_modules())
-        packed = sum(leaf.numel() * leaf.element_size() for name in names
-                     for leaf in _flat(modules[name].weight.detach())[:1])  # quanto's integer data, before its scales
-        efficiency.count("quantized_weight_bytes", stored, unit="B", direction="lower",
-                         method="stored bytes of the quantized Linear weights: packed integers + scales (+ shifts)")
-        efficiency.count("bf16_weight_bytes", bf16, unit="B", direction="info",
-                         method="2 bytes x the same weights' parameter count")
+        packed = sum(
+            leaf.numel() * leaf.element_size() for name in names for leaf in _flat(modules[name].weight.detach())[:1]
+        )  # quanto's integer data, before its scales
+        efficiency.count(
+            "quantized_weight_bytes",
+            stored,
+            unit="B",
+            direction="lower",
+            method="stored bytes of the quantized Linear weights: packed integers + scales (+ shifts)",
+        )
+        efficiency.count(
+            "bf16_weight_bytes", bf16, unit="B", direction="info", method="2 bytes x the same weights' parameter count"
+        )
         bits = 8 if precision == "int8" else 4
         assert packed * 8 == n * bits, f"{precision}: packed integer data is {packed} B for {n} weights"
-        assert stored / bf16 == pytest.approx(bits / 16, abs=0.02), \
+        assert stored / bf16 == pytest.approx(bits / 16, abs=0.02), (
             f"{precision} weight storage is {stored / bf16:.4f} of bf16; expected ~{bits}/16 (scales included)"
+        )

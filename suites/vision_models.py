@@ -66,8 +66,10 @@ def check_patches(image_px: int, patch_px: int, what: str) -> int:
     if image_px % patch_px:
         lower, upper = image_px - image_px % patch_px, image_px - image_px % patch_px + patch_px
         options = f"{lower} or {upper}" if lower else f"{upper}"
-        raise PatchSizeError(f"{what}: image size {image_px} px does not divide into {patch_px}-px patches "
-                             f"({image_px} % {patch_px} = {image_px % patch_px}); use a multiple of {patch_px}, e.g. {options}")
+        raise PatchSizeError(
+            f"{what}: image size {image_px} px does not divide into {patch_px}-px patches "
+            f"({image_px} % {patch_px} = {image_px % patch_px}); use a multiple of {patch_px}, e.g. {options}"
+        )
     return image_px // patch_px
 
 
@@ -89,6 +91,7 @@ def to_device(obj: Any, device: torch.device | str, dtype: torch.dtype | None = 
 
 # -- shapes per scale --------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DiTShape:
     """SD3 MM-DiT denoiser on latents: `latent_px` square latents of `channels`, `patch` px patches."""
@@ -99,24 +102,26 @@ class DiTShape:
     layers: int
     heads: int
     head_dim: int
-    context_tokens: int      # text tokens of the conditioning stream
-    joint_dim: int           # text encoder width
-    caption_dim: int         # caption projection width
+    context_tokens: int  # text tokens of the conditioning stream
+    joint_dim: int  # text encoder width
+    caption_dim: int  # caption projection width
     pooled_dim: int
-    pos_embed_max: int       # positional grid side, in patches
-    batch: int               # images per training step or sampling round
+    pos_embed_max: int  # positional grid side, in patches
+    batch: int  # images per training step or sampling round
     train_steps: int
-    denoise_steps: int       # denoising steps of one sampling run (each a measured round)
+    denoise_steps: int  # denoising steps of one sampling run (each a measured round)
     lr: float
     qk_norm: str | None = "rms_norm"
     dual_attention_layers: tuple[int, ...] = ()
-    shift: float = 3.0       # SD3's flow-matching timestep shift
+    shift: float = 3.0  # SD3's flow-matching timestep shift
 
     def __post_init__(self) -> None:
         side = check_patches(self.latent_px, self.patch, "SD3 MM-DiT latents")
         if side > self.pos_embed_max:
-            raise PatchSizeError(f"SD3 MM-DiT latents: {side} patches per side exceed the positional grid of "
-                                 f"{self.pos_embed_max}; use latents of at most {self.pos_embed_max * self.patch} px")
+            raise PatchSizeError(
+                f"SD3 MM-DiT latents: {side} patches per side exceed the positional grid of "
+                f"{self.pos_embed_max}; use latents of at most {self.pos_embed_max * self.patch} px"
+            )
 
     @property
     def patches(self) -> int:
@@ -132,7 +137,7 @@ class ViTShape:
     layers: int
     heads: int
     intermediate: int
-    classes: int             # orientations (and tints) of the synthetic gratings
+    classes: int  # orientations (and tints) of the synthetic gratings
     batch: int
     train_steps: int
     lr: float
@@ -159,13 +164,13 @@ class VLMShape:
     heads: int
     kv_heads: int
     intermediate: int
-    vocab: int               # bytes (256) plus specials; the last four ids are the vision specials
+    vocab: int  # bytes (256) plus specials; the last four ids are the vision specials
     vision_hidden: int
     vision_depth: int
     vision_heads: int
     vision_intermediate: int
     image_px: int
-    batch: int               # image-text samples per training step
+    batch: int  # image-text samples per training step
     train_steps: int
     decode_tokens: int
     lr: float
@@ -181,7 +186,7 @@ class VLMShape:
     @property
     def image_tokens(self) -> int:
         """Language-side tokens of one image: (side / patch)^2 patches merged merge^2 to one."""
-        return (self.image_px // self.patch) ** 2 // self.merge ** 2
+        return (self.image_px // self.patch) ** 2 // self.merge**2
 
 
 @dataclass(frozen=True)
@@ -195,38 +200,162 @@ class VisionScale:
 
 _TINY = VisionScale(
     "tiny",
-    dit=DiTShape(latent_px=16, channels=4, patch=2, layers=2, heads=4, head_dim=16, context_tokens=8, joint_dim=32,
-                 caption_dim=64, pooled_dim=32, pos_embed_max=16, batch=4, train_steps=6, denoise_steps=4, lr=2e-3),
-    vit=ViTShape(image_px=32, patch=8, channels=3, hidden=64, layers=2, heads=4, intermediate=128, classes=4, batch=16,
-                 train_steps=6, lr=2e-3),
-    vlm=VLMShape(hidden=128, layers=2, heads=4, kv_heads=2, intermediate=256, vocab=320, vision_hidden=128,
-                 vision_depth=2, vision_heads=4, vision_intermediate=256, image_px=56, batch=4, train_steps=6,
-                 decode_tokens=8, lr=3e-3, window_px=56, fullatt_blocks=(1,)),
+    dit=DiTShape(
+        latent_px=16,
+        channels=4,
+        patch=2,
+        layers=2,
+        heads=4,
+        head_dim=16,
+        context_tokens=8,
+        joint_dim=32,
+        caption_dim=64,
+        pooled_dim=32,
+        pos_embed_max=16,
+        batch=4,
+        train_steps=6,
+        denoise_steps=4,
+        lr=2e-3,
+    ),
+    vit=ViTShape(
+        image_px=32,
+        patch=8,
+        channels=3,
+        hidden=64,
+        layers=2,
+        heads=4,
+        intermediate=128,
+        classes=4,
+        batch=16,
+        train_steps=6,
+        lr=2e-3,
+    ),
+    vlm=VLMShape(
+        hidden=128,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        intermediate=256,
+        vocab=320,
+        vision_hidden=128,
+        vision_depth=2,
+        vision_heads=4,
+        vision_intermediate=256,
+        image_px=56,
+        batch=4,
+        train_steps=6,
+        decode_tokens=8,
+        lr=3e-3,
+        window_px=56,
+        fullatt_blocks=(1,),
+    ),
 )
 
 _SMALL = VisionScale(
     "small",
-    dit=DiTShape(latent_px=32, channels=16, patch=2, layers=4, heads=8, head_dim=32, context_tokens=32, joint_dim=128,
-                 caption_dim=256, pooled_dim=128, pos_embed_max=32, batch=4, train_steps=20, denoise_steps=8, lr=1e-3),
-    vit=ViTShape(image_px=64, patch=8, channels=3, hidden=256, layers=4, heads=8, intermediate=1024, classes=4,
-                 batch=16, train_steps=20, lr=1e-3),
-    vlm=VLMShape(hidden=256, layers=4, heads=8, kv_heads=2, intermediate=768, vocab=320, vision_hidden=256,
-                 vision_depth=4, vision_heads=8, vision_intermediate=768, image_px=112, batch=4, train_steps=12,
-                 decode_tokens=16, lr=1e-3, fullatt_blocks=(3,)),
+    dit=DiTShape(
+        latent_px=32,
+        channels=16,
+        patch=2,
+        layers=4,
+        heads=8,
+        head_dim=32,
+        context_tokens=32,
+        joint_dim=128,
+        caption_dim=256,
+        pooled_dim=128,
+        pos_embed_max=32,
+        batch=4,
+        train_steps=20,
+        denoise_steps=8,
+        lr=1e-3,
+    ),
+    vit=ViTShape(
+        image_px=64,
+        patch=8,
+        channels=3,
+        hidden=256,
+        layers=4,
+        heads=8,
+        intermediate=1024,
+        classes=4,
+        batch=16,
+        train_steps=20,
+        lr=1e-3,
+    ),
+    vlm=VLMShape(
+        hidden=256,
+        layers=4,
+        heads=8,
+        kv_heads=2,
+        intermediate=768,
+        vocab=320,
+        vision_hidden=256,
+        vision_depth=4,
+        vision_heads=8,
+        vision_intermediate=768,
+        image_px=112,
+        batch=4,
+        train_steps=12,
+        decode_tokens=16,
+        lr=1e-3,
+        fullatt_blocks=(3,),
+    ),
 )
 
 # The study's vision families: SD3.5-medium's MM-DiT (24 heads of 64, 24 blocks, dual attention in
 # the first 13, 128x128 latents of 16 channels), ViT-B/16 at 224 px, and Qwen2.5-VL-3B.
 _PAPER = VisionScale(
     "paper",
-    dit=DiTShape(latent_px=128, channels=16, patch=2, layers=24, heads=24, head_dim=64, context_tokens=333,
-                 joint_dim=4096, caption_dim=1536, pooled_dim=2048, pos_embed_max=384, batch=1, train_steps=20,
-                 denoise_steps=28, lr=1e-4, dual_attention_layers=tuple(range(13))),
-    vit=ViTShape(image_px=224, patch=16, channels=3, hidden=768, layers=12, heads=12, intermediate=3072, classes=4,
-                 batch=32, train_steps=20, lr=1e-4),
-    vlm=VLMShape(hidden=2048, layers=36, heads=16, kv_heads=2, intermediate=11008, vocab=151936, vision_hidden=1280,
-                 vision_depth=32, vision_heads=16, vision_intermediate=3420, image_px=448, batch=1, train_steps=20,
-                 decode_tokens=128, lr=1e-4, fullatt_blocks=(7, 15, 23, 31)),
+    dit=DiTShape(
+        latent_px=128,
+        channels=16,
+        patch=2,
+        layers=24,
+        heads=24,
+        head_dim=64,
+        context_tokens=333,
+        joint_dim=4096,
+        caption_dim=1536,
+        pooled_dim=2048,
+        pos_embed_max=384,
+        batch=1,
+        train_steps=20,
+        denoise_steps=28,
+        lr=1e-4,
+        dual_attention_layers=tuple(range(13)),
+    ),
+    vit=ViTShape(
+        image_px=224,
+        patch=16,
+        channels=3,
+        hidden=768,
+        layers=12,
+        heads=12,
+        intermediate=3072,
+        classes=4,
+        batch=32,
+        train_steps=20,
+        lr=1e-4,
+    ),
+    vlm=VLMShape(
+        hidden=2048,
+        layers=36,
+        heads=16,
+        kv_heads=2,
+        intermediate=11008,
+        vocab=151936,
+        vision_hidden=1280,
+        vision_depth=32,
+        vision_heads=16,
+        vision_intermediate=3420,
+        image_px=448,
+        batch=1,
+        train_steps=20,
+        decode_tokens=128,
+        lr=1e-4,
+        fullatt_blocks=(7, 15, 23, 31),
+    ),
     paper_families=("SD3.5-medium MM-DiT", "ViT-B/16", "Qwen2.5-VL-3B"),
 )
 
@@ -240,14 +369,18 @@ def vision_scale(scale: Scale) -> VisionScale:
     try:
         return VISION_SCALES[scale.name]
     except KeyError:
-        raise ValueError(f"no vision shapes for scale {scale.name!r}; expected one of {', '.join(VISION_SCALES)}") from None
+        raise ValueError(
+            f"no vision shapes for scale {scale.name!r}; expected one of {', '.join(VISION_SCALES)}"
+        ) from None
 
 
 def kv_heads_of(variant: str, heads: int, scale: Scale) -> int:
     """The study's key/value heads: MHA all, MQA `scale.mqa_kv_heads` (1), GQA `scale.gqa_kv_heads` (2)."""
     kv = {"mha": heads, "mqa": scale.mqa_kv_heads, "gqa": scale.gqa_kv_heads}.get(variant)
     if kv is None:
-        raise NotApplicable(f"unknown attention variant {variant!r} for vision; expected one of {', '.join(VISION_ATTENTION)}")
+        raise NotApplicable(
+            f"unknown attention variant {variant!r} for vision; expected one of {', '.join(VISION_ATTENTION)}"
+        )
     if heads % kv:
         raise NotApplicable(f"{variant}: {heads} query heads do not split into groups over {kv} key/value heads")
     return kv
@@ -255,11 +388,17 @@ def kv_heads_of(variant: str, heads: int, scale: Scale) -> int:
 
 def _narrow(linear: nn.Linear, out_features: int) -> nn.Linear:
     """A fresh Linear like `linear` (same input, bias, dtype, default init) with `out_features` outputs."""
-    return nn.Linear(linear.in_features, out_features, bias=linear.bias is not None,
-                     device=linear.weight.device, dtype=linear.weight.dtype)
+    return nn.Linear(
+        linear.in_features,
+        out_features,
+        bias=linear.bias is not None,
+        device=linear.weight.device,
+        dtype=linear.weight.dtype,
+    )
 
 
 # -- SD3 MM-DiT ------------------------------------------------------------------------------------
+
 
 class GroupedJointAttnProcessor:
     """diffusers' `JointAttnProcessor2_0` with key/value heads shared by groups of query heads (MQA/GQA).
@@ -270,8 +409,15 @@ class GroupedJointAttnProcessor:
     `JointAttnProcessor2_0` computes.
     """
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
         residual = hidden_states
         batch = hidden_states.shape[0]
         query = attn.to_q(hidden_states)
@@ -296,11 +442,12 @@ class GroupedJointAttnProcessor:
             query = torch.cat([query, c_query], dim=2)
             key = torch.cat([key, c_key], dim=2)
             value = torch.cat([value, c_value], dim=2)
-        out = nn.functional.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False,
-                                                         enable_gqa=key.shape[1] != query.shape[1])
+        out = nn.functional.scaled_dot_product_attention(
+            query, key, value, dropout_p=0.0, is_causal=False, enable_gqa=key.shape[1] != query.shape[1]
+        )
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         if encoder_hidden_states is not None:
-            out, encoder_hidden_states = out[:, : residual.shape[1]], out[:, residual.shape[1]:]
+            out, encoder_hidden_states = out[:, : residual.shape[1]], out[:, residual.shape[1] :]
             if not attn.context_pre_only:
                 encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
         out = attn.to_out[1](attn.to_out[0](out))
@@ -314,13 +461,27 @@ VIT_KV_PROJECTIONS = ("k_proj", "v_proj")
 def dit_settings(variant: str, scale: Scale) -> dict[str, Any]:
     d = vision_scale(scale).dit
     kv = kv_heads_of(variant, d.heads, scale)
-    processor = ("diffusers JointAttnProcessor2_0" if variant == "mha" else
-                 "suites.vision_models.GroupedJointAttnProcessor (to_k/to_v/add_k_proj/add_v_proj narrowed to "
-                 "kv_heads, shared by query-head groups via SDPA enable_gqa)")
-    return {"attention": variant, "heads": d.heads, "kv_heads": kv, "head_dim": d.head_dim, "layers": d.layers,
-            "latent_px": d.latent_px, "latent_channels": d.channels, "patch": d.patch, "image_tokens": d.patches,
-            "context_tokens": d.context_tokens, "qk_norm": d.qk_norm, "attention_processor": processor,
-            "model": "diffusers SD3Transformer2DModel (MM-DiT), random weights, seed 0"}
+    processor = (
+        "diffusers JointAttnProcessor2_0"
+        if variant == "mha"
+        else "suites.vision_models.GroupedJointAttnProcessor (to_k/to_v/add_k_proj/add_v_proj narrowed to "
+        "kv_heads, shared by query-head groups via SDPA enable_gqa)"
+    )
+    return {
+        "attention": variant,
+        "heads": d.heads,
+        "kv_heads": kv,
+        "head_dim": d.head_dim,
+        "layers": d.layers,
+        "latent_px": d.latent_px,
+        "latent_channels": d.channels,
+        "patch": d.patch,
+        "image_tokens": d.patches,
+        "context_tokens": d.context_tokens,
+        "qk_norm": d.qk_norm,
+        "attention_processor": processor,
+        "model": "diffusers SD3Transformer2DModel (MM-DiT), random weights, seed 0",
+    }
 
 
 def dit_model(variant: str, scale: Scale, seed: int = 0) -> nn.Module:
@@ -332,10 +493,20 @@ def dit_model(variant: str, scale: Scale, seed: int = 0) -> nn.Module:
     kv = kv_heads_of(variant, d.heads, scale)
     torch.manual_seed(seed)
     model = SD3Transformer2DModel(
-        sample_size=d.latent_px, patch_size=d.patch, in_channels=d.channels, num_layers=d.layers,
-        attention_head_dim=d.head_dim, num_attention_heads=d.heads, joint_attention_dim=d.joint_dim,
-        caption_projection_dim=d.caption_dim, pooled_projection_dim=d.pooled_dim, out_channels=d.channels,
-        pos_embed_max_size=d.pos_embed_max, dual_attention_layers=d.dual_attention_layers, qk_norm=d.qk_norm)
+        sample_size=d.latent_px,
+        patch_size=d.patch,
+        in_channels=d.channels,
+        num_layers=d.layers,
+        attention_head_dim=d.head_dim,
+        num_attention_heads=d.heads,
+        joint_attention_dim=d.joint_dim,
+        caption_projection_dim=d.caption_dim,
+        pooled_projection_dim=d.pooled_dim,
+        out_channels=d.channels,
+        pos_embed_max_size=d.pos_embed_max,
+        dual_attention_layers=d.dual_attention_layers,
+        qk_norm=d.qk_norm,
+    )
     if variant != "mha":
         torch.manual_seed(seed + 1)
         for block in model.transformer_blocks:
@@ -361,12 +532,17 @@ def grating_latents(n: int, d: DiTShape, seed: int) -> dict[str, torch.Tensor]:
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
     arg = 2 * math.pi * (freq[..., 0, None, None] * xx + freq[..., 1, None, None] * yy) + phase[..., None, None]
     latents = torch.sin(arg)
-    features = torch.cat([freq.flatten(1) / 3, torch.sin(phase), torch.cos(phase)], dim=1)       # n x 4C
+    features = torch.cat([freq.flatten(1) / 3, torch.sin(phase), torch.cos(phase)], dim=1)  # n x 4C
     proj_g = torch.Generator().manual_seed(12345)  # the same "text encoder" for every split
-    to_ctx = torch.randn(features.shape[1], d.context_tokens * d.joint_dim, generator=proj_g) / math.sqrt(features.shape[1])
+    to_ctx = torch.randn(features.shape[1], d.context_tokens * d.joint_dim, generator=proj_g) / math.sqrt(
+        features.shape[1]
+    )
     to_pooled = torch.randn(features.shape[1], d.pooled_dim, generator=proj_g) / math.sqrt(features.shape[1])
-    return {"latents": latents, "context": (features @ to_ctx).view(n, d.context_tokens, d.joint_dim),
-            "pooled": features @ to_pooled}
+    return {
+        "latents": latents,
+        "context": (features @ to_ctx).view(n, d.context_tokens, d.joint_dim),
+        "pooled": features @ to_pooled,
+    }
 
 
 def flow_matching_batch(data: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
@@ -376,27 +552,46 @@ def flow_matching_batch(data: dict[str, torch.Tensor], seed: int) -> dict[str, t
     noise = torch.randn(x0.shape, generator=g)
     sigma = torch.sigmoid(torch.randn(x0.shape[0], generator=g))
     s = sigma.view(-1, 1, 1, 1)
-    return {"noisy": (1 - s) * x0 + s * noise, "timestep": sigma * 1000, "target": noise - x0,
-            "context": data["context"], "pooled": data["pooled"]}
+    return {
+        "noisy": (1 - s) * x0 + s * noise,
+        "timestep": sigma * 1000,
+        "target": noise - x0,
+        "context": data["context"],
+        "pooled": data["pooled"],
+    }
 
 
 def dit_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Flow-matching loss: mean squared error of the predicted velocity."""
-    pred = model(hidden_states=batch["noisy"], encoder_hidden_states=batch["context"],
-                 pooled_projections=batch["pooled"], timestep=batch["timestep"]).sample
+    pred = model(
+        hidden_states=batch["noisy"],
+        encoder_hidden_states=batch["context"],
+        pooled_projections=batch["pooled"],
+        timestep=batch["timestep"],
+    ).sample
     return nn.functional.mse_loss(pred.float(), batch["target"].float())
 
 
 # -- ViT --------------------------------------------------------------------------------------------
 
+
 def vit_settings(variant: str, scale: Scale) -> dict[str, Any]:
     v = vision_scale(scale).vit
     kv = kv_heads_of(variant, v.heads, scale)
-    return {"attention": variant, "heads": v.heads, "kv_heads": kv, "head_dim": v.head_dim, "hidden": v.hidden,
-            "layers": v.layers, "image_px": v.image_px, "patch": v.patch, "tokens_per_image": v.tokens,
-            "attention_processor": "transformers ViTAttention, sdpa; k_proj/v_proj narrowed to kv_heads, shared "
-                                   "across query groups by transformers' num_key_value_groups (SDPA enable_gqa)",
-            "model": "transformers ViTForMaskedImageModeling (ViT encoder + SimMIM pixel decoder), random weights, seed 0"}
+    return {
+        "attention": variant,
+        "heads": v.heads,
+        "kv_heads": kv,
+        "head_dim": v.head_dim,
+        "hidden": v.hidden,
+        "layers": v.layers,
+        "image_px": v.image_px,
+        "patch": v.patch,
+        "tokens_per_image": v.tokens,
+        "attention_processor": "transformers ViTAttention, sdpa; k_proj/v_proj narrowed to kv_heads, shared "
+        "across query groups by transformers' num_key_value_groups (SDPA enable_gqa)",
+        "model": "transformers ViTForMaskedImageModeling (ViT encoder + SimMIM pixel decoder), random weights, seed 0",
+    }
 
 
 def vit_layers(model: nn.Module) -> nn.ModuleList:
@@ -412,9 +607,18 @@ def vit_model(variant: str, scale: Scale, seed: int = 0) -> nn.Module:
     v = vision_scale(scale).vit
     kv = kv_heads_of(variant, v.heads, scale)
     torch.manual_seed(seed)
-    config = ViTConfig(image_size=v.image_px, patch_size=v.patch, num_channels=v.channels, hidden_size=v.hidden,
-                       num_hidden_layers=v.layers, num_attention_heads=v.heads, intermediate_size=v.intermediate,
-                       encoder_stride=v.patch, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = ViTConfig(
+        image_size=v.image_px,
+        patch_size=v.patch,
+        num_channels=v.channels,
+        hidden_size=v.hidden,
+        num_hidden_layers=v.layers,
+        num_attention_heads=v.heads,
+        intermediate_size=v.intermediate,
+        encoder_stride=v.patch,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     config._attn_implementation = "sdpa"  # the path that shares key/value heads across query groups
     model = ViTForMaskedImageModeling(config)
     if variant != "mha":
@@ -438,11 +642,20 @@ def gratings(n: int, size_px: int, classes: int, seed: int, channels: int = 3) -
     phase = 2 * math.pi * torch.rand(n, generator=g)
     axis = torch.linspace(0.0, 1.0, size_px)
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-    wave = torch.sin(2 * math.pi * freq[:, None, None] * (torch.cos(angle)[:, None, None] * xx
-                                                         + torch.sin(angle)[:, None, None] * yy) + phase[:, None, None])
+    wave = torch.sin(
+        2
+        * math.pi
+        * freq[:, None, None]
+        * (torch.cos(angle)[:, None, None] * xx + torch.sin(angle)[:, None, None] * yy)
+        + phase[:, None, None]
+    )
     palette = torch.rand(classes, channels, generator=torch.Generator().manual_seed(999))  # each class its own tint
     colour = (palette[labels] + 0.2 * torch.rand(n, channels, generator=g))[..., None, None]
-    images = 0.2 + 0.6 * colour * (0.5 + 0.5 * wave[:, None]) + 0.05 * torch.randn(n, channels, size_px, size_px, generator=g)
+    images = (
+        0.2
+        + 0.6 * colour * (0.5 + 0.5 * wave[:, None])
+        + 0.05 * torch.randn(n, channels, size_px, size_px, generator=g)
+    )
     return images.clamp(0, 1), labels
 
 
@@ -462,6 +675,7 @@ def vit_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torc
 
 # -- counting -------------------------------------------------------------------------------------
 
+
 def kv_activation_bytes(model: nn.Module, projections: tuple[str, ...], forward: Callable[[], Any]) -> int:
     """Bytes of the key/value tensors the attention projections named `projections` produce in one `forward()`.
 
@@ -472,7 +686,9 @@ def kv_activation_bytes(model: nn.Module, projections: tuple[str, ...], forward:
     def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
         total[0] += output.numel() * output.element_size()
 
-    handles = [m.register_forward_hook(hook) for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in projections]
+    handles = [
+        m.register_forward_hook(hook) for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in projections
+    ]
     if not handles:
         raise ValueError(f"{type(model).__name__}: no modules named {', '.join(projections)}")
     try:
@@ -494,6 +710,7 @@ def weight_storage_bytes(model: nn.Module, names: list[str]) -> int:
 
 # -- the fixed short training run ------------------------------------------------------------------
 
+
 @torch.no_grad()
 def eval_loss(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor], batch: Any) -> float:
     was = model.training
@@ -514,20 +731,45 @@ def vlm_model(scale: Scale, seed: int = 0) -> nn.Module:
 
     s = vision_scale(scale).vlm
     head_dim = s.hidden // s.heads
-    section = head_dim // 2 - 2 * (head_dim // 2 * 3 // 8)  # temporal; height and width take 3/8 of the frequencies each
+    section = head_dim // 2 - 2 * (
+        head_dim // 2 * 3 // 8
+    )  # temporal; height and width take 3/8 of the frequencies each
     v = s.vocab
     config = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=v, hidden_size=s.hidden, intermediate_size=s.intermediate,
-                         num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
-                         max_position_embeddings=4096,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6,
-                                          "mrope_section": [section, head_dim // 2 * 3 // 8, head_dim // 2 * 3 // 8]},
-                         bos_token_id=None, eos_token_id=None, pad_token_id=None),
-        vision_config=dict(depth=s.vision_depth, hidden_size=s.vision_hidden, intermediate_size=s.vision_intermediate,
-                           num_heads=s.vision_heads, out_hidden_size=s.hidden, patch_size=s.patch,
-                           spatial_merge_size=s.merge, temporal_patch_size=s.temporal_patch, window_size=s.window_px,
-                           fullatt_block_indexes=list(s.fullatt_blocks)),
-        image_token_id=v - 4, video_token_id=v - 3, vision_start_token_id=v - 2, vision_end_token_id=v - 1)
+        text_config=dict(
+            vocab_size=v,
+            hidden_size=s.hidden,
+            intermediate_size=s.intermediate,
+            num_hidden_layers=s.layers,
+            num_attention_heads=s.heads,
+            num_key_value_heads=s.kv_heads,
+            max_position_embeddings=4096,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 1e6,
+                "mrope_section": [section, head_dim // 2 * 3 // 8, head_dim // 2 * 3 // 8],
+            },
+            bos_token_id=None,
+            eos_token_id=None,
+            pad_token_id=None,
+        ),
+        vision_config=dict(
+            depth=s.vision_depth,
+            hidden_size=s.vision_hidden,
+            intermediate_size=s.vision_intermediate,
+            num_heads=s.vision_heads,
+            out_hidden_size=s.hidden,
+            patch_size=s.patch,
+            spatial_merge_size=s.merge,
+            temporal_patch_size=s.temporal_patch,
+            window_size=s.window_px,
+            fullatt_block_indexes=list(s.fullatt_blocks),
+        ),
+        image_token_id=v - 4,
+        video_token_id=v - 3,
+        vision_start_token_id=v - 2,
+        vision_end_token_id=v - 1,
+    )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config.pad_token_id = None
@@ -542,17 +784,27 @@ def vision_tower(model: nn.Module) -> nn.Module:
 
 def vlm_settings(technique: str, scale: Scale) -> dict[str, Any]:
     s = vision_scale(scale).vlm
-    common = {"model": "transformers Qwen2_5_VLForConditionalGeneration, random weights, seed 0", "hidden": s.hidden,
-              "layers": s.layers, "vision_depth": s.vision_depth, "image_px": s.image_px,
-              "image_tokens": s.image_tokens}
+    common = {
+        "model": "transformers Qwen2_5_VLForConditionalGeneration, random weights, seed 0",
+        "hidden": s.hidden,
+        "layers": s.layers,
+        "vision_depth": s.vision_depth,
+        "image_px": s.image_px,
+        "image_tokens": s.image_tokens,
+    }
     if technique == "full":
         return common | {"finetune": "full"}
     if technique == "freeze":
         return common | {"finetune": "freeze", "frozen": "vision tower and patch merger (model.visual)"}
     if technique in ("lora", "rslora", "dora"):
-        return common | {"finetune": technique, "lora_rank": scale.lora_rank, "lora_alpha": scale.lora_alpha,
-                         "lora_dropout": scale.lora_dropout, "target_modules": list(PEFT_TARGETS),
-                         "adapted": "language model only; vision tower frozen"}
+        return common | {
+            "finetune": technique,
+            "lora_rank": scale.lora_rank,
+            "lora_alpha": scale.lora_alpha,
+            "lora_dropout": scale.lora_dropout,
+            "target_modules": list(PEFT_TARGETS),
+            "adapted": "language model only; vision tower frozen",
+        }
     raise NotApplicable(f"unknown fine-tuning technique {technique!r}; expected one of {', '.join(VLM_FINETUNE)}")
 
 
@@ -574,15 +826,26 @@ def apply_vlm_technique(model: nn.Module, technique: str, scale: Scale) -> nn.Mo
     from peft import LoraConfig, get_peft_model
 
     if technique == "dora":
-        quantized = [n for n, m in model.named_modules() if type(m).__module__.startswith("optimum.quanto")
-                     and re.fullmatch(VLM_LANGUAGE_TARGETS, n)]
+        quantized = [
+            n
+            for n, m in model.named_modules()
+            if type(m).__module__.startswith("optimum.quanto") and re.fullmatch(VLM_LANGUAGE_TARGETS, n)
+        ]
         if quantized:
-            raise NotApplicable(f"DoRA on quantized layers ({quantized[0]}, ...) cannot apply: peft's DoRA needs the "
-                                "weight's norm and cannot read optimum-quanto's packed weights (it raises 'The dtype of a "
-                                "weights Tensor cannot be changed'); use lora or rslora on a quantized model")
-    config = LoraConfig(r=scale.lora_rank, lora_alpha=scale.lora_alpha, lora_dropout=scale.lora_dropout,
-                        target_modules=VLM_LANGUAGE_TARGETS, use_rslora=technique == "rslora",
-                        use_dora=technique == "dora", bias="none")
+            raise NotApplicable(
+                f"DoRA on quantized layers ({quantized[0]}, ...) cannot apply: peft's DoRA needs the "
+                "weight's norm and cannot read optimum-quanto's packed weights (it raises 'The dtype of a "
+                "weights Tensor cannot be changed'); use lora or rslora on a quantized model"
+            )
+    config = LoraConfig(
+        r=scale.lora_rank,
+        lora_alpha=scale.lora_alpha,
+        lora_dropout=scale.lora_dropout,
+        target_modules=VLM_LANGUAGE_TARGETS,
+        use_rslora=technique == "rslora",
+        use_dora=technique == "dora",
+        bias="none",
+    )
     try:
         return get_peft_model(model, config)
     except (ValueError, TypeError, NotImplementedError) as exc:
@@ -599,8 +862,12 @@ def image_processor(s: VLMShape) -> Any:
     )
 
     area = s.image_px * s.image_px
-    return Qwen2VLImageProcessorPil(size={"shortest_edge": area, "longest_edge": area}, patch_size=s.patch,
-                                    merge_size=s.merge, temporal_patch_size=s.temporal_patch)
+    return Qwen2VLImageProcessorPil(
+        size={"shortest_edge": area, "longest_edge": area},
+        patch_size=s.patch,
+        merge_size=s.merge,
+        temporal_patch_size=s.temporal_patch,
+    )
 
 
 def vlm_samples(s: VLMShape, n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -609,8 +876,9 @@ def vlm_samples(s: VLMShape, n: int, seed: int) -> dict[str, torch.Tensor]:
     Byte tokens; labels cover only the caption (the orientation name), which only the image tells.
     """
     images, labels = gratings(n, s.image_px, len(CLASS_NAMES), seed)
-    pixels = image_processor(s)(images=[(img * 255).round().to(torch.uint8) for img in images], return_tensors="pt",
-                                do_rescale=True)
+    pixels = image_processor(s)(
+        images=[(img * 255).round().to(torch.uint8) for img in images], return_tensors="pt", do_rescale=True
+    )
     v = s.vocab
     width = max(len(c) for c in CLASS_NAMES)
     rows, targets = [], []
@@ -619,20 +887,30 @@ def vlm_samples(s: VLMShape, n: int, seed: int) -> dict[str, torch.Tensor]:
         caption = list(CLASS_NAMES[label].ljust(width).encode())
         rows.append(prompt + caption)
         targets.append([-100] * len(prompt) + caption)
-    return {"input_ids": torch.tensor(rows), "labels": torch.tensor(targets), "pixel_values": pixels["pixel_values"],
-            "image_grid_thw": pixels["image_grid_thw"], "prompt_tokens": torch.tensor(len(rows[0]) - width)}
+    return {
+        "input_ids": torch.tensor(rows),
+        "labels": torch.tensor(targets),
+        "pixel_values": pixels["pixel_values"],
+        "image_grid_thw": pixels["image_grid_thw"],
+        "prompt_tokens": torch.tensor(len(rows[0]) - width),
+    }
 
 
 def vlm_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"], labels=batch["labels"], pixel_values=batch["pixel_values"],
-                 image_grid_thw=batch["image_grid_thw"]).loss
+    return model(
+        input_ids=batch["input_ids"],
+        labels=batch["labels"],
+        pixel_values=batch["pixel_values"],
+        image_grid_thw=batch["image_grid_thw"],
+    ).loss
 
 
 def vlm_slice(data: dict[str, torch.Tensor], start: int, stop: int, s: VLMShape) -> dict[str, torch.Tensor]:
     """Samples `start:stop` of `vlm_samples(...)`: their token rows and their images' patch rows."""
-    patches = s.image_tokens * s.merge ** 2  # vision patches per image
-    return {"input_ids": data["input_ids"][start:stop], "labels": data["labels"][start:stop],
-            "pixel_values": data["pixel_values"][start * patches:stop * patches],
-            "image_grid_thw": data["image_grid_thw"][start:stop]}
-
-
+    patches = s.image_tokens * s.merge**2  # vision patches per image
+    return {
+        "input_ids": data["input_ids"][start:stop],
+        "labels": data["labels"][start:stop],
+        "pixel_values": data["pixel_values"][start * patches : stop * patches],
+        "image_grid_thw": data["image_grid_thw"][start:stop],
+    }

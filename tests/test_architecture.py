@@ -64,8 +64,11 @@ def module_files(package_dir: Path) -> dict[str, Path]:
 
 def package_names(package_dir: Path) -> set[str]:
     """Every package, namespace packages (folders without `__init__.py`) included."""
-    return {".".join(d.relative_to(package_dir.parent).parts)
-            for d in [package_dir, *package_dir.rglob("*")] if d.is_dir() and d.name != "__pycache__"}
+    return {
+        ".".join(d.relative_to(package_dir.parent).parts)
+        for d in [package_dir, *package_dir.rglob("*")]
+        if d.is_dir() and d.name != "__pycache__"
+    }
 
 
 def from_source(node: ast.ImportFrom, module: str, is_package: bool) -> str:
@@ -73,7 +76,7 @@ def from_source(node: ast.ImportFrom, module: str, is_package: bool) -> str:
     if not node.level:
         return node.module or ""
     parts = module.split(".") if is_package else module.split(".")[:-1]
-    parts = parts[:len(parts) - (node.level - 1)]
+    parts = parts[: len(parts) - (node.level - 1)]
     return ".".join(parts + ([node.module] if node.module else []))
 
 
@@ -183,9 +186,12 @@ class Cycle:
     inside: list[Import]  # every import between two members: each lies on some cycle
 
     def __str__(self) -> str:
-        return ("  " + " -> ".join([self.example[0].importer, *(i.imported for i in self.example)])
-                + "\n  imports between these modules (each lies on a cycle):\n"
-                + "\n".join(f"    {i}" for i in self.inside))
+        return (
+            "  "
+            + " -> ".join([self.example[0].importer, *(i.imported for i in self.example)])
+            + "\n  imports between these modules (each lies on a cycle):\n"
+            + "\n".join(f"    {i}" for i in self.inside)
+        )
 
 
 def cycles(imports: list[Import]) -> list[Cycle]:
@@ -248,8 +254,10 @@ def cycles(imports: list[Import]) -> list[Cycle]:
             node = before
             if node == start:
                 break
-        inside = sorted((i for i in imports if i.importer in members and i.imported in members),
-                        key=lambda i: (i.importer, i.line, i.imported))
+        inside = sorted(
+            (i for i in imports if i.importer in members and i.imported in members),
+            key=lambda i: (i.importer, i.line, i.imported),
+        )
         found.append(Cycle(component, path[::-1], inside))
     return found
 
@@ -308,11 +316,20 @@ def _deferred_from_imports(path: Path, module: str) -> list[tuple[int, str, list
 def import_alone(name: str, path: Path, root: Path) -> str | None:
     """Import module `name` (file `path`, under folder `root`) in a fresh interpreter; None, or what went wrong."""
     # `root` first on sys.path, ahead of any installed copy (an editable install may point at another checkout).
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
-           "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+        "HF_HUB_OFFLINE": "1",
+    }
     deferred = json.dumps(_deferred_from_imports(path, name))
-    done = subprocess.run([sys.executable, "-c", _IMPORT_ONE, name, deferred], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ONE, name, deferred],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     last = done.stdout.strip().splitlines()[-1:]
     if done.returncode != 0 or not last:
         return f"exit {done.returncode}: {done.stderr.strip()[-600:]}"
@@ -333,7 +350,8 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter() -> None:
         outcomes = pool.map(lambda name: (name, import_alone(name, modules[name], REPO_ROOT)), sorted(modules))
         failures = {name: why for name, why in outcomes if why}
     assert not failures, "modules that do not import on their own:\n" + "\n\n".join(
-        f"{name}:\n{why}" for name, why in sorted(failures.items()))
+        f"{name}:\n{why}" for name, why in sorted(failures.items())
+    )
 
 
 def test_every_import_of_the_package_names_a_module_that_exists() -> None:
@@ -344,8 +362,12 @@ def test_every_import_of_the_package_names_a_module_that_exists() -> None:
 
 def test_telemetry_imports_only_core_and_telemetry() -> None:
     allowed = (f"{PACKAGE}.core", f"{PACKAGE}.telemetry")
-    wrong = [str(i) for i in _read() if layer_of(i.importer) == "telemetry"
-             and not any(i.imported == a or i.imported.startswith(a + ".") for a in allowed)]
+    wrong = [
+        str(i)
+        for i in _read()
+        if layer_of(i.importer) == "telemetry"
+        and not any(i.imported == a or i.imported.startswith(a + ".") for a in allowed)
+    ]
     assert not wrong, "telemetry imports outside core and telemetry:\n" + "\n".join(wrong)
 
 
@@ -357,7 +379,8 @@ def test_no_module_imports_a_higher_layer() -> None:
 def test_the_import_graph_has_no_cycle() -> None:
     found = cycles(_read())
     assert not found, f"{len(found)} group(s) of modules that import each other in a cycle:\n" + "\n\n".join(
-        str(c) for c in found)
+        str(c) for c in found
+    )
 
 
 # -- the checks check: a small package built to break every rule --------------------------------------------
@@ -368,11 +391,14 @@ def test_the_reader_sees_deferred_relative_string_and_from_package_imports(tmp_p
     files = {
         "__init__.py": "",
         "core/a.py": "def f():\n    from ..glue import b  # deferred, relative, a submodule\n",
-        "core/c.py": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                      "    from pytest_efficientllm.telemetry.t import X\n"),
+        "core/c.py": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pytest_efficientllm.telemetry.t import X\n"
+        ),
         "telemetry/t.py": "import pytest_efficientllm.measuring.m\nX = 1\n",
-        "measuring/m.py": ("class K:\n    def g(self):\n        import importlib\n"
-                           "        importlib.import_module('pytest_efficientllm.core.c')\n"),
+        "measuring/m.py": (
+            "class K:\n    def g(self):\n        import importlib\n"
+            "        importlib.import_module('pytest_efficientllm.core.c')\n"
+        ),
         "glue/__init__.py": "from .b import Y\n",
         "glue/b.py": "from pytest_efficientllm.core import a\nY = 1\n",
         "plugin.py": "pytest_plugins = ['pytest_efficientllm.glue.b']\nfrom .glue import Y  # a name, no submodule\n",
@@ -394,15 +420,22 @@ def test_the_reader_sees_deferred_relative_string_and_from_package_imports(tmp_p
         (f"{PACKAGE}.plugin", f"{PACKAGE}.glue", 2, "module level"),
     }
     assert {(i.importer, i.imported) for i in layer_violations(imports)} == {
-        (f"{PACKAGE}.core.a", f"{PACKAGE}.glue.b"), (f"{PACKAGE}.core.c", f"{PACKAGE}.telemetry.t"),
-        (f"{PACKAGE}.telemetry.t", f"{PACKAGE}.measuring.m")}
+        (f"{PACKAGE}.core.a", f"{PACKAGE}.glue.b"),
+        (f"{PACKAGE}.core.c", f"{PACKAGE}.telemetry.t"),
+        (f"{PACKAGE}.telemetry.t", f"{PACKAGE}.measuring.m"),
+    }
     found = cycles(imports)
-    assert [c.members for c in found] == [[f"{PACKAGE}.core.a", f"{PACKAGE}.glue.b"],
-                                          [f"{PACKAGE}.core.c", f"{PACKAGE}.measuring.m", f"{PACKAGE}.telemetry.t"]]
+    assert [c.members for c in found] == [
+        [f"{PACKAGE}.core.a", f"{PACKAGE}.glue.b"],
+        [f"{PACKAGE}.core.c", f"{PACKAGE}.measuring.m", f"{PACKAGE}.telemetry.t"],
+    ]
     assert [[(i.importer, i.imported) for i in c.example] for c in found] == [
         [(f"{PACKAGE}.core.a", f"{PACKAGE}.glue.b"), (f"{PACKAGE}.glue.b", f"{PACKAGE}.core.a")],
-        [(f"{PACKAGE}.core.c", f"{PACKAGE}.telemetry.t"), (f"{PACKAGE}.telemetry.t", f"{PACKAGE}.measuring.m"),
-         (f"{PACKAGE}.measuring.m", f"{PACKAGE}.core.c")],
+        [
+            (f"{PACKAGE}.core.c", f"{PACKAGE}.telemetry.t"),
+            (f"{PACKAGE}.telemetry.t", f"{PACKAGE}.measuring.m"),
+            (f"{PACKAGE}.measuring.m", f"{PACKAGE}.core.c"),
+        ],
     ]
     assert [len(c.inside) for c in found] == [2, 3]
     # And a graph without a cycle has none, a self-import is one.

@@ -61,15 +61,18 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return {"old": old, "new": new, "dir": tmp_path}
 
 
-def test_compare_names_the_regression_and_exits_nonzero(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_names_the_regression_and_exits_nonzero(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["compare", str(files["old"]), str(files["new"])]) == 1
     out = capsys.readouterr().out
     assert f"  {INT4} [cpu] size_ratio" in out.split("regression(s) in")[1]
     assert "FAIL      size_ratio: 3 x vs baseline 3.8 x (-21.1%; counted" in out
 
 
-def test_compare_measured_latency_with_a_tolerance_is_noise_aware(files: dict[str, Path],
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_measured_latency_with_a_tolerance_is_noise_aware(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["compare", str(files["old"]), str(files["new"]), "--tolerance", "AL=+10%"]) == 1
     out = capsys.readouterr().out
     assert f"  {MQA} [cpu] AL" in out.split("regression(s) in")[1]
@@ -83,8 +86,9 @@ def test_compare_of_identical_files_exits_zero(files: dict[str, Path], capsys: p
     assert "no regression: 6 test(s) compared" in capsys.readouterr().out
 
 
-def test_compare_warn_mode_exits_zero_and_bad_tolerances_are_usage_errors(files: dict[str, Path],
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_warn_mode_exits_zero_and_bad_tolerances_are_usage_errors(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["compare", str(files["old"]), str(files["new"]), "--mode", "warn"]) == 0
     assert "size_ratio" in capsys.readouterr().out
     assert main(["compare", str(files["old"]), str(files["new"]), "--tolerance", "AL<=5"]) == 2
@@ -106,16 +110,25 @@ def test_merge_of_disjoint_shards_keeps_every_record(tmp_path: Path) -> None:
     write_run(tmp_path / "b.json", Run(run.records[3:], run.runs))
     assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "all.json")]) == 0
     merged = read_run(tmp_path / "all.json")
-    assert sorted(r.to_dict() == o.to_dict() for r, o in zip(
-        sorted(merged.records, key=lambda r: r.nodeid), sorted(run.records, key=lambda r: r.nodeid))) == [True] * 6
+    assert (
+        sorted(
+            r.to_dict() == o.to_dict()
+            for r, o in zip(sorted(merged.records, key=lambda r: r.nodeid), sorted(run.records, key=lambda r: r.nodeid))
+        )
+        == [True] * 6
+    )
     assert [r["merged_from"] for r in merged.runs] == [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
 
 
-def test_merge_refuses_mixed_hardware_unless_asked_and_then_loses_nothing(tmp_path: Path,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_merge_refuses_mixed_hardware_unless_asked_and_then_loses_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cpu = make_record("suites/test_attention.py::test_prefill[gqa]")
-    gpu = make_record("suites/test_attention.py::test_prefill[gqa]", profile="h100",
-                      fingerprint=dict(CPU_FP, device_name="NVIDIA H100 80GB HBM3"))
+    gpu = make_record(
+        "suites/test_attention.py::test_prefill[gqa]",
+        profile="h100",
+        fingerprint=dict(CPU_FP, device_name="NVIDIA H100 80GB HBM3"),
+    )
     write_run(tmp_path / "cpu.json", Run([cpu]))
     write_run(tmp_path / "gpu.json", Run([gpu]))
     args = ["merge", str(tmp_path / "cpu.json"), str(tmp_path / "gpu.json"), "-o", str(tmp_path / "all.json")]
@@ -130,7 +143,9 @@ def test_merge_refuses_mixed_hardware_unless_asked_and_then_loses_nothing(tmp_pa
     assert {r.profile: r.to_dict() for r in merged.records} == {"cpu": cpu.to_dict(), "h100": gpu.to_dict()}
 
 
-def test_merge_of_different_cpus_under_one_profile_is_refused_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_merge_of_different_cpus_under_one_profile_is_refused_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a = make_record("suites/test_attention.py::test_prefill[gqa]")
     b = make_record("suites/test_attention.py::test_prefill[mqa]", fingerprint=dict(CPU_FP, cpu_model="Other CPU"))
     write_run(tmp_path / "a.json", Run([a]))
@@ -139,9 +154,13 @@ def test_merge_of_different_cpus_under_one_profile_is_refused_too(tmp_path: Path
     assert "cpu_model=Other CPU" in capsys.readouterr().err
 
 
-def test_merge_software_differences_warn_and_keep_each_fingerprint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_merge_software_differences_warn_and_keep_each_fingerprint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a = make_record("suites/test_attention.py::test_prefill[gqa]")
-    b = make_record("suites/test_attention.py::test_prefill[mqa]", fingerprint=dict(CPU_FP, packages={"torch": "2.14.1"}))
+    b = make_record(
+        "suites/test_attention.py::test_prefill[mqa]", fingerprint=dict(CPU_FP, packages={"torch": "2.14.1"})
+    )
     write_run(tmp_path / "a.json", Run([a]))
     write_run(tmp_path / "b.json", Run([b]))
     assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "all.json")]) == 0
@@ -169,20 +188,27 @@ def test_merge_duplicate_node_ids(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert sorted(r.metrics["AL"].value for r in read_run(out).records) == [0.010, 0.011]
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"format": "pytest-efficientllm-run", "schema": 1, "records": [{"sch', "not valid JSON at line 1"),
-    ('{"benchmarks": []}', "not a pytest-efficientllm run file"),
-    ('{"format": "pytest-efficientllm-run", "schema": 1, "records": []}', "the run holds no records"),
-    ('{"format": "pytest-efficientllm-run", "schema": 99, "records": []}', "upgrade the plugin"),
-])
-def test_bad_inputs_name_the_file_and_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                   content: str, message: str) -> None:
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"format": "pytest-efficientllm-run", "schema": 1, "records": [{"sch', "not valid JSON at line 1"),
+        ('{"benchmarks": []}', "not a pytest-efficientllm run file"),
+        ('{"format": "pytest-efficientllm-run", "schema": 1, "records": []}', "the run holds no records"),
+        ('{"format": "pytest-efficientllm-run", "schema": 99, "records": []}', "upgrade the plugin"),
+    ],
+)
+def test_bad_inputs_name_the_file_and_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(content)
     good = tmp_path / "good.json"
     write_run(good, sample_run())
-    for args in (["report", str(bad), "-o", str(tmp_path / "r.html")], ["compare", str(good), str(bad)],
-                 ["export-benchmark-action", str(bad), "--smaller", str(tmp_path / "s.json")]):
+    for args in (
+        ["report", str(bad), "-o", str(tmp_path / "r.html")],
+        ["compare", str(good), str(bad)],
+        ["export-benchmark-action", str(bad), "--smaller", str(tmp_path / "s.json")],
+    ):
         assert main(args) == 2
         err = capsys.readouterr().err
         assert str(bad) in err and message in err, (args, err)
@@ -209,7 +235,11 @@ def test_export_for_github_action_benchmark(tmp_path: Path) -> None:
     smaller, bigger = json.loads(s.read_text()), json.loads(b.read_text())
     for entry in smaller + bigger:  # the action's custom format: name, unit, value (+ range, extra)
         assert set(entry) <= {"name", "unit", "value", "range", "extra"}
-        assert isinstance(entry["name"], str) and isinstance(entry["value"], (int, float)) and isinstance(entry["unit"], str)
+        assert (
+            isinstance(entry["name"], str)
+            and isinstance(entry["value"], (int, float))
+            and isinstance(entry["unit"], str)
+        )
     by_name = {e["name"]: e for e in smaller}
     al = by_name["suites/test_attention.py::test_prefill[gqa] AL [cpu]"]
     assert al["value"] == 0.012 and al["unit"] == "s" and al["range"].startswith("± ")
@@ -221,19 +251,34 @@ def test_export_for_github_action_benchmark(tmp_path: Path) -> None:
 
 def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
     write_run(tmp_path / "run.json", sample_run())
-    done = subprocess.run([sys.executable, "-m", "pytest_efficientllm", "report", str(tmp_path / "run.json"),
-                           "-o", str(tmp_path / "r.md")], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest_efficientllm",
+            "report",
+            str(tmp_path / "run.json"),
+            "-o",
+            str(tmp_path / "r.md"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "r.md").read_text().startswith("# Efficiency report")
 
 
 def test_report_against_a_baseline_shows_the_compare_verdicts(files: dict[str, Path]) -> None:
     out = files["dir"] / "r.md"
-    assert main(["report", str(files["new"]), "-o", str(out), "--baseline", str(files["old"]),
-                 "--tolerance", "AL=+10%"]) == 0
+    assert (
+        main(["report", str(files["new"]), "-o", str(out), "--baseline", str(files["old"]), "--tolerance", "AL=+10%"])
+        == 0
+    )
     md = out.read_text()
-    fails = sorted(line.split(" | ")[0:2] for line in md.splitlines()
-                   if "| **fail** |" in line and line.startswith("| suites/"))
+    fails = sorted(
+        line.split(" | ")[0:2] for line in md.splitlines() if "| **fail** |" in line and line.startswith("| suites/")
+    )
     # Against the baseline, int4's compression and mqa's latency fail; the verdict the file
     # itself recorded for gqa (a baseline verdict) was replaced by the new comparison.
     assert fails == [[f"| {MQA}", "AL"], [f"| {INT4}", "size_ratio"]]

@@ -31,7 +31,10 @@ if __name__ == "__main__":
     before = collect_ms()
     gc.freeze()  # moves every object alive now to a permanent generation no collection scans
     after = collect_ms()
-    for label, xs in (("gc.collect(1), young generations", young), ("full gc.collect()", before),
-                      ("full, after gc.freeze()", after)):
+    for label, xs in (
+        ("gc.collect(1), young generations", young),
+        ("full gc.collect()", before),
+        ("full, after gc.freeze()", after),
+    ):
         print(f"{label}: median {statistics.median(xs):.2f} ms (min {min(xs):.2f} .. max {max(xs):.2f}), n={len(xs)}")
     print(f"load average {os.getloadavg()[0]:.1f}")

@@ -22,8 +22,15 @@ def _tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    config = LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -40,12 +47,14 @@ def build(name: str) -> Callable[[], object]:
     model = _tiny_llama()
     ids = torch.randint(0, 256, (1, 32), generator=torch.Generator().manual_seed(0))
     if name == "forward":
+
         def forward() -> None:
             with torch.no_grad():
                 model(ids)
 
         return forward
     if name == "generate":
+
         def generate() -> None:
             with torch.no_grad():
                 model.generate(ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0)

@@ -44,17 +44,27 @@ def child_settings(config: pytest.Config, call_s: float) -> confirm.ChildSetting
     state = config.stash[RUN_KEY]
     eff = state.session
     args = list(config.invocation_params.args)
-    plugins = tuple(args[i + 1] if arg == "-p" else arg[2:] for i, arg in enumerate(args)
-                    if (arg == "-p" and i + 1 < len(args)) or (arg.startswith("-p") and len(arg) > 2))
+    plugins = tuple(
+        args[i + 1] if arg == "-p" else arg[2:]
+        for i, arg in enumerate(args)
+        if (arg == "-p" and i + 1 < len(args)) or (arg.startswith("-p") and len(arg) > 2)
+    )
     current = eff.fingerprint["process_layout"]  # read once at start-up; it cannot change in a process
     defaults = eff.options.defaults
     return confirm.ChildSettings(
-        rootdir=config.rootpath, inifile=config.inipath, profile=eff.profile, threads=eff.threads,
-        rounds=defaults.rounds, warmup=defaults.warmup, min_time_s=defaults.min_time_s, plugins=plugins,
+        rootdir=config.rootpath,
+        inifile=config.inipath,
+        profile=eff.profile,
+        threads=eff.threads,
+        rounds=defaults.rounds,
+        warmup=defaults.warmup,
+        min_time_s=defaults.min_time_s,
+        plugins=plugins,
         fixed_layout=current["aslr"] is False and current["hash_seed"] != "random",
         xdist=config.pluginmanager.hasplugin("xdist"),
         # A fresh process pays start-up and collection on top of the test itself.
-        timeout_s=max(120.0, 20 * call_s))
+        timeout_s=max(120.0, 20 * call_s),
+    )
 
 
 def hold(test: HeldTest, call_s: float) -> None:

@@ -35,8 +35,9 @@ class Held:
 
 
 class ConfirmQueue:
-    def __init__(self, spacing_s: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, spacing_s: float, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.spacing_s = spacing_s
         self._clock = clock
         self._sleep = sleep
@@ -45,8 +46,13 @@ class ConfirmQueue:
     def __len__(self) -> int:
         return len(self._held)
 
-    def hold(self, vote: Vote, measure_again: Callable[[], Record | str],
-             judge_record: Callable[[Record], list[Verdict]], payload: Any) -> Held:
+    def hold(
+        self,
+        vote: Vote,
+        measure_again: Callable[[], Record | str],
+        judge_record: Callable[[Record], list[Verdict]],
+        payload: Any,
+    ) -> Held:
         """Hold a test measured just now; its first fresh process may start `spacing_s` from now."""
         held = Held(vote, measure_again, judge_record, payload, self._clock() + self.spacing_s)
         self._held.append(held)

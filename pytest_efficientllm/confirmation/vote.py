@@ -128,8 +128,14 @@ class Vote:
         mine = [v for v in self.per_process[0] if v.metric == metric]
         seen = f"{len(self.per_process)} processes: {_changes_text(self.per_process, metric)}"
         if self.cleared(metric):
-            return [dataclasses.replace(v, status="warn", message=f"{v.message}; not confirmed in {seen}: "
-                                        "a process passes, not failing") if v.failed else v for v in mine]
+            return [
+                dataclasses.replace(
+                    v, status="warn", message=f"{v.message}; not confirmed in {seen}: a process passes, not failing"
+                )
+                if v.failed
+                else v
+                for v in mine
+            ]
         return [dataclasses.replace(v, message=f"{v.message}; confirmed in {seen}") if v.failed else v for v in mine]
 
     def final_verdicts(self) -> list[Verdict]:
@@ -174,10 +180,15 @@ def child_command(nodeid: str, settings: ChildSettings, json_path: Path) -> list
         cmd += ["-p", plugin]
     if settings.xdist:
         cmd += ["-n", "0"]  # an `-n` in addopts must not spread one test over workers
-    cmd += [f"--gpu={settings.profile}", f"--efficiency-threads={settings.threads}",
-            f"--efficiency-rounds={settings.rounds}", f"--efficiency-warmup={settings.warmup}",
-            f"--efficiency-min-time={settings.min_time_s!r}s", "--efficiency-gate=off",
-            f"--efficiency-json={json_path}"]
+    cmd += [
+        f"--gpu={settings.profile}",
+        f"--efficiency-threads={settings.threads}",
+        f"--efficiency-rounds={settings.rounds}",
+        f"--efficiency-warmup={settings.warmup}",
+        f"--efficiency-min-time={settings.min_time_s!r}s",
+        "--efficiency-gate=off",
+        f"--efficiency-json={json_path}",
+    ]
     return cmd
 
 
@@ -197,8 +208,14 @@ def measure_in_child(nodeid: str, settings: ChildSettings) -> Record | str:
         json_path = Path(tmp) / "run.json"
         cmd = child_command(nodeid, settings, json_path)
         try:
-            proc = subprocess.run(cmd, cwd=settings.rootdir, env=child_env(cmd, settings.fixed_layout),
-                                  capture_output=True, text=True, timeout=settings.timeout_s)
+            proc = subprocess.run(
+                cmd,
+                cwd=settings.rootdir,
+                env=child_env(cmd, settings.fixed_layout),
+                capture_output=True,
+                text=True,
+                timeout=settings.timeout_s,
+            )
         except subprocess.TimeoutExpired:
             return f"no result within {settings.timeout_s:.0f} s"
         except OSError as exc:

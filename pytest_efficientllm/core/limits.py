@@ -35,7 +35,6 @@ class Limit:
     relative: float = 0.0
 
 
-
 def parse_limit(key: str, value: Any) -> Limit:
     try:
         metric = resolve_name(key)
@@ -64,7 +63,6 @@ def parse_limit(key: str, value: Any) -> Limit:
     except (UnitError, ValueError) as exc:
         raise LimitError(f"{key}={value!r}: {exc}; {shape}") from None
     return Limit(metric, "budget", text, op=op, bound=bound)
-
 
 
 def parse_limit_assignments(items: Iterable[str], where: str) -> tuple[Limit, ...]:

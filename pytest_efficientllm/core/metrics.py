@@ -30,10 +30,20 @@ _SPECS = [
     # The study's six (docs/metrics.md).
     MetricSpec("AMU", "B", "lower", "Average Memory Utilization: time average of memory in use over the window"),
     MetricSpec("AMU_fraction", "fraction", "lower", "AMU as a share of the device's memory capacity"),
-    MetricSpec("PCU", "fraction", "higher", "Peak Compute Utilization as the study defines it: time average of NVML kernel-busy share (gpu_busy)"),
+    MetricSpec(
+        "PCU",
+        "fraction",
+        "higher",
+        "Peak Compute Utilization as the study defines it: time average of NVML kernel-busy share (gpu_busy)",
+    ),
     MetricSpec("AL", "s", "lower", "Average Latency: mean seconds per round (iteration or request)"),
-    MetricSpec("AT", "", "higher", "Average Throughput in the study's form for the workload: TT (tokens/param/s), ST (samples/param/s) or IT (tokens/s); unit says which",
-               units=("tok/param/s", "samples/param/s", "tok/s")),
+    MetricSpec(
+        "AT",
+        "",
+        "higher",
+        "Average Throughput in the study's form for the workload: TT (tokens/param/s), ST (samples/param/s) or IT (tokens/s); unit says which",
+        units=("tok/param/s", "samples/param/s", "tok/s"),
+    ),
     MetricSpec("AEC", "W", "lower", "Average Energy Consumption: mean power over the window"),
     MetricSpec("MCR", "x", "higher", "Model Compression Rate: size ratio x quality retention"),
     # Beside them.
@@ -46,8 +56,15 @@ _SPECS = [
     MetricSpec("TPOT", "s", "lower", "time per output token after the first: (E2E - TTFT)/(N_out - 1)"),
     MetricSpec("tokens_per_s", "tok/s", "higher", "tokens processed per second"),
     MetricSpec("samples_per_s", "samples/s", "higher", "samples processed per second"),
-    MetricSpec("peak_memory", "B", "lower", "high-water mark of memory in use during the window (device allocator on GPU, process RSS on CPU)"),
-    MetricSpec("peak_memory_delta", "B", "lower", "peak_memory above the level at window open: what the workload itself added"),
+    MetricSpec(
+        "peak_memory",
+        "B",
+        "lower",
+        "high-water mark of memory in use during the window (device allocator on GPU, process RSS on CPU)",
+    ),
+    MetricSpec(
+        "peak_memory_delta", "B", "lower", "peak_memory above the level at window open: what the workload itself added"
+    ),
     MetricSpec("peak_memory_reserved", "B", "lower", "high-water mark of the CUDA caching allocator's reserved bytes"),
     MetricSpec("host_peak_memory", "B", "lower", "process RSS high-water mark while a GPU workload ran"),
     MetricSpec("host_peak_memory_delta", "B", "lower", "host_peak_memory above the process RSS at window open"),
@@ -58,18 +75,37 @@ _SPECS = [
     MetricSpec("energy_per_sample", "J/sample", "lower", "energy per sample"),
     MetricSpec("idle_power", "W", "info", "power drawn just before the window with no work queued"),
     MetricSpec("AEC_net", "W", "lower", "AEC minus idle power"),
-    MetricSpec("retained_memory", "B", "lower", "memory in use at window close minus at open (RSS on the CPU): what the rounds kept"),
-    MetricSpec("retained_memory_late", "B", "lower", "retained_memory gained in the window's second half: growth that does not stop is a leak"),
+    MetricSpec(
+        "retained_memory",
+        "B",
+        "lower",
+        "memory in use at window close minus at open (RSS on the CPU): what the rounds kept",
+    ),
+    MetricSpec(
+        "retained_memory_late",
+        "B",
+        "lower",
+        "retained_memory gained in the window's second half: growth that does not stop is a leak",
+    ),
     # Distributed tests: aggregates over ranks (per-rank values stay in Record.ranks).
     MetricSpec("peak_memory_sum", "B", "lower", "sum over ranks of each rank's peak_memory"),
     MetricSpec("AMU_sum", "B", "lower", "sum over ranks of each rank's AMU"),
     MetricSpec("comm_time", "s", "lower", "communication time per round the workload reported, slowest rank"),
-    MetricSpec("window_time", "s", "info", "wall seconds of the whole window, from its opening barrier to its closing one"),
-    MetricSpec("latency_rank_spread", "fraction", "info", "(slowest - fastest) / fastest rank's AL: how unevenly the ranks ran"),
+    MetricSpec(
+        "window_time", "s", "info", "wall seconds of the whole window, from its opening barrier to its closing one"
+    ),
+    MetricSpec(
+        "latency_rank_spread", "fraction", "info", "(slowest - fastest) / fastest rank's AL: how unevenly the ranks ran"
+    ),
     # Raw quantities and counted facts.
     MetricSpec("wall_time", "s", "lower", "wall-clock seconds of all measured rounds"),
     MetricSpec("cpu_time", "s", "lower", "process CPU seconds (user + system) over the window"),
-    MetricSpec("cpu_time_per_round", "s", "lower", "process CPU seconds of each round (raw rounds kept), which a busy neighbour inflates far less than the wall clock"),
+    MetricSpec(
+        "cpu_time_per_round",
+        "s",
+        "lower",
+        "process CPU seconds of each round (raw rounds kept), which a busy neighbour inflates far less than the wall clock",
+    ),
     MetricSpec("rounds", "", "info", "measured rounds"),
     MetricSpec("flops", "FLOP", "lower", "FLOPs of one round, counted once outside the timed rounds"),
     MetricSpec("flops_per_s", "FLOP/s", "higher", "achieved FLOP/s: counted FLOPs / measured time"),
@@ -78,11 +114,15 @@ _SPECS = [
     MetricSpec("samples", "samples", "info", "samples per round"),
     MetricSpec("params", "", "info", "model parameters"),
     MetricSpec("trainable_params", "", "lower", "parameters that receive gradients"),
-    MetricSpec("storage_bytes", "B", "lower", "storage bytes of the model's weights as stored (packed, scales included)"),
+    MetricSpec(
+        "storage_bytes", "B", "lower", "storage bytes of the model's weights as stored (packed, scales included)"
+    ),
     MetricSpec("reference_bytes", "B", "info", "storage bytes of the reference model MCR compares with"),
     MetricSpec("size_ratio", "x", "higher", "reference_bytes / storage_bytes"),
     MetricSpec("bits_per_weight", "bit", "lower", "stored bits per weight, scales included"),
-    MetricSpec("quality_retention", "x", "higher", "quality relative to the reference, in the direction that makes 1.0 equal"),
+    MetricSpec(
+        "quality_retention", "x", "higher", "quality relative to the reference, in the direction that makes 1.0 equal"
+    ),
 ]
 
 CATALOG: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
@@ -121,8 +161,10 @@ def _entry(name: str) -> MetricSpec:
     try:
         return CATALOG[name]
     except KeyError:
-        raise KeyError(f"{name!r} is not in the metric catalog (core/metrics.py): add it there, "
-                       "or record a test's own metric with `declared`") from None
+        raise KeyError(
+            f"{name!r} is not in the metric catalog (core/metrics.py): add it there, "
+            "or record a test's own metric with `declared`"
+        ) from None
 
 
 def _unit(s: MetricSpec, unit: str | None) -> str:
@@ -135,8 +177,16 @@ def _unit(s: MetricSpec, unit: str | None) -> str:
     return unit
 
 
-def make(name: str, value: float | None, source: Source, method: str, *, note: str = "",
-         samples: tuple[float, ...] = (), unit: str | None = None) -> Metric:
+def make(
+    name: str,
+    value: float | None,
+    source: Source,
+    method: str,
+    *,
+    note: str = "",
+    samples: tuple[float, ...] = (),
+    unit: str | None = None,
+) -> Metric:
     """A metric of a catalog name with the catalog's unit and direction.
 
     `unit` only where the catalog lists the units the workload chooses from (AT).
@@ -145,18 +195,39 @@ def make(name: str, value: float | None, source: Source, method: str, *, note: s
     return Metric(name, value, _unit(s, unit), s.direction, source, method, samples=samples, note=note)
 
 
-def measured(name: str, value: float | None, method: str, *, note: str = "",
-             samples: tuple[float, ...] = (), unit: str | None = None) -> Metric:
+def measured(
+    name: str,
+    value: float | None,
+    method: str,
+    *,
+    note: str = "",
+    samples: tuple[float, ...] = (),
+    unit: str | None = None,
+) -> Metric:
     return make(name, value, "measured", method, note=note, samples=samples, unit=unit)
 
 
-def counted(name: str, value: float | None, method: str, *, note: str = "",
-            samples: tuple[float, ...] = (), unit: str | None = None) -> Metric:
+def counted(
+    name: str,
+    value: float | None,
+    method: str,
+    *,
+    note: str = "",
+    samples: tuple[float, ...] = (),
+    unit: str | None = None,
+) -> Metric:
     return make(name, value, "counted", method, note=note, samples=samples, unit=unit)
 
 
-def estimated(name: str, value: float | None, method: str, *, note: str = "",
-              samples: tuple[float, ...] = (), unit: str | None = None) -> Metric:
+def estimated(
+    name: str,
+    value: float | None,
+    method: str,
+    *,
+    note: str = "",
+    samples: tuple[float, ...] = (),
+    unit: str | None = None,
+) -> Metric:
     return make(name, value, "estimated", method, note=note, samples=samples, unit=unit)
 
 
@@ -165,8 +236,17 @@ def unavailable(name: str, source: Source, method: str, why: str, *, unit: str |
     return make(name, None, source, method, note=why, unit=unit)
 
 
-def declared(name: str, value: float | None, unit: str, direction: Direction, source: Source, method: str, *,
-             note: str = "", samples: tuple[float, ...] = ()) -> Metric:
+def declared(
+    name: str,
+    value: float | None,
+    unit: str,
+    direction: Direction,
+    source: Source,
+    method: str,
+    *,
+    note: str = "",
+    samples: tuple[float, ...] = (),
+) -> Metric:
     """A metric the catalog does not list (a test's own count or quality score), its unit and
     direction given by the test; a catalog name is refused: its unit and direction are the catalog's."""
     if name in CATALOG:
@@ -174,13 +254,22 @@ def declared(name: str, value: float | None, unit: str, direction: Direction, so
     return Metric(name, value, unit, direction, source, method, samples=samples, note=note)
 
 
-def like(template: Metric, value: float | None, method: str, *, note: str = "",
-         samples: tuple[float, ...] = ()) -> Metric:
+def like(
+    template: Metric, value: float | None, method: str, *, note: str = "", samples: tuple[float, ...] = ()
+) -> Metric:
     """Another value of `template`'s metric (windows merged, ranks combined): same name and
     source, unit and direction from the catalog, or the template's for a test's own metric."""
     if template.name in CATALOG:
         s = CATALOG[template.name]
-        return make(template.name, value, template.source, method, note=note, samples=samples,
-                    unit=template.unit if s.units else None)
-    return declared(template.name, value, template.unit, template.direction, template.source, method,
-                    note=note, samples=samples)
+        return make(
+            template.name,
+            value,
+            template.source,
+            method,
+            note=note,
+            samples=samples,
+            unit=template.unit if s.units else None,
+        )
+    return declared(
+        template.name, value, template.unit, template.direction, template.source, method, note=note, samples=samples
+    )

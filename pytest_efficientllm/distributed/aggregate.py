@@ -35,15 +35,45 @@ from pytest_efficientllm.core.metrics import counted, like, make, measured, unav
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.measuring.meter import WindowResult, Work, derive_metrics
 
-MEMORY = ("peak_memory", "peak_memory_delta", "peak_memory_reserved", "AMU", "AMU_fraction", "host_peak_memory", "host_AMU")
+MEMORY = (
+    "peak_memory",
+    "peak_memory_delta",
+    "peak_memory_reserved",
+    "AMU",
+    "AMU_fraction",
+    "host_peak_memory",
+    "host_AMU",
+)
 SUMMED_BESIDE = {"peak_memory": "peak_memory_sum", "AMU": "AMU_sum"}
 DEVICE_MEAN = ("gpu_busy", "PCU", "tensor_active")
 PER_DOMAIN = ("energy", "idle_power")
 # Re-derived from the aggregated raw quantities by `measure.derive_metrics`.
 DERIVED = (
-    "rounds", "AL", "latency_p50", "latency_p90", "latency_p99", "wall_time", "tokens_per_s", "samples_per_s",
-    "tokens", "samples", "params", "AT", "TTFT", "TPOT", "flops", "flops_per_s", "peak_flops_per_s", "MFU",
-    "AEC", "AEC_net", "energy_per_round", "energy_per_token", "energy_per_sample", "cpu_time", "window_time",
+    "rounds",
+    "AL",
+    "latency_p50",
+    "latency_p90",
+    "latency_p99",
+    "wall_time",
+    "tokens_per_s",
+    "samples_per_s",
+    "tokens",
+    "samples",
+    "params",
+    "AT",
+    "TTFT",
+    "TPOT",
+    "flops",
+    "flops_per_s",
+    "peak_flops_per_s",
+    "MFU",
+    "AEC",
+    "AEC_net",
+    "energy_per_round",
+    "energy_per_token",
+    "energy_per_sample",
+    "cpu_time",
+    "window_time",
 )
 
 
@@ -135,16 +165,24 @@ def _measured(ranks: list[Record]) -> dict[str, Metric]:
         readings[name] = like(m0, max(values), f"max over {len(values)} ranks; {m0.method}", note=m0.note)
         if name in SUMMED_BESIDE:
             total = SUMMED_BESIDE[name]
-            readings[total] = make(total, sum(values), m0.source,
-                                   f"sum over {len(values)} ranks (shared pages counted in each); {m0.method}", note=m0.note)
+            readings[total] = make(
+                total,
+                sum(values),
+                m0.source,
+                f"sum over {len(values)} ranks (shared pages counted in each); {m0.method}",
+                note=m0.note,
+            )
     for name in PER_DOMAIN:
         metric = _per_domain(ranks, name)
         if metric is not None:
             readings[name] = metric
     cpu = _values(ranks, "cpu_time")
     if _available(cpu):
-        readings["cpu_time"] = measured("cpu_time", sum(float(m.value) for m in cpu),  # type: ignore[misc,arg-type]
-                                        f"sum over ranks; {cpu[0].method}")  # type: ignore[index]
+        readings["cpu_time"] = measured(
+            "cpu_time",
+            sum(float(m.value) for m in cpu),  # type: ignore[misc,arg-type]
+            f"sum over ranks; {cpu[0].method}",
+        )  # type: ignore[index]
     for name in DEVICE_MEAN:
         metrics = _values(ranks, name)
         if _available(metrics):
@@ -152,38 +190,57 @@ def _measured(ranks: list[Record]) -> dict[str, Metric]:
             for record, m in zip(ranks, metrics):  # type: ignore[arg-type]
                 per_device.setdefault(energy_domain(record, m), float(m.value))  # type: ignore[arg-type]
             m0 = metrics[0]  # type: ignore[index]
-            readings[name] = like(m0, float(np.mean(list(per_device.values()))),
-                                  f"mean over {len(per_device)} devices; {m0.method}")
+            readings[name] = like(
+                m0, float(np.mean(list(per_device.values()))), f"mean over {len(per_device)} devices; {m0.method}"
+            )
     result = WindowResult(latencies, wall_s, readings)
     if _values(ranks, "TTFT") is not None:
         result.ttft_s = _slowest_rounds(ranks, "TTFT")
         result.output_tokens = base.settings.get("max_new_tokens")
-    work = Work(tokens=_count(ranks, "tokens", sum), samples=_count(ranks, "samples", sum),
-                params=_count(ranks, "params", max), kind=base.settings.get("workload", "inference"), count_flops=False)
+    work = Work(
+        tokens=_count(ranks, "tokens", sum),
+        samples=_count(ranks, "samples", sum),
+        params=_count(ranks, "params", max),
+        kind=base.settings.get("workload", "inference"),
+        count_flops=False,
+    )
     flops = _values(ranks, "flops")
     if _available(flops):
         f0 = flops[0]  # type: ignore[index]
-        flops_metric = counted("flops", sum(float(m.value) for m in flops),  # type: ignore[misc,arg-type,union-attr]
-                               f"sum over {len(ranks)} ranks; {f0.method}")
+        flops_metric = counted(
+            "flops",
+            sum(float(m.value) for m in flops),  # type: ignore[misc,arg-type,union-attr]
+            f"sum over {len(ranks)} ranks; {f0.method}",
+        )
     else:
         first = (flops or [None])[0]
-        flops_metric = unavailable("flops", "counted", "torch FlopCounterMode",
-                                   (first.note if first is not None else "") or "not counted in every rank")
+        flops_metric = unavailable(
+            "flops",
+            "counted",
+            "torch FlopCounterMode",
+            (first.note if first is not None else "") or "not counted in every rank",
+        )
     peaks = _values(ranks, "peak_flops_per_s")
     peak = None
     if _available(peaks):
         p0 = peaks[0]  # type: ignore[index]
-        peak = like(p0, sum(float(m.value) for m in peaks),  # type: ignore[misc,arg-type,union-attr]
-                    f"sum over {len(ranks)} ranks of: {p0.method}")
+        peak = like(
+            p0,
+            sum(float(m.value) for m in peaks),  # type: ignore[misc,arg-type,union-attr]
+            f"sum over {len(ranks)} ranks of: {p0.method}",
+        )
     timer = al.method.split(";")[0]
     backend = _AggregateBackend(_Timer(f"slowest rank per round, {timer}"), peak)
     out = derive_metrics(result, work, flops_metric, backend)  # type: ignore[arg-type]
     out["window_time"] = measured("window_time", wall_s, "longest rank's window (barrier to barrier)")
     own = [float(r.metrics["AL"].value) for r in ranks if r.metrics["AL"].value]
     if len(own) == len(ranks) and min(own) > 0:
-        out["latency_rank_spread"] = measured("latency_rank_spread", (max(own) - min(own)) / min(own),
-                                              "(max - min) / min over ranks of each rank's own AL",
-                                              samples=tuple(own))
+        out["latency_rank_spread"] = measured(
+            "latency_rank_spread",
+            (max(own) - min(own)) / min(own),
+            "(max - min) / min over ranks of each rank's own AL",
+            samples=tuple(own),
+        )
     return out
 
 
@@ -197,11 +254,14 @@ def _other(ranks: list[Record], name: str) -> Metric:
     if not numbers:
         return m0
     if name == "comm_time":
-        return like(m0, max(numbers), f"slowest of {len(numbers)} ranks; {m0.method}",
-                    samples=tuple(numbers))
-    return like(m0, max(numbers),
-                f"max over ranks (present in {len(present)} of {len(ranks)}; values differ, see ranks); {m0.method}",
-                samples=tuple(numbers), note=m0.note)
+        return like(m0, max(numbers), f"slowest of {len(numbers)} ranks; {m0.method}", samples=tuple(numbers))
+    return like(
+        m0,
+        max(numbers),
+        f"max over ranks (present in {len(present)} of {len(ranks)}; values differ, see ranks); {m0.method}",
+        samples=tuple(numbers),
+        note=m0.note,
+    )
 
 
 def _fingerprint(ranks: list[Record]) -> dict[str, Any]:

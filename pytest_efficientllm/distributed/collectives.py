@@ -63,8 +63,12 @@ class RankContext:
         """Which physical device this rank measured: energy is summed once per distinct one."""
         import torch
 
-        out: dict[str, Any] = {"host": socket.gethostname(), "device": str(self.device), "rank": self.rank,
-                               "local_rank": self.local_rank}
+        out: dict[str, Any] = {
+            "host": socket.gethostname(),
+            "device": str(self.device),
+            "rank": self.rank,
+            "local_rank": self.local_rank,
+        }
         if self.device.type == "cuda":
             props = torch.cuda.get_device_properties(self.device)
             out["uuid"] = str(getattr(props, "uuid", ""))
@@ -75,8 +79,17 @@ def _timedelta(seconds: float) -> _dt.timedelta:
     return _dt.timedelta(seconds=seconds)
 
 
-def join(rank: int, world_size: int, *, local_rank: int, local_world_size: int, backend: str, launcher: str,
-         timeout_s: float = DEFAULT_TIMEOUT_S, store: Any = None) -> RankContext:
+def join(
+    rank: int,
+    world_size: int,
+    *,
+    local_rank: int,
+    local_world_size: int,
+    backend: str,
+    launcher: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    store: Any = None,
+) -> RankContext:
     """Initialise the default process group (unless the caller already did) and the control group.
 
     With `store` None the group is initialised from the environment (`env://`, as under torchrun).
@@ -88,7 +101,12 @@ def join(rank: int, world_size: int, *, local_rank: int, local_world_size: int, 
     if not dist.is_initialized():
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        kwargs: dict[str, Any] = {"backend": backend, "timeout": _timedelta(timeout_s), "rank": rank, "world_size": world_size}
+        kwargs: dict[str, Any] = {
+            "backend": backend,
+            "timeout": _timedelta(timeout_s),
+            "rank": rank,
+            "world_size": world_size,
+        }
         if store is not None:
             kwargs["store"] = store
         else:
@@ -96,8 +114,10 @@ def join(rank: int, world_size: int, *, local_rank: int, local_world_size: int, 
         dist.init_process_group(**kwargs)
         created = True
     elif dist.get_world_size() != world_size or dist.get_rank() != rank:
-        raise CollectiveError(f"a process group is already initialised as rank {dist.get_rank()} of "
-                              f"{dist.get_world_size()}, not rank {rank} of {world_size}")
+        raise CollectiveError(
+            f"a process group is already initialised as rank {dist.get_rank()} of "
+            f"{dist.get_world_size()}, not rank {rank} of {world_size}"
+        )
     ctx = RankContext(rank, world_size, local_rank, local_world_size, dist.get_backend(), launcher, timeout_s, created)
     ctx.control = dist.new_group(backend="gloo", timeout=_timedelta(timeout_s))
     return ctx
@@ -118,7 +138,9 @@ def barrier(ctx: RankContext, step: str = "barrier") -> None:
     try:
         dist.monitored_barrier(group=ctx.control, timeout=_timedelta(ctx.timeout_s), wait_all_ranks=True)
     except RuntimeError as exc:
-        raise CollectiveError(f"rank {ctx.rank}: {step}: not every rank arrived within {ctx.timeout_s:g} s: {exc}") from exc
+        raise CollectiveError(
+            f"rank {ctx.rank}: {step}: not every rank arrived within {ctx.timeout_s:g} s: {exc}"
+        ) from exc
 
 
 def gather_to_root(ctx: RankContext, obj: Any, step: str = "gather") -> list[Any] | None:
@@ -129,7 +151,9 @@ def gather_to_root(ctx: RankContext, obj: Any, step: str = "gather") -> list[Any
     try:
         dist.gather_object(obj, out, dst=0, group=ctx.control)
     except RuntimeError as exc:
-        raise CollectiveError(f"rank {ctx.rank}: {step}: gather to rank 0 failed within {ctx.timeout_s:g} s: {exc}") from exc
+        raise CollectiveError(
+            f"rank {ctx.rank}: {step}: gather to rank 0 failed within {ctx.timeout_s:g} s: {exc}"
+        ) from exc
     return out
 
 

@@ -55,13 +55,26 @@ TORCHRUN_PLUGIN = "efficiency-torchrun"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("efficiency")
-    group.addoption("--efficiency-dist-timeout", type=float, default=None, metavar="SECONDS",
-                    help=f"timeout of every collective the plugin issues, and of the process group it creates "
-                         f"(default: ini efficiency_dist_timeout, {DEFAULT_TIMEOUT_S:g} s)")
-    group.addoption("--efficiency-start-method", default=None, choices=START_METHODS,
-                    help="how world_size=N tests start their ranks (default: auto = fork unless CUDA is initialised)")
-    parser.addini("efficiency_dist_timeout", "timeout of the plugin's collectives, in seconds", default=str(DEFAULT_TIMEOUT_S))
-    parser.addini("efficiency_start_method", "start method of spawned ranks: auto|fork|spawn|forkserver", default="auto")
+    group.addoption(
+        "--efficiency-dist-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"timeout of every collective the plugin issues, and of the process group it creates "
+        f"(default: ini efficiency_dist_timeout, {DEFAULT_TIMEOUT_S:g} s)",
+    )
+    group.addoption(
+        "--efficiency-start-method",
+        default=None,
+        choices=START_METHODS,
+        help="how world_size=N tests start their ranks (default: auto = fork unless CUDA is initialised)",
+    )
+    parser.addini(
+        "efficiency_dist_timeout", "timeout of the plugin's collectives, in seconds", default=str(DEFAULT_TIMEOUT_S)
+    )
+    parser.addini(
+        "efficiency_start_method", "start method of spawned ranks: auto|fork|spawn|forkserver", default="auto"
+    )
 
 
 def _timeout_s(config: pytest.Config) -> float:
@@ -122,8 +135,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         if torch.cuda.device_count() < spec.world_size:
             pytest.skip(f"world_size={spec.world_size} needs one GPU per rank; {torch.cuda.device_count()} visible")
     argnames = pyfuncitem._fixtureinfo.argnames
-    body = TestBody(pyfuncitem.obj, {name: pyfuncitem.funcargs[name] for name in argnames}, pyfuncitem.nodeid,
-                    spec, eff.options, _rank_threads(eff, spec.world_size, method))
+    body = TestBody(
+        pyfuncitem.obj,
+        {name: pyfuncitem.funcargs[name] for name in argnames},
+        pyfuncitem.nodeid,
+        spec,
+        eff.options,
+        _rank_threads(eff, spec.world_size, method),
+    )
     outcomes = run_ranks(body, spec.world_size, backend=backend, timeout_s=_timeout_s(config), start_method=method)
     _conclude(pyfuncitem, outcomes, spec.world_size)
     return True
@@ -161,9 +180,11 @@ def collection_mismatch(per_rank: list[list[str]]) -> str | None:
     at = next((i for i, (a, b) in enumerate(zip(first, other)) if a != b), min(len(first), len(other)))
     here = first[at] if at < len(first) else "<end>"
     there = other[at] if at < len(other) else "<end>"
-    return (f"torchrun ranks collected different tests: rank 0 has {len(first)}, rank {r} has {len(other)}; "
-            f"first difference at position {at}: rank 0 {here!r} vs rank {r} {there!r}. "
-            "Every rank must run the same pytest arguments on the same files (no rank-dependent skips at collection).")
+    return (
+        f"torchrun ranks collected different tests: rank 0 has {len(first)}, rank {r} has {len(other)}; "
+        f"first difference at position {at}: rank 0 {here!r} vs rank {r} {there!r}. "
+        "Every rank must run the same pytest arguments on the same files (no rank-dependent skips at collection)."
+    )
 
 
 class TorchrunSession:
@@ -176,8 +197,15 @@ class TorchrunSession:
             share = max(1, usable_cores() // env.local_world_size)
             if share != eff.threads:
                 config.stash[RUN_KEY].session = eff = EfficiencySession(dataclasses.replace(eff.options, threads=share))
-        self.ctx: RankContext = join(env.rank, env.world_size, local_rank=env.local_rank, local_world_size=env.local_world_size,
-                                     backend=default_backend(eff.profile), launcher="torchrun", timeout_s=_timeout_s(config))
+        self.ctx: RankContext = join(
+            env.rank,
+            env.world_size,
+            local_rank=env.local_rank,
+            local_world_size=env.local_world_size,
+            backend=default_backend(eff.profile),
+            launcher="torchrun",
+            timeout_s=_timeout_s(config),
+        )
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         nodeids = [item.nodeid for item in session.items]

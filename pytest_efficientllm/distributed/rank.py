@@ -74,7 +74,9 @@ def with_barriers(backend: Backend, arrive: Callable[[], None]) -> Backend:
 def rank_spec(spec: MarkerSpec) -> MarkerSpec:
     """Exactly `rounds` rounds in every rank, so collectives inside rounds stay matched."""
     p = spec.protocol
-    return dataclasses.replace(spec, protocol=MeasureProtocol(rounds=p.rounds, warmup=p.warmup, min_time_s=0.0, max_rounds=p.rounds))
+    return dataclasses.replace(
+        spec, protocol=MeasureProtocol(rounds=p.rounds, warmup=p.warmup, min_time_s=0.0, max_rounds=p.rounds)
+    )
 
 
 class RankEfficiency(Efficiency):
@@ -88,7 +90,9 @@ class RankEfficiency(Efficiency):
         self.record.rank = ctx.rank
         self.record.world_size = ctx.world_size
         self.record.fingerprint["rank_device"] = ctx.identity()
-        self.record.settings.update({"world_size": ctx.world_size, "launcher": ctx.launcher, "dist_backend": ctx.backend})
+        self.record.settings.update(
+            {"world_size": ctx.world_size, "launcher": ctx.launcher, "dist_backend": ctx.backend}
+        )
         if spec.protocol.min_time_s:
             self.record.settings["min_time_ignored_s"] = spec.protocol.min_time_s
 
@@ -120,8 +124,11 @@ class RankEfficiency(Efficiency):
 
     def _finish(self, result: WindowResult, work: Work, flops: Metric) -> Record:
         record = super()._finish(result, work, flops)
-        record.add(measured("window_time", result.wall_s,
-                            "perf_counter from the window's opening barrier to its closing barrier"))
+        record.add(
+            measured(
+                "window_time", result.wall_s, "perf_counter from the window's opening barrier to its closing barrier"
+            )
+        )
         return record
 
 

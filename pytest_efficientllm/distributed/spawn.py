@@ -107,15 +107,33 @@ def _rank_entry(index: int, job: RankJob) -> None:
     import torch
     import torch.distributed as dist
 
-    os.environ.update({"RANK": str(index), "WORLD_SIZE": str(job.world_size), "LOCAL_RANK": str(index),
-                       "LOCAL_WORLD_SIZE": str(job.world_size), "GROUP_RANK": "0", "MASTER_ADDR": HOST,
-                       "MASTER_PORT": str(job.port)})
+    os.environ.update(
+        {
+            "RANK": str(index),
+            "WORLD_SIZE": str(job.world_size),
+            "LOCAL_RANK": str(index),
+            "LOCAL_WORLD_SIZE": str(job.world_size),
+            "GROUP_RANK": "0",
+            "MASTER_ADDR": HOST,
+            "MASTER_PORT": str(job.port),
+        }
+    )
     if job.start_method == "fork":
         torch.set_num_threads(1)
     try:
-        store = dist.TCPStore(HOST, job.port, job.world_size, is_master=False, timeout=_dt.timedelta(seconds=job.timeout_s))
-        ctx = join(index, job.world_size, local_rank=index, local_world_size=job.world_size, backend=job.backend,
-                   launcher="spawn", timeout_s=job.timeout_s, store=store)
+        store = dist.TCPStore(
+            HOST, job.port, job.world_size, is_master=False, timeout=_dt.timedelta(seconds=job.timeout_s)
+        )
+        ctx = join(
+            index,
+            job.world_size,
+            local_rank=index,
+            local_world_size=job.world_size,
+            backend=job.backend,
+            launcher="spawn",
+            timeout_s=job.timeout_s,
+            store=store,
+        )
         record = job.body(ctx)
         _write(job, RankOutcome(index, PASSED, record=record))
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as text
@@ -136,8 +154,9 @@ def _master_store(world_size: int, timeout_s: float, attempts: int = 3) -> Any:
     last: Exception | None = None
     for _ in range(attempts):
         try:
-            return dist.TCPStore(HOST, 0, world_size, is_master=True, wait_for_workers=False,
-                                 timeout=_dt.timedelta(seconds=timeout_s))
+            return dist.TCPStore(
+                HOST, 0, world_size, is_master=True, wait_for_workers=False, timeout=_dt.timedelta(seconds=timeout_s)
+            )
         except (RuntimeError, OSError) as exc:  # e.g. EADDRINUSE on an exhausted port range
             last = exc
             time.sleep(0.2)
@@ -161,8 +180,14 @@ def _describe_exit_code(code: int | None) -> str:
     return f"exited with code {code} without a Python traceback (os._exit, a crash in native code, ...)"
 
 
-def run_ranks(body: Callable[[RankContext], dict[str, Any] | None], world_size: int, *, backend: str = "gloo",
-              timeout_s: float = DEFAULT_TIMEOUT_S, start_method: str = "auto") -> list[RankOutcome]:
+def run_ranks(
+    body: Callable[[RankContext], dict[str, Any] | None],
+    world_size: int,
+    *,
+    backend: str = "gloo",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    start_method: str = "auto",
+) -> list[RankOutcome]:
     """Run `body(ctx)` in `world_size` fresh ranks; one `RankOutcome` per rank, in rank order.
 
     Returns when every rank has finished, or as soon as one fails (the others are then
@@ -177,8 +202,9 @@ def run_ranks(body: Callable[[RankContext], dict[str, Any] | None], world_size: 
         try:
             context = mp.start_processes(_rank_entry, args=(job,), nprocs=world_size, join=False, start_method=method)
         except (TypeError, AttributeError, __import__("pickle").PicklingError) as exc:
-            raise SpawnError(f"start method {method!r} must pickle the test function and its fixture values, "
-                             f"and could not: {exc}") from exc
+            raise SpawnError(
+                f"start method {method!r} must pickle the test function and its fixture values, and could not: {exc}"
+            ) from exc
         first: int | None = None
         first_error = ""
         try:
@@ -209,7 +235,11 @@ def run_ranks(body: Callable[[RankContext], dict[str, Any] | None], world_size: 
                 outcome = RankOutcome(rank, DIED, error=_describe_exit_code(context.processes[rank].exitcode))
             else:
                 code = context.processes[rank].exitcode
-                why = f"terminated after rank {first} failed" if first is not None else f"exited with code {code} without reporting"
+                why = (
+                    f"terminated after rank {first} failed"
+                    if first is not None
+                    else f"exited with code {code} without reporting"
+                )
                 outcome = RankOutcome(rank, MISSING, error=why)
             outcome.first = rank == first
             outcomes.append(outcome)

@@ -50,7 +50,9 @@ def node_down(state: RunState, node: Any, error: object | None) -> None:
     if WORKEROUTPUT_KEY in output:
         state.workers[workerid] = output[WORKEROUTPUT_KEY]
     if error:
-        state.lost_workers.append(f"{workerid} ({str(error).strip().splitlines()[-1] if str(error).strip() else 'died'})")
+        state.lost_workers.append(
+            f"{workerid} ({str(error).strip().splitlines()[-1] if str(error).strip() else 'died'})"
+        )
 
 
 def update_baselines(state: RunState) -> None:
@@ -120,10 +122,11 @@ class ControllerPlugin:
         """The summary's layout line names the controller's layout; where workers measured under
         another one, it says so (and why, where known)."""
         eff = self.state.session
-        note = process_layout.workers_note(eff.fingerprint["process_layout"],
-                                           {wid: w.get("process_layout") or {} for wid, w in self.state.workers.items()})
+        note = process_layout.workers_note(
+            eff.fingerprint["process_layout"],
+            {wid: w.get("process_layout") or {} for wid, w in self.state.workers.items()},
+        )
         why = self.state.workers_layout
         if note:
             note += f" ({why})" if why else ""
             eff.layout_problem = "; ".join(p for p in (eff.layout_problem, note) if p)
-

@@ -64,16 +64,29 @@ class Efficiency:
         self._mode = mode
 
     def _work_of(self, tokens: int | None, samples: int | None, params: int | None, flops: int | None) -> Work:
-        return Work(tokens=tokens, samples=samples, params=params, flops=flops,
-                    kind=self.spec.workload, count_flops=self.spec.count_flops)
+        return Work(
+            tokens=tokens,
+            samples=samples,
+            params=params,
+            flops=flops,
+            kind=self.spec.workload,
+            count_flops=self.spec.count_flops,
+        )
 
     def _finish(self, result: WindowResult, work: Work, flops: Metric) -> Record:
         for metric in derive_metrics(result, work, flops, self._session.backend).values():
             self.record.add(metric)
         return self.record
 
-    def measure(self, fn: Callable[[], Any], *, tokens: int | None = None, samples: int | None = None,
-                params: int | None = None, flops: int | None = None) -> Record:
+    def measure(
+        self,
+        fn: Callable[[], Any],
+        *,
+        tokens: int | None = None,
+        samples: int | None = None,
+        params: int | None = None,
+        flops: int | None = None,
+    ) -> Record:
         """Warm up, count FLOPs once (untimed), then time rounds of `fn` in one telemetry window.
 
         `tokens`/`samples` are per call of `fn`; `params` enables the study's per-parameter
@@ -87,8 +100,9 @@ class Efficiency:
         result = self.meter.run_window(fn, protocol)
         return self._finish(result, work, flops_metric)
 
-    def generate(self, model: Any, input_ids: Any, *, max_new_tokens: int, params: int | None = None,
-                 **generate_kwargs: Any) -> Record:
+    def generate(
+        self, model: Any, input_ids: Any, *, max_new_tokens: int, params: int | None = None, **generate_kwargs: Any
+    ) -> Record:
         """Measure `model.generate` with a fixed amount of work per round, with TTFT and TPOT.
 
         `min_new_tokens` is forced to `max_new_tokens` so every round generates the same
@@ -116,35 +130,56 @@ class Efficiency:
 
         def one_round() -> None:
             started.append(time.perf_counter())
-            outputs.append(model.generate(input_ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                                          streamer=_FirstTokenClock(), **generate_kwargs))
+            outputs.append(
+                model.generate(
+                    input_ids,
+                    max_new_tokens=max_new_tokens,
+                    min_new_tokens=max_new_tokens,
+                    streamer=_FirstTokenClock(),
+                    **generate_kwargs,
+                )
+            )
 
         work = self._work_of(batch * max_new_tokens, batch, params, None)
         protocol = self.spec.protocol
         flops_metric = self.meter.flops_of(one_round, work)
         self.meter.warm_up(one_round, protocol.warmup)
-        started.clear(); first_token_at.clear(); outputs.clear()  # noqa: E702 - reset after warm-up
+        started.clear()
+        first_token_at.clear()
+        outputs.clear()  # noqa: E702 - reset after warm-up
         result = self.meter.run_window(one_round, protocol)
         new_tokens = int(outputs[-1].shape[1]) - prompt_len
         if new_tokens != max_new_tokens:
-            raise MeasurementError(f"{self.record.nodeid}: generate produced {new_tokens} new tokens, expected {max_new_tokens}")
+            raise MeasurementError(
+                f"{self.record.nodeid}: generate produced {new_tokens} new tokens, expected {max_new_tokens}"
+            )
         result.ttft_s = [f - s for s, f in zip(started, first_token_at)]
         result.output_tokens = new_tokens
         self.record.settings.update({"max_new_tokens": max_new_tokens, "batch": batch, "prompt_tokens": prompt_len})
         return self._finish(result, work, flops_metric)
 
     @contextlib.contextmanager
-    def window(self, *, tokens: int | None = None, samples: int | None = None, params: int | None = None,
-               flops: int | None = None) -> Iterator[Record]:
+    def window(
+        self,
+        *,
+        tokens: int | None = None,
+        samples: int | None = None,
+        params: int | None = None,
+        flops: int | None = None,
+    ) -> Iterator[Record]:
         """Measure the body of a `with` block as one round; repeat the block for more rounds.
 
         For work that cannot be wrapped in a callable. FLOPs are not counted here (the
         body cannot be re-run): pass `flops=` when known.
         """
         self._claim("window")
-        work = Work(tokens=tokens, samples=samples, params=params, flops=flops, kind=self.spec.workload, count_flops=False)
+        work = Work(
+            tokens=tokens, samples=samples, params=params, flops=flops, kind=self.spec.workload, count_flops=False
+        )
         if self._work is not None and self._work != work:
-            raise MeasurementError(f"{self.record.nodeid}: every window of a test must describe the same work per round")
+            raise MeasurementError(
+                f"{self.record.nodeid}: every window of a test must describe the same work per round"
+            )
         self._work = work
         with self.meter.block_window() as box:
             yield self.record
@@ -153,14 +188,22 @@ class Efficiency:
         if flops is not None:
             flops_metric = self.meter.flops_of(lambda: None, work)
         else:
-            flops_metric = unavailable("flops", "counted", "torch FlopCounterMode",
-                                       "not counted for window() blocks; pass flops=")
+            flops_metric = unavailable(
+                "flops", "counted", "torch FlopCounterMode", "not counted for window() blocks; pass flops="
+            )
         self._finish(self._windows, work, flops_metric)
 
     # -- counted facts ---------------------------------------------------------------
 
-    def count(self, name: str, value: float, *, unit: str | None = None, direction: str | None = None,
-              method: str = "counted by the test") -> Metric:
+    def count(
+        self,
+        name: str,
+        value: float,
+        *,
+        unit: str | None = None,
+        direction: str | None = None,
+        method: str = "counted by the test",
+    ) -> Metric:
         """Record an exact count (bytes, parameters, ...). Catalog names take the catalog's unit and direction."""
         known = CATALOG.get(name)
         if known is None and (unit is None or direction is None):
@@ -168,8 +211,10 @@ class Efficiency:
         if known is None:
             metric = declared(name, float(value), unit, direction, "counted", method)  # type: ignore[arg-type]
         elif unit not in (None, known.unit, *known.units) or direction not in (None, known.direction):
-            raise MeasurementError(f"count({name!r}): a catalog metric, recorded in {known.unit!r} with {known.direction} "
-                                   "better; leave out unit= and direction=, or record under another name")
+            raise MeasurementError(
+                f"count({name!r}): a catalog metric, recorded in {known.unit!r} with {known.direction} "
+                "better; leave out unit= and direction=, or record under another name"
+            )
         else:
             metric = counted(name, float(value), method, unit=unit if known.units else None)
         self.record.add(metric)
@@ -184,8 +229,17 @@ class Efficiency:
         self.record.add(metric)
         return metric
 
-    def compression(self, *, storage_bytes: int, reference_bytes: int, quality: float, reference_quality: float,
-                    quality_name: str, higher_is_better: bool, weights: int | None = None) -> Metric:
+    def compression(
+        self,
+        *,
+        storage_bytes: int,
+        reference_bytes: int,
+        quality: float,
+        reference_quality: float,
+        quality_name: str,
+        higher_is_better: bool,
+        weights: int | None = None,
+    ) -> Metric:
         """The study's MCR = (size_ref / size) x (quality / quality_ref), with the plain size ratio beside it.
 
         Retention is taken so that 1.0 means "as good as the reference": q/q_ref when higher
@@ -203,8 +257,9 @@ class Efficiency:
         self.record.add(counted("size_ratio", size_ratio, "reference_bytes / storage_bytes"))
         self.record.add(counted("quality_retention", retention, how))
         if weights:
-            self.record.add(counted("bits_per_weight", storage_bytes * 8 / weights,
-                                    f"storage_bytes x 8 / {weights} weights"))
+            self.record.add(
+                counted("bits_per_weight", storage_bytes * 8 / weights, f"storage_bytes x 8 / {weights} weights")
+            )
         mcr = counted("MCR", size_ratio * retention, f"size_ratio x {how}")
         self.record.add(mcr)
         return mcr

@@ -64,7 +64,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     if sys.argv[:1] == ["-c"]:
         # `python -c ...`: how execnet starts an xdist worker (its controller already fixed
         # the layout it inherits; `workerinput` is not set yet at this hook).
-        config.stash[LAYOUT_PROBLEM_KEY] = "not re-executed: started by `python -c` (an xdist worker inherits its layout)"
+        config.stash[LAYOUT_PROBLEM_KEY] = (
+            "not re-executed: started by `python -c` (an xdist worker inherits its layout)"
+        )
         return
     if tuple(config.invocation_params.args) != tuple(sys.argv[1:]):
         config.stash[LAYOUT_PROBLEM_KEY] = "not re-executed: pytest was started in-process, not from its command line"
@@ -95,10 +97,14 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     session.layout_problem = config.stash.get(LAYOUT_PROBLEM_KEY, "")
     state = config.stash[RUN_KEY] = RunState(
-        settings, session, BaselineStore(settings.baselines_dir, session.profile),
+        settings,
+        session,
+        BaselineStore(settings.baselines_dir, session.profile),
         Calibrator(settings.calibrate_every_s) if settings.calibrate else None,
-        is_worker=workerid is not None, device=device,
-        confirm_queue=ConfirmQueue(settings.confirm_spacing_s) if settings.confirming else None)
+        is_worker=workerid is not None,
+        device=device,
+        confirm_queue=ConfirmQueue(settings.confirm_spacing_s) if settings.confirming else None,
+    )
     # A test measured on the CPU (`--gpu=cpu`) takes no GPU lock; one measured on a GPU does,
     # wherever another worker may measure on that GPU (pinned or not).
     if session.profile != "cpu":

@@ -27,58 +27,143 @@ from pytest_efficientllm.measuring.session import Options
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("efficiency", "efficiency measurement (pytest-efficientllm)")
-    group.addoption("--gpu", dest="efficiency_gpu", default=None, metavar="PROFILE",
-                    help=f"hardware profile: {'|'.join(PROFILES)} (default: ini efficiency_gpu, else auto)")
+    group.addoption(
+        "--gpu",
+        dest="efficiency_gpu",
+        default=None,
+        metavar="PROFILE",
+        help=f"hardware profile: {'|'.join(PROFILES)} (default: ini efficiency_gpu, else auto)",
+    )
     group.addoption("--efficiency-rounds", type=int, default=None, metavar="N", help="default measured rounds per test")
     group.addoption("--efficiency-warmup", type=int, default=None, metavar="N", help="default warm-up rounds per test")
-    group.addoption("--efficiency-min-time", default=None, metavar="DURATION",
-                    help="default minimum measured time per test, e.g. '0.5 s'")
-    group.addoption("--efficiency-threads", type=int, default=None, metavar="N",
-                    help="torch threads for measured tests (default: usable cores / xdist workers)")
+    group.addoption(
+        "--efficiency-min-time",
+        default=None,
+        metavar="DURATION",
+        help="default minimum measured time per test, e.g. '0.5 s'",
+    )
+    group.addoption(
+        "--efficiency-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads for measured tests (default: usable cores / xdist workers)",
+    )
     parser.addini("efficiency_gpu", "default --gpu profile", default="auto")
     parser.addini("efficiency_rounds", "default measured rounds per test", default="5")
     parser.addini("efficiency_warmup", "default warm-up rounds per test", default="1")
     parser.addini("efficiency_min_time", "default minimum measured time per test", default="0 s")
     parser.addini("efficiency_threads", "torch threads for measured tests", default="")
     # Baselines and gating (docs/gate.md).
-    group.addoption("--update-baselines", dest="efficiency_update_baselines", action="store_true", default=False,
-                    help="write the baselines of the tests that ran and passed their own assertions")
-    group.addoption("--baselines-dir", dest="efficiency_baselines_dir", default=None, metavar="DIR",
-                    help="baselines folder (default: ini efficiency_baselines_dir, else baselines/ at the rootdir)")
-    group.addoption("--efficiency-gate", dest="efficiency_gate", default=None, choices=("fail", "warn", "off"),
-                    help="what a broken budget or a regression does: fail (default), warn, off")
-    group.addoption("--efficiency-strict", dest="efficiency_strict", action="store_true", default=None,
-                    help="a measured test without a baseline fails instead of being reported as new")
-    group.addoption("--efficiency-json", dest="efficiency_json", default=None, metavar="PATH",
-                    help="write every record of the run (raw rounds included) and its verdicts to PATH")
-    group.addoption("--efficiency-limit", dest="efficiency_limit", action="append", default=[], metavar="METRIC=LIMIT",
-                    help="budget or tolerance for every test of this run, over the markers' "
-                         "(e.g. latency=+10%% or 'peak_memory=<= 2 GiB'); repeatable")
-    group.addoption("--efficiency-devices", dest="efficiency_devices", default=None, metavar="0,1,...",
-                    help="pin xdist worker i to GPU i (mod the count) through CUDA_VISIBLE_DEVICES")
-    group.addoption("--efficiency-calibrate-every", dest="efficiency_calibrate_every", default=None, metavar="DURATION",
-                    help="re-measure the calibration workload when the run is longer than this; 'off' never "
-                         "calibrates (default: ini, 10 min)")
-    group.addoption("--efficiency-fixed-layout", dest="efficiency_fixed_layout", action="store_true", default=None,
-                    help="re-execute pytest once with ASLR off and PYTHONHASHSEED=0, so runs differ only in what "
-                         "they measure (Linux; default: ini efficiency_fixed_layout)")
-    group.addoption("--efficiency-confirm", dest="efficiency_confirm", type=int, default=None, metavar="N",
-                    help="before a measured metric fails a test, measure the test again in N fresh processes "
-                         "and fail only if every one finds it (0: never; default: ini efficiency_confirm, 2)")
-    parser.addini("efficiency_confirm", "fresh processes that confirm a measured regression before it fails a test",
-                  default=str(confirm.DEFAULT_PROCESSES))
-    group.addoption("--efficiency-confirm-spacing", dest="efficiency_confirm_spacing", default=None,
-                    metavar="DURATION", help="start each confirming process at least this long after the test's "
-                    "previous measurement; the run goes on meanwhile (default: ini, 20 s)")
-    parser.addini("efficiency_confirm_spacing", "least time between a test's measurement and the next process that "
-                  "confirms it", default=f"{confirm.DEFAULT_SPACING_S:g} s")
-    parser.addini("efficiency_fixed_layout", "run with ASLR off and PYTHONHASHSEED=0 (re-executes pytest once)",
-                  type="bool", default=False)
+    group.addoption(
+        "--update-baselines",
+        dest="efficiency_update_baselines",
+        action="store_true",
+        default=False,
+        help="write the baselines of the tests that ran and passed their own assertions",
+    )
+    group.addoption(
+        "--baselines-dir",
+        dest="efficiency_baselines_dir",
+        default=None,
+        metavar="DIR",
+        help="baselines folder (default: ini efficiency_baselines_dir, else baselines/ at the rootdir)",
+    )
+    group.addoption(
+        "--efficiency-gate",
+        dest="efficiency_gate",
+        default=None,
+        choices=("fail", "warn", "off"),
+        help="what a broken budget or a regression does: fail (default), warn, off",
+    )
+    group.addoption(
+        "--efficiency-strict",
+        dest="efficiency_strict",
+        action="store_true",
+        default=None,
+        help="a measured test without a baseline fails instead of being reported as new",
+    )
+    group.addoption(
+        "--efficiency-json",
+        dest="efficiency_json",
+        default=None,
+        metavar="PATH",
+        help="write every record of the run (raw rounds included) and its verdicts to PATH",
+    )
+    group.addoption(
+        "--efficiency-limit",
+        dest="efficiency_limit",
+        action="append",
+        default=[],
+        metavar="METRIC=LIMIT",
+        help="budget or tolerance for every test of this run, over the markers' "
+        "(e.g. latency=+10%% or 'peak_memory=<= 2 GiB'); repeatable",
+    )
+    group.addoption(
+        "--efficiency-devices",
+        dest="efficiency_devices",
+        default=None,
+        metavar="0,1,...",
+        help="pin xdist worker i to GPU i (mod the count) through CUDA_VISIBLE_DEVICES",
+    )
+    group.addoption(
+        "--efficiency-calibrate-every",
+        dest="efficiency_calibrate_every",
+        default=None,
+        metavar="DURATION",
+        help="re-measure the calibration workload when the run is longer than this; 'off' never "
+        "calibrates (default: ini, 10 min)",
+    )
+    group.addoption(
+        "--efficiency-fixed-layout",
+        dest="efficiency_fixed_layout",
+        action="store_true",
+        default=None,
+        help="re-execute pytest once with ASLR off and PYTHONHASHSEED=0, so runs differ only in what "
+        "they measure (Linux; default: ini efficiency_fixed_layout)",
+    )
+    group.addoption(
+        "--efficiency-confirm",
+        dest="efficiency_confirm",
+        type=int,
+        default=None,
+        metavar="N",
+        help="before a measured metric fails a test, measure the test again in N fresh processes "
+        "and fail only if every one finds it (0: never; default: ini efficiency_confirm, 2)",
+    )
+    parser.addini(
+        "efficiency_confirm",
+        "fresh processes that confirm a measured regression before it fails a test",
+        default=str(confirm.DEFAULT_PROCESSES),
+    )
+    group.addoption(
+        "--efficiency-confirm-spacing",
+        dest="efficiency_confirm_spacing",
+        default=None,
+        metavar="DURATION",
+        help="start each confirming process at least this long after the test's "
+        "previous measurement; the run goes on meanwhile (default: ini, 20 s)",
+    )
+    parser.addini(
+        "efficiency_confirm_spacing",
+        "least time between a test's measurement and the next process that confirms it",
+        default=f"{confirm.DEFAULT_SPACING_S:g} s",
+    )
+    parser.addini(
+        "efficiency_fixed_layout",
+        "run with ASLR off and PYTHONHASHSEED=0 (re-executes pytest once)",
+        type="bool",
+        default=False,
+    )
     parser.addini("efficiency_baselines_dir", "baselines folder, relative to the rootdir", default="baselines")
     parser.addini("efficiency_gate", "gate mode: fail|warn|off", default="fail")
     parser.addini("efficiency_strict", "a measured test without a baseline fails", type="bool", default=False)
-    parser.addini("efficiency_limits", "budgets/tolerances for every test, METRIC=LIMIT per line (markers override)",
-                  type="linelist", default=[])
+    parser.addini(
+        "efficiency_limits",
+        "budgets/tolerances for every test, METRIC=LIMIT per line (markers override)",
+        type="linelist",
+        default=[],
+    )
     parser.addini("efficiency_devices", "GPUs to pin xdist workers to, e.g. 0,1", default="")
     parser.addini("efficiency_calibrate_every", "calibration interval, or off", default="10 min")
 
@@ -137,8 +222,9 @@ class Settings:
         threads = int(threads_raw) if threads_raw not in ("", None) else None
         if rounds < 1 or warmup < 0 or min_time < 0 or (threads is not None and threads < 1):
             raise ValueError("rounds >= 1, warmup >= 0, min-time >= 0 and threads >= 1 are required")
-        measuring = Options(gpu=str(_setting(config, "gpu")), defaults=MeasureProtocol(rounds, warmup, min_time),
-                            threads=threads)
+        measuring = Options(
+            gpu=str(_setting(config, "gpu")), defaults=MeasureProtocol(rounds, warmup, min_time), threads=threads
+        )
         gate = GateOptions(
             mode=str(_setting(config, "gate")),
             strict=bool(_setting(config, "strict")),
@@ -161,11 +247,23 @@ class Settings:
             confirm_processes = 0  # this is a confirmation process: it measures, the one that started it judges
         cli_dir = config.getoption("efficiency_baselines_dir", default=None)
         # A path on the command line is relative to where pytest was started; one in the ini to the rootdir.
-        baselines_dir = (config.invocation_params.dir / cli_dir) if cli_dir else (
-            config.rootpath / config.getini("efficiency_baselines_dir"))
+        baselines_dir = (
+            (config.invocation_params.dir / cli_dir)
+            if cli_dir
+            else (config.rootpath / config.getini("efficiency_baselines_dir"))
+        )
         json_raw = config.getoption("efficiency_json", default=None)
         json_path = (config.invocation_params.dir / json_raw) if json_raw else None
         if json_path is not None and not json_path.parent.is_dir():
             raise pytest.UsageError(f"--efficiency-json={json_raw}: folder {json_path.parent} does not exist")
-        return cls(measuring, gate, Path(baselines_dir), json_path, devices, confirm_processes, spacing,
-                   calibrate, every if every and every > 0 else None)
+        return cls(
+            measuring,
+            gate,
+            Path(baselines_dir),
+            json_path,
+            devices,
+            confirm_processes,
+            spacing,
+            calibrate,
+            every if every and every > 0 else None,
+        )

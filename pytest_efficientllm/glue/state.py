@@ -56,16 +56,23 @@ class TestResult:
         return any(v.failed for v in self.verdicts)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"version": WIRE_VERSION, "record": self.record.to_dict(),
-                "verdicts": [v.to_dict() for v in self.verdicts], "functional": self.functional}
+        return {
+            "version": WIRE_VERSION,
+            "record": self.record.to_dict(),
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "functional": self.functional,
+        }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> TestResult:
         if data.get("version") != WIRE_VERSION:
-            raise ValueError(f"efficiency result from a worker with wire version {data.get('version')!r}, "
-                             f"expected {WIRE_VERSION}: mixed plugin versions between controller and workers")
-        return cls(Record.from_dict(data["record"]), [Verdict.from_dict(v) for v in data["verdicts"]],
-                   str(data["functional"]))
+            raise ValueError(
+                f"efficiency result from a worker with wire version {data.get('version')!r}, "
+                f"expected {WIRE_VERSION}: mixed plugin versions between controller and workers"
+            )
+        return cls(
+            Record.from_dict(data["record"]), [Verdict.from_dict(v) for v in data["verdicts"]], str(data["functional"])
+        )
 
 
 @dataclass

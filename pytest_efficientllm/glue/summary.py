@@ -24,9 +24,16 @@ WIDTH = 100
 COLUMNS = (("AL", 8), ("tok/s", 7), ("peak mem", 10), ("J/tok", 9), ("vs baseline", 17), ("verdict", 8))
 KEY_METRICS = ("AL", "tokens_per_s", "peak_memory", "energy_per_token")
 CHANGE_WIDTH = dict(COLUMNS)["vs baseline"]
-SHORT_NAMES = {"peak_memory": "peak", "peak_memory_delta": "peak+", "tokens_per_s": "tok/s",
-               "samples_per_s": "samples/s", "cpu_time_per_round": "cpu/round", "energy_per_token": "J/tok",
-               "energy_per_sample": "J/sample", "energy_per_round": "J/round"}
+SHORT_NAMES = {
+    "peak_memory": "peak",
+    "peak_memory_delta": "peak+",
+    "tokens_per_s": "tok/s",
+    "samples_per_s": "samples/s",
+    "cpu_time_per_round": "cpu/round",
+    "energy_per_token": "J/tok",
+    "energy_per_sample": "J/sample",
+    "energy_per_round": "J/round",
+}
 # Which finding the "verdict" column shows when a test has several: the worst.
 SEVERITY = ("error", "fail", "warn", "improved", "new", "pass", "skipped")
 MAX_LISTED = 20
@@ -65,7 +72,7 @@ def short_id(nodeid: str, width: int) -> str:
     if len(text) <= width:
         return text
     head = max(4, width * 2 // 3)
-    return text[:head] + "…" + text[-(width - head - 1):]
+    return text[:head] + "…" + text[-(width - head - 1) :]
 
 
 def _change(verdicts: list[Verdict]) -> str:
@@ -77,7 +84,7 @@ def _change(verdicts: list[Verdict]) -> str:
     v = compared[0]
     change = f"{v.change * 100:+.1f}%"
     # The change must survive the column's width; the metric's name gives way first.
-    name = SHORT_NAMES.get(v.metric, v.metric)[:CHANGE_WIDTH - len(change) - 1]
+    name = SHORT_NAMES.get(v.metric, v.metric)[: CHANGE_WIDTH - len(change) - 1]
     return f"{name} {change}"
 
 
@@ -115,8 +122,9 @@ def _shown_path(path: Path) -> str:
 
 
 def _wrap(text: str, indent: str, width: int) -> list[str]:
-    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ",
-                         break_on_hyphens=False) or [indent]
+    return textwrap.wrap(
+        text, width=width, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False
+    ) or [indent]
 
 
 def details(results: list[TestResult], width: int = WIDTH) -> list[str]:
@@ -143,8 +151,10 @@ def _threads_line(session: EfficiencySession, state: RunState) -> str:
         cores = max(int(w.get("cores", 0)) for w in state.workers.values())
         n = len(state.workers)
         shown = "/".join(str(t) for t in threads)
-        line = (f"{n} xdist worker{'s' if n > 1 else ''} x {shown} torch thread(s) each "
-                f"({cores} usable cores / {n} workers)")
+        line = (
+            f"{n} xdist worker{'s' if n > 1 else ''} x {shown} torch thread(s) each "
+            f"({cores} usable cores / {n} workers)"
+        )
         devices = sorted({str(w["device"]) for w in state.workers.values() if w.get("device") is not None})
         if devices:
             line += f"; GPUs pinned per worker: {', '.join(devices)}"
@@ -173,8 +183,10 @@ def _calibration_line(state: RunState) -> str:
     if not dicts:
         return ""
     first = dicts[0]
-    line = (f"calibration: {format_seconds(first['matmul_s'])} matmul, {format_seconds(first['copy_s'])} copy "
-            f"({len(dicts)} measurement(s))")
+    line = (
+        f"calibration: {format_seconds(first['matmul_s'])} matmul, {format_seconds(first['copy_s'])} copy "
+        f"({len(dicts)} measurement(s))"
+    )
     return line
 
 
@@ -187,9 +199,11 @@ def _confirmation_line(results: list[TestResult]) -> str:
     seconds = sum(float(r.record.settings["confirmation_s"]) for r in confirmed)
     failing = sum(r.gate_failed for r in confirmed)
     spacing = float(confirmed[0].record.settings.get("confirmation_spacing_s", 0.0))
-    return (f"re-measured in fresh processes (--efficiency-confirm): {len(confirmed)} test(s), {processes} "
-            f"process(es) started {spacing:g} s or more after the test's previous one, {seconds:.1f} s; "
-            f"{failing} of them failing (a regression fails only where every process found it)")
+    return (
+        f"re-measured in fresh processes (--efficiency-confirm): {len(confirmed)} test(s), {processes} "
+        f"process(es) started {spacing:g} s or more after the test's previous one, {seconds:.1f} s; "
+        f"{failing} of them failing (a regression fails only where every process found it)"
+    )
 
 
 def _store_lines(state: RunState, width: int) -> list[str]:
@@ -198,8 +212,10 @@ def _store_lines(state: RunState, width: int) -> list[str]:
         if u.error:
             lines += _wrap(f"baselines NOT written: {u.error}", "", width)
             continue
-        lines.append(f"baselines {_shown_path(u.path)}: {len(u.added)} added, {len(u.updated)} updated, "
-                     f"{len(u.unchanged)} unchanged, {u.kept} kept")
+        lines.append(
+            f"baselines {_shown_path(u.path)}: {len(u.added)} added, {len(u.updated)} updated, "
+            f"{len(u.unchanged)} unchanged, {u.kept} kept"
+        )
         listed = [("+", n) for n in u.added] + [("~", n) for n in u.updated] + [("=", n) for n in u.unchanged]
         for mark, nodeid in listed[:MAX_LISTED]:
             lines.append(f"  {mark} {short_id(nodeid, width - 4)}")
@@ -241,11 +257,19 @@ def summary_lines(session: EfficiencySession, state: RunState | None = None, wid
             lines += _wrap(confirmation, "", width)
     lines += _store_lines(state, width)
     for lost in state.lost_workers:
-        lines += _wrap(f"worker {lost} went down: the test it was running has no record; the other workers' "
-                       "results are kept and written", "", width)
+        lines += _wrap(
+            f"worker {lost} went down: the test it was running has no record; the other workers' "
+            "results are kept and written",
+            "",
+            width,
+        )
     if state.lost_workers and state.unreported:
-        lines += _wrap(f"no result for {len(state.unreported)} test(s) that started on a worker that went down "
-                       "(held for confirmation in fresh processes): " + ", ".join(state.unreported), "", width)
+        lines += _wrap(
+            f"no result for {len(state.unreported)} test(s) that started on a worker that went down "
+            "(held for confirmation in fresh processes): " + ", ".join(state.unreported),
+            "",
+            width,
+        )
     for problem in state.problems:
         lines += _wrap(problem, "", width)
     if state.json_written:

@@ -40,8 +40,9 @@ def worker_count(config: Any) -> int:
     return int(workerinput.get("workercount", 1)) if workerinput else 1
 
 
-def pin_device(devices: tuple[str, ...], workerid: str | None, workers: int,
-               environ: dict[str, str] | Any = os.environ) -> tuple[str | None, bool]:
+def pin_device(
+    devices: tuple[str, ...], workerid: str | None, workers: int, environ: dict[str, str] | Any = os.environ
+) -> tuple[str | None, bool]:
     """Set CUDA_VISIBLE_DEVICES for this process; returns (device, shared with another worker)."""
     if not devices:
         return None, False
@@ -51,8 +52,9 @@ def pin_device(devices: tuple[str, ...], workerid: str | None, workers: int,
     return device, workers > len(devices)
 
 
-def lock_device(pinned: str | None, shared: bool, workers: int, cuda: Any = None,
-                environ: dict[str, str] | Any = os.environ) -> str | None:
+def lock_device(
+    pinned: str | None, shared: bool, workers: int, cuda: Any = None, environ: dict[str, str] | Any = os.environ
+) -> str | None:
     """The device whose lock this process's measured tests take; None where no other worker measures on it.
 
     `pinned`, `shared`: what `pin_device` returned. An unpinned worker among several measures
@@ -111,8 +113,14 @@ def logging_late(item: Any) -> Iterator[None]:
     controller only shows it. For the time of logging a held test's reports, the worker's
     current test is that test. Elsewhere (a serial run, another xdist) nothing is changed.
     """
-    interactor = next((p for p in item.config.pluginmanager.get_plugins()
-                       if type(p).__name__ == "WorkerInteractor" and hasattr(p, "item_index")), None)
+    interactor = next(
+        (
+            p
+            for p in item.config.pluginmanager.get_plugins()
+            if type(p).__name__ == "WorkerInteractor" and hasattr(p, "item_index")
+        ),
+        None,
+    )
     if interactor is None:
         yield
         return
@@ -134,5 +142,5 @@ class WorkerPlugin:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         eff = self.state.session
         session.config.workeroutput[WORKEROUTPUT_KEY] = worker_summary(  # type: ignore[attr-defined]
-            self.state, eff.threads, usable_cores(), eff.fingerprint["process_layout"])
-
+            self.state, eff.threads, usable_cores(), eff.fingerprint["process_layout"]
+        )

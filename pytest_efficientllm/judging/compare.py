@@ -74,8 +74,16 @@ MODES = ("fail", "warn", "off")
 DEVICE_KEYS = ("profile", "device_name", "gpu_name", "device_model", "cuda_device_name")
 # Not the kind of hardware or software, but which unit of it, or a value measured at
 # start-up: two GPUs of one model differ here, and so do two runs on one GPU.
-IGNORED_KEYS = ("calibration", "created", "gpu_uuids", "cuda_visible_devices", "cuda_ordinal", "gpu_idle_power_w",
-                "nvml_energy_step_mj", "nvml_energy_period_s")
+IGNORED_KEYS = (
+    "calibration",
+    "created",
+    "gpu_uuids",
+    "cuda_visible_devices",
+    "cuda_ordinal",
+    "gpu_idle_power_w",
+    "nvml_energy_step_mj",
+    "nvml_energy_period_s",
+)
 
 
 @dataclass(frozen=True)
@@ -192,8 +200,15 @@ def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None) ->
     return Verdict(name, "pass", numbers, "baseline", change)
 
 
-def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: float | None,
-                      prior: RunPrior | None = None, level: float = PREDICTION) -> Verdict:
+def _compare_measured(
+    name: str,
+    base: Metric,
+    cur: Metric,
+    tol: float,
+    factor: float | None,
+    prior: RunPrior | None = None,
+    level: float = PREDICTION,
+) -> Verdict:
     scale = _time_scaling(cur.unit)
     # Calibrated: the current run's values as if measured on the baseline's machine.
     adjust = factor ** (-scale) if factor is not None and scale else 1.0
@@ -213,8 +228,10 @@ def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: 
         b_med, c_med, iv = float(base.value), float(cur.value) * adjust, None  # type: ignore[arg-type]
     change = c_med / b_med - 1 if b_med else 0.0
     of_runs = f", centre of {len(runs)} runs" if len(runs) > 1 else ""
-    numbers = (f"{_shown(cur, c_med, len(c_samples))}{calibrated} vs baseline {_shown(base, b_med, len(b_samples))}"
-               f"{of_runs} ({_pct(change)}")
+    numbers = (
+        f"{_shown(cur, c_med, len(c_samples))}{calibrated} vs baseline {_shown(base, b_med, len(b_samples))}"
+        f"{of_runs} ({_pct(change)}"
+    )
     if iv is not None and iv.resolved:
         numbers += f", {iv.confidence:.0%} interval {_pct(iv.low - 1)} .. {_pct(iv.high - 1)}"  # type: ignore[operator]
     numbers += f"; tolerance {tol * 100:+.4g}%)"
@@ -224,32 +241,62 @@ def _compare_measured(name: str, base: Metric, cur: Metric, tol: float, factor: 
     if iv is None:
         # A single value per run: no spread to estimate noise from, so the tolerance decides.
         if worse:
-            return Verdict(name, "fail", f"{numbers}: {word} beyond tolerance (one value per run: no noise estimate)",
-                           "baseline", change)
-        return Verdict(name, "improved", f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
-                       "baseline", change)
+            return Verdict(
+                name,
+                "fail",
+                f"{numbers}: {word} beyond tolerance (one value per run: no noise estimate)",
+                "baseline",
+                change,
+            )
+        return Verdict(
+            name,
+            "improved",
+            f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
+            "baseline",
+            change,
+        )
     if not iv.resolved:
         return Verdict(name, "warn", f"{numbers}: beyond tolerance, but {iv.why}", "baseline", change)
     beyond_noise = (iv.low > 1.0) if change > 0 else (iv.high < 1.0)  # type: ignore[operator]
     if not beyond_noise:
-        return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the noise of the two runs",
-                       "baseline", change)
+        return Verdict(
+            name, "pass", f"{numbers}: beyond tolerance but within the noise of the two runs", "baseline", change
+        )
     if worse:
         prediction = predict(runs, prior, base.unit, base.direction, level)
         bound = prediction.bound(base.direction) if prediction is not None else None
         if bound is not None and not (c_med > bound if base.direction == "lower" else c_med < bound):
-            return Verdict(name, "pass", f"{numbers}: beyond tolerance but within the run-to-run noise of "
-                           f"{prediction.describe(base.direction)}", "baseline", change)  # type: ignore[union-attr]
-        how = (f" and the run-to-run noise of {prediction.describe(base.direction)}" if prediction is not None else
-               f" (baseline of {len(runs)} run{'s' if len(runs) != 1 else ''}: run-to-run noise unknown; record it "
-               "again with --update-baselines to learn it)")
+            return Verdict(
+                name,
+                "pass",
+                f"{numbers}: beyond tolerance but within the run-to-run noise of {prediction.describe(base.direction)}",
+                "baseline",
+                change,
+            )  # type: ignore[union-attr]
+        how = (
+            f" and the run-to-run noise of {prediction.describe(base.direction)}"
+            if prediction is not None
+            else f" (baseline of {len(runs)} run{'s' if len(runs) != 1 else ''}: run-to-run noise unknown; record it "
+            "again with --update-baselines to learn it)"
+        )
         return Verdict(name, "fail", f"{numbers}: {word} beyond tolerance and noise{how}", "baseline", change)
-    return Verdict(name, "improved", f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
-                   "baseline", change)
+    return Verdict(
+        name,
+        "improved",
+        f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
+        "baseline",
+        change,
+    )
 
 
-def compare_record(baseline: Record, current: Record, limits: Iterable[Limit] = (), mode: str = "fail",
-                   run_priors: Mapping[str, RunPrior] | None = None, processes: int = 1) -> list[Verdict]:
+def compare_record(
+    baseline: Record,
+    current: Record,
+    limits: Iterable[Limit] = (),
+    mode: str = "fail",
+    run_priors: Mapping[str, RunPrior] | None = None,
+    processes: int = 1,
+) -> list[Verdict]:
     """Verdicts of `current` against `baseline` under the tolerances in `limits`.
 
     `limits` may hold budgets too (checked elsewhere, `verdicts.check_budgets`); only the
@@ -267,35 +314,60 @@ def compare_record(baseline: Record, current: Record, limits: Iterable[Limit] = 
     return soften(verdicts) if mode == "warn" else verdicts
 
 
-def _compare(baseline: Record, current: Record, tolerances: dict[str, float],
-             run_priors: Mapping[str, RunPrior], voted_level: float) -> list[Verdict]:
+def _compare(
+    baseline: Record,
+    current: Record,
+    tolerances: dict[str, float],
+    run_priors: Mapping[str, RunPrior],
+    voted_level: float,
+) -> list[Verdict]:
     fp = fingerprint_diff(baseline.fingerprint, current.fingerprint)
     if baseline.profile != current.profile:
         fp.errors.insert(0, f"profile: {baseline.profile!r} -> {current.profile!r}")
     if fp.errors:
-        return [Verdict("*", "error", "baseline was measured on other hardware (" + "; ".join(fp.errors)
-                        + "): record one for this hardware with --update-baselines, or point --baselines-dir elsewhere",
-                        "fingerprint")]
+        return [
+            Verdict(
+                "*",
+                "error",
+                "baseline was measured on other hardware ("
+                + "; ".join(fp.errors)
+                + "): record one for this hardware with --update-baselines, or point --baselines-dir elsewhere",
+                "fingerprint",
+            )
+        ]
     out: list[Verdict] = []
     calibrate = False
     factor = None
     if fp.warnings:
         calibrate = True
         factor = calibration_factor(baseline, current)
-        how = (f"times compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"
-               if factor is not None else "no calibration on both sides, times compared raw")
-        out.append(Verdict("*", "warn", "fingerprint differs from the baseline's (" + "; ".join(fp.warnings) + f"); {how}",
-                           "fingerprint"))
+        how = (
+            f"times compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"
+            if factor is not None
+            else "no calibration on both sides, times compared raw"
+        )
+        out.append(
+            Verdict(
+                "*",
+                "warn",
+                "fingerprint differs from the baseline's (" + "; ".join(fp.warnings) + f"); {how}",
+                "fingerprint",
+            )
+        )
     for name in sorted(set(current.metrics) | set(tolerances)):
         cur = current.metrics.get(name)
         base = baseline.metrics.get(name)
         tol = tolerances.get(name)
         if cur is None:
-            out.append(Verdict(name, "skipped", f"tolerance {tol * 100:+.4g}% not checked: not recorded by this test",
-                               "baseline"))
+            out.append(
+                Verdict(
+                    name, "skipped", f"tolerance {tol * 100:+.4g}% not checked: not recorded by this test", "baseline"
+                )
+            )
             continue
         default_gated = (cur.source == "counted" and cur.direction != "info") or (
-            cur.source == "measured" and name in default_measured(current.profile))
+            cur.source == "measured" and name in default_measured(current.profile)
+        )
         if tol is None and not default_gated:
             continue
         if base is None:
@@ -307,8 +379,14 @@ def _compare(baseline: Record, current: Record, tolerances: dict[str, float],
             out.append(Verdict(name, "skipped", f"not compared: unavailable in the {side} ({note})", "baseline"))
             continue
         if base.source != cur.source:
-            out.append(Verdict(name, "warn", f"not compared: baseline is {base.source} ({base.method}), this run is "
-                               f"{cur.source} ({cur.method})", "source"))
+            out.append(
+                Verdict(
+                    name,
+                    "warn",
+                    f"not compared: baseline is {base.source} ({base.method}), this run is {cur.source} ({cur.method})",
+                    "source",
+                )
+            )
             continue
         metric_factor = calibration_factor(baseline, current, calibration_key(name)) if calibrate else None
         if cur.source == "counted":
@@ -316,15 +394,30 @@ def _compare(baseline: Record, current: Record, tolerances: dict[str, float],
         elif cur.source == "measured":
             # A check that only warns is never put to the vote: one process decides it, at the full level.
             warns_only = tol is None and current.profile in WARN_BY_DEFAULT
-            verdict = _compare_measured(name, base, cur, DEFAULT_MEASURED_TOLERANCE if tol is None else tol,
-                                        metric_factor, run_priors.get(name), PREDICTION if warns_only else voted_level)
+            verdict = _compare_measured(
+                name,
+                base,
+                cur,
+                DEFAULT_MEASURED_TOLERANCE if tol is None else tol,
+                metric_factor,
+                run_priors.get(name),
+                PREDICTION if warns_only else voted_level,
+            )
             if warns_only and verdict.failed:
-                verdict = Verdict(name, "warn", verdict.message + f" (default check on the {current.profile} profile "
-                                  f"warns; give {name} a tolerance to fail on it)", "baseline", verdict.change)
+                verdict = Verdict(
+                    name,
+                    "warn",
+                    verdict.message + f" (default check on the {current.profile} profile "
+                    f"warns; give {name} a tolerance to fail on it)",
+                    "baseline",
+                    verdict.change,
+                )
             out.append(verdict)
         else:
             verdict = _compare_measured(name, base, cur, tol, metric_factor, run_priors.get(name))  # type: ignore[arg-type]
             if verdict.status == "fail":
-                verdict = Verdict(name, "warn", verdict.message + " (estimated: never fails)", "baseline", verdict.change)
+                verdict = Verdict(
+                    name, "warn", verdict.message + " (estimated: never fails)", "baseline", verdict.change
+                )
             out.append(verdict)
     return out

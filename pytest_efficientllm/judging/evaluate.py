@@ -72,8 +72,11 @@ class Decision:
 def suspects(record: Record, verdicts: Sequence[Verdict]) -> list[str]:
     """The measured metrics of this process's record that failed: those fresh processes must confirm."""
     failed = {v.metric for v in verdicts if v.failed}
-    return [name for name, metric in sorted(record.metrics.items())
-            if name in failed and metric.source == "measured" and metric.value is not None]
+    return [
+        name
+        for name, metric in sorted(record.metrics.items())
+        if name in failed and metric.source == "measured" and metric.value is not None
+    ]
 
 
 def voting_processes(record: Record, baseline: BaselineView, confirm_processes: int) -> int:
@@ -83,8 +86,14 @@ def voting_processes(record: Record, baseline: BaselineView, confirm_processes: 
     return 1 + confirm_processes
 
 
-def evaluate(record: Record, marker_limits: Iterable[Limit], baseline: BaselineView, options: GateOptions,
-             confirm_processes: int = 0, functional: str = "passed") -> Decision:
+def evaluate(
+    record: Record,
+    marker_limits: Iterable[Limit],
+    baseline: BaselineView,
+    options: GateOptions,
+    confirm_processes: int = 0,
+    functional: str = "passed",
+) -> Decision:
     """The decision for one measured test.
 
     `confirm_processes`: fresh processes that may confirm a measured regression (0: none,

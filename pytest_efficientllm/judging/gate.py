@@ -38,8 +38,9 @@ class GateOptions:
             raise ValueError(f"--efficiency-gate={self.mode!r}: expected one of {', '.join(MODES)}")
 
 
-def effective_limits(marker_limits: Iterable[Limit], options: GateOptions,
-                     recorded: Iterable[str] | None = None) -> tuple[Limit, ...]:
+def effective_limits(
+    marker_limits: Iterable[Limit], options: GateOptions, recorded: Iterable[str] | None = None
+) -> tuple[Limit, ...]:
     """ini defaults, then the test's marker, then the command line; later ones replace earlier
     ones for the same metric and kind (budget or tolerance).
 
@@ -71,12 +72,18 @@ def add_derived(record: Record) -> None:
     cpu, rounds = record.metrics.get("cpu_time"), record.metrics.get("rounds")
     if "cpu_time_per_round" in record.metrics or cpu is None or cpu.value is None or not rounds or not rounds.value:
         return
-    record.add(make("cpu_time_per_round", cpu.value / rounds.value, cpu.source,
-                    f"cpu_time / rounds; {cpu.method}"))
+    record.add(make("cpu_time_per_round", cpu.value / rounds.value, cpu.source, f"cpu_time / rounds; {cpu.method}"))
 
 
-def judge(record: Record, limits: Iterable[Limit], baseline: Record | None, baseline_error: str,
-          options: GateOptions, run_priors: Mapping[str, RunPrior] | None = None, processes: int = 1) -> list[Verdict]:
+def judge(
+    record: Record,
+    limits: Iterable[Limit],
+    baseline: Record | None,
+    baseline_error: str,
+    options: GateOptions,
+    run_priors: Mapping[str, RunPrior] | None = None,
+    processes: int = 1,
+) -> list[Verdict]:
     """All verdicts of one test that passed its own assertions.
 
     * budgets: absolute, from `limits`;
@@ -96,22 +103,46 @@ def judge(record: Record, limits: Iterable[Limit], baseline: Record | None, base
     if baseline is not None and baseline.world_size != record.world_size:
         # Another world size is another workload (per-rank memory, global throughput): never
         # compared silently, and not a failure of this run either.
-        verdicts.append(Verdict("*", "warn", f"baseline taken at world_size={baseline.world_size}, this run has "
-                                f"{record.world_size}: not compared; record one with --update-baselines", "baseline"))
+        verdicts.append(
+            Verdict(
+                "*",
+                "warn",
+                f"baseline taken at world_size={baseline.world_size}, this run has "
+                f"{record.world_size}: not compared; record one with --update-baselines",
+                "baseline",
+            )
+        )
     elif baseline_error:
         verdicts.append(Verdict("*", "error", baseline_error, "store"))
     elif baseline is None:
         if options.strict and not options.update:
-            verdicts.append(Verdict("*", "fail", "no baseline for this test and --efficiency-strict is set: "
-                                    "record one with --update-baselines", "baseline"))
+            verdicts.append(
+                Verdict(
+                    "*",
+                    "fail",
+                    "no baseline for this test and --efficiency-strict is set: record one with --update-baselines",
+                    "baseline",
+                )
+            )
         else:
-            verdicts.append(Verdict("*", "new", "no baseline yet" + (": recorded now" if options.update else
-                                    "; record one with --update-baselines"), "baseline"))
+            verdicts.append(
+                Verdict(
+                    "*",
+                    "new",
+                    "no baseline yet"
+                    + (": recorded now" if options.update else "; record one with --update-baselines"),
+                    "baseline",
+                )
+            )
     else:
         voting = processes if options.mode == "fail" and not options.update else 1
         compared = compare_record(baseline, record, limits, mode="fail", run_priors=run_priors, processes=voting)
         if options.update:
-            compared = [dataclasses.replace(v, status="warn", message=v.message + " [baseline being replaced]")
-                        if v.failed else v for v in compared]
+            compared = [
+                dataclasses.replace(v, status="warn", message=v.message + " [baseline being replaced]")
+                if v.failed
+                else v
+                for v in compared
+            ]
         verdicts.extend(compared)
     return soften(verdicts) if options.mode == "warn" else verdicts

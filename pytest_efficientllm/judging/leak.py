@@ -47,13 +47,19 @@ class LeakFinding:
         return self.retained_bytes / max(1, self.rounds)
 
     def message(self) -> str:
-        grew = f"memory grew by {format_bytes(self.retained_bytes)} over {self.rounds} rounds " \
-               f"(~{format_bytes(self.per_round_bytes)} per round"
+        grew = (
+            f"memory grew by {format_bytes(self.retained_bytes)} over {self.rounds} rounds "
+            f"(~{format_bytes(self.per_round_bytes)} per round"
+        )
         if self.late_bytes is None:
-            return (grew + "); the window was too short to tell a leak from one-time growth: "
-                    "measure more rounds (min_time=) to find out")
-        return (grew + f", {format_bytes(self.late_bytes)} of it in the window's second half): a leak across "
-                "rounds; AMU and the peak include it as if the workload needed it")
+            return (
+                grew + "); the window was too short to tell a leak from one-time growth: "
+                "measure more rounds (min_time=) to find out"
+            )
+        return (
+            grew + f", {format_bytes(self.late_bytes)} of it in the window's second half): a leak across "
+            "rounds; AMU and the peak include it as if the workload needed it"
+        )
 
     def as_section(self) -> tuple[str, str]:
         return ("efficiency", f"{RETAINED}: {self.message()}")
@@ -62,8 +68,9 @@ class LeakFinding:
         return Verdict(RETAINED, "warn", self.message())
 
 
-def find_leak(record: Record, min_retained_bytes: float = MIN_RETAINED_BYTES,
-              late_share: float = LATE_GROWTH_SHARE) -> LeakFinding | None:
+def find_leak(
+    record: Record, min_retained_bytes: float = MIN_RETAINED_BYTES, late_share: float = LATE_GROWTH_SHARE
+) -> LeakFinding | None:
     """A `LeakFinding` when the record shows memory growing through its window, else None.
 
     Needs `retained_memory` and `retained_memory_late` (from `RetainedMemoryProbe`) and

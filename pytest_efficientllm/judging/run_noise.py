@@ -117,8 +117,10 @@ class Prediction:
 
     def describe(self, direction: str) -> str:
         pooled = ", spread pooled with the file's tests" if self.pooled else ""
-        return (f"{self.runs} baseline run{'s' if self.runs != 1 else ''} ({self.level:.1%} prediction bound "
-                f"{format_value(self.bound(direction), self.unit)}{pooled})")
+        return (
+            f"{self.runs} baseline run{'s' if self.runs != 1 else ''} ({self.level:.1%} prediction bound "
+            f"{format_value(self.bound(direction), self.unit)}{pooled})"
+        )
 
 
 def gate_level(processes: int = 1) -> float:
@@ -144,7 +146,7 @@ def faster_half(medians: Sequence[float]) -> list[float]:
     metrics; for a higher-is-better rate the caller passes reciprocals (`predict`).
     """
     ordered = sorted(medians)
-    return ordered if len(ordered) <= 2 else ordered[:len(ordered) // 2 + 1]
+    return ordered if len(ordered) <= 2 else ordered[: len(ordered) // 2 + 1]
 
 
 def centre(medians: Sequence[float], direction: str = "lower") -> float:
@@ -224,8 +226,13 @@ def _slow_side_up(medians: Sequence[float], direction: str) -> list[float]:
     return [1 / m for m in medians] if direction == "higher" else list(medians)
 
 
-def predict(medians: Sequence[float], prior: RunPrior | None = None, unit: str = "",
-            direction: str = "lower", level: float = PREDICTION) -> Prediction | None:
+def predict(
+    medians: Sequence[float],
+    prior: RunPrior | None = None,
+    unit: str = "",
+    direction: str = "lower",
+    level: float = PREDICTION,
+) -> Prediction | None:
     """The one-sided `level` bounds for one more run, from the runs' medians and the file's prior.
 
     Without a prior, `MIN_RUNS` runs are needed (the variance of all of them); with one, a

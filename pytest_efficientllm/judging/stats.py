@@ -115,8 +115,8 @@ def _u_null_cdf(m: int, n: int) -> np.ndarray:
             a = prev[j]  # (i-1, j): last element from the first sample adds j
             b = cur[j - 1]  # (i, j-1)
             out = np.zeros(i * j + 1)
-            out[j:j + a.size] += a
-            out[:b.size] += b
+            out[j : j + a.size] += a
+            out[: b.size] += b
             cur.append(out)
         prev = cur
     counts = prev[n]
@@ -166,8 +166,10 @@ def ratio_interval(baseline: Sequence[float], current: Sequence[float], confiden
     m, n = lb.size, lc.size
     k = _rank_k(m, n, 1.0 - confidence)
     if k is None:
-        why = (f"{b.size} baseline and {c.size} current rounds cannot separate change from noise at "
-               f"{confidence:.0%} confidence; run at least 5 rounds on each side")
+        why = (
+            f"{b.size} baseline and {c.size} current rounds cannot separate change from noise at "
+            f"{confidence:.0%} confidence; run at least 5 rounds on each side"
+        )
         return RatioInterval(ratio, estimate, None, None, confidence, int(b.size), int(c.size), why)
     low = float(math.exp(diffs[k - 1]))
     high = float(math.exp(diffs[diffs.size - k]))

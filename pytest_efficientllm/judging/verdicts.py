@@ -80,5 +80,7 @@ def check_budgets(record: Record, limits: tuple[Limit, ...]) -> list[Verdict]:
 
 def soften(verdicts: list[Verdict]) -> list[Verdict]:
     """The same findings with failures turned into warnings (gate mode `warn`)."""
-    return [dataclasses.replace(v, status="warn", message=f"{v.message} [gate=warn: not failing]") if v.failed else v
-            for v in verdicts]
+    return [
+        dataclasses.replace(v, status="warn", message=f"{v.message} [gate=warn: not failing]") if v.failed else v
+        for v in verdicts
+    ]

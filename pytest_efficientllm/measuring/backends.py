@@ -61,7 +61,9 @@ def cpu_backend(threads: int, sample_interval_s: float = 0.02) -> Backend:
     rapl = RaplReader()
     rapl_problem = rapl.problem()
     if rapl_problem:
-        notices.append(f"CPU energy: {rapl_problem}; energy is estimated (process CPU-seconds x a per-core power model), never gated")
+        notices.append(
+            f"CPU energy: {rapl_problem}; energy is estimated (process CPU-seconds x a per-core power model), never gated"
+        )
 
     def probes() -> list[Probe]:
         out: list[Probe] = [ProcessCpuTimeProbe(), ProcessMemoryProbe(interval_s=sample_interval_s)]
@@ -80,9 +82,16 @@ def cpu_backend(threads: int, sample_interval_s: float = 0.02) -> Backend:
     return Backend("cpu", PerfCounterTimer(), probes, _no_sync, peak, sources, notices)
 
 
-def cuda_backend(profile: str, threads: int, sample_interval_s: float = 0.02, *, cuda: Any = None,
-                 nvml_loader: Callable[[], Any] = load_pynvml, environ: Mapping[str, str] | None = None,
-                 nvml_probe_s: float = PROBE_MAX_S) -> Backend:
+def cuda_backend(
+    profile: str,
+    threads: int,
+    sample_interval_s: float = 0.02,
+    *,
+    cuda: Any = None,
+    nvml_loader: Callable[[], Any] = load_pynvml,
+    environ: Mapping[str, str] | None = None,
+    nvml_probe_s: float = PROBE_MAX_S,
+) -> Backend:
     """CUDA events and allocator, NVML energy/memory/kernel-busy/GPM, host RSS and CPU time.
 
     Measures the current CUDA device only (one process, one device; distributed tests run
@@ -92,8 +101,11 @@ def cuda_backend(profile: str, threads: int, sample_interval_s: float = 0.02, *,
     environ = os.environ if environ is None else environ
     if not cuda.is_available():
         backend = cpu_backend(threads, sample_interval_s)
-        backend.notices.insert(0, f"--gpu profile {profile!r} asked for CUDA telemetry, but torch.cuda.is_available() "
-                                  "is false: CPU telemetry used")
+        backend.notices.insert(
+            0,
+            f"--gpu profile {profile!r} asked for CUDA telemetry, but torch.cuda.is_available() "
+            "is false: CPU telemetry used",
+        )
         return backend
 
     ordinal = int(cuda.current_device())
@@ -107,17 +119,21 @@ def cuda_backend(profile: str, threads: int, sample_interval_s: float = 0.02, *,
     max_clock = nvml.fingerprint.get("gpu_max_sm_clock_mhz")
     peak = gpu_peak_flops(name, sm_count, max_clock)
     fingerprint: dict[str, Any] = dict(nvml.fingerprint)
-    fingerprint.update({
-        "gpu_name": name,
-        "gpu_memory_total_bytes": int(props.total_memory),
-        "gpu_sm_count": sm_count,
-        "gpu_compute_capability": f"{getattr(props, 'major', '?')}.{getattr(props, 'minor', '?')}",
-        "cuda_ordinal": ordinal,
-        "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES"),
-        "cuda_runtime_version": cuda_runtime_version(),
-    })
+    fingerprint.update(
+        {
+            "gpu_name": name,
+            "gpu_memory_total_bytes": int(props.total_memory),
+            "gpu_sm_count": sm_count,
+            "gpu_compute_capability": f"{getattr(props, 'major', '?')}.{getattr(props, 'minor', '?')}",
+            "cuda_ordinal": ordinal,
+            "cuda_visible_devices": environ.get("CUDA_VISIBLE_DEVICES"),
+            "cuda_runtime_version": cuda_runtime_version(),
+        }
+    )
     if sm_count and max_clock:
-        fingerprint["peak_flops_clock_derived"] = clock_derived_peak(sm_count, max_clock * 1e6, HOPPER_FLOP_PER_CLOCK_PER_SM)
+        fingerprint["peak_flops_clock_derived"] = clock_derived_peak(
+            sm_count, max_clock * 1e6, HOPPER_FLOP_PER_CLOCK_PER_SM
+        )
 
     def probes() -> list[Probe]:
         # Open order: host probes, allocator, then NVML with its energy counter last, so the
@@ -129,11 +145,16 @@ def cuda_backend(profile: str, threads: int, sample_interval_s: float = 0.02, *,
             *nvml.make_probes(sample_interval_s),
         ]
 
-    energy_source = ("unavailable: " + (nvml.problem or nvml.unsupported.get("energy", ""))
-                     if nvml.problem or "energy" in nvml.unsupported else "NVML total energy counter (mJ)")
+    energy_source = (
+        "unavailable: " + (nvml.problem or nvml.unsupported.get("energy", ""))
+        if nvml.problem or "energy" in nvml.unsupported
+        else "NVML total energy counter (mJ)"
+    )
     sources = {
         "timer": CudaEventTimer.method,
-        "memory": "torch.cuda allocator peaks + NVML memory v2 sampled" if nvml.problem is None else "torch.cuda allocator peaks",
+        "memory": "torch.cuda allocator peaks + NVML memory v2 sampled"
+        if nvml.problem is None
+        else "torch.cuda allocator peaks",
         "energy": energy_source,
         "compute": "NVML utilization.gpu (PCU) + MFU against " + (peak.method if peak else "no peak (device unknown)"),
         "device": f"cuda:{ordinal} {name}",

@@ -43,8 +43,10 @@ class Calibration:
     at: str
     matmul_cpu_s: float = 0.0
     copy_cpu_s: float = 0.0
-    method: str = (f"median of {ROUNDS} rounds: {MATMUL_REPEATS} fp32 {MATMUL_N}x{MATMUL_N} matmuls; "
-                   f"copy of {COPY_BYTES // 2**20} MiB; index = geometric mean")
+    method: str = (
+        f"median of {ROUNDS} rounds: {MATMUL_REPEATS} fp32 {MATMUL_N}x{MATMUL_N} matmuls; "
+        f"copy of {COPY_BYTES // 2**20} MiB; index = geometric mean"
+    )
 
     @property
     def index_s(self) -> float:
@@ -94,8 +96,15 @@ def calibrate(rounds: int = ROUNDS, warmup: int = WARMUP) -> Calibration:
 
     matmul_s, matmul_cpu_s = _median_times(matmuls, rounds, warmup)
     copy_s, copy_cpu_s = _median_times(copy, rounds, warmup)
-    return Calibration(matmul_s, copy_s, rounds, torch.get_num_threads(),
-                       _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), matmul_cpu_s, copy_cpu_s)
+    return Calibration(
+        matmul_s,
+        copy_s,
+        rounds,
+        torch.get_num_threads(),
+        _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        matmul_cpu_s,
+        copy_cpu_s,
+    )
 
 
 class Calibrator:

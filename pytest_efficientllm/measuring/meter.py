@@ -169,7 +169,9 @@ class Meter:
         with self._telemetry() as box:
             with self.backend.timer.time_block() as timing:
                 yield box
-        box["result"] = WindowResult([timing["latency_s"]], box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu())
+        box["result"] = WindowResult(
+            [timing["latency_s"]], box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu()
+        )
 
     def warm_up(self, fn: Callable[[], Any], warmup: int) -> None:
         for _ in range(warmup):
@@ -215,9 +217,12 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
     busy = float(lat.sum())
     if len(result.cpu_s_per_round) == n and n:
         cpu = tuple(result.cpu_s_per_round)
-        out["cpu_time_per_round"] = measured("cpu_time_per_round", float(np.mean(cpu)),
-                                             getattr(backend.timer, "cpu_method", "process CPU time per round"),
-                                             samples=cpu)
+        out["cpu_time_per_round"] = measured(
+            "cpu_time_per_round",
+            float(np.mean(cpu)),
+            getattr(backend.timer, "cpu_method", "process CPU time per round"),
+            samples=cpu,
+        )
     out["wall_time"] = measured("wall_time", busy, f"{timer}; sum over rounds")
 
     def per_round_rate(count: int | None, name: str) -> None:
@@ -225,8 +230,9 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
             out[name] = unavailable(name, "measured", timer, f"pass {name.split('_')[0]}= to measure it")
             return
         rates = tuple(count / x for x in samples if x > 0)
-        out[name] = measured(name, count * n / busy if busy else None,
-                             f"counted {name.split('_')[0]} / {timer}", samples=rates)
+        out[name] = measured(
+            name, count * n / busy if busy else None, f"counted {name.split('_')[0]} / {timer}", samples=rates
+        )
 
     per_round_rate(work.tokens, "tokens_per_s")
     per_round_rate(work.samples, "samples_per_s")
@@ -248,15 +254,17 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
         out["flops_per_s"] = measured("flops_per_s", achieved, f"counted FLOPs / {timer}")
         if peak is not None:
             out["peak_flops_per_s"] = peak
-            out["MFU"] = make("MFU", achieved / peak.value, peak.source,
-                              f"counted FLOPs / {timer} / peak ({peak.method})")
+            out["MFU"] = make(
+                "MFU", achieved / peak.value, peak.source, f"counted FLOPs / {timer} / peak ({peak.method})"
+            )
     else:
         why = flops.note or "no time measured"
         out["flops_per_s"] = unavailable("flops_per_s", "measured", timer, why)
         out["MFU"] = unavailable("MFU", "measured", timer, why)
     if "PCU" not in out:
-        out["PCU"] = unavailable("PCU", "measured", "NVML utilization.gpu",
-                                 "kernel-busy share exists only on a GPU; see MFU")
+        out["PCU"] = unavailable(
+            "PCU", "measured", "NVML utilization.gpu", "kernel-busy share exists only on a GPU; see MFU"
+        )
 
     _energy_metrics(out, result, work, n)
     return out
@@ -265,27 +273,41 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
 def _study_throughput(work: Work, out: dict[str, Metric], n: int, busy: float, timer: str) -> Metric:
     if work.kind == "inference":
         m = out["tokens_per_s"]
-        return measured("AT", m.value, "IT: generated or processed tokens / s; " + m.method,
-                        samples=m.samples, note=m.note, unit="tok/s")
-    count, label, unit = (work.tokens, "TT", "tok/param/s") if work.kind == "pretrain" else (work.samples, "ST", "samples/param/s")
+        return measured(
+            "AT",
+            m.value,
+            "IT: generated or processed tokens / s; " + m.method,
+            samples=m.samples,
+            note=m.note,
+            unit="tok/s",
+        )
+    count, label, unit = (
+        (work.tokens, "TT", "tok/param/s") if work.kind == "pretrain" else (work.samples, "ST", "samples/param/s")
+    )
     if count is None or not work.params or not busy:
         what = "tokens" if label == "TT" else "samples"
-        return unavailable("AT", "measured", f"{label}: {what} / params / s", f"pass {what}= and params= to measure it", unit=unit)
+        return unavailable(
+            "AT", "measured", f"{label}: {what} / params / s", f"pass {what}= and params= to measure it", unit=unit
+        )
     return measured("AT", count * n / work.params / busy, f"{label}: counted / params / {timer}", unit=unit)
 
 
 def _generation_metrics(out: dict[str, Metric], result: WindowResult, timer: str) -> None:
     ttft = np.asarray(result.ttft_s)
-    out["TTFT"] = measured("TTFT", float(ttft.mean()),
-                           "streamer timestamp of the first generated token; mean over rounds",
-                           samples=tuple(float(x) for x in ttft))
+    out["TTFT"] = measured(
+        "TTFT",
+        float(ttft.mean()),
+        "streamer timestamp of the first generated token; mean over rounds",
+        samples=tuple(float(x) for x in ttft),
+    )
     n_out = result.output_tokens
     if n_out is None or n_out < 2:
         out["TPOT"] = unavailable("TPOT", "measured", timer, "needs at least 2 generated tokens")
         return
     tpot = [(e2e - first) / (n_out - 1) for e2e, first in zip(result.latencies_s, result.ttft_s)]
-    out["TPOT"] = measured("TPOT", float(np.mean(tpot)), "(E2E - TTFT) / (N_out - 1); mean over rounds",
-                           samples=tuple(tpot))
+    out["TPOT"] = measured(
+        "TPOT", float(np.mean(tpot)), "(E2E - TTFT) / (N_out - 1); mean over rounds", samples=tuple(tpot)
+    )
 
 
 def _energy_metrics(out: dict[str, Metric], result: WindowResult, work: Work, n: int) -> None:
@@ -302,12 +324,18 @@ def _energy_metrics(out: dict[str, Metric], result: WindowResult, work: Work, n:
         return
     src, method = energy.source, energy.method
     if result.wall_s > 0:
-        out["AEC"] = make("AEC", energy.value / result.wall_s, src, f"energy / window wall time; {method}", note=energy.note)
+        out["AEC"] = make(
+            "AEC", energy.value / result.wall_s, src, f"energy / window wall time; {method}", note=energy.note
+        )
         idle = out.get("idle_power")
         if idle is not None and idle.value is not None:
             out["AEC_net"] = make("AEC_net", out["AEC"].value - idle.value, src, f"AEC - idle_power; {method}")
     if n:
-        out["energy_per_round"] = make("energy_per_round", energy.value / n, src, f"energy / rounds; {method}", note=energy.note)
+        out["energy_per_round"] = make(
+            "energy_per_round", energy.value / n, src, f"energy / rounds; {method}", note=energy.note
+        )
     for count, name in ((work.tokens, "energy_per_token"), (work.samples, "energy_per_sample")):
         if count and n:
-            out[name] = make(name, energy.value / (count * n), src, f"energy / counted units; {method}", note=energy.note)
+            out[name] = make(
+                name, energy.value / (count * n), src, f"energy / counted units; {method}", note=energy.note
+            )

@@ -145,8 +145,9 @@ def fixed_child_env(argv: list[str], env: dict[str, str]) -> dict[str, str]:
     """The environment that starts `argv` (a pytest command line, from a process whose ASLR is
     off, which the child inherits) with the fixed layout already in place: seeded, padded and
     marked, so it does not re-execute."""
-    return padded_env(sys.executable, argv, {**env, "PYTHONHASHSEED": FIXED_HASH_SEED,
-                                             REEXEC_ENV: _token(argv, os.getpid())})
+    return padded_env(
+        sys.executable, argv, {**env, "PYTHONHASHSEED": FIXED_HASH_SEED, REEXEC_ENV: _token(argv, os.getpid())}
+    )
 
 
 def reexec_fixed(argv: list[str]) -> str:

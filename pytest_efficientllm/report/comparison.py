@@ -106,8 +106,11 @@ def with_baseline(run: Run, baseline: Run, limits: Iterable[Limit] = (), mode: s
         assert current is not None
         copy = Record.from_dict(current.to_dict())
         kept = [v for v in copy.verdicts if v.get("kind", "budget") not in COMPARISON_KINDS]
-        found = (compare_record(base, current, limits, mode) if base is not None
-                 else [Verdict("*", "new", "no baseline for this test in the given baseline file", "baseline")])
+        found = (
+            compare_record(base, current, limits, mode)
+            if base is not None
+            else [Verdict("*", "new", "no baseline for this test in the given baseline file", "baseline")]
+        )
         copy.verdicts = kept + [v.to_dict() for v in found]
         records.append(copy)
     return Run(records=records, runs=list(run.runs))

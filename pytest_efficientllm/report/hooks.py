@@ -28,10 +28,20 @@ PLUGIN_NAME = "efficiency-report"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("efficiency")
-    group.addoption("--efficiency-report", dest="efficiency_report", default=None, metavar="PATH",
-                    help=f"write a report of the measured tests, format by extension: {', '.join(REPORT_FORMATS)}")
-    group.addoption("--efficiency-progress", dest="efficiency_progress", default="auto", choices=MODES,
-                    help="one line per measured technique as it starts: auto (suite tests), on (every test), off")
+    group.addoption(
+        "--efficiency-report",
+        dest="efficiency_report",
+        default=None,
+        metavar="PATH",
+        help=f"write a report of the measured tests, format by extension: {', '.join(REPORT_FORMATS)}",
+    )
+    group.addoption(
+        "--efficiency-progress",
+        dest="efficiency_progress",
+        default="auto",
+        choices=MODES,
+        help="one line per measured technique as it starts: auto (suite tests), on (every test), off",
+    )
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -102,8 +112,17 @@ class ReportPlugin:
             self.outcome = (f"efficiency report not written to {self.path}: no test recorded a measurement", "yellow")
             return
         eff = state.session
-        run = Run(records=records, runs=[{"profile": eff.profile, "fingerprint": eff.fingerprint,
-                                          "started": self.started, "label": f"pytest run {self.started}"}])
+        run = Run(
+            records=records,
+            runs=[
+                {
+                    "profile": eff.profile,
+                    "fingerprint": eff.fingerprint,
+                    "started": self.started,
+                    "label": f"pytest run {self.started}",
+                }
+            ],
+        )
         try:
             path = write_report(run, self.path)
         except (ReportError, OSError) as exc:

@@ -90,8 +90,7 @@ def board_html(board: Leaderboard, anchor: str) -> str:
         cls = f' class="{gate}"' if gate in ("error", "fail", "warn", "improved") else ""
         cells = "".join(td(row.cells[c.key], text_column=c.direction is None) for c in board.columns)
         rows.append(f"<tr{cls}>{cells}</tr>")
-    table = (f'<table class="sortable board"><thead><tr>{head}</tr></thead>'
-             f'<tbody>{"".join(rows)}</tbody></table>')
+    table = f'<table class="sortable board"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     plots = "".join(plot_html(p) for p in tradeoff_plots(board))
     return f'<section id="{anchor}"><h3>{escape(board.title)}</h3>{table}<div class="plots">{plots}</div></section>'
 
@@ -100,8 +99,10 @@ def plot_html(plot: Plot) -> str:
     if plot.png is None:
         return f'<p class="skipped-plot">{escape(plot.title)}: {escape(plot.note)}</p>'
     data = base64.b64encode(plot.png).decode("ascii")
-    return (f'<figure><img class="plot" alt="{escape(plot.title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{escape(plot.title)} — {escape(plot.note)}</figcaption></figure>")
+    return (
+        f'<figure><img class="plot" alt="{escape(plot.title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{escape(plot.title)} — {escape(plot.note)}</figcaption></figure>"
+    )
 
 
 def verdicts_html(run: Run) -> str:
@@ -109,19 +110,25 @@ def verdicts_html(run: Run) -> str:
     for record in sorted(run.records, key=lambda r: r.nodeid):
         for v in record.verdicts:
             status = str(v.get("status", ""))
-            rows.append(f'<tr><td class="text">{escape(record.nodeid)}</td><td class="text">{escape(str(v.get("metric", "")))}</td>'
-                        f'<td class="text s-{escape(status)}">{escape(status)}</td>'
-                        f'<td class="text">{escape(str(v.get("message", "")))}</td></tr>')
+            rows.append(
+                f'<tr><td class="text">{escape(record.nodeid)}</td><td class="text">{escape(str(v.get("metric", "")))}</td>'
+                f'<td class="text s-{escape(status)}">{escape(status)}</td>'
+                f'<td class="text">{escape(str(v.get("message", "")))}</td></tr>'
+            )
     if not rows:
         return "<p>No verdicts recorded: no test had budgets or a baseline to compare against.</p>"
-    return ('<table class="sortable verdicts"><thead><tr><th>test</th><th>metric</th><th>status</th><th>message</th>'
-            f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return (
+        '<table class="sortable verdicts"><thead><tr><th>test</th><th>metric</th><th>status</th><th>message</th>'
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def fingerprints_html(run: Run) -> str:
     parts = []
     for label, fp in run_fingerprints(run):
-        rows = "".join(f'<tr><td class="text">{escape(k)}</td><td class="text">{escape(v)}</td></tr>' for k, v in fp.items())
+        rows = "".join(
+            f'<tr><td class="text">{escape(k)}</td><td class="text">{escape(v)}</td></tr>' for k, v in fp.items()
+        )
         parts.append(f'<details><summary>{escape(label)}</summary><table class="fingerprint">{rows}</table></details>')
     return "".join(parts)
 

@@ -31,8 +31,10 @@ def check_report_path(path: str | Path, formats: tuple[str, ...] = REPORT_FORMAT
     """The report path, if its directory exists and its extension names a format we write."""
     path = Path(path)
     if path.suffix.lower() not in formats:
-        raise ReportError(f"{path}: unknown report format {path.suffix or '(no extension)'!r}; "
-                          f"name the file with one of {', '.join(formats)}")
+        raise ReportError(
+            f"{path}: unknown report format {path.suffix or '(no extension)'!r}; "
+            f"name the file with one of {', '.join(formats)}"
+        )
     if not path.parent.is_dir():
         raise ReportError(f"{path}: directory {path.parent} does not exist; create it or choose another path")
     if path.is_dir():

@@ -98,7 +98,11 @@ def metric_cell(metric: Metric | None) -> Cell:
     if metric.value is None:
         return Cell("n/a", source=metric.source, note=metric.note or "unavailable")
     text = display_value(metric.value, metric.unit)
-    note = metric.method if metric.source == "estimated" else f"{metric.source}: {metric.method}" + (f" ({metric.note})" if metric.note else "")
+    note = (
+        metric.method
+        if metric.source == "estimated"
+        else f"{metric.source}: {metric.method}" + (f" ({metric.note})" if metric.note else "")
+    )
     return Cell(text, value=metric.value, source=metric.source, note=note)
 
 
@@ -138,9 +142,7 @@ def pareto_front(points: Sequence[tuple[float, float]], x_direction: str, y_dire
     norm = [(sx * x, sy * y) for x, y in points]
     front = []
     for i, (xi, yi) in enumerate(norm):
-        dominated = any(
-            xj <= xi and yj <= yi and (xj < xi or yj < yi) for j, (xj, yj) in enumerate(norm) if j != i
-        )
+        dominated = any(xj <= xi and yj <= yi and (xj < xi or yj < yi) for j, (xj, yj) in enumerate(norm) if j != i)
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: points[i][0])
@@ -148,10 +150,10 @@ def pareto_front(points: Sequence[tuple[float, float]], x_direction: str, y_dire
 
 def _metric_column(name: str, records: Sequence[Record]) -> Column:
     spec = CATALOG.get(name)
-    direction = spec.direction if spec else next(
-        (r.metrics[name].direction for r in records if name in r.metrics), "info")
-    description = spec.description if spec else next(
-        (r.metrics[name].method for r in records if name in r.metrics), "")
+    direction = (
+        spec.direction if spec else next((r.metrics[name].direction for r in records if name in r.metrics), "info")
+    )
+    description = spec.description if spec else next((r.metrics[name].method for r in records if name in r.metrics), "")
     arrow = {"lower": " ↓", "higher": " ↑"}.get(direction, "")
     title = name.split(":", 1)[1] if name.startswith("quality:") else name
     return Column(name, title + arrow, direction if direction in ("lower", "higher") else None, description)

@@ -50,8 +50,9 @@ def table_notes(board: Leaderboard) -> list[str]:
 
 def leaderboard_lines(board: Leaderboard) -> list[str]:
     lines = [f"### {escape(board.title)}", ""]
-    lines += table_lines([c.title for c in board.columns],
-                         ([cell_text(row.cells[c.key]) for c in board.columns] for row in board.rows))
+    lines += table_lines(
+        [c.title for c in board.columns], ([cell_text(row.cells[c.key]) for c in board.columns] for row in board.rows)
+    )
     notes = table_notes(board)
     if notes:
         lines += ["", "<details><summary>notes</summary>", "", *notes, "", "</details>"]
@@ -64,30 +65,45 @@ def verdict_lines(run: Run) -> list[str]:
         for v in record.verdicts:
             status = str(v.get("status", ""))
             shown = f"**{status}**" if status in ("fail", "error") else status
-            rows.append([escape(record.nodeid), escape(str(v.get("metric", ""))), shown,
-                         escape(str(v.get("message", "")))])
+            rows.append(
+                [escape(record.nodeid), escape(str(v.get("metric", ""))), shown, escape(str(v.get("message", "")))]
+            )
     if not rows:
         return ["No verdicts recorded: no test had budgets or a baseline to compare against.", ""]
     failed = sum(1 for r in rows if r[2].startswith("**"))
-    return [f"{failed} failing verdict(s) of {len(rows)}.", "",
-            *table_lines(["test", "metric", "status", "message"], rows), ""]
+    return [
+        f"{failed} failing verdict(s) of {len(rows)}.",
+        "",
+        *table_lines(["test", "metric", "status", "message"], rows),
+        "",
+    ]
 
 
 def fingerprint_lines(run: Run) -> list[str]:
     lines = []
     for label, fp in run_fingerprints(run):
-        lines += [f"<details><summary>{escape(label)}</summary>", "",
-                  *table_lines(["key", "value"], ([escape(k), escape(v)] for k, v in fp.items())), "", "</details>", ""]
+        lines += [
+            f"<details><summary>{escape(label)}</summary>",
+            "",
+            *table_lines(["key", "value"], ([escape(k), escape(v)] for k, v in fp.items())),
+            "",
+            "</details>",
+            "",
+        ]
     return lines
 
 
 def render_markdown(run: Run) -> str:
     boards = leaderboards(run.records)
     profiles = sorted({r.profile for r in run.records})
-    lines = ["# Efficiency report", "",
-             f"{len(run.records)} measured test(s), profile(s): {', '.join(profiles) or 'none'}. "
-             "Cells: value #rank in its column (1 = best; ↓ lower / ↑ higher is better); "
-             "`~` = estimate (never gated); `n/a` reasons in the notes.", ""]
+    lines = [
+        "# Efficiency report",
+        "",
+        f"{len(run.records)} measured test(s), profile(s): {', '.join(profiles) or 'none'}. "
+        "Cells: value #rank in its column (1 = best; ↓ lower / ↑ higher is better); "
+        "`~` = estimate (never gated); `n/a` reasons in the notes.",
+        "",
+    ]
     lines += ["## Leaderboards", ""]
     for board in boards:
         lines += leaderboard_lines(board)

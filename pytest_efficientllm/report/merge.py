@@ -71,10 +71,15 @@ def _check_hardware(sources: list[tuple[str, Record]], allow: bool) -> list[str]
         return []
     lines = [f"  {_describe(ident)}: from {', '.join(files)}" for ident, files in seen.items()]
     if not allow:
-        raise MergeError("refusing to merge records from different hardware into one leaderboard "
-                         "(ranks would compare machines, not techniques):\n" + "\n".join(lines)
-                         + "\npass --allow-mixed-profiles to keep them all; reports then rank each hardware separately")
-    return ["merged records from different hardware (--allow-mixed-profiles); ranked per hardware:\n" + "\n".join(lines)]
+        raise MergeError(
+            "refusing to merge records from different hardware into one leaderboard "
+            "(ranks would compare machines, not techniques):\n"
+            + "\n".join(lines)
+            + "\npass --allow-mixed-profiles to keep them all; reports then rank each hardware separately"
+        )
+    return [
+        "merged records from different hardware (--allow-mixed-profiles); ranked per hardware:\n" + "\n".join(lines)
+    ]
 
 
 def _software_warnings(sources: list[tuple[str, Record]]) -> list[str]:
@@ -102,8 +107,9 @@ def _runs_from_records(records: Sequence[Record]) -> list[dict[str, Any]]:
     return out
 
 
-def merge_runs(inputs: Sequence[tuple[str, Run]], *, allow_mixed_profiles: bool = False,
-               allow_duplicates: bool = False) -> Merged:
+def merge_runs(
+    inputs: Sequence[tuple[str, Run]], *, allow_mixed_profiles: bool = False, allow_duplicates: bool = False
+) -> Merged:
     """Merge `(label, run)` pairs (label: the file name, used in messages and in `runs`)."""
     sources = [(label, record) for label, run in inputs for record in run.records]
     warnings = [f"{label}: holds no records" for label, run in inputs if not run.records]
@@ -117,19 +123,28 @@ def merge_runs(inputs: Sequence[tuple[str, Run]], *, allow_mixed_profiles: bool 
     for label, record in sources:
         same = by_key.setdefault((record.nodeid, record.profile), [])
         if any(other.to_dict() == record.to_dict() for _, other in same):
-            warnings.append(f"{record.nodeid} [{record.profile}] in {label}: identical to a record already merged; kept once")
+            warnings.append(
+                f"{record.nodeid} [{record.profile}] in {label}: identical to a record already merged; kept once"
+            )
             continue
         same.append((label, record))
         kept.append(record)
     clashes = {key: entries for key, entries in by_key.items() if len(entries) > 1}
     if clashes:
-        lines = [f"  {nodeid} [{profile}]: in {', '.join(label for label, _ in entries)}"
-                 for (nodeid, profile), entries in sorted(clashes.items())]
+        lines = [
+            f"  {nodeid} [{profile}]: in {', '.join(label for label, _ in entries)}"
+            for (nodeid, profile), entries in sorted(clashes.items())
+        ]
         if not allow_duplicates:
-            raise MergeError("the same test appears with different results in more than one input:\n"
-                             + "\n".join(lines) + "\nmerge shards that ran disjoint tests, or pass "
-                             "--allow-duplicates to keep every result (reports then show each as its own row)")
-        warnings.append("kept every result of tests that appear more than once (--allow-duplicates):\n" + "\n".join(lines))
+            raise MergeError(
+                "the same test appears with different results in more than one input:\n"
+                + "\n".join(lines)
+                + "\nmerge shards that ran disjoint tests, or pass "
+                "--allow-duplicates to keep every result (reports then show each as its own row)"
+            )
+        warnings.append(
+            "kept every result of tests that appear more than once (--allow-duplicates):\n" + "\n".join(lines)
+        )
 
     runs: list[dict[str, Any]] = []
     for label, run in inputs:

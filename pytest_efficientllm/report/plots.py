@@ -55,9 +55,14 @@ def _label(metric: Metric) -> tuple[str, float]:
 
 
 def scatter(title: str, records: Sequence[Record], x_name: str, y_name: str) -> Plot:
-    pts = [(r, r.metrics[x_name], r.metrics[y_name]) for r in records
-           if x_name in r.metrics and y_name in r.metrics
-           and r.metrics[x_name].value is not None and r.metrics[y_name].value is not None]
+    pts = [
+        (r, r.metrics[x_name], r.metrics[y_name])
+        for r in records
+        if x_name in r.metrics
+        and y_name in r.metrics
+        and r.metrics[x_name].value is not None
+        and r.metrics[y_name].value is not None
+    ]
     if not pts:
         return Plot(title, None, f"not drawn: no record holds both {x_name} and {y_name}")
     from matplotlib.figure import Figure  # imported here: only reports need matplotlib
@@ -74,10 +79,25 @@ def scatter(title: str, records: Sequence[Record], x_name: str, y_name: str) -> 
     for hollow, label in ((False, "measured/counted"), (True, "involves an estimate")):
         idx = [i for i, e in enumerate(estimated) if e == hollow]
         if idx:
-            ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], s=36, label=label,
-                       facecolors="none" if hollow else "tab:blue", edgecolors="tab:blue")
-    ax.plot([xs[i] for i in front], [ys[i] for i in front], "-", color="tab:red", lw=1.2,
-            marker="o", mfc="none", ms=10, label="Pareto frontier")
+            ax.scatter(
+                [xs[i] for i in idx],
+                [ys[i] for i in idx],
+                s=36,
+                label=label,
+                facecolors="none" if hollow else "tab:blue",
+                edgecolors="tab:blue",
+            )
+    ax.plot(
+        [xs[i] for i in front],
+        [ys[i] for i in front],
+        "-",
+        color="tab:red",
+        lw=1.2,
+        marker="o",
+        mfc="none",
+        ms=10,
+        label="Pareto frontier",
+    )
     for (record, _, _), x, y in zip(pts, xs, ys):
         ax.annotate(technique_of(record.nodeid), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel(x_label, fontsize=8)
@@ -97,8 +117,10 @@ def tradeoff_plots(board: Leaderboard) -> list[Plot]:
     plots = []
     memory = _axis_name(records, ("AMU", "peak_memory")) or "AMU"
     plots.append(scatter(f"memory vs latency · {board.title}", records, "AL", memory))
-    for title, x_names in (("energy per token vs quality", ("energy_per_token", "energy_per_sample")),
-                           ("compression vs quality", ("size_ratio", "MCR"))):
+    for title, x_names in (
+        ("energy per token vs quality", ("energy_per_token", "energy_per_sample")),
+        ("compression vs quality", ("size_ratio", "MCR")),
+    ):
         x_name = _axis_name(records, x_names) or x_names[0]
         if quality is None:
             plots.append(Plot(f"{title} · {board.title}", None, "not drawn: no quality metric recorded"))

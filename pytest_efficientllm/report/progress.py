@@ -42,5 +42,7 @@ class Progress:
         self.seen.add(nodeid)
         self.started += 1
         of = f"/{self.total}" if self.total >= self.started else ""
-        return (f"efficiency [{self.started}{of}] measuring {axis_of(nodeid)} - "
-                f"{function_of(nodeid)} - {technique_of(nodeid)}")
+        return (
+            f"efficiency [{self.started}{of}] measuring {axis_of(nodeid)} - "
+            f"{function_of(nodeid)} - {technique_of(nodeid)}"
+        )

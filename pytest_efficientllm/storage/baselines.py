@@ -64,7 +64,9 @@ def baseline_relpath(nodeid: str) -> PurePosixPath:
     the entry key. A file outside the rootdir ('../x/test_a.py') maps to '_up_/x/...'.
     """
     file_part = nodeid.split("::", 1)[0]
-    parts = [("_up_" if p == ".." else p) for p in PurePosixPath(file_part.replace("\\", "/")).parts if p not in ("/", ".")]
+    parts = [
+        ("_up_" if p == ".." else p) for p in PurePosixPath(file_part.replace("\\", "/")).parts if p not in ("/", ".")
+    ]
     if not parts:
         raise BaselineError(f"node id {nodeid!r} has no file part to derive its baseline file from")
     return PurePosixPath(*parts[:-1], parts[-1] + ".json")
@@ -83,8 +85,14 @@ def _metric_entry(metric: Metric) -> dict[str, Any]:
     out["samples"] = [_stable(x, exact) for x in metric.samples]
     if metric.samples:
         s = summarize(metric.samples)
-        out["stats"] = {"n": s.n, "median": _stable(s.median, exact), "mad": _stable(s.mad, exact),
-                        "iqr": _stable(s.iqr, exact), "min": _stable(s.minimum, exact), "max": _stable(s.maximum, exact)}
+        out["stats"] = {
+            "n": s.n,
+            "median": _stable(s.median, exact),
+            "mad": _stable(s.mad, exact),
+            "iqr": _stable(s.iqr, exact),
+            "min": _stable(s.minimum, exact),
+            "max": _stable(s.maximum, exact),
+        }
     return out
 
 
@@ -121,19 +129,23 @@ def carry_history(old: Record, new: dict[str, Any], priors: Mapping[str, RunPrio
         median = summarize(samples).median
         direction = metric.get("direction", "lower")
         prediction = predict(earlier, priors.get(name), metric.get("unit", ""), direction)
-        kept = [_stable(m, False) for m in earlier[-(HISTORY_RUNS - 1):]]
+        kept = [_stable(m, False) for m in earlier[-(HISTORY_RUNS - 1) :]]
         if prediction is None or prediction.low <= median <= prediction.high:
             metric["history"] = kept
             continue
         faster = (median < prediction.low) == (direction != "higher")
-        where = f"{old.nodeid} {name}: {median / prediction.centre - 1:+.1%}, beyond " \
-                f"{prediction.describe('higher' if (median < prediction.low) else 'lower')}"
+        where = (
+            f"{old.nodeid} {name}: {median / prediction.centre - 1:+.1%}, beyond "
+            f"{prediction.describe('higher' if (median < prediction.low) else 'lower')}"
+        )
         if faster:
             notes.append(f"{where}: faster than noise makes a run, so the run history restarts here")
         else:
             metric["history"] = kept
-            notes.append(f"{where}: kept with the earlier runs, whose faster half outvotes a slow spell; "
-                         "if the code is meant to be slower, delete this entry and record it again")
+            notes.append(
+                f"{where}: kept with the earlier runs, whose faster half outvotes a slow spell; "
+                "if the code is meant to be slower, delete this entry and record it again"
+            )
     return notes
 
 
@@ -158,22 +170,22 @@ def _field_problem(metric: dict[str, Any]) -> str:
     """What is wrong with one stored metric's fields, or ''."""
     for name in _METRIC_REQUIRED:
         if name not in metric:
-            return f"has no \"{name}\""
+            return f'has no "{name}"'
     if metric["value"] is not None and not _is_number(metric["value"]):
-        return f"\"value\" must be a number or null, got {_shown(metric['value'])}"
+        return f'"value" must be a number or null, got {_shown(metric["value"])}'
     for name in _METRIC_TEXT:
         if name in metric and not isinstance(metric[name], str):
-            return f"\"{name}\" must be a string, got {_shown(metric[name])}"
+            return f'"{name}" must be a string, got {_shown(metric[name])}'
     for name, allowed in _METRIC_CHOICES.items():
         if metric[name] not in allowed:
-            return f"\"{name}\" must be one of {', '.join(allowed)}, got {_shown(metric[name])}"
+            return f'"{name}" must be one of {", ".join(allowed)}, got {_shown(metric[name])}'
     for name in _METRIC_NUMBER_LISTS:
         values = metric.get(name, [])
         if not isinstance(values, list):
-            return f"\"{name}\" must be a list of numbers, got {_shown(values)}"
+            return f'"{name}" must be a list of numbers, got {_shown(values)}'
         for i, value in enumerate(values):
             if not _is_number(value):
-                return f"\"{name}\" must be a list of numbers, but item {i} is {_shown(value)}"
+                return f'"{name}" must be a list of numbers, but item {i} is {_shown(value)}'
     return ""
 
 
@@ -185,7 +197,7 @@ def check_metrics(metrics: object) -> None:
     and crash `--update-baselines` the same way, so the file could not be re-recorded.
     """
     if not isinstance(metrics, dict):
-        raise SchemaError(f"\"metrics\" must be a JSON object of name -> metric, got {_shown(metrics)}")
+        raise SchemaError(f'"metrics" must be a JSON object of name -> metric, got {_shown(metrics)}')
     for name, metric in metrics.items():
         if not isinstance(metric, dict):
             raise SchemaError(f"metric {name!r} must be a JSON object, got {_shown(metric)}")
@@ -223,20 +235,25 @@ def parse(path: Path, text: str) -> tuple[str, dict[str, dict[str, Any]]]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BaselineError(f"{path}: corrupt baseline file: not valid JSON at line {exc.lineno} column {exc.colno} "
-                            f"(char {exc.pos}): {exc.msg}; fix or delete it (nothing was overwritten)") from None
+        raise BaselineError(
+            f"{path}: corrupt baseline file: not valid JSON at line {exc.lineno} column {exc.colno} "
+            f"(char {exc.pos}): {exc.msg}; fix or delete it (nothing was overwritten)"
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise BaselineError(f"{path}: not a pytest-efficientllm baseline file (no \"format\": \"{FORMAT}\"); "
-                            "move it away or delete it")
+        raise BaselineError(
+            f'{path}: not a pytest-efficientllm baseline file (no "format": "{FORMAT}"); move it away or delete it'
+        )
     schema = doc.get("schema")
     if not isinstance(schema, int) or isinstance(schema, bool):
-        raise BaselineError(f"{path}: baseline file has no integer \"schema\" field")
+        raise BaselineError(f'{path}: baseline file has no integer "schema" field')
     if schema > STORE_SCHEMA:
-        raise BaselineError(f"{path}: written by a newer pytest-efficientllm (baseline schema {schema}; this version "
-                            f"reads up to {STORE_SCHEMA}): upgrade the plugin; the file was not overwritten")
+        raise BaselineError(
+            f"{path}: written by a newer pytest-efficientllm (baseline schema {schema}; this version "
+            f"reads up to {STORE_SCHEMA}): upgrade the plugin; the file was not overwritten"
+        )
     tests = doc.get("tests")
     if not isinstance(tests, dict):
-        raise BaselineError(f"{path}: \"tests\" must be a JSON object of node id -> entry")
+        raise BaselineError(f'{path}: "tests" must be a JSON object of node id -> entry')
     return str(doc.get("profile", "")), tests
 
 
@@ -265,9 +282,11 @@ def _profile_of(path: Path, found: str, expected: str | None) -> str:
     it with this profile and keep the other machine's entries in it.
     """
     if expected is not None and found and found != expected:
-        raise BaselineError(f"{path}: a baseline file of profile {found!r} in the folder of profile {expected!r} "
-                            f"(copied from another machine's baselines?): move it to the {found!r} baselines or "
-                            "delete it (nothing was overwritten)")
+        raise BaselineError(
+            f"{path}: a baseline file of profile {found!r} in the folder of profile {expected!r} "
+            f"(copied from another machine's baselines?): move it to the {found!r} baselines or "
+            "delete it (nothing was overwritten)"
+        )
     return found or expected or ""
 
 
@@ -278,8 +297,10 @@ def _records_of(path: Path, profile: str, tests: dict[str, dict[str, Any]]) -> d
         try:
             record = record_of(nodeid, entry)
         except SchemaError as exc:
-            raise BaselineError(f"{path}: entry {nodeid!r}: {exc}; fix it, or delete the entry and record it again "
-                                "with --update-baselines (nothing was overwritten)") from None
+            raise BaselineError(
+                f"{path}: entry {nodeid!r}: {exc}; fix it, or delete the entry and record it again "
+                "with --update-baselines (nothing was overwritten)"
+            ) from None
         if profile and record.profile != profile:
             raise BaselineError(f"{path}: entry {nodeid!r} has profile {record.profile!r} in a {profile!r} file")
         out[nodeid] = record
@@ -320,8 +341,10 @@ def _lock_for(root: Path, path: Path) -> FileLock:
         if not ignore.exists():
             write_atomic(ignore, _LOCK_FOLDER_IGNORE)  # atomic: a writer racing us never leaves it empty
     except OSError as exc:
-        raise BaselineError(f"{folder}: cannot create the baseline lock folder ({exc.strerror or exc}); every "
-                            f"update of {root} locks its files there: make it writable; nothing was written") from None
+        raise BaselineError(
+            f"{folder}: cannot create the baseline lock folder ({exc.strerror or exc}); every "
+            f"update of {root} locks its files there: make it writable; nothing was written"
+        ) from None
     key = hashlib.sha256(path.relative_to(root).as_posix().encode()).hexdigest()[:24]
     return FileLock(str(folder / f"{key}.lock"), timeout=LOCK_TIMEOUT_S)
 
@@ -333,13 +356,16 @@ def _locked(root: Path, path: Path) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:  # a TimeoutError, hence an OSError: caught first
-        raise BaselineError(f"{path}: another process held the baseline lock {lock.lock_file} for "
-                            f"{LOCK_TIMEOUT_S:.0f} s; not written") from None
+        raise BaselineError(
+            f"{path}: another process held the baseline lock {lock.lock_file} for {LOCK_TIMEOUT_S:.0f} s; not written"
+        ) from None
     except OSError as exc:
-        raise BaselineError(f"{lock.lock_file}: cannot take the baseline lock ({exc.strerror or exc}); the lock "
-                            f"folder {root / LOCK_FOLDER} must be writable by everyone who updates these baselines: "
-                            "make it writable, or delete it if another user owns it (it is recreated); "
-                            "nothing was written") from None
+        raise BaselineError(
+            f"{lock.lock_file}: cannot take the baseline lock ({exc.strerror or exc}); the lock "
+            f"folder {root / LOCK_FOLDER} must be writable by everyone who updates these baselines: "
+            "make it writable, or delete it if another user owns it (it is recreated); "
+            "nothing was written"
+        ) from None
     try:
         yield
     finally:
@@ -422,8 +448,9 @@ class BaselineStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BaselineError(f"{path.parent}: cannot create the baselines folder ({exc.strerror or exc}); "
-                                "nothing was written") from None
+            raise BaselineError(
+                f"{path.parent}: cannot create the baselines folder ({exc.strerror or exc}); nothing was written"
+            ) from None
         with _locked(self.root, path):
             try:
                 text = path.read_text(encoding="utf-8")
@@ -455,5 +482,7 @@ class BaselineStore:
             try:
                 write_atomic(path, render(self.profile, entries))
             except OSError as exc:
-                raise BaselineError(f"{path}: cannot write baseline file ({exc.strerror or exc}); "
-                                    "is the baselines folder read-only? nothing was changed") from None
+                raise BaselineError(
+                    f"{path}: cannot write baseline file ({exc.strerror or exc}); "
+                    "is the baselines folder read-only? nothing was changed"
+                ) from None

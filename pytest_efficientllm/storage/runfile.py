@@ -83,10 +83,12 @@ def read_run(path: str | Path) -> Run:
     except json.JSONDecodeError as exc:
         raise RunFileError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise RunFileError(f"{path}: not a pytest-efficientllm run file (no \"format\": \"{FORMAT}\")")
+        raise RunFileError(f'{path}: not a pytest-efficientllm run file (no "format": "{FORMAT}")')
     schema = data.get("schema")
     if not isinstance(schema, int) or schema > SCHEMA_VERSION:
-        raise RunFileError(f"{path}: schema {schema!r} is not one this version reads (<= {SCHEMA_VERSION}); upgrade the plugin")
+        raise RunFileError(
+            f"{path}: schema {schema!r} is not one this version reads (<= {SCHEMA_VERSION}); upgrade the plugin"
+        )
     try:
         records = [Record.from_dict(r) for r in data.get("records", [])]
     except SchemaError as exc:

@@ -104,8 +104,11 @@ class CudaAllocatorProbe(Probe):
         return [
             measured("peak_memory", float(self._peak), f"{how}: max_memory_allocated"),
             measured("peak_memory_reserved", float(self._reserved), f"{how}: max_memory_reserved"),
-            measured("peak_memory_delta", float(max(0, self._peak - self._at_open)),
-                     f"{how}: max_memory_allocated minus memory_allocated at open"),
+            measured(
+                "peak_memory_delta",
+                float(max(0, self._peak - self._at_open)),
+                f"{how}: max_memory_allocated minus memory_allocated at open",
+            ),
         ]
 
 
@@ -118,14 +121,20 @@ def gpu_peak_flops(name: str, sm_count: int | None, max_sm_clock_mhz: int | None
     """
     listed = lookup_device(name)
     if listed is not None:
-        return estimated("peak_flops_per_s", listed.bf16_flops_per_s,
-                         f"estimate: datasheet dense bf16 peak of {listed.model} "
-                         f"({listed.bf16_flops_per_s / 1e12:.0f} TFLOP/s), not measured")
+        return estimated(
+            "peak_flops_per_s",
+            listed.bf16_flops_per_s,
+            f"estimate: datasheet dense bf16 peak of {listed.model} "
+            f"({listed.bf16_flops_per_s / 1e12:.0f} TFLOP/s), not measured",
+        )
     if sm_count and max_sm_clock_mhz:
         peak = clock_derived_peak(sm_count, max_sm_clock_mhz * 1e6, HOPPER_FLOP_PER_CLOCK_PER_SM)
-        return estimated("peak_flops_per_s", peak,
-                         f"estimate: clock-derived dense bf16 peak = {sm_count} SMs x {HOPPER_FLOP_PER_CLOCK_PER_SM} "
-                         f"FLOP/clock/SM (Hopper's rate, assumed for unlisted {name!r}) x {max_sm_clock_mhz} MHz max SM clock")
+        return estimated(
+            "peak_flops_per_s",
+            peak,
+            f"estimate: clock-derived dense bf16 peak = {sm_count} SMs x {HOPPER_FLOP_PER_CLOCK_PER_SM} "
+            f"FLOP/clock/SM (Hopper's rate, assumed for unlisted {name!r}) x {max_sm_clock_mhz} MHz max SM clock",
+        )
     return None
 
 
@@ -142,7 +151,8 @@ def check_same_device(nvml: NvmlSet, torch_uuid: str | None) -> NvmlSet:
     return NvmlSet.empty(
         f"NVML maps this process's CUDA device to {nvml.devices[0].uuid} but torch reports {torch_uuid}: "
         "CUDA's device order differs from NVML's; set CUDA_DEVICE_ORDER=PCI_BUS_ID or name devices by UUID "
-        "in CUDA_VISIBLE_DEVICES")
+        "in CUDA_VISIBLE_DEVICES"
+    )
 
 
 def cuda_runtime_version() -> str | None:

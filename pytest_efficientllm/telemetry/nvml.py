@@ -85,7 +85,9 @@ def parse_visible_devices(value: str | None) -> list[int | str] | None:
         elif entry.isdigit():
             out.append(int(entry))
         else:
-            raise ValueError(f"CUDA_VISIBLE_DEVICES={value!r}: entry {entry!r} is neither an index nor a GPU-/MIG- UUID")
+            raise ValueError(
+                f"CUDA_VISIBLE_DEVICES={value!r}: entry {entry!r} is neither an index nor a GPU-/MIG- UUID"
+            )
         if out[-1] in out[:-1]:
             raise ValueError(f"CUDA_VISIBLE_DEVICES={value!r}: {entry!r} is listed twice")
     return out
@@ -143,16 +145,22 @@ def resolve_visible(nv: Any, env_value: str | None) -> list[NvmlDevice]:
             try:
                 handle = nvml_call(nv, "nvmlDeviceGetHandleByUUID", entry)
             except TelemetryError as exc:
-                raise ValueError(f"CUDA_VISIBLE_DEVICES entry {entry!r} matches no MIG device NVML knows: {exc}") from None
+                raise ValueError(
+                    f"CUDA_VISIBLE_DEVICES entry {entry!r} matches no MIG device NVML knows: {exc}"
+                ) from None
             out.append(_as_device(nv, handle, "MIG instance"))
         else:
             if all_uuids is None:
-                all_uuids = [_text(nvml_call(nv, "nvmlDeviceGetUUID", nvml_call(nv, "nvmlDeviceGetHandleByIndex", i)))
-                             for i in range(count)]
+                all_uuids = [
+                    _text(nvml_call(nv, "nvmlDeviceGetUUID", nvml_call(nv, "nvmlDeviceGetHandleByIndex", i)))
+                    for i in range(count)
+                ]
             matches = [i for i, u in enumerate(all_uuids) if u.startswith(entry)]
             if len(matches) != 1:
                 what = "matches no" if not matches else "is ambiguous among the"
-                raise ValueError(f"CUDA_VISIBLE_DEVICES entry {entry!r} {what} NVML device UUIDs ({', '.join(all_uuids)})")
+                raise ValueError(
+                    f"CUDA_VISIBLE_DEVICES entry {entry!r} {what} NVML device UUIDs ({', '.join(all_uuids)})"
+                )
             out.append(_as_device(nv, nvml_call(nv, "nvmlDeviceGetHandleByIndex", matches[0]), f"GPU {matches[0]}"))
     return out
 
@@ -178,9 +186,14 @@ class CounterStep:
 NO_STEP = CounterStep(None, None, None, 0, 0.0)
 
 
-def probe_counter(read_mj: Callable[[], int], clock: Callable[[], float] = time.perf_counter,
-                  sleep: Callable[[float], None] = time.sleep, max_s: float = PROBE_MAX_S,
-                  changes_wanted: int = PROBE_CHANGES, poll_s: float = PROBE_POLL_S) -> CounterStep:
+def probe_counter(
+    read_mj: Callable[[], int],
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+    max_s: float = PROBE_MAX_S,
+    changes_wanted: int = PROBE_CHANGES,
+    poll_s: float = PROBE_POLL_S,
+) -> CounterStep:
     """Read the counter every `poll_s` for at most `max_s` and time its updates.
 
     The idle power is taken between the first and the last observed update, so it is exact
@@ -222,8 +235,14 @@ class NvmlEnergyProbe(Probe):
 
     name = "nvml-energy"
 
-    def __init__(self, nv: Any, devices: Sequence[NvmlDevice], step: CounterStep, unsupported: str | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        nv: Any,
+        devices: Sequence[NvmlDevice],
+        step: CounterStep,
+        unsupported: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.nv = nv
         self.devices = _unique_parents(devices)
         self.step = step
@@ -260,10 +279,16 @@ class NvmlEnergyProbe(Probe):
     def _idle(self) -> Metric:
         s = self.step
         if self.unsupported or s.idle_power_w is None:
-            why = self.unsupported or f"the energy counter changed {s.changes} time(s) in {s.duration_s:.2f} s at start-up"
+            why = (
+                self.unsupported
+                or f"the energy counter changed {s.changes} time(s) in {s.duration_s:.2f} s at start-up"
+            )
             return unavailable("idle_power", "measured", IDLE_METHOD, why)
-        return measured("idle_power", s.idle_power_w,
-                        f"NVML energy counter over {s.duration_s:.2f} s with no work queued by this process, at session start-up")
+        return measured(
+            "idle_power",
+            s.idle_power_w,
+            f"NVML energy counter over {s.duration_s:.2f} s with no work queued by this process, at session start-up",
+        )
 
     def readings(self, wall_s: float) -> list[Metric]:
         if self._error is not None:
@@ -275,24 +300,30 @@ class NvmlEnergyProbe(Probe):
             return [unavailable("energy", "measured", method, self.unsupported), self._idle()]
         for d, a, b in zip(self.devices, self._open, self._close):
             if b < a:
-                why = (f"the energy counter of {d.label} went backwards ({a} mJ at open, {b} mJ at close): "
-                       "driver reload or GPU reset during the window; energy unknown")
+                why = (
+                    f"the energy counter of {d.label} went backwards ({a} mJ at open, {b} mJ at close): "
+                    "driver reload or GPU reset during the window; energy unknown"
+                )
                 return [unavailable("energy", "measured", method, why), self._idle()]
         delta_mj = sum(b - a for a, b in zip(self._open, self._close))
         window_s = self._t_close - self._t_open
         period = self.step.period_s
         if delta_mj == 0:
             period_text = f"update period {period * 1e3:.0f} ms" if period else "update period unknown"
-            why = (f"the energy counter did not advance in this {window_s * 1e3:.1f} ms window ({period_text}): "
-                   "too short to measure; lengthen the window (more rounds or min_time)")
+            why = (
+                f"the energy counter did not advance in this {window_s * 1e3:.1f} ms window ({period_text}): "
+                "too short to measure; lengthen the window (more rounds or min_time)"
+            )
             return [unavailable("energy", "measured", method, why), self._idle()]
         note = ""
         if period is None:
             note = "counter update period unknown (too few updates seen at start-up): short windows cannot be flagged"
         elif window_s < SHORT_WINDOW_UPDATES * period:
             updates = window_s / period
-            note = (f"short window: {window_s * 1e3:.1f} ms spans ~{updates:.1f} counter updates (period {period * 1e3:.0f} ms, "
-                    f"fewer than {SHORT_WINDOW_UPDATES}); uncertain by up to ~{100 / max(updates, 1e-9):.0f}%")
+            note = (
+                f"short window: {window_s * 1e3:.1f} ms spans ~{updates:.1f} counter updates (period {period * 1e3:.0f} ms, "
+                f"fewer than {SHORT_WINDOW_UPDATES}); uncertain by up to ~{100 / max(updates, 1e-9):.0f}%"
+            )
         return [measured("energy", delta_mj / 1e3, method, note=note), self._idle()]
 
 
@@ -305,8 +336,15 @@ class NvmlSamplerProbe(Probe):
 
     name = "nvml-sampler"
 
-    def __init__(self, nv: Any, devices: Sequence[NvmlDevice], interval_s: float, capacity_bytes: int | None,
-                 memory_unsupported: str | None = None, busy_unsupported: str | None = None) -> None:
+    def __init__(
+        self,
+        nv: Any,
+        devices: Sequence[NvmlDevice],
+        interval_s: float,
+        capacity_bytes: int | None,
+        memory_unsupported: str | None = None,
+        busy_unsupported: str | None = None,
+    ) -> None:
         self.nv = nv
         self.devices = list(devices)
         self.interval_s = interval_s
@@ -317,8 +355,12 @@ class NvmlSamplerProbe(Probe):
         self.busy = Sampler(self._busy_percent, interval_s)
 
     def _memory_used(self) -> float:
-        return float(sum(nvml_call(self.nv, "nvmlDeviceGetMemoryInfo", d.handle, version=self.nv.nvmlMemory_v2).used
-                         for d in self.devices))
+        return float(
+            sum(
+                nvml_call(self.nv, "nvmlDeviceGetMemoryInfo", d.handle, version=self.nv.nvmlMemory_v2).used
+                for d in self.devices
+            )
+        )
 
     def _busy_percent(self) -> float:
         values = [nvml_call(self.nv, "nvmlDeviceGetUtilizationRates", d.handle).gpu for d in self.devices]
@@ -348,14 +390,20 @@ class NvmlSamplerProbe(Probe):
             avg = self.memory.time_average()
             out.append(measured("AMU", avg, f"{MEMORY_METHOD}; {every}"))
             if avg is not None and self.capacity_bytes:
-                out.append(measured("AMU_fraction", avg / self.capacity_bytes,
-                                    f"{MEMORY_METHOD}; {every} / memory total"))
+                out.append(
+                    measured("AMU_fraction", avg / self.capacity_bytes, f"{MEMORY_METHOD}; {every} / memory total")
+                )
         if self.busy_unsupported:
             out.append(unavailable("PCU", "measured", PCU_METHOD, self.busy_unsupported))
         else:
             avg = self.busy.time_average()
-            out.append(measured("PCU", None if avg is None else avg / 100.0,
-                                f"{PCU_METHOD}; {every} (NVML's own sample period is 1/6 s to 1 s)"))
+            out.append(
+                measured(
+                    "PCU",
+                    None if avg is None else avg / 100.0,
+                    f"{PCU_METHOD}; {every} (NVML's own sample period is 1/6 s to 1 s)",
+                )
+            )
         return out
 
 
@@ -374,8 +422,10 @@ class NvmlTensorActivityProbe(Probe):
     def _allocate(self) -> None:
         # Allocated once and reused: samples are opaque driver buffers, not per-window state.
         if not self._samples:
-            self._samples = [(nvml_call(self.nv, "nvmlGpmSampleAlloc"), nvml_call(self.nv, "nvmlGpmSampleAlloc"))
-                             for _ in self.devices]
+            self._samples = [
+                (nvml_call(self.nv, "nvmlGpmSampleAlloc"), nvml_call(self.nv, "nvmlGpmSampleAlloc"))
+                for _ in self.devices
+            ]
 
     def _take(self, which: int) -> None:
         if self.unsupported or self._error:
@@ -408,7 +458,9 @@ class NvmlTensorActivityProbe(Probe):
             get.metrics[0].metricId = self.nv.NVML_GPM_METRIC_ANY_TENSOR_UTIL
             nvml_call(self.nv, "nvmlGpmMetricsGet", get)
             if get.metrics[0].nvmlReturn != 0:
-                raise TelemetryError(f"NVML nvmlGpmMetricsGet ANY_TENSOR_UTIL returned error code {get.metrics[0].nvmlReturn}")
+                raise TelemetryError(
+                    f"NVML nvmlGpmMetricsGet ANY_TENSOR_UTIL returned error code {get.metrics[0].nvmlReturn}"
+                )
             values.append(get.metrics[0].value / 100.0)
         return [measured("tensor_active", sum(values) / len(values), TENSOR_METHOD)]
 
@@ -499,9 +551,15 @@ def _capability(call: Callable[[], Any]) -> str | None:
         return f"failed at start-up: {exc}"
 
 
-def open_nvml(nv: Any, visible: str | None, ordinals: Sequence[int] = (0,), *,
-              clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
-              probe_max_s: float = PROBE_MAX_S) -> NvmlSet:
+def open_nvml(
+    nv: Any,
+    visible: str | None,
+    ordinals: Sequence[int] = (0,),
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+    probe_max_s: float = PROBE_MAX_S,
+) -> NvmlSet:
     """Initialise NVML once, map CUDA ordinals through `visible` (CUDA_VISIBLE_DEVICES), probe what works.
 
     Only the devices at `ordinals` (the ones this process uses) are measured. Never raises
@@ -519,13 +577,17 @@ def open_nvml(nv: Any, visible: str | None, ordinals: Sequence[int] = (0,), *,
         return NvmlSet.empty(str(exc))
     missing = [o for o in ordinals if o >= len(visible_devices)]
     if missing:
-        return NvmlSet.empty(f"CUDA device ordinal(s) {missing} not among the {len(visible_devices)} CUDA_VISIBLE_DEVICES")
+        return NvmlSet.empty(
+            f"CUDA device ordinal(s) {missing} not among the {len(visible_devices)} CUDA_VISIBLE_DEVICES"
+        )
     devices = [visible_devices[o] for o in ordinals]
     parents = _unique_parents(devices)
 
     unsupported: dict[str, str] = {}
     energy = _capability(lambda: [nvml_call(nv, "nvmlDeviceGetTotalEnergyConsumption", d.parent) for d in parents])
-    memory = _capability(lambda: [nvml_call(nv, "nvmlDeviceGetMemoryInfo", d.handle, version=nv.nvmlMemory_v2) for d in devices])
+    memory = _capability(
+        lambda: [nvml_call(nv, "nvmlDeviceGetMemoryInfo", d.handle, version=nv.nvmlMemory_v2) for d in devices]
+    )
     busy = _capability(lambda: [nvml_call(nv, "nvmlDeviceGetUtilizationRates", d.handle) for d in devices])
     if busy and any(d.is_mig for d in devices):
         busy = f"utilization queries are not supported on MIG instances ({busy})"
@@ -536,8 +598,10 @@ def open_nvml(nv: Any, visible: str | None, ordinals: Sequence[int] = (0,), *,
 
     step = NO_STEP
     if not energy:
+
         def read_total() -> int:
             return sum(int(nvml_call(nv, "nvmlDeviceGetTotalEnergyConsumption", d.parent)) for d in parents)
+
         try:
             step = probe_counter(read_total, clock, sleep, probe_max_s)
         except TelemetryError as exc:
@@ -545,18 +609,30 @@ def open_nvml(nv: Any, visible: str | None, ordinals: Sequence[int] = (0,), *,
 
     capacity = None
     if not memory:
-        capacity = sum(int(nvml_call(nv, "nvmlDeviceGetMemoryInfo", d.handle, version=nv.nvmlMemory_v2).total) for d in devices)
+        capacity = sum(
+            int(nvml_call(nv, "nvmlDeviceGetMemoryInfo", d.handle, version=nv.nvmlMemory_v2).total) for d in devices
+        )
 
-    notices = [f"GPU {name} (NVML): {why}" for name, why in
-               (("energy", unsupported.get("energy")), ("memory", unsupported.get("memory")),
-                ("kernel-busy share / PCU", unsupported.get("busy")), ("tensor activity", unsupported.get("tensor")))
-               if why]
+    notices = [
+        f"GPU {name} (NVML): {why}"
+        for name, why in (
+            ("energy", unsupported.get("energy")),
+            ("memory", unsupported.get("memory")),
+            ("kernel-busy share / PCU", unsupported.get("busy")),
+            ("tensor activity", unsupported.get("tensor")),
+        )
+        if why
+    ]
     if any(d.is_mig for d in devices):
         notices.append("GPU energy under MIG: NVML has the counter only for the whole GPU; it includes every instance")
     if "energy" not in unsupported and step.period_s is None:
-        notices.append(f"GPU energy counter changed {step.changes} time(s) in {step.duration_s:.2f} s at start-up: "
-                       "update period unknown, short windows cannot be flagged")
-    return NvmlSet(nv, devices, step, unsupported, capacity, notices, _fingerprint(nv, devices, step, capacity), clock=clock)
+        notices.append(
+            f"GPU energy counter changed {step.changes} time(s) in {step.duration_s:.2f} s at start-up: "
+            "update period unknown, short windows cannot be flagged"
+        )
+    return NvmlSet(
+        nv, devices, step, unsupported, capacity, notices, _fingerprint(nv, devices, step, capacity), clock=clock
+    )
 
 
 def _gpm_support(nv: Any, parents: Sequence[NvmlDevice]) -> str | None:

@@ -115,8 +115,12 @@ class ProcessMemoryProbe(Probe):
             note = self._reset_problem or ""
         out = [
             measured(f"{p}peak_memory", peak, method, note=note),
-            measured(f"{p}peak_memory_delta", None if peak is None else max(0.0, peak - self._open_rss),
-                     method + "; minus RSS at window open", note=note),
+            measured(
+                f"{p}peak_memory_delta",
+                None if peak is None else max(0.0, peak - self._open_rss),
+                method + "; minus RSS at window open",
+                note=note,
+            ),
         ]
         if not p:
             out += retained_metrics(self.sampler, sampled_method, wall_s)
@@ -127,8 +131,9 @@ class ProcessMemoryProbe(Probe):
             out.append(measured(f"{p}AMU", avg, sampled_method + ", time average"))
             capacity = total_memory_bytes()
             if not p and avg is not None and capacity:
-                out.append(measured("AMU_fraction", avg / capacity,
-                                    sampled_method + ", time average / physical memory"))
+                out.append(
+                    measured("AMU_fraction", avg / capacity, sampled_method + ", time average / physical memory")
+                )
         return out
 
 

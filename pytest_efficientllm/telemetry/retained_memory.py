@@ -40,8 +40,9 @@ class RetainedMemoryProbe(Probe):
 
     name = "retained-memory"
 
-    def __init__(self, read_bytes: Callable[[], float], interval_s: float = 0.02,
-                 method: str = "procfs: /proc/self/statm RSS") -> None:
+    def __init__(
+        self, read_bytes: Callable[[], float], interval_s: float = 0.02, method: str = "procfs: /proc/self/statm RSS"
+    ) -> None:
         self._read = read_bytes
         self.interval_s = interval_s
         self.method = method
@@ -64,8 +65,7 @@ def retained_metrics(sampler: Sampler, how: str, wall_s: float) -> list[Metric]:
     pts = sampler.samples
     if sampler.error is not None or len(pts) < 2:
         why = f"sampling failed: {sampler.error}" if sampler.error else "fewer than two samples"
-        return [unavailable(RETAINED, "measured", how, why),
-                unavailable(LATE_GROWTH, "measured", how, why)]
+        return [unavailable(RETAINED, "measured", how, why), unavailable(LATE_GROWTH, "measured", how, why)]
     (t0, first), (t1, last) = pts[0], pts[-1]
     mid_t = (t0 + t1) / 2
     mid = min(pts, key=lambda p: abs(p[0] - mid_t))[1]

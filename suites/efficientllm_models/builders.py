@@ -43,17 +43,32 @@ def seed(value: int = 0) -> None:
 def _llama(dec, kv_heads: int, max_pos: int, tie: bool = False):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=dec.vocab, hidden_size=dec.hidden, intermediate_size=dec.intermediate,
-                         num_hidden_layers=dec.layers, num_attention_heads=dec.heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=max_pos, tie_word_embeddings=tie, bos_token_id=None, eos_token_id=None,
-                         pad_token_id=None)
+    config = LlamaConfig(
+        vocab_size=dec.vocab,
+        hidden_size=dec.hidden,
+        intermediate_size=dec.intermediate,
+        num_hidden_layers=dec.layers,
+        num_attention_heads=dec.heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_pos,
+        tie_word_embeddings=tie,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
     return LlamaForCausalLM(config)
 
 
 def attention_settings(variant: str, scale: Scale) -> dict[str, Any]:
     """The technique's settings as the record names them."""
     dec = scale.decoder
-    common = {"attention": variant, "heads": dec.heads, "head_dim": dec.head_dim, "hidden": dec.hidden, "layers": dec.layers}
+    common = {
+        "attention": variant,
+        "heads": dec.heads,
+        "head_dim": dec.head_dim,
+        "hidden": dec.hidden,
+        "layers": dec.layers,
+    }
     if variant == "mha":
         return common | {"kv_heads": dec.heads}
     if variant == "mqa":
@@ -61,11 +76,20 @@ def attention_settings(variant: str, scale: Scale) -> dict[str, Any]:
     if variant == "gqa":
         return common | {"kv_heads": scale.gqa_kv_heads}
     if variant == "mla":
-        return common | {"kv_lora_rank": scale.latent, "qk_rope_head_dim": max(2, dec.head_dim // 2),
-                         "qk_nope_head_dim": dec.head_dim, "v_head_dim": dec.head_dim, "q_lora_rank": None}
+        return common | {
+            "kv_lora_rank": scale.latent,
+            "qk_rope_head_dim": max(2, dec.head_dim // 2),
+            "qk_nope_head_dim": dec.head_dim,
+            "v_head_dim": dec.head_dim,
+            "q_lora_rank": None,
+        }
     if variant == "nsa":
-        return common | {"kv_heads": scale.gqa_kv_heads, "nsa_window": scale.nsa_window, "nsa_block": scale.nsa_block,
-                         "nsa_selected": scale.nsa_selected}
+        return common | {
+            "kv_heads": scale.gqa_kv_heads,
+            "nsa_window": scale.nsa_window,
+            "nsa_block": scale.nsa_block,
+            "nsa_selected": scale.nsa_selected,
+        }
     raise NotApplicable(f"unknown attention variant {variant!r}; expected one of {', '.join(ATTENTION)}")
 
 
@@ -79,21 +103,44 @@ def attention_model(variant: str, scale: Scale) -> nn.Module:
         from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
 
         config = DeepseekV3Config(
-            vocab_size=dec.vocab, hidden_size=dec.hidden, intermediate_size=dec.intermediate,
-            num_hidden_layers=dec.layers, num_attention_heads=dec.heads, num_key_value_heads=dec.heads,
-            kv_lora_rank=s["kv_lora_rank"], q_lora_rank=None, qk_rope_head_dim=s["qk_rope_head_dim"],
-            qk_nope_head_dim=s["qk_nope_head_dim"], v_head_dim=s["v_head_dim"],
+            vocab_size=dec.vocab,
+            hidden_size=dec.hidden,
+            intermediate_size=dec.intermediate,
+            num_hidden_layers=dec.layers,
+            num_attention_heads=dec.heads,
+            num_key_value_heads=dec.heads,
+            kv_lora_rank=s["kv_lora_rank"],
+            q_lora_rank=None,
+            qk_rope_head_dim=s["qk_rope_head_dim"],
+            qk_nope_head_dim=s["qk_nope_head_dim"],
+            v_head_dim=s["v_head_dim"],
             first_k_dense_replace=dec.layers,  # every layer dense: only the attention differs from the Llama variants
-            n_routed_experts=1, n_shared_experts=0, num_experts_per_tok=1, n_group=1, topk_group=1,
-            moe_intermediate_size=dec.intermediate, max_position_embeddings=max_pos, tie_word_embeddings=False,
-            bos_token_id=None, eos_token_id=None, pad_token_id=None,
+            n_routed_experts=1,
+            n_shared_experts=0,
+            num_experts_per_tok=1,
+            n_group=1,
+            topk_group=1,
+            moe_intermediate_size=dec.intermediate,
+            max_position_embeddings=max_pos,
+            tie_word_embeddings=False,
+            bos_token_id=None,
+            eos_token_id=None,
+            pad_token_id=None,
         )
         return DeepseekV3ForCausalLM(config)
     from .nsa import NsaForCausalLM
 
-    return NsaForCausalLM(vocab=dec.vocab, hidden=dec.hidden, layers=dec.layers, heads=dec.heads,
-                          kv_heads=s["kv_heads"], intermediate=dec.intermediate, window=scale.nsa_window,
-                          block=scale.nsa_block, selected=scale.nsa_selected)
+    return NsaForCausalLM(
+        vocab=dec.vocab,
+        hidden=dec.hidden,
+        layers=dec.layers,
+        heads=dec.heads,
+        kv_heads=s["kv_heads"],
+        intermediate=dec.intermediate,
+        window=scale.nsa_window,
+        block=scale.nsa_block,
+        selected=scale.nsa_selected,
+    )
 
 
 def ffn_settings(variant: str, scale: Scale) -> dict[str, Any]:
@@ -103,9 +150,14 @@ def ffn_settings(variant: str, scale: Scale) -> dict[str, Any]:
     if variant == "moe":
         if dec.intermediate % scale.moe_top_k:
             raise NotApplicable(f"dense width {dec.intermediate} is not divisible by top-k {scale.moe_top_k}")
-        return {"ffn": "moe", "experts": scale.moe_experts, "top_k": scale.moe_top_k,
-                "expert_intermediate": dec.intermediate // scale.moe_top_k, "router_aux_loss_coef": scale.moe_aux_loss,
-                "experts_implementation": "eager (per-expert loop over routed tokens)"}
+        return {
+            "ffn": "moe",
+            "experts": scale.moe_experts,
+            "top_k": scale.moe_top_k,
+            "expert_intermediate": dec.intermediate // scale.moe_top_k,
+            "router_aux_loss_coef": scale.moe_aux_loss,
+            "experts_implementation": "eager (per-expert loop over routed tokens)",
+        }
     raise NotApplicable(f"unknown FFN variant {variant!r}; expected one of {', '.join(FFN)}")
 
 
@@ -113,19 +165,32 @@ def ffn_model(variant: str, scale: Scale) -> nn.Module:
     """Mistral (dense) or Mixtral (MoE) with the GQA attention; the MoE's top-k experts span the dense width."""
     s = ffn_settings(variant, scale)
     dec = scale.decoder
-    common = dict(vocab_size=dec.vocab, hidden_size=dec.hidden, num_hidden_layers=dec.layers,
-                  num_attention_heads=dec.heads, num_key_value_heads=scale.gqa_kv_heads,
-                  max_position_embeddings=max(scale.seq_len, scale.decode_prompt + scale.decode_tokens),
-                  tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    common = dict(
+        vocab_size=dec.vocab,
+        hidden_size=dec.hidden,
+        num_hidden_layers=dec.layers,
+        num_attention_heads=dec.heads,
+        num_key_value_heads=scale.gqa_kv_heads,
+        max_position_embeddings=max(scale.seq_len, scale.decode_prompt + scale.decode_tokens),
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
     if variant == "dense":
         from transformers import MistralConfig, MistralForCausalLM
 
         return MistralForCausalLM(MistralConfig(intermediate_size=dec.intermediate, **common))
     from transformers import MixtralConfig, MixtralForCausalLM
 
-    config = MixtralConfig(intermediate_size=s["expert_intermediate"], num_local_experts=s["experts"],
-                           num_experts_per_tok=s["top_k"], router_aux_loss_coef=s["router_aux_loss_coef"],
-                           output_router_logits=True, **common)
+    config = MixtralConfig(
+        intermediate_size=s["expert_intermediate"],
+        num_local_experts=s["experts"],
+        num_experts_per_tok=s["top_k"],
+        router_aux_loss_coef=s["router_aux_loss_coef"],
+        output_router_logits=True,
+        **common,
+    )
     # The per-expert loop ("eager"): FlopCounterMode counts its matmuls over the routed tokens;
     # it cannot see inside torch._grouped_mm (transformers' default), which would drop the experts' FLOPs.
     config._experts_implementation = "eager"
@@ -144,6 +209,7 @@ def moe_active_params(model: nn.Module) -> tuple[int, int]:
 
 # -- fine-tuning -------------------------------------------------------------------------------
 
+
 def finetune_model(scale: Scale, model_path: str | None = None) -> nn.Module:
     """A Llama-style decoder (untied head) from the scale, or the checkpoint at `model_path`."""
     if model_path:
@@ -157,8 +223,13 @@ def finetune_settings(technique: str, scale: Scale) -> dict[str, Any]:
     if technique == "freeze":
         return {"finetune": "freeze", "trainable_top_layers": scale.freeze_trainable_layers}
     if technique in ("lora", "rslora", "dora"):
-        return {"finetune": technique, "lora_rank": scale.lora_rank, "lora_alpha": scale.lora_alpha,
-                "lora_dropout": scale.lora_dropout, "target_modules": list(PEFT_TARGETS)}
+        return {
+            "finetune": technique,
+            "lora_rank": scale.lora_rank,
+            "lora_alpha": scale.lora_alpha,
+            "lora_dropout": scale.lora_dropout,
+            "target_modules": list(PEFT_TARGETS),
+        }
     raise NotApplicable(f"unknown fine-tuning technique {technique!r}; expected one of {', '.join(FINETUNE)}")
 
 
@@ -191,7 +262,9 @@ def apply_technique(model: nn.Module, technique: str, scale: Scale) -> nn.Module
         layers = _decoder_layers(model)
         k = scale.freeze_trainable_layers
         if k >= len(layers):
-            raise NotApplicable(f"freezing needs more than {k} layers to freeze below the top {k}; the model has {len(layers)}")
+            raise NotApplicable(
+                f"freezing needs more than {k} layers to freeze below the top {k}; the model has {len(layers)}"
+            )
         for p in model.parameters():
             p.requires_grad_(False)
         trainable = list(layers[-k:]) + [model.get_output_embeddings()]
@@ -210,10 +283,19 @@ def apply_technique(model: nn.Module, technique: str, scale: Scale) -> nn.Module
     if technique == "dora":
         quantized = [n for n, m in model.named_modules() if type(m).__module__.startswith("optimum.quanto")]
         if quantized:
-            raise NotApplicable(f"DoRA on quantized layers ({quantized[0]}, ...) is not supported by peft; use lora or rslora")
-    config = LoraConfig(r=scale.lora_rank, lora_alpha=scale.lora_alpha, lora_dropout=scale.lora_dropout,
-                        target_modules=targets, use_rslora=technique == "rslora", use_dora=technique == "dora",
-                        bias="none", task_type="CAUSAL_LM")
+            raise NotApplicable(
+                f"DoRA on quantized layers ({quantized[0]}, ...) is not supported by peft; use lora or rslora"
+            )
+    config = LoraConfig(
+        r=scale.lora_rank,
+        lora_alpha=scale.lora_alpha,
+        lora_dropout=scale.lora_dropout,
+        target_modules=targets,
+        use_rslora=technique == "rslora",
+        use_dora=technique == "dora",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     try:
         return get_peft_model(model, config)
     except (ValueError, TypeError, NotImplementedError) as exc:
@@ -227,12 +309,14 @@ def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 # -- quantization ------------------------------------------------------------------------------
 
+
 def quant_model(scale: Scale, model_path: str | None = None) -> nn.Module:
     """The fp32 reference for the quantization axis: a Llama-style decoder with tied embeddings."""
     if model_path:
         return load_checkpoint(model_path)
-    return _llama(scale.quant, max(1, scale.quant.heads // 2), scale.decode_prompt + scale.decode_tokens + scale.seq_len,
-                  tie=True)
+    return _llama(
+        scale.quant, max(1, scale.quant.heads // 2), scale.decode_prompt + scale.decode_tokens + scale.seq_len, tie=True
+    )
 
 
 def to_precision(reference: nn.Module, precision: str) -> nn.Module:
@@ -265,6 +349,7 @@ def require(module: str, package: str) -> Any:
 
 # -- local checkpoints -------------------------------------------------------------------------
 
+
 def load_checkpoint(path: str) -> nn.Module:
     """A causal LM from a local folder; `NotApplicable` when transformers cannot load it as one."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -272,9 +357,13 @@ def load_checkpoint(path: str) -> nn.Module:
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here is "not a model folder we can read"
-        raise NotApplicable(f"--model-path {path}: not a transformers model folder ({type(exc).__name__}: {exc})") from None
+        raise NotApplicable(
+            f"--model-path {path}: not a transformers model folder ({type(exc).__name__}: {exc})"
+        ) from None
     try:
         return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     except (ValueError, KeyError, OSError) as exc:
-        raise NotApplicable(f"--model-path {path}: transformers cannot load this {getattr(config, 'model_type', '?')!r} "
-                            f"checkpoint as a causal LM: {exc}") from None
+        raise NotApplicable(
+            f"--model-path {path}: transformers cannot load this {getattr(config, 'model_type', '?')!r} "
+            f"checkpoint as a causal LM: {exc}"
+        ) from None

@@ -73,8 +73,12 @@ def storage_bytes(model: nn.Module, modules: type | tuple[type, ...] | None = No
     if modules is None:
         tensors = list(model.state_dict(keep_vars=True).values())
     else:
-        tensors = [t for m in model.modules() if isinstance(m, modules)
-                   for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))]
+        tensors = [
+            t
+            for m in model.modules()
+            if isinstance(m, modules)
+            for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
+        ]
     for tensor in tensors:
         for leaf in _flat(tensor.detach() if isinstance(tensor, nn.Parameter) else tensor):
             storage = leaf.untyped_storage()
@@ -88,5 +92,9 @@ def storage_bytes(model: nn.Module, modules: type | tuple[type, ...] | None = No
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes of the optimizer's per-parameter state tensors (Adam: exp_avg and exp_avg_sq), scalar step counters excluded."""
-    return sum(v.numel() * v.element_size() for state in optimizer.state.values()
-               for v in state.values() if isinstance(v, torch.Tensor) and v.dim() > 0)
+    return sum(
+        v.numel() * v.element_size()
+        for state in optimizer.state.values()
+        for v in state.values()
+        if isinstance(v, torch.Tensor) and v.dim() > 0
+    )

@@ -34,13 +34,13 @@ def training_batches(steps: int, batch: int, seq_len: int) -> list[torch.Tensor]
         raise ValueError(f"{steps} steps of {batch}x{seq_len} need {need} tokens; the corpus has {train.numel()}")
     stride = train.numel() // (steps * batch)
     starts = [i * stride for i in range(steps * batch)]
-    windows = torch.stack([train[s:s + seq_len] for s in starts])
+    windows = torch.stack([train[s : s + seq_len] for s in starts])
     return list(windows.view(steps, batch, seq_len))
 
 
 def heldout_batch(batch: int, seq_len: int) -> torch.Tensor:
     """`batch` x `seq_len` byte windows from the last 10% of the corpus (never trained on)."""
     tokens = byte_tokens()
-    held = tokens[int(tokens.numel() * 0.9):]
+    held = tokens[int(tokens.numel() * 0.9) :]
     stride = max(seq_len, held.numel() // batch - 1)
-    return torch.stack([held[i * stride:i * stride + seq_len] for i in range(batch)])
+    return torch.stack([held[i * stride : i * stride + seq_len] for i in range(batch)])

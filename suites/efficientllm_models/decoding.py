@@ -23,8 +23,15 @@ class CachedGreedy:
         self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, *, max_new_tokens: int, min_new_tokens: int | None = None,
-                 streamer: Any = None, **_: Any) -> torch.Tensor:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        max_new_tokens: int,
+        min_new_tokens: int | None = None,
+        streamer: Any = None,
+        **_: Any,
+    ) -> torch.Tensor:
         if streamer is not None:
             streamer.put(input_ids)
         out = self.model(input_ids, use_cache=True)

@@ -28,8 +28,9 @@ class _SwiGLU(nn.Module):
 
 
 class _Block(nn.Module):
-    def __init__(self, hidden: int, heads: int, kv_heads: int, intermediate: int,
-                 window: int, block: int, selected: int) -> None:
+    def __init__(
+        self, hidden: int, heads: int, kv_heads: int, intermediate: int, window: int, block: int, selected: int
+    ) -> None:
         super().__init__()
         from .builders import require
 
@@ -38,9 +39,17 @@ class _Block(nn.Module):
         self.input_layernorm = nn.RMSNorm(hidden, eps=1e-6)
         # norm=False: the block's own pre-norm above plays that role, as in the Llama blocks.
         self.self_attn = SparseAttention(
-            dim=hidden, dim_head=hidden // heads, heads=heads, kv_heads=kv_heads,
-            sliding_window_size=window, compress_block_size=block, compress_block_sliding_stride=block,
-            selection_block_size=block, num_selected_blocks=selected, causal=True, norm=False,
+            dim=hidden,
+            dim_head=hidden // heads,
+            heads=heads,
+            kv_heads=kv_heads,
+            sliding_window_size=window,
+            compress_block_size=block,
+            compress_block_sliding_stride=block,
+            selection_block_size=block,
+            num_selected_blocks=selected,
+            causal=True,
+            norm=False,
         )
         self.post_attention_layernorm = nn.RMSNorm(hidden, eps=1e-6)
         self.mlp = _SwiGLU(hidden, intermediate)
@@ -58,22 +67,40 @@ class _Block(nn.Module):
 
 
 class NsaForCausalLM(nn.Module):
-    def __init__(self, *, vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int,
-                 window: int, block: int, selected: int) -> None:
+    def __init__(
+        self,
+        *,
+        vocab: int,
+        hidden: int,
+        layers: int,
+        heads: int,
+        kv_heads: int,
+        intermediate: int,
+        window: int,
+        block: int,
+        selected: int,
+    ) -> None:
         super().__init__()
         self.settings = dict(nsa_window=window, nsa_block=block, nsa_selected=selected, kv_heads=kv_heads)
         self.embed_tokens = nn.Embedding(vocab, hidden)
-        self.layers = nn.ModuleList(_Block(hidden, heads, kv_heads, intermediate, window, block, selected)
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(
+            _Block(hidden, heads, kv_heads, intermediate, window, block, selected) for _ in range(layers)
+        )
         self.norm = nn.RMSNorm(hidden, eps=1e-6)
         self.lm_head = nn.Linear(hidden, vocab, bias=False)
         for module in self.modules():  # the Llama variants' initialisation (normal, std 0.02)
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                cache: list | None = None, use_cache: bool = False, past_key_values: list | None = None,
-                **_: object) -> SimpleNamespace:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        cache: list | None = None,
+        use_cache: bool = False,
+        past_key_values: list | None = None,
+        **_: object,
+    ) -> SimpleNamespace:
         past_key_values = cache if cache is not None else past_key_values
         if past_key_values is not None and input_ids.shape[1] != 1:
             raise ValueError("NSA cached decoding takes one token at a time")
@@ -85,5 +112,7 @@ class NsaForCausalLM(nn.Module):
         logits = self.lm_head(self.norm(x))
         loss = None
         if labels is not None:
-            loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1))
+            loss = nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1)
+            )
         return SimpleNamespace(loss=loss, logits=logits, past_key_values=caches if use_cache else None)

@@ -31,17 +31,17 @@ class Decoder:
 @dataclass(frozen=True)
 class Scale:
     name: str
-    decoder: Decoder                 # attention and fine-tuning axes
-    seq_len: int                     # training / prefill sequence length
-    batch: int                       # sequences per training step or prefill
-    decode_prompt: int               # prompt tokens before decoding
-    decode_tokens: int               # new tokens per decode round
-    train_steps: int                 # the fixed short training run (rounds of the training-step workload)
+    decoder: Decoder  # attention and fine-tuning axes
+    seq_len: int  # training / prefill sequence length
+    batch: int  # sequences per training step or prefill
+    decode_prompt: int  # prompt tokens before decoding
+    decode_tokens: int  # new tokens per decode round
+    train_steps: int  # the fixed short training run (rounds of the training-step workload)
     lr: float
     # attention axis (study: MQA 1, GQA 2 KV heads; MLA latent = hidden/8; NSA 128/64/4)
     gqa_kv_heads: int = 2
     mqa_kv_heads: int = 1
-    mla_latent: int = 0              # hidden // 8 when 0
+    mla_latent: int = 0  # hidden // 8 when 0
     nsa_window: int = 128
     nsa_block: int = 64
     nsa_selected: int = 4
@@ -72,21 +72,38 @@ class Scale:
 _TINY = Scale(
     name="tiny",
     decoder=Decoder(hidden=64, layers=2, heads=8, intermediate=128, vocab=256),
-    seq_len=128, batch=4, decode_prompt=32, decode_tokens=16, train_steps=8, lr=3e-3,
+    seq_len=128,
+    batch=4,
+    decode_prompt=32,
+    decode_tokens=16,
+    train_steps=8,
+    lr=3e-3,
     # sequence 2048 -> 128 is 1/16: window 128 -> 8, block 64 -> 4
-    nsa_window=8, nsa_block=4, nsa_selected=4,
+    nsa_window=8,
+    nsa_block=4,
+    nsa_selected=4,
     # rank : hidden = 64 : 1536 = 1 : 24 -> 64/24 rounded up to a power of two
-    lora_rank=4, lora_alpha=8,
+    lora_rank=4,
+    lora_alpha=8,
     quant_decoder=Decoder(hidden=128, layers=2, heads=4, intermediate=256, vocab=256),
 )
 
 _SMALL = Scale(
     name="small",
     decoder=Decoder(hidden=256, layers=4, heads=8, intermediate=688, vocab=256),
-    seq_len=512, batch=4, decode_prompt=128, decode_tokens=32, train_steps=30, lr=1e-3,
+    seq_len=512,
+    batch=4,
+    decode_prompt=128,
+    decode_tokens=32,
+    train_steps=30,
+    lr=1e-3,
     # 2048 -> 512 is 1/4: window 32, block 16
-    nsa_window=32, nsa_block=16, nsa_selected=4,
-    lora_rank=8, lora_alpha=16, freeze_trainable_layers=1,
+    nsa_window=32,
+    nsa_block=16,
+    nsa_selected=4,
+    lora_rank=8,
+    lora_alpha=16,
+    freeze_trainable_layers=1,
     quant_decoder=Decoder(hidden=512, layers=4, heads=8, intermediate=1408, vocab=256),
 )
 
@@ -94,8 +111,15 @@ _SMALL = Scale(
 _PAPER = Scale(
     name="paper",
     decoder=Decoder(hidden=1536, layers=28, heads=12, intermediate=8960, vocab=151936),
-    seq_len=2048, batch=1, decode_prompt=512, decode_tokens=128, train_steps=20, lr=3e-4,
-    freeze_trainable_layers=7, train_dtype="bfloat16", needs_accelerator=True,
+    seq_len=2048,
+    batch=1,
+    decode_prompt=512,
+    decode_tokens=128,
+    train_steps=20,
+    lr=3e-4,
+    freeze_trainable_layers=7,
+    train_dtype="bfloat16",
+    needs_accelerator=True,
     paper_families=("Qwen2.5-1.5B (hidden 1536, 28 layers, 12/2 heads)",),
 )
 

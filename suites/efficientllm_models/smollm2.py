@@ -67,7 +67,7 @@ def perplexity(model: torch.nn.Module, ids: torch.Tensor, window: int) -> float:
     """exp(mean next-token NLL) over non-overlapping windows of `window` tokens (each predicts its last window-1)."""
     nll, n = 0.0, 0
     for start in range(0, ids.numel() - 1, window):
-        chunk = ids[start:start + window].unsqueeze(0)
+        chunk = ids[start : start + window].unsqueeze(0)
         if chunk.shape[1] < 2:
             break
         logits = model(chunk).logits[0, :-1].float()

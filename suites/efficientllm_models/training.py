@@ -24,7 +24,9 @@ def heldout_loss(model: nn.Module, batch: torch.Tensor) -> float:
     model.eval()
     logits = model(batch).logits
     model.train(was_training)
-    return float(nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1)))
+    return float(
+        nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+    )
 
 
 def causal_lm_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -60,8 +62,9 @@ class TrainingRun:
             raise FloatingPointError(f"training loss became {value}")
         return value
 
-    def run(self, efficiency: Any, batches: list[Any], params: int, *, tokens: int | None = None,
-            samples: int | None = None) -> list[float]:
+    def run(
+        self, efficiency: Any, batches: list[Any], params: int, *, tokens: int | None = None, samples: int | None = None
+    ) -> list[float]:
         """Step 0 counted (untimed), steps 1.. measured one window each; returns the training losses.
 
         `tokens`/`samples` per step default to a token batch's batch x sequence and batch size.

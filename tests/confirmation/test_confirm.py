@@ -138,6 +138,7 @@ def test_default_checks_are_suspect_only_where_they_can_fail() -> None:
 
 # -- the queue: fresh processes apart in time ------------------------------------------------------
 
+
 class FakeClock:
     """A clock the test moves: `sleep` and each fresh process advance it, nothing waits."""
 
@@ -209,8 +210,17 @@ def test_abandoned_tests_keep_this_process_verdicts_and_say_why() -> None:
 
 
 def _settings(tmp_path: Path, **kw) -> confirm.ChildSettings:
-    base = dict(rootdir=tmp_path, inifile=tmp_path / "pytest.ini", profile="cpu", threads=1, rounds=5, warmup=1,
-                min_time_s=0.0, plugins=("myplugin",), xdist=True)
+    base = dict(
+        rootdir=tmp_path,
+        inifile=tmp_path / "pytest.ini",
+        profile="cpu",
+        threads=1,
+        rounds=5,
+        warmup=1,
+        min_time_s=0.0,
+        plugins=("myplugin",),
+        xdist=True,
+    )
     base.update(kw)
     return confirm.ChildSettings(**base)
 
@@ -218,7 +228,12 @@ def _settings(tmp_path: Path, **kw) -> confirm.ChildSettings:
 def test_child_command_and_environment(tmp_path: Path) -> None:
     cmd = confirm.child_command("t.py::test_a[x/y z]", _settings(tmp_path), tmp_path / "run.json")
     assert cmd[:4] == [sys.executable, "-m", "pytest", "t.py::test_a[x/y z]"]
-    for arg in ("--efficiency-gate=off", "--efficiency-threads=1", "--gpu=cpu", f"--efficiency-json={tmp_path / 'run.json'}"):
+    for arg in (
+        "--efficiency-gate=off",
+        "--efficiency-threads=1",
+        "--gpu=cpu",
+        f"--efficiency-json={tmp_path / 'run.json'}",
+    ):
         assert arg in cmd
     assert cmd[cmd.index("-n") + 1] == "0" and cmd[cmd.index("-c") + 1] == str(tmp_path / "pytest.ini")
     assert "myplugin" in cmd
@@ -259,8 +274,15 @@ QUICK = "--efficiency-confirm-spacing=0.5s"
 
 @pytest.fixture
 def sleeper(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID", "SLOW", "EPISODE",
-                 "LOG", "LAST_FAILS"):
+    for name in (
+        "PYTEST_XDIST_WORKER",
+        "PYTEST_XDIST_WORKER_COUNT",
+        "PYTEST_XDIST_TESTRUNUID",
+        "SLOW",
+        "EPISODE",
+        "LOG",
+        "LAST_FAILS",
+    ):
         monkeypatch.delenv(name, raising=False)
     pytester.makepyfile(test_sleeper=SLEEPER)
     pytester.makeini("[pytest]\n")
@@ -301,21 +323,27 @@ def test_end_to_end_an_episode_is_not_failed(sleeper: pytest.Pytester, monkeypat
     rows = _measurements(sleeper.path / "log.txt")
     main_pid = rows[0][1]
     assert [(case, pid == main_pid) for case, pid, _, _ in rows] == [
-        ("a/b c", True), ("x", True), ("a/b c", False), ("x", False)]
+        ("a/b c", True),
+        ("x", True),
+        ("a/b c", False),
+        ("x", False),
+    ]
     for case in ("a/b c", "x"):
         here, fresh = [r for r in rows if r[0] == case]
         assert fresh[2] - here[3] >= 2.0
 
 
-def test_end_to_end_a_regression_fails_once_every_process_finds_it(sleeper: pytest.Pytester,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_end_to_end_a_regression_fails_once_every_process_finds_it(
+    sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SLOW", "1")
     out = sleeper.path / "run.json"
     result = sleeper.runpytest_subprocess(*COMMON, QUICK, "-n", "2", f"--efficiency-json={out}")
     assert result.ret == 1
     result.assert_outcomes(passed=1, failed=2)
-    result.stdout.fnmatch_lines(["*confirmed in 3 processes: this process +*% fails, fresh 1 +*% fails, "
-                                 "fresh 2 +*% fails*"])
+    result.stdout.fnmatch_lines(
+        ["*confirmed in 3 processes: this process +*% fails, fresh 1 +*% fails, fresh 2 +*% fails*"]
+    )
     assert [len(r["confirmations"]) for r in _records(out).values()] == [2, 2]
     # Without confirmation the same run fails at once, and starts no process.
     result = sleeper.runpytest_subprocess(*COMMON, "--efficiency-confirm=0", f"--efficiency-json={out}")
@@ -324,20 +352,22 @@ def test_end_to_end_a_regression_fails_once_every_process_finds_it(sleeper: pyte
     assert "re-measured in fresh processes" not in result.stdout.str()
 
 
-def test_a_run_that_stops_early_keeps_held_verdicts_unconfirmed(sleeper: pytest.Pytester,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_that_stops_early_keeps_held_verdicts_unconfirmed(
+    sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # -x stops at the last test's failure while the regressions wait for their spacing.
     monkeypatch.setenv("SLOW", "1")
     monkeypatch.setenv("LAST_FAILS", "1")
     out = sleeper.path / "run.json"
-    result = sleeper.runpytest_subprocess(*COMMON, "-x", "--efficiency-confirm-spacing=60s",
-                                          f"--efficiency-json={out}")
+    result = sleeper.runpytest_subprocess(*COMMON, "-x", "--efficiency-confirm-spacing=60s", f"--efficiency-json={out}")
     assert result.ret == 1
     result.assert_outcomes(failed=3)
     for rec in list(_records(out).values())[:2]:
         assert rec["confirmations"] == [] and rec["outcome"] == "failed"
-        assert any(v["metric"] == "*" and "the run stopped before fresh processes confirmed it" in v["message"]
-                   for v in rec["verdicts"])
+        assert any(
+            v["metric"] == "*" and "the run stopped before fresh processes confirmed it" in v["message"]
+            for v in rec["verdicts"]
+        )
 
 
 def test_updating_baselines_never_confirms(sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -348,10 +378,13 @@ def test_updating_baselines_never_confirms(sleeper: pytest.Pytester, monkeypatch
     assert [len(r["confirmations"]) for r in _records(out).values()] == [0, 0]
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--efficiency-confirm=-1",), "*--efficiency-confirm=-1: expected 0 or more processes*"),
-    (("--efficiency-confirm-spacing=soon",), "*efficiency options:*soon*"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--efficiency-confirm=-1",), "*--efficiency-confirm=-1: expected 0 or more processes*"),
+        (("--efficiency-confirm-spacing=soon",), "*efficiency options:*soon*"),
+    ],
+)
 def test_bad_confirm_options(pytester: pytest.Pytester, args: tuple[str, ...], message: str) -> None:
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest(*args)
@@ -359,7 +392,9 @@ def test_bad_confirm_options(pytester: pytest.Pytester, args: tuple[str, ...], m
     result.stderr.fnmatch_lines([message])
 
 
-def test_a_confirmation_process_never_confirms_in_turn(sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_confirmation_process_never_confirms_in_turn(
+    sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SLOW", "1")
     monkeypatch.setenv(confirm.CONFIRM_ENV, "1")
     out = sleeper.path / "run.json"
@@ -390,10 +425,13 @@ def test_a_worker_that_dies_names_the_tests_it_held(pytester: pytest.Pytester, m
     pytester.makeini("[pytest]\n")
     assert pytester.runpytest_subprocess(*COMMON, "--update-baselines").ret == 0
     monkeypatch.setenv("SLOW", "1")
-    result = pytester.runpytest_subprocess(*COMMON, "-n", "1", "--max-worker-restart=0",
-                                           "--efficiency-confirm-spacing=60s", timeout=240)
+    result = pytester.runpytest_subprocess(
+        *COMMON, "-n", "1", "--max-worker-restart=0", "--efficiency-confirm-spacing=60s", timeout=240
+    )
     out = " ".join(result.stdout.str().split())
     assert result.ret != 0
     assert "went down" in out
-    assert ("no result for 1 test(s) that started on a worker that went down (held for confirmation in fresh "
-            "processes): test_dies.py::test_a_sleep") in out
+    assert (
+        "no result for 1 test(s) that started on a worker that went down (held for confirmation in fresh "
+        "processes): test_dies.py::test_a_sleep"
+    ) in out

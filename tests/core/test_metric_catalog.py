@@ -47,10 +47,15 @@ def restated(source: str, where: str) -> list[str]:
     """What a module outside core/ does that restates a unit or a direction, one line per case."""
     out = []
     for node in ast.walk(ast.parse(source)):
-        if (isinstance(node, ast.ImportFrom) and node.module == "pytest_efficientllm.core.record"
-                and any(alias.name == "unavailable" for alias in node.names)):
-            out.append(f"{where}:{node.lineno}: imports record.unavailable (unit and direction by hand); "
-                       "use core.metrics.unavailable")
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "pytest_efficientllm.core.record"
+            and any(alias.name == "unavailable" for alias in node.names)
+        ):
+            out.append(
+                f"{where}:{node.lineno}: imports record.unavailable (unit and direction by hand); "
+                "use core.metrics.unavailable"
+            )
         if not isinstance(node, ast.Call):
             continue
         name = _called(node)
@@ -73,7 +78,9 @@ def restated(source: str, where: str) -> list[str]:
                     out.append(f"{at}: {name}({metric!r}, unit={unit!r}): a unit the catalog does not offer for it")
         elif name == "declared":
             if where not in DECLARING:
-                out.append(f"{at}: declared() outside {sorted(DECLARING)}: catalog metrics go through make()/measured()/...")
+                out.append(
+                    f"{at}: declared() outside {sorted(DECLARING)}: catalog metrics go through make()/measured()/..."
+                )
             elif isinstance(_literal(node.args[0]) if node.args else None, str) and _literal(node.args[0]) in CATALOG:
                 out.append(f"{at}: declared() of the catalog metric {_literal(node.args[0])!r}")
     return out
@@ -90,27 +97,33 @@ def test_no_module_outside_core_restates_a_unit_or_direction() -> None:
     assert not problems, "metrics must be built through core.metrics:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("source", [
-    'Metric("AL", 1.0, "s", "lower", "measured", "m")',
-    'record.Metric("AL", 1.0, "s", "lower", "measured", "m")',
-    'unavailable("AL", "s", "lower", "measured", "m", "why")',
-    'from pytest_efficientllm.core.record import Metric, unavailable',
-    'measured("AL", 1.0, "m", direction="lower")',
-    'measured("AL", 1.0, "m", unit="ms")',
-    'measured("AT", 1.0, "m", unit="tok/min")',
-    'dataclasses.replace(metric, unit="ms")',
-    'declared("x", 1.0, "B", "lower", "counted", "m")',
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        'Metric("AL", 1.0, "s", "lower", "measured", "m")',
+        'record.Metric("AL", 1.0, "s", "lower", "measured", "m")',
+        'unavailable("AL", "s", "lower", "measured", "m", "why")',
+        "from pytest_efficientllm.core.record import Metric, unavailable",
+        'measured("AL", 1.0, "m", direction="lower")',
+        'measured("AL", 1.0, "m", unit="ms")',
+        'measured("AT", 1.0, "m", unit="tok/min")',
+        'dataclasses.replace(metric, unit="ms")',
+        'declared("x", 1.0, "B", "lower", "counted", "m")',
+    ],
+)
 def test_the_guard_catches_a_restated_unit_or_direction(source: str) -> None:
     assert restated(source, "telemetry/example.py")
 
 
-@pytest.mark.parametrize("source", [
-    'measured("AL", 1.0, "m", samples=(1.0,))',
-    'unavailable("AT", "measured", "m", "why", unit="tok/s")',
-    'like(m0, 2.0, "max over ranks")',
-    'Metric.from_dict(data)',
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        'measured("AL", 1.0, "m", samples=(1.0,))',
+        'unavailable("AT", "measured", "m", "why", unit="tok/s")',
+        'like(m0, 2.0, "max over ranks")',
+        "Metric.from_dict(data)",
+    ],
+)
 def test_the_guard_lets_catalog_builds_through(source: str) -> None:
     assert not restated(source, "telemetry/example.py")
 
@@ -141,8 +154,9 @@ def test_builders_take_unit_and_direction_from_the_catalog() -> None:
 
 def test_like_keeps_a_metric_and_a_tests_own_declaration() -> None:
     own = metrics.declared("kv_bytes", 4.0, "B/tok", "lower", "counted", "by the test")
-    assert metrics.like(own, 8.0, "max over ranks") == metrics.declared("kv_bytes", 8.0, "B/tok", "lower", "counted",
-                                                                         "max over ranks")
+    assert metrics.like(own, 8.0, "max over ranks") == metrics.declared(
+        "kv_bytes", 8.0, "B/tok", "lower", "counted", "max over ranks"
+    )
     at = metrics.measured("AT", 1.0, "m", unit="samples/param/s")
     assert metrics.like(at, 2.0, "merged").unit == "samples/param/s"
     peak = metrics.estimated("peak_flops_per_s", 1e12, "estimate: x")
@@ -165,7 +179,9 @@ def _stored_metrics() -> list[tuple[str, dict[str, Any]]]:
         for nodeid, record in data["tests"].items():
             for r in _records(record):
                 for name, metric in r["metrics"].items():
-                    assert metric["name"] == name, f"{path}: {nodeid}: metric stored as {name!r} is named {metric['name']!r}"
+                    assert metric["name"] == name, (
+                        f"{path}: {nodeid}: metric stored as {name!r} is named {metric['name']!r}"
+                    )
                     out.append((f"{path.relative_to(ROOT)}: {nodeid}", metric))
     return out
 
@@ -202,8 +218,10 @@ def test_stored_metrics_agree_with_the_catalog_or_the_suite_that_declares_them()
         spec = CATALOG.get(name)
         if spec is not None:
             if (unit != spec.unit and unit not in spec.units) or direction != spec.direction:
-                problems.append(f"{where}: {name} stored as ({unit!r}, {direction}), "
-                                f"catalog says ({spec.units or spec.unit!r}, {spec.direction})")
+                problems.append(
+                    f"{where}: {name} stored as ({unit!r}, {direction}), "
+                    f"catalog says ({spec.units or spec.unit!r}, {spec.direction})"
+                )
             continue
         declared = {(u, d) for pattern, u, d in declarations if pattern.fullmatch(name)}
         if not declared:

@@ -54,8 +54,12 @@ def test_format_value_parses_back_through_parse_quantity(pair: tuple[float, str]
 
 
 @FAST
-@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(sorted({**BINARY, **DECIMAL})),
-       st.sampled_from(["", " ", "  "]), st.booleans())
+@given(
+    st.integers(min_value=0, max_value=10**6),
+    st.sampled_from(sorted({**BINARY, **DECIMAL})),
+    st.sampled_from(["", " ", "  "]),
+    st.booleans(),
+)
 def test_whole_sizes_parse_exactly_in_any_case_and_spacing(n: int, unit: str, space: str, upper: bool) -> None:
     spelled = unit.upper() if upper else unit.lower()
     assert parse_bytes(f"{n}{space}{spelled}") == n * {**BINARY, **DECIMAL}[unit]

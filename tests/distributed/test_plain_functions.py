@@ -26,15 +26,40 @@ RAPL = "RAPL energy_uj package counters"
 NVML = "NVML nvmlDeviceGetTotalEnergyConsumption"
 
 
-def rank_record(rank: int, latencies: list[float], *, energy: float = 2.0, energy_source: str = "measured",
-                energy_method: str = RAPL, host: str = "node0", device: str = "cpu", peak: float = 100.0,
-                tokens: int = 10, world: int = 2, extra: dict[str, float] | None = None) -> Record:
-    r = Record(nodeid="t.py::test", profile="cpu", rank=rank, world_size=world,
-               settings={"workload": "inference", "dist_backend": "gloo", "launcher": "spawn"},
-               fingerprint={"cpu_model": "X", "rank_device": {"host": host, "device": device, "rank": rank}})
+def rank_record(
+    rank: int,
+    latencies: list[float],
+    *,
+    energy: float = 2.0,
+    energy_source: str = "measured",
+    energy_method: str = RAPL,
+    host: str = "node0",
+    device: str = "cpu",
+    peak: float = 100.0,
+    tokens: int = 10,
+    world: int = 2,
+    extra: dict[str, float] | None = None,
+) -> Record:
+    r = Record(
+        nodeid="t.py::test",
+        profile="cpu",
+        rank=rank,
+        world_size=world,
+        settings={"workload": "inference", "dist_backend": "gloo", "launcher": "spawn"},
+        fingerprint={"cpu_model": "X", "rank_device": {"host": host, "device": device, "rank": rank}},
+    )
     method = "energy estimate: CPU-seconds x 10 W" if energy_source == "estimated" else energy_method
-    r.add(Metric("AL", sum(latencies) / len(latencies), "s", "lower", "measured", "perf_counter_ns around each round; mean",
-                 samples=tuple(latencies)))
+    r.add(
+        Metric(
+            "AL",
+            sum(latencies) / len(latencies),
+            "s",
+            "lower",
+            "measured",
+            "perf_counter_ns around each round; mean",
+            samples=tuple(latencies),
+        )
+    )
     r.add(Metric("tokens", float(tokens), "tok", "info", "counted", "given"))
     r.add(Metric("energy", energy, "J", "lower", energy_source, method))
     r.add(Metric("cpu_time", 0.5, "s", "lower", "measured", "process_time"))
@@ -69,27 +94,45 @@ def test_a_machine_wide_counter_is_counted_once_per_host() -> None:
 
 
 def test_gpu_energy_is_summed_over_distinct_devices_only() -> None:
-    two = aggregate([rank_record(0, [0.1], energy=3.0, energy_method=NVML, device="cuda:0"),
-                     rank_record(1, [0.1], energy=4.0, energy_method=NVML, device="cuda:1")])
+    two = aggregate(
+        [
+            rank_record(0, [0.1], energy=3.0, energy_method=NVML, device="cuda:0"),
+            rank_record(1, [0.1], energy=4.0, energy_method=NVML, device="cuda:1"),
+        ]
+    )
     assert two["energy"].value == 7.0
-    shared = aggregate([rank_record(0, [0.1], energy=3.0, energy_method=NVML, device="cuda:0"),
-                        rank_record(1, [0.1], energy=3.1, energy_method=NVML, device="cuda:0")])
+    shared = aggregate(
+        [
+            rank_record(0, [0.1], energy=3.0, energy_method=NVML, device="cuda:0"),
+            rank_record(1, [0.1], energy=3.1, energy_method=NVML, device="cuda:0"),
+        ]
+    )
     assert shared["energy"].value == 3.0  # two ranks on one GPU: its counter once
 
 
 def test_the_cpu_estimate_adds_per_process_cpu_seconds() -> None:
-    agg = aggregate([rank_record(0, [0.1], energy=1.0, energy_source="estimated"),
-                     rank_record(1, [0.1], energy=2.0, energy_source="estimated")])
+    agg = aggregate(
+        [
+            rank_record(0, [0.1], energy=1.0, energy_source="estimated"),
+            rank_record(1, [0.1], energy=2.0, energy_source="estimated"),
+        ]
+    )
     assert agg["energy"].value == 3.0 and agg["energy"].source == "estimated"
     assert agg["AEC"].value == pytest.approx(3.0 / 0.11)  # over the longest rank's window
     assert agg["cpu_time"].value == 1.0
 
 
 def test_counted_facts_agreeing_are_kept_and_differing_take_the_max() -> None:
-    agg = aggregate([rank_record(0, [0.1], extra={"same": 5.0, "shard": 10.0}),
-                     rank_record(1, [0.1], extra={"same": 5.0, "shard": 12.0})])
+    agg = aggregate(
+        [
+            rank_record(0, [0.1], extra={"same": 5.0, "shard": 10.0}),
+            rank_record(1, [0.1], extra={"same": 5.0, "shard": 12.0}),
+        ]
+    )
     assert agg["same"].value == 5.0 and agg["same"].method == "by the test"
-    assert agg["shard"].value == 12.0 and "values differ" in agg["shard"].method and agg["shard"].samples == (10.0, 12.0)
+    assert (
+        agg["shard"].value == 12.0 and "values differ" in agg["shard"].method and agg["shard"].samples == (10.0, 12.0)
+    )
 
 
 def test_world_size_goes_into_the_record_and_fingerprint() -> None:
@@ -114,8 +157,15 @@ def test_records_of_different_tests_are_refused() -> None:
 
 
 def test_torchrun_is_detected_from_its_environment() -> None:
-    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "GROUP_RANK": "1",
-           "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
+    env = {
+        "RANK": "3",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "2",
+        "GROUP_RANK": "1",
+        "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": "29500",
+    }
     got = detect(env)
     assert got is not None and (got.rank, got.world_size, got.local_rank, got.nodes) == (3, 4, 1, 2)
     assert not is_reporting_rank(env) and is_reporting_rank({**env, "RANK": "0"})
@@ -130,15 +180,28 @@ def test_torchrun_is_detected_from_its_environment() -> None:
 def test_collection_mismatch_names_the_first_difference() -> None:
     assert collection_mismatch([["a", "b"], ["a", "b"]]) is None
     message = collection_mismatch([["a", "b", "c"], ["a", "c"]])
-    assert message is not None and "rank 0 has 3, rank 1 has 2" in message and "position 1: rank 0 'b' vs rank 1 'c'" in message
+    assert (
+        message is not None
+        and "rank 0 has 3, rank 1 has 2" in message
+        and "position 1: rank 0 'b' vs rank 1 'c'" in message
+    )
 
 
 def test_failure_message_puts_the_root_cause_first() -> None:
-    outcomes = [RankOutcome(0, FAILED, error="Connection closed by peer"), RankOutcome(1, DIED, error="exit code 3", first=True),
-                RankOutcome(2, MISSING, error="terminated after rank 1 failed")]
+    outcomes = [
+        RankOutcome(0, FAILED, error="Connection closed by peer"),
+        RankOutcome(1, DIED, error="exit code 3", first=True),
+        RankOutcome(2, MISSING, error="terminated after rank 1 failed"),
+    ]
     message = failure_message(outcomes, 3)
     assert message is not None
-    assert message.index("rank 1 of 3 died") < message.index("rank 0 of 3 failed") < message.index("rank 2 of 3 did not report")
+    assert (
+        message.index("rank 1 of 3 died")
+        < message.index("rank 0 of 3 failed")
+        < message.index("rank 2 of 3 did not report")
+    )
     assert failure_message([RankOutcome(0, PASSED), RankOutcome(1, PASSED)], 2) is None
     assert failure_message([RankOutcome(0, SKIPPED, error="x"), RankOutcome(1, SKIPPED, error="x")], 2) is None
-    assert "skipped while the others ran" in (failure_message([RankOutcome(0, PASSED), RankOutcome(1, SKIPPED, error="x")], 2) or "")
+    assert "skipped while the others ran" in (
+        failure_message([RankOutcome(0, PASSED), RankOutcome(1, SKIPPED, error="x")], 2) or ""
+    )

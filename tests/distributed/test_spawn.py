@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
 
-SCENARIOS = '''
+SCENARIOS = """
 import os, time
 import pytest, torch, torch.distributed as dist
 
@@ -54,16 +54,16 @@ def test_hangs_before_the_window(efficiency):
 @pytest.mark.efficiency(world_size=2)
 def test_skips_everywhere():
     pytest.skip("not on this machine")
-'''
+"""
 
-CONFTEST = '''
+CONFTEST = """
 import json, os
 def pytest_sessionfinish(session):
     from pytest_efficientllm.glue.state import RUN_KEY
     records = [r.to_dict() for r in session.config.stash[RUN_KEY].records]
     with open(os.environ["RECORDS_OUT"], "w") as fh:
         json.dump(records, fh)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +85,26 @@ def spawned(tmp_path_factory: pytest.TempPathFactory):
     env = {**__import__("os").environ, "RECORDS_OUT": str(out), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-rA",
-             "--efficiency-dist-timeout=4", f"--efficiency-json={root / 'shard_a.json'}", "-k", "not plain", str(root)],
-            cwd=root, env=env, capture_output=True, text=True, timeout=240,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:xdist",
+                "-rA",
+                "--efficiency-dist-timeout=4",
+                f"--efficiency-json={root / 'shard_a.json'}",
+                "-k",
+                "not plain",
+                str(root),
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
     finally:
         blocker.close()
@@ -97,7 +114,7 @@ def spawned(tmp_path_factory: pytest.TempPathFactory):
 def _section(stdout: str, name: str) -> str:
     start = stdout.index(f"_ {name} _")
     end = stdout.find("\n___", start + 1)
-    return stdout[start:end if end != -1 else None]
+    return stdout[start : end if end != -1 else None]
 
 
 def test_outcomes_per_scenario(spawned) -> None:
@@ -178,15 +195,19 @@ def test_shards_from_separate_runs_merge_into_one_run_file(spawned, pytester: py
     from pytest_efficientllm.cli import main
     from pytest_efficientllm.storage.runfile import read_run
 
-    pytester.makepyfile(test_plain="""
+    pytester.makepyfile(
+        test_plain="""
         import pytest
 
         @pytest.mark.efficiency(rounds=2, warmup=0)
         def test_plain(efficiency):
             efficiency.measure(lambda: sum(range(1000)), tokens=4)
-        """)
+        """
+    )
     shard_b = pytester.path / "shard_b.json"
-    pytester.runpytest("-p", "no:cacheprovider", "-k", "plain", f"--efficiency-json={shard_b}").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:cacheprovider", "-k", "plain", f"--efficiency-json={shard_b}").assert_outcomes(
+        passed=1
+    )
     merged = pytester.path / "ALL.json"
     assert main(["merge", str(spawned[2]), str(shard_b), "-o", str(merged)]) == 0
     records = {r.nodeid: r for r in read_run(merged).records}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-TESTS = '''
+TESTS = """
 import pytest, torch, torch.distributed as dist
 
 @pytest.mark.efficiency(rounds=3, warmup=1)
@@ -34,9 +34,9 @@ def test_rank_one_fails(efficiency):
 @pytest.mark.efficiency(world_size=4)
 def test_wants_four(efficiency):
     pass
-'''
+"""
 
-CONFTEST = '''
+CONFTEST = """
 import json, os
 import pytest
 
@@ -53,24 +53,46 @@ def pytest_sessionfinish(session):
     path = os.path.join(os.environ["OUT_DIR"], "rank%s.json" % os.environ["RANK"])
     with open(path, "w") as fh:
         json.dump({"records": records, "outcomes": OUTCOMES, "reporting": is_reporting_rank()}, fh)
-'''
+"""
 
-MISMATCH_CONFTEST = '''
+MISMATCH_CONFTEST = """
 import os
 
 def pytest_collection_modifyitems(items):
     if os.environ.get("RANK") == "1":
         del items[-1]
-'''
+"""
 
 
 def _torchrun(root: Path, *args: str, timeout: int = 240) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OUT_DIR": str(root), "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "PYTEST_XDIST_WORKER",
-                 "PYTEST_XDIST_WORKER_COUNT", "PYTEST_ADDOPTS"):
+    for name in (
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "PYTEST_XDIST_WORKER",
+        "PYTEST_XDIST_WORKER_COUNT",
+        "PYTEST_ADDOPTS",
+    ):
         env.pop(name, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "pytest",
-           "-p", "no:cacheprovider", "-p", "no:xdist", "--efficiency-dist-timeout=30", *args, str(root)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:xdist",
+        "--efficiency-dist-timeout=30",
+        *args,
+        str(root),
+    ]
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
 

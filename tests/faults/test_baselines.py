@@ -32,8 +32,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarni
 
 
 def _records(version: int, n_tests: int = 3):
-    return [record(f"tests/test_x.py::test_{i}", latency(0.01 * version, n=50, seed=version),
-                   counted("peak_memory", 2**20 * version)) for i in range(n_tests)]
+    return [
+        record(
+            f"tests/test_x.py::test_{i}",
+            latency(0.01 * version, n=50, seed=version),
+            counted("peak_memory", 2**20 * version),
+        )
+        for i in range(n_tests)
+    ]
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -42,7 +48,8 @@ def _leftovers(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("step", ["write", "fsync", "replace"])
 def test_keyboard_interrupt_at_each_step_of_the_write_leaves_the_old_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
     store = BaselineStore(tmp_path, "cpu")
     store.update(_records(1))
     path = store.path_for(NODE)
@@ -114,8 +121,14 @@ def test_sigint_while_rewriting_a_baseline_file_never_leaves_it_half_written(tmp
     expected = {}
     for v in (1, 2):
         ref = BaselineStore(tmp_path / f"ref{v}", "cpu")
-        ref.update([record(f"tests/test_x.py::test_{i}", latency(0.01 * v, n=2000, seed=v), counted("peak_memory", 2**20 * v))
-                    for i in range(20)])
+        ref.update(
+            [
+                record(
+                    f"tests/test_x.py::test_{i}", latency(0.01 * v, n=2000, seed=v), counted("peak_memory", 2**20 * v)
+                )
+                for i in range(20)
+            ]
+        )
         expected[v] = ref.path_for(NODE).read_text()
     assert expected[1] != expected[2] and len(expected[1]) > 500_000  # big enough to be caught mid-write
 
@@ -132,8 +145,9 @@ def test_sigint_while_rewriting_a_baseline_file_never_leaves_it_half_written(tmp
         # Each rewrite also carries the earlier runs' medians (`history`), which grow with every
         # write; apart from them the file must be exactly one complete version.
         got = _without_history(text)
-        assert got in (_without_history(expected[1]), _without_history(expected[2])), \
+        assert got in (_without_history(expected[1]), _without_history(expected[2])), (
             "baseline file is neither the old nor the new version"
+        )
         outcomes.append(1 if got == _without_history(expected[1]) else 2)
     assert _leftovers(tmp_path / "cpu") == [], "an interrupted write left its temporary file behind"
 
@@ -170,7 +184,8 @@ def test_a_test_that_runs_out_of_memory_under_update_baselines_keeps_its_old_ent
 
 @pytest.mark.parametrize("read_only", ["baselines folder", "lock folder"])
 def test_a_lock_that_cannot_be_made_is_an_error_naming_where_and_changes_nothing(
-        tmp_path: Path, read_only: str) -> None:
+    tmp_path: Path, read_only: str
+) -> None:
     root = tmp_path / "baselines"
     store = BaselineStore(root, "cpu")
     store.update(_records(1))
@@ -230,15 +245,27 @@ def pytest_configure(config):
 
 
 def test_a_baseline_lock_that_cannot_be_taken_is_reported_and_the_run_file_is_still_written(
-        pytester: pytest.Pytester) -> None:
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makeconftest(_FOREIGN_LOCK_CONFTEST)
     pytester.makepyfile(test_c="def test_mem(efficiency):\n    efficiency.count('peak_memory', 1000)\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "--update-baselines", "--baselines-dir=b",
-                                "--efficiency-calibrate-every=off", "--efficiency-json=run.json")
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "--update-baselines",
+        "--baselines-dir=b",
+        "--efficiency-calibrate-every=off",
+        "--efficiency-json=run.json",
+    )
     summary = _unspaced(result.stdout.str())
     assert "INTERNALERROR" not in summary
-    assert re.search(_unspaced(r"baselines NOT written: \S+/b/\.locks/\w+\.lock: cannot take the baseline lock "
-                               r"\(Permission denied\)"), summary)
+    assert re.search(
+        _unspaced(
+            r"baselines NOT written: \S+/b/\.locks/\w+\.lock: cannot take the baseline lock "
+            r"\(Permission denied\)"
+        ),
+        summary,
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # asked-for baselines are missing
     run = runfile.read_run(pytester.path / "run.json")
     assert [r.nodeid for r in run.records] == ["test_c.py::test_mem"]
@@ -246,7 +273,8 @@ def test_a_baseline_lock_that_cannot_be_taken_is_reported_and_the_run_file_is_st
 
 
 def test_a_hand_edited_wrong_type_is_reported_by_file_entry_and_metric_and_blocks_the_update(
-        pytester: pytest.Pytester) -> None:
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(test_c="def test_mem(efficiency):\n    efficiency.count('peak_memory', 1000)\n")
     args = ("-p", "no:cacheprovider", "--baselines-dir=b", "--efficiency-calibrate-every=off")
     pytester.runpytest(*args, "--update-baselines").assert_outcomes(passed=1)

@@ -59,7 +59,9 @@ def powercap_at(monkeypatch: pytest.MonkeyPatch):
     return use
 
 
-def test_rapl_becoming_unreadable_mid_window_makes_energy_unavailable_not_estimated(tmp_path: Path, powercap_at) -> None:
+def test_rapl_becoming_unreadable_mid_window_makes_energy_unavailable_not_estimated(
+    tmp_path: Path, powercap_at
+) -> None:
     zone = _rapl_tree(tmp_path, 10_000)
     powercap_at(tmp_path)
     backend = cpu_backend(threads=1)
@@ -93,7 +95,9 @@ def test_rapl_unreadable_at_start_up_falls_back_to_a_named_estimate(tmp_path: Pa
 
 # -- NVML failing mid-window, through a pytest run ----------------------------------------------
 
-NVML_CONFTEST = RECORDS_CONFTEST + f'''
+NVML_CONFTEST = (
+    RECORDS_CONFTEST
+    + f'''
 import sys
 sys.path.insert(0, {str(REPO_ROOT)!r})
 import pytest
@@ -111,6 +115,7 @@ def fake_gpu(request):
     eff.backend = Backend("h100", PerfCounterTimer(), lambda: devs.make_probes(0.002), lambda: None, None)
     return nv
 '''
+)
 
 
 def test_nvml_failing_mid_window_fails_that_test_only_and_keeps_no_record(pytester: pytest.Pytester) -> None:

@@ -54,17 +54,20 @@ def test_new_then_recorded_then_a_regression_fails_with_its_numbers(pytester: py
 
     result = run(pytester, "--update-baselines")
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*baselines*test_suite.py.json: 1 added, 0 updated, 0 unchanged, 0 kept",
-                                 "  + test_suite.py::test_memory"])
+    result.stdout.fnmatch_lines(
+        ["*baselines*test_suite.py.json: 1 added, 0 updated, 0 unchanged, 0 kept", "  + test_suite.py::test_memory"]
+    )
     assert list(baseline_doc(pytester)["tests"]) == ["test_suite.py::test_memory"]
 
     run(pytester).assert_outcomes(passed=2)
     result = run(pytester, scale=1.01)
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines([
-        "*efficiency gate (against the baseline):*",
-        "*peak_memory: 986.33 KiB vs baseline 976.56 KiB (+1.0%; counted, exact): regression*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*efficiency gate (against the baseline):*",
+            "*peak_memory: 986.33 KiB vs baseline 976.56 KiB (+1.0%; counted, exact): regression*",
+        ]
+    )
     result.stdout.fnmatch_lines(["test_suite.py::test_memory * peak +1.0% * FAIL"])
     assert max(len(line) for line in result.stdout.lines if "test_suite.py::" in line) <= 100
 
@@ -77,10 +80,13 @@ def test_improvements_are_reported_not_failed(pytester: pytest.Pytester) -> None
     result.stdout.fnmatch_lines(["improved *test_memory: peak_memory*(-50.0%;", "*refresh with --update-baselines"])
 
 
-@pytest.mark.parametrize(("mode", "outcome", "expected"), [
-    ("warn", {"passed": 2}, "warning (1 test): peak_memory: 1.91 MiB vs baseline 976.56 KiB (+100.0%; counted,*"),
-    ("off", {"passed": 2}, "test_suite.py::test_memory * -  *-"),
-])
+@pytest.mark.parametrize(
+    ("mode", "outcome", "expected"),
+    [
+        ("warn", {"passed": 2}, "warning (1 test): peak_memory: 1.91 MiB vs baseline 976.56 KiB (+100.0%; counted,*"),
+        ("off", {"passed": 2}, "test_suite.py::test_memory * -  *-"),
+    ],
+)
 def test_gate_modes_warn_and_off_never_fail(pytester: pytest.Pytester, mode: str, outcome: dict, expected: str) -> None:
     make_suite(pytester)
     run(pytester, "--update-baselines")
@@ -99,15 +105,19 @@ def test_strict_fails_a_test_without_baseline(pytester: pytest.Pytester) -> None
     run(pytester, "--efficiency-strict").assert_outcomes(passed=2)
 
 
-def test_update_writes_only_tests_that_passed_their_own_assertions_and_keeps_the_others(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_suite="""
+def test_update_writes_only_tests_that_passed_their_own_assertions_and_keeps_the_others(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_suite="""
         import os, pytest
 
         @pytest.mark.parametrize("n", [1, 2, 3])
         def test_count(efficiency, n):
             efficiency.count("flops", n * 10, unit="FLOP", direction="lower")
             assert not (os.environ.get("BREAK") and n == 2)
-    """)
+    """
+    )
     pytester.makeini(INI)
     run(pytester, "--update-baselines").assert_outcomes(passed=3)
     os.environ["BREAK"] = "1"
@@ -121,7 +131,8 @@ def test_update_writes_only_tests_that_passed_their_own_assertions_and_keeps_the
 
 
 def test_a_test_whose_fixture_teardown_fails_does_not_become_a_baseline(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_suite="""
+    pytester.makepyfile(
+        test_suite="""
         import pytest
 
         @pytest.fixture
@@ -134,7 +145,8 @@ def test_a_test_whose_fixture_teardown_fails_does_not_become_a_baseline(pytester
 
         def test_torn(efficiency, resource):
             efficiency.count("flops", 20, unit="FLOP", direction="lower")
-    """)
+    """
+    )
     pytester.makeini(INI)
     result = run(pytester, "--update-baselines")
     result.assert_outcomes(passed=2, errors=1)
@@ -142,7 +154,9 @@ def test_a_test_whose_fixture_teardown_fails_does_not_become_a_baseline(pytester
     assert sorted(baseline_doc(pytester)["tests"]) == ["test_suite.py::test_ok"]
 
 
-def test_ini_limits_are_defaults_the_marker_overrides_and_the_command_line_overrides_all(pytester: pytest.Pytester) -> None:
+def test_ini_limits_are_defaults_the_marker_overrides_and_the_command_line_overrides_all(
+    pytester: pytest.Pytester,
+) -> None:
     make_suite(pytester, marker="peak_memory='+30%'", ini=INI + "efficiency_limits =\n    peak_memory=+10%\n")
     run(pytester, "--update-baselines")
     run(pytester, scale=1.2).assert_outcomes(passed=2)  # marker +30% beats ini +10%
@@ -153,13 +167,18 @@ def test_ini_limits_are_defaults_the_marker_overrides_and_the_command_line_overr
     result.stdout.fnmatch_lines(["*budget <= 1 MB, counted): over budget*"])
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--efficiency-limit=latency"], "*--efficiency-limit*'latency': expected METRIC=LIMIT*"),
-    (["--efficiency-limit=latencyy=+5%"], "*--efficiency-limit*unknown metric 'latencyy'*"),
-    (["--efficiency-devices=0,zero"], "*--efficiency-devices='0,zero'*'zero' is not a device index*"),
-    (["--efficiency-calibrate-every=often"], "*efficiency options*'often'*"),
-])
-def test_bad_gate_options_are_usage_errors_naming_the_option(pytester: pytest.Pytester, args: list[str], expected: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--efficiency-limit=latency"], "*--efficiency-limit*'latency': expected METRIC=LIMIT*"),
+        (["--efficiency-limit=latencyy=+5%"], "*--efficiency-limit*unknown metric 'latencyy'*"),
+        (["--efficiency-devices=0,zero"], "*--efficiency-devices='0,zero'*'zero' is not a device index*"),
+        (["--efficiency-calibrate-every=often"], "*efficiency options*'often'*"),
+    ],
+)
+def test_bad_gate_options_are_usage_errors_naming_the_option(
+    pytester: pytest.Pytester, args: list[str], expected: str
+) -> None:
     make_suite(pytester)
     result = run(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -167,10 +186,12 @@ def test_bad_gate_options_are_usage_errors_naming_the_option(pytester: pytest.Py
 
 
 def test_json_has_every_record_with_raw_rounds_and_verdicts(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_suite="""
+    pytester.makepyfile(
+        test_suite="""
         def test_measured(efficiency):
             efficiency.measure(lambda: sum(range(1000)), tokens=4)
-    """)
+    """
+    )
     pytester.makeini(INI)
     result = run(pytester, "--efficiency-json=out/run.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR  # the folder must exist: said before the run
@@ -239,12 +260,14 @@ def test_baselines_dir_option_and_ini(pytester: pytest.Pytester) -> None:
 
 
 def test_calibration_is_recorded_in_the_fingerprint_and_said_in_the_summary(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_suite="""
+    pytester.makepyfile(
+        test_suite="""
         def test_one(efficiency):
             run = efficiency.measure(lambda: None)
             cal = run.fingerprint["calibration"]
             assert cal["matmul_s"] > 0 and cal["copy_s"] > 0 and cal["index_s"] > 0
-    """)
+    """
+    )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["calibration: * matmul, * copy (1 measurement(s))"])

@@ -46,9 +46,14 @@ def test_device_pinned_per_worker():
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     assert os.environ["CUDA_VISIBLE_DEVICES"] == worker[2:]
 """
-COMMON = ("-p", "no:cacheprovider", "--efficiency-threads=1", "--efficiency-devices=0,1",
-          "--efficiency-calibrate-every=off",
-          "--efficiency-limit=latency=+100000%")  # measured latency must not decide this comparison
+COMMON = (
+    "-p",
+    "no:cacheprovider",
+    "--efficiency-threads=1",
+    "--efficiency-devices=0,1",
+    "--efficiency-calibrate-every=off",
+    "--efficiency-limit=latency=+100000%",
+)  # measured latency must not decide this comparison
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +68,17 @@ def _seed(root: Path) -> None:
     """The baselines both runs compare with: counted facts at scale 1, written by the store itself."""
     store = BaselineStore(root / "baselines", "cpu")
     cases = ["grow", "shrink", "same", "a/b c-\\xfc"]  # pytest escapes non-ASCII in node ids
-    store.update([record(f"test_suite.py::test_counted[{c}]", counted("peak_memory", 1_000_000),
-                         counted("flops", 4096, "FLOP"), fingerprint={"torch_threads": 1}) for c in cases])
+    store.update(
+        [
+            record(
+                f"test_suite.py::test_counted[{c}]",
+                counted("peak_memory", 1_000_000),
+                counted("flops", 4096, "FLOP"),
+                fingerprint={"torch_threads": 1},
+            )
+            for c in cases
+        ]
+    )
 
 
 def _normalise(doc: dict) -> dict:
@@ -89,8 +103,9 @@ def _run(pytester: pytest.Pytester, *extra: str) -> tuple[pytest.RunResult, dict
     # One run per mode: it compares with the seeded baselines (verdicts to the JSON) and
     # rewrites them (the files to compare).
     _seed(pytester.path)
-    result = pytester.runpytest_subprocess(*COMMON, *extra, "--update-baselines", "--efficiency-json=run.json",
-                                           timeout=240)
+    result = pytester.runpytest_subprocess(
+        *COMMON, *extra, "--update-baselines", "--efficiency-json=run.json", timeout=240
+    )
     run = json.loads((pytester.path / "run.json").read_text())
     verdicts = {r["nodeid"]: sorted((v["metric"], v["status"]) for v in r["verdicts"]) for r in run["records"]}
     baselines = _normalise(json.loads((pytester.path / "baselines/cpu/test_suite.py.json").read_text()))
@@ -99,7 +114,8 @@ def _run(pytester: pytest.Pytester, *extra: str) -> tuple[pytest.RunResult, dict
 
 
 def test_xdist_gives_the_same_verdicts_and_baseline_files_as_a_serial_run(
-        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytester.makepyfile(test_suite=SUITE)
     monkeypatch.setenv("EFF_SCALE", "1.02")
     serial, serial_verdicts, serial_files = _run(pytester)
@@ -115,11 +131,19 @@ def test_xdist_gives_the_same_verdicts_and_baseline_files_as_a_serial_run(
     assert serial_verdicts["test_suite.py::test_functional_failure"] == []  # its own assertion failed first
     # Written: every test that passed its own assertions, none that failed them.
     assert sorted(serial_files["tests"]) == sorted(
-        ["test_suite.py::test_counted[a/b c-\\xfc]", "test_suite.py::test_counted[grow]",
-         "test_suite.py::test_counted[same]", "test_suite.py::test_counted[shrink]",
-         "test_suite.py::test_measured", "test_suite.py::test_new_one"])
-    assert "2 xdist workers x 1 torch thread(s) each (2 usable cores / 2 workers); GPUs pinned per worker: 0, 1" \
+        [
+            "test_suite.py::test_counted[a/b c-\\xfc]",
+            "test_suite.py::test_counted[grow]",
+            "test_suite.py::test_counted[same]",
+            "test_suite.py::test_counted[shrink]",
+            "test_suite.py::test_measured",
+            "test_suite.py::test_new_one",
+        ]
+    )
+    assert (
+        "2 xdist workers x 1 torch thread(s) each (2 usable cores / 2 workers); GPUs pinned per worker: 0, 1"
         in " ".join(xdist.stdout.str().split())
+    )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fixed layout needs Linux")
@@ -131,15 +155,17 @@ def test_under_the_fixed_layout_xdist_gives_the_verdicts_and_files_of_a_serial_r
     path = pytester.path / "baselines/cpu/test_suite.py.json"
     recorded = path.read_text()
 
-    result = pytester.runpytest_subprocess(*flags, "-n", "2", "--update-baselines", "--efficiency-json=run.json",
-                                           timeout=240)
+    result = pytester.runpytest_subprocess(
+        *flags, "-n", "2", "--update-baselines", "--efficiency-json=run.json", timeout=240
+    )
     result.assert_outcomes(passed=7, skipped=1)
     run = json.loads((pytester.path / "run.json").read_text())
     # What a serial run against its own recording finds: every metric passes, and no fingerprint
     # warning (the workers measured under the serial run's layout: stack padded too).
     assert {(v["metric"] == "*", v["status"]) for r in run["records"] for v in r["verdicts"]} == {(False, "pass")}
     assert {json.dumps(r["fingerprint"]["process_layout"], sort_keys=True) for r in run["records"]} == {
-        '{"aslr": false, "hash_seed": "0", "stack_padded": true}'}
+        '{"aslr": false, "hash_seed": "0", "stack_padded": true}'
+    }
     rewritten = path.read_text()
     assert _normalise(json.loads(rewritten)) == _normalise(json.loads(recorded))
     # Counted facts to the byte; the measured test's new times are its only update.
@@ -182,16 +208,30 @@ def test_dies(efficiency):
 
 def test_a_killed_worker_costs_only_its_own_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=KILLER)
-    BaselineStore(pytester.path / "baselines", "cpu").update([record("test_suite.py::test_regressed", counted("flops", 1000, "FLOP"))])
+    BaselineStore(pytester.path / "baselines", "cpu").update(
+        [record("test_suite.py::test_regressed", counted("flops", 1000, "FLOP"))]
+    )
     # The dead worker's test is missing; everything else is compared and written.
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--efficiency-calibrate-every=off",
-                                           "--update-baselines", "--efficiency-json=run.json", timeout=240)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "2",
+        "--efficiency-calibrate-every=off",
+        "--update-baselines",
+        "--efficiency-json=run.json",
+        timeout=240,
+    )
     result.assert_outcomes(passed=5, failed=1)
     out = " ".join(result.stdout.str().split())
-    assert "flops: 2000 FLOP vs baseline 1000 FLOP (+100.0%; counted, exact): regression [baseline being replaced]" in out
+    assert (
+        "flops: 2000 FLOP vs baseline 1000 FLOP (+100.0%; counted, exact): regression [baseline being replaced]" in out
+    )
     assert "went down: the test it was running has no record" in out
     assert "2 xdist worker" in out and "torch thread(s) each" in out
     doc = json.loads((pytester.path / "baselines/cpu/test_suite.py.json").read_text())
-    assert sorted(doc["tests"]) == [f"test_suite.py::test_counted[{n}]" for n in range(4)] + ["test_suite.py::test_regressed"]
+    assert sorted(doc["tests"]) == [f"test_suite.py::test_counted[{n}]" for n in range(4)] + [
+        "test_suite.py::test_regressed"
+    ]
     run = json.loads((pytester.path / "run.json").read_text())
     assert len(run["records"]) == 5

@@ -148,9 +148,7 @@ def test_ini_defaults_set_rounds_and_cli_overrides_them(pytester: pytest.Pyteste
             assert run["rounds"].value == int(request.config.getoption("expected"))
         """
     )
-    pytester.makeconftest(
-        "def pytest_addoption(parser):\n    parser.addoption('--expected')\n"
-    )
+    pytester.makeconftest("def pytest_addoption(parser):\n    parser.addoption('--expected')\n")
     pytester.makeini("[pytest]\nefficiency_rounds = 4\n")
     pytester.runpytest("-p", "no:cacheprovider", "--expected=4").assert_outcomes(passed=1)
     pytester.runpytest("-p", "no:cacheprovider", "--expected=7", "--efficiency-rounds=7").assert_outcomes(passed=1)
@@ -212,5 +210,7 @@ def test_memory_kept_across_rounds_is_reported_as_a_leak_not_averaged_away(pytes
     result.assert_outcomes(passed=2)
     out = result.stdout.str()
     assert "retained_memory: memory grew by" in out and "a leak across rounds" in out
-    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(("test_leaky ", "test_tidy "))}
+    rows = {
+        line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(("test_leaky ", "test_tidy "))
+    }
     assert rows == {"test_leaky": "warn", "test_tidy": "new"}, rows

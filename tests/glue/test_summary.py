@@ -13,9 +13,20 @@ from tests.helpers.record_builders import counted, latency, record
 def test_the_summary_fits_100_columns_and_shows_what_broke() -> None:
     long_id = "suites/test_architecture.py::test_pretrain_step[" + "MLA-latent-" * 8 + "]"
     results = [
-        TestResult(record(long_id, latency(0.0123), counted("peak_memory", 3 * 2**30)),
-                   [Verdict("AL", "fail", "12.3 ms n=7 vs baseline 10.1 ms n=7 (+21.8%, 95% interval +18.0% .. "
-                            "+25.1%; tolerance +5%): slower beyond tolerance and noise", "baseline", 0.218)], "passed"),
+        TestResult(
+            record(long_id, latency(0.0123), counted("peak_memory", 3 * 2**30)),
+            [
+                Verdict(
+                    "AL",
+                    "fail",
+                    "12.3 ms n=7 vs baseline 10.1 ms n=7 (+21.8%, 95% interval +18.0% .. "
+                    "+25.1%; tolerance +5%): slower beyond tolerance and noise",
+                    "baseline",
+                    0.218,
+                )
+            ],
+            "passed",
+        ),
         TestResult(record("t.py::ok", latency(0.001)), [Verdict("AL", "pass", "fine", "baseline", -0.01)], "passed"),
     ]
     lines = table(results) + details(results)

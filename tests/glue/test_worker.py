@@ -18,7 +18,9 @@ from tests.helpers.torch_cuda_double import FakeTorchCuda
 
 
 def test_results_cross_the_wire_unchanged() -> None:
-    result = TestResult(record("t.py::a[ü/1]", latency(0.01)), [Verdict("AL", "fail", "slower", "baseline", 0.2)], "passed")
+    result = TestResult(
+        record("t.py::a[ü/1]", latency(0.01)), [Verdict("AL", "fail", "slower", "baseline", 0.2)], "passed"
+    )
     back = TestResult.from_wire(result.to_wire())
     assert back.record == result.record and back.verdicts == result.verdicts and back.functional == "passed"
     with pytest.raises(ValueError, match="mixed plugin versions"):
@@ -85,8 +87,12 @@ print(tried, taken, released)
 def _lock_holders(tmp_path: Path, *args: tuple[str, str, str, str]) -> list[tuple[float, float, float]]:
     """Run one LOCK_HOLDER process per argument tuple at once; their (tried, taken, released) times."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # device_lock's folder, away from real runs' locks
-    procs = [subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, *a], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for a in args]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOCK_HOLDER, *a], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for a in args
+    ]
     times = []
     for proc in procs:
         out, err = proc.communicate(timeout=60)

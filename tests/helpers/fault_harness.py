@@ -15,7 +15,7 @@ import pytest
 RECORDS_FILE = "recorded.json"
 
 # A conftest for pytester projects: at session end, the records the plugin kept, by node id.
-RECORDS_CONFTEST = f'''
+RECORDS_CONFTEST = f"""
 import json
 from pytest_efficientllm.glue.state import RUN_KEY
 
@@ -24,7 +24,7 @@ def pytest_sessionfinish(session):
     records = [] if state is None else [r.to_dict() for r in state.records]
     with open({RECORDS_FILE!r}, "w") as fh:
         json.dump(records, fh)
-'''
+"""
 
 
 def recorded(pytester: pytest.Pytester) -> dict[str, dict[str, Any]]:

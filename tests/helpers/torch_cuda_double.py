@@ -21,10 +21,12 @@ class FakeTorchCuda:
     `allocate`/`free` move the fake allocator's counters.
     """
 
-    def __init__(self, name: str = "NVIDIA H100 80GB HBM3", sm_count: int = 132, uuid: str = UUID,
-                 available: bool = True) -> None:
-        self.props = SimpleNamespace(name=name, total_memory=80 * 2**30, multi_processor_count=sm_count,
-                                     uuid=uuid, major=9, minor=0)
+    def __init__(
+        self, name: str = "NVIDIA H100 80GB HBM3", sm_count: int = 132, uuid: str = UUID, available: bool = True
+    ) -> None:
+        self.props = SimpleNamespace(
+            name=name, total_memory=80 * 2**30, multi_processor_count=sm_count, uuid=uuid, major=9, minor=0
+        )
         self.available = available
         self.log: list[str] = []
         self.events: list[Any] = []

@@ -21,7 +21,10 @@ def by_metric(verdicts):
 
 def test_counted_bytes_compare_exactly() -> None:
     base = record("t.py::a", counted("peak_memory", 1_000_000))
-    assert by_metric(compare_record(base, record("t.py::a", counted("peak_memory", 1_000_000))))["peak_memory"].status == "pass"
+    assert (
+        by_metric(compare_record(base, record("t.py::a", counted("peak_memory", 1_000_000))))["peak_memory"].status
+        == "pass"
+    )
     v = by_metric(compare_record(base, record("t.py::a", counted("peak_memory", 1_000_001))))["peak_memory"]
     assert v.status == "fail" and v.failed
     assert "counted, exact" in v.message and "regression" in v.message
@@ -38,14 +41,24 @@ def test_a_one_percent_counted_memory_regression_always_fails() -> None:
 
 def test_non_integer_counts_allow_float_reduction_noise_only() -> None:
     base = record("t.py::a", counted("MCR", 3.7, "x", "higher"))
-    assert by_metric(compare_record(base, record("t.py::a", counted("MCR", 3.7 * (1 + 1e-8), "x", "higher"))))["MCR"].status == "pass"
-    assert by_metric(compare_record(base, record("t.py::a", counted("MCR", 3.6, "x", "higher"))))["MCR"].status == "fail"
+    assert (
+        by_metric(compare_record(base, record("t.py::a", counted("MCR", 3.7 * (1 + 1e-8), "x", "higher"))))[
+            "MCR"
+        ].status
+        == "pass"
+    )
+    assert (
+        by_metric(compare_record(base, record("t.py::a", counted("MCR", 3.6, "x", "higher"))))["MCR"].status == "fail"
+    )
 
 
 def test_a_marker_tolerance_replaces_exactness_for_counted_metrics() -> None:
     limits = (parse_limit("peak_memory", "+1%"),)
     base = record("t.py::a", counted("peak_memory", 1000))
-    assert by_metric(compare_record(base, record("t.py::a", counted("peak_memory", 1005)), limits))["peak_memory"].status == "pass"
+    assert (
+        by_metric(compare_record(base, record("t.py::a", counted("peak_memory", 1005)), limits))["peak_memory"].status
+        == "pass"
+    )
     v = by_metric(compare_record(base, record("t.py::a", counted("peak_memory", 1020)), limits))["peak_memory"]
     assert v.status == "fail" and "tolerance +1%" in v.message
 
@@ -83,12 +96,29 @@ def test_too_few_rounds_warn_instead_of_failing() -> None:
 
 def test_throughput_regressions_are_drops() -> None:
     def tps(value: float) -> Metric:
-        return Metric("tokens_per_s", value, "tok/s", "higher", "measured", "m",
-                      samples=tuple(value * f for f in (0.99, 1.0, 1.01, 1.0, 0.995, 1.005)))
+        return Metric(
+            "tokens_per_s",
+            value,
+            "tok/s",
+            "higher",
+            "measured",
+            "m",
+            samples=tuple(value * f for f in (0.99, 1.0, 1.01, 1.0, 0.995, 1.005)),
+        )
 
     limits = (parse_limit("throughput", "-5%"),)
-    assert by_metric(compare_record(record("t.py::a", tps(1000)), record("t.py::a", tps(800)), limits))["tokens_per_s"].status == "fail"
-    assert by_metric(compare_record(record("t.py::a", tps(1000)), record("t.py::a", tps(1200)), limits))["tokens_per_s"].status == "improved"
+    assert (
+        by_metric(compare_record(record("t.py::a", tps(1000)), record("t.py::a", tps(800)), limits))[
+            "tokens_per_s"
+        ].status
+        == "fail"
+    )
+    assert (
+        by_metric(compare_record(record("t.py::a", tps(1000)), record("t.py::a", tps(1200)), limits))[
+            "tokens_per_s"
+        ].status
+        == "improved"
+    )
 
 
 def test_a_single_valued_measured_metric_gates_on_its_tolerance_alone() -> None:
@@ -129,8 +159,9 @@ def test_a_software_difference_warns_and_compares_calibrated_times() -> None:
     # The candidate machine is 20% slower at the calibration workload and 20% slower at the
     # test: relative to calibration, nothing changed.
     base = gpu_record(latency(0.010, seed=1))
-    cur = gpu_record(latency(0.012, seed=2),
-                 fingerprint={"packages": {"torch": "2.14.1"}, "calibration": {"index_s": 0.0024}})
+    cur = gpu_record(
+        latency(0.012, seed=2), fingerprint={"packages": {"torch": "2.14.1"}, "calibration": {"index_s": 0.0024}}
+    )
     verdicts = by_metric(compare_record(base, cur))
     assert verdicts["*"].status == "warn" and "torch" in verdicts["*"].message and "x1.200" in verdicts["*"].message
     assert verdicts["AL"].status == "pass" and "calibrated" in verdicts["AL"].message
@@ -158,8 +189,10 @@ def test_unavailable_and_missing_values_are_skipped_or_new() -> None:
 
 
 def test_fingerprint_diff_ignores_calibration_and_fields_only_one_side_has() -> None:
-    d = fingerprint_diff({"calibration": {"index_s": 1}, "a": 1, "packages": {"torch": "1"}},
-                         {"calibration": {"index_s": 2}, "b": 2, "packages": {"torch": "2"}})
+    d = fingerprint_diff(
+        {"calibration": {"index_s": 1}, "a": 1, "packages": {"torch": "1"}},
+        {"calibration": {"index_s": 2}, "b": 2, "packages": {"torch": "2"}},
+    )
     assert d.errors == [] and d.warnings == ["packages.torch: '1' -> '2'"]
 
 
@@ -178,28 +211,50 @@ def test_cpu_time_is_calibrated_by_the_calibration_cpu_time() -> None:
     cpu = lambda v: Metric("cpu_time_per_round", v, "s", "lower", "measured", "cpu_time / rounds")  # noqa: E731
     base = record("t.py::a", cpu(0.008), fingerprint={"calibration": {"index_s": 0.002, "cpu_index_s": 0.002}})
     # Other CPU: 20% slower in CPU time, its wall clock slowed far more by neighbours.
-    cur = record("t.py::a", cpu(0.0096), fingerprint={"cpu_model": "Other CPU",
-                                                      "calibration": {"index_s": 0.01, "cpu_index_s": 0.0024}})
+    cur = record(
+        "t.py::a",
+        cpu(0.0096),
+        fingerprint={"cpu_model": "Other CPU", "calibration": {"index_s": 0.01, "cpu_index_s": 0.0024}},
+    )
     v = by_metric(compare_record(base, cur))
     assert v["cpu_time_per_round"].status == "pass" and "calibrated" in v["cpu_time_per_round"].message
 
 
 def test_which_gpu_of_one_model_and_start_up_probes_are_not_fingerprint_differences() -> None:
-    base = {"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_uuids": ["GPU-a"], "cuda_visible_devices": "0",
-            "gpu_idle_power_w": 70.1, "nvml_energy_step_mj": 1.0}
-    cur = {"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_uuids": ["GPU-b"], "cuda_visible_devices": "1",
-           "gpu_idle_power_w": 73.4, "nvml_energy_step_mj": 2.0}
+    base = {
+        "gpu_name": "NVIDIA H100 80GB HBM3",
+        "gpu_uuids": ["GPU-a"],
+        "cuda_visible_devices": "0",
+        "gpu_idle_power_w": 70.1,
+        "nvml_energy_step_mj": 1.0,
+    }
+    cur = {
+        "gpu_name": "NVIDIA H100 80GB HBM3",
+        "gpu_uuids": ["GPU-b"],
+        "cuda_visible_devices": "1",
+        "gpu_idle_power_w": 73.4,
+        "nvml_energy_step_mj": 2.0,
+    }
     assert not fingerprint_diff(base, cur).differs
     assert fingerprint_diff(base, {**cur, "gpu_name": "NVIDIA H100 PCIe"}).errors
 
 
 # -- run-to-run noise from a baseline recorded over several runs ----------------------------
 
+
 def _latency_metric(samples, history=()):
     from pytest_efficientllm.core.record import Metric
 
-    return Metric("cpu_time_per_round", sum(samples) / len(samples), "s", "lower", "measured", "test",
-                  samples=tuple(samples), history=tuple(history))
+    return Metric(
+        "cpu_time_per_round",
+        sum(samples) / len(samples),
+        "s",
+        "lower",
+        "measured",
+        "test",
+        samples=tuple(samples),
+        history=tuple(history),
+    )
 
 
 def _verdict_of(base, cur):

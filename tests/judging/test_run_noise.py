@@ -39,8 +39,13 @@ def _record(nodeid: str, metric: Metric) -> Record:
 
 
 def _verdict(base: Metric, current_median: float, priors: dict[str, RunPrior] | None = None):
-    (v,) = [v for v in compare_record(_record("t.py::t", base), _record("t.py::t", _metric(current_median)), TOL5,
-                                      run_priors=priors) if v.metric == "cpu_time_per_round"]
+    (v,) = [
+        v
+        for v in compare_record(
+            _record("t.py::t", base), _record("t.py::t", _metric(current_median)), TOL5, run_priors=priors
+        )
+        if v.metric == "cpu_time_per_round"
+    ]
     return v
 
 
@@ -50,6 +55,7 @@ def _pairs(rng: np.random.Generator, sigmas: np.ndarray, runs: int) -> list[tupl
 
 
 # -- the prior ------------------------------------------------------------------------------------
+
 
 def test_tests_with_one_common_spread_give_that_spread_with_many_degrees_of_freedom() -> None:
     rng = np.random.default_rng(1)
@@ -76,9 +82,18 @@ def test_too_few_tests_or_zero_spreads_give_no_prior() -> None:
 
 def test_pool_groups_measured_metrics_by_name_and_needs_two_runs_per_test() -> None:
     records = [_record(f"t.py::t{i}", _metric(0.01, history=(0.0101 + i * 1e-4, 0.0098))) for i in range(4)]
-    counted = [Record(f"t.py::c{i}", "cpu", metrics={"peak_memory": Metric(
-        "peak_memory", 100.0 + i, "B", "lower", "counted", "exact", samples=(1.0, 2.0), history=(3.0,))})
-        for i in range(4)]
+    counted = [
+        Record(
+            f"t.py::c{i}",
+            "cpu",
+            metrics={
+                "peak_memory": Metric(
+                    "peak_memory", 100.0 + i, "B", "lower", "counted", "exact", samples=(1.0, 2.0), history=(3.0,)
+                )
+            },
+        )
+        for i in range(4)
+    ]
     one_run = [_record(f"t.py::o{i}", _metric(0.01)) for i in range(4)]
     priors = pool(records + counted + one_run)
     assert set(priors) == {"cpu_time_per_round"}
@@ -87,6 +102,7 @@ def test_pool_groups_measured_metrics_by_name_and_needs_two_runs_per_test() -> N
 
 
 # -- the prediction bound -------------------------------------------------------------------------
+
 
 def test_without_a_prior_three_runs_are_needed_and_with_one_a_single_run_has_a_bound() -> None:
     assert predict([0.01, 0.011]) is None
@@ -99,15 +115,25 @@ def test_without_a_prior_three_runs_are_needed_and_with_one_a_single_run_has_a_b
     assert one.low == pytest.approx(0.01 * math.exp(-3.0902 * 0.02 * math.sqrt(2)), rel=1e-4)
 
 
-def _simulate(sigma: float, runs: int, shift: float, moderated: bool, files: int = 300, tests: int = 10,
-              seed: int = 3, level: float = PREDICTION) -> float:
+def _simulate(
+    sigma: float,
+    runs: int,
+    shift: float,
+    moderated: bool,
+    files: int = 300,
+    tests: int = 10,
+    seed: int = 3,
+    level: float = PREDICTION,
+) -> float:
     """Share of one-more-run medians beyond the upper bound, over simulated baseline files."""
     rng = np.random.default_rng(seed)
     beyond = trials = 0
     for _ in range(files):
         medians = np.exp(rng.normal(0.0, sigma, size=(tests, runs)))
-        records = [_record(f"t.py::t{i}", _metric(float(m[-1]), history=tuple(float(x) for x in m[:-1])))
-                   for i, m in enumerate(medians)]
+        records = [
+            _record(f"t.py::t{i}", _metric(float(m[-1]), history=tuple(float(x) for x in m[:-1])))
+            for i, m in enumerate(medians)
+        ]
         priors = pool(records) if moderated else {}
         for i, m in enumerate(medians):
             prediction = predict(list(m), priors.get("cpu_time_per_round"), level=level)
@@ -142,8 +168,11 @@ def test_the_bound_is_drawn_for_the_processes_that_vote_and_a_check_that_only_wa
     priors = {"cpu_time_per_round": RunPrior(variance=0.02**2, df=math.inf, tests=10)}
 
     def status(limits, processes):
-        (v,) = [v for v in compare_record(base, now, limits, run_priors=priors, processes=processes)
-                if v.metric == "cpu_time_per_round"]
+        (v,) = [
+            v
+            for v in compare_record(base, now, limits, run_priors=priors, processes=processes)
+            if v.metric == "cpu_time_per_round"
+        ]
         return v.status, v.message
 
     alone, message = status(TOL5, 1)
@@ -168,10 +197,11 @@ def test_moderation_lets_five_runs_catch_a_ten_percent_regression_that_their_own
 
 # -- the comparison reads the centre of the runs --------------------------------------------------
 
+
 def test_the_faster_half_table_matches_simulated_normal_jitter() -> None:
     rng = np.random.default_rng(7)
     for k in range(2, 11):
-        runs = np.sort(rng.normal(size=(200_000, k)), axis=1)[:, :k // 2 + 1]
+        runs = np.sort(rng.normal(size=(200_000, k)), axis=1)[:, : k // 2 + 1]
         factor, df, centre_mean, centre_sd = run_noise.FASTER_HALF[k]
         variances = np.var(runs, axis=1, ddof=1) * factor
         assert np.mean(variances) == pytest.approx(1.0, abs=0.01)
@@ -198,6 +228,7 @@ def test_for_a_rate_the_faster_half_is_the_higher_one() -> None:
     assert prediction is not None and prediction.low < 1005.0 < prediction.high
     assert prediction.bound("higher") == prediction.low
 
+
 def test_one_baseline_run_that_ran_off_does_not_move_the_comparison() -> None:
     # Four runs at 10 ms, the newest (the one whose rounds are stored) 30% slow; the file's
     # other tests spread 1% between runs. The off run still widens this test's own spread
@@ -221,6 +252,7 @@ def test_a_baseline_of_two_runs_gets_a_bound_from_its_files_prior() -> None:
 
 
 # -- the history restarts at an intended change ---------------------------------------------------
+
 
 def _store_runs(store: BaselineStore, nodeid: str, medians: list[float]):
     updates = []

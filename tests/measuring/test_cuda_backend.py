@@ -46,7 +46,9 @@ def test_gpu_backend_end_to_end_with_doubles() -> None:
     t_after = time.perf_counter()
     metrics = derive_metrics(result, Work(tokens=10, flops=10**12), meter.flops_of(work, Work(flops=10**12)), backend)
     assert metrics["peak_memory_delta"].value == 2**20
-    assert metrics["PCU"].value == pytest.approx(0.8) and metrics["PCU"].method.startswith("NVML utilization.gpu (kernel-busy share)")
+    assert metrics["PCU"].value == pytest.approx(0.8) and metrics["PCU"].method.startswith(
+        "NVML utilization.gpu (kernel-busy share)"
+    )
     # The counter reads bracket the window's wall time and lie inside run_window; the fake
     # counter at 300 W loses at most one 5 ms update (1.5 J) to quantisation.
     energy = metrics["energy"]
@@ -60,7 +62,9 @@ def test_gpu_backend_end_to_end_with_doubles() -> None:
 
 def test_torch_and_nvml_disagreeing_on_the_device_disables_nvml_with_the_fix_named() -> None:
     cuda = FakeTorchCuda(uuid="bbbb2222-0000-0000-0000-000000000000")
-    backend = fake_backend(cuda, FakePynvml([FakeGpu("GPU-" + UUID), FakeGpu("GPU-bbbb2222-0000-0000-0000-000000000000")]))
+    backend = fake_backend(
+        cuda, FakePynvml([FakeGpu("GPU-" + UUID), FakeGpu("GPU-bbbb2222-0000-0000-0000-000000000000")])
+    )
     assert len(backend.notices) == 1 and "CUDA_DEVICE_ORDER=PCI_BUS_ID" in backend.notices[0]
     result = Meter(backend).run_window(lambda: time.sleep(0.001), MeasureProtocol(rounds=1, warmup=0))
     energy = result.readings["energy"]

@@ -57,7 +57,9 @@ def test_a_matmul_counts_exactly_2mnk_flops(meter: Meter) -> None:
 
 def test_a_workload_of_known_duration_is_measured_within_tolerance(meter: Meter) -> None:
     # sleep() only guarantees a lower bound; 10 ms of slack covers scheduler wake-up on a busy CI box.
-    metrics = measure(meter, lambda: time.sleep(0.05), Work(tokens=10, count_flops=False), MeasureProtocol(rounds=4, warmup=0))
+    metrics = measure(
+        meter, lambda: time.sleep(0.05), Work(tokens=10, count_flops=False), MeasureProtocol(rounds=4, warmup=0)
+    )
     al = metrics["AL"]
     assert len(al.samples) == 4
     assert all(0.05 <= s < 0.06 for s in al.samples), al.samples
@@ -66,7 +68,9 @@ def test_a_workload_of_known_duration_is_measured_within_tolerance(meter: Meter)
 
 
 def test_rounds_continue_until_min_time_is_met(meter: Meter) -> None:
-    metrics = measure(meter, lambda: time.sleep(0.01), Work(count_flops=False), MeasureProtocol(rounds=1, warmup=0, min_time_s=0.1))
+    metrics = measure(
+        meter, lambda: time.sleep(0.01), Work(count_flops=False), MeasureProtocol(rounds=1, warmup=0, min_time_s=0.1)
+    )
     assert metrics["rounds"].value >= 9
 
 
@@ -135,5 +139,7 @@ def test_latency_percentiles_follow_numpys_linear_rule() -> None:
     assert _percentiles((0.25,), (50, 99)) == [0.25, 0.25]
     assert _percentiles((), (50,)) == [None]
     rounds = tuple(float(x) for x in torch.rand(37, generator=torch.Generator().manual_seed(1)))
-    expected = torch.quantile(torch.tensor(rounds, dtype=torch.float64), torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64))
+    expected = torch.quantile(
+        torch.tensor(rounds, dtype=torch.float64), torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)
+    )
     assert _percentiles(rounds, (50, 90, 99)) == pytest.approx(expected.tolist(), rel=1e-12)

@@ -20,8 +20,13 @@ PROBE = "from pytest_efficientllm.measuring.process_layout import current_layout
 
 
 def _layout_of(cmd_prefix: list[str], env: dict[str, str]) -> dict:
-    out = subprocess.run([*cmd_prefix, sys.executable, "-c", PROBE], env={**os.environ, **env},
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [*cmd_prefix, sys.executable, "-c", PROBE],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -42,8 +47,9 @@ def test_the_layout_read_matches_what_the_process_was_started_with() -> None:
     assert seeded["hash_seed"] == "123"
     system_aslr = open("/proc/sys/kernel/randomize_va_space").read().strip() != "0"
     if system_aslr:
-        plain = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
-                               preexec_fn=_aslr_back_on)
+        plain = subprocess.run(
+            [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True, preexec_fn=_aslr_back_on
+        )
         assert json.loads(plain.stdout) == {"aslr": True, "hash_seed": "random", "stack_padded": False}
 
 
@@ -161,4 +167,5 @@ def test_workers_the_controller_could_not_pad_are_named_with_their_layout(monkey
     unpadded = {**fixed, "stack_padded": False}
     assert layout.workers_note(fixed, {"gw0": fixed, "gw1": fixed}) == ""
     assert layout.workers_note(fixed, {"gw0": unpadded, "gw1": fixed, "gw2": unpadded}) == (
-        "xdist worker(s) gw0, gw2 measured with ASLR off, str hash seed 0, stack not padded")
+        "xdist worker(s) gw0, gw2 measured with ASLR off, str hash seed 0, stack not padded"
+    )

@@ -32,8 +32,15 @@ def _status(baseline: Record, current: Record, name: str, tolerance: str | None 
 
 
 def _latency(samples: list[float]) -> Metric:
-    return Metric("AL", sum(samples) / len(samples), "s", "lower", "measured", "perf_counter_ns; property test",
-                  samples=tuple(samples))
+    return Metric(
+        "AL",
+        sum(samples) / len(samples),
+        "s",
+        "lower",
+        "measured",
+        "perf_counter_ns; property test",
+        samples=tuple(samples),
+    )
 
 
 # Wall-clock AL is gated only when asked on the CPU profile (the gate's default there is
@@ -49,15 +56,20 @@ factors = st.floats(min_value=0.25, max_value=4.0)
 @FAST
 @given(st.integers(1, 10**12), st.integers(1, 10**12))
 def test_exact_counted_verdicts_mirror_when_the_runs_are_swapped(a: int, b: int) -> None:
-    ab = _status(record("t.py::t", counted("peak_memory", a)), record("t.py::t", counted("peak_memory", b)), "peak_memory")
-    ba = _status(record("t.py::t", counted("peak_memory", b)), record("t.py::t", counted("peak_memory", a)), "peak_memory")
+    ab = _status(
+        record("t.py::t", counted("peak_memory", a)), record("t.py::t", counted("peak_memory", b)), "peak_memory"
+    )
+    ba = _status(
+        record("t.py::t", counted("peak_memory", b)), record("t.py::t", counted("peak_memory", a)), "peak_memory"
+    )
     assert MIRROR[ab] == ba
 
 
 @FAST
 @given(st.integers(1, 10**9), factors, factors, st.sampled_from(["+1%", "+5%", "+20%"]))
-def test_a_larger_counted_regression_never_passes_where_a_smaller_one_fails(base: int, f1: float, f2: float,
-                                                                          tol: str) -> None:
+def test_a_larger_counted_regression_never_passes_where_a_smaller_one_fails(
+    base: int, f1: float, f2: float, tol: str
+) -> None:
     small, large = sorted((f1, f2))
     b = record("t.py::t", counted("peak_memory", base))
     s1 = _status(b, record("t.py::t", counted("peak_memory", round(base * small))), "peak_memory", tol)
@@ -81,8 +93,9 @@ def test_tolerance_verdicts_mirror_when_the_runs_are_swapped(base: int, f: float
 
 @FAST
 @given(round_times, factors, factors)
-def test_a_larger_measured_slowdown_never_passes_where_a_smaller_one_fails(base: list[float], f1: float,
-                                                                        f2: float) -> None:
+def test_a_larger_measured_slowdown_never_passes_where_a_smaller_one_fails(
+    base: list[float], f1: float, f2: float
+) -> None:
     small, large = sorted((f1, f2))
     b = record("t.py::t", _latency(base))
     s1 = _status(b, record("t.py::t", _latency([x * small for x in base])), "AL", WALL_TOLERANCE)
@@ -105,8 +118,10 @@ def test_measured_verdicts_mirror_when_the_runs_are_swapped(x: list[float], y: l
 
 
 def _run(names: list[str], value: int) -> Run:
-    return Run(records=[record(f"t.py::{n}", counted("peak_memory", value)) for n in names],
-               runs=[{"profile": "cpu", "label": f"run-{value}"}])
+    return Run(
+        records=[record(f"t.py::{n}", counted("peak_memory", value)) for n in names],
+        runs=[{"profile": "cpu", "label": f"run-{value}"}],
+    )
 
 
 def _key(run: Run) -> list[tuple[str, dict]]:

@@ -54,19 +54,23 @@ def test_progress_names_the_technique_and_the_count_without_breaking_pytest_line
     pytester.makepyfile(test_attention=PLAIN)
     result = pytester.runpytest("-p", "no:cacheprovider")
     assert result.ret == 0
-    result.stdout.fnmatch_lines([
-        "efficiency [[]1/2] measuring attention / MoE - test_prefill - slow*",
-        "test_attention.py .",
-        "efficiency [[]2/2] measuring attention / MoE - test_prefill - fast*",
-        "test_attention.py .*[[]100%]",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "efficiency [[]1/2] measuring attention / MoE - test_prefill - slow*",
+            "test_attention.py .",
+            "efficiency [[]2/2] measuring attention / MoE - test_prefill - fast*",
+            "test_attention.py .*[[]100%]",
+        ]
+    )
     verbose = pytester.runpytest("-v", "-p", "no:cacheprovider")
-    verbose.stdout.fnmatch_lines([
-        "efficiency [[]1/2] measuring attention / MoE - test_prefill - slow",
-        "test_attention.py::test_prefill[[]slow] PASSED*",
-        "efficiency [[]2/2] measuring attention / MoE - test_prefill - fast",
-        "test_attention.py::test_prefill[[]fast] PASSED*",
-    ])
+    verbose.stdout.fnmatch_lines(
+        [
+            "efficiency [[]1/2] measuring attention / MoE - test_prefill - slow",
+            "test_attention.py::test_prefill[[]slow] PASSED*",
+            "efficiency [[]2/2] measuring attention / MoE - test_prefill - fast",
+            "test_attention.py::test_prefill[[]fast] PASSED*",
+        ]
+    )
     assert "measuring" not in pytester.runpytest("-q", "-p", "no:cacheprovider").stdout.str()
 
 
@@ -86,8 +90,17 @@ def test_progress_under_xdist_comes_from_the_controller_on_whole_lines(pytester:
     pytester.makepyfile(test_attention=PLAIN)
     # Only the report hooks (not the measuring plugin, whose workers import torch): this checks
     # the terminal output, and keeps the two worker start-ups cheap.
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", "-p", "no:efficiency",
-                                           "-p", "pytest_efficientllm.report.hooks", timeout=120)
+    result = pytester.runpytest_subprocess(
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:efficiency",
+        "-p",
+        "pytest_efficientllm.report.hooks",
+        timeout=120,
+    )
     assert result.ret == 0
     lines = [line for line in result.stdout.lines if "measuring" in line]
     assert len(lines) == 2 and {line.rsplit(" - ", 1)[1] for line in lines} == {"slow", "fast"}

@@ -30,8 +30,16 @@ from tests.helpers.report_records import sample_run
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--window-size=1400,1000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+]
 
 
 def test_the_file_is_self_contained(tmp_path: Path) -> None:
@@ -59,17 +67,22 @@ class Browser:
 
     def __init__(self, port: int, profile: Path) -> None:
         self.base = f"http://127.0.0.1:{port}"
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": CHROMIUM, "args": FLAGS + [f"--user-data-dir={profile}"]},
-            "goog:loggingPrefs": {"browser": "ALL"},
-        }}}
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {"binary": CHROMIUM, "args": FLAGS + [f"--user-data-dir={profile}"]},
+                    "goog:loggingPrefs": {"browser": "ALL"},
+                }
+            }
+        }
         self.session = self.call("POST", "/session", caps)["sessionId"]
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else (b"{}" if method == "POST" else None)
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())["value"]
 
@@ -120,7 +133,9 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
 def test_report_opens_in_chromium_with_tables_plots_and_sorting(browser: Browser, tmp_path: Path) -> None:
     # Control: the console capture sees a deliberate error, so an empty log below means a clean page.
     control = tmp_path / "control.html"
-    control.write_text("<!DOCTYPE html><html><body><script>console.error('deliberate'); notDefined();</script></body></html>")
+    control.write_text(
+        "<!DOCTYPE html><html><body><script>console.error('deliberate'); notDefined();</script></body></html>"
+    )
     browser.open(control.as_uri())
     assert sum(e["level"] == "SEVERE" for e in browser.console()) >= 2
 

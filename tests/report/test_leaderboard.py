@@ -23,15 +23,18 @@ from pytest_efficientllm.report.leaderboard import (
 from tests.helpers.report_records import CPU_FP, make_record, sample_run
 
 
-@pytest.mark.parametrize("nodeid, axis", [
-    ("suites/test_attention.py::test_prefill[gqa]", "attention / MoE"),
-    ("suites/test_moe.py::test_step[moe]", "attention / MoE"),
-    ("suites/test_finetune.py::test_step[lora]", "PEFT"),
-    ("suites/test_quantization.py::test_decode[int4]", "quantization"),
-    ("suites/test_vision_dit.py::test_step[gqa]", "vision"),
-    ("suites/test_vlm.py::test_step[lora]", "vision"),
-    ("tests/test_plugin.py::test_something", "other"),
-])
+@pytest.mark.parametrize(
+    "nodeid, axis",
+    [
+        ("suites/test_attention.py::test_prefill[gqa]", "attention / MoE"),
+        ("suites/test_moe.py::test_step[moe]", "attention / MoE"),
+        ("suites/test_finetune.py::test_step[lora]", "PEFT"),
+        ("suites/test_quantization.py::test_decode[int4]", "quantization"),
+        ("suites/test_vision_dit.py::test_step[gqa]", "vision"),
+        ("suites/test_vlm.py::test_step[lora]", "vision"),
+        ("tests/test_plugin.py::test_something", "other"),
+    ],
+)
 def test_axis_comes_from_the_module_name(nodeid: str, axis: str) -> None:
     assert axis_of(nodeid) == axis
 
@@ -58,7 +61,10 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
 def test_one_table_per_axis_and_workload_ranked_within_it() -> None:
     boards = leaderboards(sample_run().records)
     assert [(b.axis, b.workload) for b in boards] == [
-        ("attention / MoE", "test_decode"), ("attention / MoE", "test_prefill"), ("quantization", "test_decode")]
+        ("attention / MoE", "test_decode"),
+        ("attention / MoE", "test_prefill"),
+        ("quantization", "test_decode"),
+    ]
     prefill = boards[1]
     al = {row.cells["technique"].text: row.cells["AL"].rank for row in prefill.rows}
     assert al == {"mha": 3, "gqa": 2, "mqa": 1}
@@ -75,8 +81,10 @@ def test_one_table_per_axis_and_workload_ranked_within_it() -> None:
 
 def test_different_hardware_is_never_ranked_in_one_table() -> None:
     other = dict(CPU_FP, cpu_model="Other CPU")
-    records = [make_record("suites/test_attention.py::test_prefill[gqa]"),
-               make_record("suites/test_attention.py::test_prefill[mqa]", fingerprint=other)]
+    records = [
+        make_record("suites/test_attention.py::test_prefill[gqa]"),
+        make_record("suites/test_attention.py::test_prefill[mqa]", fingerprint=other),
+    ]
     boards = leaderboards(records)
     assert len(boards) == 2 and {b.hardware for b in boards} == {hardware_label(r) for r in records}
 

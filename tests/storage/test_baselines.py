@@ -58,29 +58,45 @@ def test_files_are_sorted_versioned_and_carry_summary_statistics(tmp_path: Path)
 
 def test_update_keeps_tests_that_did_not_run_and_says_what_changed(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path, "cpu")
-    store.update([record("t.py::a", counted("flops", 1, "FLOP")), record("t.py::b", counted("flops", 2, "FLOP")),
-                  record("t.py::c", counted("flops", 3, "FLOP"))])
+    store.update(
+        [
+            record("t.py::a", counted("flops", 1, "FLOP")),
+            record("t.py::b", counted("flops", 2, "FLOP")),
+            record("t.py::c", counted("flops", 3, "FLOP")),
+        ]
+    )
     before = (tmp_path / "cpu/t.py.json").read_text()
-    (upd,) = store.update([record("t.py::a", counted("flops", 1, "FLOP")), record("t.py::b", counted("flops", 5, "FLOP")),
-                           record("t.py::d", counted("flops", 4, "FLOP"))])
+    (upd,) = store.update(
+        [
+            record("t.py::a", counted("flops", 1, "FLOP")),
+            record("t.py::b", counted("flops", 5, "FLOP")),
+            record("t.py::d", counted("flops", 4, "FLOP")),
+        ]
+    )
     assert (upd.added, upd.updated, upd.unchanged, upd.kept) == (["t.py::d"], ["t.py::b"], ["t.py::a"], 1)
     doc = json.loads((tmp_path / "cpu/t.py.json").read_text())
     assert sorted(doc["tests"]) == ["t.py::a", "t.py::b", "t.py::c", "t.py::d"]
     assert json.loads(before)["tests"]["t.py::a"] == doc["tests"]["t.py::a"]
 
 
-@pytest.mark.parametrize(("damage", "expected"), [
-    (lambda text: text[: len(text) // 2], "line"),                     # truncated
-    (lambda text: text.replace('"tests"', '"tests" "', 1), "line 5 column"),  # corrupt
-])
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda text: text[: len(text) // 2], "line"),  # truncated
+        (lambda text: text.replace('"tests"', '"tests" "', 1), "line 5 column"),  # corrupt
+    ],
+)
 def test_a_corrupt_or_truncated_file_is_an_error_naming_file_and_position_and_is_not_overwritten(
-        tmp_path: Path, damage, expected: str) -> None:
+    tmp_path: Path, damage, expected: str
+) -> None:
     store = BaselineStore(tmp_path, "cpu")
     store.update([record("t.py::a", counted("flops", 1, "FLOP"))])
     path = tmp_path / "cpu/t.py.json"
     path.write_text(damage(path.read_text()))
     broken = path.read_text()
-    with pytest.raises(BaselineError, match=r"t\.py\.json: corrupt baseline file: not valid JSON at line \d+ column \d+") as exc:
+    with pytest.raises(
+        BaselineError, match=r"t\.py\.json: corrupt baseline file: not valid JSON at line \d+ column \d+"
+    ) as exc:
         BaselineStore(tmp_path, "cpu").lookup("t.py::a")
     assert expected in str(exc.value)
     (upd,) = BaselineStore(tmp_path, "cpu").update([record("t.py::b", counted("flops", 2, "FLOP"))])
@@ -91,7 +107,9 @@ def test_a_corrupt_or_truncated_file_is_an_error_naming_file_and_position_and_is
 def test_a_file_from_a_newer_schema_is_refused_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "cpu/t.py.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"format": "pytest-efficientllm-baselines", "schema": 99, "profile": "cpu", "tests": {}}))
+    path.write_text(
+        json.dumps({"format": "pytest-efficientllm-baselines", "schema": 99, "profile": "cpu", "tests": {}})
+    )
     with pytest.raises(BaselineError, match="newer pytest-efficientllm.*schema 99.*upgrade the plugin"):
         BaselineStore(tmp_path, "cpu").lookup("t.py::a")
     (upd,) = BaselineStore(tmp_path, "cpu").update([record("t.py::a", counted("flops", 1, "FLOP"))])
@@ -101,8 +119,16 @@ def test_a_file_from_a_newer_schema_is_refused_and_kept(tmp_path: Path) -> None:
 def test_a_malformed_entry_names_the_file_and_the_test(tmp_path: Path) -> None:
     path = tmp_path / "cpu/t.py.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"format": "pytest-efficientllm-baselines", "schema": 1, "profile": "cpu",
-                                "tests": {"t.py::a": {"metrics": {"AL": {"value": 1}}}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": "pytest-efficientllm-baselines",
+                "schema": 1,
+                "profile": "cpu",
+                "tests": {"t.py::a": {"metrics": {"AL": {"value": 1}}}},
+            }
+        )
+    )
     with pytest.raises(BaselineError, match=r"t\.py\.json: entry 't\.py::a'"):
         BaselineStore(tmp_path, "cpu").lookup("t.py::a")
 
@@ -145,10 +171,16 @@ def test_two_processes_updating_one_file_at_once_lose_no_entries(tmp_path: Path)
 
 def test_tests_of_other_files_are_in_other_files(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path, "h200")
-    store.update([record("a/test_1.py::t", counted("flops", 1, "FLOP"), profile="h200"),
-                  record("b/test_2.py::t", counted("flops", 1, "FLOP"), profile="h200")])
+    store.update(
+        [
+            record("a/test_1.py::t", counted("flops", 1, "FLOP"), profile="h200"),
+            record("b/test_2.py::t", counted("flops", 1, "FLOP"), profile="h200"),
+        ]
+    )
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json")) == [
-        os.path.join("h200", "a", "test_1.py.json"), os.path.join("h200", "b", "test_2.py.json")]
+        os.path.join("h200", "a", "test_1.py.json"),
+        os.path.join("h200", "b", "test_2.py.json"),
+    ]
 
 
 # A process that waits for the go file, then adds `count` entries to one baseline file, one update each.
@@ -177,8 +209,14 @@ def test_writers_with_different_temp_dirs_share_the_lock_and_lose_no_entries(tmp
         temp = tmp_path / f"tmp-{prefix}"
         temp.mkdir()
         script = _HAMMER.format(repo_root=str(REPO_ROOT), root=str(root), go=str(go), prefix=prefix, count=40)
-        procs.append(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                                      env={**os.environ, "TMPDIR": str(temp)}))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script],
+                stdout=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "TMPDIR": str(temp)},
+            )
+        )
     for proc in procs:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     go.touch()
@@ -197,8 +235,9 @@ def test_the_lock_lives_in_the_baselines_folder_and_leaves_only_baselines_to_com
     if shutil.which("git") is None:
         pytest.skip("git is not installed: the .gitignore was checked, not what git makes of it")
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo,
-                            capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
     assert status.splitlines() == ["?? baselines/cpu/suites/t.py.json"]
 
 
@@ -207,17 +246,21 @@ def _stored(tmp_path: Path) -> Path:
     return tmp_path / "cpu/t.py.json"
 
 
-@pytest.mark.parametrize(("metric", "field", "bad", "said"), [
-    ("peak_memory", "value", "1 kB", "a number or null"),
-    ("AL", "samples", [0.01, None], "a list of numbers"),
-    ("AL", "value", True, "a number or null"),
-    ("peak_memory", "unit", 5, "a string"),
-    ("AL", "direction", "down", "one of"),
-    ("AL", "source", None, "one of"),
-    ("AL", "history", "0.01", "a list of numbers"),
-])
+@pytest.mark.parametrize(
+    ("metric", "field", "bad", "said"),
+    [
+        ("peak_memory", "value", "1 kB", "a number or null"),
+        ("AL", "samples", [0.01, None], "a list of numbers"),
+        ("AL", "value", True, "a number or null"),
+        ("peak_memory", "unit", 5, "a string"),
+        ("AL", "direction", "down", "one of"),
+        ("AL", "source", None, "one of"),
+        ("AL", "history", "0.01", "a list of numbers"),
+    ],
+)
 def test_a_wrongly_typed_field_names_file_entry_metric_and_field_and_blocks_the_update(
-        tmp_path: Path, metric: str, field: str, bad, said: str) -> None:
+    tmp_path: Path, metric: str, field: str, bad, said: str
+) -> None:
     path = _stored(tmp_path)
     doc = json.loads(path.read_text())
     doc["tests"]["t.py::a"]["metrics"][metric][field] = bad

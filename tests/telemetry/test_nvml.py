@@ -24,8 +24,13 @@ MIG_2 = "MIG-2222dddd-0000-0000-0000-000000000000"
 
 
 def two_gpus(clock: FakeClock) -> FakePynvml:
-    return FakePynvml([FakeGpu(GPU_A, power_w=100.0, busy_percent=10),
-                       FakeGpu(GPU_B, power_w=300.0, busy_percent=90, name="NVIDIA A100-SXM4-80GB", gpm=False)], clock=clock)
+    return FakePynvml(
+        [
+            FakeGpu(GPU_A, power_w=100.0, busy_percent=10),
+            FakeGpu(GPU_B, power_w=300.0, busy_percent=90, name="NVIDIA A100-SXM4-80GB", gpm=False),
+        ],
+        clock=clock,
+    )
 
 
 def open_fake(nv: FakePynvml, clock: FakeClock, visible: str | None = None, ordinals=(0,)) -> NvmlSet:
@@ -115,7 +120,7 @@ def test_counter_going_backwards_is_unavailable_with_an_error_note() -> None:
     for p in probes:
         p.open()
     clock.sleep(2.0)
-    nv.gpus[0].energy_offset_mj = -10**9  # e.g. a driver reload mid-window
+    nv.gpus[0].energy_offset_mj = -(10**9)  # e.g. a driver reload mid-window
     for p in reversed(probes):
         p.close()
     energy = {m.name: m for p in probes for m in p.readings(2.0)}["energy"]
@@ -141,12 +146,15 @@ def test_missing_bindings_give_the_null_set() -> None:
     assert "nvidia-ml-py" in devs.problem
 
 
-@pytest.mark.parametrize("function, metric", [
-    ("nvmlDeviceGetUtilizationRates", "PCU"),
-    ("nvmlDeviceGetTotalEnergyConsumption", "energy"),
-    ("nvmlDeviceGetMemoryInfo", "AMU"),
-    ("nvmlGpmQueryDeviceSupport", "tensor_active"),
-])
+@pytest.mark.parametrize(
+    "function, metric",
+    [
+        ("nvmlDeviceGetUtilizationRates", "PCU"),
+        ("nvmlDeviceGetTotalEnergyConsumption", "energy"),
+        ("nvmlDeviceGetMemoryInfo", "AMU"),
+        ("nvmlGpmQueryDeviceSupport", "tensor_active"),
+    ],
+)
 def test_not_supported_makes_only_that_metric_unavailable(function: str, metric: str) -> None:
     clock = FakeClock()
     nv = FakePynvml(clock=clock)
@@ -215,14 +223,17 @@ def test_parse_visible_devices() -> None:
         parse_visible_devices("0,0")
 
 
-@pytest.mark.parametrize("visible, expected_uuid", [
-    (None, GPU_A),
-    ("1", GPU_B),
-    ("1,0", GPU_B),
-    (GPU_B, GPU_B),
-    ("GPU-bbbb", GPU_B),  # a unique prefix, as CUDA accepts
-    (f"GPU-bbbb,{GPU_A}", GPU_B),
-])
+@pytest.mark.parametrize(
+    "visible, expected_uuid",
+    [
+        (None, GPU_A),
+        ("1", GPU_B),
+        ("1,0", GPU_B),
+        (GPU_B, GPU_B),
+        ("GPU-bbbb", GPU_B),  # a unique prefix, as CUDA accepts
+        (f"GPU-bbbb,{GPU_A}", GPU_B),
+    ],
+)
 def test_cuda_visible_devices_picks_the_device_ordinal_0_maps_to(visible: str | None, expected_uuid: str) -> None:
     clock = FakeClock()
     devs = open_fake(two_gpus(clock), clock, visible)
@@ -239,12 +250,15 @@ def test_only_the_devices_used_are_counted() -> None:
     assert one == pytest.approx(600.0, abs=30) and both == pytest.approx(800.0, abs=40)
 
 
-@pytest.mark.parametrize("visible, fragment", [
-    ("GPU-ffff", "matches no NVML device"),
-    ("GPU-", "ambiguous"),
-    ("5", "NVML sees only 2"),
-    ("MIG-nope", "matches no MIG device"),
-])
+@pytest.mark.parametrize(
+    "visible, fragment",
+    [
+        ("GPU-ffff", "matches no NVML device"),
+        ("GPU-", "ambiguous"),
+        ("5", "NVML sees only 2"),
+        ("MIG-nope", "matches no MIG device"),
+    ],
+)
 def test_bad_cuda_visible_devices_entry_is_named(visible: str, fragment: str) -> None:
     clock = FakeClock()
     devs = open_fake(two_gpus(clock), clock, visible)
@@ -342,6 +356,7 @@ def test_the_between_rounds_check_catches_a_timer_that_reads_nvml_per_round() ->
             def chatty() -> None:
                 fn()
                 nv.nvmlDeviceGetTotalEnergyConsumption(devs.devices[0].parent)
+
             return super().run(chatty, min_rounds, min_time_s, max_rounds)
 
     nv.calls.clear()
