@@ -133,7 +133,8 @@ def resolve_profile(requested: str, cuda_name: str | None) -> str:
         return detected.profile
     if cuda_name is None:
         raise ProfileError(
-            f"--gpu={requested} was asked for, but no CUDA device was detected (torch.cuda.is_available() is false); use --gpu=cpu or --gpu=auto"
+            f"--gpu={requested} was asked for, but no CUDA device was detected "
+            "(torch.cuda.is_available() is false); use --gpu=cpu or --gpu=auto"
         )
     if detected is None or detected.profile != requested:
         raise ProfileError(f"--gpu={requested} was asked for, but the detected device is {cuda_name!r}")

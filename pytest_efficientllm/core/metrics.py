@@ -41,7 +41,8 @@ _SPECS = [
         "AT",
         "",
         "higher",
-        "Average Throughput in the study's form for the workload: TT (tokens/param/s), ST (samples/param/s) or IT (tokens/s); unit says which",
+        "Average Throughput in the study's form for the workload: TT (tokens/param/s), "
+        "ST (samples/param/s) or IT (tokens/s); unit says which",
         units=("tok/param/s", "samples/param/s", "tok/s"),
     ),
     MetricSpec("AEC", "W", "lower", "Average Energy Consumption: mean power over the window"),
@@ -104,7 +105,8 @@ _SPECS = [
         "cpu_time_per_round",
         "s",
         "lower",
-        "process CPU seconds of each round (raw rounds kept), which a busy neighbour inflates far less than the wall clock",
+        "process CPU seconds of each round (raw rounds kept), "
+        "which a busy neighbour inflates far less than the wall clock",
     ),
     MetricSpec("rounds", "", "info", "measured rounds"),
     MetricSpec("flops", "FLOP", "lower", "FLOPs of one round, counted once outside the timed rounds"),

@@ -29,7 +29,7 @@ class UnitError(ValueError):
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 
-_BYTE_FACTORS = {
+_BYTE_FACTORS: dict[str, float] = {
     "b": 1,
     "kb": 10**3,
     "mb": 10**6,

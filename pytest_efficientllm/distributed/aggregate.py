@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -99,8 +99,13 @@ def _values(ranks: list[Record], name: str) -> list[Metric] | None:
     return metrics if all(m is not None for m in metrics) else None  # type: ignore[return-value]
 
 
-def _available(metrics: list[Metric] | None) -> bool:
+def _available(metrics: list[Metric] | None) -> TypeGuard[list[Metric]]:
     return metrics is not None and all(m.value is not None for m in metrics)
+
+
+def _total(metrics: list[Metric]) -> float:
+    """The sum of available metrics' values (`_available`)."""
+    return sum(float(m.value) for m in metrics if m.value is not None)
 
 
 def energy_domain(record: Record, metric: Metric) -> tuple[Any, ...]:
@@ -142,7 +147,7 @@ def _count(ranks: list[Record], name: str, combine: Any) -> int | None:
     metrics = _values(ranks, name)
     if not _available(metrics):
         return None
-    return int(combine(m.value for m in metrics))  # type: ignore[union-attr]
+    return int(combine(m.value for m in metrics))
 
 
 def _measured(ranks: list[Record]) -> dict[str, Metric]:
@@ -180,16 +185,16 @@ def _measured(ranks: list[Record]) -> dict[str, Metric]:
     if _available(cpu):
         readings["cpu_time"] = measured(
             "cpu_time",
-            sum(float(m.value) for m in cpu),  # type: ignore[misc,arg-type]
+            _total(cpu),
             f"sum over ranks; {cpu[0].method}",
-        )  # type: ignore[index]
+        )
     for name in DEVICE_MEAN:
         metrics = _values(ranks, name)
         if _available(metrics):
             per_device: dict[tuple[Any, ...], float] = {}
-            for record, m in zip(ranks, metrics):  # type: ignore[arg-type]
+            for record, m in zip(ranks, metrics):
                 per_device.setdefault(energy_domain(record, m), float(m.value))  # type: ignore[arg-type]
-            m0 = metrics[0]  # type: ignore[index]
+            m0 = metrics[0]
             readings[name] = like(
                 m0, float(np.mean(list(per_device.values()))), f"mean over {len(per_device)} devices; {m0.method}"
             )
@@ -206,14 +211,14 @@ def _measured(ranks: list[Record]) -> dict[str, Metric]:
     )
     flops = _values(ranks, "flops")
     if _available(flops):
-        f0 = flops[0]  # type: ignore[index]
+        f0 = flops[0]
         flops_metric = counted(
             "flops",
-            sum(float(m.value) for m in flops),  # type: ignore[misc,arg-type,union-attr]
+            _total(flops),
             f"sum over {len(ranks)} ranks; {f0.method}",
         )
     else:
-        first = (flops or [None])[0]
+        first = flops[0] if flops else None
         flops_metric = unavailable(
             "flops",
             "counted",
@@ -223,10 +228,10 @@ def _measured(ranks: list[Record]) -> dict[str, Metric]:
     peaks = _values(ranks, "peak_flops_per_s")
     peak = None
     if _available(peaks):
-        p0 = peaks[0]  # type: ignore[index]
+        p0 = peaks[0]
         peak = like(
             p0,
-            sum(float(m.value) for m in peaks),  # type: ignore[misc,arg-type,union-attr]
+            _total(peaks),
             f"sum over {len(ranks)} ranks of: {p0.method}",
         )
     timer = al.method.split(";")[0]

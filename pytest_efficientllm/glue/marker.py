@@ -4,9 +4,10 @@
                             latency="<= 50 ms", peak_memory="+1%", throughput=">= 1000 tok/s")
 
 Protocol arguments (rounds, warmup, min_time, max_rounds, workload, flops, world_size) set
-how the test is measured; `world_size=N` runs the test body in N ranks (see `distributed`). Every other keyword names a metric (catalog name or alias) and gives
-either an absolute budget ("<= 2 GiB", ">= 1000 tok/s") or a signed tolerance against
-the stored baseline ("+5%"). Problems raise `MarkerError` naming the argument and the
+how the test is measured; `world_size=N` runs the test body in N ranks (see `distributed`).
+Every other keyword names a metric (catalog name or alias) and gives either an absolute
+budget ("<= 2 GiB", ">= 1000 tok/s") or a signed tolerance against the stored baseline
+("+5%"), parsed by `core.limits`. Problems raise `MarkerError` naming the argument and the
 expected shape; the plugin adds the test id.
 """
 

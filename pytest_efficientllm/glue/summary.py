@@ -82,6 +82,7 @@ def _change(verdicts: list[Verdict]) -> str:
     # The worst finding's change, else the latency's, else the first one.
     compared.sort(key=lambda v: (SEVERITY.index(v.status), v.metric != "AL"))
     v = compared[0]
+    assert v.change is not None  # compared holds only verdicts with a change
     change = f"{v.change * 100:+.1f}%"
     # The change must survive the column's width; the metric's name gives way first.
     name = SHORT_NAMES.get(v.metric, v.metric)[: CHANGE_WIDTH - len(change) - 1]
@@ -162,8 +163,8 @@ def _threads_line(session: EfficiencySession, state: RunState) -> str:
         if locked:
             line += f"; GPU {', '.join(locked)} shared by workers: one measured test at a time (device lock)"
         return line
-    threads = {r.record.settings.get("threads") for r in state.results} - {None}
-    shown = "/".join(str(t) for t in sorted(threads)) if threads else str(session.threads)
+    recorded = {int(t) for r in state.results if (t := r.record.settings.get("threads")) is not None}
+    shown = "/".join(str(t) for t in sorted(recorded)) if recorded else str(session.threads)
     return f"{shown} torch thread(s)"
 
 

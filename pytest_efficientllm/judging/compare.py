@@ -112,7 +112,8 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> FingerprintDiff:
     """Which fingerprint fields differ, split into errors (other hardware) and warnings."""
     b, c = _flatten(baseline), _flatten(current)
-    errors, warnings = [], []
+    errors: list[str] = []
+    warnings: list[str] = []
     for key in sorted(set(b) | set(c)):
         if key not in b or key not in c:
             continue  # a field one version records and the other does not: not a difference
@@ -265,14 +266,15 @@ def _compare_measured(
     if worse:
         prediction = predict(runs, prior, base.unit, base.direction, level)
         bound = prediction.bound(base.direction) if prediction is not None else None
-        if bound is not None and not (c_med > bound if base.direction == "lower" else c_med < bound):
+        within = bound is not None and not (c_med > bound if base.direction == "lower" else c_med < bound)
+        if prediction is not None and within:
             return Verdict(
                 name,
                 "pass",
                 f"{numbers}: beyond tolerance but within the run-to-run noise of {prediction.describe(base.direction)}",
                 "baseline",
                 change,
-            )  # type: ignore[union-attr]
+            )
         how = (
             f" and the run-to-run noise of {prediction.describe(base.direction)}"
             if prediction is not None
@@ -359,6 +361,7 @@ def _compare(
         base = baseline.metrics.get(name)
         tol = tolerances.get(name)
         if cur is None:
+            assert tol is not None  # a name this test did not record comes from the tolerances
             out.append(
                 Verdict(
                     name, "skipped", f"tolerance {tol * 100:+.4g}% not checked: not recorded by this test", "baseline"

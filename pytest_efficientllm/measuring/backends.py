@@ -62,7 +62,8 @@ def cpu_backend(threads: int, sample_interval_s: float = 0.02) -> Backend:
     rapl_problem = rapl.problem()
     if rapl_problem:
         notices.append(
-            f"CPU energy: {rapl_problem}; energy is estimated (process CPU-seconds x a per-core power model), never gated"
+            f"CPU energy: {rapl_problem}; energy is estimated "
+            "(process CPU-seconds x a per-core power model), never gated"
         )
 
     def probes() -> list[Probe]:

@@ -252,7 +252,7 @@ def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Bac
     if flops.value is not None and busy > 0:
         achieved = flops.value * n / busy
         out["flops_per_s"] = measured("flops_per_s", achieved, f"counted FLOPs / {timer}")
-        if peak is not None:
+        if peak is not None and peak.value is not None:
             out["peak_flops_per_s"] = peak
             out["MFU"] = make(
                 "MFU", achieved / peak.value, peak.source, f"counted FLOPs / {timer} / peak ({peak.method})"
@@ -324,12 +324,11 @@ def _energy_metrics(out: dict[str, Metric], result: WindowResult, work: Work, n:
         return
     src, method = energy.source, energy.method
     if result.wall_s > 0:
-        out["AEC"] = make(
-            "AEC", energy.value / result.wall_s, src, f"energy / window wall time; {method}", note=energy.note
-        )
+        aec_w = energy.value / result.wall_s
+        out["AEC"] = make("AEC", aec_w, src, f"energy / window wall time; {method}", note=energy.note)
         idle = out.get("idle_power")
         if idle is not None and idle.value is not None:
-            out["AEC_net"] = make("AEC_net", out["AEC"].value - idle.value, src, f"AEC - idle_power; {method}")
+            out["AEC_net"] = make("AEC_net", aec_w - idle.value, src, f"AEC - idle_power; {method}")
     if n:
         out["energy_per_round"] = make(
             "energy_per_round", energy.value / n, src, f"energy / rounds; {method}", note=energy.note

@@ -111,7 +111,8 @@ def verdicts_html(run: Run) -> str:
         for v in record.verdicts:
             status = str(v.get("status", ""))
             rows.append(
-                f'<tr><td class="text">{escape(record.nodeid)}</td><td class="text">{escape(str(v.get("metric", "")))}</td>'
+                f'<tr><td class="text">{escape(record.nodeid)}</td>'
+                f'<td class="text">{escape(str(v.get("metric", "")))}</td>'
                 f'<td class="text s-{escape(status)}">{escape(status)}</td>'
                 f'<td class="text">{escape(str(v.get("message", "")))}</td></tr>'
             )

@@ -452,6 +452,7 @@ class BaselineStore:
                 f"{path.parent}: cannot create the baselines folder ({exc.strerror or exc}); nothing was written"
             ) from None
         with _locked(self.root, path):
+            entries: dict[str, Any]
             try:
                 text = path.read_text(encoding="utf-8")
             except FileNotFoundError:

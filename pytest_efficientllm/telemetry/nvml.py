@@ -321,7 +321,8 @@ class NvmlEnergyProbe(Probe):
         elif window_s < SHORT_WINDOW_UPDATES * period:
             updates = window_s / period
             note = (
-                f"short window: {window_s * 1e3:.1f} ms spans ~{updates:.1f} counter updates (period {period * 1e3:.0f} ms, "
+                f"short window: {window_s * 1e3:.1f} ms spans ~{updates:.1f} counter updates "
+                f"(period {period * 1e3:.0f} ms, "
                 f"fewer than {SHORT_WINDOW_UPDATES}); uncertain by up to ~{100 / max(updates, 1e-9):.0f}%"
             )
         return [measured("energy", delta_mj / 1e3, method, note=note), self._idle()]

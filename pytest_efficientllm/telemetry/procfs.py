@@ -106,6 +106,7 @@ class ProcessMemoryProbe(Probe):
     def readings(self, wall_s: float) -> list[Metric]:
         p = self.prefix
         sampled_method = f"procfs: /proc/self/statm RSS sampled every {self.interval_s * 1e3:.0f} ms"
+        peak: float | None
         if self._hwm is not None:
             peak, method, note = float(self._hwm), "procfs: VmHWM reset per window via clear_refs", ""
         else:
