@@ -333,20 +333,24 @@ def render(data: dict[str, Any]) -> str:
         lines += [
             "### Timing vs pytest-benchmark" + _from(t),
             "",
-            f"{next(iter(t['by_workload'].values()))['n_runs']} separate pytest runs; in each, per workload, 20 rounds + 2 warm-up timed by hand "
+            f"{next(iter(t['by_workload'].values()))['n_runs']} separate pytest runs; in each, per workload, "
+            "20 rounds + 2 warm-up timed by hand "
             "(`perf_counter_ns` per call), by `efficiency.measure` (marker `flops=False`: no FLOP-counting run) and by "
             "`benchmark.pedantic(rounds=20, warmup_rounds=2)` (fixed rounds, so both tools do the same work; "
             "pytest-benchmark's default auto-calibration would run a different number of rounds), order rotating. "
             "Overhead = the tool's wall time for the whole measurement call / the hand loop's. Spread = (max − min) / "
             "median of the medians the tool reported over the runs (lower is steadier).",
             "",
-            "| workload | hand median round | overhead ours | overhead pytest-benchmark | ours / theirs wall | wall − hand wall: ours | … theirs | reported median / hand: ours | … theirs | spread ours | spread theirs | spread hand |",
+            "| workload | hand median round | overhead ours | overhead pytest-benchmark | ours / theirs wall | "
+            "wall − hand wall: ours | … theirs | reported median / hand: ours | … theirs | spread ours | "
+            "spread theirs | spread hand |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, w in t["by_workload"].items():
             lines.append(
-                f"| {name} | {w['median_hand_s'] * 1e3:.2f} ms | {fmt3(w['overhead_ours'])} | {fmt3(w['overhead_theirs'])} | "
-                f"{fmt3(w['overhead_ours_over_theirs'])} | {_ms3(w.get('extra_ours_s'))} | {_ms3(w.get('extra_theirs_s'))} | "
+                f"| {name} | {w['median_hand_s'] * 1e3:.2f} ms | {fmt3(w['overhead_ours'])} | "
+                f"{fmt3(w['overhead_theirs'])} | {fmt3(w['overhead_ours_over_theirs'])} | "
+                f"{_ms3(w.get('extra_ours_s'))} | {_ms3(w.get('extra_theirs_s'))} | "
                 f"{fmt3(w['median_ratio_ours'])} | {fmt3(w['median_ratio_theirs'])} | "
                 f"{w['spread_ours'] * 100:.1f}% | {w['spread_theirs'] * 100:.1f}% | {w['spread_hand'] * 100:.1f}% |"
             )
@@ -357,13 +361,15 @@ def render(data: dict[str, Any]) -> str:
             ratio = statistics.median(w["overhead_ours_over_theirs"])
             goals.append(
                 f"{name}: overhead ours ≤ theirs **{'met' if ratio <= 1 else 'NOT met'}** (ours/theirs wall "
-                f"{ratio:.2f}); spread ours ≤ theirs **{'met' if w['spread_ours'] <= w['spread_theirs'] else 'NOT met'}**"
+                f"{ratio:.2f}); spread ours ≤ theirs "
+                f"**{'met' if w['spread_ours'] <= w['spread_theirs'] else 'NOT met'}**"
             )
         lines += [
             "Goals: " + "; ".join(goals) + ". Both tools report the same median (ratios to the hand loop ≈ 1), and "
             "every spread, the hand loop's included, is set by the shared machine, not by the tool. The overhead is "
             'a fixed cost per measurement, not per round ("wall − hand wall"; per round the timer adds nothing '
-            "measurable, see Plugin overhead, issue 2). Ours buys what pytest-benchmark does not measure: a no-op measured 8 times in one "
+            "measurable, see Plugin overhead, issue 2). Ours buys what pytest-benchmark does not measure: "
+            "a no-op measured 8 times in one "
             "process with the plugin's functions wrapped by a timer (`python -m pytest "
             "benchmarks/side_by_side/fixed_cost_tests.py -s`, 11:50, load ~0.5) took 1.05 ms per `efficiency.measure` "
             "(first call 1.87 ms): opening and closing the memory probe 0.57 ms (its RSS sampler thread's start 0.23 "
@@ -382,14 +388,16 @@ def render(data: dict[str, Any]) -> str:
         lines += [
             "### Peak memory vs pytest-memray" + _from(mem),
             "",
-            'Pairs of pytest runs (ours without memray; `--memray` with `@pytest.mark.limit_memory("2 GB")`, our plugin '
+            'Pairs of pytest runs (ours without memray; `--memray` with `@pytest.mark.limit_memory("2 GB")`, '
+            "our plugin "
             "off), order alternating. Ours: `peak_memory_delta` = VmHWM (reset per window through "
             "`/proc/self/clear_refs`) minus RSS at window open, i.e. resident pages. memray: the peak of tracked "
             "allocations in the test, read from its capture file (`FileReader(...).metadata.peak_memory`), i.e. "
             "allocated bytes. Slowdown: ours = median round under `efficiency.measure` / by hand in the same test; "
             "memray = median round by hand inside the tracked test / the same in the paired untracked run.",
             "",
-            "| workload | peak ours | peak memray | error vs 64 MiB: ours | … memray | slowdown ours | slowdown memray |",
+            "| workload | peak ours | peak memray | error vs 64 MiB: ours | … memray | slowdown ours | "
+            "slowdown memray |",
             "|---|---|---|---|---|---|---|",
         ]
         for name, w in mem["by_workload"].items():
@@ -439,17 +447,24 @@ def render(data: dict[str, Any]) -> str:
             "### Energy vs codecarbon and zeus (CPU; no RAPL, no GPU on this machine)" + _from(e),
             "",
             f"{len(rows)} repetitions in one process, order rotating, of {e['rounds']} rounds of the matmul workload "
-            'bare, under our `Meter` (CPU backend), under codecarbon\'s `OfflineEmissionsTracker(country_iso_code="USA", '
-            "measure_power_secs=1)` (start/stop; its constructor is timed apart) and under a zeus `ZeusMonitor` window. "
+            "bare, under our `Meter` (CPU backend), under codecarbon's "
+            '`OfflineEmissionsTracker(country_iso_code="USA", measure_power_secs=1)` '
+            "(start/stop; its constructor is timed apart) and under a zeus `ZeusMonitor` window. "
             "Overhead = wall with the tool / mean of the bare runs around it.",
             "",
             "| tool | overhead | energy it reports for the window | what that number is |",
             "|---|---|---|---|",
             f"| pytest-efficientllm | {fmt3([r['overhead']['ours'] for r in rows])} | "
-            f"{fmt3([r['infos']['ours']['energy_j'] for r in rows], 2)} J | `{ours_info['source']}`: {ours_info['method']} |",
-            f"| codecarbon | {fmt3([r['overhead']['codecarbon'] for r in rows])} (constructor apart: first {e['first_codecarbon_init_s']:.1f} s, later {fmt3([r['infos']['codecarbon']['init_s'] for r in rows], 2)} s) | "
-            f"{fmt3([r['infos']['codecarbon']['energy_j'] for r in rows], 2)} J (CPU {fmt3([r['infos']['codecarbon']['cpu_energy_j'] for r in rows], 2)} J + RAM {fmt3([r['infos']['codecarbon']['ram_energy_j'] for r in rows], 2)} J) | "
-            f"an estimate: {cc['source']} (CPU {cc['cpu_power_w']:.1f} W in rep 0), RAM a constant {cc['ram_power_w']:.0f} W; no counter read |",
+            f"{fmt3([r['infos']['ours']['energy_j'] for r in rows], 2)} J | "
+            f"`{ours_info['source']}`: {ours_info['method']} |",
+            f"| codecarbon | {fmt3([r['overhead']['codecarbon'] for r in rows])} "
+            f"(constructor apart: first {e['first_codecarbon_init_s']:.1f} s, "
+            f"later {fmt3([r['infos']['codecarbon']['init_s'] for r in rows], 2)} s) | "
+            f"{fmt3([r['infos']['codecarbon']['energy_j'] for r in rows], 2)} J "
+            f"(CPU {fmt3([r['infos']['codecarbon']['cpu_energy_j'] for r in rows], 2)} J "
+            f"+ RAM {fmt3([r['infos']['codecarbon']['ram_energy_j'] for r in rows], 2)} J) | "
+            f"an estimate: {cc['source']} (CPU {cc['cpu_power_w']:.1f} W in rep 0), "
+            f"RAM a constant {cc['ram_power_w']:.0f} W; no counter read |",
             f"| zeus | {fmt3([r['overhead']['zeus'] for r in rows])} | {z['energy_j']} (GPU: {z['gpu_energy']}) | "
             + (
                 f"nothing: `ZeusMonitor(gpu_indices=[], cpu_indices=[0])` is built, then `{z['cpu_error']}`; "
@@ -458,7 +473,8 @@ def render(data: dict[str, Any]) -> str:
             )
             + "with no GPU and no RAPL a window gives its time only |",
             "",
-            "GPU (NVML energy counter windows vs power integration): not run by this script (it runs on the CPU machine); "
+            "GPU (NVML energy counter windows vs power integration): not run by this script "
+            "(it runs on the CPU machine); "
             'see "On a GPU (issue 2, H100)" above, from `bash benchmarks/gpu_suites.sh` on a lent H100.',
             "",
         ]
@@ -468,11 +484,13 @@ def render(data: dict[str, Any]) -> str:
         lines += [
             "### Suite throughput: tiny suites serially vs `-n 2`" + _from(s),
             "",
-            f"`pytest suites/ -q` (tiny scale, calibration off) serially and with `-n 2`, {len(rows)} pairs, order alternating.",
+            f"`pytest suites/ -q` (tiny scale, calibration off) serially and with `-n 2`, "
+            f"{len(rows)} pairs, order alternating.",
             "",
             "| serial wall | -n 2 wall | speedup |",
             "|---|---|---|",
-            f"| {fmt3([r['serial'] for r in rows], 1)} s | {fmt3([r['n2'] for r in rows], 1)} s | {fmt3([r['speedup'] for r in rows], 2)} |",
+            f"| {fmt3([r['serial'] for r in rows], 1)} s | {fmt3([r['n2'] for r in rows], 1)} s | "
+            f"{fmt3([r['speedup'] for r in rows], 2)} |",
             "",
             "Why two workers save little, as far as it is known (causes not measured separately): each xdist worker "
             "pays the start-up again (importing torch, transformers and diffusers, loading SmolLM2 from GGUF, the "
@@ -482,7 +500,8 @@ def render(data: dict[str, Any]) -> str:
         ]
         if max(r["speedup"] for r in rows) > 2.0:
             lines += [
-                "**Not a valid speedup figure:** above 2 on 2 cores cannot come from parallelism. The serial run overlapped "
+                "**Not a valid speedup figure:** above 2 on 2 cores cannot come from parallelism. "
+                "The serial run overlapped "
                 "another engineer's `pytest suites/…` run on this machine (seen in `ps` during it) and the `-n 2` run "
                 f"did not; with {len(rows)} pair(s) the contention is not averaged out. Rerun "
                 "`python benchmarks/compare_tools.py --skip timing,memory,energy --suite-pairs 3` on a quiet machine.",

@@ -394,11 +394,15 @@ def main() -> None:
         "those runs, their jitter moderated across the file's tests (`run_noise`): 99.9% where one "
         "process decides, 90% in each of the 3 that must all find it where fresh processes confirm."
     )
+    command = (
+        f"python benchmarks/gate_evidence.py --rounds {args.rounds} --tests {args.tests} "
+        f"--forward-tests {args.forward_tests}{' --fixed-layout' if args.fixed_layout else ''}{methods_arg} --write"
+    )
     text = (
         textwrap.dedent(f"""\
         {SECTION_FIXED if args.fixed_layout else SECTION}
 
-        Command: `python benchmarks/gate_evidence.py --rounds {args.rounds} --tests {args.tests} --forward-tests {args.forward_tests}{" --fixed-layout" if args.fixed_layout else ""}{methods_arg} --write`
+        Command: `{command}`
         ({time.strftime("%Y-%m-%d %H:%M")} UTC, {(time.time() - t0) / 60:.0f} min). Machine: {machine()}; load average
         {load0:.1f} at start, {load1:.1f} at end.
 

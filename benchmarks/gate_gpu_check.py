@@ -93,7 +93,7 @@ def main() -> None:
             doc = json.loads(path.read_text())
             spans = sorted(tuple(r["settings"]["span"]) for r in doc["records"])
             overlaps += sum(b[0] < a[1] for a, b in zip(spans, spans[1:]))
-            for nodeid, verdicts in doc["runs"][0]["verdicts"].items():
+            for _nodeid, verdicts in doc["runs"][0]["verdicts"].items():
                 for v in verdicts:
                     if v["metric"] == "AL":
                         rows.append((name, v["status"], v["change"]))

@@ -81,13 +81,15 @@ def main() -> int:
         )
     if periods:
         print(
-            f"| time between counter updates (ms), min / median / max | {min(periods) * 1e3:.2f} / {sorted(periods)[len(periods) // 2] * 1e3:.2f} / {max(periods) * 1e3:.2f} |"
+            f"| time between counter updates (ms), min / median / max | {min(periods) * 1e3:.2f} / "
+            f"{sorted(periods)[len(periods) // 2] * 1e3:.2f} / {max(periods) * 1e3:.2f} |"
         )
     for label, us in cost.items():
         print(f"| {label} call cost | {us:.1f} µs |")
     print(f"| 5 s bf16 8192² matmul window: energy counter | {counter_j:.1f} J ({counter_j / (t1 - t0):.1f} W mean) |")
     print(
-        f"| same window: nvmlDeviceGetPowerUsage sampled every 10 ms, trapezoid, scaled to the window | {integ_j:.1f} J ({len(samples)} samples) |"
+        f"| same window: nvmlDeviceGetPowerUsage sampled every 10 ms, trapezoid, scaled to the window | "
+        f"{integ_j:.1f} J ({len(samples)} samples) |"
     )
     print(f"| agreement (power integration / counter) | {integ_j / counter_j:.3f} |")
     return 0

@@ -144,8 +144,9 @@ def overhead_rows(o: dict) -> list[str]:
     pct = lambda r: f"{(r - 1) * 100:+.2f}%"  # noqa: E731
     within = "yes" if abs(o["ratio_median"] - 1) <= 0.02 else "NO"
     return [
-        f"| {o['reps']} x {o['rounds']} | {o['interval_ms']} ms | {o['hand_median_s'] * 1e3:.2f} ms | {o['meter_median_s'] * 1e3:.2f} ms | "
-        f"{o['ratio_of_medians']:.4f} ({pct(o['ratio_of_medians'])}) | {o['ratio_median']:.4f} ({pct(o['ratio_median'])}) | "
+        f"| {o['reps']} x {o['rounds']} | {o['interval_ms']} ms | {o['hand_median_s'] * 1e3:.2f} ms | "
+        f"{o['meter_median_s'] * 1e3:.2f} ms | {o['ratio_of_medians']:.4f} ({pct(o['ratio_of_medians'])}) | "
+        f"{o['ratio_median']:.4f} ({pct(o['ratio_median'])}) | "
         f"{o['ratio_min']:.3f} .. {o['ratio_max']:.3f} | {within} |"
     ]
 
@@ -156,22 +157,25 @@ def section(runs: list[dict], n: dict, fp: dict, load: tuple[float, float], comm
         [
             SECTION,
             "",
-            f"Command: `{command}` (1 torch thread). Machine: {fp['cpu_model']}, {fp['cpu_cores_usable']} usable cores, "
+            f"Command: `{command}` (1 torch thread). Machine: {fp['cpu_model']}, "
+            f"{fp['cpu_cores_usable']} usable cores, "
             f"{fp['os']}, Python {fp['python']}, torch {fp['packages'].get('torch')}; load average "
             f"{load[0]:.1f} at start, {load[1]:.1f} at end (the 2-core machine was shared with other work, so single "
             "rounds scatter widely; the paired, interleaved medians are what to read).",
             "",
             f"Workload: {k} x fp32 256x256 matmul (calibrated to ~{TARGET_S * 1e3:.0f} ms when the run started). Each "
-            "repetition times the same rounds by hand (`perf_counter_ns` around each call) and by `Meter.run_window` on the "
-            "CPU backend with all probes open (what `efficiency.measure` runs after its warm-up and FLOP count), in "
-            "alternating order. Ratio = Meter / hand.",
+            "repetition times the same rounds by hand (`perf_counter_ns` around each call) and by `Meter.run_window` "
+            "on the CPU backend with all probes open (what `efficiency.measure` runs after its warm-up and FLOP "
+            "count), in alternating order. Ratio = Meter / hand.",
             "",
-            "| reps x rounds per window | RSS sampler interval | median round, by hand | median round, Meter | ratio of the medians | "
-            "median of per-repetition ratios | min .. max per-repetition ratio | median within 2% |",
+            "| reps x rounds per window | RSS sampler interval | median round, by hand | median round, Meter | "
+            "ratio of the medians | median of per-repetition ratios | "
+            "min .. max per-repetition ratio | median within 2% |",
             "|---|---|---|---|---|---|---|---|",
             *[row for o in runs for row in overhead_rows(o)],
             "",
-            f"NVML calls per timed round, counted with the `FakePynvml` test double (a call count, not a GPU measurement), "
+            "NVML calls per timed round, counted with the `FakePynvml` test double "
+            "(a call count, not a GPU measurement), "
             f"{n['rounds']} rounds of 50 ms with the host and NVML probes open:",
             "",
             "| figure | value |",
@@ -180,11 +184,13 @@ def section(runs: list[dict], n: dict, fp: dict, load: tuple[float, float], comm
             f"{n['inside_rounds_main_thread']} ({n['per_round_main_thread']:.0f} per round) |",
             f"| pynvml calls at window open and close (incl. the samplers' first and last sample) | {n['open_close']} "
             f"({', '.join(n['open_close_calls'])}) |",
-            f"| pynvml calls in the sampler threads (memory v2 and utilization, every 20 ms while the window is open) | "
+            "| pynvml calls in the sampler threads "
+            "(memory v2 and utilization, every 20 ms while the window is open) | "
             f"{n['sampler_thread']} |",
             "",
             "The same property is a unit test that can fail: "
-            "`tests/telemetry/test_nvml.py::test_no_nvml_call_between_timed_rounds_only_at_open_close_and_in_the_sampler`, "
+            "`tests/telemetry/test_nvml.py::"
+            "test_no_nvml_call_between_timed_rounds_only_at_open_close_and_in_the_sampler`, "
             "with a negative control that a timer reading NVML each round is caught.",
             "",
         ]

@@ -178,7 +178,7 @@ def smollm2_ppl(smollm2_model):
     """Perplexity per precision, each computed once per session on demand."""
     model, ids = smollm2_model
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def ppl(precision: str) -> tuple[float, int]:
         variant = model if precision == "fp32" else to_precision(model, precision)
         value = smollm2.perplexity(variant, ids, PPL_WINDOW)

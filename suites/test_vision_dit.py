@@ -189,7 +189,8 @@ def test_denoise(efficiency, scale, device, variant):
 
 def test_kv_activation_bytes(efficiency, scale, device):
     """K/V activation bytes per image: exactly 2 x kv_heads x head_dim x bytes x the tokens every attention sees
-    (joint attention: patches + text tokens; SD3.5's dual attention: patches), so MQA < GQA < MHA for the same shapes."""
+    (joint attention: patches + text tokens; SD3.5's dual attention: patches), so MQA < GQA < MHA for the same
+    shapes."""
     d = vision_scale(scale).dit
     per_image = {}
     for variant in VISION_ATTENTION:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import importlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import torch
@@ -546,7 +547,8 @@ def grating_latents(n: int, d: DiTShape, seed: int) -> dict[str, torch.Tensor]:
 
 
 def flow_matching_batch(data: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    """Rectified-flow training inputs (SD3): sigma ~ logit-normal, x_t = (1 - sigma) x_0 + sigma noise, target = noise - x_0."""
+    """Rectified-flow training inputs (SD3): sigma ~ logit-normal, x_t = (1 - sigma) x_0 + sigma noise,
+    target = noise - x_0."""
     g = torch.Generator().manual_seed(seed)
     x0 = data["latents"]
     noise = torch.randn(x0.shape, generator=g)

@@ -91,7 +91,8 @@ def storage_bytes(model: nn.Module, modules: type | tuple[type, ...] | None = No
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of the optimizer's per-parameter state tensors (Adam: exp_avg and exp_avg_sq), scalar step counters excluded."""
+    """Bytes of the optimizer's per-parameter state tensors (Adam: exp_avg and exp_avg_sq), scalar step
+    counters excluded."""
     return sum(
         v.numel() * v.element_size()
         for state in optimizer.state.values()

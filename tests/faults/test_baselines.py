@@ -97,8 +97,13 @@ sys.path.insert(0, {repo_root!r})
 from tests.helpers.record_builders import counted, latency, record
 from pytest_efficientllm.storage.baselines import BaselineStore
 store = BaselineStore({root!r}, "cpu")
-versions = [[record(f"tests/test_x.py::test_{{i}}", latency(0.01 * v, n=2000, seed=v), counted("peak_memory", 2**20 * v))
-             for i in range(20)] for v in (1, 2)]
+versions = [
+    [
+        record(f"tests/test_x.py::test_{{i}}", latency(0.01 * v, n=2000, seed=v), counted("peak_memory", 2**20 * v))
+        for i in range(20)
+    ]
+    for v in (1, 2)
+]
 store.update(versions[0])
 print("ready", flush=True)
 while True:

@@ -173,8 +173,16 @@ from pytest_efficientllm.core.record import Record
 
 MiB = 2**20
 base = cpu_backend(threads=1, sample_interval_s=0.005)
-meter = Meter(Backend("cpu", base.timer, lambda: base.make_probes() + [RetainedMemoryProbe(lambda: read_rss_bytes(ProcPaths()), interval_s=0.005)],
-                      base.synchronize, base.peak_flops, base.sources))
+meter = Meter(
+    Backend(
+        "cpu",
+        base.timer,
+        lambda: base.make_probes() + [RetainedMemoryProbe(lambda: read_rss_bytes(ProcPaths()), interval_s=0.005)],
+        base.synchronize,
+        base.peak_flops,
+        base.sources,
+    )
+)
 kept = []
 
 def leaky():

@@ -135,7 +135,7 @@ def _simulate(
             for i, m in enumerate(medians)
         ]
         priors = pool(records) if moderated else {}
-        for i, m in enumerate(medians):
+        for _i, m in enumerate(medians):
             prediction = predict(list(m), priors.get("cpu_time_per_round"), level=level)
             new_run = math.exp(rng.normal(0.0, sigma)) * (1 + shift)
             beyond += new_run > prediction.high  # type: ignore[union-attr]

@@ -16,6 +16,8 @@ from pytest_efficientllm.measuring.meter import (
 )
 
 MiB = 2**20
+NO_WORK = Work()
+THREE_ROUNDS = MeasureProtocol(rounds=3, warmup=0)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def meter() -> Meter:
     return Meter(cpu_backend(threads=1))
 
 
-def measure(meter: Meter, fn, work: Work = Work(), protocol: MeasureProtocol = MeasureProtocol(rounds=3, warmup=0)):
+def measure(meter: Meter, fn, work: Work = NO_WORK, protocol: MeasureProtocol = THREE_ROUNDS):
     flops = meter.flops_of(fn, work)
     result = meter.run_window(fn, protocol)
     return derive_metrics(result, work, flops, meter.backend)

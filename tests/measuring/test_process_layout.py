@@ -16,7 +16,10 @@ from pytest_efficientllm.measuring import process_layout as layout
 LINUX = sys.platform.startswith("linux")
 needs_linux = pytest.mark.skipif(not LINUX, reason="ASLR control through personality() is Linux only")
 
-PROBE = "from pytest_efficientllm.measuring.process_layout import current_layout; import json; print(json.dumps(current_layout()))"
+PROBE = (
+    "from pytest_efficientllm.measuring.process_layout import current_layout; "
+    "import json; print(json.dumps(current_layout()))"
+)
 
 
 def _layout_of(cmd_prefix: list[str], env: dict[str, str]) -> dict:
