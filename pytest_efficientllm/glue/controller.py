@@ -62,31 +62,23 @@ def update_baselines(state: RunState) -> None:
         state.updates = state.store.update(ran)
 
 
-def write_json(state: RunState, profile: str, fingerprint: dict[str, Any]) -> None:
+def write_json(state: RunState) -> None:
     """Every record of the run (raw rounds and its verdicts included) to `--efficiency-json`."""
     if state.settings.json_path is None:
         return
-    run_info = {
-        "profile": profile,
-        "fingerprint": fingerprint,
-        "started": state.started,
-        "label": f"pytest run {state.started}",
-        "gate": state.options.mode,
-        "workers": state.workers,
-    }
     try:
-        write_run(state.settings.json_path, Run(records=[r.record for r in state.results], runs=[run_info]))
+        write_run(state.settings.json_path, Run(records=state.records, runs=[state.run_info()]))
     except (RunFileError, OSError) as exc:
         state.problems.append(f"--efficiency-json: not written: {exc}")
         return
     state.json_written = f"efficiency json: {state.settings.json_path} ({len(state.results)} record(s))"
 
 
-def finish(state: RunState, profile: str, fingerprint: dict[str, Any]) -> bool:
+def finish(state: RunState) -> bool:
     """End-of-session writes; True when something the user asked for could not be written."""
     # The run file first: it is the run's evidence whatever becomes of the baselines, and
     # an update that fails (or raises) must not take it down with it.
-    write_json(state, profile, fingerprint)
+    write_json(state)
     if state.options.update:
         update_baselines(state)
     return bool(state.problems) or any(u.error for u in state.updates)
@@ -115,7 +107,7 @@ class ControllerPlugin:
         self._note_workers_layout()
         if not state.reporting:
             return  # under torchrun every rank runs the session; rank 0 alone writes baselines and JSON
-        if finish(state, state.session.profile, state.session.fingerprint) and session.exitstatus == pytest.ExitCode.OK:
+        if finish(state) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # asked-for baselines or JSON are missing
 
     def _note_workers_layout(self) -> None:

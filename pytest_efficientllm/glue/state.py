@@ -112,6 +112,17 @@ class RunState:
         """The records of the run's measured tests, in the order their results came back."""
         return [r.record for r in self.results]
 
+    def run_info(self) -> dict[str, Any]:
+        """What a run file says about this run, beside its records."""
+        return {
+            "profile": self.session.profile,
+            "fingerprint": self.session.fingerprint,
+            "started": self.started,
+            "label": f"pytest run {self.started}",
+            "gate": self.options.mode,
+            "workers": self.workers,
+        }
+
     @property
     def confirm_processes(self) -> int:
         """Fresh processes that may confirm a measured regression in this run (0: no vote)."""

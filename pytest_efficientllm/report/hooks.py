@@ -8,7 +8,6 @@ hand over: rendering lives in `write`, bookkeeping in `progress`.
 
 from __future__ import annotations
 
-import datetime as _dt
 from typing import Any
 
 import pytest
@@ -64,7 +63,6 @@ class ReportPlugin:
     def __init__(self, config: pytest.Config, path: str | None) -> None:
         self.config = config
         self.path = path
-        self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         quiet = config.get_verbosity() < 0
         self.outcome: tuple[str, str] | None = None  # what the report step says in the summary
         self.progress = Progress(mode="off" if quiet else config.getoption("efficiency_progress", "auto"))
@@ -111,18 +109,7 @@ class ReportPlugin:
         if state is None or not records:
             self.outcome = (f"efficiency report not written to {self.path}: no test recorded a measurement", "yellow")
             return
-        eff = state.session
-        run = Run(
-            records=records,
-            runs=[
-                {
-                    "profile": eff.profile,
-                    "fingerprint": eff.fingerprint,
-                    "started": self.started,
-                    "label": f"pytest run {self.started}",
-                }
-            ],
-        )
+        run = Run(records=records, runs=[state.run_info()])
         try:
             path = write_report(run, self.path)
         except (ReportError, OSError) as exc:
