@@ -4,8 +4,9 @@
     python -m pytest_efficientllm merge A.json B.json -o ALL.json [--allow-mixed-profiles] [--allow-duplicates]
     python -m pytest_efficientllm report ALL.json -o report.html|report.md|report.json
     python -m pytest_efficientllm export-benchmark-action RUN.json --smaller S.json --bigger B.json
+    python -m pytest_efficientllm ab BASE HEAD [--pairs 6] [--output DIR] [-- pytest args...]
 
-Exit status: 0 success; 1 a regression (`compare`); 2 bad input or usage (argparse's own
+Exit status: 0 success; 1 a regression (`compare`, `ab`); 2 bad input or usage (argparse's own
 code for usage errors), with a message naming the file and what to fix.
 """
 
@@ -17,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytest_efficientllm.ab.command import DEFAULT_PAIRS, render_lines, run_comparison, write_outputs
+from pytest_efficientllm.ab.revisions import RevisionError
 from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
 from pytest_efficientllm.report.comparison import (
     compare_runs,
@@ -177,11 +180,62 @@ def build_parser() -> argparse.ArgumentParser:
         "the measures beside them, latency p50, TTFT, TPOT and quality scores)",
     )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "ab",
+        help="measure BASE and HEAD (git revisions or folders) in alternating fresh processes on this machine "
+        "and judge HEAD against BASE on the pairs; exit 1 on a regression",
+    )
+    p.add_argument("base", metavar="BASE")
+    p.add_argument("head", metavar="HEAD")
+    p.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARG", help="what pytest runs on each side (after --)")
+    p.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help="ABBA pairs of fresh processes (default: 6)")
+    p.add_argument(
+        "--output", default="efficiency-ab", metavar="DIR", help="run files, ab.md, ab.json (default: efficiency-ab)"
+    )
+    p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=+N%%", help="as for compare")
+    p.add_argument("--allow-dirty", action="store_true", help="compare although the work tree has uncommitted changes")
+    p.add_argument("-v", "--verbose", action="store_true", help="say which process runs")
+    p.set_defaults(func=cmd_ab)
     return parser
 
 
+def cmd_ab(args: argparse.Namespace) -> int:
+    extra = _limits(args.tolerance)
+    out_dir = Path(args.output)
+    try:
+        comparison = run_comparison(
+            args.base,
+            args.head,
+            list(args.pytest_args),
+            out_dir,
+            pairs=args.pairs,
+            extra_limits=extra,
+            allow_dirty=args.allow_dirty,
+            progress=_err if args.verbose else lambda line: None,
+        )
+    except RevisionError as exc:
+        raise ReportError(str(exc)) from None
+    write_outputs(comparison, out_dir)
+    for line in render_lines(comparison):
+        _out(line)
+    _out(f"run files, ab.md and ab.json: {out_dir}")
+    return EXIT_REGRESSION if comparison.failed else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `ab BASE HEAD -- pytest args`: what follows `--` is pytest's, options included.
+    passed: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passed = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    if passed:
+        if args.command != "ab":
+            _err(f"{args.command}: takes no arguments after --")
+            return EXIT_USAGE
+        args.pytest_args = [*args.pytest_args, *passed]
     try:
         return int(args.func(args))
     except ReportError as exc:

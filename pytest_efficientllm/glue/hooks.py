@@ -183,6 +183,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     functional = report.outcome
     baseline = _baseline_of(state.store, record.nodeid) if report.passed else BaselineView()
     decision = evaluate(record, fixture.spec.limits, baseline, state.options, state.confirm_processes, functional)
+    if decision.limits:
+        # What the test was judged by, kept with its record: `ab` judges the pairs by the same limits.
+        record.settings["limits"] = [f"{limit.metric}={limit.text}" for limit in decision.limits]
     if decision.suspects:
         hold(HeldTest(item, record, report, functional, decision), call.duration)
     else:

@@ -1,0 +1,6 @@
+"""Base against head on one machine, interleaved: `pytest-efficientllm ab BASE HEAD [pytest args...]`.
+
+`revisions` makes a worktree of each git revision (and removes it afterwards), `schedule`
+orders the fresh processes, `runner` runs one side's pytest process, `command` puts them
+together and renders the paired verdicts (`judging.paired`).
+"""

@@ -1,0 +1,236 @@
+"""`pytest-efficientllm ab BASE HEAD [pytest args...]`: both versions measured in alternating fresh
+processes on this machine, and HEAD judged against BASE on the pairs.
+
+Exit status: 0 no regression; 1 a regression, a test that fails on one side only, or a side
+that could not be measured (the verdict says incomplete); 2 bad input (an unknown revision,
+a dirty work tree), naming what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_efficientllm.ab.revisions import Side, sides
+from pytest_efficientllm.ab.runner import ProcessResult, run_process
+from pytest_efficientllm.ab.schedule import BASE, HEAD, abba
+from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
+from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.judging.paired import paired_verdicts
+from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.storage.runfile import Run, write_run
+
+DEFAULT_PAIRS = 6
+
+
+@dataclass
+class TestVerdict:
+    """One test's outcome of the comparison."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    nodeid: str
+    status: str  # compared | added | removed | failed on base | failed on head | skipped | incomplete | not measured
+    verdicts: list[Verdict] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("failed on head", "incomplete") or any(v.failed for v in self.verdicts)
+
+
+@dataclass
+class Comparison:
+    """The whole comparison: both sides, every test's verdict, what went wrong on the way."""
+
+    base: Side
+    head: Side
+    pairs: int
+    tests: list[TestVerdict]
+    problems: list[str]
+    seconds: float
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.problems) or any(t.failed for t in self.tests)
+
+
+def record_limits(record: Record, extra: Sequence[Limit]) -> tuple[Limit, ...]:
+    """The limits the test ran under (the gate writes them into the record's settings), then `extra`."""
+    merged: dict[tuple[str, str], Limit] = {}
+    for text in record.settings.get("limits", []) or []:
+        metric, _, value = str(text).partition("=")
+        try:
+            limit = parse_limit(metric, value)
+        except LimitError:
+            continue  # a limit this plugin version cannot read is not ours to judge by
+        merged[(limit.metric, limit.kind)] = limit
+    for limit in extra:
+        merged[(limit.metric, limit.kind)] = limit
+    return tuple(merged.values())
+
+
+def _outcome(results: list[ProcessResult], nodeid: str) -> str | None:
+    seen = [r.outcomes[nodeid] for r in results if nodeid in r.outcomes]
+    if not seen:
+        return None
+    if "failed" in seen:
+        return "failed"
+    return "skipped" if all(s == "skipped" for s in seen) else "passed"
+
+
+def judge_tests(base: list[ProcessResult], head: list[ProcessResult], extra: Sequence[Limit] = ()) -> list[TestVerdict]:
+    """Every test's verdict from the processes of both sides, in pair order."""
+    ids = sorted({n for r in base + head for n in r.outcomes} | {n for r in base + head for n in r.records})
+    out: list[TestVerdict] = []
+    for nodeid in ids:
+        b_out, h_out = _outcome(base, nodeid), _outcome(head, nodeid)
+        if b_out is None and h_out is not None:
+            out.append(TestVerdict(nodeid, "added", note="only on HEAD"))
+            continue
+        if h_out is None and b_out is not None:
+            out.append(TestVerdict(nodeid, "removed", note="only on BASE"))
+            continue
+        if h_out == "failed":
+            why = "fails on both sides" if b_out == "failed" else "its own assertions fail on HEAD, pass on BASE"
+            out.append(TestVerdict(nodeid, "failed on head", note=why))
+            continue
+        if b_out == "failed":
+            out.append(TestVerdict(nodeid, "failed on base", note="fails on BASE, passes on HEAD: not compared"))
+            continue
+        if h_out == "skipped" or b_out == "skipped":
+            out.append(TestVerdict(nodeid, "skipped"))
+            continue
+        if not any(nodeid in r.records for r in base + head):
+            out.append(TestVerdict(nodeid, "not measured"))
+            continue
+        pairs = sorted({r.pair for r in base} & {r.pair for r in head})
+        complete = [
+            p
+            for p in pairs
+            if any(r.pair == p and nodeid in r.records for r in base)
+            and any(r.pair == p and nodeid in r.records for r in head)
+        ]
+        b_recs = [r.records[nodeid] for p in complete for r in base if r.pair == p]
+        h_recs = [r.records[nodeid] for p in complete for r in head if r.pair == p]
+        if not complete:
+            out.append(TestVerdict(nodeid, "incomplete", note="no pair with a measurement on both sides"))
+            continue
+        limits = record_limits(h_recs[-1], extra)
+        verdicts = paired_verdicts(b_recs, h_recs, limits)
+        status = "compared" if len(complete) == len(pairs) else "incomplete"
+        note = "" if status == "compared" else f"{len(complete)} of {len(pairs)} pairs complete"
+        out.append(TestVerdict(nodeid, status, verdicts, note))
+    return out
+
+
+def run_comparison(
+    base_spec: str,
+    head_spec: str,
+    pytest_args: list[str],
+    out_dir: Path,
+    *,
+    pairs: int = DEFAULT_PAIRS,
+    extra_limits: Sequence[Limit] = (),
+    allow_dirty: bool = False,
+    start: Path | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> Comparison:
+    """Measure BASE and HEAD in `pairs` ABBA pairs of fresh processes and judge the pairs."""
+    started = time.monotonic()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with sides(base_spec, head_spec, start or Path.cwd(), allow_dirty) as (base, head):
+        by_side = {BASE: base, HEAD: head}
+        results: dict[str, list[ProcessResult]] = {BASE: [], HEAD: []}
+        problems: list[str] = []
+        for slot in abba(pairs):
+            side = by_side[slot.side]
+            progress(f"ab: pair {slot.pair + 1}/{pairs}: {slot.side} ({side.spec})")
+            result = run_process(side, slot.pair, pytest_args, out_dir)
+            results[slot.side].append(result)
+            if result.problem:
+                problems.append(result.problem)
+        for name, side_results in results.items():
+            records = [r for res in side_results for r in res.records.values()]
+            run_info = {"profile": records[0].profile if records else "", "label": f"ab {name} {by_side[name].spec}"}
+            run_info["commit"] = by_side[name].commit
+            if records:
+                write_run(out_dir / f"{name}.json", Run(records=records, runs=[run_info]))
+        tests = judge_tests(results[BASE], results[HEAD], extra_limits)
+        return Comparison(base, head, pairs, tests, problems, time.monotonic() - started)
+
+
+def _shown(v: Verdict) -> str:
+    return f"{v.metric}: {v.message}"
+
+
+def _change(v: Verdict) -> str:
+    return f"{v.metric} {(v.change or 0.0) * 100:+.1f}%"
+
+
+def render_lines(c: Comparison) -> list[str]:
+    """The terminal summary: one line per test, then the findings behind the failures."""
+    b = f"{c.base.spec} ({c.base.commit[:10]})" if c.base.commit else c.base.spec
+    h = f"{c.head.spec} ({c.head.commit[:10]})" if c.head.commit else c.head.spec
+    lines = [f"efficiency ab: HEAD {h} vs base {b}, {c.pairs} ABBA pairs of fresh processes, {c.seconds:.0f} s"]
+    for t in c.tests:
+        compared = [v for v in t.verdicts if v.change is not None]
+        change = ", ".join(_change(v) for v in compared[:3])
+        worst = "fail" if t.failed else ("improved" if any(v.status == "improved" for v in t.verdicts) else "ok")
+        shown = t.status if t.status != "compared" else worst
+        lines.append(
+            f"  {shown:<15} {t.nodeid}"
+            + (f"  vs base: {change}" if change else "")
+            + (f"  ({t.note})" if t.note else "")
+        )
+        for v in t.verdicts:
+            if v.failed or v.status in ("warn", "improved"):
+                lines.append(f"      {v.status}: {_shown(v)}")
+    for problem in c.problems:
+        lines.append(f"  incomplete: {problem}")
+    failed = sum(t.failed for t in c.tests)
+    lines.append(f"efficiency ab: {failed} of {len(c.tests)} tests failed" + ("; incomplete" if c.problems else ""))
+    return lines
+
+
+def render_markdown(c: Comparison) -> str:
+    """The comparison for a pull request (e.g. `$GITHUB_STEP_SUMMARY`)."""
+    b = c.base.commit[:10] or c.base.spec
+    h = c.head.commit[:10] or c.head.spec
+    out = [
+        f"### Efficiency: `{h}` vs base `{b}`",
+        "",
+        f"{c.pairs} ABBA pairs of fresh processes on one machine; {c.seconds:.0f} s.",
+        "",
+        "| test | verdict | vs base |",
+        "|---|---|---|",
+    ]
+    for t in c.tests:
+        compared = [v for v in t.verdicts if v.change is not None]
+        change = "<br>".join(f"{_change(v)} ({v.status})" for v in compared) or t.note or "-"
+        verdict = "**fail**" if t.failed else t.status if t.status != "compared" else "ok"
+        out.append(f"| `{t.nodeid}` | {verdict} | {change} |")
+    if c.problems:
+        out += ["", "**Incomplete:**", *[f"- {p}" for p in c.problems]]
+    return "\n".join(out) + "\n"
+
+
+def write_outputs(c: Comparison, out_dir: Path) -> None:
+    """ab.md (for a pull request) and ab.json (every verdict) beside the sides' run files."""
+    (out_dir / "ab.md").write_text(render_markdown(c), encoding="utf-8")
+    data = {
+        "base": {"spec": c.base.spec, "commit": c.base.commit},
+        "head": {"spec": c.head.spec, "commit": c.head.commit},
+        "pairs": c.pairs,
+        "seconds": round(c.seconds, 1),
+        "failed": c.failed,
+        "problems": c.problems,
+        "tests": [
+            {"nodeid": t.nodeid, "status": t.status, "note": t.note, "verdicts": [v.to_dict() for v in t.verdicts]}
+            for t in c.tests
+        ],
+    }
+    (out_dir / "ab.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

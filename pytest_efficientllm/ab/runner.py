@@ -1,0 +1,118 @@
+"""One fresh pytest process of one side: its records, and what became of its tests.
+
+The process runs the user's pytest arguments in the side's folder, with that folder first
+on the import path, and writes a run file (`--efficiency-json`) and a JUnit XML file
+(pass/fail/skip of every test, measured or not). Inside it nothing is judged
+(`--efficiency-gate=off`, no confirmation, no calibration): the pairs are judged afterwards,
+side against side.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_efficientllm.ab.revisions import Side
+from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.storage.runfile import RunFileError, read_run
+
+# What the measuring process must not do: judge, confirm in more processes, calibrate.
+MEASURE_ONLY = ("--efficiency-gate=off", "--efficiency-confirm=0", "--efficiency-calibrate-every=off")
+
+
+@dataclass
+class ProcessResult:
+    """What one process of one side left: records by test id, outcomes by test id, and any problem."""
+
+    side: str
+    pair: int
+    returncode: int
+    records: dict[str, Record] = field(default_factory=dict)
+    outcomes: dict[str, str] = field(default_factory=dict)  # "passed" / "failed" / "skipped"
+    problem: str = ""  # why this process's results are missing ("" when they are there)
+    seconds: float = 0.0
+
+
+def environment(side: Side, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The side's folder first on PYTHONPATH, so its own modules are the ones imported."""
+    env = dict(os.environ if environ is None else environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(side.path), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+def _nodeid(case: ET.Element) -> str:
+    """A JUnit testcase's pytest node id. With `junit_family=xunit1` pytest writes the test's
+    `file` (relative to the rootdir) and a dotted `classname`: the module path, then any classes."""
+    file, classname, name = case.get("file", ""), case.get("classname", ""), case.get("name", "")
+    module = file[:-3].replace("/", ".") if file.endswith(".py") else ""
+    classes = classname[len(module) + 1 :].split(".") if module and classname.startswith(module + ".") else []
+    return "::".join([file or classname, *[c for c in classes if c], name])
+
+
+def read_outcomes(xml_path: Path) -> dict[str, str]:
+    """Outcome of every test in a JUnit XML file (pytest's own, `--junitxml`)."""
+    out: dict[str, str] = {}
+    for case in ET.parse(xml_path).getroot().iter("testcase"):
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error"):
+                outcome = "failed"
+            elif child.tag == "skipped" and outcome == "passed":
+                outcome = "skipped"
+        out[_nodeid(case)] = outcome
+    return out
+
+
+def run_process(
+    side: Side, pair: int, pytest_args: list[str], out_dir: Path, timeout_s: float = 3600.0
+) -> ProcessResult:
+    """Run one fresh pytest process of `side` and read what it left."""
+    stem = out_dir / f"{side.name}-{pair}"
+    json_path, xml_path = stem.with_suffix(".json"), stem.with_suffix(".xml")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *pytest_args,
+        *MEASURE_ONLY,
+        f"--efficiency-json={json_path}",
+        f"--junitxml={xml_path}",
+        "-o",
+        "junit_family=xunit1",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+    ]
+    started = time.monotonic()
+    result = ProcessResult(side.name, pair, -1)
+    try:
+        done = subprocess.run(
+            cmd, cwd=side.path, env=environment(side), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        result.problem = f"{side.name} process {pair} did not finish in {timeout_s:.0f} s"
+        return result
+    result.returncode = done.returncode
+    result.seconds = time.monotonic() - started
+    tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+    if done.returncode not in (0, 1, 5):  # 1: some test failed; 5: nothing collected
+        result.problem = f"{side.name} process {pair} exited with {done.returncode}: {tail}"
+    try:
+        result.outcomes = read_outcomes(xml_path)
+    except (OSError, ET.ParseError) as exc:
+        result.problem = result.problem or f"{side.name} process {pair} left no test outcomes ({exc}): {tail}"
+        return result
+    try:
+        run = read_run(json_path)
+    except (OSError, RunFileError) as exc:
+        if done.returncode != 5:
+            result.problem = result.problem or f"{side.name} process {pair} left no run file ({exc}): {tail}"
+        return result
+    result.records = {r.nodeid: r for r in run.records}
+    return result

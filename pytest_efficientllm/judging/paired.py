@@ -1,0 +1,194 @@
+"""Paired verdicts: one test measured in alternating fresh processes of two versions, BASE and HEAD.
+
+    verdicts = paired_verdicts(base_records, head_records, limits)
+
+`base_records[i]` and `head_records[i]` are pair i: two processes that ran back to back
+(`ab.schedule`), so a slow spell of the machine falls on both members of a pair and cancels
+in their ratio. That is what a stored baseline cannot give: its processes ran in other
+minutes of the machine (docs/gate.md). The rules are the gate's, read on the pairs:
+
+* **counted** metrics (bytes, FLOPs, parameters) gate exactly, as against a baseline: the
+  same count on every process of a side, and HEAD's worse than BASE's fails. A count that
+  differs between processes of one side is reported as varying and not compared exactly.
+* **measured** metrics with a tolerance (the marker's, ini or command line), and the
+  profile's default ones (`compare.DEFAULT_MEASURED`) at `compare.DEFAULT_MEASURED_TOLERANCE`:
+  each pair gives a log ratio HEAD/BASE of the process's median round; a regression fails
+  when a one-sided exact Wilcoxon signed-rank test over the pairs finds the shift beyond
+  the tolerance at `ALPHA`, and the Hodges-Lehmann estimate of the shift is beyond it too.
+  The CPU's default check fails here, where against a stored baseline it only warns:
+  pairing removes the drift that made it warn.
+* **budgets** are checked on HEAD's pooled record (each metric's median over processes).
+* **estimated** metrics never fail.
+
+Plain functions over records; no processes, no pytest.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from scipy import stats as scipy_stats
+
+from pytest_efficientllm.core.limits import Limit
+from pytest_efficientllm.core.metrics import like
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.core.units import format_value
+from pytest_efficientllm.judging.compare import COUNTED_RTOL, DEFAULT_MEASURED_TOLERANCE, default_measured
+from pytest_efficientllm.judging.verdicts import Verdict, check_budgets
+
+# One-sided level of the signed-rank test. With 6 pairs the smallest p-value is 1/64.
+ALPHA = 0.05
+# Fewer pairs cannot reach ALPHA at all (5 pairs: 1/32 at best).
+MIN_PAIRS = 5
+
+
+@dataclass(frozen=True)
+class PairedChange:
+    """HEAD against BASE over the pairs of one metric; `ratios` per pair (head / base, as recorded)."""
+
+    metric: str
+    ratios: tuple[float, ...]
+    estimate: float  # Hodges-Lehmann estimate of the ratio (geometric, from the log ratios)
+    p_worse: float  # one-sided p-value that HEAD is worse than BASE by more than the tolerance
+    p_better: float  # one-sided p-value that HEAD is better by more than the tolerance
+
+    @property
+    def change(self) -> float:
+        return self.estimate - 1.0
+
+    def describe(self) -> str:
+        low, high = min(self.ratios) - 1.0, max(self.ratios) - 1.0
+        return (
+            f"{self.change * 100:+.1f}% over {len(self.ratios)} pairs (pairs {low * 100:+.1f}% .. {high * 100:+.1f}%)"
+        )
+
+
+def _process_value(metric: Metric) -> float | None:
+    """One process's figure for a metric: the median of its rounds where it kept them."""
+    if metric.samples:
+        return float(statistics.median(metric.samples))
+    return metric.value
+
+
+def hodges_lehmann(values: Sequence[float]) -> float:
+    """The median of the Walsh averages (x_i + x_j) / 2, i <= j: the signed-rank test's estimate."""
+    walsh = [(values[i] + values[j]) / 2 for i in range(len(values)) for j in range(i, len(values))]
+    return float(statistics.median(walsh))
+
+
+def _signed_rank_p(shifted: Sequence[float]) -> float:
+    """One-sided exact p-value that the shifted log ratios are centred above 0."""
+    if all(x == 0 for x in shifted):
+        return 1.0
+    return float(scipy_stats.wilcoxon(shifted, alternative="greater", method="exact", zero_method="zsplit").pvalue)
+
+
+def paired_change(
+    metric: str, base: Sequence[float], head: Sequence[float], direction: str, tolerance: float
+) -> PairedChange:
+    """The change of `head` against `base` over their pairs, worse read in the metric's direction."""
+    ratios = tuple(h / b for b, h in zip(base, head))
+    logs = [math.log(r) for r in ratios]
+    worse = logs if direction == "lower" else [-x for x in logs]
+    margin = math.log1p(tolerance)
+    estimate = math.exp(hodges_lehmann(logs))
+    return PairedChange(
+        metric,
+        ratios,
+        estimate,
+        _signed_rank_p([x - margin for x in worse]),
+        _signed_rank_p([-x - margin for x in worse]),
+    )
+
+
+def pooled(records: Sequence[Record]) -> Record:
+    """One record standing for a side: the first process's, each metric's value the median over processes."""
+    first = records[0]
+    out = Record(first.nodeid, first.profile, fingerprint=dict(first.fingerprint), settings=dict(first.settings))
+    for name, metric in first.metrics.items():
+        values = [v for r in records if name in r.metrics and (v := r.metrics[name].value) is not None]
+        if len(values) != len(records) or metric.value is None:
+            out.add(metric)
+            continue
+        out.add(
+            like(metric, float(statistics.median(values)), f"median over {len(records)} processes; {metric.method}")
+        )
+    return out
+
+
+def _counted_verdict(name: str, base: list[Metric], head: list[Metric]) -> Verdict | None:
+    if any(m.value is None for m in [*base, *head]):
+        return None
+    base_values = {float(m.value) for m in base if m.value is not None}
+    head_values = {float(m.value) for m in head if m.value is not None}
+    unit, direction = head[0].unit, head[0].direction
+    if len(base_values) > 1 or len(head_values) > 1:
+        shown = f"base {sorted(base_values)}, head {sorted(head_values)}"
+        return Verdict(name, "warn", f"varies between processes of one side ({shown} {unit}): not compared", "baseline")
+    b, h = base_values.pop(), head_values.pop()
+    if h == b or (b != 0 and abs(h / b - 1) <= COUNTED_RTOL and not float(b).is_integer()):
+        return Verdict(name, "pass", f"{format_value(h, unit)} on both sides (counted)", "baseline", 0.0)
+    change = (h / b - 1) if b else math.inf
+    worse = h > b if direction == "lower" else h < b
+    text = f"{format_value(b, unit)} -> {format_value(h, unit)} (counted, exact)"
+    return Verdict(name, "fail" if worse else "improved", text, "baseline", change)
+
+
+def _measured_verdict(name: str, base: list[Metric], head: list[Metric], tolerance: float, defaulted: bool) -> Verdict:
+    source = head[0].source
+    values = [(_process_value(b), _process_value(h)) for b, h in zip(base, head)]
+    pairs = [(b, h) for b, h in values if b is not None and h is not None and b > 0 and h > 0]
+    told = f"tolerance {tolerance * 100:+.4g}%" + (" (default)" if defaulted else "")
+    if len(pairs) < MIN_PAIRS:
+        return Verdict(name, "warn", f"{len(pairs)} complete pairs, fewer than {MIN_PAIRS}: not judged", "baseline")
+    change = paired_change(name, [b for b, _ in pairs], [h for _, h in pairs], head[0].direction, tolerance)
+    text = f"{change.describe()}; {told}"
+    beyond = abs(change.change) > tolerance
+    if change.p_worse < ALPHA and beyond:
+        if source == "estimated":
+            return Verdict(name, "warn", f"{text}: worse, but an estimate never fails", "baseline", change.change)
+        return Verdict(name, "fail", f"{text}: worse in the pairs (p={change.p_worse:.3g})", "baseline", change.change)
+    if change.p_better < ALPHA and beyond:
+        return Verdict(name, "improved", f"{text}: better (p={change.p_better:.3g})", "baseline", change.change)
+    return Verdict(name, "pass", text, "baseline", change.change)
+
+
+def paired_verdicts(base: Sequence[Record], head: Sequence[Record], limits: Iterable[Limit] = ()) -> list[Verdict]:
+    """Every verdict of one test measured as pairs (`base[i]` beside `head[i]`)."""
+    if not base or not head:
+        missing = "BASE" if not base else "HEAD"
+        return [Verdict("*", "error", f"no measurement on {missing}: incomplete", "baseline")]
+    pairs = min(len(base), len(head))
+    base, head = list(base[:pairs]), list(head[:pairs])
+    limits = tuple(limits)
+    verdicts = check_budgets(pooled(head), limits)
+    tolerances = {lim.metric: lim.relative for lim in limits if lim.kind == "tolerance"}
+    defaults = set(default_measured(head[0].profile))
+    for name in sorted(head[0].metrics):
+        base_m = [r.metrics.get(name) for r in base]
+        head_m = [r.metrics.get(name) for r in head]
+        if any(m is None for m in base_m) or any(m is None for m in head_m):
+            if name in tolerances or name in defaults:
+                verdicts.append(Verdict(name, "new", "not recorded on both sides: not compared", "baseline"))
+            continue
+        b_list = [m for m in base_m if m is not None]
+        h_list = [m for m in head_m if m is not None]
+        if b_list[0].source != h_list[0].source:
+            verdicts.append(
+                Verdict(name, "warn", f"source {b_list[0].source} on BASE, {h_list[0].source} on HEAD", "source")
+            )
+            continue
+        source = h_list[0].source
+        if source == "counted" and name not in tolerances:
+            if h_list[0].direction == "info":
+                continue
+            verdict = _counted_verdict(name, b_list, h_list)
+            if verdict is not None:
+                verdicts.append(verdict)
+        elif name in tolerances or (source == "measured" and name in defaults):
+            tolerance = tolerances.get(name, DEFAULT_MEASURED_TOLERANCE)
+            verdicts.append(_measured_verdict(name, b_list, h_list, tolerance, name not in tolerances))
+    return verdicts

@@ -1,0 +1,74 @@
+"""`pytest-efficientllm ab BASE HEAD` end to end, on a toy project of two commits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+TOY_TEST = """
+import pytest
+N = {n}
+
+@pytest.mark.efficiency(rounds=5, warmup=1)
+def test_loop(efficiency):
+    efficiency.measure(lambda: sum(range(N)))
+"""
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
+
+
+def toy_repo(root: Path, first: int, second: int) -> Path:
+    root.mkdir()
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "t")
+    (root / "test_toy.py").write_text(TOY_TEST.format(n=first))
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "base")
+    (root / "test_toy.py").write_text(TOY_TEST.format(n=second))
+    git(root, "commit", "-qam", "head", "--allow-empty")
+    return root
+
+
+def ab(repo: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "pytest_efficientllm", "ab", "HEAD~1", "HEAD", "--pairs", "5", "--output", str(out)]
+    return subprocess.run([*cmd, *extra, "--", "test_toy.py"], cwd=repo, capture_output=True, text=True, timeout=600)
+
+
+def test_a_head_that_doubles_the_work_fails_naming_the_test(tmp_path: Path) -> None:
+    repo = toy_repo(tmp_path / "toy", 200_000, 400_000)
+    done = ab(repo, tmp_path / "out")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "fail            test_toy.py::test_loop" in done.stdout and "cpu_time_per_round" in done.stdout
+    report = json.loads((tmp_path / "out" / "ab.json").read_text())
+    (test,) = report["tests"]
+    failed = [v for v in test["verdicts"] if v["status"] == "fail"]
+    assert [v["metric"] for v in failed] == ["cpu_time_per_round"] and failed[0]["change"] > 0.5
+    assert "| `test_toy.py::test_loop` | **fail** |" in (tmp_path / "out" / "ab.md").read_text()
+    for side in ("base", "head"):  # each side's records kept in its run file
+        run = json.loads((tmp_path / "out" / f"{side}.json").read_text())
+        assert len(run["records"]) == 5
+
+
+def test_two_identical_commits_pass(tmp_path: Path) -> None:
+    repo = toy_repo(tmp_path / "toy", 200_000, 200_000)
+    done = ab(repo, tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 of 1 tests failed" in done.stdout
+
+
+def test_an_unknown_revision_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    repo = toy_repo(tmp_path / "toy", 1, 1)
+    cmd = [sys.executable, "-m", "pytest_efficientllm", "ab", "nope", "HEAD", "--output", str(tmp_path / "o")]
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown revision 'nope'" in done.stderr
+
+
+def test_arguments_after_the_separator_belong_to_pytest_only_for_ab(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "pytest_efficientllm", "merge", "a.json", "-o", "b.json", "--", "-k", "x"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "takes no arguments after --" in done.stderr

@@ -1,0 +1,160 @@
+"""Paired verdicts (`judging.paired`) and the ABBA schedule: what `ab` decides from the pairs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pytest_efficientllm.ab.command import judge_tests, record_limits
+from pytest_efficientllm.ab.runner import ProcessResult
+from pytest_efficientllm.ab.schedule import abba
+from pytest_efficientllm.core.limits import parse_limit
+from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.judging.paired import hodges_lehmann, paired_change, paired_verdicts
+from tests.helpers.record_builders import counted, latency, record
+
+NODE = "tests/test_x.py::test_a"
+
+
+def _cpu(median_s: float, seed: int) -> Metric:
+    return latency(median_s, spread=0.01, seed=seed, name="cpu_time_per_round")
+
+
+def _sides(base_s: list[float], head_s: list[float], *extra_base: Metric, extra_head: tuple[Metric, ...] = ()):
+    base = [record(NODE, _cpu(s, i), *extra_base) for i, s in enumerate(base_s)]
+    head = [record(NODE, _cpu(s, 100 + i), *extra_head) for i, s in enumerate(head_s)]
+    return base, head
+
+
+def _by_metric(verdicts):
+    return {v.metric: v for v in verdicts}
+
+
+def test_abba_alternates_which_side_runs_first() -> None:
+    order = [(s.pair, s.side) for s in abba(3)]
+    assert order == [(0, "base"), (0, "head"), (1, "head"), (1, "base"), (2, "base"), (2, "head")]
+    assert [s.index for s in abba(3)] == list(range(6))
+    with pytest.raises(ValueError, match="pairs=0"):
+        abba(0)
+
+
+def test_hodges_lehmann_is_the_median_of_walsh_averages() -> None:
+    # Walsh averages of (0, 1, 5): 0, 0.5, 2.5, 1, 3, 5 -> median 1.75
+    assert hodges_lehmann([0.0, 1.0, 5.0]) == pytest.approx(1.75)
+
+
+def test_a_drift_shared_by_both_members_of_each_pair_cancels() -> None:
+    # The machine slows down by up to 60% over the run; each pair sees it on both sides.
+    drift = [1.0, 1.2, 1.6, 1.1, 1.4, 1.3]
+    base = [0.1 * d for d in drift]
+    change = paired_change("cpu_time_per_round", base, [b * 1.0 for b in base], "lower", 0.05)
+    assert change.estimate == pytest.approx(1.0) and change.p_worse == 1.0
+
+
+def test_ten_percent_slower_in_every_pair_fails_at_a_five_percent_tolerance() -> None:
+    base, head = _sides([0.100] * 6, [0.110] * 6)
+    v = _by_metric(paired_verdicts(base, head))["cpu_time_per_round"]
+    assert v.status == "fail" and v.change == pytest.approx(0.10, abs=0.01)
+    assert "6 pairs" in v.message and "default" in v.message
+
+
+def test_identical_sides_pass_and_a_faster_head_is_an_improvement() -> None:
+    base, head = _sides([0.100] * 6, [0.100] * 6)
+    assert _by_metric(paired_verdicts(base, head))["cpu_time_per_round"].status == "pass"
+    base, head = _sides([0.100] * 6, [0.080] * 6)
+    assert _by_metric(paired_verdicts(base, head))["cpu_time_per_round"].status == "improved"
+
+
+def test_a_change_within_the_tolerance_passes_however_consistent() -> None:
+    base, head = _sides([0.100] * 6, [0.103] * 6)
+    assert _by_metric(paired_verdicts(base, head))["cpu_time_per_round"].status == "pass"
+
+
+def test_one_slow_pair_among_equal_ones_does_not_fail() -> None:
+    base, head = _sides([0.100] * 6, [0.100, 0.100, 0.200, 0.100, 0.100, 0.100])
+    assert _by_metric(paired_verdicts(base, head))["cpu_time_per_round"].status == "pass"
+
+
+def test_fewer_than_five_pairs_cannot_decide_and_say_so() -> None:
+    base, head = _sides([0.100] * 4, [0.200] * 4)
+    v = _by_metric(paired_verdicts(base, head))["cpu_time_per_round"]
+    assert v.status == "warn" and "fewer than 5" in v.message
+
+
+def test_a_marker_tolerance_replaces_the_default() -> None:
+    base, head = _sides([0.100] * 6, [0.110] * 6)
+    limits = (parse_limit("cpu_time_per_round", "+20%"),)
+    assert _by_metric(paired_verdicts(base, head, limits))["cpu_time_per_round"].status == "pass"
+
+
+def test_counted_metrics_gate_exactly_and_name_both_counts() -> None:
+    base, head = _sides(
+        [0.1] * 6, [0.1] * 6, counted("flops", 1000, "FLOP"), extra_head=(counted("flops", 2000, "FLOP"),)
+    )
+    v = _by_metric(paired_verdicts(base, head))["flops"]
+    assert v.status == "fail" and v.change == pytest.approx(1.0) and "exact" in v.message
+    base, head = _sides(
+        [0.1] * 6, [0.1] * 6, counted("flops", 1000, "FLOP"), extra_head=(counted("flops", 1000, "FLOP"),)
+    )
+    assert _by_metric(paired_verdicts(base, head))["flops"].status == "pass"
+
+
+def test_a_count_that_varies_between_processes_of_a_side_is_not_compared_exactly() -> None:
+    base = [record(NODE, _cpu(0.1, i), counted("flops", 1000 + i, "FLOP")) for i in range(6)]
+    head = [record(NODE, _cpu(0.1, 10 + i), counted("flops", 1000, "FLOP")) for i in range(6)]
+    v = _by_metric(paired_verdicts(base, head))["flops"]
+    assert v.status == "warn" and "varies" in v.message
+
+
+def test_budgets_are_checked_on_heads_median() -> None:
+    base, head = _sides([0.1] * 6, [0.1] * 6, counted("peak_memory", 100), extra_head=(counted("peak_memory", 5000),))
+    v = [x for x in paired_verdicts(base, head, (parse_limit("peak_memory", "<= 1000 B"),)) if x.kind == "budget"]
+    assert len(v) == 1 and v[0].status == "fail"
+
+
+def test_an_estimate_never_fails() -> None:
+    def est(value: float, seed: int) -> Metric:
+        m = latency(value, seed=seed, name="energy")
+        return Metric(m.name, m.value, "J", "lower", "estimated", "estimate: test", samples=m.samples)
+
+    base = [record(NODE, est(1.0, i)) for i in range(6)]
+    head = [record(NODE, est(2.0, 10 + i)) for i in range(6)]
+    v = _by_metric(paired_verdicts(base, head, (parse_limit("energy", "+5%"),)))["energy"]
+    assert v.status == "warn" and "never fails" in v.message
+
+
+def test_no_measurement_on_one_side_is_incomplete() -> None:
+    base, _ = _sides([0.1] * 6, [])
+    assert paired_verdicts(base, [])[0].status == "error"
+
+
+def _proc(side: str, pair: int, outcomes: dict[str, str], records=(), problem: str = "") -> ProcessResult:
+    return ProcessResult(side, pair, 0, {r.nodeid: r for r in records}, outcomes, problem)
+
+
+def test_tests_on_one_side_only_are_added_or_removed_and_one_sided_failures_are_named() -> None:
+    base = [_proc("base", p, {"a": "passed", "gone": "passed", "f": "passed"}) for p in range(5)]
+    head = [_proc("head", p, {"a": "passed", "new": "passed", "f": "failed"}) for p in range(5)]
+    status = {t.nodeid: t.status for t in judge_tests(base, head)}
+    assert status == {"a": "not measured", "gone": "removed", "new": "added", "f": "failed on head"}
+    failed = {t.nodeid: t.failed for t in judge_tests(base, head)}
+    assert failed["f"] and not failed["gone"] and not failed["new"]
+
+
+def test_a_side_that_crashed_mid_run_keeps_the_other_sides_measurements_and_is_incomplete() -> None:
+    rec = lambda s, seed: record(NODE, _cpu(s, seed))  # noqa: E731
+    base = [_proc("base", p, {NODE: "passed"}, [rec(0.1, p)]) for p in range(6)]
+    head = [_proc("head", p, {NODE: "passed"}, [rec(0.1, 10 + p)]) for p in range(3)]
+    head += [_proc("head", p, {}, [], problem=f"head process {p} exited with -9") for p in range(3, 6)]
+    (t,) = judge_tests(base, head)
+    assert t.status == "incomplete" and t.failed and "3 of 6 pairs" in t.note
+
+
+def test_the_limits_a_test_ran_under_travel_in_its_record() -> None:
+    r = record(NODE, _cpu(0.1, 0))
+    r.settings["limits"] = ["AL=+10%", "peak_memory=<= 2 GiB", "bogus=+1%"]
+    limits = {(lim.metric, lim.kind): lim for lim in record_limits(r, (parse_limit("AL", "+20%"),))}
+    assert limits[("AL", "tolerance")].relative == pytest.approx(0.20)  # the command line's wins
+    assert math.isclose(limits[("peak_memory", "budget")].bound, 2 * 2**30)
+    assert len(limits) == 2  # an unreadable one is left out
