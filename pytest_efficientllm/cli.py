@@ -4,6 +4,7 @@
     python -m pytest_efficientllm merge A.json B.json -o ALL.json [--allow-mixed-profiles] [--allow-duplicates]
     python -m pytest_efficientllm report ALL.json -o report.html|report.md|report.json
     python -m pytest_efficientllm export-benchmark-action RUN.json --smaller S.json --bigger B.json
+    python -m pytest_efficientllm export-bencher RUN.json -o bmf.json
     python -m pytest_efficientllm ab BASE HEAD [--pairs 6] [--output DIR] [-- pytest args...]
 
 Exit status: 0 success; 1 a regression (`compare`, `ab`); 2 bad input or usage (argparse's own
@@ -21,6 +22,7 @@ from pathlib import Path
 from pytest_efficientllm.ab.command import DEFAULT_PAIRS, render_lines, run_comparison, write_outputs
 from pytest_efficientllm.ab.revisions import RevisionError
 from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
+from pytest_efficientllm.report.bencher import bmf
 from pytest_efficientllm.report.comparison import (
     compare_runs,
     render_comparison,
@@ -181,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("export-bencher", help="Bencher Metric Format (BMF) JSON, for `bencher run --adapter json`")
+    p.add_argument("input", metavar="RUN.json")
+    p.add_argument("-o", "--output", required=True, metavar="BMF.json")
+    p.add_argument("--metrics", metavar="A,B,...", help="metric names to export (default: as export-benchmark-action)")
+    p.set_defaults(func=cmd_export_bencher)
+
     p = sub.add_parser(
         "ab",
         help="measure BASE and HEAD (git revisions or folders) in alternating fresh processes on this machine "
@@ -198,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="say which process runs")
     p.set_defaults(func=cmd_ab)
     return parser
+
+
+def cmd_export_bencher(args: argparse.Namespace) -> int:
+    output = _output_path(args.output)
+    run = load_run(args.input)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    data, skipped = bmf(run.records, metrics)
+    write_atomic(output, json.dumps(data, indent=1) + "\n")
+    _out(f"wrote {output}: {sum(len(m) for m in data.values())} value(s) in {len(data)} benchmark(s), Bencher BMF")
+    for line in skipped:
+        _err(f"left out (unavailable): {line}")
+    return EXIT_OK
 
 
 def cmd_ab(args: argparse.Namespace) -> int:

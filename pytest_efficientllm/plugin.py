@@ -3,7 +3,8 @@
 Each hook module is thin and delegates to plain Python below it (docs/architecture.md):
 `glue.hooks` (options, marker, fixture, the gate applied to reports, session end),
 `confirmation.hooks` (tests held for a vote in fresh processes), `report.hooks`
-(`--efficiency-report`) and `distributed.hooks` (`world_size=N`, torchrun).
+(`--efficiency-report`), `distributed.hooks` (`world_size=N`, torchrun) and `ab.hooks`
+(`--efficiency-ab`, base against head).
 """
 
 from __future__ import annotations
@@ -21,4 +22,5 @@ pytest_plugins = [
     "pytest_efficientllm.confirmation.hooks",
     "pytest_efficientllm.report.hooks",
     "pytest_efficientllm.distributed.hooks",
+    "pytest_efficientllm.ab.hooks",
 ]

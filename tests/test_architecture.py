@@ -313,15 +313,20 @@ def _deferred_from_imports(path: Path, module: str) -> list[tuple[int, str, list
     return out
 
 
-def import_alone(name: str, path: Path, root: Path) -> str | None:
-    """Import module `name` (file `path`, under folder `root`) in a fresh interpreter; None, or what went wrong."""
+def import_alone(name: str, path: Path, root: Path, deferred: str | None = None) -> str | None:
+    """Import module `name` (file `path`, under folder `root`) in a fresh interpreter; None, or what went wrong.
+
+    `deferred`: `_deferred_from_imports` of the module as JSON, parsed by the caller in the main
+    thread (CPython 3.11's `ast.parse` is not safe in several threads at once: "AST constructor
+    recursion depth mismatch"); parsed here when not given."""
+    if deferred is None:
+        deferred = json.dumps(_deferred_from_imports(path, name))
     # `root` first on sys.path, ahead of any installed copy (an editable install may point at another checkout).
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
         "HF_HUB_OFFLINE": "1",
     }
-    deferred = json.dumps(_deferred_from_imports(path, name))
     done = subprocess.run(
         [sys.executable, "-c", _IMPORT_ONE, name, deferred],
         cwd=root,
@@ -346,8 +351,11 @@ def import_alone(name: str, path: Path, root: Path) -> str | None:
 def test_every_module_imports_on_its_own_in_a_fresh_interpreter() -> None:
     modules = {m: p for m, p in module_files(PACKAGE_DIR).items() if not m.endswith(".__main__")}  # runs the CLI
     assert len(modules) > 30
+    deferred = {name: json.dumps(_deferred_from_imports(path, name)) for name, path in modules.items()}
     with ThreadPoolExecutor(max_workers=4) as pool:
-        outcomes = pool.map(lambda name: (name, import_alone(name, modules[name], REPO_ROOT)), sorted(modules))
+        outcomes = pool.map(
+            lambda name: (name, import_alone(name, modules[name], REPO_ROOT, deferred[name])), sorted(modules)
+        )
         failures = {name: why for name, why in outcomes if why}
     assert not failures, "modules that do not import on their own:\n" + "\n\n".join(
         f"{name}:\n{why}" for name, why in sorted(failures.items())

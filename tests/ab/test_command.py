@@ -72,3 +72,17 @@ def test_arguments_after_the_separator_belong_to_pytest_only_for_ab(tmp_path: Pa
     cmd = [sys.executable, "-m", "pytest_efficientllm", "merge", "a.json", "-o", "b.json", "--", "-k", "x"]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "takes no arguments after --" in done.stderr
+
+
+def test_the_pytest_option_form_passes_the_rest_of_the_command_line_to_each_side() -> None:
+    from pytest_efficientllm.ab.hooks import side_args
+
+    args = ("--efficiency-ab=HEAD~1", "-k", "decode", "--efficiency-ab-pairs", "8", "suites/", "-x")
+    assert side_args(args) == ["-k", "decode", "suites/", "-x"]
+
+
+def test_the_pytest_option_form_names_an_unknown_revision(tmp_path: Path) -> None:
+    repo = toy_repo(tmp_path / "toy", 1, 1)
+    cmd = [sys.executable, "-m", "pytest", "--efficiency-ab=nope..HEAD", "test_toy.py", "-p", "no:cacheprovider"]
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4 and "--efficiency-ab=nope..HEAD: unknown revision 'nope'" in done.stderr
