@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pytest_efficientllm.core.metrics import CATALOG, counted, declared, unavailable
+from pytest_efficientllm.core.metrics import counted, declared, lookup, unavailable
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.glue.marker import MarkerSpec
 from pytest_efficientllm.measuring.meter import (
@@ -205,7 +205,7 @@ class Efficiency:
         method: str = "counted by the test",
     ) -> Metric:
         """Record an exact count (bytes, parameters, ...). Catalog names take the catalog's unit and direction."""
-        known = CATALOG.get(name)
+        known = lookup(name)
         if known is None and (unit is None or direction is None):
             raise MeasurementError(f"count({name!r}): not a catalog metric, so unit= and direction= are required")
         if known is None:

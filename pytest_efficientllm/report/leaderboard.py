@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pytest_efficientllm.core.metrics import CATALOG
+from pytest_efficientllm.core.metrics import lookup
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_value
 from pytest_efficientllm.report.axes import (
@@ -149,7 +149,7 @@ def pareto_front(points: Sequence[tuple[float, float]], x_direction: str, y_dire
 
 
 def _metric_column(name: str, records: Sequence[Record]) -> Column:
-    spec = CATALOG.get(name)
+    spec = lookup(name)
     direction = (
         spec.direction if spec else next((r.metrics[name].direction for r in records if name in r.metrics), "info")
     )
