@@ -70,8 +70,7 @@ class Roofline:
         note = f" ({self.dtype_note})" if self.dtype_note else ""
         return (
             f"estimate: roofline max(FLOPs / {self.peak / 1e12:g} {rate} {self.dtype} peak of {self.device}{note}, "
-            f"bytes / {self.bandwidth / 1e12:g} TB/s of {self.device}); {self.bound}-bound "
-            f"(FLOPs {self.compute_s:.3g} s, bytes {self.memory_s:.3g} s)"
+            f"bytes / {self.bandwidth / 1e12:g} TB/s of {self.device}); {self.bound}-bound"
         )
 
 
