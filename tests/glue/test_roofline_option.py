@@ -3,9 +3,16 @@ CPU run that records the GPU roofline estimates of its counted FLOPs and bytes, 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
+from pytest_efficientllm.glue.fixture import Efficiency
+from pytest_efficientllm.glue.marker import parse_marker
 from pytest_efficientllm.glue.options import parse_roofline
+from pytest_efficientllm.measuring.backends import cpu_backend
+from pytest_efficientllm.measuring.meter import MeasureProtocol
+from pytest_efficientllm.measuring.session import Options
 from pytest_efficientllm.storage.runfile import read_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
@@ -100,3 +107,36 @@ def test_a_changed_roofline_never_fails_the_gate(pytester: pytest.Pytester, monk
     (record,) = read_run(pytester.path / "run.json").records
     statuses = {v["metric"]: v["status"] for v in record.verdicts if str(v["metric"]).startswith("roofline")}
     assert statuses == {"roofline_time:h100": "warn", "roofline_time:a100": "warn"}
+
+
+def fixture_on(profile: str, gpu_name: str | None, named: tuple[str, ...] = ()) -> Efficiency:
+    """The fixture of a session on `profile` whose detected device is `gpu_name`, timed by the CPU
+    backend: what the roofline reads of a GPU session is its profile and its device's name."""
+    session = SimpleNamespace(
+        profile=profile,
+        backend=cpu_backend(threads=1),
+        fingerprint={"gpu_name": gpu_name} if gpu_name else {},
+        threads=1,
+        options=Options(roofline=named),
+    )
+    protocol = MeasureProtocol(rounds=2, warmup=0)
+    return Efficiency(session, "test_x.py::test_decode", parse_marker({}, (), protocol))  # type: ignore[arg-type]
+
+
+def test_a_gpu_run_records_the_roofline_of_its_detected_device() -> None:
+    eff = fixture_on("h100", "NVIDIA H100 PCIe", ("h100",))
+    run = eff.measure(lambda: None, flops=10**9)
+    assert run.metrics["roofline_time"].value is None  # no bytes counted yet
+    assert "bytes_accessed not recorded" in run.metrics["roofline_time"].note
+    eff.count("bytes_accessed", 10**9)  # after the measurement: the estimate follows
+    assert run.metrics["roofline_time"].value == pytest.approx(1e9 / 2.0e12)  # H100 PCIe, as detected
+    assert run.metrics["roofline_time:h100"].value == pytest.approx(1e9 / 3.35e12)  # the profile: SXM
+    assert "of H100 PCIe" in run.metrics["roofline_time"].method
+
+
+def test_without_a_roofline_input_nothing_is_estimated() -> None:
+    eff = fixture_on("cpu", None, ("h100",))
+    eff.count("trainable_params", 10)
+    assert not [n for n in eff.record.metrics if n.startswith("roofline")]
+    eff.count("bytes_accessed", 10**9)  # counted alone: the roofline says what it lacks
+    assert "flops not recorded" in eff.record.metrics["roofline_time:h100"].note
