@@ -54,7 +54,7 @@ def add_options(parser: pytest.Parser) -> None:
         dest="efficiency_roofline",
         default=None,
         metavar="PROFILES",
-        help=f"record the roofline estimate of each measured round for these GPU profiles, e.g. h200,h100 "
+        help="record the roofline estimate of each measured round for these GPU profiles, e.g. h200,h100 "
         f"({'|'.join(GPU_PROFILES)}; on any machine, the CPU included: an estimate, never gated)",
     )
     parser.addini("efficiency_gpu", "default --gpu profile", default="auto")
