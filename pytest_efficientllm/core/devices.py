@@ -1,6 +1,8 @@
 """Hardware profiles (`--gpu`), device detection and the dense peak throughput table.
 
-Peaks are dense (no sparsity) tensor-core figures from vendor datasheets (docs/telemetry.md).
+Peaks are dense (no sparsity) tensor-core figures from vendor datasheets, with plain
+(non-tensor) fp32 and the HBM bandwidth beside them (docs/telemetry.md); the roofline
+estimate (`measuring.roofline`) reads them per dtype.
 A CPU peak is an estimate from cores x clock x FLOP/cycle and is labelled so.
 """
 
@@ -20,7 +22,13 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class DevicePeak:
-    """Dense peak throughput of one device model. Units: FLOP/s and bytes/s."""
+    """Dense peak throughput of one device model. Units: FLOP/s (OP/s for int8) and bytes/s.
+
+    `bf16_flops_per_s` is also the fp16 peak (equal on every listed device). `fp32_flops_per_s`
+    is *plain* fp32 on the CUDA cores (non-tensor), not TF32 on the tensor cores: PyTorch runs
+    fp32 matmuls without TF32 unless `torch.backends.cuda.matmul.allow_tf32` is set, so a
+    workload counted as fp32 gets this rate. `memory` names the HBM generation the bandwidth is for.
+    """
 
     model: str
     profile: str
@@ -28,16 +36,57 @@ class DevicePeak:
     fp8_flops_per_s: float | None
     int8_ops_per_s: float | None
     hbm_bytes_per_s: float
+    fp32_flops_per_s: float | None = None
+    memory: str = ""
+
+    def dtype_peak(self, dtype: str) -> float | None:
+        """Dense peak for a dtype's family (`peak_dtype`), None where the table lists none."""
+        return {
+            "bf16": self.bf16_flops_per_s,
+            "fp16": self.bf16_flops_per_s,
+            "fp8": self.fp8_flops_per_s,
+            "int8": self.int8_ops_per_s,
+            "fp32": self.fp32_flops_per_s,
+        }.get(peak_dtype(dtype))
 
 
+def peak_dtype(dtype: str) -> str:
+    """The table column a dtype's work runs at: bf16, fp16, fp8, int8 (every integer dtype), fp32;
+    any other dtype (fp64, tf32, ...) is returned as given and has no column."""
+    name = dtype.strip().lower()
+    aliases = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+    name = aliases.get(name, name)
+    if name.startswith(("fp8", "float8")):
+        return "fp8"
+    if re.fullmatch(r"u?int\d*", name):
+        return "int8"
+    return name
+
+
+# Dense figures (no sparsity; datasheets print tensor-core rates with 2:4 sparsity, halved
+# here), from the NVIDIA datasheets of each family: "NVIDIA H100 Tensor Core GPU" (SXM and
+# PCIe columns), "NVIDIA H200 Tensor Core GPU" (SXM), "NVIDIA GH200 Grace Hopper Superchip"
+# and "NVIDIA A100 Tensor Core GPU" (SXM 80GB). fp32 is the non-tensor "FP32" row. GH200 is
+# listed with the HBM3 (96 GB) module's 4.0 TB/s; the HBM3e (144 GB) module has 4.9 TB/s.
 # Matched against the CUDA device name in order; first match wins (PCIe before SXM).
 DEVICE_TABLE: tuple[tuple[str, DevicePeak], ...] = (
-    (r"GH200", DevicePeak("GH200", "gh200", 989e12, 1979e12, 1979e12, 4.0e12)),
-    (r"H200", DevicePeak("H200 SXM 141GB", "h200", 989e12, 1979e12, 1979e12, 4.8e12)),
-    (r"H100.*PCIe", DevicePeak("H100 PCIe", "h100", 756e12, 1513e12, 1513e12, 2.0e12)),
-    (r"H100", DevicePeak("H100 SXM 80GB", "h100", 989e12, 1979e12, 1979e12, 3.35e12)),
-    (r"A100", DevicePeak("A100 SXM 80GB", "a100", 312e12, None, 624e12, 2.039e12)),
+    (r"GH200", DevicePeak("GH200", "gh200", 989e12, 1979e12, 1979e12, 4.0e12, 67e12, "HBM3")),
+    (r"H200", DevicePeak("H200 SXM 141GB", "h200", 989e12, 1979e12, 1979e12, 4.8e12, 67e12, "HBM3e")),
+    (r"H100.*PCIe", DevicePeak("H100 PCIe", "h100", 756e12, 1513e12, 1513e12, 2.0e12, 51e12, "HBM2e")),
+    (r"H100", DevicePeak("H100 SXM 80GB", "h100", 989e12, 1979e12, 1979e12, 3.35e12, 67e12, "HBM3")),
+    (r"A100", DevicePeak("A100 SXM 80GB", "a100", 312e12, None, 624e12, 2.039e12, 19.5e12, "HBM2e")),
 )
+
+# The GPU profiles a roofline can be estimated for (`--efficiency-roofline`), and the device
+# each one stands for when no device is detected: a profile's SXM model (h100: H100 SXM).
+GPU_PROFILES: tuple[str, ...] = tuple(p for p in PROFILES if p not in ("auto", "cpu"))
+_PROFILE_MODELS = {"h100": "H100 SXM 80GB", "h200": "H200 SXM 141GB", "gh200": "GH200", "a100": "A100 SXM 80GB"}
+
+
+def profile_device(profile: str) -> DevicePeak | None:
+    """The datasheet entry a GPU profile stands for (h100: the SXM model); None for others."""
+    model = _PROFILE_MODELS.get(profile.lower())
+    return next((peak for _, peak in DEVICE_TABLE if peak.model == model), None)
 
 
 def lookup_device(name: str) -> DevicePeak | None:

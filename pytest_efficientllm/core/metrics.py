@@ -2,7 +2,9 @@
 
 The six EfficientLLM metrics keep the study's abbreviations (AMU, PCU, AL, AT, AEC, MCR);
 the better-founded measures recorded beside them, and the raw quantities behind both,
-have plain names with the unit in the catalog. `spec(name)` is the single place that
+have plain names with the unit in the catalog. A few names come in families
+(`roofline_time:<profile>`, `flops_share:<dtype>`): the family fixes unit and direction for
+every suffix (`FAMILIES`). `spec(name)` (or `lookup`) is the single place that
 knows a name's unit and direction; marker validation and reports read it from here, and
 every metric the plugin records is built here (`measured`, `counted`, `estimated`, `make`,
 `unavailable`), so no other module restates a unit or a direction. A test's own counts
@@ -110,6 +112,8 @@ _SPECS = [
     ),
     MetricSpec("rounds", "", "info", "measured rounds"),
     MetricSpec("flops", "FLOP", "lower", "FLOPs of one round, counted once outside the timed rounds"),
+    MetricSpec("bytes_accessed", "B", "lower", "bytes of memory one round reads and writes, counted"),
+    MetricSpec("arithmetic_intensity", "FLOP/B", "info", "flops / bytes_accessed of one round"),
     MetricSpec("flops_per_s", "FLOP/s", "higher", "achieved FLOP/s: counted FLOPs / measured time"),
     MetricSpec("peak_flops_per_s", "FLOP/s", "info", "dense peak the MFU is taken against"),
     MetricSpec("tokens", "tok", "info", "tokens per round"),
@@ -125,9 +129,43 @@ _SPECS = [
     MetricSpec(
         "quality_retention", "x", "higher", "quality relative to the reference, in the direction that makes 1.0 equal"
     ),
+    # Estimates (source "estimated": never fail a test).
+    MetricSpec(
+        "roofline_time",
+        "s",
+        "lower",
+        "roofline lower bound of one round's time on this run's GPU: "
+        "max(FLOPs / dense peak of the dominant dtype, bytes / HBM bandwidth); an estimate",
+    ),
 ]
 
 CATALOG: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
+
+# Families: every name `<prefix><suffix>` (e.g. `roofline_time:h100`) takes its family's unit
+# and direction; the suffix names a profile or a dtype. A test's quality scores
+# (`quality:<name>`) are no family: the test declares their direction.
+_FAMILIES = [
+    MetricSpec(
+        "roofline_time:",
+        "s",
+        "lower",
+        "roofline lower bound of one round's time on the named profile's GPU (`--efficiency-roofline`): "
+        "max(FLOPs / dense peak of the dominant dtype, bytes / HBM bandwidth); an estimate",
+    ),
+    MetricSpec("flops_share:", "fraction", "info", "share of one round's FLOPs done in the named dtype"),
+    MetricSpec("bytes_share:", "fraction", "info", "share of one round's bytes accessed in the named dtype"),
+]
+
+FAMILIES: dict[str, MetricSpec] = {s.name: s for s in _FAMILIES}
+
+
+def lookup(name: str) -> MetricSpec | None:
+    """The catalog entry of a name, or of its family (`roofline_time:h100`); None for neither."""
+    if name in CATALOG:
+        return CATALOG[name]
+    prefix, sep, suffix = name.partition(":")
+    return FAMILIES.get(prefix + sep) if sep and suffix else None
+
 
 # Marker keywords users are likely to type, mapped to catalog names.
 ALIASES: dict[str, str] = {
@@ -144,29 +182,31 @@ ALIASES: dict[str, str] = {
 
 def resolve_name(name: str) -> str:
     """Catalog name for a user-facing name or alias; KeyError naming the known ones."""
-    if name in CATALOG:
+    if lookup(name) is not None:
         return name
     if name in ALIASES:
         return ALIASES[name]
-    known = ", ".join(sorted(set(CATALOG) | set(ALIASES)))
+    known = ", ".join(sorted(set(CATALOG) | set(ALIASES) | {f + "<name>" for f in FAMILIES}))
     raise KeyError(f"unknown metric {name!r}; known metrics: {known}")
 
 
 def spec(name: str) -> MetricSpec:
-    return CATALOG[resolve_name(name)]
+    found = lookup(resolve_name(name))
+    assert found is not None  # resolve_name returns only names lookup knows
+    return found
 
 
 # -- building metrics: unit and direction from the catalog ---------------------------------
 
 
 def _entry(name: str) -> MetricSpec:
-    try:
-        return CATALOG[name]
-    except KeyError:
+    found = lookup(name)
+    if found is None:
         raise KeyError(
             f"{name!r} is not in the metric catalog (core/metrics.py): add it there, "
             "or record a test's own metric with `declared`"
-        ) from None
+        )
+    return found
 
 
 def _unit(s: MetricSpec, unit: str | None) -> str:
@@ -251,7 +291,7 @@ def declared(
 ) -> Metric:
     """A metric the catalog does not list (a test's own count or quality score), its unit and
     direction given by the test; a catalog name is refused: its unit and direction are the catalog's."""
-    if name in CATALOG:
+    if lookup(name) is not None:
         raise ValueError(f"metric {name!r} is in the catalog: build it with make()/counted()/..., not declared()")
     return Metric(name, value, unit, direction, source, method, samples=samples, note=note)
 
@@ -261,8 +301,8 @@ def like(
 ) -> Metric:
     """Another value of `template`'s metric (windows merged, ranks combined): same name and
     source, unit and direction from the catalog, or the template's for a test's own metric."""
-    if template.name in CATALOG:
-        s = CATALOG[template.name]
+    s = lookup(template.name)
+    if s is not None:
         return make(
             template.name,
             value,

@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pytest_efficientllm.core.metrics import CATALOG, counted, declared, unavailable
+from pytest_efficientllm.core.metrics import counted, declared, lookup, unavailable
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.glue.marker import MarkerSpec
+from pytest_efficientllm.measuring import roofline
 from pytest_efficientllm.measuring.meter import (
     Meter,
     WindowResult,
@@ -76,7 +77,21 @@ class Efficiency:
     def _finish(self, result: WindowResult, work: Work, flops: Metric) -> Record:
         for metric in derive_metrics(result, work, flops, self._session.backend).values():
             self.record.add(metric)
+        self._estimate_roofline()
         return self.record
+
+    def _estimate_roofline(self) -> None:
+        """The roofline estimates of the record as it stands (after the timed rounds, never
+        inside them): for the run's GPU, and for each `--efficiency-roofline` profile."""
+        session = self._session
+        found = roofline.roofline_metrics(
+            self.record.metrics,
+            session.profile,
+            session.options.roofline,
+            session.fingerprint.get("gpu_name"),
+        )
+        for metric in found.values():
+            self.record.add(metric)
 
     def measure(
         self,
@@ -205,7 +220,7 @@ class Efficiency:
         method: str = "counted by the test",
     ) -> Metric:
         """Record an exact count (bytes, parameters, ...). Catalog names take the catalog's unit and direction."""
-        known = CATALOG.get(name)
+        known = lookup(name)
         if known is None and (unit is None or direction is None):
             raise MeasurementError(f"count({name!r}): not a catalog metric, so unit= and direction= are required")
         if known is None:
@@ -218,6 +233,8 @@ class Efficiency:
         else:
             metric = counted(name, float(value), method, unit=unit if known.units else None)
         self.record.add(metric)
+        if roofline.is_input(name):
+            self._estimate_roofline()  # FLOPs, bytes or a dtype share counted after the measurement
         return metric
 
     def quality(self, name: str, value: float, *, direction: str, method: str) -> Metric:

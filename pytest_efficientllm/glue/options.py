@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_efficientllm.confirmation import vote as confirm
-from pytest_efficientllm.core.devices import PROFILES
+from pytest_efficientllm.core.devices import GPU_PROFILES, PROFILES
 from pytest_efficientllm.core.limits import parse_limit_assignments
 from pytest_efficientllm.core.units import UnitError, parse_seconds
 from pytest_efficientllm.judging.gate import GateOptions
@@ -49,7 +49,16 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="N",
         help="torch threads for measured tests (default: usable cores / xdist workers)",
     )
+    group.addoption(
+        "--efficiency-roofline",
+        dest="efficiency_roofline",
+        default=None,
+        metavar="PROFILES",
+        help="record the roofline estimate of each measured round for these GPU profiles, e.g. h200,h100 "
+        f"({'|'.join(GPU_PROFILES)}; on any machine, the CPU included: an estimate, never gated)",
+    )
     parser.addini("efficiency_gpu", "default --gpu profile", default="auto")
+    parser.addini("efficiency_roofline", "GPU profiles to estimate the roofline for, e.g. h200,h100", default="")
     parser.addini("efficiency_rounds", "default measured rounds per test", default="5")
     parser.addini("efficiency_warmup", "default warm-up rounds per test", default="1")
     parser.addini("efficiency_min_time", "default minimum measured time per test", default="0 s")
@@ -181,6 +190,18 @@ def parse_devices(text: str) -> tuple[str, ...]:
     return items
 
 
+def parse_roofline(text: str) -> tuple[str, ...]:
+    """'h200, H100' -> ('h200', 'h100'): GPU profiles of the datasheet table, each once, in order."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in GPU_PROFILES]
+    if unknown:
+        raise ValueError(
+            f"--efficiency-roofline={text}: unknown GPU profile {', '.join(repr(n) for n in unknown)}; "
+            f"choose from {', '.join(GPU_PROFILES)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 def _setting(config: pytest.Config, name: str) -> Any:
     value = config.getoption(f"efficiency_{name}", default=None)
     return value if value is not None else config.getini(f"efficiency_{name}")
@@ -223,7 +244,10 @@ class Settings:
         if rounds < 1 or warmup < 0 or min_time < 0 or (threads is not None and threads < 1):
             raise ValueError("rounds >= 1, warmup >= 0, min-time >= 0 and threads >= 1 are required")
         measuring = Options(
-            gpu=str(_setting(config, "gpu")), defaults=MeasureProtocol(rounds, warmup, min_time), threads=threads
+            gpu=str(_setting(config, "gpu")),
+            defaults=MeasureProtocol(rounds, warmup, min_time),
+            threads=threads,
+            roofline=parse_roofline(str(_setting(config, "roofline") or "")),
         )
         gate = GateOptions(
             mode=str(_setting(config, "gate")),

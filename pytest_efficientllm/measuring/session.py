@@ -27,6 +27,8 @@ class Options:
     defaults: MeasureProtocol = field(default_factory=MeasureProtocol)
     threads: int | None = None
     sample_interval_s: float = 0.02
+    # GPU profiles whose roofline estimate every record gets (`--efficiency-roofline`).
+    roofline: tuple[str, ...] = ()
 
 
 def default_threads(workers: int | None = None) -> int:

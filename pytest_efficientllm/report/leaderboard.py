@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pytest_efficientllm.core.metrics import CATALOG
+from pytest_efficientllm.core.metrics import lookup
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_value
 from pytest_efficientllm.report.axes import (
@@ -29,6 +29,9 @@ from pytest_efficientllm.report.axes import (
 # (`quality:<name>`) come first, added per table from what its records hold.
 PAPER_METRICS: tuple[str, ...] = ("AMU", "PCU", "AL", "AT", "AEC", "MCR")
 BESIDE: dict[str, str] = {"AMU": "peak_memory", "PCU": "MFU", "AEC": "energy_per_token", "MCR": "size_ratio"}
+# Beside the measured AL: its roofline estimates (`measuring.roofline`), the run's GPU first,
+# then each profile `--efficiency-roofline` named, when any row has them.
+ROOFLINE = "roofline_time"
 TEXT_COLUMNS: tuple[str, ...] = ("technique", "model", "scale")
 
 # Worst first: the gate column shows the worst verdict a record got.
@@ -149,18 +152,24 @@ def pareto_front(points: Sequence[tuple[float, float]], x_direction: str, y_dire
 
 
 def _metric_column(name: str, records: Sequence[Record]) -> Column:
-    spec = CATALOG.get(name)
+    spec = lookup(name)
     direction = (
         spec.direction if spec else next((r.metrics[name].direction for r in records if name in r.metrics), "info")
     )
     description = spec.description if spec else next((r.metrics[name].method for r in records if name in r.metrics), "")
     arrow = {"lower": " ↓", "higher": " ↑"}.get(direction, "")
-    title = name.split(":", 1)[1] if name.startswith("quality:") else name
+    if name.startswith("quality:"):
+        title = name.split(":", 1)[1]
+    elif name == ROOFLINE or name.startswith(ROOFLINE + ":"):
+        title = "roofline" + (f" ({name.split(':', 1)[1]})" if ":" in name else "")
+    else:
+        title = name
     return Column(name, title + arrow, direction if direction in ("lower", "higher") else None, description)
 
 
 def columns_for(records: Sequence[Record]) -> list[Column]:
-    """Text columns, quality columns present, the study's six (always), and the extras some row has."""
+    """Text columns, quality columns present, the study's six (always), and the extras some row has
+    (the roofline estimates beside AL)."""
     cols = [Column(k, k) for k in TEXT_COLUMNS]
     qualities = sorted({n for r in records for n in r.metrics if n.startswith("quality:")})
     cols += [_metric_column(n, records) for n in qualities]
@@ -169,8 +178,20 @@ def columns_for(records: Sequence[Record]) -> list[Column]:
         extra = BESIDE.get(name)
         if extra and any(extra in r.metrics for r in records):
             cols.append(_metric_column(extra, records))
+        if name == "AL":
+            cols += [_metric_column(n, records) for n in roofline_names(records)]
     cols.append(Column("gate", "gate", None, "worst verdict of the budget/baseline gate for this test"))
     return cols
+
+
+def roofline_names(records: Sequence[Record]) -> list[str]:
+    """The roofline estimates to show: `roofline_time:<profile>` (asked for by `--efficiency-roofline`)
+    wherever a row has one, n/a with the reason included; `roofline_time` (the run's own GPU,
+    recorded without being asked) only where a row has a value. The run's GPU first, then by name."""
+    names = {n for r in records for n in r.metrics if n.startswith(ROOFLINE + ":")}
+    if any(r.metrics[ROOFLINE].available for r in records if ROOFLINE in r.metrics):
+        names.add(ROOFLINE)
+    return sorted(names, key=lambda n: (n != ROOFLINE, n))
 
 
 def build_table(hardware: str, axis: str, workload: str, records: Sequence[Record]) -> Leaderboard:

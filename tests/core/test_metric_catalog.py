@@ -215,7 +215,7 @@ def test_stored_metrics_agree_with_the_catalog_or_the_suite_that_declares_them()
     problems = []
     for where, m in stored:
         name, unit, direction = m["name"], m["unit"], m["direction"]
-        spec = CATALOG.get(name)
+        spec = metrics.lookup(name)
         if spec is not None:
             if (unit != spec.unit and unit not in spec.units) or direction != spec.direction:
                 problems.append(
@@ -251,3 +251,29 @@ def test_count_takes_the_catalogs_unit_and_refuses_another(pytester: pytest.Pyte
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_a_family_name_takes_its_familys_unit_and_direction() -> None:
+    roof = metrics.estimated("roofline_time:h100", 1e-3, "estimate: roofline")
+    assert (roof.name, roof.unit, roof.direction, roof.source) == ("roofline_time:h100", "s", "lower", "estimated")
+    share = metrics.counted("flops_share:bf16", 0.75, "by dtype")
+    assert (share.unit, share.direction) == ("fraction", "info")
+    assert metrics.counted("bytes_share:int8", 0.5, "by dtype").unit == "fraction"
+    assert metrics.spec("roofline_time:a100").unit == "s"
+    assert metrics.resolve_name("flops_share:fp32") == "flops_share:fp32"
+    assert metrics.like(roof, 2e-3, "estimate: merged").direction == "lower"
+    assert metrics.lookup("roofline_time:") is None  # a family needs its suffix
+    assert metrics.lookup("quality:ppl") is None  # a test declares its quality scores
+    with pytest.raises(KeyError, match="not in the metric catalog"):
+        metrics.estimated("no_such_family:h100", 1.0, "m")
+    with pytest.raises(ValueError, match="catalog's unit"):
+        metrics.estimated("roofline_time:h100", 1.0, "m", unit="ms")
+    with pytest.raises(ValueError, match="is in the catalog"):
+        metrics.declared("flops_share:bf16", 1.0, "", "info", "counted", "m")
+
+
+def test_the_counted_roofline_inputs_are_in_the_catalog() -> None:
+    # The same entries the counting branch adds: name, unit, direction.
+    got = {n: (metrics.spec(n).unit, metrics.spec(n).direction) for n in ("bytes_accessed", "arithmetic_intensity")}
+    assert got == {"bytes_accessed": ("B", "lower"), "arithmetic_intensity": ("FLOP/B", "info")}
+    assert (metrics.spec("roofline_time").unit, metrics.spec("roofline_time").direction) == ("s", "lower")

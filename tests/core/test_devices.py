@@ -1,0 +1,79 @@
+"""The datasheet table (core/devices.py): dense peaks per dtype and HBM bandwidth, looked up
+by CUDA device name or by profile."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_efficientllm.core.devices import (
+    DEVICE_TABLE,
+    GPU_PROFILES,
+    lookup_device,
+    peak_dtype,
+    profile_device,
+)
+
+T = 1e12
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "bf16", "fp8", "int8", "fp32", "bandwidth"),
+    [
+        ("NVIDIA H100 80GB HBM3", "H100 SXM 80GB", 989, 1979, 1979, 67, 3.35),
+        ("NVIDIA H100 PCIe", "H100 PCIe", 756, 1513, 1513, 51, 2.0),
+        ("NVIDIA H200", "H200 SXM 141GB", 989, 1979, 1979, 67, 4.8),
+        ("NVIDIA GH200 480GB", "GH200", 989, 1979, 1979, 67, 4.0),
+        ("NVIDIA A100-SXM4-80GB", "A100 SXM 80GB", 312, None, 624, 19.5, 2.039),
+    ],
+)
+def test_the_table_holds_the_dense_datasheet_figures(
+    name: str, model: str, bf16: float, fp8: float | None, int8: float, fp32: float, bandwidth: float
+) -> None:
+    peak = lookup_device(name)
+    assert peak is not None and peak.model == model
+    assert peak.dtype_peak("bf16") == peak.dtype_peak("fp16") == peak.bf16_flops_per_s == bf16 * T
+    assert peak.dtype_peak("fp8") == (fp8 * T if fp8 is not None else None)
+    assert peak.dtype_peak("int8") == peak.int8_ops_per_s == int8 * T
+    assert peak.dtype_peak("fp32") == pytest.approx(fp32 * T)
+    assert peak.hbm_bytes_per_s == pytest.approx(bandwidth * T)
+
+
+def test_every_entry_has_fp32_and_a_memory_generation() -> None:
+    for _, peak in DEVICE_TABLE:
+        assert peak.fp32_flops_per_s is not None and peak.fp32_flops_per_s < peak.bf16_flops_per_s
+        assert peak.memory.startswith("HBM")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "column"),
+    [
+        ("bf16", "bf16"),
+        ("bfloat16", "bf16"),
+        ("float16", "fp16"),
+        ("FP32", "fp32"),
+        ("float8_e4m3fn", "fp8"),
+        ("fp8_e5m2", "fp8"),
+        ("int8", "int8"),
+        ("int4", "int8"),
+        ("uint8", "int8"),
+        ("fp64", "fp64"),
+    ],
+)
+def test_a_dtype_maps_to_its_column(dtype: str, column: str) -> None:
+    assert peak_dtype(dtype) == column
+
+
+def test_a_dtype_without_a_column_has_no_peak() -> None:
+    a100 = profile_device("a100")
+    assert a100 is not None
+    assert a100.dtype_peak("fp8") is None  # Ampere has no fp8
+    assert a100.dtype_peak("fp64") is None
+    assert a100.dtype_peak("int4") == 624 * T
+
+
+def test_a_profile_stands_for_its_sxm_model() -> None:
+    assert GPU_PROFILES == ("h100", "h200", "gh200", "a100")
+    models = {p: profile_device(p).model for p in GPU_PROFILES}  # type: ignore[union-attr]
+    assert models == {"h100": "H100 SXM 80GB", "h200": "H200 SXM 141GB", "gh200": "GH200", "a100": "A100 SXM 80GB"}
+    assert profile_device("cpu") is None
+    assert profile_device("nvidia-l4") is None
