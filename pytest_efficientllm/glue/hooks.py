@@ -197,7 +197,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = config.stash.get(RUN_KEY, None)
     if state is None or not state.reporting:
         return
-    lines = summary_lines(state.session, state)
+    lines = summary_lines(state.session, state, verbose=config.get_verbosity())
     if lines:
         terminalreporter.section("efficiency")
         for line in lines:

@@ -3,16 +3,22 @@
 Fits a 100-column CI log: the table's columns are fixed widths summing to `WIDTH`, and
 detail lines are wrapped to it. Built only from plain data (records, verdicts, store
 updates), in the process that holds all of them (the xdist controller, or the only one).
+
+What is said of many tests is said once: a fingerprint that differs from the baselines' in
+fields other than the hardware's (`is_shared_fingerprint`) above the table, not as each row's
+`warn`; warnings and improvements counted by kind (`finding_kind`), with each test's numbers
+under `-v`. The verdicts themselves are unchanged: every one is in the run file.
 """
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections import Counter
 from pathlib import Path
 
-from pytest_efficientllm.core.record import Record
-from pytest_efficientllm.core.units import format_bytes, format_seconds
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.core.units import format_seconds
 from pytest_efficientllm.glue.state import RunState, TestResult
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.process_layout import describe as describe_layout
@@ -20,13 +26,19 @@ from pytest_efficientllm.measuring.process_layout import is_fixed as is_fixed_la
 from pytest_efficientllm.measuring.session import EfficiencySession
 
 WIDTH = 100
-# (header, width) after the test column; the test column takes what is left.
-COLUMNS = (("AL", 8), ("tok/s", 7), ("peak mem", 10), ("J/tok", 9), ("vs baseline", 17), ("verdict", 8))
-KEY_METRICS = ("AL", "tokens_per_s", "peak_memory", "energy_per_token")
+# (header, width) after the test column; the test column takes what is left. The memory
+# column is the workload's own (see `_memory`); the process RSS stays in the record.
+COLUMNS = (("AL", 7), ("tok/s", 6), ("peak mem", 8), ("J/tok", 8), ("vs baseline", 16), ("verdict", 8))
+# Beside them where any row has one, the first of these (one unit per column): how much a
+# round reads and writes per byte of compute, else the bytes alone.
+TRAFFIC_COLUMNS = (("arithmetic_intensity", "FLOP/B", 6), ("bytes_accessed", "B/round", 8))
 CHANGE_WIDTH = dict(COLUMNS)["vs baseline"]
 SHORT_NAMES = {
     "peak_memory": "peak",
     "peak_memory_delta": "peak+",
+    "tensor_peak_bytes": "tensors",
+    "bytes_accessed": "bytes",
+    "arithmetic_intensity": "FLOP/B",
     "tokens_per_s": "tok/s",
     "samples_per_s": "samples/s",
     "cpu_time_per_round": "cpu/round",
@@ -37,35 +49,122 @@ SHORT_NAMES = {
 # Which finding the "verdict" column shows when a test has several: the worst.
 SEVERITY = ("error", "fail", "warn", "improved", "new", "pass", "skipped")
 MAX_LISTED = 20
+# How compare words a fingerprint that differs in fields other than the hardware's
+# (`judging.compare._compare`): shared by every test of a run, so said once above the table.
+FINGERPRINT_DIFFERS = "fingerprint differs from the baseline's ("
+_FIELD_SEP = re.compile(r"; (?=[\w.\-]+: )")
+_FACTOR = re.compile(r"this machine x(\d+(?:\.\d+)?) the baseline's")
+VERBOSE_HINT = "-v shows each test's numbers; the run file (--efficiency-json) keeps every verdict"
 
 
 def _compact(value: float) -> str:
+    """At most 7 characters: 3 significant digits with k/M/G, or a short exponent."""
     for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
             return f"{value / factor:.3g}{suffix}"
     if value and abs(value) < 0.01:
-        return f"{value:.2e}"
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
     return f"{value:.3g}"
 
 
-def _cell(record: Record, name: str) -> str:
-    m = record.metrics.get(name)
+def _short_bytes(value: float) -> str:
+    """At most 8 characters: 3 significant digits and a binary prefix (1.46 GiB, 479 MiB)."""
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    unit, factor = next(
+        ((u, f) for u, f in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)) if value >= f),
+        ("B", 1),
+    )
+    x = value / factor
+    digits = 0 if x >= 100 or factor == 1 else 1 if x >= 10 else 2
+    return f"{sign}{x:.{digits}f} {unit}"
+
+
+def _format(m: Metric | None) -> str:
     if m is None or m.value is None:
         return "-"
     if m.unit == "s":
         text = format_seconds(m.value)
     elif m.unit == "B":
-        text = format_bytes(m.value)
+        text = _short_bytes(m.value)
+    elif m.unit == "FLOP/B" and 0 < abs(m.value) < 0.01:
+        text = "<0.01"
     else:
         text = _compact(m.value)
     return text + ("~" if m.source == "estimated" else "")
 
 
+def _cell(record: Record, name: str) -> str:
+    return _format(record.metrics.get(name))
+
+
+# What the memory column can show, by where its number came from (`_memory`), for the legend.
+MEMORY_SOURCES = {
+    "tensors": "the workload's live tensors at their peak (tensor_peak_bytes)",
+    "counted": "peak_memory as the test counted it",
+    "allocator": "the GPU allocator's peak (peak_memory)",
+}
+
+
+def _memory(record: Record) -> tuple[Metric, str] | None:
+    """What the memory column shows, and which of `MEMORY_SOURCES` it is: the workload's own
+    high-water mark of live tensors (`tensor_peak_bytes`), else a `peak_memory` the test counted
+    itself, else on a GPU the caching allocator's peak (`peak_memory` there is
+    `max_memory_allocated`), else nothing: on the CPU the measured `peak_memory` is the whole
+    process's resident set, about the same for every test of an interpreter."""
+    tensors = record.metrics.get("tensor_peak_bytes")
+    if tensors is not None and tensors.value is not None:
+        return tensors, "tensors"
+    peak = record.metrics.get("peak_memory")
+    if peak is None or peak.value is None:
+        return None
+    if peak.source == "counted":
+        return peak, "counted"
+    if record.profile != "cpu" and "allocator" in peak.method:
+        return peak, "allocator"
+    return None
+
+
+def _memory_legend(results: list[TestResult]) -> str:
+    """What the memory column holds in this table, and that a resident set is never in it."""
+    shown = [_memory(r.record) for r in results]
+    used = {found[1] for found in shown if found is not None}
+    text = ", else ".join(said for key, said in MEMORY_SOURCES.items() if key in used)
+    text = f"peak mem = {text}" if text else ""
+    hidden = any(
+        found is None and (p := r.record.metrics.get("peak_memory")) is not None and p.value is not None
+        for r, found in zip(results, shown)
+    )
+    if hidden:
+        rss = (
+            "'-' where only the process's resident set was recorded (peak_memory: the whole "
+            "interpreter, about the same for every test; kept in the record)"
+        )
+        text = f"{text}; {rss}" if text else f"peak mem {rss}"
+    return text
+
+
+def _traffic(results: list[TestResult]) -> tuple[str, str, int] | None:
+    """The traffic column this table has (metric, header, width): the first any row holds."""
+    for name, header, width in TRAFFIC_COLUMNS:
+        if any((m := r.record.metrics.get(name)) is not None and m.value is not None for r in results):
+            return name, header, width
+    return None
+
+
 def short_id(nodeid: str, width: int) -> str:
-    """The test's file name (no folders) and the rest of its id; without the file, then cut in
-    the middle, when too long (the function name and both ends of the parameters stay)."""
+    """The test's file name (no folders) and the rest of its id; when too long, the file without
+    `test_` and `.py` (`attention::test_decode[gqa]`), then without the file, then cut in the
+    middle (the function name and both ends of the parameters stay)."""
     path, sep, rest = nodeid.partition("::")
-    text = path.rsplit("/", 1)[-1] + sep + rest
+    file = path.rsplit("/", 1)[-1]
+    text = file + sep + rest
+    if len(text) <= width:
+        return text
+    stem = file.removesuffix(".py")
+    stem = stem.removeprefix("test_") or stem
+    text = stem + sep + rest
     if len(text) <= width:
         return text
     text = rest or text
@@ -73,6 +172,18 @@ def short_id(nodeid: str, width: int) -> str:
         return text
     head = max(4, width * 2 // 3)
     return text[:head] + "…" + text[-(width - head - 1) :]
+
+
+def is_shared_fingerprint(v: Verdict) -> bool:
+    """A fingerprint that differs from the baseline's in fields that do not make it other
+    hardware (a kernel build, a package's patch version): a fact about the machine, shared by
+    the run's tests, not a finding of one test. Other hardware (status error) stays the test's."""
+    return v.kind == "fingerprint" and v.status == "warn" and v.message.startswith(FINGERPRINT_DIFFERS)
+
+
+def own_verdicts(result: TestResult) -> list[Verdict]:
+    """The test's own findings: its verdicts less the shared fingerprint difference."""
+    return [v for v in result.verdicts if not is_shared_fingerprint(v)]
 
 
 def _change(verdicts: list[Verdict]) -> str:
@@ -92,24 +203,35 @@ def _change(verdicts: list[Verdict]) -> str:
 def _overall(result: TestResult) -> str:
     if result.functional != "passed":
         return result.functional
-    if not result.verdicts:
+    own = own_verdicts(result)
+    if not own:
         return "-"
-    worst = min(result.verdicts, key=lambda v: SEVERITY.index(v.status)).status
+    worst = min(own, key=lambda v: SEVERITY.index(v.status)).status
     return worst.upper() if worst == "fail" else worst
 
 
 def table(results: list[TestResult], width: int = WIDTH) -> list[str]:
-    name_w = width - sum(w for _, w in COLUMNS) - len(COLUMNS)
+    traffic = _traffic(results)
+    columns = list(COLUMNS)
+    if traffic is not None:
+        columns.insert(3, traffic[1:])  # after the memory it goes with
+    name_w = width - sum(w for _, w in columns) - len(columns)
 
     def row(cells: list[str]) -> str:
         out = f"{cells[0]:<{name_w}}"
-        for (_, w), cell in zip(COLUMNS, cells[1:]):
+        for (_, w), cell in zip(columns, cells[1:]):
             out += " " + f"{cell[:w]:>{w}}"
         return out.rstrip()
 
-    lines = [row(["test"] + [h for h, _ in COLUMNS])]
+    lines = [row(["test"] + [h for h, _ in columns])]
     for r in sorted(results, key=lambda r: r.record.nodeid):
-        cells = [short_id(r.record.nodeid, name_w)] + [_cell(r.record, m) for m in KEY_METRICS]
+        rec = r.record
+        cells = [short_id(rec.nodeid, name_w), _cell(rec, "AL"), _cell(rec, "tokens_per_s")]
+        memory = _memory(rec)
+        cells.append(_format(memory[0] if memory is not None else None))
+        if traffic is not None:
+            cells.append(_cell(rec, traffic[0]))
+        cells.append(_cell(rec, "energy_per_token"))
         lines.append(row(cells + [_change(r.verdicts), _overall(r)]))
     return lines
 
@@ -128,8 +250,118 @@ def _wrap(text: str, indent: str, width: int) -> list[str]:
     ) or [indent]
 
 
-def details(results: list[TestResult], width: int = WIDTH) -> list[str]:
-    """Failing tests with each broken budget or tolerance and its numbers; warnings counted once."""
+def _tests(n: int) -> str:
+    return f"{n} test{'s' if n != 1 else ''}"
+
+
+def _fingerprint_parts(message: str) -> tuple[list[str], str]:
+    """(the fields that differ, how times were compared) from a shared fingerprint verdict."""
+    body = message[len(FINGERPRINT_DIFFERS) :]
+    fields, sep, how = body.rpartition("); ")
+    if not sep:
+        return [body], ""
+    return _FIELD_SEP.split(fields), how
+
+
+def _how_lines(hows: Counter[str], verbose: int) -> list[str]:
+    """How each test's times were compared: the calibration factors as one range unless -v."""
+    factors = {how: float(m.group(1)) for how in hows if (m := _FACTOR.search(how))}
+    if verbose > 0 or len(factors) < 2:
+        return [f"{how}: {_tests(n)}" for how, n in sorted(hows.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lo, hi = min(factors.values()), max(factors.values())
+    calibrated = sum(hows[h] for h in factors)
+    some = next(iter(factors))
+    ranged = _FACTOR.sub(f"this machine x{lo:.3f} .. x{hi:.3f} the baselines'", some)
+    rest = [(how, n) for how, n in hows.items() if how not in factors]
+    lines = [f"{ranged}: {_tests(calibrated)}"]
+    return lines + [f"{how}: {_tests(n)}" for how, n in sorted(rest, key=lambda kv: (-kv[1], kv[0]))]
+
+
+def fingerprint_lines(results: list[TestResult], width: int = WIDTH, verbose: int = 0) -> list[str]:
+    """The fingerprint differences shared by the run's tests, said once: which fields, how many
+    tests, how their times were compared (each factor under -v; each test's in the run file)."""
+    differing = [(r, v) for r in results for v in r.verdicts if is_shared_fingerprint(v)]
+    if not differing:
+        return []
+    tests = len({r.record.nodeid for r, _ in differing})
+    fields: Counter[str] = Counter()
+    hows: Counter[str] = Counter()
+    for _, v in differing:
+        changed, how = _fingerprint_parts(v.message)
+        fields.update(set(changed))
+        if how:
+            hows[how] += 1
+    of = f"all {tests}" if tests == len(results) else f"{tests} of {len(results)}"
+    lines = _wrap(
+        f"fingerprint differs from the baselines' in {of} tests (said here once, not in each row):", "", width
+    )
+    for text, n in sorted(fields.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines += _wrap(text + (f" ({_tests(n)})" if n != tests else ""), "  ", width)
+    for line in _how_lines(hows, verbose):
+        lines += _wrap(line, "  ", width)
+    return lines
+
+
+# Words appended to a failure that was let through (first match names the group's qualifier).
+_QUALIFIERS = (
+    ("[gate=warn: not failing]", "gate=warn: not failing"),
+    ("[baseline being replaced]", "baseline being replaced"),
+    ("a process passes, not failing", "not confirmed in fresh processes"),
+    ("(estimated: never fails)", "an estimate never fails"),
+    ("an estimate never fails", "an estimate never fails"),
+    ("(default check on the", "this profile's default check: warns only"),
+)
+# What the finding is (first match).
+_REASONS = (
+    ("cannot separate change from noise", "beyond tolerance but within noise (too few rounds to tell)"),
+    ("over budget", "over budget"),
+    ("beyond tolerance and noise", "beyond tolerance and noise"),
+    ("beyond tolerance (one value per run", "beyond tolerance (one value per run)"),
+    ("; counted, ", "regression (counted)"),
+    ("not compared: baseline is", "not compared: the baseline's source differs"),
+    ("a leak across rounds", "grew across rounds: a leak"),
+    ("too short to tell a leak", "grew across rounds: window too short to tell a leak"),
+    ("baseline taken at world_size", "baseline at another world size: not compared"),
+    ("confirmation in a fresh process failed", "confirmation in a fresh process failed"),
+    ("baseline was measured on other hardware", "baseline measured on other hardware"),
+)
+
+
+def finding_kind(v: Verdict) -> str:
+    """What a warning or an improvement is, without its numbers: the line it is counted under.
+
+    Findings this does not know are grouped by their whole text (only identical ones together)."""
+    if v.status == "improved":
+        word = "faster" if "faster by" in v.message else "better"
+        return f"{v.metric} {word} than the baseline" + (" (counted)" if "; counted, " in v.message else "")
+    reason = next((said for marker, said in _REASONS if marker in v.message), None)
+    if reason is None:
+        return v.render()
+    qualifier = next((said for marker, said in _QUALIFIERS if marker in v.message), None)
+    text = reason if v.metric == "*" else f"{v.metric} {reason}"
+    return f"{text} ({qualifier})" if qualifier else text
+
+
+def _grouped(title: str, found: list[tuple[TestResult, Verdict]], width: int, verbose: int) -> list[str]:
+    """One line per kind of finding with how many tests have it; each test's under -v."""
+    if not found:
+        return []
+    kinds: dict[str, list[tuple[TestResult, Verdict]]] = {}
+    for r, v in found:
+        kinds.setdefault(finding_kind(v), []).append((r, v))
+    tests = len({r.record.nodeid for r, _ in found})
+    lines = _wrap(f"{title} ({_tests(tests)}):", "", width)
+    for kind, items in sorted(kinds.items(), key=lambda kv: (-len({r.record.nodeid for r, _ in kv[1]}), kv[0])):
+        lines += _wrap(f"{kind}: {_tests(len({r.record.nodeid for r, _ in items}))}", "  ", width)
+        if verbose > 0:
+            for r, v in sorted(items, key=lambda rv: rv[0].record.nodeid):
+                lines += _wrap(f"{short_id(r.record.nodeid, 60)}: {v.message}", "    ", width)
+    return lines
+
+
+def details(results: list[TestResult], width: int = WIDTH, verbose: int = 0) -> list[str]:
+    """Failing tests with each broken budget or tolerance and its numbers; warnings and
+    improvements counted by kind, each test's numbers under -v (`verbose` > 0)."""
     lines: list[str] = []
     for r in sorted(results, key=lambda r: r.record.nodeid):
         failed = [v for v in r.verdicts if v.failed]
@@ -137,12 +369,13 @@ def details(results: list[TestResult], width: int = WIDTH) -> list[str]:
             lines += _wrap(f"FAILED {r.record.nodeid}", "", width)
             for v in failed:
                 lines += _wrap(v.render(), "    ", width)
-    warnings = Counter(v.render() for r in results for v in r.verdicts if v.status == "warn")
-    for text, count in sorted(warnings.items()):
-        lines += _wrap(f"warning ({count} test{'s' if count > 1 else ''}): {text}", "", width)
-    improved = [(r.record.nodeid, v) for r in results for v in r.verdicts if v.status == "improved"]
-    for nodeid, v in improved:
-        lines += _wrap(f"improved {short_id(nodeid, 60)}: {v.render()}", "", width)
+    ordered = sorted(results, key=lambda r: r.record.nodeid)
+    warned = [(r, v) for r in ordered for v in own_verdicts(r) if v.status == "warn"]
+    improved = [(r, v) for r in ordered for v in r.verdicts if v.status == "improved"]
+    lines += _grouped("warnings", warned, width, verbose)
+    lines += _grouped("improved, refresh with --update-baselines", improved, width, verbose)
+    if (warned or improved) and verbose <= 0:
+        lines += _wrap(f"({VERBOSE_HINT})", "", width)
     return lines
 
 
@@ -231,7 +464,11 @@ def _store_lines(state: RunState, width: int) -> list[str]:
     return lines
 
 
-def summary_lines(session: EfficiencySession, state: RunState | None = None, width: int = WIDTH) -> list[str]:
+def summary_lines(
+    session: EfficiencySession, state: RunState | None = None, width: int = WIDTH, verbose: int = 0
+) -> list[str]:
+    """The efficiency section: the run's setup, the table, what broke; `verbose` is pytest's
+    verbosity (`-v` lists each test under its kind of warning)."""
     head = f"profile {session.profile}"
     if state is not None:
         head += f"; {_threads_line(session, state)}; gate {state.options.mode}"
@@ -249,10 +486,14 @@ def summary_lines(session: EfficiencySession, state: RunState | None = None, wid
         lines.append(cal)
     if state.results:
         lines += _wrap(f"baselines: {_shown_path(state.store.folder)}", "", width)
+        lines += fingerprint_lines(state.results, width, verbose)
         lines += table(state.results, width)
         if any(m.source == "estimated" for r in state.results for m in r.record.metrics.values()):
             lines.append("~ = estimate (never gated)")
-        lines += details(state.results, width)
+        legend = _memory_legend(state.results)
+        if legend:
+            lines += _wrap(legend, "", width)
+        lines += details(state.results, width, verbose)
         confirmation = _confirmation_line(state.results)
         if confirmation:
             lines += _wrap(confirmation, "", width)

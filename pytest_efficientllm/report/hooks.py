@@ -2,7 +2,8 @@
 
 `--efficiency-report=PATH` writes the run's records as a report when the session ends, on
 the process that holds every record (the xdist controller, or the only process);
-`--efficiency-progress` shows which technique is being measured. Both only gather and
+`--efficiency-progress` shows which technique is being measured (on a terminal; with `on`
+in a redirected log too). Both only gather and
 hand over: rendering lives in `write`, bookkeeping in `progress`.
 """
 
@@ -39,7 +40,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="efficiency_progress",
         default="auto",
         choices=MODES,
-        help="one line per measured technique as it starts: auto (suite tests), on (every test), off",
+        help="one line per measured technique as it starts: auto (suite tests, on a terminal), "
+        "on (every test, also into a redirected log), off",
     )
 
 
@@ -59,6 +61,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ReportPlugin(config, path), PLUGIN_NAME)
 
 
+def _on_terminal(config: pytest.Config) -> bool:
+    """Whether pytest writes to a terminal: its reporter's own `isatty`, which decides its live
+    "collecting ..." line (not `hasmarkup`, which FORCE_COLOR or PY_COLORS turn on in a log)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    isatty = getattr(reporter, "isatty", None)
+    if isatty is None:
+        return False
+    return bool(isatty() if callable(isatty) else isatty)
+
+
 class ReportPlugin:
     def __init__(self, config: pytest.Config, path: str | None) -> None:
         self.config = config
@@ -68,6 +80,13 @@ class ReportPlugin:
         self.progress = Progress(mode="off" if quiet else config.getoption("efficiency_progress", "auto"))
 
     # -- progress ---------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)  # the terminal reporter exists (registered at configure)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # `auto` writes only to a terminal, as pytest's own live lines ("collecting ...") do:
+        # a redirected CI log gets pytest's lines alone. `on` writes anyway.
+        if self.progress.mode == "auto" and not _on_terminal(self.config):
+            self.progress.mode = "off"
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.progress.collected(item.nodeid for item in session.items)

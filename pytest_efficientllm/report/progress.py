@@ -16,7 +16,9 @@ MODES: tuple[str, ...] = ("auto", "on", "off")
 
 
 def shown(nodeid: str, mode: str) -> bool:
-    """`auto`: the suites' tests (a known axis); `on`: every test; `off`: none."""
+    """`auto`: the suites' tests (a known axis); `on`: every test; `off`: none.
+
+    `hooks` turns `auto` into `off` where pytest does not write to a terminal (a CI log)."""
     if mode == "on":
         return True
     if mode == "auto":

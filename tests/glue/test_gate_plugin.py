@@ -77,13 +77,22 @@ def test_improvements_are_reported_not_failed(pytester: pytest.Pytester) -> None
     run(pytester, "--update-baselines")
     result = run(pytester, scale=0.5)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["improved *test_memory: peak_memory*(-50.0%;", "*refresh with --update-baselines"])
+    result.stdout.fnmatch_lines(
+        [
+            "test_suite.py::test_memory * 488 KiB * peak -50.0% improved",
+            "improved, refresh with --update-baselines (1 test):",
+            "  peak_memory better than the baseline (counted): 1 test",
+        ]
+    )
+    # Each test's numbers under -v.
+    verbose = run(pytester, "-v", scale=0.5)
+    verbose.stdout.fnmatch_lines(["    test_suite.py::test_memory: 488.28 KiB vs baseline 976.56 KiB (-50.0%;*"])
 
 
 @pytest.mark.parametrize(
     ("mode", "outcome", "expected"),
     [
-        ("warn", {"passed": 2}, "warning (1 test): peak_memory: 1.91 MiB vs baseline 976.56 KiB (+100.0%; counted,*"),
+        ("warn", {"passed": 2}, "  peak_memory regression (counted) (gate=warn: not failing): 1 test"),
         ("off", {"passed": 2}, "test_suite.py::test_memory * -  *-"),
     ],
 )

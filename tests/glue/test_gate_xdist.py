@@ -220,12 +220,15 @@ def test_a_killed_worker_costs_only_its_own_test(pytester: pytest.Pytester) -> N
         "--efficiency-calibrate-every=off",
         "--update-baselines",
         "--efficiency-json=run.json",
+        "-v",  # each warning's numbers in the summary
         timeout=240,
     )
     result.assert_outcomes(passed=5, failed=1)
     out = " ".join(result.stdout.str().split())
+    assert "flops regression (counted) (baseline being replaced): 1 test" in out
     assert (
-        "flops: 2000 FLOP vs baseline 1000 FLOP (+100.0%; counted, exact): regression [baseline being replaced]" in out
+        "test_suite.py::test_regressed: 2000 FLOP vs baseline 1000 FLOP (+100.0%; counted, exact): regression "
+        "[baseline being replaced]" in out
     )
     assert "went down: the test it was running has no record" in out
     assert "2 xdist worker" in out and "torch thread(s) each" in out

@@ -1,13 +1,48 @@
-"""The terminal summary's layout: 100 columns, what broke, long names, a shared GPU."""
+"""The terminal summary's layout: 100 columns, what broke, long names, a shared GPU; the memory
+and traffic columns; a fingerprint difference said once; warnings counted by kind."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.glue.state import TestResult
-from pytest_efficientllm.glue.summary import WIDTH, _threads_line, details, table
+from pytest_efficientllm.glue.summary import (
+    WIDTH,
+    _memory_legend,
+    _threads_line,
+    details,
+    fingerprint_lines,
+    table,
+)
+from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.judging.verdicts import Verdict
 from tests.helpers.record_builders import counted, latency, record
+
+MiB = 2**20
+RSS = Metric("peak_memory", 480 * MiB, "B", "lower", "measured", "procfs: VmHWM reset per window via clear_refs")
+ALLOCATOR = Metric(
+    "peak_memory",
+    81 * MiB,
+    "B",
+    "lower",
+    "measured",
+    "torch.cuda caching allocator, peak stats reset at window open: max_memory_allocated",
+)
+OLD_KERNEL = {"os": "Linux 6.18.44-fc-v669"}
+NEW_KERNEL = {"os": "Linux 6.18.44-fc-v1272"}
+
+
+def _row(lines: list[str], name: str) -> str:
+    return next(line for line in lines if line.startswith(name))
+
+
+def _cells(header: str, row: str, column: str) -> str:
+    """The text of `row` under `column`, right-aligned like the header (cells end where it ends)."""
+    end = header.index(column) + len(column)
+    start = header.rfind(" ", 0, header.index(column)) if header.index(column) else 0
+    prev_end = len(header[:start].rstrip())
+    return row[prev_end:end].strip()
 
 
 def test_the_summary_fits_100_columns_and_shows_what_broke() -> None:
@@ -53,3 +88,176 @@ def test_the_summary_says_when_workers_share_a_gpu_under_its_lock() -> None:
     for w in workers.values():
         w["locked_device"] = None
     assert "shared" not in _threads_line(None, SimpleNamespace(workers=workers))  # type: ignore[arg-type]
+
+
+def test_the_memory_column_is_the_workloads_own_never_the_process_rss() -> None:
+    results = [
+        # CPU, only the process RSS: nothing to say about the workload.
+        TestResult(record("t.py::rss", latency(0.001), RSS), [], "passed"),
+        # The counted tensor high-water mark, on any profile, before anything else.
+        TestResult(record("t.py::tensors", latency(0.001), RSS, counted("tensor_peak_bytes", 12 * MiB)), [], "passed"),
+        # A GPU profile without it: the caching allocator's peak.
+        TestResult(record("t.py::gpu", latency(0.001), ALLOCATOR, profile="h100"), [], "passed"),
+        # A peak the test counted itself is the workload's too.
+        TestResult(record("t.py::counted", latency(0.001), counted("peak_memory", 2 * MiB)), [], "passed"),
+        # A GPU profile whose peak_memory is not the allocator's: not shown either.
+        TestResult(record("t.py::gpu_rss", latency(0.001), RSS, profile="h100"), [], "passed"),
+    ]
+    lines = table(results)
+    header = lines[0]
+    assert "peak mem" in header and max(len(line) for line in lines) <= WIDTH
+    names = ("rss", "tensors", "gpu", "counted")
+    memory = {name: _cells(header, _row(lines, f"t.py::{name}"), "peak mem") for name in names}
+    assert memory == {"rss": "-", "tensors": "12.0 MiB", "gpu": "81.0 MiB", "counted": "2.00 MiB"}
+    assert _cells(header, _row(lines, "t.py::gpu_rss"), "peak mem") == "-"
+    assert "480" not in "\n".join(lines)  # the RSS is in no row
+    legend = _memory_legend(results)
+    assert "tensor_peak_bytes" in legend and "allocator" in legend and "resident set" in legend
+    assert _memory_legend(results[:1]).startswith("peak mem '-' where only the process's resident set")
+
+
+def test_the_traffic_column_shows_intensity_else_bytes_and_is_left_out_when_nothing_has_either() -> None:
+    plain = [TestResult(record("t.py::a", latency(0.001)), [], "passed")]
+    assert "FLOP/B" not in table(plain)[0] and "B/round" not in table(plain)[0]
+
+    with_bytes = [
+        *plain,
+        TestResult(record("t.py::b", latency(0.001), counted("bytes_accessed", 3 * 2**30)), [], "passed"),
+    ]
+    lines = table(with_bytes)
+    assert "B/round" in lines[0] and "FLOP/B" not in lines[0]
+    assert _cells(lines[0], _row(lines, "t.py::b"), "B/round") == "3.00 GiB"
+    assert _cells(lines[0], _row(lines, "t.py::a"), "B/round") == "-"
+
+    intensity = counted("arithmetic_intensity", 42.7, unit="FLOP/B", direction="info")
+    both = [*with_bytes, TestResult(record("t.py::c", latency(0.001), intensity), [], "passed")]
+    lines = table(both)
+    assert "FLOP/B" in lines[0] and "B/round" not in lines[0]  # one unit per column: the intensity
+    assert _cells(lines[0], _row(lines, "t.py::c"), "FLOP/B") == "42.7"
+    assert max(len(line) for line in lines) <= WIDTH
+    # The test column keeps a useful width beside it: a suite test keeps its file, shortened.
+    suite = TestResult(record("suites/test_attention.py::test_decode[gqa]", latency(0.001), intensity), [], "passed")
+    assert table([suite])[1].startswith("attention::test_decode[gqa] ")
+    assert table([TestResult(record("suites/test_attention.py::test_decode[gqa]"), [], "passed")])[1].startswith(
+        "test_attention.py::test_decode[gqa] "
+    )
+
+
+def _fingerprint_verdicts(nodeid: str, *metrics: Metric) -> list[Verdict]:
+    """What compare says of a test whose baseline was recorded under another kernel build."""
+    baseline = record(nodeid, *metrics, fingerprint=OLD_KERNEL)
+    current = record(nodeid, *metrics, fingerprint=NEW_KERNEL)
+    return compare_record(baseline, current)
+
+
+def test_a_shared_fingerprint_difference_is_said_once_above_the_rows_which_keep_their_own_verdicts() -> None:
+    results = [
+        TestResult(record(f"t.py::same{i}"), _fingerprint_verdicts(f"t.py::same{i}", counted("flops", 1000)), "passed")
+        for i in range(3)
+    ]
+    assert all(any(v.kind == "fingerprint" and v.status == "warn" for v in r.verdicts) for r in results)
+    own = Verdict("retained_memory", "warn", "memory grew by 4.00 MiB over 7 rounds (...): a leak across rounds")
+    leaking = TestResult(record("t.py::leaks"), _fingerprint_verdicts("t.py::leaks") + [own], "passed")
+    fresh = TestResult(record("t.py::fresh"), [Verdict("*", "new", "no baseline yet", "baseline")], "passed")
+    results += [leaking, fresh]
+
+    said = fingerprint_lines(results)
+    assert said[0].startswith("fingerprint differs from the baselines' in 4 of 5 tests")
+    assert sum("os: 'Linux 6.18.44-fc-v669' -> 'Linux 6.18.44-fc-v1272'" in line for line in said) == 1
+    rows = table(results)[1:]
+    verdicts = {row.split()[0]: row.split()[-1] for row in rows}
+    assert verdicts == {
+        "t.py::same0": "pass",
+        "t.py::same1": "pass",
+        "t.py::same2": "pass",
+        "t.py::leaks": "warn",
+        "t.py::fresh": "new",
+    }
+    text = "\n".join(details(results))
+    assert "fingerprint" not in text  # not again as each test's warning
+    assert "retained_memory grew across rounds: a leak: 1 test" in text
+
+    # Fields that differ for some tests only say for how many.
+    partial = _fingerprint_verdicts("t.py::other")
+    other = record("t.py::other", fingerprint={**NEW_KERNEL, "python": "3.12.1"})
+    both = compare_record(record("t.py::other", fingerprint={**OLD_KERNEL, "python": "3.11.7"}), other)
+    said = fingerprint_lines([TestResult(record("t.py::x"), partial, "passed"), TestResult(other, both, "passed")])
+    assert said[0].startswith("fingerprint differs from the baselines' in all 2 tests")
+    assert any(line.strip() == "python: '3.11.7' -> '3.12.1' (1 test)" for line in said)
+    assert any(line.strip().startswith("os: ") and "test)" not in line for line in said)
+
+
+def test_the_calibration_factors_of_a_shared_difference_are_one_range_unless_verbose() -> None:
+    results = []
+    for i, index_s in enumerate((0.002, 0.0022, 0.0021)):
+        current = record(f"t.py::t{i}", fingerprint={**NEW_KERNEL, "calibration": {"index_s": index_s}})
+        verdicts = compare_record(record(f"t.py::t{i}", fingerprint=OLD_KERNEL), current)
+        results.append(TestResult(current, verdicts, "passed"))
+    said = [line.strip() for line in fingerprint_lines(results, width=200)]
+    assert said[-1] == (
+        "times compared relative to the calibration workload (this machine x1.000 .. x1.100 the baselines'): 3 tests"
+    )
+    verbose = [line.strip() for line in fingerprint_lines(results, width=200, verbose=1)]
+    assert [line.split("(this machine ")[1] for line in verbose if "this machine" in line] == [
+        "x1.000 the baseline's): 1 test",
+        "x1.050 the baseline's): 1 test",
+        "x1.100 the baseline's): 1 test",
+    ]
+
+
+def test_a_fingerprint_of_other_hardware_stays_the_tests_own_error() -> None:
+    baseline = record("t.py::a", fingerprint={"device_name": "NVIDIA H100"})
+    verdicts = compare_record(baseline, record("t.py::a", fingerprint={"device_name": "NVIDIA A100"}))
+    assert [(v.kind, v.status) for v in verdicts] == [("fingerprint", "error")]
+    results = [TestResult(record("t.py::a"), verdicts, "passed")]
+    assert fingerprint_lines(results) == []
+    assert table(results)[1].endswith("error")
+
+
+def _noisy(nodeid: str, change: float) -> Verdict:
+    return Verdict(
+        "cpu_time_per_round",
+        "warn",
+        f"10.2 ms n=3 vs baseline 13.1 ms n=3 ({change * 100:+.1f}%; tolerance +5%): beyond tolerance, but 3 "
+        "baseline and 3 current rounds cannot separate change from noise at 95% confidence; run at least 5 "
+        "rounds on each side",
+        "baseline",
+        change,
+    )
+
+
+def test_warnings_of_one_kind_are_counted_once_with_each_tests_numbers_under_verbose() -> None:
+    results = [
+        TestResult(record(f"t.py::noisy{i}"), [_noisy(f"t.py::noisy{i}", 0.1 + i / 100)], "passed") for i in range(12)
+    ]
+    budget = Verdict(
+        "energy_per_token",
+        "warn",
+        "0.5 J/tok (budget <= 0.1 J/tok, estimated): over budget, but an estimate never fails a test",
+    )
+    results.append(TestResult(record("t.py::estimate"), [budget], "passed"))
+    odd = Verdict("my_metric", "warn", "something this summary has never seen")
+    results += [TestResult(record(f"t.py::odd{i}"), [odd], "passed") for i in range(2)]
+    improved = Verdict(
+        "AL",
+        "improved",
+        "1 ms vs baseline 2 ms (-50.0%; tolerance +5%): faster by 50%; refresh with --update-baselines",
+        "baseline",
+        -0.5,
+    )
+    results.append(TestResult(record("t.py::quick"), [improved], "passed"))
+
+    lines = details(results)
+    assert "warnings (15 tests):" in lines
+    assert "  cpu_time_per_round beyond tolerance but within noise (too few rounds to tell): 12 tests" in lines
+    assert "  energy_per_token over budget (an estimate never fails): 1 test" in lines
+    assert "  my_metric: something this summary has never seen: 2 tests" in lines  # unknown: by its text
+    assert "  AL faster than the baseline: 1 test" in lines
+    assert not any("10.2 ms" in line for line in lines)  # the numbers wait for -v
+    assert any("-v shows each test's numbers" in line for line in lines)
+
+    verbose = details(results, verbose=1)
+    assert sum(line.startswith("    t.py::noisy") for line in verbose) == 12
+    assert any(line.startswith("    t.py::noisy3: 10.2 ms n=3") for line in verbose)
+    assert max(len(line) for line in verbose) <= WIDTH
+    assert not any("-v shows" in line for line in verbose)

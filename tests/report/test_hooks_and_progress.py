@@ -50,8 +50,20 @@ def test_prefill(technique):
 """
 
 
+# pytester's in-process runs write to a capture, not a terminal: this conftest makes pytest's
+# terminal reporter say it writes to one (its `isatty`, which the progress option reads).
+AS_IF_ON_A_TERMINAL = """
+import pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    config.pluginmanager.get_plugin("terminalreporter").isatty = lambda: True
+"""
+
+
 def test_progress_names_the_technique_and_the_count_without_breaking_pytest_lines(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_attention=PLAIN)
+    pytester.makeconftest(AS_IF_ON_A_TERMINAL)
     result = pytester.runpytest("-p", "no:cacheprovider")
     assert result.ret == 0
     result.stdout.fnmatch_lines(
@@ -72,6 +84,27 @@ def test_progress_names_the_technique_and_the_count_without_breaking_pytest_line
         ]
     )
     assert "measuring" not in pytester.runpytest("-q", "-p", "no:cacheprovider").stdout.str()
+
+
+def test_progress_stays_out_of_a_redirected_log_unless_asked_for(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_attention=PLAIN)
+    # Not a terminal (pytester captures the output, as a CI log redirects it): pytest's lines only.
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == 0
+    assert "measuring" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["test_attention.py ..*[[]100%]"])
+    verbose = pytester.runpytest("-v", "-p", "no:cacheprovider")
+    assert "measuring" not in verbose.stdout.str()
+    # `on` writes the lines into the log anyway.
+    forced = pytester.runpytest("--efficiency-progress=on", "-p", "no:cacheprovider")
+    forced.stdout.fnmatch_lines(
+        [
+            "efficiency [[]1/2] measuring attention / MoE - test_prefill - slow*",
+            "test_attention.py .",
+            "efficiency [[]2/2] measuring attention / MoE - test_prefill - fast*",
+        ]
+    )
+    assert sum("measuring" in line for line in forced.stdout.lines) == 2
 
 
 def test_progress_modes_choose_which_tests_show() -> None:
@@ -99,6 +132,7 @@ def test_progress_under_xdist_comes_from_the_controller_on_whole_lines(pytester:
         "no:efficiency",
         "-p",
         "pytest_efficientllm.report.hooks",
+        "--efficiency-progress=on",  # the output is a pipe, not a terminal
         timeout=120,
     )
     assert result.ret == 0
