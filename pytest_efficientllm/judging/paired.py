@@ -13,8 +13,9 @@ minutes of the machine (docs/gate.md). The rules are the gate's, read on the pai
 * **measured** metrics with a tolerance (the marker's, ini or command line), and the
   profile's default ones (`compare.DEFAULT_MEASURED`) at `compare.DEFAULT_MEASURED_TOLERANCE`:
   each pair gives a log ratio HEAD/BASE of the process's median round; a regression fails
-  when a one-sided exact Wilcoxon signed-rank test over the pairs finds the shift beyond
-  the tolerance at `ALPHA`, and the Hodges-Lehmann estimate of the shift is beyond it too.
+  when, as against a stored baseline, the change is beyond the tolerance *and* beyond the
+  noise: the Hodges-Lehmann estimate of the shift exceeds the tolerance, and a one-sided
+  exact Wilcoxon signed-rank test over the pairs rejects "no change" at `ALPHA`.
   The CPU's default check fails here, where against a stored baseline it only warns:
   pairing removes the drift that made it warn.
 * **budgets** are checked on HEAD's pooled record (each metric's median over processes).
@@ -52,8 +53,8 @@ class PairedChange:
     metric: str
     ratios: tuple[float, ...]
     estimate: float  # Hodges-Lehmann estimate of the ratio (geometric, from the log ratios)
-    p_worse: float  # one-sided p-value that HEAD is worse than BASE by more than the tolerance
-    p_better: float  # one-sided p-value that HEAD is better by more than the tolerance
+    p_worse: float  # one-sided p-value of "no change" against HEAD worse than BASE
+    p_better: float  # one-sided p-value of "no change" against HEAD better than BASE
 
     @property
     def change(self) -> float:
@@ -86,22 +87,13 @@ def _signed_rank_p(shifted: Sequence[float]) -> float:
     return float(scipy_stats.wilcoxon(shifted, alternative="greater", method="exact", zero_method="zsplit").pvalue)
 
 
-def paired_change(
-    metric: str, base: Sequence[float], head: Sequence[float], direction: str, tolerance: float
-) -> PairedChange:
+def paired_change(metric: str, base: Sequence[float], head: Sequence[float], direction: str) -> PairedChange:
     """The change of `head` against `base` over their pairs, worse read in the metric's direction."""
     ratios = tuple(h / b for b, h in zip(base, head))
     logs = [math.log(r) for r in ratios]
     worse = logs if direction == "lower" else [-x for x in logs]
-    margin = math.log1p(tolerance)
     estimate = math.exp(hodges_lehmann(logs))
-    return PairedChange(
-        metric,
-        ratios,
-        estimate,
-        _signed_rank_p([x - margin for x in worse]),
-        _signed_rank_p([-x - margin for x in worse]),
-    )
+    return PairedChange(metric, ratios, estimate, _signed_rank_p(worse), _signed_rank_p([-x for x in worse]))
 
 
 def pooled(records: Sequence[Record]) -> Record:
@@ -144,7 +136,7 @@ def _measured_verdict(name: str, base: list[Metric], head: list[Metric], toleran
     told = f"tolerance {tolerance * 100:+.4g}%" + (" (default)" if defaulted else "")
     if len(pairs) < MIN_PAIRS:
         return Verdict(name, "warn", f"{len(pairs)} complete pairs, fewer than {MIN_PAIRS}: not judged", "baseline")
-    change = paired_change(name, [b for b, _ in pairs], [h for _, h in pairs], head[0].direction, tolerance)
+    change = paired_change(name, [b for b, _ in pairs], [h for _, h in pairs], head[0].direction)
     text = f"{change.describe()}; {told}"
     beyond = abs(change.change) > tolerance
     if change.p_worse < ALPHA and beyond:
