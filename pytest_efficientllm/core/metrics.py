@@ -111,6 +111,34 @@ _SPECS = [
     MetricSpec("rounds", "", "info", "measured rounds"),
     MetricSpec("flops", "FLOP", "lower", "FLOPs of one round, counted once outside the timed rounds"),
     MetricSpec("flops_per_s", "FLOP/s", "higher", "achieved FLOP/s: counted FLOPs / measured time"),
+    # The counted cost of one round, from the same untimed run as `flops` (telemetry/op_counting.py).
+    MetricSpec(
+        "bytes_accessed",
+        "B",
+        "lower",
+        "bytes one round's aten operators read and write, from their tensors' shapes, strides and dtypes "
+        "(views 0), counted once outside the timed rounds",
+    ),
+    MetricSpec("arithmetic_intensity", "FLOP/B", "info", "counted FLOPs / bytes_accessed of one round"),
+    MetricSpec(
+        "tensor_peak_bytes",
+        "B",
+        "lower",
+        "high-water mark of the tensor storage one round allocated and still held, counted from the storages "
+        "its operators create and free (blind to allocator caching and RSS)",
+    ),
+    MetricSpec("allocations", "count", "lower", "tensor storages one round's operators allocated"),
+    MetricSpec("allocated_bytes", "B", "lower", "bytes of the tensor storages one round's operators allocated"),
+    MetricSpec("operators", "count", "lower", "aten operators one round executed (views included)"),
+    MetricSpec("host_to_device_copies", "count", "lower", "copies from host to device in one round (CUDA only)"),
+    MetricSpec("device_to_host_copies", "count", "lower", "copies from device to host in one round (CUDA only)"),
+    MetricSpec(
+        "synchronizations",
+        "count",
+        "lower",
+        "operators of one round that make the host wait for the device: .item(), nonzero, masked_select, "
+        "a blocking device-to-host copy... (CUDA only)",
+    ),
     MetricSpec("peak_flops_per_s", "FLOP/s", "info", "dense peak the MFU is taken against"),
     MetricSpec("tokens", "tok", "info", "tokens per round"),
     MetricSpec("samples", "samples", "info", "samples per round"),
@@ -129,6 +157,40 @@ _SPECS = [
 
 CATALOG: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
 
+# Families of names that share one unit and direction: `<prefix><member>`, the member known
+# only when the metric is recorded (a dtype). A family name is a catalog name: it is built
+# with make()/counted()/... like any other, never declared.
+FAMILIES: dict[str, MetricSpec] = {
+    s.name: s
+    for s in (
+        MetricSpec(
+            "bytes_share:",
+            "fraction",
+            "info",
+            "share of bytes_accessed in tensors of the dtype after the colon (bytes_share:bf16)",
+        ),
+        MetricSpec(
+            "flops_share:",
+            "fraction",
+            "info",
+            "share of the counted FLOPs done by operators whose inputs are mostly of the dtype after the colon",
+        ),
+    )
+}
+
+
+def lookup(name: str) -> MetricSpec | None:
+    """The catalog's entry for a name, a family member (`bytes_share:bf16`) included; None if unknown."""
+    known = CATALOG.get(name)
+    if known is not None:
+        return known
+    prefix, colon, member = name.partition(":")
+    family = FAMILIES.get(prefix + colon) if colon and member else None
+    if family is None:
+        return None
+    return MetricSpec(name, family.unit, family.direction, family.description, family.units)
+
+
 # Marker keywords users are likely to type, mapped to catalog names.
 ALIASES: dict[str, str] = {
     "latency": "AL",
@@ -144,29 +206,31 @@ ALIASES: dict[str, str] = {
 
 def resolve_name(name: str) -> str:
     """Catalog name for a user-facing name or alias; KeyError naming the known ones."""
-    if name in CATALOG:
+    if lookup(name) is not None:
         return name
     if name in ALIASES:
         return ALIASES[name]
-    known = ", ".join(sorted(set(CATALOG) | set(ALIASES)))
+    known = ", ".join(sorted(set(CATALOG) | set(ALIASES) | {f + "<dtype>" for f in FAMILIES}))
     raise KeyError(f"unknown metric {name!r}; known metrics: {known}")
 
 
 def spec(name: str) -> MetricSpec:
-    return CATALOG[resolve_name(name)]
+    found = lookup(resolve_name(name))
+    assert found is not None  # resolve_name raised otherwise
+    return found
 
 
 # -- building metrics: unit and direction from the catalog ---------------------------------
 
 
 def _entry(name: str) -> MetricSpec:
-    try:
-        return CATALOG[name]
-    except KeyError:
+    found = lookup(name)
+    if found is None:
         raise KeyError(
             f"{name!r} is not in the metric catalog (core/metrics.py): add it there, "
             "or record a test's own metric with `declared`"
-        ) from None
+        )
+    return found
 
 
 def _unit(s: MetricSpec, unit: str | None) -> str:
@@ -251,7 +315,7 @@ def declared(
 ) -> Metric:
     """A metric the catalog does not list (a test's own count or quality score), its unit and
     direction given by the test; a catalog name is refused: its unit and direction are the catalog's."""
-    if name in CATALOG:
+    if lookup(name) is not None:
         raise ValueError(f"metric {name!r} is in the catalog: build it with make()/counted()/..., not declared()")
     return Metric(name, value, unit, direction, source, method, samples=samples, note=note)
 
@@ -261,8 +325,8 @@ def like(
 ) -> Metric:
     """Another value of `template`'s metric (windows merged, ranks combined): same name and
     source, unit and direction from the catalog, or the template's for a test's own metric."""
-    if template.name in CATALOG:
-        s = CATALOG[template.name]
+    s = lookup(template.name)
+    if s is not None:
         return make(
             template.name,
             value,
@@ -275,3 +339,9 @@ def like(
     return declared(
         template.name, value, template.unit, template.direction, template.source, method, note=note, samples=samples
     )
+
+
+def varies(metric: Metric) -> bool:
+    """A counted metric whose counting runs disagreed (data-dependent shapes): its `samples` are
+    those runs' values and its value their maximum. Such a count is not gated exactly."""
+    return metric.source == "counted" and len(set(metric.samples)) > 1
