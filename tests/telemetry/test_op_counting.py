@@ -238,7 +238,7 @@ def test_a_quantized_weight_counts_as_its_inner_tensors() -> None:
         quanto.freeze(model)
         x = torch.randn(2, 64, dtype=torch.bfloat16)
         with torch.no_grad():
-            run = count_run(lambda m=model: m(x))
+            run = count_run(lambda m=model, x=x: m(x))
         t = run.tally
         assert t.problem is None
         integer = "int8" if weights is quanto.qint8 else "uint8"
