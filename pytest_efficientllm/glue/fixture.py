@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pytest_efficientllm.core.metrics import CATALOG, counted, declared, unavailable
+from pytest_efficientllm.core.metrics import counted, declared, lookup, unavailable
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.glue.marker import MarkerSpec
 from pytest_efficientllm.measuring.meter import (
@@ -18,6 +18,7 @@ from pytest_efficientllm.measuring.meter import (
     derive_metrics,
 )
 from pytest_efficientllm.measuring.session import EfficiencySession
+from pytest_efficientllm.telemetry.op_counting import CountedCost, unavailable_cost
 
 
 class MeasurementError(RuntimeError):
@@ -73,9 +74,11 @@ class Efficiency:
             count_flops=self.spec.count_flops,
         )
 
-    def _finish(self, result: WindowResult, work: Work, flops: Metric) -> Record:
-        for metric in derive_metrics(result, work, flops, self._session.backend).values():
+    def _finish(self, result: WindowResult, work: Work, cost: CountedCost) -> Record:
+        for metric in derive_metrics(result, work, cost.flops, self._session.backend, cost).values():
             self.record.add(metric)
+        if cost.details:
+            self.record.settings["counted_cost"] = cost.details
         return self.record
 
     def measure(
@@ -87,7 +90,8 @@ class Efficiency:
         params: int | None = None,
         flops: int | None = None,
     ) -> Record:
-        """Warm up, count FLOPs once (untimed), then time rounds of `fn` in one telemetry window.
+        """Warm up, count the cost of one call once (untimed), then time rounds of `fn` in one
+        telemetry window.
 
         `tokens`/`samples` are per call of `fn`; `params` enables the study's per-parameter
         throughputs; `flops` per call, when known exactly, skips the counting run.
@@ -95,10 +99,10 @@ class Efficiency:
         self._claim("measure")
         work = self._work_of(tokens, samples, params, flops)
         protocol = self.spec.protocol
-        flops_metric = self.meter.flops_of(fn, work)
         self.meter.warm_up(fn, protocol.warmup)
+        cost = self.meter.count(fn, work)
         result = self.meter.run_window(fn, protocol)
-        return self._finish(result, work, flops_metric)
+        return self._finish(result, work, cost)
 
     def generate(
         self, model: Any, input_ids: Any, *, max_new_tokens: int, params: int | None = None, **generate_kwargs: Any
@@ -142,8 +146,8 @@ class Efficiency:
 
         work = self._work_of(batch * max_new_tokens, batch, params, None)
         protocol = self.spec.protocol
-        flops_metric = self.meter.flops_of(one_round, work)
         self.meter.warm_up(one_round, protocol.warmup)
+        cost = self.meter.count(one_round, work)
         started.clear()
         first_token_at.clear()
         outputs.clear()  # noqa: E702 - reset after warm-up
@@ -156,7 +160,7 @@ class Efficiency:
         result.ttft_s = [f - s for s, f in zip(started, first_token_at)]
         result.output_tokens = new_tokens
         self.record.settings.update({"max_new_tokens": max_new_tokens, "batch": batch, "prompt_tokens": prompt_len})
-        return self._finish(result, work, flops_metric)
+        return self._finish(result, work, cost)
 
     @contextlib.contextmanager
     def window(
@@ -169,8 +173,8 @@ class Efficiency:
     ) -> Iterator[Record]:
         """Measure the body of a `with` block as one round; repeat the block for more rounds.
 
-        For work that cannot be wrapped in a callable. FLOPs are not counted here (the
-        body cannot be re-run): pass `flops=` when known.
+        For work that cannot be wrapped in a callable. FLOPs and the rest of the counted cost
+        are not counted here (the body cannot be re-run): pass `flops=` when known.
         """
         self._claim("window")
         work = Work(
@@ -185,13 +189,15 @@ class Efficiency:
             yield self.record
         result = box["result"]
         self._windows = result if self._windows is None else self._windows.merge(result)
+        why = "not counted for window() blocks: the body cannot be run again untimed"
         if flops is not None:
-            flops_metric = self.meter.flops_of(lambda: None, work)
+            flops_metric = counted("flops", float(flops), "given by the test")
         else:
             flops_metric = unavailable(
                 "flops", "counted", "torch FlopCounterMode", "not counted for window() blocks; pass flops="
             )
-        self._finish(self._windows, work, flops_metric)
+        cost = unavailable_cost(why, transfers=self._session.backend.device_type == "cuda", flops=flops_metric)
+        self._finish(self._windows, work, cost)
 
     # -- counted facts ---------------------------------------------------------------
 
@@ -205,7 +211,7 @@ class Efficiency:
         method: str = "counted by the test",
     ) -> Metric:
         """Record an exact count (bytes, parameters, ...). Catalog names take the catalog's unit and direction."""
-        known = CATALOG.get(name)
+        known = lookup(name)
         if known is None and (unit is None or direction is None):
             raise MeasurementError(f"count({name!r}): not a catalog metric, so unit= and direction= are required")
         if known is None:
