@@ -100,6 +100,8 @@ _DATA_SHAPED = frozenset(
 )
 # Namespaces whose operators the counter sizes as any aten operator.
 _OWN_NAMESPACES = frozenset({"aten", "prims", "prim"})
+# Namespaces of instrumentation, which moves no tensor bytes (record_function ranges): not counted.
+_IGNORED_NAMESPACES = frozenset({"profiler"})
 
 METHOD = "aten TorchDispatchMode over one untimed run, beside FlopCounterMode"
 FLOPS_METHOD = "torch FlopCounterMode, one untimed run"
@@ -139,6 +141,7 @@ class _Plan:
     base: str  # "add_"
     skip: bool = False  # a size/stride query: left to a subclass's sizes policy, as FlopCounterMode does
     higher_order: bool = False  # a higher-order operator: not seen inside
+    ignored: bool = False  # instrumentation (profiler ranges): run, not counted
     own: bool = True  # an aten/prims operator (else a custom namespace: not seen inside)
     view: bool = False  # the schema says its output aliases its input (view, t, expand...)
     mutated: tuple[tuple[int, str, bool], ...] = ()  # (position, argument name, read as well as written)
@@ -198,7 +201,7 @@ class OpTally:
             self.not_counted.setdefault(plan.name, "higher-order operator: the operators inside it are not seen")
             return func(*args, **kwargs)
         out = func(*args, **kwargs)
-        if self.problem is None:
+        if self.problem is None and not plan.ignored:
             try:
                 self._count(plan, args, kwargs, out)
             except Exception as exc:  # the counter's own error: the workload's result stands
@@ -224,7 +227,7 @@ class OpTally:
             )
         data_dependent = (
             # a value from the tensors' data reached Python (.item(), bool(t), torch.equal)
-            (out is not None and not isinstance(out, (tuple, list)) and not isinstance(out, _TENSOR[0]))
+            isinstance(out, (bool, int, float, complex))
             # or set an output's shape
             or (plan.maybe_data_dependent and _shaped_by_data(plan, args, kwargs))
         )
@@ -324,7 +327,8 @@ class OpTally:
                 )
             self._subclasses_seen = True
             inner_names, _ = t.__tensor_flatten__()
-            return [p for name in inner_names for p in self._pieces(getattr(t, name))]
+            inner = (getattr(t, name) for name in inner_names)
+            return [p for x in inner if isinstance(x, _TENSOR[0]) for p in self._pieces(x)]
         storage = t.untyped_storage()
         dtype = t.dtype
         size = dtype.itemsize
@@ -479,6 +483,7 @@ def _plan(func: Any) -> _Plan:
         plan = _Plan(
             name=f"{namespace}.{base}",
             base=base,
+            ignored=namespace in _IGNORED_NAMESPACES,
             own=namespace in _OWN_NAMESPACES,
             view=bool(getattr(func, "is_view", False)) and not mutated,
             mutated=tuple(mutated),

@@ -160,6 +160,17 @@ def test_data_dependent_operators_are_named() -> None:
     assert tally_of(lambda: x[torch.arange(3)] @ torch.ones(3)).data_dependent == set()
 
 
+def test_profiler_ranges_are_instrumentation_not_operators() -> None:
+    x = torch.ones(8)
+
+    def ranged() -> torch.Tensor:
+        with torch.profiler.record_function("step"):
+            return x + 1
+
+    t = tally_of(ranged)
+    assert (t.operators, t.not_counted, t.data_dependent) == (1, {}, set())
+
+
 def test_dtype_names_are_short() -> None:
     names = [dtype_name(d) for d in (torch.bfloat16, torch.float32, torch.float16, torch.int8, torch.int64, torch.bool)]
     assert names == ["bf16", "fp32", "fp16", "int8", "int64", "bool"]
@@ -244,6 +255,33 @@ def test_a_quantized_weight_counts_as_its_inner_tensors() -> None:
         integer = "int8" if weights is quanto.qint8 else "uint8"
         assert t.bytes_by_dtype[integer] == packed  # the stored (packed) weight, read once
         assert t.not_counted  # quanto's own kernel or its subclass dispatch: listed by name
+
+
+class Flattened(torch.Tensor):
+    """A wrapper subclass sized by __tensor_flatten__, which also names a non-tensor attribute."""
+
+    @staticmethod
+    def __new__(cls, inner: torch.Tensor) -> Flattened:
+        return torch.Tensor._make_wrapper_subclass(cls, inner.shape, dtype=inner.dtype, device=inner.device)
+
+    def __init__(self, inner: torch.Tensor) -> None:
+        self.inner = inner
+        self.mesh = "a device mesh"
+
+    def __tensor_flatten__(self):
+        return ["inner", "mesh"], None
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        unwrap = lambda t: t.inner if isinstance(t, Flattened) else t  # noqa: E731
+        return func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs or {}))
+
+
+def test_a_subclass_counts_as_the_tensors_its_flatten_names() -> None:
+    x = Flattened(torch.ones(16))
+    t = tally_of(lambda: x * 3)
+    assert (t.bytes_read, t.bytes_written) == (64, 64)
+    assert t.not_counted.keys() == {"aten.mul on Flattened"}
 
 
 class Opaque(torch.Tensor):
