@@ -429,7 +429,7 @@ class _Tables:
     tensor: type
     metadata: frozenset[Any]
     higher_order: type
-    flop_registry: dict[Any, Any]
+    flop_counter: Any  # the torch.utils.flop_counter module: its registry is read when an operator is first seen
     bool_dtype: Any
     uint8_dtype: Any
 
@@ -437,7 +437,7 @@ class _Tables:
 @functools.cache
 def _tables() -> _Tables:
     import torch
-    from torch.utils.flop_counter import flop_registry
+    from torch.utils import flop_counter
 
     aten = torch.ops.aten
     metadata = set()
@@ -451,7 +451,7 @@ def _tables() -> _Tables:
         torch.Tensor,
         frozenset(metadata),
         torch._ops.HigherOrderOperator,
-        dict(flop_registry),
+        flop_counter,
         torch.bool,
         torch.uint8,
     )
@@ -491,7 +491,7 @@ def _plan(func: Any) -> _Plan:
             writes=base not in _ALLOCATE_ONLY,
             traffic=base not in _NO_TRAFFIC,
             maybe_data_dependent=base in _DATA_SHAPED or base in ("index", "repeat_interleave"),
-            flop_formula=tables.flop_registry.get(packet),
+            flop_formula=tables.flop_counter.flop_registry.get(packet),
         )
     _PLANS[func] = plan
     return plan

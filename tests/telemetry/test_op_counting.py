@@ -312,6 +312,22 @@ def test_a_subclass_the_counter_cannot_size_makes_the_counts_unavailable_but_not
     assert cost.flops.value == 0  # FlopCounterMode itself had no trouble
 
 
+def test_a_flop_formula_that_fails_makes_only_the_flops_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils import flop_counter
+
+    def rejects(*args: Any, **kwargs: Any) -> int:
+        raise ValueError("no formula for these shapes")
+
+    a, b = torch.ones(4, 8), torch.ones(8, 2)
+    count_run(lambda: a @ b)  # the counter reads mm's formula once, the first time it sees mm
+    monkeypatch.setitem(flop_counter.flop_registry, aten.mm, rejects)
+    cost = counted_cost([count_run(lambda: a @ b)], transfers=False)
+    assert cost.flops.value is None and "no formula for these shapes" in cost.flops.note
+    assert cost.metrics["bytes_accessed"].value == (32 + 16 + 8) * 4
+    intensity = cost.metrics["arithmetic_intensity"]
+    assert intensity.value is None and "no formula for these shapes" in intensity.note
+
+
 # -- several runs -----------------------------------------------------------------------------
 
 
