@@ -99,6 +99,23 @@ def test_a_failure_of_the_counters_alone_makes_the_counted_metrics_unavailable(m
     assert cost.flops.value is None
 
 
+def test_a_single_pass_meter_calls_the_workload_once_whatever_happens() -> None:
+    # The ranks of a distributed test: each must call the workload (and its collectives) equally often.
+    meter = Meter(cpu_backend(threads=1))
+    meter.single_pass = True
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise WorkloadFault("in one rank")
+
+    cost = meter.count(broken, Work())
+    assert calls == [1] and "in one rank" in cost.metrics["bytes_accessed"].note
+    x = torch.randn(1000)
+    masked = meter.count(lambda: x[torch.rand(1000) > 0.5], Work())
+    assert masked.details["runs"] == 1 and masked.details["variation"] == "not checked: one counting run per rank"
+
+
 def test_a_meta_workload_is_counted(meter: Meter) -> None:
     a, b = torch.empty(256, 128, device="meta"), torch.empty(128, 64, device="meta")
     cost = meter.count(lambda: a @ b, Work())
