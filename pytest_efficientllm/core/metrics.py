@@ -112,9 +112,35 @@ _SPECS = [
     ),
     MetricSpec("rounds", "", "info", "measured rounds"),
     MetricSpec("flops", "FLOP", "lower", "FLOPs of one round, counted once outside the timed rounds"),
-    MetricSpec("bytes_accessed", "B", "lower", "bytes of memory one round reads and writes, counted"),
-    MetricSpec("arithmetic_intensity", "FLOP/B", "info", "flops / bytes_accessed of one round"),
     MetricSpec("flops_per_s", "FLOP/s", "higher", "achieved FLOP/s: counted FLOPs / measured time"),
+    # The counted cost of one round, from the same untimed run as `flops` (telemetry/op_counting.py).
+    MetricSpec(
+        "bytes_accessed",
+        "B",
+        "lower",
+        "bytes one round's aten operators read and write, from their tensors' shapes, strides and dtypes "
+        "(views 0), counted once outside the timed rounds",
+    ),
+    MetricSpec("arithmetic_intensity", "FLOP/B", "info", "counted FLOPs / bytes_accessed of one round"),
+    MetricSpec(
+        "tensor_peak_bytes",
+        "B",
+        "lower",
+        "high-water mark of the tensor storage one round allocated and still held, counted from the storages "
+        "its operators create and free (blind to allocator caching and RSS)",
+    ),
+    MetricSpec("allocations", "count", "lower", "tensor storages one round's operators allocated"),
+    MetricSpec("allocated_bytes", "B", "lower", "bytes of the tensor storages one round's operators allocated"),
+    MetricSpec("operators", "count", "lower", "aten operators one round executed (views included)"),
+    MetricSpec("host_to_device_copies", "count", "lower", "copies from host to device in one round (CUDA only)"),
+    MetricSpec("device_to_host_copies", "count", "lower", "copies from device to host in one round (CUDA only)"),
+    MetricSpec(
+        "synchronizations",
+        "count",
+        "lower",
+        "operators of one round that make the host wait for the device: .item(), nonzero, masked_select, "
+        "a blocking device-to-host copy... (CUDA only)",
+    ),
     MetricSpec("peak_flops_per_s", "FLOP/s", "info", "dense peak the MFU is taken against"),
     MetricSpec("tokens", "tok", "info", "tokens per round"),
     MetricSpec("samples", "samples", "info", "samples per round"),
@@ -141,30 +167,46 @@ _SPECS = [
 
 CATALOG: dict[str, MetricSpec] = {s.name: s for s in _SPECS}
 
-# Families: every name `<prefix><suffix>` (e.g. `roofline_time:h100`) takes its family's unit
-# and direction; the suffix names a profile or a dtype. A test's quality scores
-# (`quality:<name>`) are no family: the test declares their direction.
-_FAMILIES = [
-    MetricSpec(
-        "roofline_time:",
-        "s",
-        "lower",
-        "roofline lower bound of one round's time on the named profile's GPU (`--efficiency-roofline`): "
-        "max(FLOPs / dense peak of the dominant dtype, bytes / HBM bandwidth); an estimate",
-    ),
-    MetricSpec("flops_share:", "fraction", "info", "share of one round's FLOPs done in the named dtype"),
-    MetricSpec("bytes_share:", "fraction", "info", "share of one round's bytes accessed in the named dtype"),
-]
-
-FAMILIES: dict[str, MetricSpec] = {s.name: s for s in _FAMILIES}
+# Families of names that share one unit and direction: `<prefix><member>`, the member known
+# only when the metric is recorded (a dtype, a hardware profile). A family name is a catalog
+# name: it is built with make()/counted()/... like any other, never declared. A test's quality
+# scores (`quality:<name>`) are no family: the test declares their direction.
+FAMILIES: dict[str, MetricSpec] = {
+    s.name: s
+    for s in (
+        MetricSpec(
+            "roofline_time:",
+            "s",
+            "lower",
+            "roofline lower bound of one round's time on the named profile's GPU (`--efficiency-roofline`): "
+            "max(FLOPs / dense peak of the dominant dtype, bytes / HBM bandwidth); an estimate",
+        ),
+        MetricSpec(
+            "bytes_share:",
+            "fraction",
+            "info",
+            "share of bytes_accessed in tensors of the dtype after the colon (bytes_share:bf16)",
+        ),
+        MetricSpec(
+            "flops_share:",
+            "fraction",
+            "info",
+            "share of the counted FLOPs done by operators whose inputs are mostly of the dtype after the colon",
+        ),
+    )
+}
 
 
 def lookup(name: str) -> MetricSpec | None:
-    """The catalog entry of a name, or of its family (`roofline_time:h100`); None for neither."""
-    if name in CATALOG:
-        return CATALOG[name]
-    prefix, sep, suffix = name.partition(":")
-    return FAMILIES.get(prefix + sep) if sep and suffix else None
+    """The catalog's entry for a name, a family member (`bytes_share:bf16`) included; None if unknown."""
+    known = CATALOG.get(name)
+    if known is not None:
+        return known
+    prefix, colon, member = name.partition(":")
+    family = FAMILIES.get(prefix + colon) if colon and member else None
+    if family is None:
+        return None
+    return MetricSpec(name, family.unit, family.direction, family.description, family.units)
 
 
 # Marker keywords users are likely to type, mapped to catalog names.
@@ -186,7 +228,7 @@ def resolve_name(name: str) -> str:
         return name
     if name in ALIASES:
         return ALIASES[name]
-    known = ", ".join(sorted(set(CATALOG) | set(ALIASES) | {f + "<name>" for f in FAMILIES}))
+    known = ", ".join(sorted(set(CATALOG) | set(ALIASES) | {f + "<member>" for f in FAMILIES}))
     raise KeyError(f"unknown metric {name!r}; known metrics: {known}")
 
 
@@ -315,3 +357,9 @@ def like(
     return declared(
         template.name, value, template.unit, template.direction, template.source, method, note=note, samples=samples
     )
+
+
+def varies(metric: Metric) -> bool:
+    """A counted metric whose counting runs disagreed (data-dependent shapes): its `samples` are
+    those runs' values and its value their maximum. Such a count is not gated exactly."""
+    return metric.source == "counted" and len(set(metric.samples)) > 1

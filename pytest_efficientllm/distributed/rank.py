@@ -27,7 +27,7 @@ from pytest_efficientllm.distributed.collectives import RankContext, barrier
 from pytest_efficientllm.glue.fixture import Efficiency
 from pytest_efficientllm.glue.marker import MarkerSpec
 from pytest_efficientllm.measuring.backends import Backend
-from pytest_efficientllm.measuring.meter import MeasureProtocol, WindowResult, Work
+from pytest_efficientllm.measuring.meter import CountedCost, MeasureProtocol, WindowResult, Work
 from pytest_efficientllm.measuring.session import EfficiencySession, Options
 from pytest_efficientllm.telemetry.base import Probe
 
@@ -87,6 +87,8 @@ class RankEfficiency(Efficiency):
         self.ctx = ctx
         self._backend = with_barriers(session.backend, lambda: barrier(ctx, f"window of {nodeid}"))
         self.meter.backend = self._backend
+        # Every rank must call the workload (and its collectives) as often as the others.
+        self.meter.single_pass = True
         self.record.rank = ctx.rank
         self.record.world_size = ctx.world_size
         self.record.fingerprint["rank_device"] = ctx.identity()
@@ -122,8 +124,8 @@ class RankEfficiency(Efficiency):
         self.record.add(metric)
         return metric
 
-    def _finish(self, result: WindowResult, work: Work, flops: Metric) -> Record:
-        record = super()._finish(result, work, flops)
+    def _finish(self, result: WindowResult, work: Work, cost: CountedCost) -> Record:
+        record = super()._finish(result, work, cost)
         record.add(
             measured(
                 "window_time", result.wall_s, "perf_counter from the window's opening barrier to its closing barrier"

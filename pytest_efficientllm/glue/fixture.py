@@ -19,6 +19,7 @@ from pytest_efficientllm.measuring.meter import (
     derive_metrics,
 )
 from pytest_efficientllm.measuring.session import EfficiencySession
+from pytest_efficientllm.telemetry.op_counting import CountedCost, unavailable_cost
 
 
 class MeasurementError(RuntimeError):
@@ -74,9 +75,11 @@ class Efficiency:
             count_flops=self.spec.count_flops,
         )
 
-    def _finish(self, result: WindowResult, work: Work, flops: Metric) -> Record:
-        for metric in derive_metrics(result, work, flops, self._session.backend).values():
+    def _finish(self, result: WindowResult, work: Work, cost: CountedCost) -> Record:
+        for metric in derive_metrics(result, work, cost.flops, self._session.backend, cost).values():
             self.record.add(metric)
+        if cost.details:
+            self.record.settings["counted_cost"] = cost.details
         self._estimate_roofline()
         return self.record
 
@@ -102,7 +105,8 @@ class Efficiency:
         params: int | None = None,
         flops: int | None = None,
     ) -> Record:
-        """Warm up, count FLOPs once (untimed), then time rounds of `fn` in one telemetry window.
+        """Warm up, count the cost of one call once (untimed), then time rounds of `fn` in one
+        telemetry window.
 
         `tokens`/`samples` are per call of `fn`; `params` enables the study's per-parameter
         throughputs; `flops` per call, when known exactly, skips the counting run.
@@ -110,10 +114,10 @@ class Efficiency:
         self._claim("measure")
         work = self._work_of(tokens, samples, params, flops)
         protocol = self.spec.protocol
-        flops_metric = self.meter.flops_of(fn, work)
         self.meter.warm_up(fn, protocol.warmup)
+        cost = self.meter.count(fn, work)
         result = self.meter.run_window(fn, protocol)
-        return self._finish(result, work, flops_metric)
+        return self._finish(result, work, cost)
 
     def generate(
         self, model: Any, input_ids: Any, *, max_new_tokens: int, params: int | None = None, **generate_kwargs: Any
@@ -157,8 +161,8 @@ class Efficiency:
 
         work = self._work_of(batch * max_new_tokens, batch, params, None)
         protocol = self.spec.protocol
-        flops_metric = self.meter.flops_of(one_round, work)
         self.meter.warm_up(one_round, protocol.warmup)
+        cost = self.meter.count(one_round, work)
         started.clear()
         first_token_at.clear()
         outputs.clear()  # noqa: E702 - reset after warm-up
@@ -171,7 +175,7 @@ class Efficiency:
         result.ttft_s = [f - s for s, f in zip(started, first_token_at)]
         result.output_tokens = new_tokens
         self.record.settings.update({"max_new_tokens": max_new_tokens, "batch": batch, "prompt_tokens": prompt_len})
-        return self._finish(result, work, flops_metric)
+        return self._finish(result, work, cost)
 
     @contextlib.contextmanager
     def window(
@@ -184,8 +188,8 @@ class Efficiency:
     ) -> Iterator[Record]:
         """Measure the body of a `with` block as one round; repeat the block for more rounds.
 
-        For work that cannot be wrapped in a callable. FLOPs are not counted here (the
-        body cannot be re-run): pass `flops=` when known.
+        For work that cannot be wrapped in a callable. FLOPs and the rest of the counted cost
+        are not counted here (the body cannot be re-run): pass `flops=` when known.
         """
         self._claim("window")
         work = Work(
@@ -200,13 +204,15 @@ class Efficiency:
             yield self.record
         result = box["result"]
         self._windows = result if self._windows is None else self._windows.merge(result)
+        why = "not counted for window() blocks: the body cannot be run again untimed"
         if flops is not None:
-            flops_metric = self.meter.flops_of(lambda: None, work)
+            flops_metric = counted("flops", float(flops), "given by the test")
         else:
             flops_metric = unavailable(
                 "flops", "counted", "torch FlopCounterMode", "not counted for window() blocks; pass flops="
             )
-        self._finish(self._windows, work, flops_metric)
+        cost = unavailable_cost(why, transfers=self._session.backend.device_type == "cuda", flops=flops_metric)
+        self._finish(self._windows, work, cost)
 
     # -- counted facts ---------------------------------------------------------------
 

@@ -9,7 +9,11 @@ same function). The rules, by the metric's source (docs/gate.md):
   non-integer count (a ratio, a quality score) may differ by `COUNTED_RTOL` (1 ppm), the
   size of float reduction-order differences between thread counts. Checked by default
   for every counted metric with a better-direction; a tolerance on the marker replaces
-  exactness ("peak_memory='+1%'").
+  exactness ("peak_memory='+1%'"). A count that varies run to run (`core.metrics.varies`:
+  its counting runs disagreed, data-dependent shapes) is not checked by default; a
+  tolerance gates it. When a counted byte or FLOP metric changes, the message names the
+  dtype shift behind it where the `bytes_share:*`/`flops_share:*` metrics show one
+  ("bf16 -> fp32: 100% of bytes were bf16, now 0%").
 * **measured**: noise-aware. A regression fails only when the change is beyond the
   tolerance *and* the rank-based interval over both runs' raw rounds (`stats`) excludes
   "no change", i.e. it is larger than the noise seen in both runs. A measured metric
@@ -41,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_efficientllm.core.limits import Limit
+from pytest_efficientllm.core.metrics import varies
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_value
 from pytest_efficientllm.judging.run_noise import (
@@ -55,6 +60,15 @@ from pytest_efficientllm.judging.stats import RatioInterval, ratio_interval, sum
 from pytest_efficientllm.judging.verdicts import Verdict, soften
 
 COUNTED_RTOL = 1e-6
+# Counted metrics whose change the dtype mix can explain, and the share family that shows it.
+SHARES = {
+    "bytes_accessed": ("bytes_share:", "bytes"),
+    "allocated_bytes": ("bytes_share:", "bytes"),
+    "tensor_peak_bytes": ("bytes_share:", "bytes"),
+    "flops": ("flops_share:", "FLOPs"),
+}
+# The least move of a dtype's share (absolute) that a message names as a shift.
+SHIFT_MIN = 0.05
 DEFAULT_MEASURED_TOLERANCE = 0.05
 # Measured peak memory is not among them: on the CPU, VmHWM of the whole process moved -3% to
 # +12% between unchanged suite runs (what is resident when a window opens depends on what ran
@@ -181,7 +195,32 @@ def beyond_tolerance(change: float, direction: str, tol: float) -> tuple[bool, b
     return (up, down) if direction == "lower" else (down, up)
 
 
-def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None) -> Verdict:
+def dtype_shift(baseline: Record, current: Record, name: str) -> str:
+    """The dtype shift behind a change of a counted byte or FLOP metric, from the share metrics of
+    both records: "bf16 -> fp32: 97% of bytes were bf16, now 0%"; "" when none shows one."""
+    if name not in SHARES:
+        return ""
+    prefix, what = SHARES[name]
+
+    def shares(record: Record) -> dict[str, float]:
+        return {
+            n[len(prefix) :]: float(m.value)
+            for n, m in record.metrics.items()
+            if n.startswith(prefix) and m.value is not None
+        }
+
+    b, c = shares(baseline), shares(current)
+    if not b or not c:
+        return ""
+    moved = {d: c.get(d, 0.0) - b.get(d, 0.0) for d in sorted(set(b) | set(c))}
+    lost = min(moved, key=lambda d: moved[d])
+    gained = max(moved, key=lambda d: moved[d])
+    if moved[lost] > -SHIFT_MIN or moved[gained] < SHIFT_MIN:
+        return ""
+    return f"{lost} -> {gained}: {b.get(lost, 0.0):.0%} of {what} were {lost}, now {c.get(lost, 0.0):.0%}"
+
+
+def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None, shift: str = "") -> Verdict:
     b, c = float(base.value), float(cur.value)  # type: ignore[arg-type]
     change = c / b - 1 if b else (0.0 if c == b else float("inf"))
     sign = 1 if cur.direction == "lower" else -1
@@ -194,11 +233,12 @@ def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None) ->
         rule = f"tolerance {tol * 100:+.4g}%"
         worse, better = beyond_tolerance(change, cur.direction, tol)
     numbers = f"{_shown(cur, c)} vs baseline {_shown(base, b)} ({_pct(change)}; counted, {rule})"
+    why = f" ({shift})" if shift and c != b else ""
     if worse:
-        return Verdict(name, "fail", f"{numbers}: regression", "baseline", change)
+        return Verdict(name, "fail", f"{numbers}: regression{why}", "baseline", change)
     if better:
-        return Verdict(name, "improved", f"{numbers}: better; refresh with --update-baselines", "baseline", change)
-    return Verdict(name, "pass", numbers, "baseline", change)
+        return Verdict(name, "improved", f"{numbers}: better{why}; refresh with --update-baselines", "baseline", change)
+    return Verdict(name, "pass", numbers + why, "baseline", change)
 
 
 def _compare_measured(
@@ -392,8 +432,21 @@ def _compare(
             )
             continue
         metric_factor = calibration_factor(baseline, current, calibration_key(name)) if calibrate else None
+        if cur.source == "counted" and tol is None and (varies(cur) or varies(base)):
+            where, runs = ("this run", cur) if varies(cur) else ("the baseline", base)
+            values = ", ".join(format_value(v, runs.unit) for v in runs.samples)
+            out.append(
+                Verdict(
+                    name,
+                    "skipped",
+                    f"not gated exactly: the count varies run to run ({values} in the counting runs of {where}); "
+                    f"give {name} a tolerance to gate it",
+                    "baseline",
+                )
+            )
+            continue
         if cur.source == "counted":
-            out.append(_compare_counted(name, base, cur, tol))
+            out.append(_compare_counted(name, base, cur, tol, dtype_shift(baseline, current, name)))
         elif cur.source == "measured":
             # A check that only warns is never put to the vote: one process decides it, at the full level.
             warns_only = tol is None and current.profile in WARN_BY_DEFAULT

@@ -46,6 +46,8 @@ class Backend:
     sources: dict[str, str] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     device_fingerprint: dict[str, object] = field(default_factory=dict)
+    # Where the workload's tensors live: "cuda" counts host-device copies and synchronizations.
+    device_type: str = "cpu"
 
 
 def _no_sync() -> None:
@@ -163,7 +165,9 @@ def cuda_backend(
     notices = list(nvml.notices)
     if peak is None:
         notices.append(f"MFU: {name!r} is not in the device table and its SM clock is unknown: no peak to divide by")
-    return Backend(profile, CudaEventTimer(cuda), probes, cuda.synchronize, peak, sources, notices, fingerprint)
+    return Backend(
+        profile, CudaEventTimer(cuda), probes, cuda.synchronize, peak, sources, notices, fingerprint, device_type="cuda"
+    )
 
 
 def select_backend(profile: str, threads: int, sample_interval_s: float = 0.02) -> Backend:

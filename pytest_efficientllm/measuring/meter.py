@@ -1,14 +1,15 @@
-"""The measuring loop: warm up, count FLOPs once, time rounds inside an open telemetry window.
+"""The measuring loop: warm up, count the cost once, time rounds inside an open telemetry window.
 
 Plain Python, usable from a notebook:
 
     meter = Meter(cpu_backend(threads=2))
     metrics = meter.measure(fn, Work(tokens=32), MeasureProtocol(rounds=10, warmup=2))
 
-The measuring protocol (docs/metrics.md, "How a test is measured"): warm-up rounds with the same
-shapes; then rounds until both `rounds` and `min_time_s` are met; raw per-round samples
-kept. Telemetry probes open just before the first timed round and close after the last;
-nothing but the timer's two clock reads runs between rounds.
+The measuring protocol (docs/metrics.md, "How a test is measured"): warm-up rounds with the
+same shapes; one untimed counting run (`Meter.count`: FLOPs, bytes, allocations, operators);
+then rounds until both `rounds` and `min_time_s` are met; raw per-round samples kept.
+Telemetry probes open just before the first timed round and close after the last; nothing
+but the timer's two clock reads runs between rounds.
 """
 
 from __future__ import annotations
@@ -29,8 +30,14 @@ from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.telemetry.base import Probe
 from pytest_efficientllm.telemetry.cpu_energy import estimate_energy
 from pytest_efficientllm.telemetry.flops import count_flops
+from pytest_efficientllm.telemetry.op_counting import CountedCost, count_run, counted_cost, unavailable_cost
 
 WORKLOADS = ("inference", "pretrain", "finetune")
+# A counting run that saw an operator whose result depends on the tensors' values (a shape
+# set by the data, a value read by Python) is run once more, to see whether the count varies
+# from run to run; not when that run took longer than this (seconds).
+RECOUNT_MAX_S = 30.0
+COUNTING_OFF = "counting switched off for this test (flops=False on the marker, Work(count_flops=False))"
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,15 @@ class WindowResult:
 
 
 class Meter:
-    """Runs workloads under one backend's timer and probes."""
+    """Runs workloads under one backend's timer and probes.
+
+    `single_pass`: the counting run is made once, never again to see variation, and the
+    workload is never run again to tell whose a counting failure was (a counting failure
+    then makes the counted metrics unavailable, as FlopCounterMode's did): for the ranks of
+    a distributed test, which must all call the workload, and its collectives, equally often.
+    """
+
+    single_pass: bool = False
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -189,6 +204,52 @@ class Meter:
             return unavailable("flops", "counted", "torch FlopCounterMode", why)
         return counted("flops", float(flops), "torch FlopCounterMode, one untimed run")
 
+    def count(self, fn: Callable[[], Any], work: Work) -> CountedCost:
+        """The counted cost of one round (`flops`, `bytes_accessed`, ...) from an untimed run of `fn`
+        under FlopCounterMode and the operator counter together (`telemetry.op_counting`).
+
+        Run again when the first run saw a data-dependent operator, so a count that varies
+        is reported as varying. An exception of the workload propagates as itself and no
+        rounds are timed: when `fn` raises under the counters, it is run once more without
+        them, and only if that run succeeds was the failure the counters' own, which makes
+        the counted metrics unavailable with the reason.
+        """
+        transfers = self.backend.device_type == "cuda"
+        if work.flops is not None:
+            given = counted("flops", float(work.flops), "given by the test")
+            why = "not counted: flops= was given by the test, so no untimed counting run"
+            return unavailable_cost(why, transfers=transfers, flops=given)
+        if not work.count_flops:
+            off = unavailable("flops", "counted", "torch FlopCounterMode", "FLOP counting switched off for this test")
+            return unavailable_cost(COUNTING_OFF, transfers=transfers, flops=off)
+        runs = []
+        while True:
+            failure = ""
+            try:
+                runs.append(count_run(fn, transfers=transfers))
+            except Exception as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+            self.backend.synchronize()
+            if failure and self.single_pass:
+                return unavailable_cost(f"the counting run failed: {failure}", transfers=transfers)
+            if failure:
+                fn()  # the workload's own error raises here, outside the counters, as itself
+                self.backend.synchronize()
+                return unavailable_cost(
+                    f"the counting run failed where the workload alone did not: {failure}", transfers=transfers
+                )
+            first = runs[0]
+            if len(runs) == 2 or not first.tally.data_dependent or first.seconds > RECOUNT_MAX_S or self.single_pass:
+                break
+        cost = counted_cost(runs, transfers=transfers)
+        if runs[0].tally.data_dependent and len(runs) == 1:
+            cost.details["variation"] = (
+                "not checked: one counting run per rank"
+                if self.single_pass
+                else f"not checked: one counting run took {runs[0].seconds:.0f} s"
+            )
+        return cost
+
 
 def _percentiles(values: tuple[float, ...], quantiles: tuple[int, ...]) -> list[float | None]:
     # numpy's linear interpolation, without np.percentile: its first call imports numpy.ma
@@ -201,9 +262,14 @@ def _percentiles(values: tuple[float, ...], quantiles: tuple[int, ...]) -> list[
     return [cuts[q - 1] for q in quantiles]
 
 
-def derive_metrics(result: WindowResult, work: Work, flops: Metric, backend: Backend) -> dict[str, Metric]:
-    """All recorded metrics of a test from its raw window(s) and what one round does."""
+def derive_metrics(
+    result: WindowResult, work: Work, flops: Metric, backend: Backend, cost: CountedCost | None = None
+) -> dict[str, Metric]:
+    """All recorded metrics of a test from its raw window(s), what one round does and, when
+    given, its counted cost (`Meter.count`, whose `flops` is then the one recorded)."""
     out: dict[str, Metric] = dict(result.readings)
+    if cost is not None:
+        out.update(cost.metrics)
     lat = np.asarray(result.latencies_s, dtype=float)
     n = int(lat.size)
     timer = backend.timer.method

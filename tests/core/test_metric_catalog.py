@@ -152,6 +152,29 @@ def test_builders_take_unit_and_direction_from_the_catalog() -> None:
         metrics.declared("AL", 1.0, "ms", "lower", "measured", "m")
 
 
+def test_a_family_of_names_takes_its_unit_and_direction_from_the_catalog() -> None:
+    share = metrics.counted("bytes_share:bf16", 0.97, "op counting")
+    assert (share.unit, share.direction) == ("fraction", "info")
+    assert metrics.lookup("flops_share:fp8_e4m3fn").unit == "fraction"
+    assert metrics.spec("bytes_share:int4").direction == "info"
+    assert metrics.like(share, 0.5, "merged") == metrics.counted("bytes_share:bf16", 0.5, "merged")
+    for unknown in ("bytes_share:", "bytes_share", "no_family:bf16"):
+        assert metrics.lookup(unknown) is None
+        with pytest.raises(KeyError, match="not in the metric catalog"):
+            metrics.counted(unknown, 1.0, "m")
+    with pytest.raises(ValueError, match="catalog's unit"):
+        metrics.counted("bytes_share:bf16", 1.0, "m", unit="%")
+    with pytest.raises(ValueError, match="is in the catalog"):
+        metrics.declared("flops_share:bf16", 1.0, "fraction", "info", "counted", "m")
+
+
+def test_a_count_varies_when_its_counting_runs_disagree() -> None:
+    assert not metrics.varies(metrics.counted("bytes_accessed", 8.0, "m"))
+    assert not metrics.varies(metrics.counted("bytes_accessed", 8.0, "m", samples=(8.0, 8.0)))
+    assert metrics.varies(metrics.counted("bytes_accessed", 9.0, "m", samples=(8.0, 9.0)))
+    assert not metrics.varies(metrics.measured("AL", 1.0, "m", samples=(1.0, 2.0)))
+
+
 def test_like_keeps_a_metric_and_a_tests_own_declaration() -> None:
     own = metrics.declared("kv_bytes", 4.0, "B/tok", "lower", "counted", "by the test")
     assert metrics.like(own, 8.0, "max over ranks") == metrics.declared(

@@ -126,8 +126,8 @@ def fixture_on(profile: str, gpu_name: str | None, named: tuple[str, ...] = ()) 
 def test_a_gpu_run_records_the_roofline_of_its_detected_device() -> None:
     eff = fixture_on("h100", "NVIDIA H100 PCIe", ("h100",))
     run = eff.measure(lambda: None, flops=10**9)
-    assert run.metrics["roofline_time"].value is None  # no bytes counted yet
-    assert "bytes_accessed not recorded" in run.metrics["roofline_time"].note
+    assert run.metrics["roofline_time"].value is None  # flops= given: no counting run, so no bytes
+    assert "bytes_accessed unavailable" in run.metrics["roofline_time"].note
     eff.count("bytes_accessed", 10**9)  # after the measurement: the estimate follows
     assert run.metrics["roofline_time"].value == pytest.approx(1e9 / 2.0e12)  # H100 PCIe, as detected
     assert run.metrics["roofline_time:h100"].value == pytest.approx(1e9 / 3.35e12)  # the profile: SXM

@@ -1,0 +1,87 @@
+"""The gate on the counted cost (bytes_accessed, allocations, the dtype shares...).
+
+What must hold: a change of a counted byte or FLOP metric names the dtype shift behind it; a
+baseline recorded before these metrics existed reports each of them `new`, never a failure;
+a count that varies run to run is not gated exactly unless a tolerance asks for it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pytest_efficientllm.core.limits import parse_limit
+from pytest_efficientllm.core.metrics import counted
+from pytest_efficientllm.judging.compare import compare_record, dtype_shift
+from pytest_efficientllm.measuring.backends import cpu_backend
+from pytest_efficientllm.measuring.meter import Meter, Work
+from tests.helpers.record_builders import record
+
+
+def by_metric(verdicts):
+    return {v.metric: v for v in verdicts}
+
+
+def mlp_record(dtype: torch.dtype):
+    """The counted cost of `(x @ w1).relu() @ w2` in one dtype, as a record."""
+    torch.manual_seed(0)
+    x, w1, w2 = (torch.randn(*shape).to(dtype) for shape in ((8, 32), (32, 64), (64, 16)))
+    cost = Meter(cpu_backend(threads=1)).count(lambda: (x @ w1).relu() @ w2, Work())
+    return record("t.py::mlp", cost.flops, *cost.metrics.values())
+
+
+def test_an_upcast_from_bf16_to_fp32_doubles_the_bytes_and_the_message_names_it() -> None:
+    bf16, fp32 = mlp_record(torch.bfloat16), mlp_record(torch.float32)
+    assert fp32["bytes_accessed"].value == 2 * bf16["bytes_accessed"].value
+    assert fp32["flops"].value == bf16["flops"].value
+    verdicts = by_metric(compare_record(bf16, fp32))
+    v = verdicts["bytes_accessed"]
+    assert v.status == "fail" and v.change == pytest.approx(1.0)
+    assert "bf16 -> fp32: 100% of bytes were bf16, now 0%" in v.message, v.message
+    assert "bf16 -> fp32" in verdicts["allocated_bytes"].message
+    assert verdicts["flops"].status == "pass" and "->" not in verdicts["flops"].message
+    assert verdicts["operators"].status == "pass"
+    assert not {"bytes_share:bf16", "bytes_share:fp32", "arithmetic_intensity"} & set(verdicts)  # info: not gated
+    back = by_metric(compare_record(fp32, bf16))["bytes_accessed"]
+    assert back.status == "improved" and "fp32 -> bf16: 100% of bytes were fp32, now 0%" in back.message
+
+
+def test_a_shift_is_named_only_when_a_share_moved_by_five_points_or_more() -> None:
+    def shares(**values):
+        return record("t.py::a", *(counted(f"bytes_share:{d}", v, "m") for d, v in values.items()))
+
+    assert dtype_shift(shares(bf16=0.97, int64=0.03), shares(fp32=0.97, int64=0.03), "bytes_accessed") == (
+        "bf16 -> fp32: 97% of bytes were bf16, now 0%"
+    )
+    assert dtype_shift(shares(bf16=0.97, int64=0.03), shares(bf16=0.95, int64=0.05), "bytes_accessed") == ""
+    assert dtype_shift(shares(bf16=1.0), record("t.py::a"), "bytes_accessed") == ""  # nothing to compare
+    assert dtype_shift(shares(bf16=1.0), shares(fp32=1.0), "operators") == ""  # not a byte or FLOP count
+
+
+def test_a_baseline_without_the_counted_cost_reports_each_new_metric_new_and_fails_nothing() -> None:
+    current = mlp_record(torch.bfloat16)
+    old = record("t.py::mlp", current["flops"])
+    verdicts = compare_record(old, current)
+    statuses = {v.metric: v.status for v in verdicts}
+    assert statuses == {
+        "flops": "pass",
+        "bytes_accessed": "new",
+        "tensor_peak_bytes": "new",
+        "allocations": "new",
+        "allocated_bytes": "new",
+        "operators": "new",
+    }
+    assert not any(v.failed for v in verdicts)
+
+
+def test_a_count_that_varies_is_not_gated_exactly_but_a_tolerance_gates_it() -> None:
+    base = record("t.py::a", counted("bytes_accessed", 1000.0, "m"))
+    varying = record("t.py::a", counted("bytes_accessed", 1500.0, "m", samples=(1500.0, 1200.0)))
+    v = by_metric(compare_record(base, varying))["bytes_accessed"]
+    assert v.status == "skipped" and "varies run to run" in v.message and "tolerance" in v.message
+    v = by_metric(compare_record(varying, base))["bytes_accessed"]
+    assert v.status == "skipped" and "the baseline" in v.message
+    gated = by_metric(compare_record(base, varying, [parse_limit("bytes_accessed", "+10%")]))["bytes_accessed"]
+    assert gated.status == "fail" and gated.change == pytest.approx(0.5)
+    loose = by_metric(compare_record(base, varying, [parse_limit("bytes_accessed", "+60%")]))["bytes_accessed"]
+    assert loose.status == "pass"
