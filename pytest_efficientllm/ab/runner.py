@@ -21,8 +21,16 @@ from pytest_efficientllm.ab.revisions import Side
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.storage.runfile import RunFileError, read_run
 
-# What the measuring process must not do: judge, confirm in more processes, calibrate.
-MEASURE_ONLY = ("--efficiency-gate=off", "--efficiency-confirm=0", "--efficiency-calibrate-every=off")
+# What the measuring process must not do: judge, confirm in more processes, calibrate. And one
+# process layout for every process (ASLR off, PYTHONHASHSEED=0): a pair compares two processes,
+# and the layout alone moves a transformer workload by several percent between processes
+# (docs/process-layout.md), noise that pairing cannot cancel.
+MEASURE_ONLY = (
+    "--efficiency-gate=off",
+    "--efficiency-confirm=0",
+    "--efficiency-calibrate-every=off",
+    "--efficiency-fixed-layout",
+)
 
 
 @dataclass
