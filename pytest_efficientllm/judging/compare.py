@@ -220,7 +220,7 @@ def dtype_shift(baseline: Record, current: Record, name: str) -> str:
     return f"{lost} -> {gained}: {b.get(lost, 0.0):.0%} of {what} were {lost}, now {c.get(lost, 0.0):.0%}"
 
 
-def _compare_counted(name: str, base: Metric, cur: Metric, tol: float | None, shift: str = "") -> Verdict:
+def compare_counted(name: str, base: Metric, cur: Metric, tol: float | None, shift: str = "") -> Verdict:
     b, c = float(base.value), float(cur.value)  # type: ignore[arg-type]
     change = c / b - 1 if b else (0.0 if c == b else float("inf"))
     sign = 1 if cur.direction == "lower" else -1
@@ -446,7 +446,7 @@ def _compare(
             )
             continue
         if cur.source == "counted":
-            out.append(_compare_counted(name, base, cur, tol, dtype_shift(baseline, current, name)))
+            out.append(compare_counted(name, base, cur, tol, dtype_shift(baseline, current, name)))
         elif cur.source == "measured":
             # A check that only warns is never put to the vote: one process decides it, at the full level.
             warns_only = tol is None and current.profile in WARN_BY_DEFAULT

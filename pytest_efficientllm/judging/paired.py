@@ -36,8 +36,12 @@ from scipy import stats as scipy_stats
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.metrics import like
 from pytest_efficientllm.core.record import Metric, Record
-from pytest_efficientllm.core.units import format_value
-from pytest_efficientllm.judging.compare import COUNTED_RTOL, DEFAULT_MEASURED_TOLERANCE, default_measured
+from pytest_efficientllm.judging.compare import (
+    DEFAULT_MEASURED_TOLERANCE,
+    compare_counted,
+    default_measured,
+    dtype_shift,
+)
 from pytest_efficientllm.judging.verdicts import Verdict, check_budgets
 
 # One-sided level of the signed-rank test. With 6 pairs the smallest p-value is 1/64.
@@ -111,22 +115,18 @@ def pooled(records: Sequence[Record]) -> Record:
     return out
 
 
-def _counted_verdict(name: str, base: list[Metric], head: list[Metric]) -> Verdict | None:
+def _counted_verdict(name: str, base: list[Metric], head: list[Metric], shift: str) -> Verdict | None:
+    """The gate's exact rule (`compare.compare_counted`) when each side counted one value."""
     if any(m.value is None for m in [*base, *head]):
         return None
-    base_values = {float(m.value) for m in base if m.value is not None}
-    head_values = {float(m.value) for m in head if m.value is not None}
-    unit, direction = head[0].unit, head[0].direction
+    base_values = {m.value for m in base}
+    head_values = {m.value for m in head}
     if len(base_values) > 1 or len(head_values) > 1:
-        shown = f"base {sorted(base_values)}, head {sorted(head_values)}"
-        return Verdict(name, "warn", f"varies between processes of one side ({shown} {unit}): not compared", "baseline")
-    b, h = base_values.pop(), head_values.pop()
-    if h == b or (b != 0 and abs(h / b - 1) <= COUNTED_RTOL and not float(b).is_integer()):
-        return Verdict(name, "pass", f"{format_value(h, unit)} on both sides (counted)", "baseline", 0.0)
-    change = (h / b - 1) if b else math.inf
-    worse = h > b if direction == "lower" else h < b
-    text = f"{format_value(b, unit)} -> {format_value(h, unit)} (counted, exact)"
-    return Verdict(name, "fail" if worse else "improved", text, "baseline", change)
+        shown = f"base {sorted(base_values)}, head {sorted(head_values)}"  # type: ignore[type-var]
+        return Verdict(
+            name, "warn", f"varies between processes of one side ({shown} {head[0].unit}): not compared", "baseline"
+        )
+    return compare_counted(name, base[0], head[0], None, shift)
 
 
 def _measured_verdict(name: str, base: list[Metric], head: list[Metric], tolerance: float, defaulted: bool) -> Verdict:
@@ -177,7 +177,7 @@ def paired_verdicts(base: Sequence[Record], head: Sequence[Record], limits: Iter
         if source == "counted" and name not in tolerances:
             if h_list[0].direction == "info":
                 continue
-            verdict = _counted_verdict(name, b_list, h_list)
+            verdict = _counted_verdict(name, b_list, h_list, dtype_shift(base[0], head[0], name))
             if verdict is not None:
                 verdicts.append(verdict)
         elif name in tolerances or (source == "measured" and name in defaults):
