@@ -309,7 +309,7 @@ _QUALIFIERS = (
     ("a process passes, not failing", "not confirmed in fresh processes"),
     ("(estimated: never fails)", "an estimate never fails"),
     ("an estimate never fails", "an estimate never fails"),
-    ("(default check on the", "this profile's default check: warns only"),
+    ("(default check on the", "below the gross floor of the default check: warns only"),
 )
 # What the finding is (first match).
 _REASONS = (

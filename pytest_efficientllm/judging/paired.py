@@ -16,8 +16,8 @@ minutes of the machine (docs/gate.md). The rules are the gate's, read on the pai
   when, as against a stored baseline, the change is beyond the tolerance *and* beyond the
   noise: the Hodges-Lehmann estimate of the shift exceeds the tolerance, and a one-sided
   exact Wilcoxon signed-rank test over the pairs rejects "no change" at `ALPHA`.
-  The CPU's default check fails here, where against a stored baseline it only warns:
-  pairing removes the drift that made it warn.
+  The CPU's default check fails here on any slowdown beyond its tolerance, where against a
+  stored baseline it fails only a gross one: pairing removes the drift that made it lenient.
 * **budgets** are checked on HEAD's pooled record (each metric's median over processes).
 * **estimated** metrics never fail.
 

@@ -1,0 +1,113 @@
+"""The CPU profile's default time check fails gross slowdowns and warns on smaller ones.
+
+The floor is the test's own 99.9% run-to-run bound, kept within GROSS_MIN..GROSS_MAX; a
+tolerance given by the user replaces the default check and any slowdown beyond it fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from pytest_efficientllm.core.limits import parse_limit
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.judging.compare import GROSS_MAX, GROSS_MIN, compare_record, gross_floor
+from pytest_efficientllm.judging.run_noise import RunPrior
+
+NAME = "cpu_time_per_round"
+# Seven rounds spread +-1% around their median.
+ROUNDS = (0.99, 0.995, 0.998, 1.0, 1.002, 1.005, 1.01)
+
+
+def _metric(median: float, history: tuple[float, ...] = (), name: str = NAME) -> Metric:
+    samples = tuple(median * r for r in ROUNDS)
+    return Metric(name, median, "s", "lower", "measured", "test", samples=samples, history=history)
+
+
+def _verdict(base: Metric, current: Metric, profile: str = "cpu", limits=(), prior: RunPrior | None = None):
+    priors = {base.name: prior} if prior else None
+    verdicts = compare_record(
+        Record("t.py::t", profile, metrics={base.name: base}),
+        Record("t.py::t", profile, metrics={current.name: current}),
+        limits,
+        run_priors=priors,
+        processes=3,
+    )
+    (v,) = [v for v in verdicts if v.metric == base.name]
+    return v
+
+
+# Five runs that jitter ~1%: the test's own bound is a few percent out, so the floor is GROSS_MIN.
+QUIET = _metric(0.0100, history=(0.0101, 0.0099, 0.0100, 0.0102))
+# Five runs that jitter ~6%: alone (no prior from its file) their 99.9% bound lies +62% out, so
+# the floor is capped at GROSS_MAX; each voting process's 90% bound lies +13% out.
+NOISY = _metric(0.0100, history=(0.0103, 0.0097, 0.0106, 0.0112))
+
+
+def test_the_floor_is_the_tests_own_bound_within_its_limits() -> None:
+    assert gross_floor(QUIET)[0] == GROSS_MIN
+    assert "raised to +25%" in gross_floor(QUIET)[1]
+    assert gross_floor(NOISY)[0] == GROSS_MAX
+    assert "capped at +40%" in gross_floor(NOISY)[1]
+    # Between the limits the floor is the bound itself: a file whose runs jitter 6% puts a
+    # one-run baseline's 99.9% bound ~+30% out.
+    floor, how = gross_floor(_metric(0.0100), RunPrior(variance=0.06**2, df=math.inf, tests=10))
+    assert GROSS_MIN < floor < GROSS_MAX
+    assert f"{floor * 100:+.0f}%" in how and "raised" not in how and "capped" not in how
+    # One run and no prior from the file: no noise to derive it from, so the most it may be.
+    floor, how = gross_floor(_metric(0.0100))
+    assert floor == GROSS_MAX and "no run-to-run noise" in how
+
+
+def test_a_doubled_time_fails_by_default_on_the_cpu_naming_the_floor() -> None:
+    v = _verdict(QUIET, _metric(0.0200))
+    assert v.status == "fail"
+    assert v.change == pytest.approx(1.0, rel=0.02)
+    assert "gross: at least the floor of +25%" in v.message
+
+
+def test_a_slowdown_below_the_floor_warns_and_says_how_to_fail_on_it() -> None:
+    v = _verdict(QUIET, _metric(0.0115))
+    assert v.status == "warn"
+    assert "below the gross floor of +25%" in v.message
+    assert "give cpu_time_per_round a tolerance" in v.message
+
+
+@pytest.mark.parametrize(("slowdown", "status"), [(1.35, "warn"), (1.5, "fail"), (2.0, "fail")])
+def test_a_noisy_test_still_fails_at_fifty_percent(slowdown: float, status: str) -> None:
+    # Its own bound says +62%, but the cap keeps +50% failing.
+    assert _verdict(NOISY, _metric(0.0100 * slowdown)).status == status
+
+
+def test_a_tolerance_replaces_the_default_and_fails_any_slowdown_beyond_it() -> None:
+    limits = (parse_limit(NAME, "+10%"),)
+    assert _verdict(QUIET, _metric(0.0115), limits=limits).status == "fail"
+
+
+def test_other_profiles_fail_their_default_check_without_a_floor() -> None:
+    base, cur = _metric(0.0100, QUIET.history, name="AL"), _metric(0.0115, name="AL")
+    assert _verdict(base, cur, profile="h200").status == "fail"
+
+
+def test_a_moderated_prior_sets_the_floor_of_a_one_run_baseline() -> None:
+    quiet_file = RunPrior(variance=0.01**2, df=math.inf, tests=10)
+    floor, _ = gross_floor(_metric(0.0100), quiet_file)
+    assert floor == GROSS_MIN
+    assert _verdict(_metric(0.0100), _metric(0.0130), prior=quiet_file).status == "fail"
+    assert _verdict(_metric(0.0100), _metric(0.0120), prior=quiet_file).status == "warn"
+
+
+def test_with_too_few_rounds_for_an_interval_a_gross_slowdown_is_judged_by_the_runs() -> None:
+    # Three rounds a side cannot reach a 95% rank interval; the runs' bound, the floor and the
+    # vote judge the default check instead, while a user's tolerance still asks for more rounds.
+    def few(median: float) -> Metric:
+        return Metric(NAME, median, "s", "lower", "measured", "test", samples=(median * 0.99, median, median * 1.01))
+
+    base = dataclasses.replace(few(0.0100), history=QUIET.history)
+    doubled = _verdict(base, few(0.0200))
+    assert doubled.status == "fail" and "rounds too few for an interval" in doubled.message
+    assert _verdict(base, few(0.0115)).status == "warn"
+    with_tolerance = _verdict(base, few(0.0200), limits=(parse_limit(NAME, "+10%"),))
+    assert with_tolerance.status == "warn" and "cannot separate change from noise" in with_tolerance.message

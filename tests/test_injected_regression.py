@@ -1,0 +1,80 @@
+"""A 2x slowdown of suite tests fails `pytest suites/` on the CPU with the default gate.
+
+The regression is injected into the baselines instead of the code: a copy of the committed
+`baselines/cpu/` with every measured time (value, rounds and run history) halved, so that
+unchanged code reads twice as slow. The CPU profile's default check of
+`cpu_time_per_round` must fail it as gross, in this process and in the fresh processes of
+the vote, and pytest must exit non-zero. A few fast suite tests from three files stand for
+the suite (the whole suite's figures are in benchmarks/RESULTS.md); the confirmation
+spacing is shortened so the vote does not wait out 20 s per test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import REPO_ROOT
+
+SELECTION = [
+    "suites/test_attention.py::test_decode[mqa]",
+    "suites/test_moe.py::test_decode[moe]",
+    "suites/test_quantization.py::test_decode[int8]",
+]
+
+
+def _halve_times(folder: Path) -> int:
+    """Halve every measured time in the baseline files under `folder`; how many metrics."""
+    halved = 0
+    for path in folder.rglob("*.json"):
+        data = json.loads(path.read_text())
+        for entry in data["tests"].values():
+            for metric in entry["metrics"].values():
+                if metric.get("source") != "measured" or metric.get("unit") != "s" or metric.get("value") is None:
+                    continue
+                metric["value"] /= 2
+                for key in ("samples", "history"):
+                    if metric.get(key):
+                        metric[key] = [x / 2 for x in metric[key]]
+                halved += 1
+        path.write_text(json.dumps(data))
+    return halved
+
+
+def test_halved_baselines_fail_the_suites_as_a_gross_cpu_time_regression(tmp_path: Path) -> None:
+    baselines = tmp_path / "baselines"
+    shutil.copytree(REPO_ROOT / "baselines" / "cpu", baselines / "cpu")
+    assert _halve_times(baselines) > 100
+    run_file = tmp_path / "run.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *SELECTION,
+            "-p",
+            "no:cacheprovider",
+            f"--baselines-dir={baselines}",
+            f"--efficiency-json={run_file}",
+            "--efficiency-confirm-spacing=1s",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 1, proc.stdout[-4000:]
+    records = json.loads(run_file.read_text())["records"]
+    assert sorted(r["nodeid"] for r in records) == sorted(SELECTION)
+    for record in records:
+        (verdict,) = [v for v in record["verdicts"] if v["metric"] == "cpu_time_per_round"]
+        assert verdict["status"] == "fail", (record["nodeid"], verdict["message"])
+        assert "gross: at least the floor" in verdict["message"]
+        assert verdict["change"] > 0.5, (record["nodeid"], verdict["message"])
