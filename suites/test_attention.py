@@ -16,9 +16,10 @@ from efficientllm_models.counting import (
     cache_bytes,
     kv_cache_bytes_per_token,
     param_count,
+    round_cost,
 )
 from efficientllm_models.data import heldout_batch, training_batches
-from efficientllm_models.decoding import CachedGreedy
+from efficientllm_models.decoding import CachedGreedy, decode_step
 from efficientllm_models.training import TrainingRun, heldout_loss
 
 DTYPE_OF = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -137,6 +138,56 @@ def test_kv_cache_bytes_per_token(efficiency, scale, device):
     assert totals["nsa"] == 2 * dec.layers * s["nsa"]["kv_heads"] * dec.head_dim * elem * nsa_slots
     assert per_token["mqa"] < per_token["gqa"] < per_token["mha"]
     assert per_token["mla"] < per_token["gqa"]
+
+
+def test_decode_bytes_follow_kv_heads(scale, device):
+    """Counted bytes of a decode step, exact on any machine: MQA < GQA < MHA after test_decode's
+    prompt; per cached token, each KV head costs a step the same bytes, at least its own cache;
+    MLA re-expands its latent cache into every head's keys and values at each step."""
+    dec = scale.decoder
+    elem = torch.finfo(DTYPE_OF[scale.train_dtype]).bits // 8
+    near, far = scale.decode_prompt, scale.decode_prompt + scale.decode_tokens
+    variants = ("mha", "gqa", "mqa", "mla")
+    step, per_cached = {}, {}
+    for variant in variants:
+        model = _build(variant, scale, device).eval()
+        # One step at the first and at the last context length of test_decode: the weights cost both
+        # the same, so the difference is what each cached token costs a step (reading its keys and
+        # values, and in transformers' cache, copying them into the grown cache).
+        near_bytes, far_bytes = (
+            round_cost(decode_step(model, heldout_batch(1, n).to(device)))["bytes_accessed"] for n in (near, far)
+        )
+        step[variant] = near_bytes
+        per_cached[variant] = (far_bytes - near_bytes) / (far - near)
+        del model
+    shown = ", ".join(f"{v} {step[v]:.0f} B" for v in variants)
+    assert step["mqa"] < step["gqa"] < step["mha"], (
+        f"bytes_accessed of a decode step after {near} tokens: {shown}; fewer KV heads must read fewer bytes"
+    )
+    # Every KV head holds the same cache and attention reads it the same way, so bytes per cached
+    # token grow by the same amount per KV head (anything that does not depend on the heads, such
+    # as a mask, cancels in the differences), and a step reads each head's cache at least once.
+    kv = {v: attention_settings(v, scale)["kv_heads"] for v in ("mha", "gqa", "mqa")}
+    per_head = [(per_cached[a] - per_cached[b]) / (kv[a] - kv[b]) for a, b in (("mha", "gqa"), ("gqa", "mqa"))]
+    head_cache = 2 * dec.layers * dec.head_dim * elem  # keys and values one head caches per token
+    cached = ", ".join(f"{v} {per_cached[v]:.0f}" for v in variants)
+    assert per_head[0] == per_head[1] >= head_cache, (
+        f"decode-step bytes per cached token: {cached}; per KV head {per_head[0]:.0f} (MHA-GQA) vs "
+        f"{per_head[1]:.0f} (GQA-MQA), each head caching {head_cache} B/token"
+    )
+    # MLA caches a latent smaller than GQA's K/V (test_kv_cache_bytes_per_token), but transformers'
+    # DeepSeek-V3 attention projects the whole cached latent back to every head's keys and values at
+    # each step (no weight absorption): at least those are written per cached token, more than all
+    # of GQA's traffic. The study's MLA is slower than GQA at decode (AL 0.254 vs 0.128 s).
+    s = attention_settings("mla", scale)
+    expanded = dec.layers * dec.heads * (s["qk_nope_head_dim"] + s["qk_rope_head_dim"] + s["v_head_dim"]) * elem
+    assert per_cached["mla"] >= expanded, (
+        f"MLA decode step: {per_cached['mla']:.0f} B per cached token, below the {expanded} B of the per-head "
+        "keys and values it expands from the latent; has transformers' MLA stopped re-expanding its cache?"
+    )
+    assert per_cached["mla"] > per_cached["gqa"] and step["mla"] > step["gqa"], (
+        f"decode-step bytes per cached token: {cached}; per step after {near} tokens: {shown}"
+    )
 
 
 def test_nsa_mechanism(scale, device):

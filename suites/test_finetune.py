@@ -5,11 +5,14 @@ One workload, the training step at fixed batch and sequence length, run as a fix
 rank 64, alpha 128, dropout 0.1 at hidden 1536) are scaled in proportion. Counted facts are
 asserted: LoRA/RSLoRA trainable parameters are exactly sum r*(d_in + d_out) over the adapted
 layers, DoRA adds one magnitude per output feature, RSLoRA scales by alpha/sqrt(r), and Adam's
-state is two moments per trainable parameter, so freezing cuts it in proportion.
+state is two moments per trainable parameter, so freezing cuts it in proportion. The counted cost
+of a training step is asserted where it follows from what each technique computes
+(`test_train_step_cost_by_technique`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -22,7 +25,7 @@ from efficientllm_models.builders import (
     finetune_settings,
     lora_layers,
 )
-from efficientllm_models.counting import optimizer_state_bytes, param_count
+from efficientllm_models.counting import optimizer_state_bytes, param_count, round_cost
 from efficientllm_models.data import heldout_batch, training_batches
 from efficientllm_models.training import TrainingRun, heldout_loss
 
@@ -117,3 +120,39 @@ def test_train_step(efficiency, scale, device, model_path, technique):
     if technique != "full":
         assert trainable < total
     assert after < before, f"{technique}: held-out loss did not fall over the fixed run ({before:.4f} -> {after:.4f})"
+
+
+def test_train_step_cost_by_technique(scale, device):
+    """Counted cost of one training step on the built model, exact on any machine: RSLoRA == LoRA;
+    DoRA > LoRA; LoRA < full in FLOPs; freezing the fewest bytes of all and below full in FLOPs and
+    tensor peak (the study: freezing fastest, DoRA slowest)."""
+    batches = [b.to(device) for b in training_batches(2, scale.batch, scale.seq_len)]
+    cost = {}
+    for technique in FINETUNE:
+        torch.manual_seed(0)
+        model = apply_technique(
+            finetune_model(scale).to(device=device, dtype=DTYPE_OF[scale.train_dtype]), technique, scale
+        )
+        run = TrainingRun(model, scale.lr)
+        run.step(batches[0])  # AdamW's state exists from here on, as in every measured round
+        cost[technique] = round_cost(functools.partial(run.step, batches[1]))
+
+    def shown(name):
+        return ", ".join(f"{t} {cost[t][name]:.4g}" for t in FINETUNE)
+
+    # RSLoRA changes the adapter's scale factor, a number, not a shape: the same work exactly.
+    for name in ("bytes_accessed", "flops", "tensor_peak_bytes", "allocated_bytes"):
+        assert cost["rslora"][name] == cost["lora"][name], f"{name}: {shown(name)}"
+    # DoRA does LoRA's work plus the norm of each adapted weight and the magnitude rescaling.
+    for name in ("bytes_accessed", "flops"):
+        assert cost["dora"][name] > cost["lora"][name], f"{name}: {shown(name)}"
+    # A frozen weight needs no weight-gradient matmul (a third of its training FLOPs); the rank-r
+    # adapters add r(d_in + d_out) per token where that saves d_in x d_out.
+    assert cost["lora"]["flops"] < cost["full"]["flops"], f"flops: {shown('flops')}"
+    # Freezing keeps the forward, stops the backward at the lowest trainable layer and adds nothing.
+    others = [t for t in FINETUNE if t != "freeze"]
+    assert all(cost["freeze"]["bytes_accessed"] < cost[t]["bytes_accessed"] for t in others), (
+        f"bytes_accessed: {shown('bytes_accessed')}"
+    )
+    for name in ("flops", "tensor_peak_bytes"):
+        assert cost["freeze"][name] < cost["full"][name], f"{name}: {shown(name)}"

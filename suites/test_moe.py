@@ -4,16 +4,19 @@ Mistral (dense SwiGLU) vs Mixtral (8 experts, top-2 routing, auxiliary load-bala
 0.01, as in the study), both with GQA attention; each expert is 1/top-k of the dense width, so
 the two top-k experts a token passes through are exactly as wide as the dense FFN. Workloads:
 training step (a fixed short run; held-out loss recorded), prefill, decode with a KV cache.
+The counted bytes of each workload are asserted above dense (`test_bytes_moe_above_dense`).
 """
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from efficientllm_models.builders import FFN, ffn_model, ffn_settings, moe_active_params
-from efficientllm_models.counting import param_count
+from efficientllm_models.counting import param_count, round_cost
 from efficientllm_models.data import heldout_batch, training_batches
-from efficientllm_models.decoding import CachedGreedy
+from efficientllm_models.decoding import CachedGreedy, decode_step
 from efficientllm_models.training import TrainingRun, heldout_loss
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -120,3 +123,29 @@ def test_params_and_flops_per_token(efficiency, scale, device):
     assert abs(flops["moe"] / flops["dense"] - 1) <= 0.05, (
         f"FLOPs/token moe {flops['moe']:.0f} vs dense {flops['dense']:.0f}"
     )
+
+
+def test_bytes_moe_above_dense(scale, device):
+    """Counted bytes of a training step, a prefill and a decode step, exact on any machine: MoE
+    above dense at equal active parameters (the study: MoE uses far more memory)."""
+    batches = [b.to(device) for b in training_batches(2, scale.batch, scale.seq_len)]
+    ids = heldout_batch(scale.batch, scale.seq_len).to(device)
+    prompt = heldout_batch(1, scale.decode_prompt).to(device)
+    cost = {}
+    for variant in FFN:
+        torch.manual_seed(0)
+        model = _build(variant, scale, device)
+        run = TrainingRun(model, scale.lr)
+        run.step(batches[0])  # AdamW's state exists from here on, as in every measured round
+        train = round_cost(functools.partial(run.step, batches[1]))["bytes_accessed"]
+        model.eval()
+        with torch.no_grad():
+            prefill = round_cost(functools.partial(model, ids, use_cache=True))["bytes_accessed"]
+        decode = round_cost(decode_step(model, prompt))["bytes_accessed"]
+        cost[variant] = {"train step": train, "prefill": prefill, "decode step": decode}
+    # A decode token reads the same active weights plus the router's and the dispatch's bytes; a
+    # prefill's tokens reach every expert, so all experts' weights are read; a training step writes
+    # a gradient and an AdamW update for every expert.
+    for workload in ("train step", "prefill", "decode step"):
+        moe, dense = cost["moe"][workload], cost["dense"][workload]
+        assert moe > dense, f"bytes_accessed of a {workload}: moe {moe:.0f} B, dense {dense:.0f} B"

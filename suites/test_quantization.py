@@ -24,9 +24,9 @@ from efficientllm_models.builders import (
     quantized_linear_types,
     to_precision,
 )
-from efficientllm_models.counting import param_count, storage_bytes
+from efficientllm_models.counting import bytes_in, param_count, round_cost, storage_bytes
 from efficientllm_models.data import heldout_batch
-from efficientllm_models.decoding import CachedGreedy
+from efficientllm_models.decoding import CachedGreedy, decode_step
 from torch import nn
 
 PPL_TOKENS = 1536  # tokens of pydoc_data.topics for SmolLM2's perplexity (3 windows)
@@ -158,6 +158,50 @@ def test_storage_bytes(efficiency, reference):
     assert linear_bytes["bf16"] / linear_bytes["int8"] >= 1.9
     assert linear_bytes["bf16"] / linear_bytes["int4"] >= 3.5
     assert linear_bytes["int4"] < linear_bytes["int8"]
+
+
+# Dtypes quanto stores quantized weights in: int8 as int8, 4-bit packed two per uint8 (int32 in
+# the CUDA packed-kernel layout). Token ids and positions are int64, so they stay out.
+WEIGHT_INTEGER_DTYPES = ("int8", "uint8", "int32")
+
+
+def test_decode_bytes_by_precision(reference, scale, device):
+    """Counted bytes of a decode step after test_decode's prompt, exact on any machine: fp16 == bf16
+    < fp32 <= 2 x bf16; int8 < bf16; 4-bit weights move half the bytes of 8-bit ones; and int4 <
+    int8 overall where quanto runs every int4 layer through a packed kernel."""
+    ref_model = reference[0]
+    prompt = heldout_batch(1, scale.decode_prompt).to(device) % ref_model.config.vocab_size
+    cost, dequantized = {}, []
+    for precision in PRECISIONS:
+        model = to_precision(ref_model, precision)
+        # one step, not the whole round: decoding is the weight-bound regime the bit widths are for
+        cost[precision] = round_cost(decode_step(model, prompt))
+        if precision == "int4":
+            # quanto's generic 4-bit tensor has no kernel: each call writes a bf16 copy of the weight
+            # and multiplies that. It keeps it for weights it cannot group (in_features <= 128, as at
+            # --scale=tiny); grouped ones get a subclass with a packed kernel (TinyGemm on CPU).
+            dequantized = [
+                n
+                for n, m in model.named_modules()
+                if isinstance(m, quantized_linear_types()) and type(m.qweight).__name__ == "WeightQBitsTensor"
+            ]
+        del model
+    b = {p: cost[p]["bytes_accessed"] for p in PRECISIONS}
+    shown = ", ".join(f"{p} {b[p]:.0f} B" for p in PRECISIONS)
+    # The same graph at the same element size: identical traffic.
+    assert b["bf16"] == b["fp16"], f"bytes_accessed of a decode step: {shown}"
+    # Every floating-point tensor doubles in fp32, and nothing else can grow: at most twice bf16's.
+    assert b["bf16"] < b["fp32"] <= 2 * b["bf16"], f"bytes_accessed of a decode step: {shown}"
+    # quanto's int8 matmul reads the weights as 1-byte integers where bf16 reads 2-byte floats.
+    assert b["int8"] < b["bf16"], f"bytes_accessed of a decode step: {shown}"
+    # Each forward reads every quantized weight once, at 8 or at 4 bits.
+    weights = {p: bytes_in(cost[p], WEIGHT_INTEGER_DTYPES) for p in ("int8", "int4")}
+    assert 2 * weights["int4"] == weights["int8"] > 0, (
+        f"integer weight bytes read by a decode step: int8 {weights['int8']} B, int4 {weights['int4']} B "
+        "(4-bit weights should move exactly half)"
+    )
+    if not dequantized:
+        assert b["int4"] < b["int8"], f"bytes_accessed of a decode step: {shown}"
 
 
 # -- a real pretrained model ----------------------------------------------------------------------

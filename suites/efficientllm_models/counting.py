@@ -1,11 +1,12 @@
-"""Exact counts the suites record and assert: cache bytes, stored bytes, parameters, optimizer state.
+"""Exact counts the suites record and assert: cache bytes, stored bytes, parameters, optimizer state,
+and the counted cost of one run of a workload.
 
 Units are in the names: `_bytes` are bytes, `_params` are parameter counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -99,3 +100,25 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
         for v in state.values()
         if isinstance(v, torch.Tensor) and v.dim() > 0
     )
+
+
+def round_cost(fn: Callable[[], Any]) -> dict[str, float | None]:
+    """The counted cost of one run of `fn`, as the plugin records it for one measured round.
+
+    Keys are the record's metric names: `flops` (FLOP), `bytes_accessed`, `tensor_peak_bytes`,
+    `allocated_bytes` (B), `bytes_share:<dtype>` (fraction of `bytes_accessed`) and the rest of
+    `pytest_efficientllm.telemetry.op_counting.NAMES`. Counted from shapes, strides and dtypes,
+    so exact and the same on every machine; `None` where a count is unavailable.
+    """
+    from pytest_efficientllm.telemetry.op_counting import count_run, counted_cost
+
+    cost = counted_cost([count_run(fn)], transfers=False)
+    values: dict[str, float | None] = {name: metric.value for name, metric in cost.metrics.items()}
+    values["flops"] = cost.flops.value
+    return values
+
+
+def bytes_in(cost: dict[str, float | None], dtypes: Iterable[str]) -> int:
+    """Bytes of a `round_cost` that were tensors of the given dtypes (from its `bytes_share:<dtype>`)."""
+    total = cost["bytes_accessed"] or 0
+    return round(sum((cost.get(f"bytes_share:{d}") or 0) * total for d in dtypes))

@@ -3,12 +3,14 @@
 `CachedGreedy(model).generate(...)` has the signature `efficiency.generate` calls (it forces
 `min_new_tokens = max_new_tokens` and passes a streamer: `put(prompt)`, then `put(token)`
 per generated token, then `end()`), so TTFT and TPOT come from the same clock for
-transformers models and for the NSA model, whose cache is its own.
+transformers models and for the NSA model, whose cache is its own. `decode_step(model, prompt)`
+is one step of that loop on its own, for counting what a step costs at a given context length.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -50,3 +52,19 @@ class CachedGreedy:
         self.last_cache = cache
         self.last_ids = torch.cat(ids, dim=1)
         return self.last_ids
+
+
+def decode_step(model: Any, prompt: torch.Tensor) -> Callable[[], Any]:
+    """One cached greedy decode step after `prompt`: the prompt is prefilled now; the returned
+    callable feeds the next token against that cache, the call `CachedGreedy` makes per token."""
+    arg = CachedGreedy(model)._cache_arg
+    with torch.no_grad():
+        out = model(prompt, use_cache=True)
+    token = out.logits[:, -1:].argmax(-1)
+    cache = out.past_key_values
+
+    @torch.no_grad()
+    def step() -> Any:
+        return model(token, use_cache=True, **{arg: cache})
+
+    return step
