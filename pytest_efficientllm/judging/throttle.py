@@ -21,7 +21,12 @@ def find_throttle(record: Record) -> Verdict | None:
     metric = record.metrics.get("gpu_throttled")
     if metric is None or not metric.value:
         return None
-    reasons = metric.note.removeprefix("throttled: ") or "reason not named"
+    # Over several windows (`WindowResult.merge`) the note is one window's: it may not be a throttled one's.
+    reasons = (
+        metric.note.removeprefix("throttled: ")
+        if metric.note.startswith("throttled: ")
+        else f"in {metric.value:.0%} of the measured time; reasons not kept across its windows"
+    )
     return Verdict(
         "gpu_throttled",
         "warn",

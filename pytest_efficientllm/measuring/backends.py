@@ -51,7 +51,9 @@ class Backend:
     device_type: str = "cpu"
     # The GPU's pre-flight state (telemetry.gpu_state); None with why in `gpu_state_problem`.
     gpu_state: GpuState | None = None
-    gpu_state_problem: str = "there is no GPU: the CPU profile measures the CPU"
+    gpu_state_problem: str = (
+        "there is no GPU to check: the profile is 'cpu' (--gpu=cpu, or --gpu=auto found no CUDA device)"
+    )
 
 
 def _no_sync() -> None:

@@ -281,3 +281,12 @@ def test_own_pid_is_this_process() -> None:
     # The backend passes os.getpid(); a process listed under it is this one, not another.
     nv = FakePynvml([FakeGpu(GPU_A, processes=[(os.getpid(), 1)])])
     assert read_gpu_state(nv, device(nv), os.getpid()).other_processes == []
+
+
+def test_a_test_whose_windows_throttled_in_part_is_flagged_with_the_share() -> None:
+    from pytest_efficientllm.core.metrics import measured
+
+    record = Record("t.py::test_x", "h200")
+    record.add(measured("gpu_throttled", 0.25, "NVML clocks event reasons", note="clocks event reasons seen (x)"))
+    verdict = find_throttle(record)
+    assert verdict is not None and "in 25% of the measured time" in verdict.message
