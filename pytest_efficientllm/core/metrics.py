@@ -79,6 +79,13 @@ _SPECS = [
     MetricSpec("idle_power", "W", "info", "power drawn just before the window with no work queued"),
     MetricSpec("AEC_net", "W", "lower", "AEC minus idle power"),
     MetricSpec(
+        "gpu_throttled",
+        "fraction",
+        "info",
+        "1 when NVML named a throttling clocks event reason (power cap, thermal, sync boost, HW slowdown) "
+        "at the window's open or close, else 0; the reasons in its note; over several windows, the time share",
+    ),
+    MetricSpec(
         "retained_memory",
         "B",
         "lower",

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Generator
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 
 from pytest_efficientllm.confirmation.hooks import HeldTest, hold
 from pytest_efficientllm.confirmation.queue import ConfirmQueue
+from pytest_efficientllm.confirmation.vote import CONFIRM_ENV
 from pytest_efficientllm.core.devices import ProfileError
 from pytest_efficientllm.glue import worker
 from pytest_efficientllm.glue.controller import ControllerPlugin
@@ -96,6 +98,12 @@ def pytest_configure(config: pytest.Config) -> None:
     except ProfileError as exc:
         raise pytest.UsageError(str(exc)) from None
     session.layout_problem = config.stash.get(LAYOUT_PROBLEM_KEY, "")
+    # Checked once, where the run starts: an xdist worker or a confirming process starts while
+    # this run's own processes use the GPU, which `idle-gpu` would take for strangers.
+    if settings.require and workerid is None and not os.environ.get(CONFIRM_ENV):
+        unmet = session.unmet_requirements(settings.require)
+        if unmet:
+            raise pytest.UsageError("\n".join(f"--efficiency-require={name}: {why}" for name, why in unmet))
     state = config.stash[RUN_KEY] = RunState(
         settings,
         session,

@@ -23,6 +23,7 @@ from pytest_efficientllm.core.units import UnitError, parse_seconds
 from pytest_efficientllm.judging.gate import GateOptions
 from pytest_efficientllm.measuring.meter import MeasureProtocol
 from pytest_efficientllm.measuring.session import Options
+from pytest_efficientllm.telemetry.gpu_state import REQUIREMENTS
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -175,6 +176,16 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("efficiency_devices", "GPUs to pin xdist workers to, e.g. 0,1", default="")
     parser.addini("efficiency_calibrate_every", "calibration interval, or off", default="10 min")
+    group.addoption(
+        "--efficiency-require",
+        dest="efficiency_require",
+        default=None,
+        metavar="NAMES",
+        help="a usage error at start-up unless the GPU is in this state: "
+        + "; ".join(f"{name}: {what}" for name, what in REQUIREMENTS.items())
+        + " (comma-separated; default: ini efficiency_require, none)",
+    )
+    parser.addini("efficiency_require", "GPU state the runner promises, e.g. locked-clocks,idle-gpu", default="")
 
 
 def parse_devices(text: str) -> tuple[str, ...]:
@@ -202,6 +213,19 @@ def parse_roofline(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def parse_requirements(text: str) -> tuple[str, ...]:
+    """'locked-clocks, idle-gpu' -> ('locked-clocks', 'idle-gpu'): each once, in order; an unknown name
+    is a ValueError listing the valid ones."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in REQUIREMENTS]
+    if unknown:
+        raise ValueError(
+            f"--efficiency-require={text}: unknown requirement {', '.join(repr(n) for n in unknown)}; "
+            f"choose from {', '.join(REQUIREMENTS)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 def _setting(config: pytest.Config, name: str) -> Any:
     value = config.getoption(f"efficiency_{name}", default=None)
     return value if value is not None else config.getini(f"efficiency_{name}")
@@ -220,6 +244,7 @@ class Settings:
     confirm_spacing_s: float = confirm.DEFAULT_SPACING_S
     calibrate: bool = True  # False: --efficiency-calibrate-every=off
     calibrate_every_s: float | None = None  # None: once, at the first measured test
+    require: tuple[str, ...] = ()  # --efficiency-require: GPU state the runner promises
 
     @property
     def confirming(self) -> bool:
@@ -290,4 +315,5 @@ class Settings:
             spacing,
             calibrate,
             every if every and every > 0 else None,
+            require=parse_requirements(str(_setting(config, "require") or "")),
         )

@@ -324,6 +324,7 @@ _REASONS = (
     ("baseline taken at world_size", "baseline at another world size: not compared"),
     ("confirmation in a fresh process failed", "confirmation in a fresh process failed"),
     ("baseline was measured on other hardware", "baseline measured on other hardware"),
+    ("the GPU limited its clocks during the window", "in a window where the GPU throttled (its clocks limited)"),
 )
 
 

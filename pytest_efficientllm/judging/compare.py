@@ -108,6 +108,9 @@ IGNORED_KEYS = (
     "gpu_idle_power_w",
     "nvml_energy_step_mj",
     "nvml_energy_period_s",
+    # The GPU's state of the moment at start-up (telemetry.gpu_state): temperature, current
+    # clocks, other processes. Its stable facts (locked clocks, power limit, modes) are compared.
+    "gpu_preflight",
 )
 
 

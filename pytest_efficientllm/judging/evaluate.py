@@ -8,8 +8,8 @@ decides for a test is decided here:
 * the effective limits: ini defaults, then the marker, then the command line;
 * the verdicts: budgets, the baseline comparison, strictness and gate mode (`gate.judge`);
 * whether measured regressions must first be confirmed by fresh processes (`suspects`,
-  the `confirmation` package holds the vote), and the leak finding, which is never put
-  to a vote.
+  the `confirmation` package holds the vote), and the leak and throttling findings, which
+  are never put to a vote.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pytest_efficientllm.judging.gate import (
 )
 from pytest_efficientllm.judging.leak import find_leak
 from pytest_efficientllm.judging.run_noise import RunPrior
+from pytest_efficientllm.judging.throttle import find_throttle
 from pytest_efficientllm.judging.verdicts import Verdict
 
 
@@ -109,5 +110,8 @@ def evaluate(
     verdicts = judge(record, limits, baseline.record, baseline.error, options, baseline.priors, processes)
     leak = find_leak(record)
     extra = [leak.as_verdict()] if leak is not None else []
+    throttled = find_throttle(record)
+    if throttled is not None:
+        extra.append(throttled)
     held = suspects(record, verdicts) if processes > 1 else []
     return Decision(verdicts, held, extra, limits, baseline, options, processes)

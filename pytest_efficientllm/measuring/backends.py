@@ -25,6 +25,7 @@ from pytest_efficientllm.telemetry.cuda import (
     gpu_peak_flops,
     torch_cuda,
 )
+from pytest_efficientllm.telemetry.gpu_state import GpuState, NvmlThrottleProbe, read_gpu_state
 from pytest_efficientllm.telemetry.nvml import PROBE_MAX_S, load_pynvml, open_nvml
 from pytest_efficientllm.telemetry.procfs import (
     PerfCounterTimer,
@@ -48,6 +49,11 @@ class Backend:
     device_fingerprint: dict[str, object] = field(default_factory=dict)
     # Where the workload's tensors live: "cuda" counts host-device copies and synchronizations.
     device_type: str = "cpu"
+    # The GPU's pre-flight state (telemetry.gpu_state); None with why in `gpu_state_problem`.
+    gpu_state: GpuState | None = None
+    gpu_state_problem: str = (
+        "there is no GPU to check: the profile is 'cpu' (--gpu=cpu, or --gpu=auto found no CUDA device)"
+    )
 
 
 def _no_sync() -> None:
@@ -109,6 +115,7 @@ def cuda_backend(
             f"--gpu profile {profile!r} asked for CUDA telemetry, but torch.cuda.is_available() "
             "is false: CPU telemetry used",
         )
+        backend.gpu_state_problem = "there is no GPU: torch.cuda.is_available() is false"
         return backend
 
     ordinal = int(cuda.current_device())
@@ -137,6 +144,18 @@ def cuda_backend(
         fingerprint["peak_flops_clock_derived"] = clock_derived_peak(
             sm_count, max_clock * 1e6, HOPPER_FLOP_PER_CLOCK_PER_SM
         )
+    # The GPU's state before anything is measured: stable facts compared in the fingerprint,
+    # values of the moment under `gpu_preflight` (never compared).
+    state: GpuState | None = None
+    state_problem = ""
+    throttle_handles: list[Any] | None = None  # the whole GPUs whose clocks event reasons each window reads
+    if nvml.problem is None:
+        state = read_gpu_state(nvml.nv, nvml.devices[0], os.getpid())
+        fingerprint.update(state.fingerprint)
+        fingerprint["gpu_preflight"] = state.preflight
+        throttle_handles = list({id(d.parent): d.parent for d in nvml.devices}.values())
+    else:
+        state_problem = f"the GPU's state cannot be read: NVML is unavailable ({nvml.problem})"
 
     def probes() -> list[Probe]:
         # Open order: host probes, allocator, then NVML with its energy counter last, so the
@@ -145,6 +164,13 @@ def cuda_backend(
             ProcessCpuTimeProbe(),
             ProcessMemoryProbe(interval_s=sample_interval_s, prefix="host_"),
             CudaAllocatorProbe(cuda, ordinal),
+            # Opened before the NVML probes and closed after them: its two reads stay
+            # outside the energy counter's window.
+            *(
+                [NvmlThrottleProbe(nvml.nv, throttle_handles, state.throttle_unsupported if state else None)]
+                if throttle_handles is not None
+                else []
+            ),
             *nvml.make_probes(sample_interval_s),
         ]
 
@@ -162,11 +188,21 @@ def cuda_backend(
         "compute": "NVML utilization.gpu (PCU) + MFU against " + (peak.method if peak else "no peak (device unknown)"),
         "device": f"cuda:{ordinal} {name}",
     }
-    notices = list(nvml.notices)
+    notices = list(nvml.notices) + (state.notices if state is not None else [])
     if peak is None:
         notices.append(f"MFU: {name!r} is not in the device table and its SM clock is unknown: no peak to divide by")
     return Backend(
-        profile, CudaEventTimer(cuda), probes, cuda.synchronize, peak, sources, notices, fingerprint, device_type="cuda"
+        profile,
+        CudaEventTimer(cuda),
+        probes,
+        cuda.synchronize,
+        peak,
+        sources,
+        notices,
+        fingerprint,
+        device_type="cuda",
+        gpu_state=state,
+        gpu_state_problem=state_problem,
     )
 
 

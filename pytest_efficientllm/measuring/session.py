@@ -61,6 +61,14 @@ class EfficiencySession:
 
         torch.set_num_threads(self.threads)
 
+    def unmet_requirements(self, required: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(requirement, why it is not met) for each of `required` (`telemetry.gpu_state.REQUIREMENTS`)
+        this session's GPU does not meet, as read at start-up; every one, where there is no GPU."""
+        state = self.backend.gpu_state
+        if state is None:
+            return [(name, self.backend.gpu_state_problem) for name in required]
+        return [(name, why) for name in required if (why := state.unmet(name)) is not None]
+
     @property
     def notices(self) -> list[str]:
         return self.backend.notices

@@ -664,6 +664,8 @@ def _fingerprint(nv: Any, devices: Sequence[NvmlDevice], step: CounterStep, capa
     put("gpu_name", lambda: _text(nvml_call(nv, "nvmlDeviceGetName", first.parent)))
     put("gpu_max_sm_clock_mhz", lambda: int(nvml_call(nv, "nvmlDeviceGetMaxClockInfo", first.parent, nv.NVML_CLOCK_SM)))
     put("gpu_power_limit_w", lambda: nvml_call(nv, "nvmlDeviceGetPowerManagementLimit", first.parent) / 1e3)
+    if out.get("gpu_power_limit_w", 1) <= 0:
+        del out["gpu_power_limit_w"]  # a driver that reports 0 mW does not know it (telemetry.gpu_state)
     put("driver_version", lambda: _text(nvml_call(nv, "nvmlSystemGetDriverVersion")))
 
     def cuda_driver() -> str:

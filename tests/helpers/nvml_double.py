@@ -45,6 +45,22 @@ class FakeGpu:
     gpm: bool = True
     mig: list[str] = field(default_factory=list)  # UUIDs of MIG instances
     energy_offset_mj: int = 0  # set negative during a window to make the counter go backwards
+    # The GPU's state (telemetry/gpu_state.py). Units: MHz, mW, degrees C, bytes.
+    sm_clock_mhz: int = 1980
+    mem_clock_mhz: int = 2619
+    max_sm_clock_mhz: int = 1980
+    max_mem_clock_mhz: int = 2619
+    app_sm_clock_mhz: int = 1980  # application clocks (nvidia-smi -ac); the default means "not set"
+    app_mem_clock_mhz: int = 2619
+    default_app_sm_clock_mhz: int = 1980
+    default_app_mem_clock_mhz: int = 2619
+    power_limit_mw: int = 700_000
+    default_power_limit_mw: int = 700_000
+    temperature_c: int = 34
+    persistence: int = 1
+    ecc: tuple[int, int] = (1, 1)  # (current, pending)
+    processes: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, used bytes) on this GPU
+    event_reasons: int = 0  # clocks event reasons mask now; a test changes it during a window
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,8 @@ class FakePynvml:
     NVML_ERROR_LIBRARY_NOT_FOUND = 12
     nvmlMemory_v2 = 0x02000028
     NVML_CLOCK_SM = 1
+    NVML_CLOCK_MEM = 2
+    NVML_TEMPERATURE_GPU = 0
     NVML_GPM_METRIC_ANY_TENSOR_UTIL = 5
     NVML_GPM_METRICS_GET_VERSION = 1
     c_nvmlGpmMetricsGet_t = FakeGpmMetricsGet
@@ -213,13 +231,64 @@ class FakePynvml:
         self._enter("nvmlDeviceGetName")
         return self._gpu(handle).name
 
+    def _whole_gpu(self, function: str, handle: FakeHandle) -> FakeGpu:
+        """A device-wide query: NOT_SUPPORTED on a MIG instance's handle, as NVML answers for most of them."""
+        self._enter(function)
+        if handle.mig is not None:
+            raise FakeNVMLError(self.NVML_ERROR_NOT_SUPPORTED)
+        return self._gpu(handle)
+
+    def _by_clock(self, gpu: FakeGpu, clock_type: int, sm: int, mem: int) -> int:
+        if clock_type not in (self.NVML_CLOCK_SM, self.NVML_CLOCK_MEM):
+            raise FakeNVMLError(2)  # INVALID_ARGUMENT: the double knows the SM and memory clocks only
+        return sm if clock_type == self.NVML_CLOCK_SM else mem
+
     def nvmlDeviceGetMaxClockInfo(self, handle: FakeHandle, clock_type: int) -> int:
-        self._enter("nvmlDeviceGetMaxClockInfo")
-        return 1980
+        gpu = self._whole_gpu("nvmlDeviceGetMaxClockInfo", handle)
+        return self._by_clock(gpu, clock_type, gpu.max_sm_clock_mhz, gpu.max_mem_clock_mhz)
+
+    def nvmlDeviceGetClockInfo(self, handle: FakeHandle, clock_type: int) -> int:
+        gpu = self._whole_gpu("nvmlDeviceGetClockInfo", handle)
+        return self._by_clock(gpu, clock_type, gpu.sm_clock_mhz, gpu.mem_clock_mhz)
+
+    def nvmlDeviceGetApplicationsClock(self, handle: FakeHandle, clock_type: int) -> int:
+        gpu = self._whole_gpu("nvmlDeviceGetApplicationsClock", handle)
+        return self._by_clock(gpu, clock_type, gpu.app_sm_clock_mhz, gpu.app_mem_clock_mhz)
+
+    def nvmlDeviceGetDefaultApplicationsClock(self, handle: FakeHandle, clock_type: int) -> int:
+        gpu = self._whole_gpu("nvmlDeviceGetDefaultApplicationsClock", handle)
+        return self._by_clock(gpu, clock_type, gpu.default_app_sm_clock_mhz, gpu.default_app_mem_clock_mhz)
 
     def nvmlDeviceGetPowerManagementLimit(self, handle: FakeHandle) -> int:
-        self._enter("nvmlDeviceGetPowerManagementLimit")
-        return 700_000  # mW
+        return self._whole_gpu("nvmlDeviceGetPowerManagementLimit", handle).power_limit_mw
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: FakeHandle) -> int:
+        return self._whole_gpu("nvmlDeviceGetPowerManagementDefaultLimit", handle).default_power_limit_mw
+
+    def nvmlDeviceGetTemperature(self, handle: FakeHandle, sensor: int) -> int:
+        return self._whole_gpu("nvmlDeviceGetTemperature", handle).temperature_c
+
+    def nvmlDeviceGetPersistenceMode(self, handle: FakeHandle) -> int:
+        return self._whole_gpu("nvmlDeviceGetPersistenceMode", handle).persistence
+
+    def nvmlDeviceGetEccMode(self, handle: FakeHandle) -> list[int]:
+        return list(self._whole_gpu("nvmlDeviceGetEccMode", handle).ecc)
+
+    def nvmlDeviceGetMigMode(self, handle: FakeHandle) -> list[int]:
+        enabled = int(bool(self._whole_gpu("nvmlDeviceGetMigMode", handle).mig))
+        return [enabled, enabled]
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: FakeHandle) -> int:
+        return self._whole_gpu("nvmlDeviceGetCurrentClocksEventReasons", handle).event_reasons
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: FakeHandle) -> int:
+        """The name before NVML 12.2; a test removes the newer one to stand for an older pynvml."""
+        return self._whole_gpu("nvmlDeviceGetCurrentClocksThrottleReasons", handle).event_reasons
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeHandle) -> list[SimpleNamespace]:
+        """Processes of the device the handle names (a MIG instance answers for itself)."""
+        self._enter("nvmlDeviceGetComputeRunningProcesses")
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self._gpu(handle).processes]
 
     def nvmlSystemGetDriverVersion(self) -> str:
         self._enter("nvmlSystemGetDriverVersion")

@@ -94,3 +94,36 @@ def test_real_module_imports_and_degrades_on_this_machine() -> None:
         pytest.skip("a GPU is present; the degraded path is covered by the doubles above")
     backend = cuda_backend("h100", 1)
     assert backend.profile == "cpu" and "CUDA" in backend.notices[0]
+
+
+def test_the_gpu_state_is_in_the_fingerprint_and_each_window_says_whether_it_throttled() -> None:
+    cuda = FakeTorchCuda()
+    gpu = FakeGpu("GPU-" + UUID, period_s=0.005, app_sm_clock_mhz=1410, temperature_c=52)
+    nv = FakePynvml([gpu])
+    backend = fake_backend(cuda, nv)
+    fp = backend.device_fingerprint
+    assert fp["gpu_clocks"] == "application clocks set: SM 1410 MHz (default 1980)"
+    assert fp["gpu_power_limit_default_w"] == 700.0 and fp["gpu_ecc_mode"] == "enabled"
+    assert fp["gpu_preflight"]["temperature_c"] == 52
+    assert backend.gpu_state is not None and backend.gpu_state.clocks_locked
+
+    def work() -> None:
+        gpu.event_reasons = 0x4  # the power cap bites while the work runs, and is still on at close
+        time.sleep(0.002)
+
+    before = nv.count("nvmlDeviceGetCurrentClocksEventReasons")
+    result = Meter(backend).run_window(work, MeasureProtocol(rounds=3, warmup=0))
+    throttled = result.readings["gpu_throttled"]
+    assert throttled.value == 1.0 and throttled.note == "throttled: SW power cap"
+    assert nv.count("nvmlDeviceGetCurrentClocksEventReasons") - before == 2  # at open and close only
+    gpu.event_reasons = 0x1
+    calm = Meter(backend).run_window(lambda: time.sleep(0.001), MeasureProtocol(rounds=1, warmup=0))
+    assert calm.readings["gpu_throttled"].value == 0.0
+
+
+def test_without_nvml_the_gpu_state_is_absent_with_the_reason() -> None:
+    backend = fake_backend(FakeTorchCuda(), None)
+    assert backend.gpu_state is None and "nvidia-ml-py" in backend.gpu_state_problem
+    assert not any(k.startswith("gpu_preflight") for k in backend.device_fingerprint)
+    no_cuda = fake_backend(FakeTorchCuda(available=False), FakePynvml())
+    assert no_cuda.gpu_state is None and "there is no GPU" in no_cuda.gpu_state_problem
