@@ -1,0 +1,266 @@
+"""The RESULTS.md section of a GPU check (benchmarks/gpu_check.py), from the files it wrote.
+
+    python benchmarks/gpu_check_report.py OUT_OR_FILES [--out DIR] [--write]
+
+OUT_OR_FILES: the check's work folder, its $OUT folder (holding gpu-check-files.tgz) or that
+tarball. Reads phases.json, tests-junit.xml, suites-*.json/.log and nvml.md; writes
+RESULTS-section.md into --out (default: beside the input) and, with --write, the section into
+benchmarks/RESULTS.md (results_md.replace_section). Every figure comes from those files; a file
+that is missing is said to be missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tarfile
+import tempfile
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_md import replace_section  # noqa: E402
+
+GPU_TITLE = "## GPU check: suites, baselines and A/A on {profile} (issue 19)"
+CPU_TITLE = "## GPU check script: CPU rehearsal (issue 19)"
+AA_METRICS = ("AL", "energy_per_token")
+
+
+def files_dir(path: Path) -> Path:
+    """The folder holding phases.json: `path` itself, or the tarball in or at `path` unpacked."""
+    if path.is_dir() and (path / "phases.json").exists() and not (path / "gpu-check-files.tgz").exists():
+        return path
+    tgz = path / "gpu-check-files.tgz" if path.is_dir() else path
+    tmp = Path(tempfile.mkdtemp(prefix="gpu-check-report-"))
+    with tarfile.open(tgz) as tar:
+        try:
+            tar.extractall(tmp, filter="data")
+        except TypeError:  # Python without extraction filters
+            tar.extractall(tmp)
+    return tmp
+
+
+def energy_class(record: dict) -> tuple[str, str]:
+    """resolved / flagged / unavailable / estimated / absent, and the note (numbers blanked, so reasons group)."""
+    m = record.get("metrics", {}).get("energy")
+    if m is None:
+        return "absent", ""
+    note = re.sub(r"\d+(\.\d+)?", "N", m.get("note") or "")[:110]
+    if m.get("source") == "estimated":
+        return "estimated", ""
+    if m.get("value") is None:
+        return "unavailable", note
+    return ("flagged", note) if note else ("resolved", "")
+
+
+def walk(obj: object, key_re: re.Pattern[str], path: str = ""):
+    """(key, value) of every key matching `key_re`, anywhere in `obj` (samples lists are not entered)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if key_re.search(str(k)):
+                yield str(k), v
+            if k != "samples":
+                yield from walk(v, key_re, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for v in obj:
+            if isinstance(v, (dict, list)):
+                yield from walk(v, key_re, path)
+
+
+def throttle_reasons(run: dict) -> Counter:
+    """Throttle reasons named anywhere in the records or the run's fingerprint (absent in builds without them)."""
+    seen: Counter = Counter()
+    for _, v in walk({"records": run.get("records", []), "runs": run.get("runs", [])}, re.compile("throttl", re.I)):
+        items = (
+            v
+            if isinstance(v, list)
+            else [v]
+            if isinstance(v, str)
+            else [k for k, x in v.items() if x]
+            if isinstance(v, dict)
+            else []
+        )
+        for item in items:
+            if isinstance(item, str) and item:
+                seen[item] += 1
+    return seen
+
+
+def energy_rounds(run: dict) -> list[float]:
+    """Rounds an energy window took, where the records say so (any numeric key naming energy and rounds)."""
+    out = []
+    for _, v in walk(run.get("records", []), re.compile(r"energy.*round|round.*energy", re.I)):
+        if isinstance(v, dict):
+            v = v.get("value")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append(float(v))
+    return out
+
+
+def aa_tally(run: dict) -> dict[str, Counter]:
+    """Per gated metric: baseline comparisons by status ("would fail" = a warning beyond tolerance and noise)."""
+    per: dict[str, Counter] = {}
+    for record in run.get("records", []):
+        for v in record.get("verdicts", []):
+            if v.get("kind") != "baseline" or v.get("metric") == "*":
+                continue
+            status = v["status"]
+            if status == "warn" and "beyond tolerance and noise" in (v.get("message") or ""):
+                status = "would fail"
+            per.setdefault(v["metric"], Counter())[status] += 1
+    return per
+
+
+def pytest_summary(log: Path) -> str:
+    if not log.exists():
+        return "no log"
+    lines = [ln.strip("= ") for ln in log.read_text(errors="replace").splitlines()]
+    hits = [
+        ln for ln in lines if re.search(r"\d+ (passed|failed|skipped|error|errors|deselected)\b", ln) and " in " in ln
+    ]
+    return hits[-1] if hits else (lines[-1][:120] if lines else "empty log")
+
+
+def junit(path: Path) -> list[str]:
+    if not path.exists():
+        return ["No junit file (the tests phase did not write one)."]
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root)
+    n = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+    failed, skipped = [], Counter()
+    for case in root.iter("testcase"):
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        for child in case:
+            if child.tag in ("failure", "error"):
+                failed.append(name)
+            elif child.tag == "skipped":
+                skipped[re.sub(r"\d+", "N", (child.get("message") or "")[:90])] += 1
+    gpu_skips = sum(c for msg, c in skipped.items() if re.search(r"cuda|gpu|nvml|nvidia", msg, re.I))
+    out = [
+        f"Plugin tests: {n['tests']} run, {n['tests'] - n['failures'] - n['errors'] - n['skipped']} passed, "
+        f"{n['failures']} failed, {n['errors']} errors, {n['skipped']} skipped ({gpu_skips} of the skips name "
+        "CUDA, a GPU or NVML)."
+    ]
+    if failed:
+        out.append("Failed: " + "; ".join(f"`{f}`" for f in failed[:12]) + (" …" if len(failed) > 12 else ""))
+    if skipped:
+        out.append("Skip reasons: " + "; ".join(f"{m} ({c})" for m, c in skipped.most_common(6)))
+    return out
+
+
+def section(d: Path) -> tuple[str, str]:
+    info = json.loads((d / "phases.json").read_text())
+    cpu = info["mode"] == "cpu"
+    title = CPU_TITLE if cpu else GPU_TITLE.format(profile=info.get("profile"))
+    runs = {p.stem.removeprefix("suites-"): json.loads(p.read_text()) for p in sorted(d.glob("suites-*.json"))}
+    fp = next((r["runs"][0]["fingerprint"] for r in runs.values() if r.get("runs")), {})
+    pk = fp.get("packages", {})
+    where = fp.get("gpu_name") or fp.get("device") or fp.get("cpu_model") or "?"
+    smi = d / "nvidia-smi.csv"
+    if smi.exists():
+        rows = [ln for ln in smi.read_text().splitlines()[1:] if ln and not ln.startswith("$")]
+        where = rows[-1] if rows else where
+    cmd = "bash benchmarks/gpu_check.sh" + (" --cpu" if cpu else "")
+    lines = [
+        title,
+        "",
+        f"Command: `{cmd}` ({info['started']}; {where}; python {fp.get('python', '?')}, torch {pk.get('torch', '?')}, "
+        f"transformers {pk.get('transformers', '?')}); profile `{info.get('profile')}`, `--scale={info['scale']}`, "
+        f"budget {info['budget_s']:.0f} s, {info['elapsed_s']:.0f} s in all.",
+        "",
+        "| phase | exit | wall | timeout | note |",
+        "|---|---|---|---|---|",
+    ]
+    for p in info["phases"]:
+        rc = "skipped" if p["rc"] is None else f"{p['rc']}{' (timed out)' if p['timed_out'] else ''}"
+        lines.append(f"| {p['phase']} | {rc} | {p['wall_s']:.0f} s | {p['timeout_s']} s | {p['note']} |")
+    lines += ["", *junit(d / "tests-junit.xml"), ""]
+    if not runs:
+        lines.append("No suite run files.")
+    else:
+        lines += [
+            "| suite run | pytest | records | energy windows resolved / flagged / unavailable / estimated |",
+            "|---|---|---|---|",
+        ]
+        reasons: Counter = Counter()
+        throttles: Counter = Counter()
+        rounds: list[float] = []
+        for name, run in runs.items():
+            cls = Counter()
+            for rec in run.get("records", []):
+                c, note = energy_class(rec)
+                cls[c] += 1
+                if note:
+                    reasons[f"{c}: {note}"] += 1
+            throttles += throttle_reasons(run)
+            rounds += energy_rounds(run)
+            lines.append(
+                f"| {name} | {pytest_summary(d / f'suites-{name}.log')} | {len(run.get('records', []))} | "
+                f"{cls['resolved']} / {cls['flagged']} / {cls['unavailable']} / {cls['estimated']} |"
+            )
+        lines.append("")
+        if reasons:
+            lines.append(
+                "Energy notes (numbers blanked): " + "; ".join(f"{r} ({c})" for r, c in reasons.most_common(5))
+            )
+        if rounds:
+            lines.append(
+                f"Rounds per energy window: min {min(rounds):.0f}, median {statistics.median(rounds):.0f}, "
+                f"max {max(rounds):.0f} ({len(rounds)} windows)."
+            )
+        lines.append(
+            "Throttle reasons seen: "
+            + ("; ".join(f"{r} ({c})" for r, c in throttles.most_common()) if throttles else "none recorded")
+            + "."
+        )
+        aa = runs.get("aa")
+        if aa is not None:
+            per = aa_tally(aa)
+            total = sum((c for c in per.values()), Counter())
+            lines += [
+                "",
+                "A/A (the fourth run against the three update runs' baselines; unchanged code, so every failure is "
+                "a false alarm):",
+                "",
+                "| metric | comparisons | failed | would fail (warned beyond tolerance and noise) | improved |",
+                "|---|---|---|---|---|",
+            ]
+            for metric, c in [(m, per.get(m, Counter())) for m in AA_METRICS] + [("all gated", total)]:
+                n = sum(c.values())
+                rate = f" ({c['fail'] / n:.1%})" if n else ""
+                lines.append(f"| {metric} | {n} | {c['fail']}{rate} | {c['would fail']} | {c['improved']} |")
+    nvml = d / "nvml.md"
+    text = nvml.read_text(errors="replace") if nvml.exists() else ""
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "figure" not in ln]
+    lines.append("")
+    if rows:
+        lines += ["Energy counter vs power integration (`benchmarks/gpu_energy_check.py`):", "", "| figure | value |"]
+        lines += ["|---|---|", *rows]
+    else:
+        body = [ln for ln in text.splitlines() if ln and not ln.startswith("$")]
+        lines.append(f"Energy counter vs power integration: not measured ({body[-1] if body else 'no nvml.md'}).")
+    return title, "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--write", action="store_true", help="replace the section in benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    d = files_dir(args.path)
+    title, text = section(d)
+    out = args.out or (args.path if args.path.is_dir() else args.path.parent)
+    (out / "RESULTS-section.md").write_text(text)
+    print(text)
+    if args.write:
+        replace_section(title, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
