@@ -95,6 +95,13 @@ def prepare(python_version: str) -> int:
     return rc
 
 
+def _own_group() -> None:
+    """In the phase's child: its own process group, and SIGINT at its default even where this driver was
+    started with it ignored (a background job of a non-interactive shell), so pytest can be interrupted."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _dist_name(wheel: Path) -> str:
     return wheel.name.split("-")[0].replace("_", "-").lower()
 
@@ -159,7 +166,7 @@ class Driver:
             fh.write("$ " + " ".join(cmd) + "\n")
             fh.flush()
             proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=self.env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, cwd=ROOT, env=self.env, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=_own_group
             )
             try:
                 rc = proc.wait(timeout=timeout)
@@ -323,12 +330,14 @@ class Driver:
             f"gpu check ({'CPU rehearsal' if self.cpu else 'GPU'}), {self.started}; python {sys.version.split()[0]} "
             f"at {sys.executable}; out {self.out}; baselines {self.baselines}; budget {self.budget:.0f} s"
         )
-        self.install()
+        wanted = set(self.args.phases.split(","))
+        if "install" in wanted:
+            self.install()
         self.resolve_profile()
         self.save()
-        self.nvml()
-        self.tests()
-        self.suites()
+        for name, step in (("nvml", self.nvml), ("tests", self.tests), ("suites", self.suites)):
+            if name in wanted:
+                step()
         self.report()
         self.say(f"done in {time.monotonic() - self.t0:.0f} s; files in {self.out}")
         self.log.close()
@@ -357,6 +366,11 @@ def main() -> int:
     p.add_argument("--tests", nargs="+", default=["tests/"], help="what `pytest` runs in the tests phase")
     p.add_argument("--suites", nargs="+", default=["suites/"], help="what the suite runs run")
     p.add_argument("--pytest-arg", action="append", default=[], help="extra argument for every suite run")
+    p.add_argument(
+        "--phases",
+        default="install,nvml,tests,suites",
+        help="which phases to run, comma-separated (install, nvml, tests, suites); the report always runs",
+    )
     p.add_argument("--write-results", action="store_true", help="CPU mode: write the section into RESULTS.md")
     args = p.parse_args()
     if args.mode == "prepare":

@@ -90,14 +90,40 @@ def throttle_reasons(run: dict) -> Counter:
     return seen
 
 
-def energy_rounds(run: dict) -> list[float]:
-    """Rounds an energy window took, where the records say so (any numeric key naming energy and rounds)."""
-    out = []
-    for _, v in walk(run.get("records", []), re.compile(r"energy.*round|round.*energy", re.I)):
-        if isinstance(v, dict):
-            v = v.get("value")
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out.append(float(v))
+def energy_windows(runs: list[dict]) -> list[str]:
+    """What the records say of their energy windows (`settings.energy_window`, where this build records
+    it): rounds taken against rounds asked, counter updates spanned, windows capped, reasons not extended."""
+    wins = [
+        r["settings"]["energy_window"]
+        for run in runs
+        for r in run.get("records", [])
+        if isinstance(r.get("settings", {}).get("energy_window"), dict) and r["settings"]["energy_window"]
+    ]
+    if not wins:
+        return ["Energy windows: the records carry no `energy_window` setting (not recorded by this build)."]
+
+    def nums(key: str) -> list[float]:
+        return [float(w[key]) for w in wins if isinstance(w.get(key), (int, float)) and not isinstance(w[key], bool)]
+
+    def spread(xs: list[float], fmt: str) -> str:
+        return f"{min(xs):{fmt}} / {statistics.median(xs):{fmt}} / {max(xs):{fmt}}" if xs else "not recorded"
+
+    extended = sum(
+        1
+        for w in wins
+        if isinstance(w.get("rounds"), int)
+        and isinstance(w.get("rounds_asked"), int)
+        and w["rounds"] > w["rounds_asked"]
+    )
+    not_ext = Counter(str(w["not_extended"]) for w in wins if w.get("not_extended"))
+    out = [
+        f"Energy windows ({len(wins)} with an `energy_window` record): {extended} extended beyond the rounds asked; "
+        f"rounds min / median / max {spread(nums('rounds'), '.0f')}; counter updates spanned "
+        f"{spread(nums('updates_spanned'), '.1f')}; {sum(1 for w in wins if w.get('capped_s'))} capped at the "
+        f"per-test limit; counter period {spread([x * 1e3 for x in nums('counter_period_s')], '.0f')} ms."
+    ]
+    if not_ext:
+        out.append("Not extended: " + "; ".join(f"{r} ({c})" for r, c in not_ext.most_common(4)))
     return out
 
 
@@ -183,12 +209,11 @@ def section(d: Path) -> tuple[str, str]:
         lines.append("No suite run files.")
     else:
         lines += [
-            "| suite run | pytest | records | energy windows resolved / flagged / unavailable / estimated |",
+            "| suite run | pytest | records | energy resolved / flagged / unavailable / estimated / none |",
             "|---|---|---|---|",
         ]
         reasons: Counter = Counter()
         throttles: Counter = Counter()
-        rounds: list[float] = []
         for name, run in runs.items():
             cls = Counter()
             for rec in run.get("records", []):
@@ -197,21 +222,16 @@ def section(d: Path) -> tuple[str, str]:
                 if note:
                     reasons[f"{c}: {note}"] += 1
             throttles += throttle_reasons(run)
-            rounds += energy_rounds(run)
             lines.append(
                 f"| {name} | {pytest_summary(d / f'suites-{name}.log')} | {len(run.get('records', []))} | "
-                f"{cls['resolved']} / {cls['flagged']} / {cls['unavailable']} / {cls['estimated']} |"
+                f"{cls['resolved']} / {cls['flagged']} / {cls['unavailable']} / {cls['estimated']} / {cls['absent']} |"
             )
         lines.append("")
         if reasons:
             lines.append(
                 "Energy notes (numbers blanked): " + "; ".join(f"{r} ({c})" for r, c in reasons.most_common(5))
             )
-        if rounds:
-            lines.append(
-                f"Rounds per energy window: min {min(rounds):.0f}, median {statistics.median(rounds):.0f}, "
-                f"max {max(rounds):.0f} ({len(rounds)} windows)."
-            )
+        lines += energy_windows(list(runs.values()))
         lines.append(
             "Throttle reasons seen: "
             + ("; ".join(f"{r} ({c})" for r, c in throttles.most_common()) if throttles else "none recorded")
