@@ -57,37 +57,43 @@ def energy_class(record: dict) -> tuple[str, str]:
     return ("flagged", note) if note else ("resolved", "")
 
 
-def walk(obj: object, key_re: re.Pattern[str], path: str = ""):
-    """(key, value) of every key matching `key_re`, anywhere in `obj` (samples lists are not entered)."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if key_re.search(str(k)):
-                yield str(k), v
-            if k != "samples":
-                yield from walk(v, key_re, f"{path}.{k}")
-    elif isinstance(obj, list):
-        for v in obj:
-            if isinstance(v, (dict, list)):
-                yield from walk(v, key_re, path)
-
-
-def throttle_reasons(run: dict) -> Counter:
-    """Throttle reasons named anywhere in the records or the run's fingerprint (absent in builds without them)."""
-    seen: Counter = Counter()
-    for _, v in walk({"records": run.get("records", []), "runs": run.get("runs", [])}, re.compile("throttl", re.I)):
-        items = (
-            v
-            if isinstance(v, list)
-            else [v]
-            if isinstance(v, str)
-            else [k for k, x in v.items() if x]
-            if isinstance(v, dict)
-            else []
-        )
-        for item in items:
-            if isinstance(item, str) and item:
-                seen[item] += 1
-    return seen
+def throttling(runs: list[dict]) -> list[str]:
+    """The `gpu_throttled` metric of each record (1 where NVML's clocks event reasons named a slowdown in
+    the window, the reasons in its note) and the pre-flight GPU state of the run's fingerprint, where this
+    build records them."""
+    windows = throttled = 0
+    reasons: Counter = Counter()
+    unavailable: Counter = Counter()
+    for run in runs:
+        for rec in run.get("records", []):
+            m = rec.get("metrics", {}).get("gpu_throttled")
+            if m is None:
+                continue
+            windows += 1
+            note = m.get("note") or ""
+            if m.get("value") is None:
+                unavailable[re.sub(r"\d+", "N", note)[:90]] += 1
+            elif m["value"] > 0:
+                throttled += 1
+                for r in note.removeprefix("throttled: ").split(", "):
+                    reasons[r.strip()] += 1
+    if not windows:
+        out = ["Throttle reasons: the records carry no `gpu_throttled` metric (not recorded by this build)."]
+    else:
+        out = [
+            f"Throttling (`gpu_throttled`): {throttled} of {windows} windows throttled"
+            + (": " + "; ".join(f"{r} ({c})" for r, c in reasons.most_common()) if reasons else "")
+            + (f"; unavailable in {sum(unavailable.values())}: " + "; ".join(unavailable) if unavailable else "")
+            + "."
+        ]
+    fp = next((r["runs"][0].get("fingerprint", {}) for r in runs if r.get("runs")), {})
+    stable = {k: v for k, v in sorted(fp.items()) if k.startswith("gpu_") and k != "gpu_preflight"}
+    if stable:
+        out.append("GPU state in the fingerprint: " + ", ".join(f"{k} {v}" for k, v in stable.items()) + ".")
+    pre = fp.get("gpu_preflight")
+    if isinstance(pre, dict) and pre:
+        out.append("Pre-flight (first run): " + json.dumps(pre, sort_keys=True)[:600])
+    return out
 
 
 def energy_windows(runs: list[dict]) -> list[str]:
@@ -213,7 +219,6 @@ def section(d: Path) -> tuple[str, str]:
             "|---|---|---|---|",
         ]
         reasons: Counter = Counter()
-        throttles: Counter = Counter()
         for name, run in runs.items():
             cls = Counter()
             for rec in run.get("records", []):
@@ -221,7 +226,6 @@ def section(d: Path) -> tuple[str, str]:
                 cls[c] += 1
                 if note:
                     reasons[f"{c}: {note}"] += 1
-            throttles += throttle_reasons(run)
             lines.append(
                 f"| {name} | {pytest_summary(d / f'suites-{name}.log')} | {len(run.get('records', []))} | "
                 f"{cls['resolved']} / {cls['flagged']} / {cls['unavailable']} / {cls['estimated']} / {cls['absent']} |"
@@ -232,11 +236,7 @@ def section(d: Path) -> tuple[str, str]:
                 "Energy notes (numbers blanked): " + "; ".join(f"{r} ({c})" for r, c in reasons.most_common(5))
             )
         lines += energy_windows(list(runs.values()))
-        lines.append(
-            "Throttle reasons seen: "
-            + ("; ".join(f"{r} ({c})" for r, c in throttles.most_common()) if throttles else "none recorded")
-            + "."
-        )
+        lines += throttling(list(runs.values()))
         aa = runs.get("aa")
         if aa is not None:
             per = aa_tally(aa)
