@@ -115,7 +115,10 @@ def _needed(wheel: Path) -> bool:
         return True
     if name not in UPGRADE_IF_OLDER:
         return False
-    from packaging.version import Version
+    try:
+        from packaging.version import Version
+    except ImportError:  # pip always carries it
+        from pip._vendor.packaging.version import Version
 
     return Version(have) < Version(wheel.name.split("-")[1])
 
@@ -262,11 +265,13 @@ class Driver:
         self.phase("pip-check", [py, "-m", "pip", "check"], 60, note="dependency conflicts, informational")
 
     def resolve_profile(self) -> None:
+        self.profile = "cpu"
         if self.cpu:
-            self.profile = "cpu"
+            self.save()
             return
         if self.args.gpu != "auto":
             self.profile = self.args.gpu
+            self.save()
             return
         code = (
             "from pytest_efficientllm.core.devices import detect_cuda_name, resolve_profile;"
@@ -275,6 +280,9 @@ class Driver:
         got = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=self.env, capture_output=True, text=True)
         self.profile = got.stdout.strip() or "cpu"
         self.say(f"profile: {self.profile} {got.stderr.strip()[-300:]}")
+        if self.profile == "cpu":
+            self.say("no GPU profile detected: the suites run on the CPU profile (see the lines above)")
+        self.save()
 
     def nvml(self) -> None:
         smi = shutil.which("nvidia-smi")
@@ -331,14 +339,14 @@ class Driver:
             f"at {sys.executable}; out {self.out}; baselines {self.baselines}; budget {self.budget:.0f} s"
         )
         wanted = set(self.args.phases.split(","))
-        if "install" in wanted:
-            self.install()
-        self.resolve_profile()
-        self.save()
-        for name, step in (("nvml", self.nvml), ("tests", self.tests), ("suites", self.suites)):
-            if name in wanted:
-                step()
-        self.report()
+        steps = [("install", self.install), ("profile", self.resolve_profile), ("nvml", self.nvml)]
+        steps += [("tests", self.tests), ("suites", self.suites), ("report", self.report)]
+        for name, step in steps:
+            if name in wanted or name in ("profile", "report"):
+                try:
+                    step()
+                except Exception as exc:  # a broken phase is recorded; the next one runs
+                    self.skip(name, f"the driver failed in it: {type(exc).__name__}: {exc}")
         self.say(f"done in {time.monotonic() - self.t0:.0f} s; files in {self.out}")
         self.log.close()
         return 0
