@@ -206,6 +206,7 @@ class Driver:
         """phases.json and the tarball of the work files into $OUT, so a later hang loses nothing."""
         info = {
             "mode": "cpu" if self.cpu else "gpu",
+            "argv": sys.argv[1:],
             "profile": getattr(self, "profile", None),
             "scale": self.args.scale,
             "budget_s": self.budget,

@@ -198,7 +198,8 @@ def section(d: Path) -> tuple[str, str]:
     if smi.exists():
         rows = [ln for ln in smi.read_text().splitlines()[1:] if ln and not ln.startswith("$")]
         where = rows[-1] if rows else where
-    cmd = "bash benchmarks/gpu_check.sh" + (" --cpu" if cpu else "")
+    argv = [a for a in info.get("argv", ["--cpu"] if cpu else []) if not a.startswith("--out")]
+    cmd = " ".join(["bash benchmarks/gpu_check.sh", *argv])
     lines = [
         title,
         "",
@@ -206,6 +207,17 @@ def section(d: Path) -> tuple[str, str]:
         f"transformers {pk.get('transformers', '?')}); profile `{info.get('profile')}`, `--scale={info['scale']}`, "
         f"budget {info['budget_s']:.0f} s, {info['elapsed_s']:.0f} s in all.",
         "",
+    ]
+    if cpu:
+        lines += [
+            "A rehearsal of the GPU check on a CPU, so that device time is not spent on its typos: every phase "
+            "runs, the GPU-only ones down their failure paths (no nvidia-smi; `gpu_energy_check.py` exits 2 "
+            "without CUDA; energy is the CPU estimate, so no energy window is resolved or flagged), the wheelhouse "
+            "installs offline into a scratch folder instead of this environment, and the baselines go to a "
+            "temporary folder. Its timings are this CPU's, not a forecast of the GPU's.",
+            "",
+        ]
+    lines += [
         "| phase | exit | wall | timeout | note |",
         "|---|---|---|---|---|",
     ]
