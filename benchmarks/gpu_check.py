@@ -245,12 +245,21 @@ class Driver:
                     f"scratch folder; {have} already installed here",
                 )
             elif missing:
-                self.phase(
+                got = self.phase(
                     "install",
                     base + [str(w) for w in missing],
                     self.args.install_timeout,
                     note=f"{len(missing)} wheels installed, {have} already there",
                 )
+                if got["rc"] != 0:  # a read-only environment: a folder of our own on PYTHONPATH instead
+                    site = self.tmp / "site"
+                    self.phase(
+                        "install-target",
+                        base + ["--target", str(site)] + [str(w) for w in missing],
+                        self.args.install_timeout,
+                        note=f"into {site}, put on PYTHONPATH",
+                    )
+                    self.env["PYTHONPATH"] = os.pathsep.join((self.env["PYTHONPATH"], str(site)))
             else:
                 self.skip("install", f"all {len(wheels)} wheelhouse packages already installed")
         if not self.cpu:
