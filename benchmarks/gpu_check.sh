@@ -6,5 +6,8 @@
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-for arg in "$@"; do [ "$arg" = --cpu ] && [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && PY=.venv/bin/python; done
+# The CPU rehearsal uses the project's virtual environment where there is one (PYTHON overrides).
+cpu=${GPU_CHECK_MODE:-}
+for arg in "$@"; do [ "$arg" = --cpu ] && cpu=cpu; done
+if [ "$cpu" = cpu ] && [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
 exec "$PY" benchmarks/gpu_check.py "$@"
