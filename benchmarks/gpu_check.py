@@ -323,7 +323,14 @@ class Driver:
         for i, name in enumerate(runs):
             share = (self.left() - self.args.reserve) / (len(runs) - i)
             cmd = [sys.executable, "-m", "pytest", *self.args.suites, f"--gpu={self.profile}"]
-            cmd += [f"--scale={self.args.scale}", f"--baselines-dir={self.baselines}", "-q", "-p", "no:cacheprovider"]
+            cmd += [
+                f"--scale={self.args.scale}",
+                f"--baselines-dir={self.baselines}",
+                "-q",
+                "-rs",
+                "-p",
+                "no:cacheprovider",
+            ]
             cmd += ["--continue-on-collection-errors", f"--efficiency-json={self.work / f'suites-{name}.json'}"]
             cmd += self.args.pytest_arg
             if name != "aa":

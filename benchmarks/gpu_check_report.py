@@ -198,7 +198,12 @@ def section(d: Path) -> tuple[str, str]:
     if smi.exists():
         rows = [ln for ln in smi.read_text().splitlines()[1:] if ln and not ln.startswith("$")]
         where = rows[-1] if rows else where
-    argv = [a for a in info.get("argv", ["--cpu"] if cpu else []) if not a.startswith("--out")]
+    argv: list[str] = []
+    for a in info.get("argv", ["--cpu"] if cpu else []):
+        if argv[-1:] == ["--out"]:
+            argv.pop()  # where its files went on that machine says nothing here
+        elif not a.startswith("--out="):
+            argv.append(a)
     cmd = " ".join(["bash benchmarks/gpu_check.sh", *argv])
     lines = [
         title,
