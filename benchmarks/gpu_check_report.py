@@ -4,9 +4,9 @@
 
 OUT_OR_FILES: the check's work folder, its $OUT folder (holding gpu-check-files.tgz) or that
 tarball. Reads phases.json, tests-junit.xml, suites-*.json/.log and nvml.md; writes
-RESULTS-section.md into --out (default: beside the input) and, with --write, the section into
-benchmarks/RESULTS.md (results_md.replace_section). Every figure comes from those files; a file
-that is missing is said to be missing.
+RESULTS-section.md into --out (default: the folder it read, unpacked where it was a tarball)
+and, with --write, the section into benchmarks/RESULTS.md (results_md.replace_section). Every
+figure comes from those files; a file that is missing is said to be missing.
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ def main() -> int:
     args = parser.parse_args()
     d = files_dir(args.path)
     title, text = section(d)
-    out = args.out or (args.path if args.path.is_dir() else args.path.parent)
+    out = args.out or d  # the input may be read-only (files fetched from a GPU machine)
     (out / "RESULTS-section.md").write_text(text)
     print(text)
     if args.write:
