@@ -475,7 +475,7 @@ def render(data: dict[str, Any]) -> str:
             "",
             "GPU (NVML energy counter windows vs power integration): not run by this script "
             "(it runs on the CPU machine); "
-            'see "On a GPU (issue 2, H100)" above, from `bash benchmarks/gpu_suites.sh` on a lent H100.',
+            'see "On a GPU (issue 2, H100)" above, from the GPU check on a lent H100.',
             "",
         ]
     s = data.get("suites")
