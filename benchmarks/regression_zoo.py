@@ -164,6 +164,8 @@ def counting_cost(names: list[str], repeats: int = 3) -> list[dict[str, Any]]:
                     "round_s": best(work.round),
                     "flops_s": best(lambda w=work: count_flops(w.round)),
                     "count_s": best(lambda w=work: count_run(w.round)),
+                    # bytes the run allocated that are still alive when it ends: not a gated metric
+                    "outlives_bytes": count_run(work.round).tally.live_bytes,
                 }
             )
             print(f"cost {name} {side}: {rows[-1]}", flush=True)
@@ -171,7 +173,13 @@ def counting_cost(names: list[str], repeats: int = 3) -> list[dict[str, Any]]:
 
 
 def pct(x: float) -> str:
-    return f"{x * 100:+.1f}%"
+    return f"{x * 100:+.1f}%" if abs(x) >= 0.001 or x == 0 else f"{x * 100:+.3f}%"
+
+
+def dtype_bytes(record: dict, dtype: str) -> float:
+    """Bytes accessed in `dtype`: `bytes_accessed` x its `bytes_share:` metric."""
+    share = record["metrics"].get(f"bytes_share:{dtype}", {}).get("value") or 0.0
+    return float(record["metrics"]["bytes_accessed"]["value"]) * share
 
 
 def timing_cell(timing: list[tuple[str, float | None]]) -> str:
@@ -200,7 +208,7 @@ def main() -> None:
     if args.runs < 1 or args.aa_runs < 0:
         parser.error("--runs must be >= 1 and --aa-runs >= 0")
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from zoo.workloads import NAMES, REGRESSIONS
+    from zoo.workloads import DECODE_PROMPT, DECODE_TOKENS, NAMES, PREFILL_BATCH, PREFILL_LEN, REGRESSIONS, SCALE
 
     only = [n for n in args.only.split(",") if n]
     unknown = sorted(set(only) - set(NAMES))
@@ -211,6 +219,8 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     t_start = time.perf_counter()
     after: dict[str, list[dict]] = defaultdict(list)
+    counting: dict[tuple[str, str], dict] = {}  # (regression, side) -> the record's counted_cost details
+    baseline_of: dict[str, dict] = {}  # regression -> the record its baseline was written from
     aa_runs: list[dict] = []
     exits: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,11 +229,15 @@ def main() -> None:
         if rc != 0:
             raise RuntimeError(f"recording the 'before' baselines exited {rc}")
         print(f"baselines: {len(base['records'])} records", flush=True)
+        for r in base["records"]:
+            counting[(regression_of(r["nodeid"]), "before")] = r["settings"].get("counted_cost", {})
+            baseline_of[regression_of(r["nodeid"])] = r
         for i in range(args.runs):
             rc, run = pytest_run("after", baselines, Path(tmp) / f"after-{i}.json", only)
             exits.append(rc)
             for r in run["records"]:
                 after[regression_of(r["nodeid"])].append(r)
+                counting.setdefault((regression_of(r["nodeid"]), "after"), r["settings"].get("counted_cost", {}))
             loads.append(os.getloadavg()[0])
             print(f"after {i + 1}/{args.runs}: exit {rc}", flush=True)
         for i in range(args.aa_runs):
@@ -238,6 +252,10 @@ def main() -> None:
     mistakes = {r.name: r.mistake for r in REGRESSIONS}
     rows = {name: after_row(after[name]) for name in names}
     caught = [n for n in names if rows[n]["caught_by"]]
+    dec = SCALE.decoder
+    first = after[names[0]][0]
+    rounds = first["settings"].get("rounds", "?")
+    syncs = "synchronizations" in first["metrics"]
     lines = [
         SECTION,
         "",
@@ -246,12 +264,15 @@ def main() -> None:
         + f" --write` ({started}; {os.cpu_count()} CPUs shared with other jobs, 1-minute load average "
         f"{min(loads):.1f} to {max(loads):.1f}, {statistics.median(loads):.1f} median over the run; "
         f"{gate_wall / 60:.1f} min of pytest processes). Each pair is in `benchmarks/zoo/workloads.py`: "
-        "the suites' tiny Llama (GQA, hidden 64, 2 layers, vocabulary 256, random weights from seed 0) in bf16, "
-        f"prefill of 2 x 128 tokens or greedy decoding of {16} tokens after a 32-token prompt. One pytest process "
+        f"the suites' {SCALE.name} Llama (GQA, hidden {dec.hidden}, {dec.layers} layers, {dec.heads} heads, "
+        f"vocabulary {dec.vocab}, random weights from seed 0) in bf16, prefill of {PREFILL_BATCH} x {PREFILL_LEN} "
+        f"tokens or greedy decoding of {DECODE_TOKENS} tokens after a {DECODE_PROMPT}-token prompt. One pytest process "
         "records the baselines of every 'before' (`--update-baselines`, temporary `--baselines-dir`); "
         f"{args.runs} fresh processes run every 'after' against them with the default gate and the project's "
-        "ini (1 torch thread, fixed process layout, 5 rounds). Caught: the counted metrics that failed, "
-        "with their median change; cause: what the failure message names. Timing: the "
+        f"ini (1 torch thread, fixed process layout, {rounds} rounds). Caught: the counted metrics that failed, "
+        "with their median change; cause: what the failure message names (with, for a dtype shift, how the bytes "
+        "of the dtype that lost share changed in absolute terms: an upcast moves bytes from one dtype to the "
+        "other, a change that only adds work in the other dtype grows them). Timing: the "
         f"`{TIMING}` verdict of each run (the CPU profile's default check warns, never fails).",
         "",
         "| regression (the 'after') | gate failed | caught by (counted, exact) | cause named | "
@@ -273,12 +294,21 @@ def main() -> None:
         extra = "; ".join(f"{k} x{n}" for k, n in sorted(row["other"].items()))
         if extra:
             caught_cell += f"; also {extra}"
+        named = cause(row["messages"])
+        if " -> " in named and name in baseline_of:
+            # the shift is of shares; whether the lost dtype's own bytes fell says if it is the cause
+            lost = named.split(" -> ", 1)[0]
+            was, now = dtype_bytes(baseline_of[name], lost), dtype_bytes(after[name][0], lost)
+            if was:
+                named += f"; {lost} bytes themselves {pct(now / was - 1)}"
         lines.append(
             f"| `{name}`: {mistakes[name]} | {row['failed']}/{row['runs']} | {caught_cell} | "
-            f"{cause(row['messages']) or '-'} | {timing_cell(row['timing'])} |"
+            f"{named or '-'} | {timing_cell(row['timing'])} |"
         )
     timing_caught = [n for n in names if any(s == "fail" for s, _ in rows[n]["timing"])]
-    timing_beyond = [n for n in names if any(s == "warn" and (c or 0) > 0 for s, c in rows[n]["timing"])]
+    slower = sum(s == "warn" and (c or 0) > 0 for n in names for s, c in rows[n]["timing"])
+    timed = sum(len(rows[n]["timing"]) for n in names)
+    aa = aa_tally(aa_runs)
     lines += [
         "",
         f"Caught by a counted metric: {len(caught)} of {len(names)} pairs"
@@ -287,19 +317,27 @@ def main() -> None:
             if len(caught) < len(names)
             else "."
         )
-        + f" Timing alone at the default rule failed {len(timing_caught)} of {len(names)}"
+        + f" Timing alone at the default rule failed {len(timing_caught)} of {len(names)} pairs"
         + (f" ({', '.join(timing_caught)})" if timing_caught else "")
-        + f"; it warned of a slowdown on {len(timing_beyond)}"
-        + (f" ({', '.join(timing_beyond)})" if timing_beyond else "")
+        + f"; it warned 'slower beyond tolerance and noise' in {slower} of {timed} 'after' tests"
+        + (f", and in {aa['timing_warn_noise']} of {aa['tests']} A/A tests (unchanged code)" if args.aa_runs else "")
         + ".",
         "",
+        *(
+            []
+            if syncs
+            else [
+                "On this CPU run the records have no `synchronizations` or copy counts (counted on CUDA only); a "
+                "`.item()` is still an operator (`aten._local_scalar_dense`, data-dependent), so `operators` moves.",
+                "",
+            ]
+        ),
         "One failure message per caught pair (first run):",
         "",
     ]
     for name in caught:
         metric = max(rows[name]["caught_by"], key=lambda m: abs(rows[name]["caught_by"][m][1]))
         lines.append(f"- `{name}`: `{metric}: {rows[name]['messages'][metric]}`")
-    aa = aa_tally(aa_runs)
     if args.aa_runs:
         lines += [
             "",
@@ -315,15 +353,22 @@ def main() -> None:
         "workload; one run under FlopCounterMode alone (the FLOP pass before issue 17, "
         "`telemetry.flops.count_flops`); one run under the counting pass (`telemetry.op_counting.count_run`: "
         "FlopCounterMode and the operator counter together). The meter makes one counting run per test, two "
-        "when the first saw a data-dependent operator (`.item()`: `item_per_step` after).",
+        "when the first saw an operator whose result depends on the data (runs and those operators from the "
+        "run files). Outlives: bytes the counting run allocated that are still alive when it ends "
+        "(`OpTally.live_bytes`; not a metric, so not gated).",
         "",
-        "| workload | round | FLOP pass | counting pass | counting / FLOP pass |",
-        "|---|---|---|---|---|",
+        "| workload | round | FLOP pass | counting pass | counting / FLOP pass | counting runs (data-dependent ops) "
+        "| outlives |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in costs:
+        details = counting.get((c["name"], c["side"]), {})
+        dependent = ", ".join(details.get("data_dependent", []))
         lines.append(
             f"| {c['name']} ({c['side']}) | {c['round_s'] * 1e3:.1f} ms | {c['flops_s'] * 1e3:.1f} ms | "
-            f"{c['count_s'] * 1e3:.1f} ms | {c['count_s'] / c['flops_s']:.2f}x |"
+            f"{c['count_s'] * 1e3:.1f} ms | {c['count_s'] / c['flops_s']:.2f}x | {details.get('runs', '?')}"
+            + (f" ({dependent})" if dependent else "")
+            + f" | {c['outlives_bytes']} B |"
         )
     ratios = [c["count_s"] / c["flops_s"] for c in costs]
     lines += [
