@@ -132,7 +132,7 @@ def aa_tally(runs: list[dict]) -> dict[str, Any]:
     }
 
 
-def counting_cost(names: list[str], repeats: int = 3) -> list[dict[str, Any]]:
+def counting_cost(names: list[str], repeats: int = 7) -> list[dict[str, Any]]:
     """Per workload (both sides): seconds of one round, of the FLOP pass alone and of the counting pass."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -144,30 +144,31 @@ def counting_cost(names: list[str], repeats: int = 3) -> list[dict[str, Any]]:
 
     torch.set_num_threads(1)  # as the project's ini measures (efficiency_threads = 1)
 
-    def best(fn: Any) -> float:
-        times = []
+    def best(fns: dict[str, Any]) -> dict[str, float]:
+        # interleaved, so a burst of load from other jobs hits every kind alike; the fastest of each
+        # is the one least disturbed by them
+        times: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+            for k, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+        return {k: min(v) for k, v in times.items()}
 
     rows = []
     for name in names:
         for side in ("before", "after"):
             work = build(name, side)
             work.round()  # warm-up, as the meter does before counting
-            rows.append(
+            timed = best(
                 {
-                    "name": name,
-                    "side": side,
-                    "round_s": best(work.round),
-                    "flops_s": best(lambda w=work: count_flops(w.round)),
-                    "count_s": best(lambda w=work: count_run(w.round)),
-                    # bytes the run allocated that are still alive when it ends: not a gated metric
-                    "outlives_bytes": count_run(work.round).tally.live_bytes,
+                    "round_s": work.round,
+                    "flops_s": lambda w=work: count_flops(w.round),
+                    "count_s": lambda w=work: count_run(w.round),
                 }
             )
+            # bytes the run allocated that are still alive when it ends: not a gated metric
+            rows.append({"name": name, "side": side, **timed, "outlives_bytes": count_run(work.round).tally.live_bytes})
             print(f"cost {name} {side}: {rows[-1]}", flush=True)
     return rows
 
@@ -349,7 +350,8 @@ def main() -> None:
             lines.append("Changed: " + "; ".join(aa["which"][:10]) + (" ..." if len(aa["which"]) > 10 else ""))
     lines += [
         "",
-        "Cost of the counting pass per test (this process, 1 torch thread, best of 3): one round of the "
+        "Cost of the counting pass per test (this process, 1 torch thread, the three interleaved, fastest of 7 "
+        "each): one round of the "
         "workload; one run under FlopCounterMode alone (the FLOP pass before issue 17, "
         "`telemetry.flops.count_flops`); one run under the counting pass (`telemetry.op_counting.count_run`: "
         "FlopCounterMode and the operator counter together). The meter makes one counting run per test, two "
