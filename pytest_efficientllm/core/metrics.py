@@ -136,6 +136,13 @@ _SPECS = [
         "high-water mark of the tensor storage one round allocated and still held, counted from the storages "
         "its operators create and free (blind to allocator caching and RSS)",
     ),
+    MetricSpec(
+        "retained_tensor_bytes",
+        "B",
+        "lower",
+        "bytes of the tensor storage one round allocated that are still alive when it has returned and its "
+        "result is dropped: a tensor kept per call, a cache that grows",
+    ),
     MetricSpec("allocations", "count", "lower", "tensor storages one round's operators allocated"),
     MetricSpec("allocated_bytes", "B", "lower", "bytes of the tensor storages one round's operators allocated"),
     MetricSpec("operators", "count", "lower", "aten operators one round executed (views included)"),

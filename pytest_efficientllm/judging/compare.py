@@ -72,6 +72,8 @@ SHARES = {
     "tensor_peak_bytes": ("bytes_share:", "bytes"),
     "flops": ("flops_share:", "FLOPs"),
 }
+# The total each share family divides.
+TOTALS = {"bytes_share:": "bytes_accessed", "flops_share:": "flops"}
 # The least move of a dtype's share (absolute) that a message names as a shift.
 SHIFT_MIN = 0.05
 DEFAULT_MEASURED_TOLERANCE = 0.05
@@ -230,6 +232,14 @@ def dtype_shift(baseline: Record, current: Record, name: str) -> str:
     lost = min(moved, key=lambda d: moved[d])
     gained = max(moved, key=lambda d: moved[d])
     if moved[lost] > -SHIFT_MIN or moved[gained] < SHIFT_MIN:
+        return ""
+    # A share also falls when other dtypes' work grows around it (an fp32 adapter path, a
+    # recomputation in fp32): a shift is the cause only where the lost dtype's own work fell.
+    total = TOTALS[prefix]
+    b_total, c_total = baseline.metrics.get(total), current.metrics.get(total)
+    if b_total is None or c_total is None or b_total.value is None or c_total.value is None:
+        return ""
+    if c.get(lost, 0.0) * float(c_total.value) >= b.get(lost, 0.0) * float(b_total.value):
         return ""
     return f"{lost} -> {gained}: {b.get(lost, 0.0):.0%} of {what} were {lost}, now {c.get(lost, 0.0):.0%}"
 

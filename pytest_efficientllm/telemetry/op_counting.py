@@ -24,7 +24,9 @@ dtypes of its tensors (never their data, so `meta` tensors count like any other)
   object per storage alive exactly as long as the C++ storage) sees it freed, so the live
   total and its high-water mark (`tensor_peak_bytes`) follow the workload's own tensors:
   the same on CPU, GPU and meta, blind to allocator caching and RSS. Storages that existed
-  before the run (weights, inputs) count in neither.
+  before the run (weights, inputs) count in neither. What is still live once the run has
+  returned, its result dropped and the cyclic garbage collected, is `retained_tensor_bytes`:
+  a tensor kept per call (appended to a list, stored on a module), a cache that grows.
 * FLOPs per operator from torch's own formulas (`torch.utils.flop_counter.flop_registry`),
   attributed to the dtype holding most of the operator's input bytes; their total equals
   FlopCounterMode's.
@@ -46,7 +48,8 @@ seen at all. A `torch.compile`d function runs eagerly while a dispatch mode is a
 its operators are counted as the eager ones, not as the fused kernels.
 
 The cyclic garbage collector is paused for the run, so a tensor that only the collector
-frees counts as live until the run ends, wherever the collector would have struck.
+frees counts as live until the run ends, wherever the collector would have struck; it is
+collected before what the run retained is read.
 """
 
 from __future__ import annotations
@@ -108,7 +111,15 @@ FLOPS_METHOD = "torch FlopCounterMode, one untimed run"
 TOP = 5
 # Names of the counted metrics every counting run records (the dtype shares and, on CUDA,
 # the copies and synchronizations come beside them).
-NAMES = ("bytes_accessed", "arithmetic_intensity", "tensor_peak_bytes", "allocations", "allocated_bytes", "operators")
+NAMES = (
+    "bytes_accessed",
+    "arithmetic_intensity",
+    "tensor_peak_bytes",
+    "retained_tensor_bytes",
+    "allocations",
+    "allocated_bytes",
+    "operators",
+)
 TRANSFER_NAMES = ("host_to_device_copies", "device_to_host_copies", "synchronizations")
 
 
@@ -171,6 +182,7 @@ class OpTally:
     allocated_bytes: int = 0
     live_bytes: int = 0
     tensor_peak_bytes: int = 0
+    retained_bytes: int = 0  # live_bytes when the run returned: what it left alive
     bytes_by_dtype: Counter[str] = field(default_factory=Counter)
     flops_by_dtype: Counter[str] = field(default_factory=Counter)
     bytes_by_op: Counter[str] = field(default_factory=Counter)
@@ -372,7 +384,10 @@ class OpTally:
             self.live_bytes -= seen[0]
 
     def close(self) -> None:
-        """Stop following storages: what outlives the run is no longer this tally's business."""
+        """Stop following storages: what outlives the run is no longer this tally's business,
+        beyond how much of it there is (`retained_bytes`)."""
+        if not self._closed:
+            self.retained_bytes = self.live_bytes
         self._closed = True
         self._live.clear()
 
@@ -567,6 +582,7 @@ def count_run(fn: Callable[[], Any], *, transfers: bool = False) -> CountingRun:
             fn()
     finally:
         seconds = time.perf_counter() - t0
+        gc.collect()  # cyclic garbage is not retained: only what the workload still reaches
         tally.close()
         if collecting:
             gc.enable()
@@ -595,6 +611,7 @@ def _values(run: CountingRun) -> dict[str, float | None]:
         "bytes_accessed": float(total),
         "arithmetic_intensity": (run.flops / total) if run.flops is not None and total else None,
         "tensor_peak_bytes": float(t.tensor_peak_bytes),
+        "retained_tensor_bytes": float(t.retained_bytes),
         "allocations": float(t.allocations),
         "allocated_bytes": float(t.allocated_bytes),
         "operators": float(t.operators),

@@ -47,8 +47,12 @@ def test_an_upcast_from_bf16_to_fp32_doubles_the_bytes_and_the_message_names_it(
 
 
 def test_a_shift_is_named_only_when_a_share_moved_by_five_points_or_more() -> None:
-    def shares(**values):
-        return record("t.py::a", *(counted(f"bytes_share:{d}", v, "m") for d, v in values.items()))
+    def shares(total=1000.0, **values):
+        return record(
+            "t.py::a",
+            counted("bytes_accessed", total, "m"),
+            *(counted(f"bytes_share:{d}", v, "m") for d, v in values.items()),
+        )
 
     assert dtype_shift(shares(bf16=0.97, int64=0.03), shares(fp32=0.97, int64=0.03), "bytes_accessed") == (
         "bf16 -> fp32: 97% of bytes were bf16, now 0%"
@@ -56,6 +60,22 @@ def test_a_shift_is_named_only_when_a_share_moved_by_five_points_or_more() -> No
     assert dtype_shift(shares(bf16=0.97, int64=0.03), shares(bf16=0.95, int64=0.05), "bytes_accessed") == ""
     assert dtype_shift(shares(bf16=1.0), record("t.py::a"), "bytes_accessed") == ""  # nothing to compare
     assert dtype_shift(shares(bf16=1.0), shares(fp32=1.0), "operators") == ""  # not a byte or FLOP count
+
+
+def test_a_share_that_fell_because_other_work_grew_around_it_is_not_named_as_a_shift() -> None:
+    # bf16 work stayed (900 B -> 900 B) while fp32 work was added (an adapter path, a
+    # recomputation): bf16's share fell from 90% to 45% but nothing was upcast.
+    def shares(total, **values):
+        return record(
+            "t.py::a",
+            counted("bytes_accessed", total, "m"),
+            *(counted(f"bytes_share:{d}", v, "m") for d, v in values.items()),
+        )
+
+    grew = shares(2000.0, bf16=0.45, fp32=0.55)
+    assert dtype_shift(shares(1000.0, bf16=0.9, fp32=0.1), grew, "bytes_accessed") == ""
+    # The same shares where bf16's own bytes fell (1000 B in all): an upcast, named.
+    assert dtype_shift(shares(1000.0, bf16=0.9, fp32=0.1), shares(1000.0, bf16=0.45, fp32=0.55), "bytes_accessed")
 
 
 def test_a_baseline_without_the_counted_cost_reports_each_new_metric_new_and_fails_nothing() -> None:
@@ -67,6 +87,7 @@ def test_a_baseline_without_the_counted_cost_reports_each_new_metric_new_and_fai
         "flops": "pass",
         "bytes_accessed": "new",
         "tensor_peak_bytes": "new",
+        "retained_tensor_bytes": "new",
         "allocations": "new",
         "allocated_bytes": "new",
         "operators": "new",

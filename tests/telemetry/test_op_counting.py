@@ -140,6 +140,29 @@ def test_a_storage_that_outlives_the_run_stays_in_the_peak_and_is_not_followed_a
     assert t.live_bytes == 1024  # the run is over: frees after it are not this run's
 
 
+def test_what_the_run_leaves_alive_is_retained_and_its_dropped_result_and_cycles_are_not() -> None:
+    kept: list[torch.Tensor] = []
+
+    def leaks_one_per_call() -> torch.Tensor:
+        out = torch.ones(1024) * 2  # two 4 KiB storages: the ones and the result
+        kept.append(out[:256])  # a view keeps its whole storage alive
+        return torch.ones(512)  # the result, dropped by the caller
+
+    assert tally_of(leaks_one_per_call).retained_bytes == 4096
+
+    class Cycle:
+        pass
+
+    def cyclic_garbage() -> None:
+        node = Cycle()
+        node.me, node.tensor = node, torch.ones(1024)  # type: ignore[attr-defined]
+
+    assert tally_of(cyclic_garbage).retained_bytes == 0
+    metrics = counted_cost([count_run(leaks_one_per_call)], transfers=False).metrics
+    assert metrics["retained_tensor_bytes"].value == 4096
+    assert metrics["retained_tensor_bytes"].unit == "B" and metrics["retained_tensor_bytes"].source == "counted"
+
+
 def test_meta_tensors_are_counted_from_their_shapes() -> None:
     m, k, n = 128, 64, 32
     a, b = torch.empty(m, k, device="meta"), torch.empty(k, n, device="meta")
