@@ -45,6 +45,8 @@ class FakeGpu:
     gpm: bool = True
     mig: list[str] = field(default_factory=list)  # UUIDs of MIG instances
     energy_offset_mj: int = 0  # set negative during a window to make the counter go backwards
+    temperature_c: int = 40
+    power_limit_mw: int = 700_000  # 0: a driver without power management
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class FakePynvml:
     NVML_ERROR_LIBRARY_NOT_FOUND = 12
     nvmlMemory_v2 = 0x02000028
     NVML_CLOCK_SM = 1
+    NVML_TEMPERATURE_GPU = 0
     NVML_GPM_METRIC_ANY_TENSOR_UTIL = 5
     NVML_GPM_METRICS_GET_VERSION = 1
     c_nvmlGpmMetricsGet_t = FakeGpmMetricsGet
@@ -101,7 +104,7 @@ class FakePynvml:
         self._faults: dict[str, tuple[int, int]] = {}  # function -> (code, calls to let through first)
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.initialised = 0
+        self.initialised = 0  # nvmlInit calls minus nvmlShutdown calls, as NVML counts them
 
     # -- faults and the call log ---------------------------------------------------------
 
@@ -134,6 +137,19 @@ class FakePynvml:
     def nvmlInit(self) -> None:
         self._enter("nvmlInit")
         self.initialised += 1
+
+    def nvmlShutdown(self) -> None:
+        self._enter("nvmlShutdown")
+        if self.initialised <= 0:
+            raise FakeNVMLError(1)  # NVML_ERROR_UNINITIALIZED, as the real library answers
+        self.initialised -= 1
+
+    def nvmlDeviceGetTemperature(self, handle: FakeHandle, sensor: int) -> int:
+        """Units: degrees C."""
+        self._enter("nvmlDeviceGetTemperature")
+        if sensor != self.NVML_TEMPERATURE_GPU:
+            raise AssertionError("the double only has the GPU die sensor")
+        return self._gpu(handle).temperature_c
 
     def nvmlDeviceGetCount(self) -> int:
         self._enter("nvmlDeviceGetCount")
@@ -219,7 +235,7 @@ class FakePynvml:
 
     def nvmlDeviceGetPowerManagementLimit(self, handle: FakeHandle) -> int:
         self._enter("nvmlDeviceGetPowerManagementLimit")
-        return 700_000  # mW
+        return self._gpu(handle).power_limit_mw
 
     def nvmlSystemGetDriverVersion(self) -> str:
         self._enter("nvmlSystemGetDriverVersion")
