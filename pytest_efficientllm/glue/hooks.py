@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sys
 from collections.abc import Generator
@@ -91,8 +92,10 @@ def pytest_configure(config: pytest.Config) -> None:
     workerid, workers = worker.worker_id(config), worker.worker_count(config)
     # Before anything can initialise CUDA: the device this worker may see.
     device, shared = worker.pin_device(settings.devices, workerid, workers)
+    # A serial run given several devices holds them all: its tests' energy is read on each.
+    all_devices = workerid is None and len(settings.devices) > 1
     try:
-        session = EfficiencySession(settings.measuring)
+        session = EfficiencySession(dataclasses.replace(settings.measuring, all_devices=all_devices))
     except ProfileError as exc:
         raise pytest.UsageError(str(exc)) from None
     session.layout_problem = config.stash.get(LAYOUT_PROBLEM_KEY, "")
@@ -202,3 +205,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("efficiency")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # After every other plugin's last word: the session's telemetry is released (nvmlShutdown).
+    state = config.stash.get(RUN_KEY, None)
+    if state is not None:
+        state.session.close()
