@@ -7,7 +7,9 @@ Plain Python, usable from a notebook:
 
 The measuring protocol (docs/metrics.md, "How a test is measured"): warm-up rounds with the
 same shapes; one untimed counting run (`Meter.count`: FLOPs, bytes, allocations, operators);
-then rounds until both `rounds` and `min_time_s` are met; raw per-round samples kept.
+then rounds until both `rounds` and `min_time_s` are met, and, where the energy counter has an
+update period, until the window spans enough of its updates (`EnergyWindow`); raw per-round
+samples kept, every round of an extended window included.
 Telemetry probes open just before the first timed round and close after the last; nothing
 but the timer's two clock reads runs between rounds.
 """

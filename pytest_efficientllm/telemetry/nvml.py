@@ -10,7 +10,12 @@ The pynvml module is a parameter everywhere, so tests inject a test double. What
 * kernel-busy share: `nvmlDeviceGetUtilizationRates(handle).gpu` (Units: percent),
   both sampled by a thread only while a window is open;
 * Hopper GPM tensor activity (`NVML_GPM_METRIC_ANY_TENSOR_UTIL`) between samples taken at
-  window open and close.
+  window open and close;
+* the GPU temperature (`nvmlDeviceGetTemperature`, Units: degrees C) before a window, for the
+  cooldown record, never inside one.
+
+With several GPUs each counter is read and reported on its own (`energy:cuda:<ordinal>`)
+beside the sum. `NvmlSet.close` undoes the session's `nvmlInit` (`nvmlShutdown`).
 
 A call that is NOT_SUPPORTED at start-up makes its metric unavailable with the reason; any
 NVML error during a window raises `TelemetryError` naming the call, so the test fails

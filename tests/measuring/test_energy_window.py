@@ -281,3 +281,26 @@ def test_a_counter_reset_inside_an_extended_window_drops_it_naming_the_device() 
     assert r["energy:cuda:1"].value is None and "went backwards" in r["energy:cuda:1"].note
     metrics = derive_metrics(result, Work(tokens=2), Meter(backend).flops_of(workload, Work(flops=1)), backend)
     assert metrics["energy_per_token"].value is None and metrics["energy_per_token_net"].value is None
+
+
+def test_an_extended_window_with_cooldown_makes_no_nvml_call_between_its_rounds() -> None:
+    nv = one_gpu()
+    backend, _ = nvml_backend(nv)
+    nv.calls.clear()
+
+    def workload() -> None:
+        nv.mark("<round start>")
+        sleep_round()
+        nv.mark("<round end>")
+
+    result = Meter(backend, EnergyWindow(resolution=0.1, cooldown_s=0.01)).run_window(
+        workload, MeasureProtocol(rounds=2, warmup=0)
+    )
+    assert len(result.latencies_s) > 2
+    names = [(t, n) for t, n, _ in nv.calls]
+    first = next(i for i, (_, n) in enumerate(names) if n == "<round start>")
+    last = max(i for i, (_, n) in enumerate(names) if n == "<round end>")
+    inside = [n for t, n in names[first:last] if t == "MainThread" and not n.startswith("<")]
+    assert inside == []
+    main = [n for t, n, _ in nv.calls if t == "MainThread" and not n.startswith("<")]
+    assert main.count("nvmlDeviceGetTotalEnergyConsumption") == 2 and main.count("nvmlDeviceGetTemperature") == 1
