@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import sys
 from collections.abc import Generator
@@ -92,10 +91,8 @@ def pytest_configure(config: pytest.Config) -> None:
     workerid, workers = worker.worker_id(config), worker.worker_count(config)
     # Before anything can initialise CUDA: the device this worker may see.
     device, shared = worker.pin_device(settings.devices, workerid, workers)
-    # A serial run given several devices holds them all: its tests' energy is read on each.
-    all_devices = workerid is None and len(settings.devices) > 1
     try:
-        session = EfficiencySession(dataclasses.replace(settings.measuring, all_devices=all_devices))
+        session = EfficiencySession(settings.measuring)
     except ProfileError as exc:
         raise pytest.UsageError(str(exc)) from None
     session.layout_problem = config.stash.get(LAYOUT_PROBLEM_KEY, "")

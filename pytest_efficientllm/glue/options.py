@@ -205,6 +205,15 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("efficiency_energy_max_time", "cap of an energy window's extension per test", default="10 s")
     parser.addini("efficiency_cooldown", "sleep before each measured window, or off", default="off")
+    group.addoption(
+        "--efficiency-energy-devices",
+        dest="efficiency_energy_devices",
+        default=None,
+        choices=("current", "visible"),
+        help="whose energy a test's is: the current CUDA device (default), or every device this process "
+        "sees (CUDA_VISIBLE_DEVICES), summed with each kept, for tests spread over GPUs",
+    )
+    parser.addini("efficiency_energy_devices", "current|visible: the GPUs whose energy is read", default="current")
 
 
 def parse_devices(text: str) -> tuple[str, ...]:
@@ -333,7 +342,10 @@ class Settings:
             str(_setting(config, "energy_max_time")),
             str(_setting(config, "cooldown")),
         )
-        measuring = dataclasses.replace(measuring, energy=energy)
+        energy_devices = str(_setting(config, "energy_devices")).strip()
+        if energy_devices not in ("current", "visible"):
+            raise ValueError(f"efficiency_energy_devices={energy_devices!r}: expected current or visible")
+        measuring = dataclasses.replace(measuring, energy=energy, all_devices=energy_devices == "visible")
         json_raw = config.getoption("efficiency_json", default=None)
         json_path = (config.invocation_params.dir / json_raw) if json_raw else None
         if json_path is not None and not json_path.parent.is_dir():

@@ -43,16 +43,9 @@ def worker_count(config: Any) -> int:
 def pin_device(
     devices: tuple[str, ...], workerid: str | None, workers: int, environ: dict[str, str] | Any = os.environ
 ) -> tuple[str | None, bool]:
-    """Set CUDA_VISIBLE_DEVICES for this process; returns (device, shared with another worker).
-
-    A serial run (no worker id) sees every listed device: it is the only process measuring,
-    and its tests may span them (its energy is read on each, `cuda_backend(all_devices=)`).
-    """
+    """Set CUDA_VISIBLE_DEVICES for this process; returns (device, shared with another worker)."""
     if not devices:
         return None, False
-    if workerid is None and len(devices) > 1:
-        environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-        return ",".join(devices), False
     index = int(workerid[2:]) if workerid and workerid.startswith("gw") and workerid[2:].isdigit() else 0
     device = devices[index % len(devices)]
     environ["CUDA_VISIBLE_DEVICES"] = device

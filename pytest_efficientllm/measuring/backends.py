@@ -106,9 +106,9 @@ def cuda_backend(
     """CUDA events and allocator, NVML energy/memory/kernel-busy/GPM, host RSS and CPU time.
 
     Measures the current CUDA device (distributed tests run one process per rank), or with
-    `all_devices` every device CUDA shows this process (a serial run given several
-    `--efficiency-devices`): NVML then reads each one's energy counter and sums them; the
-    allocator peaks stay the current device's. Without CUDA it returns the CPU backend with
+    `all_devices` every device CUDA shows this process (`--efficiency-energy-devices=visible`):
+    NVML then reads each one's energy counter and sums them; the allocator peaks stay the
+    current device's. Without CUDA it returns the CPU backend with
     a notice saying so.
     """
     cuda = cuda if cuda is not None else torch_cuda()

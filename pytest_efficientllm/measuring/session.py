@@ -32,8 +32,8 @@ class Options:
     # How long energy windows must be, and the cooldown before each (`--efficiency-energy-*`,
     # `--efficiency-cooldown`).
     energy: EnergyWindow = field(default_factory=EnergyWindow)
-    # Measure every CUDA device this process sees (a serial run given several
-    # `--efficiency-devices`), not only the current one.
+    # Measure every CUDA device this process sees (`--efficiency-energy-devices=visible`),
+    # not only the current one.
     all_devices: bool = False
 
 

@@ -788,6 +788,9 @@ def _fingerprint(
     """Device facts for the record; an entry NVML cannot give is left out, never guessed
     (and said in `notices` where NVML gave a value that cannot be right)."""
     out: dict[str, Any] = {"gpu_uuids": [d.uuid for d in devices], "gpu_mig": any(d.is_mig for d in devices)}
+    # How many GPUs' counters make up `energy`: a baseline taken over another number of
+    # GPUs is another configuration, which the fingerprint comparison then warns about.
+    out["gpus_measured"] = len(_unique_parents(devices))
     first = devices[0]
 
     def put(key: str, call: Callable[[], Any]) -> None:

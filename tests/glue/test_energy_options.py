@@ -105,3 +105,25 @@ def test_the_session_is_closed_once_at_the_end_of_the_run(
     pytester.makeini(INI)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert len(closed) == 1
+
+
+def test_energy_devices_visible_is_passed_to_the_session(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+    original = EfficiencySession.__init__
+
+    def spy(self, options) -> None:
+        seen.append(options.all_devices)
+        original(self, options)
+
+    monkeypatch.setattr(EfficiencySession, "__init__", spy)
+    pytester.makepyfile(test_suite=MEASURED)
+    pytester.makeini(INI)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    pytester.runpytest("-p", "no:cacheprovider", "--efficiency-energy-devices=visible").assert_outcomes(passed=1)
+    assert seen == [False, True]
+    pytester.makeini(INI + "efficiency_energy_devices = all\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*efficiency_energy_devices='all': expected current or visible*"])

@@ -36,8 +36,6 @@ def test_devices_are_parsed_and_worker_i_gets_device_i() -> None:
     assert pin_device(("0", "1"), "gw1", 2, env) == ("1", False) and env["CUDA_VISIBLE_DEVICES"] == "1"
     assert pin_device(("0", "1"), "gw2", 3, env) == ("0", True)  # shares device 0 with gw0: serialised
     assert pin_device(("3",), None, 1, env) == ("3", False)
-    # A serial run given several devices sees them all (its tests' energy is read on each).
-    assert pin_device(("0", "1"), None, 1, env) == ("0,1", False) and env["CUDA_VISIBLE_DEVICES"] == "0,1"
     env.clear()
     assert pin_device((), "gw0", 2, env) == (None, False) and env == {}
 

@@ -403,6 +403,8 @@ def test_two_gpus_opened_together_probe_the_period_of_each() -> None:
     assert devs.step.period_s == pytest.approx(0.1, rel=0.02)  # the slower counter's
     assert devs.step.idle_power_w == pytest.approx(400.0, rel=0.02)
     assert [d.ordinal for d in devs.devices] == [0, 1]
+    assert devs.fingerprint["gpus_measured"] == 2
+    assert open_fake(nv, clock, "0,1", ordinals=(1,)).fingerprint["gpus_measured"] == 1
     readings = window(devs, clock, 2.0)
     assert readings["energy:cuda:0"].value == pytest.approx(200.0, abs=10)
     assert readings["energy:cuda:1"].value == pytest.approx(600.0, abs=15)
