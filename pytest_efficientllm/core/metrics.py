@@ -76,6 +76,12 @@ _SPECS = [
     MetricSpec("energy_per_round", "J", "lower", "energy per round (per step or request)"),
     MetricSpec("energy_per_token", "J/tok", "lower", "energy per token"),
     MetricSpec("energy_per_sample", "J/sample", "lower", "energy per sample"),
+    MetricSpec(
+        "energy_per_token_net",
+        "J/tok",
+        "lower",
+        "energy per token above idle: (energy - idle_power x window wall time) / tokens",
+    ),
     MetricSpec("idle_power", "W", "info", "power drawn just before the window with no work queued"),
     MetricSpec("AEC_net", "W", "lower", "AEC minus idle power"),
     MetricSpec(
@@ -200,6 +206,12 @@ FAMILIES: dict[str, MetricSpec] = {
             "fraction",
             "info",
             "share of bytes_accessed in tensors of the dtype after the colon (bytes_share:bf16)",
+        ),
+        MetricSpec(
+            "energy:",
+            "J",
+            "info",
+            "energy over the window of the one device after the colon (energy:cuda:1), where a record sums several",
         ),
         MetricSpec(
             "flops_share:",

@@ -72,6 +72,7 @@ DERIVED = (
     "energy_per_round",
     "energy_per_token",
     "energy_per_sample",
+    "energy_per_token_net",
     "cpu_time",
     "window_time",
 )
@@ -135,6 +136,28 @@ def _per_domain(ranks: list[Record], name: str) -> Metric | None:
     return like(first, sum(seen.values()), method, note=first.note)
 
 
+def _device_energies(ranks: list[Record]) -> dict[str, Metric]:
+    """Each GPU's own energy (`energy:cuda:1`, or `energy:<host>/cuda:1` across hosts) beside
+    their sum, where the ranks measured more than one GPU: the reading of the first rank on it."""
+    metrics = _values(ranks, "energy")
+    if metrics is None:
+        return {}
+    seen: dict[tuple[Any, ...], tuple[Record, Metric]] = {}
+    for record, m in zip(ranks, metrics):
+        domain = energy_domain(record, m)
+        if domain[0] == "device":
+            seen.setdefault(domain, (record, m))
+    if len(seen) < 2:
+        return {}
+    hosts = {domain[1] for domain in seen}
+    out: dict[str, Metric] = {}
+    for (_, host, _), (record, m) in seen.items():
+        device = str(record.fingerprint.get("rank_device", {}).get("device") or f"rank{record.rank}")
+        name = "energy:" + (device if len(hosts) == 1 else f"{host}/{device}")
+        out[name] = make(name, m.value, m.source, f"rank {record.rank}'s reading; {m.method}", note=m.note)
+    return out
+
+
 def _slowest_rounds(ranks: list[Record], name: str) -> list[float]:
     samples = [list(r.metrics[name].samples) for r in ranks]
     if len({len(s) for s in samples}) == 1 and samples[0]:
@@ -181,6 +204,7 @@ def _measured(ranks: list[Record]) -> dict[str, Metric]:
         metric = _per_domain(ranks, name)
         if metric is not None:
             readings[name] = metric
+    readings.update(_device_energies(ranks))
     cpu = _values(ranks, "cpu_time")
     if _available(cpu):
         readings["cpu_time"] = measured(

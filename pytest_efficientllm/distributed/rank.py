@@ -89,6 +89,7 @@ class RankEfficiency(Efficiency):
         self.meter.backend = self._backend
         # Every rank must call the workload (and its collectives) as often as the others.
         self.meter.single_pass = True
+        self.meter.fixed_rounds = "the ranks of a distributed test run exactly `rounds` rounds"
         self.record.rank = ctx.rank
         self.record.world_size = ctx.world_size
         self.record.fingerprint["rank_device"] = ctx.identity()
@@ -154,11 +155,17 @@ class TestBody:
     def __call__(self, ctx: RankContext) -> dict[str, Any] | None:
         kwargs = dict(self.kwargs)
         efficiency = None
+        session = None
         if "efficiency" in kwargs:
-            session = EfficiencySession(dataclasses.replace(self.options, threads=self.threads))
+            # A rank measures its own device: energy is summed over the ranks' devices afterwards.
+            session = EfficiencySession(dataclasses.replace(self.options, threads=self.threads, all_devices=False))
             efficiency = RankEfficiency(session, self.nodeid, self.spec, ctx)
             kwargs["efficiency"] = efficiency
-        self.fn(**kwargs)
+        try:
+            self.fn(**kwargs)
+        finally:
+            if session is not None:
+                session.close()
         if efficiency is None or not efficiency.record.metrics:
             return None
         return efficiency.record.to_dict()

@@ -37,7 +37,7 @@ class Efficiency:
     def __init__(self, session: EfficiencySession, nodeid: str, spec: MarkerSpec) -> None:
         self._session = session
         self.spec = spec
-        self.meter = Meter(session.backend)
+        self.meter = Meter(session.backend, session.options.energy)
         self.record = Record(
             nodeid=nodeid,
             profile=session.profile,
@@ -78,6 +78,8 @@ class Efficiency:
     def _finish(self, result: WindowResult, work: Work, cost: CountedCost) -> Record:
         for metric in derive_metrics(result, work, cost.flops, self._session.backend, cost).values():
             self.record.add(metric)
+        if result.energy_window:
+            self.record.settings["energy_window"] = result.energy_window
         if cost.details:
             self.record.settings["counted_cost"] = cost.details
         self._estimate_roofline()

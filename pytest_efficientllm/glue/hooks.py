@@ -210,3 +210,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("efficiency")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # After every other plugin's last word: the session's telemetry is released (nvmlShutdown).
+    state = config.stash.get(RUN_KEY, None)
+    if state is not None:
+        state.session.close()

@@ -8,6 +8,7 @@ reads `Settings`, never the config.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from pytest_efficientllm.core.devices import GPU_PROFILES, PROFILES
 from pytest_efficientllm.core.limits import parse_limit_assignments
 from pytest_efficientllm.core.units import UnitError, parse_seconds
 from pytest_efficientllm.judging.gate import GateOptions
-from pytest_efficientllm.measuring.meter import MeasureProtocol
+from pytest_efficientllm.measuring.meter import EnergyWindow, MeasureProtocol
 from pytest_efficientllm.measuring.session import Options
 from pytest_efficientllm.telemetry.gpu_state import REQUIREMENTS
 
@@ -186,6 +187,44 @@ def add_options(parser: pytest.Parser) -> None:
         + " (comma-separated; default: ini efficiency_require, none)",
     )
     parser.addini("efficiency_require", "GPU state the runner promises, e.g. locked-clocks,idle-gpu", default="")
+    # Energy windows (docs/telemetry.md, "Energy windows long enough").
+    group.addoption(
+        "--efficiency-energy-resolution",
+        dest="efficiency_energy_resolution",
+        default=None,
+        metavar="PERCENT",
+        help="time more rounds until a window spans enough updates of an energy counter with an update "
+        "period (NVML's) for this worst-case quantisation error, e.g. 2%%; 'off' never extends (default: ini, 5%%)",
+    )
+    group.addoption(
+        "--efficiency-energy-max-time",
+        dest="efficiency_energy_max_time",
+        default=None,
+        metavar="DURATION",
+        help="the longest a test's window is extended to for its energy (default: ini, 10 s)",
+    )
+    group.addoption(
+        "--efficiency-cooldown",
+        dest="efficiency_cooldown",
+        default=None,
+        metavar="DURATION",
+        help="sleep this long before each measured window, outside the timed rounds, and record the GPU "
+        "temperature at window start (default: ini, off)",
+    )
+    parser.addini(
+        "efficiency_energy_resolution", "energy quantisation an energy window is extended to, or off", default="5%"
+    )
+    parser.addini("efficiency_energy_max_time", "cap of an energy window's extension per test", default="10 s")
+    parser.addini("efficiency_cooldown", "sleep before each measured window, or off", default="off")
+    group.addoption(
+        "--efficiency-energy-devices",
+        dest="efficiency_energy_devices",
+        default=None,
+        choices=("current", "visible"),
+        help="whose energy a test's is: the current CUDA device (default), or every device this process "
+        "sees (CUDA_VISIBLE_DEVICES), summed with each kept, for tests spread over GPUs",
+    )
+    parser.addini("efficiency_energy_devices", "current|visible: the GPUs whose energy is read", default="current")
 
 
 def parse_devices(text: str) -> tuple[str, ...]:
@@ -224,6 +263,28 @@ def parse_requirements(text: str) -> tuple[str, ...]:
             f"choose from {', '.join(REQUIREMENTS)}"
         )
     return tuple(dict.fromkeys(names))
+
+
+def parse_energy_window(resolution: str, max_time: str, cooldown: str) -> EnergyWindow:
+    """`--efficiency-energy-resolution=2%` (or off), `--efficiency-energy-max-time=10s`,
+    `--efficiency-cooldown=5s` (or off) -> the meter's `EnergyWindow`."""
+    text = resolution.strip()
+    fraction: float | None = None
+    if text.lower() != "off":
+        match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*%", text)
+        if not match or not 0 < float(match.group(1)) < 100:
+            raise ValueError(
+                f"--efficiency-energy-resolution={resolution}: expected a percentage between 0 and 100 "
+                "like '2%', or 'off'"
+            )
+        fraction = float(match.group(1)) / 100
+    cap = parse_seconds(max_time)
+    if cap <= 0:
+        raise ValueError(f"--efficiency-energy-max-time={max_time}: expected a duration above 0 s")
+    pause = 0.0 if cooldown.strip().lower() in ("off", "") else parse_seconds(cooldown)
+    if pause < 0:
+        raise ValueError(f"--efficiency-cooldown={cooldown}: expected a duration of 0 s or more, or 'off'")
+    return EnergyWindow(fraction, cap, pause)
 
 
 def _setting(config: pytest.Config, name: str) -> Any:
@@ -301,6 +362,15 @@ class Settings:
             if cli_dir
             else (config.rootpath / config.getini("efficiency_baselines_dir"))
         )
+        energy = parse_energy_window(
+            str(_setting(config, "energy_resolution")),
+            str(_setting(config, "energy_max_time")),
+            str(_setting(config, "cooldown")),
+        )
+        energy_devices = str(_setting(config, "energy_devices")).strip()
+        if energy_devices not in ("current", "visible"):
+            raise ValueError(f"efficiency_energy_devices={energy_devices!r}: expected current or visible")
+        measuring = dataclasses.replace(measuring, energy=energy, all_devices=energy_devices == "visible")
         json_raw = config.getoption("efficiency_json", default=None)
         json_path = (config.invocation_params.dir / json_raw) if json_raw else None
         if json_path is not None and not json_path.parent.is_dir():

@@ -37,6 +37,10 @@ from pytest_efficientllm.telemetry.procfs import (
 from pytest_efficientllm.telemetry.rapl import RaplProbe, RaplReader
 
 
+def _no_sync() -> None:
+    return None
+
+
 @dataclass
 class Backend:
     profile: str
@@ -54,10 +58,13 @@ class Backend:
     gpu_state_problem: str = (
         "there is no GPU to check: the profile is 'cpu' (--gpu=cpu, or --gpu=auto found no CUDA device)"
     )
-
-
-def _no_sync() -> None:
-    return None
+    # Update period of the energy counter (Units: s), where it has one and it is known: the
+    # meter extends windows to span enough updates. None: RAPL, the CPU estimate, unknown.
+    energy_period_s: float | None = None
+    # The measured GPUs' temperatures now ({"cuda:0": 41}, degrees C), for the cooldown record.
+    temperature_c: Callable[[], dict[str, Any]] | None = None
+    # Releases what the backend holds (NVML's nvmlInit) at session end.
+    close: Callable[[], None] = _no_sync
 
 
 def cpu_backend(threads: int, sample_interval_s: float = 0.02) -> Backend:
@@ -100,11 +107,15 @@ def cuda_backend(
     nvml_loader: Callable[[], Any] = load_pynvml,
     environ: Mapping[str, str] | None = None,
     nvml_probe_s: float = PROBE_MAX_S,
+    all_devices: bool = False,
 ) -> Backend:
     """CUDA events and allocator, NVML energy/memory/kernel-busy/GPM, host RSS and CPU time.
 
-    Measures the current CUDA device only (one process, one device; distributed tests run
-    one process per rank). Without CUDA it returns the CPU backend with a notice saying so.
+    Measures the current CUDA device (distributed tests run one process per rank), or with
+    `all_devices` every device CUDA shows this process (`--efficiency-energy-devices=visible`):
+    NVML then reads each one's energy counter and sums them; the allocator peaks stay the
+    current device's. Without CUDA it returns the CPU backend with
+    a notice saying so.
     """
     cuda = cuda if cuda is not None else torch_cuda()
     environ = os.environ if environ is None else environ
@@ -120,9 +131,10 @@ def cuda_backend(
 
     ordinal = int(cuda.current_device())
     props = cuda.get_device_properties(ordinal)
-    torch_uuid = str(getattr(props, "uuid", "") or "") or None
-    nvml = open_nvml(nvml_loader(), environ.get("CUDA_VISIBLE_DEVICES"), (ordinal,), probe_max_s=nvml_probe_s)
-    nvml = check_same_device(nvml, torch_uuid)
+    ordinals = tuple(range(int(cuda.device_count()))) if all_devices else (ordinal,)
+    torch_uuids = [str(getattr(cuda.get_device_properties(o), "uuid", "") or "") or None for o in ordinals]
+    nvml = open_nvml(nvml_loader(), environ.get("CUDA_VISIBLE_DEVICES"), ordinals, probe_max_s=nvml_probe_s)
+    nvml = check_same_device(nvml, torch_uuids)
 
     name = str(props.name)
     sm_count = int(getattr(props, "multi_processor_count", 0) or 0) or None
@@ -191,6 +203,7 @@ def cuda_backend(
     notices = list(nvml.notices) + (state.notices if state is not None else [])
     if peak is None:
         notices.append(f"MFU: {name!r} is not in the device table and its SM clock is unknown: no peak to divide by")
+    energy_ok = nvml.problem is None and "energy" not in nvml.unsupported
     return Backend(
         profile,
         CudaEventTimer(cuda),
@@ -203,11 +216,16 @@ def cuda_backend(
         device_type="cuda",
         gpu_state=state,
         gpu_state_problem=state_problem,
+        energy_period_s=nvml.step.period_s if energy_ok else None,
+        temperature_c=nvml.temperatures,
+        close=nvml.close,
     )
 
 
-def select_backend(profile: str, threads: int, sample_interval_s: float = 0.02) -> Backend:
-    """The one place a session's telemetry is chosen: CPU probes for `cpu`, CUDA and NVML otherwise."""
+def select_backend(profile: str, threads: int, sample_interval_s: float = 0.02, all_devices: bool = False) -> Backend:
+    """The one place a session's telemetry is chosen: CPU probes for `cpu`, CUDA and NVML otherwise.
+
+    `all_devices`: measure every CUDA device this process sees, not only the current one."""
     if profile == "cpu":
         return cpu_backend(threads, sample_interval_s)
-    return cuda_backend(profile, threads, sample_interval_s)
+    return cuda_backend(profile, threads, sample_interval_s, all_devices=all_devices)

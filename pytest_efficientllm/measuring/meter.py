@@ -7,7 +7,9 @@ Plain Python, usable from a notebook:
 
 The measuring protocol (docs/metrics.md, "How a test is measured"): warm-up rounds with the
 same shapes; one untimed counting run (`Meter.count`: FLOPs, bytes, allocations, operators);
-then rounds until both `rounds` and `min_time_s` are met; raw per-round samples kept.
+then rounds until both `rounds` and `min_time_s` are met, and, where the energy counter has an
+update period, until the window spans enough of its updates (`EnergyWindow`); raw per-round
+samples kept, every round of an extended window included.
 Telemetry probes open just before the first timed round and close after the last; nothing
 but the timer's two clock reads runs between rounds.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +51,38 @@ class MeasureProtocol:
     warmup: int = 1
     min_time_s: float = 0.0
     max_rounds: int = 10_000
+
+
+@dataclass(frozen=True)
+class EnergyWindow:
+    """How long a window must last for an energy counter that updates only every so often.
+
+    `resolution`: the worst-case quantisation error (a fraction: 0.02 is 2%) a window is
+    extended to reach, by timing more rounds of the same work until it spans 1/resolution
+    counter update periods (a read at either edge can be up to one update stale, so a window
+    of N updates is off by at most one update's energy: 1/N of it); None never extends.
+    `max_time_s`: the cap of an extended window per test (the rounds cap is the protocol's
+    `max_rounds`). `cooldown_s`: seconds slept before each window, outside the timed rounds.
+    Only a backend whose energy counter has a known update period (NVML's) is extended.
+    """
+
+    # 5%: 20 updates, 2 s at NVML's 100 ms period; four times the 5 updates below which a window
+    # is flagged short, at a cost a GPU suite can pay per test (2% would be 5 s each).
+    resolution: float | None = 0.05
+    max_time_s: float = 10.0
+    cooldown_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.resolution is not None and not 0 < self.resolution < 1:
+            raise ValueError(
+                f"energy resolution must be a fraction between 0 and 1 (2% is 0.02), got {self.resolution}"
+            )
+        if self.max_time_s < 0 or self.cooldown_s < 0:
+            raise ValueError("energy window max_time_s and cooldown_s must be >= 0 seconds")
+
+    def updates_wanted(self) -> int | None:
+        """Counter updates a window must span to reach `resolution`; None when never extended."""
+        return None if self.resolution is None else math.ceil(1 / self.resolution - 1e-9)
 
 
 @dataclass(frozen=True)
@@ -85,6 +120,9 @@ class WindowResult:
     ttft_s: list[float] = field(default_factory=list)
     output_tokens: int | None = None
     cpu_s_per_round: list[float] = field(default_factory=list)
+    # How long the energy window was made and why (`Meter.run_window`), for record.settings;
+    # empty where the backend's energy has no counter period and no cooldown was asked.
+    energy_window: dict[str, Any] = field(default_factory=dict)
 
     def merge(self, other: WindowResult) -> WindowResult:
         """Combine windows of one test: sums for extensive quantities, max for peaks,
@@ -110,6 +148,7 @@ class WindowResult:
             self.ttft_s + other.ttft_s,
             other.output_tokens if other.output_tokens is not None else self.output_tokens,
             self.cpu_s_per_round + other.cpu_s_per_round,
+            other.energy_window or self.energy_window,
         )
 
 
@@ -123,9 +162,13 @@ class Meter:
     """
 
     single_pass: bool = False
+    # Why this meter never extends a window for the energy counter ("" where it may): the
+    # ranks of a distributed test must all run the same number of rounds.
+    fixed_rounds: str = ""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, energy: EnergyWindow | None = None) -> None:
         self.backend = backend
+        self.energy = energy if energy is not None else EnergyWindow()
 
     @contextlib.contextmanager
     def _telemetry(self) -> Iterator[dict[str, Any]]:
@@ -171,21 +214,101 @@ class Meter:
         box["readings"] = readings
 
     def run_window(self, fn: Callable[[], Any], protocol: MeasureProtocol) -> WindowResult:
+        """Time rounds of `fn` in one telemetry window: `protocol.rounds` and `min_time_s`, and,
+        where the energy counter has an update period, long enough for `self.energy.resolution`
+        (every round of the longer window is timed and kept)."""
+        plan = self._energy_plan(protocol)
+        min_time_s = max(protocol.min_time_s, plan.get("target_s", 0.0))
+        start = self._before_window()
         with self._telemetry() as box:
-            latencies = self.backend.timer.run(fn, protocol.rounds, protocol.min_time_s, protocol.max_rounds)
-        return WindowResult(latencies, box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu())
+            latencies = self.backend.timer.run(fn, protocol.rounds, min_time_s, protocol.max_rounds)
+        window = self._energy_outcome(plan, start, protocol, len(latencies), box["wall_s"])
+        return WindowResult(
+            latencies, box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu(), energy_window=window
+        )
+
+    def _energy_plan(self, protocol: MeasureProtocol) -> dict[str, Any]:
+        """How long the window must last for the energy counter, before it opens (no work inside it)."""
+        period = self.backend.energy_period_s
+        if period is None:
+            return {}
+        plan: dict[str, Any] = {"counter_period_s": period}
+        wanted = self.energy.updates_wanted()
+        if self.fixed_rounds:
+            plan["not_extended"] = self.fixed_rounds
+        elif wanted is None:
+            plan["not_extended"] = "energy window extension switched off (--efficiency-energy-resolution=off)"
+        else:
+            needed_s = wanted * period
+            plan["updates_wanted"] = wanted
+            plan["target_s"] = min(needed_s, self.energy.max_time_s)
+            if needed_s > self.energy.max_time_s:
+                plan["capped_s"] = self.energy.max_time_s
+        return plan
+
+    def _before_window(self) -> dict[str, Any]:
+        """The cooldown, then the GPU temperature at window start: outside the timed rounds."""
+        if self.energy.cooldown_s <= 0:
+            return {}
+        time.sleep(self.energy.cooldown_s)
+        read = self.backend.temperature_c
+        temps = read() if read is not None else {"*": "no GPU temperature on this backend"}
+        return {"cooldown_s": self.energy.cooldown_s, "temperature_c": temps}
+
+    def _energy_outcome(
+        self, plan: dict[str, Any], start: dict[str, Any], protocol: MeasureProtocol, rounds: int, wall_s: float
+    ) -> dict[str, Any]:
+        """What the record says of the energy window: rounds taken, updates spanned, and why."""
+        if not plan:
+            return dict(start)
+        out: dict[str, Any] = {**plan, **start, "rounds_asked": protocol.rounds, "rounds": rounds}
+        period = plan["counter_period_s"]
+        updates = wall_s / period
+        out["updates_spanned"] = round(updates, 1)
+        out["quantisation_bound"] = round(1 / updates, 4) if updates > 0 else None
+        if "not_extended" in plan:
+            out["why"] = f"not extended: {plan['not_extended']}"
+            return out
+        wanted = plan["updates_wanted"]
+        reached = f"spans ~{updates:.0f} updates of the {period * 1e3:.0f} ms counter"
+        if rounds >= protocol.max_rounds and updates < wanted:
+            out["why"] = f"stopped at max_rounds={protocol.max_rounds}: {reached}, fewer than the {wanted} wanted"
+        elif "capped_s" in plan:
+            out["why"] = (
+                f"capped at {plan['capped_s']:g} s (--efficiency-energy-max-time): {reached}, "
+                f"fewer than the {wanted} wanted ({wanted} x {period * 1e3:.0f} ms)"
+            )
+        elif rounds > protocol.rounds:
+            out["why"] = (
+                f"extended from {protocol.rounds} to {rounds} rounds so the window {reached} "
+                f"(>= {wanted}: quantisation <= {100 / wanted:.3g}%)"
+            )
+        else:
+            out["why"] = f"the asked rounds already {reached} (>= {wanted} wanted)"
+        return out
 
     def _timer_cpu(self) -> list[float]:
         return list(getattr(self.backend.timer, "cpu_s_per_round", []))
 
     @contextlib.contextmanager
     def block_window(self) -> Iterator[dict[str, Any]]:
-        """One round whose work is the body of a `with` block; result in the yielded dict."""
+        """One round whose work is the body of a `with` block; result in the yielded dict.
+
+        Never extended for the energy counter (the body runs once per block); the cooldown applies."""
+        plan = self._energy_plan(MeasureProtocol(rounds=1))
+        if plan:
+            plan = {"counter_period_s": plan["counter_period_s"], "not_extended": "a window() block is timed once"}
+        start = self._before_window()
         with self._telemetry() as box:
             with self.backend.timer.time_block() as timing:
                 yield box
+        window = self._energy_outcome(plan, start, MeasureProtocol(rounds=1), 1, box["wall_s"])
         box["result"] = WindowResult(
-            [timing["latency_s"]], box["wall_s"], box["readings"], cpu_s_per_round=self._timer_cpu()
+            [timing["latency_s"]],
+            box["wall_s"],
+            box["readings"],
+            cpu_s_per_round=self._timer_cpu(),
+            energy_window=window,
         )
 
     def warm_up(self, fn: Callable[[], Any], warmup: int) -> None:
@@ -387,6 +510,8 @@ def _energy_metrics(out: dict[str, Metric], result: WindowResult, work: Work, n:
         why = energy.note if energy is not None else "no energy source"
         for name in ("AEC", "energy_per_round", "energy_per_token", "energy_per_sample"):
             out[name] = unavailable(name, "measured", "energy counter", why)
+        if "idle_power" in out and work.tokens:
+            out["energy_per_token_net"] = unavailable("energy_per_token_net", "measured", NET_METHOD, why)
         return
     src, method = energy.source, energy.method
     if result.wall_s > 0:
@@ -404,3 +529,24 @@ def _energy_metrics(out: dict[str, Metric], result: WindowResult, work: Work, n:
             out[name] = make(
                 name, energy.value / (count * n), src, f"energy / counted units; {method}", note=energy.note
             )
+    if work.tokens and n:
+        _net_energy_per_token(out, energy, result.wall_s, work.tokens * n)
+
+
+NET_METHOD = "(energy - idle_power x window wall time) / counted tokens; idle power from start-up, assumed constant"
+
+
+def _net_energy_per_token(out: dict[str, Metric], energy: Metric, wall_s: float, tokens: int) -> None:
+    """`energy_per_token_net`, where the energy source measures an idle power (NVML does at
+    start-up; RAPL and the CPU estimate do not, so CPU records do not carry it)."""
+    idle = out.get("idle_power")
+    if idle is None:
+        return
+    if idle.value is None:
+        why = f"idle power unknown: {idle.note or 'not measured'}"
+        out["energy_per_token_net"] = unavailable("energy_per_token_net", energy.source, NET_METHOD, why)
+        return
+    net_j = energy.value - idle.value * wall_s  # type: ignore[operator]  # energy.value checked by the caller
+    out["energy_per_token_net"] = make(
+        "energy_per_token_net", net_j / tokens, energy.source, f"{NET_METHOD}; {energy.method}", note=energy.note
+    )

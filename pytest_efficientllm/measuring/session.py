@@ -16,7 +16,7 @@ from pytest_efficientllm.core.devices import (
 )
 from pytest_efficientllm.measuring.backends import select_backend
 from pytest_efficientllm.measuring.fingerprint import host_fingerprint
-from pytest_efficientllm.measuring.meter import MeasureProtocol
+from pytest_efficientllm.measuring.meter import EnergyWindow, MeasureProtocol
 
 
 @dataclass
@@ -29,6 +29,12 @@ class Options:
     sample_interval_s: float = 0.02
     # GPU profiles whose roofline estimate every record gets (`--efficiency-roofline`).
     roofline: tuple[str, ...] = ()
+    # How long energy windows must be, and the cooldown before each (`--efficiency-energy-*`,
+    # `--efficiency-cooldown`).
+    energy: EnergyWindow = field(default_factory=EnergyWindow)
+    # Measure every CUDA device this process sees (`--efficiency-energy-devices=visible`),
+    # not only the current one.
+    all_devices: bool = False
 
 
 def default_threads(workers: int | None = None) -> int:
@@ -44,7 +50,7 @@ class EfficiencySession:
         self.profile = resolve_profile(options.gpu, detect_cuda_name() if options.gpu != "cpu" else None)
         self.threads = options.threads or default_threads()
         self._configure_threads()
-        self.backend = select_backend(self.profile, self.threads, options.sample_interval_s)
+        self.backend = select_backend(self.profile, self.threads, options.sample_interval_s, options.all_devices)
         self.fingerprint: dict[str, Any] = host_fingerprint(self.threads)
         self.fingerprint["profile"] = self.profile
         # Not the compute source: it names the peak MFU is divided by, which every record's
@@ -72,3 +78,7 @@ class EfficiencySession:
     @property
     def notices(self) -> list[str]:
         return self.backend.notices
+
+    def close(self) -> None:
+        """Release what the backend holds (NVML: `nvmlShutdown`); at the end of the session."""
+        self.backend.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pytest_efficientllm.core.devices import clock_derived_peak, lookup_device
@@ -142,17 +142,22 @@ def _bare_uuid(uuid: str) -> str:
     return uuid.split("-", 1)[1].lower() if uuid.startswith(("GPU-", "MIG-")) else uuid.lower()
 
 
-def check_same_device(nvml: NvmlSet, torch_uuid: str | None) -> NvmlSet:
-    """The NVML device must be the one torch computes on; otherwise NVML would measure another GPU."""
-    if nvml.problem is not None or not torch_uuid or not nvml.devices:
+def check_same_device(nvml: NvmlSet, torch_uuids: str | None | Sequence[str | None]) -> NvmlSet:
+    """The NVML devices must be the ones torch computes on (`torch_uuids`, one per measured
+    CUDA ordinal, in order); otherwise NVML would measure another GPU."""
+    wanted = [torch_uuids] if torch_uuids is None or isinstance(torch_uuids, str) else list(torch_uuids)
+    if nvml.problem is not None or not nvml.devices:
         return nvml
-    if _bare_uuid(nvml.devices[0].uuid) == _bare_uuid(torch_uuid):
-        return nvml
-    return NvmlSet.empty(
-        f"NVML maps this process's CUDA device to {nvml.devices[0].uuid} but torch reports {torch_uuid}: "
-        "CUDA's device order differs from NVML's; set CUDA_DEVICE_ORDER=PCI_BUS_ID or name devices by UUID "
-        "in CUDA_VISIBLE_DEVICES"
-    )
+    for device, torch_uuid in zip(nvml.devices, wanted):
+        if not torch_uuid or _bare_uuid(device.uuid) == _bare_uuid(torch_uuid):
+            continue
+        nvml.close()
+        return NvmlSet.empty(
+            f"NVML maps this process's CUDA device to {device.uuid} but torch reports {torch_uuid}: "
+            "CUDA's device order differs from NVML's; set CUDA_DEVICE_ORDER=PCI_BUS_ID or name devices by UUID "
+            "in CUDA_VISIBLE_DEVICES"
+        )
+    return nvml
 
 
 def cuda_runtime_version() -> str | None:

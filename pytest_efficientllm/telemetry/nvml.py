@@ -10,7 +10,12 @@ The pynvml module is a parameter everywhere, so tests inject a test double. What
 * kernel-busy share: `nvmlDeviceGetUtilizationRates(handle).gpu` (Units: percent),
   both sampled by a thread only while a window is open;
 * Hopper GPM tensor activity (`NVML_GPM_METRIC_ANY_TENSOR_UTIL`) between samples taken at
-  window open and close.
+  window open and close;
+* the GPU temperature (`nvmlDeviceGetTemperature`, Units: degrees C) before a window, for the
+  cooldown record, never inside one.
+
+With several GPUs each counter is read and reported on its own (`energy:cuda:<ordinal>`)
+beside the sum. `NvmlSet.close` undoes the session's `nvmlInit` (`nvmlShutdown`).
 
 A call that is NOT_SUPPORTED at start-up makes its metric unavailable with the reason; any
 NVML error during a window raises `TelemetryError` naming the call, so the test fails
@@ -20,6 +25,7 @@ for the whole GPU, and utilization queries are unsupported: both are said in not
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -106,6 +112,9 @@ class NvmlDevice:
     uuid: str
     is_mig: bool
     label: str
+    # The CUDA ordinal this process sees the device at (None until `open_nvml` picks it):
+    # names the device's own energy (`energy:cuda:<ordinal>`) when several are measured.
+    ordinal: int | None = None
 
 
 def _text(value: Any) -> str:
@@ -199,16 +208,38 @@ def probe_counter(
     The idle power is taken between the first and the last observed update, so it is exact
     to the counter's own resolution rather than to our poll.
     """
+    return probe_counters(lambda: [read_mj()], clock, sleep, max_s, changes_wanted, poll_s)[0]
+
+
+def probe_counters(
+    read_all_mj: Callable[[], Sequence[int]],
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+    max_s: float = PROBE_MAX_S,
+    changes_wanted: int = PROBE_CHANGES,
+    poll_s: float = PROBE_POLL_S,
+) -> list[CounterStep]:
+    """`probe_counter` for several counters read together, one `CounterStep` each.
+
+    Each counter is timed on its own: two GPUs' counters tick at unrelated phases, so their
+    sum would change twice per period and show half the real period.
+    """
     t0 = clock()
-    last = read_mj()
-    updates: list[tuple[float, int]] = []
-    while clock() - t0 < max_s and len(updates) < changes_wanted:
+    last = list(read_all_mj())
+    updates: list[list[tuple[float, int]]] = [[] for _ in last]
+    while clock() - t0 < max_s and min(len(u) for u in updates) < changes_wanted:
         sleep(poll_s)
-        value = read_mj()
-        if value != last:
-            updates.append((clock(), value))
-            last = value
+        values = list(read_all_mj())
+        now = clock()
+        for i, value in enumerate(values):
+            if value != last[i]:
+                updates[i].append((now, value))
+                last[i] = value
     duration = clock() - t0
+    return [_step_of(u, duration) for u in updates]
+
+
+def _step_of(updates: list[tuple[float, int]], duration: float) -> CounterStep:
     if len(updates) < 2:
         return CounterStep(None, None, None, len(updates), duration)
     steps = [b[1] - a[1] for a, b in zip(updates, updates[1:])]
@@ -218,7 +249,34 @@ def probe_counter(
     return CounterStep(float(statistics.median(steps)), float(statistics.median(periods)), idle, len(updates), duration)
 
 
+def combine_steps(steps: Sequence[CounterStep]) -> CounterStep:
+    """The counters of several devices as one energy source. Units as `CounterStep`.
+
+    The period is the slowest counter's (a window must span enough updates of each), the
+    step and the idle power are sums; a field is None when any counter's is.
+    """
+    if len(steps) == 1:
+        return steps[0]
+
+    def total(values: list[float | None]) -> float | None:
+        return None if any(v is None for v in values) else float(sum(v for v in values if v is not None))
+
+    periods = [s.period_s for s in steps]
+    return CounterStep(
+        total([s.step_mj for s in steps]),
+        None if any(p is None for p in periods) else max(p for p in periods if p is not None),
+        total([s.idle_power_w for s in steps]),
+        min(s.changes for s in steps),
+        max(s.duration_s for s in steps),
+    )
+
+
 # -- probes -------------------------------------------------------------------------------
+
+
+def device_key(device: NvmlDevice) -> str:
+    """How a record names one device: `cuda:<ordinal>` as this process sees it, else its UUID."""
+    return f"cuda:{device.ordinal}" if device.ordinal is not None else device.uuid
 
 
 def _unique_parents(devices: Sequence[NvmlDevice]) -> list[NvmlDevice]:
@@ -290,21 +348,45 @@ class NvmlEnergyProbe(Probe):
             f"NVML energy counter over {s.duration_s:.2f} s with no work queued by this process, at session start-up",
         )
 
+    def _per_device(self, method: str) -> list[Metric]:
+        """Each counter's own energy (`energy:cuda:<ordinal>`, J) when several are read; a
+        counter that went backwards is unavailable there, the others keep their value."""
+        if len(self.devices) < 2:
+            return []
+        out = []
+        for d, a, b in zip(self.devices, self._open, self._close):
+            name = f"energy:{device_key(d)}"
+            how = f"{method}; {d.label} alone"
+            if b < a:
+                out.append(
+                    unavailable(name, "measured", how, f"its counter went backwards ({a} mJ at open, {b} mJ at close)")
+                )
+            else:
+                out.append(measured(name, (b - a) / 1e3, how))
+        return out
+
     def readings(self, wall_s: float) -> list[Metric]:
         if self._error is not None:
             raise TelemetryError(f"NVML energy read failed during the window: {self._error}")
         method = ENERGY_METHOD
         if any(d.is_mig for d in self.devices):
             method += "; whole GPU: under MIG the counter includes every instance on the GPU"
+        if len(self.devices) > 1:
+            method += f"; sum over {len(self.devices)} GPUs ({', '.join(device_key(d) for d in self.devices)})"
         if self.unsupported:
             return [unavailable("energy", "measured", method, self.unsupported), self._idle()]
-        for d, a, b in zip(self.devices, self._open, self._close):
-            if b < a:
-                why = (
-                    f"the energy counter of {d.label} went backwards ({a} mJ at open, {b} mJ at close): "
-                    "driver reload or GPU reset during the window; energy unknown"
-                )
-                return [unavailable("energy", "measured", method, why), self._idle()]
+        per_device = self._per_device(method)
+        backwards = [(d, a, b) for d, a, b in zip(self.devices, self._open, self._close) if b < a]
+        if backwards:
+            # A reset (driver reload, GPU reset) reads as a counter lower at close than at open;
+            # the energy before and after it cannot be joined, so the window is dropped, as
+            # vLLM's benchmark drops such windows, with the device named.
+            d, a, b = backwards[0]
+            why = (
+                f"the energy counter of {d.label} went backwards ({a} mJ at open, {b} mJ at close): "
+                "reset by a driver reload or GPU reset during the window; window dropped, energy unknown"
+            )
+            return [unavailable("energy", "measured", method, why), self._idle(), *per_device]
         delta_mj = sum(b - a for a, b in zip(self._open, self._close))
         window_s = self._t_close - self._t_open
         period = self.step.period_s
@@ -314,7 +396,7 @@ class NvmlEnergyProbe(Probe):
                 f"the energy counter did not advance in this {window_s * 1e3:.1f} ms window ({period_text}): "
                 "too short to measure; lengthen the window (more rounds or min_time)"
             )
-            return [unavailable("energy", "measured", method, why), self._idle()]
+            return [unavailable("energy", "measured", method, why), self._idle(), *per_device]
         note = ""
         if period is None:
             note = "counter update period unknown (too few updates seen at start-up): short windows cannot be flagged"
@@ -325,7 +407,7 @@ class NvmlEnergyProbe(Probe):
                 f"(period {period * 1e3:.0f} ms, "
                 f"fewer than {SHORT_WINDOW_UPDATES}); uncertain by up to ~{100 / max(updates, 1e-9):.0f}%"
             )
-        return [measured("energy", delta_mj / 1e3, method, note=note), self._idle()]
+        return [measured("energy", delta_mj / 1e3, method, note=note), self._idle(), *per_device]
 
 
 class NvmlSamplerProbe(Probe):
@@ -521,6 +603,32 @@ class NvmlSet:
     def empty(cls, reason: str) -> NvmlSet:
         return cls(problem=reason, notices=[f"GPU energy, memory and utilisation (NVML): {reason}"])
 
+    def close(self) -> None:
+        """`nvmlShutdown`, once, for the `nvmlInit` of `open_nvml` (NVML counts them); the null set has none."""
+        if self.nv is not None and self.problem is None:
+            nv, self.nv = self.nv, None
+            try:
+                nvml_call(nv, "nvmlShutdown")
+            except TelemetryError:
+                pass  # at session end there is nothing left to measure wrongly
+
+    def temperatures(self) -> dict[str, Any]:
+        """GPU temperature of each measured GPU now, `{"cuda:0": 41}` (Units: degrees C), or
+        `{"cuda:0": "why not"}` where NVML cannot say. Read outside timed rounds only."""
+        if self.problem is not None:
+            return {"*": self.problem}
+        out: dict[str, Any] = {}
+        for d in _unique_parents(self.devices):
+            try:
+                out[device_key(d)] = int(
+                    nvml_call(
+                        self.nv, "nvmlDeviceGetTemperature", d.parent, getattr(self.nv, "NVML_TEMPERATURE_GPU", 0)
+                    )
+                )
+            except TelemetryError as exc:
+                out[device_key(d)] = str(exc)
+        return out
+
     def make_probes(self, interval_s: float) -> list[Probe]:
         """Probes in open order: the energy counter last, so it is read nearest the timed rounds."""
         if self.problem is not None:
@@ -575,13 +683,16 @@ def open_nvml(
     try:
         visible_devices = resolve_visible(nv, visible)
     except (ValueError, TelemetryError) as exc:
-        return NvmlSet.empty(str(exc))
+        return _shut(nv, NvmlSet.empty(str(exc)))
     missing = [o for o in ordinals if o >= len(visible_devices)]
     if missing:
-        return NvmlSet.empty(
-            f"CUDA device ordinal(s) {missing} not among the {len(visible_devices)} CUDA_VISIBLE_DEVICES"
+        return _shut(
+            nv,
+            NvmlSet.empty(
+                f"CUDA device ordinal(s) {missing} not among the {len(visible_devices)} CUDA_VISIBLE_DEVICES"
+            ),
         )
-    devices = [visible_devices[o] for o in ordinals]
+    devices = [dataclasses.replace(visible_devices[o], ordinal=o) for o in ordinals]
     parents = _unique_parents(devices)
 
     unsupported: dict[str, str] = {}
@@ -600,11 +711,11 @@ def open_nvml(
     step = NO_STEP
     if not energy:
 
-        def read_total() -> int:
-            return sum(int(nvml_call(nv, "nvmlDeviceGetTotalEnergyConsumption", d.parent)) for d in parents)
+        def read_each() -> list[int]:
+            return [int(nvml_call(nv, "nvmlDeviceGetTotalEnergyConsumption", d.parent)) for d in parents]
 
         try:
-            step = probe_counter(read_total, clock, sleep, probe_max_s)
+            step = combine_steps(probe_counters(read_each, clock, sleep, probe_max_s))
         except TelemetryError as exc:
             unsupported["energy"] = f"failed while probing the counter step at start-up: {exc}"
 
@@ -631,9 +742,17 @@ def open_nvml(
             f"GPU energy counter changed {step.changes} time(s) in {step.duration_s:.2f} s at start-up: "
             "update period unknown, short windows cannot be flagged"
         )
-    return NvmlSet(
-        nv, devices, step, unsupported, capacity, notices, _fingerprint(nv, devices, step, capacity), clock=clock
-    )
+    fingerprint = _fingerprint(nv, devices, step, capacity, notices)
+    return NvmlSet(nv, devices, step, unsupported, capacity, notices, fingerprint, clock=clock)
+
+
+def _shut(nv: Any, null: NvmlSet) -> NvmlSet:
+    """The null set, after undoing the `nvmlInit` it will not use."""
+    try:
+        nvml_call(nv, "nvmlShutdown")
+    except TelemetryError:
+        pass
+    return null
 
 
 def _gpm_support(nv: Any, parents: Sequence[NvmlDevice]) -> str | None:
@@ -650,9 +769,28 @@ def _gpm_support(nv: Any, parents: Sequence[NvmlDevice]) -> str | None:
     return None
 
 
-def _fingerprint(nv: Any, devices: Sequence[NvmlDevice], step: CounterStep, capacity: int | None) -> dict[str, Any]:
-    """Device facts for the record; an entry NVML cannot give is left out, never guessed."""
+def power_limit_w(nv: Any, handle: Any) -> float:
+    """`nvmlDeviceGetPowerManagementLimit` in W (NVML gives mW).
+
+    A limit of 0 or less is no limit a GPU can run under (drivers without power management
+    report 0): it raises ValueError naming the value, so callers leave the entry out rather
+    than record a 0 W cap. NVML errors raise as `TelemetryError`.
+    """
+    limit_mw = nvml_call(nv, "nvmlDeviceGetPowerManagementLimit", handle)
+    if not limit_mw or limit_mw <= 0:
+        raise ValueError(f"nvmlDeviceGetPowerManagementLimit reported {limit_mw} mW, which no GPU runs under")
+    return float(limit_mw) / 1e3
+
+
+def _fingerprint(
+    nv: Any, devices: Sequence[NvmlDevice], step: CounterStep, capacity: int | None, notices: list[str]
+) -> dict[str, Any]:
+    """Device facts for the record; an entry NVML cannot give is left out, never guessed
+    (and said in `notices` where NVML gave a value that cannot be right)."""
     out: dict[str, Any] = {"gpu_uuids": [d.uuid for d in devices], "gpu_mig": any(d.is_mig for d in devices)}
+    # How many GPUs' counters make up `energy`: a baseline taken over another number of
+    # GPUs is another configuration, which the fingerprint comparison then warns about.
+    out["gpus_measured"] = len(_unique_parents(devices))
     first = devices[0]
 
     def put(key: str, call: Callable[[], Any]) -> None:
@@ -663,9 +801,12 @@ def _fingerprint(nv: Any, devices: Sequence[NvmlDevice], step: CounterStep, capa
 
     put("gpu_name", lambda: _text(nvml_call(nv, "nvmlDeviceGetName", first.parent)))
     put("gpu_max_sm_clock_mhz", lambda: int(nvml_call(nv, "nvmlDeviceGetMaxClockInfo", first.parent, nv.NVML_CLOCK_SM)))
-    put("gpu_power_limit_w", lambda: nvml_call(nv, "nvmlDeviceGetPowerManagementLimit", first.parent) / 1e3)
-    if out.get("gpu_power_limit_w", 1) <= 0:
-        del out["gpu_power_limit_w"]  # a driver that reports 0 mW does not know it (telemetry.gpu_state)
+    try:
+        out["gpu_power_limit_w"] = power_limit_w(nv, first.parent)
+    except ValueError as exc:  # a value NVML gave and we refused: said once, not silently dropped
+        notices.append(f"GPU power limit (NVML): {exc}; left out of the fingerprint")
+    except TelemetryError:
+        pass
     put("driver_version", lambda: _text(nvml_call(nv, "nvmlSystemGetDriverVersion")))
 
     def cuda_driver() -> str:

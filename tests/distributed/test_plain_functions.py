@@ -108,6 +108,23 @@ def test_gpu_energy_is_summed_over_distinct_devices_only() -> None:
         ]
     )
     assert shared["energy"].value == 3.0  # two ranks on one GPU: its counter once
+    # Each GPU's own energy is kept beside the sum; one GPU has none.
+    assert two["energy:cuda:0"].value == 3.0 and two["energy:cuda:1"].value == 4.0
+    assert "rank 1's reading" in two["energy:cuda:1"].method
+    assert not [name for name in shared.metrics if name.startswith("energy:")]
+
+
+def test_gpu_energy_net_of_idle_is_derived_from_the_summed_energy_and_idle_power() -> None:
+    ranks = [
+        rank_record(0, [0.1], energy=30.0, energy_method=NVML, device="cuda:0"),
+        rank_record(1, [0.1], energy=40.0, energy_method=NVML, device="cuda:1"),
+    ]
+    for r, idle in zip(ranks, (50.0, 70.0)):
+        r.add(Metric("idle_power", idle, "W", "info", "measured", "NVML energy counter at session start-up"))
+    agg = aggregate(ranks)
+    assert agg["idle_power"].value == 120.0
+    wall_s = agg["window_time"].value
+    assert agg["energy_per_token_net"].value == pytest.approx((70.0 - 120.0 * wall_s) / 20)
 
 
 def test_the_cpu_estimate_adds_per_process_cpu_seconds() -> None:

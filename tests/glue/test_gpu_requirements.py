@@ -32,7 +32,9 @@ def on_an_h200(monkeypatch: pytest.MonkeyPatch):
     """Sessions built in this process see an H200 through the doubles; the test sets its state."""
     gpu = FakeGpu("GPU-" + UUID, name=H200)
     monkeypatch.setattr(session_module, "detect_cuda_name", lambda: H200)
-    monkeypatch.setattr(session_module, "select_backend", lambda profile, threads, interval: doubles_backend(gpu))
+    monkeypatch.setattr(
+        session_module, "select_backend", lambda profile, threads, interval, all_devices=False: doubles_backend(gpu)
+    )
     return gpu
 
 

@@ -119,7 +119,7 @@ class FakePynvml:
         self._faults: dict[str, tuple[int, int]] = {}  # function -> (code, calls to let through first)
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.initialised = 0
+        self.initialised = 0  # nvmlInit calls minus nvmlShutdown calls, as NVML counts them
 
     # -- faults and the call log ---------------------------------------------------------
 
@@ -152,6 +152,12 @@ class FakePynvml:
     def nvmlInit(self) -> None:
         self._enter("nvmlInit")
         self.initialised += 1
+
+    def nvmlShutdown(self) -> None:
+        self._enter("nvmlShutdown")
+        if self.initialised <= 0:
+            raise FakeNVMLError(1)  # NVML_ERROR_UNINITIALIZED, as the real library answers
+        self.initialised -= 1
 
     def nvmlDeviceGetCount(self) -> int:
         self._enter("nvmlDeviceGetCount")
@@ -266,6 +272,9 @@ class FakePynvml:
         return self._whole_gpu("nvmlDeviceGetPowerManagementDefaultLimit", handle).default_power_limit_mw
 
     def nvmlDeviceGetTemperature(self, handle: FakeHandle, sensor: int) -> int:
+        """Units: degrees C."""
+        if sensor != self.NVML_TEMPERATURE_GPU:
+            raise AssertionError("the double only has the GPU die sensor")
         return self._whole_gpu("nvmlDeviceGetTemperature", handle).temperature_c
 
     def nvmlDeviceGetPersistenceMode(self, handle: FakeHandle) -> int:

@@ -22,11 +22,18 @@ class FakeTorchCuda:
     """
 
     def __init__(
-        self, name: str = "NVIDIA H100 80GB HBM3", sm_count: int = 132, uuid: str = UUID, available: bool = True
+        self,
+        name: str = "NVIDIA H100 80GB HBM3",
+        sm_count: int = 132,
+        uuid: str = UUID,
+        available: bool = True,
+        more_uuids: tuple[str, ...] = (),
     ) -> None:
         self.props = SimpleNamespace(
             name=name, total_memory=80 * 2**30, multi_processor_count=sm_count, uuid=uuid, major=9, minor=0
         )
+        # Devices 1, 2, ... of the process (`more_uuids`), all of the same model; 0 is current.
+        self.all_props = [self.props] + [SimpleNamespace(**{**vars(self.props), "uuid": u}) for u in more_uuids]
         self.available = available
         self.log: list[str] = []
         self.events: list[Any] = []
@@ -59,8 +66,11 @@ class FakeTorchCuda:
     def current_device(self) -> int:
         return 0
 
+    def device_count(self) -> int:
+        return len(self.all_props)
+
     def get_device_properties(self, ordinal: int) -> SimpleNamespace:
-        return self.props
+        return self.all_props[ordinal]
 
     def synchronize(self) -> None:
         self.log.append("synchronize")

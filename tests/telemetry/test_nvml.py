@@ -10,12 +10,14 @@ from pytest_efficientllm.telemetry.base import TelemetryError
 from pytest_efficientllm.telemetry.nvml import (
     SHORT_WINDOW_UPDATES,
     NvmlSet,
+    combine_steps,
     open_nvml,
     parse_visible_devices,
     probe_counter,
+    probe_counters,
 )
 from pytest_efficientllm.telemetry.procfs import PerfCounterTimer
-from tests.helpers.nvml_double import FakeClock, FakeGpu, FakePynvml
+from tests.helpers.nvml_double import FakeClock, FakeGpu, FakeHandle, FakePynvml
 
 GPU_A = "GPU-aaaa1111-0000-0000-0000-000000000000"
 GPU_B = "GPU-bbbb2222-0000-0000-0000-000000000000"
@@ -362,3 +364,84 @@ def test_the_between_rounds_check_catches_a_timer_that_reads_nvml_per_round() ->
     nv.calls.clear()
     run_rounds(nv, devs, ChattyTimerDouble(), rounds=3)
     assert calls_inside_rounds(nv) == ["nvmlDeviceGetTotalEnergyConsumption"] * 2
+
+
+# -- several counters, shutdown, power limit 0 ------------------------------------------------
+
+
+def test_each_counter_is_probed_on_its_own_so_two_out_of_phase_gpus_keep_their_period() -> None:
+    clock = FakeClock(start=1000.0)
+    gpus = [FakeGpu(GPU_A, power_w=100.0, period_s=0.1), FakeGpu(GPU_B, power_w=300.0, period_s=0.1)]
+    nv = FakePynvml(gpus, clock=clock)
+    # GPU B's counter ticks half a period after GPU A's.
+    read = [lambda: nv.nvmlDeviceGetTotalEnergyConsumption(FakeHandle(0)), lambda: _shifted(nv, clock, 1, 0.05)]
+    steps = probe_counters(lambda: [r() for r in read], clock, clock.sleep)
+    assert [s.period_s for s in steps] == [pytest.approx(0.1, rel=0.02)] * 2
+    assert [s.idle_power_w for s in steps] == [pytest.approx(100.0, rel=0.02), pytest.approx(300.0, rel=0.02)]
+    combined = combine_steps(steps)
+    assert combined.period_s == pytest.approx(0.1, rel=0.02) and combined.idle_power_w == pytest.approx(400, rel=0.02)
+    # Negative control: the sum of the two, probed as one counter, shows half the period.
+    summed = probe_counter(lambda: sum(r() for r in read), clock, clock.sleep)
+    assert summed.period_s == pytest.approx(0.05, rel=0.02)
+
+
+def _shifted(nv: FakePynvml, clock: FakeClock, gpu: int, shift_s: float) -> int:
+    saved = clock.now
+    clock.now = saved + shift_s
+    try:
+        return nv.nvmlDeviceGetTotalEnergyConsumption(FakeHandle(gpu))
+    finally:
+        clock.now = saved
+
+
+def test_two_gpus_opened_together_probe_the_period_of_each() -> None:
+    clock = FakeClock()
+    nv = FakePynvml(
+        [FakeGpu(GPU_A, power_w=100.0, period_s=0.1), FakeGpu(GPU_B, power_w=300.0, period_s=0.05)], clock=clock
+    )
+    devs = open_fake(nv, clock, "0,1", ordinals=(0, 1))
+    assert devs.step.period_s == pytest.approx(0.1, rel=0.02)  # the slower counter's
+    assert devs.step.idle_power_w == pytest.approx(400.0, rel=0.02)
+    assert [d.ordinal for d in devs.devices] == [0, 1]
+    assert devs.fingerprint["gpus_measured"] == 2
+    assert open_fake(nv, clock, "0,1", ordinals=(1,)).fingerprint["gpus_measured"] == 1
+    readings = window(devs, clock, 2.0)
+    assert readings["energy:cuda:0"].value == pytest.approx(200.0, abs=10)
+    assert readings["energy:cuda:1"].value == pytest.approx(600.0, abs=15)
+    assert readings["idle_power"].value == pytest.approx(400.0, rel=0.02)
+
+
+def test_nvml_is_shut_down_once_at_close() -> None:
+    clock = FakeClock()
+    nv = FakePynvml(clock=clock)
+    devs = open_fake(nv, clock)
+    assert nv.initialised == 1
+    devs.close()
+    devs.close()  # a second close does not shut down what another user of NVML initialised
+    assert nv.initialised == 0 and nv.count("nvmlShutdown") == 1
+
+
+def test_a_null_set_after_a_successful_init_shuts_nvml_down_at_once() -> None:
+    clock = FakeClock()
+    nv = two_gpus(clock)
+    devs = open_fake(nv, clock, "GPU-ffff")
+    assert devs.problem is not None and nv.initialised == 0
+    devs.close()
+    assert nv.count("nvmlShutdown") == 1
+
+
+def test_temperatures_of_the_measured_gpus() -> None:
+    clock = FakeClock()
+    nv = two_gpus(clock)
+    nv.gpus[1].temperature_c = 61
+    assert open_fake(nv, clock, "0,1", ordinals=(0, 1)).temperatures() == {"cuda:0": 34, "cuda:1": 61}
+    assert NvmlSet.empty("no NVML").temperatures() == {"*": "no NVML"}
+
+
+def test_a_power_limit_of_zero_is_left_out_of_the_fingerprint_and_said() -> None:
+    clock = FakeClock()
+    nv = FakePynvml([FakeGpu(GPU_A, power_limit_mw=0)], clock=clock)
+    devs = open_fake(nv, clock)
+    assert "gpu_power_limit_w" not in devs.fingerprint
+    assert any("reported 0 mW" in n and "left out" in n for n in devs.notices)
+    assert devs.problem is None and "energy" not in devs.unsupported  # nothing else is lost
