@@ -98,6 +98,8 @@ def main() -> None:
             wrong = [n for n, (st, _) in seen.items() if (st == "fail") != (factor >= 1.5)]
             changed.setdefault(factor, []).extend(f"{n} {seen[n][0]} {(seen[n][1] or 0) * 100:+.0f}%" for n in wrong)
             print(f"x{factor} run {i + 1}/{runs}: rc {rc}, {counts}, {time.perf_counter() - t0:.0f} s", flush=True)
+            for n in wrong[:10]:
+                print(f"    {n}: {seen[n][0]} {(seen[n][1] or 0) * 100:+.1f}%", flush=True)
     lines = [
         SECTION,
         "",
