@@ -3,8 +3,10 @@
 The regression is injected into the baselines instead of the code: a copy of the committed
 `baselines/cpu/` with every measured time (value, rounds and run history) halved, so that
 unchanged code reads twice as slow. The CPU profile's default check of
-`cpu_time_per_round` must fail it as gross, in this process and in the fresh processes of
-the vote, and pytest must exit non-zero. A few fast suite tests from three files stand for
+`cpu_time_per_round` must fail it as gross (in this process and in the fresh processes of
+the vote) and pytest must exit non-zero. A 2x slowdown reads about +100% against a floor of
+at least +90%, so a test measured in a fast moment may fall short: the run must fail, not
+every test in it. A few fast suite tests from three files stand for
 the suite (the whole suite's figures are in benchmarks/RESULTS.md); the confirmation
 spacing is shortened so the vote does not wait out 20 s per test.
 """
@@ -73,8 +75,11 @@ def test_halved_baselines_fail_the_suites_as_a_gross_cpu_time_regression(tmp_pat
     assert proc.returncode == 1, proc.stdout[-4000:]
     records = json.loads(run_file.read_text())["records"]
     assert sorted(r["nodeid"] for r in records) == sorted(SELECTION)
+    verdicts = {}
     for record in records:
         (verdict,) = [v for v in record["verdicts"] if v["metric"] == "cpu_time_per_round"]
-        assert verdict["status"] == "fail", (record["nodeid"], verdict["message"])
-        assert "gross: at least the floor" in verdict["message"]
+        verdicts[record["nodeid"]] = verdict
+        # Every test reads the slowdown, whether or not its own reading clears the floor.
         assert verdict["change"] > 0.5, (record["nodeid"], verdict["message"])
+    gross = [v for v in verdicts.values() if v["status"] == "fail" and "gross: at least the floor" in v["message"]]
+    assert gross, [v["message"] for v in verdicts.values()]

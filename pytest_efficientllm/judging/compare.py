@@ -29,7 +29,7 @@ same function). The rules, by the metric's source (docs/gate.md):
   profile (`GROSS_ONLY`) that default check fails only a **gross** slowdown: one that
   fails by the rule above (put to the vote like any measured failure) and is at least
   the test's gross floor (`gross_floor`): its own 99.9% run-to-run prediction bound,
-  kept within `GROSS_MIN`..`GROSS_MAX`, after the machine's own slowdown (the calibration
+  and never below `GROSS_MIN`, after the machine's own slowdown (the calibration
   workload's, measured in each process) is taken out. A smaller one warns. A tolerance from the
   marker, ini or command line (`cpu_time_per_round="+10%"`, `latency="+5%"`) makes
   any slowdown beyond it fail, noise-aware as above.
@@ -88,11 +88,12 @@ DEFAULT_MEASURED = {"cpu": ("cpu_time_per_round",), "*": ("AL", "TTFT", "TPOT")}
 # ~100-metric suite a default that failed every confirmed +5% would fail unchanged code in a
 # large share of runs.
 GROSS_ONLY = ("cpu",)
-# The gross floor's bounds. Below +25% this machine's drift, not the code, decides too often
-# (confirmed +8% .. +106% on unchanged suite tests, RESULTS.md); above +40% a +50% slowdown
-# of a noisy test could pass.
-GROSS_MIN = 0.25
-GROSS_MAX = 0.40
+# The least gross floor. A test's own runs, recorded back to back, do not show how far it
+# moves over an hour: unchanged suite tests were confirmed slower by three processes 20 s
+# apart at +8% .. +106% (RESULTS.md), and test_prefill[mla] ran +70-81% slower for over
+# 20 minutes, in every fresh process, 10 minutes after five baseline runs that agreed
+# within 15%. A slowdown of nearly 2x is what this machine's drift has not reached.
+GROSS_MIN = 0.90
 CONFIDENCE = 0.95
 MODES = ("fail", "warn", "off")
 
@@ -365,20 +366,17 @@ def gross_floor(base: Metric, prior: RunPrior | None = None) -> tuple[float, str
     """The least slowdown (ratio - 1) the CPU profile's default check fails, and how it was set.
 
     The test's own 99.9% prediction bound for one more run of unchanged code (`run_noise`),
-    relative to the centre of its runs: what its own noise lets through once in a thousand
-    processes. Kept within `GROSS_MIN`..`GROSS_MAX`; `GROSS_MAX` where the baseline shows no
-    run-to-run noise to learn from.
+    relative to the centre of its runs (what its own noise lets through once in a thousand
+    processes), and never below `GROSS_MIN` (what the machine's drift reached).
     """
     prediction = predict(run_medians(base), prior, base.unit, base.direction, PREDICTION)
     if prediction is None:
-        return GROSS_MAX, "the most it may be: the baseline's runs show no run-to-run noise to derive it from"
+        return GROSS_MIN, f"{GROSS_MIN:+.0%}: the baseline's runs show no run-to-run noise of the test's own"
     bound = prediction.bound(base.direction)
     own = bound / prediction.centre - 1 if base.direction == "lower" else prediction.centre / bound - 1
-    floor = min(GROSS_MAX, max(GROSS_MIN, own))
-    how = f"this test's 99.9% run-to-run bound, {own * 100:+.0f}%"
-    if floor != own:
-        how += f", raised to {GROSS_MIN:+.0%}" if own < GROSS_MIN else f", capped at {GROSS_MAX:+.0%}"
-    return floor, how
+    if own >= GROSS_MIN:
+        return own, f"this test's 99.9% run-to-run bound, {own * 100:+.0f}%"
+    return GROSS_MIN, f"this test's 99.9% run-to-run bound, {own * 100:+.0f}%, raised to the least, {GROSS_MIN:+.0%}"
 
 
 def _gross_or_warn(
