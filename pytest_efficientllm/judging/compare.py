@@ -29,8 +29,7 @@ same function). The rules, by the metric's source (docs/gate.md):
   profile (`GROSS_ONLY`) that default check fails only a **gross** slowdown: one that
   fails by the rule above (put to the vote like any measured failure) and is at least
   the test's gross floor (`gross_floor`): its own 99.9% run-to-run prediction bound,
-  and never below `GROSS_MIN`, after the machine's own slowdown (the calibration
-  workload's, measured in each process) is taken out. A smaller one warns. A tolerance from the
+  and never below `GROSS_MIN`. A smaller one warns. A tolerance from the
   marker, ini or command line (`cpu_time_per_round="+10%"`, `latency="+5%"`) makes
   any slowdown beyond it fail, noise-aware as above.
 * **estimated**: never fails; beyond the tolerance it warns.
@@ -379,38 +378,22 @@ def gross_floor(base: Metric, prior: RunPrior | None = None) -> tuple[float, str
     return GROSS_MIN, f"this test's 99.9% run-to-run bound, {own * 100:+.0f}%, raised to the least, {GROSS_MIN:+.0%}"
 
 
-def _gross_or_warn(
-    verdict: Verdict, base: Metric, prior: RunPrior | None, profile: str, machine: float | None = None
-) -> Verdict:
-    """A failing default check on a `GROSS_ONLY` profile: it stays a failure only when gross.
-
-    `machine`: how much slower the calibration workload ran in this process than in the
-    baseline's (this / baseline), where the times were not already compared relative to it.
-    A slowdown the calibration shows too is the machine's: the drift that lasts minutes on a
-    shared VM reaches the calibration a fresh process runs right before its test. Only a
-    slower machine is taken out; a faster one never makes a change look larger.
-    """
+def _gross_or_warn(verdict: Verdict, base: Metric, prior: RunPrior | None, profile: str) -> Verdict:
+    """A failing default check on a `GROSS_ONLY` profile: it stays a failure only when gross."""
     floor, how = gross_floor(base, prior)
     change = verdict.change or 0.0
     if base.direction == "lower":
         worse = change
     else:
         worse = 1 / (1 + change) - 1 if change > -1 else math.inf
-    machine_text = ""
-    if machine is not None and machine > 1 and math.isfinite(worse):
-        worse = (1 + worse) / machine - 1
-        machine_text = (
-            f"; {worse * 100:+.0f}% once the machine's own slowdown is taken out (its calibration workload ran "
-            f"x{machine:.3f} its time at the baseline)"
-        )
     if worse >= floor:
-        gross = f"{verdict.message}{machine_text}; gross: at least the floor of +{floor:.0%} ({how})"
+        gross = f"{verdict.message}; gross: at least the floor of +{floor:.0%} ({how})"
         return dataclasses.replace(verdict, message=gross)
     return Verdict(
         verdict.metric,
         "warn",
-        f"{verdict.message}{machine_text} (default check on the {profile} profile: below the gross floor of "
-        f"+{floor:.0%} ({how}), so it warns; give {verdict.metric} a tolerance to fail on smaller slowdowns)",
+        f"{verdict.message} (default check on the {profile} profile: below the gross floor of +{floor:.0%} "
+        f"({how}), so it warns; give {verdict.metric} a tolerance to fail on smaller slowdowns)",
         "baseline",
         verdict.change,
     )
@@ -545,9 +528,7 @@ def _compare(
                 rounds_may_be_few=gross_only,
             )
             if gross_only and verdict.failed:
-                # Where the fingerprints differ the times were already compared relative to the calibration.
-                machine = None if calibrate else calibration_factor(baseline, current, calibration_key(name))
-                verdict = _gross_or_warn(verdict, base, run_priors.get(name), current.profile, machine)
+                verdict = _gross_or_warn(verdict, base, run_priors.get(name), current.profile)
             out.append(verdict)
         else:
             verdict = _compare_measured(name, base, cur, tol, metric_factor, run_priors.get(name))  # type: ignore[arg-type]
