@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,29 +241,27 @@ def parse_devices(text: str) -> tuple[str, ...]:
     return items
 
 
-def parse_roofline(text: str) -> tuple[str, ...]:
-    """'h200, H100' -> ('h200', 'h100'): GPU profiles of the datasheet table, each once, in order."""
+def _parse_names(text: str, option: str, valid: Iterable[str], what: str) -> tuple[str, ...]:
+    """'a, B' -> ('a', 'b'): names from `valid`, each once, in order; an unknown one is a
+    ValueError naming the option and listing the valid ones."""
+    allowed = tuple(valid)
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [n for n in names if n not in GPU_PROFILES]
+    unknown = [n for n in names if n not in allowed]
     if unknown:
         raise ValueError(
-            f"--efficiency-roofline={text}: unknown GPU profile {', '.join(repr(n) for n in unknown)}; "
-            f"choose from {', '.join(GPU_PROFILES)}"
+            f"{option}={text}: unknown {what} {', '.join(repr(n) for n in unknown)}; choose from {', '.join(allowed)}"
         )
     return tuple(dict.fromkeys(names))
+
+
+def parse_roofline(text: str) -> tuple[str, ...]:
+    """'h200, H100' -> ('h200', 'h100'): GPU profiles of the datasheet table, each once, in order."""
+    return _parse_names(text, "--efficiency-roofline", GPU_PROFILES, "GPU profile")
 
 
 def parse_requirements(text: str) -> tuple[str, ...]:
-    """'locked-clocks, idle-gpu' -> ('locked-clocks', 'idle-gpu'): each once, in order; an unknown name
-    is a ValueError listing the valid ones."""
-    names = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [n for n in names if n not in REQUIREMENTS]
-    if unknown:
-        raise ValueError(
-            f"--efficiency-require={text}: unknown requirement {', '.join(repr(n) for n in unknown)}; "
-            f"choose from {', '.join(REQUIREMENTS)}"
-        )
-    return tuple(dict.fromkeys(names))
+    """'locked-clocks, idle-gpu' -> ('locked-clocks', 'idle-gpu'): each once, in order."""
+    return _parse_names(text, "--efficiency-require", REQUIREMENTS, "requirement")
 
 
 def parse_energy_window(resolution: str, max_time: str, cooldown: str) -> EnergyWindow:
