@@ -582,7 +582,11 @@ def count_run(fn: Callable[[], Any], *, transfers: bool = False) -> CountingRun:
             fn()
     finally:
         seconds = time.perf_counter() - t0
-        gc.collect()  # cyclic garbage is not retained: only what the workload still reaches
+        # Cyclic garbage is not retained: only what the workload still reaches. With the
+        # collector paused, everything the run made is still in the youngest generation, so
+        # collecting it alone finds the run's cycles (0.3 ms, against ~180 ms for a full
+        # collection with transformers loaded: the counting run's whole cost twentyfold).
+        gc.collect(0)
         tally.close()
         if collecting:
             gc.enable()
