@@ -92,7 +92,10 @@ def test_keyboard_interrupt_at_each_step_of_the_write_leaves_the_old_file(
 
 # A process that rewrites one baseline file with version 1, 2, 1, 2, ... until interrupted.
 _REWRITER = """
-import sys
+import signal, sys
+# A shell that starts a job in the background (CI runners can) makes it ignore SIGINT, and
+# its children inherit that; Ctrl-C is what this test is about, so restore it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {repo_root!r})
 from tests.helpers.record_builders import counted, latency, record
 from pytest_efficientllm.storage.baselines import BaselineStore
