@@ -19,6 +19,7 @@ from pytest_efficientllm.ab.runner import ProcessResult, run_process
 from pytest_efficientllm.ab.schedule import BASE, HEAD, abba
 from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.paired import paired_verdicts
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.storage.runfile import Run, write_run
@@ -168,7 +169,7 @@ def _shown(v: Verdict) -> str:
 
 
 def _change(v: Verdict) -> str:
-    return f"{v.metric} {(v.change or 0.0) * 100:+.1f}%"
+    return f"{v.metric} {format_change(v.change or 0.0)}"
 
 
 def render_lines(c: Comparison) -> list[str]:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring import process_layout as layout
 from pytest_efficientllm.storage.runfile import RunFileError, read_run
@@ -73,7 +74,7 @@ def _changes_text(per_process: list[list[Verdict]], metric: str) -> str:
     parts = []
     for i, verdicts in enumerate(per_process):
         change = _change(verdicts, metric)
-        shown = f"{change * 100:+.1f}%" if change is not None else "budget"
+        shown = format_change(change) if change is not None else "budget"
         mark = "fails" if fails(verdicts, metric) else "passes"
         parts.append(f"{'this process' if i == 0 else f'fresh {i}'} {shown} {mark}")
     return ", ".join(parts)

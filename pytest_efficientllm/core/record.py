@@ -17,6 +17,7 @@ Unavailable metrics are kept with ``value=None`` and a ``note`` saying why, neve
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,6 +87,15 @@ def unavailable(name: str, unit: str, direction: Direction, source: Source, meth
     return Metric(name=name, value=None, unit=unit, direction=direction, source=source, method=method, note=why)
 
 
+def _json_safe(verdict: dict[str, Any]) -> dict[str, Any]:
+    # JSON has no infinity, and a change from 0 is +inf (no ratio): strict readers (jq,
+    # JavaScript) refuse Python's `Infinity`. The message still says "from 0".
+    change = verdict.get("change")
+    if isinstance(change, float) and not math.isfinite(change):
+        return {**verdict, "change": None}
+    return verdict
+
+
 @dataclass
 class Record:
     """Everything one measured test (or one rank of it) produced.
@@ -142,7 +152,7 @@ class Record:
             "fingerprint": self.fingerprint,
             "metrics": {name: m.to_dict() for name, m in sorted(self.metrics.items())},
             "ranks": [r.to_dict() for r in self.ranks],
-            "verdicts": list(self.verdicts),
+            "verdicts": [_json_safe(v) for v in self.verdicts],
             "confirmations": [r.to_dict() for r in self.confirmations],
         }
 

@@ -18,6 +18,7 @@ __all__ = [
     "parse_quantity",
     "parse_percent",
     "format_value",
+    "format_change",
     "format_bytes",
     "format_seconds",
 ]
@@ -156,6 +157,16 @@ def format_seconds(value: float) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.3g} {unit}"
     return f"{value / 1e-9:.3g} ns"
+
+
+def format_change(change: float) -> str:
+    """A relative change, current / baseline - 1, as "+12.3%".
+
+    A change from zero has no ratio (it is stored as +inf); it reads "from 0".
+    """
+    if math.isinf(change):
+        return "from 0"
+    return f"{change * 100:+.1f}%"
 
 
 def format_value(value: float | None, unit: str) -> str:

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from pytest_efficientllm.core.record import Metric, Record
-from pytest_efficientllm.core.units import format_seconds
+from pytest_efficientllm.core.units import format_change, format_seconds
 from pytest_efficientllm.glue.state import RunState, TestResult
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.process_layout import describe as describe_layout
@@ -194,7 +194,7 @@ def _change(verdicts: list[Verdict]) -> str:
     compared.sort(key=lambda v: (SEVERITY.index(v.status), v.metric != "AL"))
     v = compared[0]
     assert v.change is not None  # compared holds only verdicts with a change
-    change = f"{v.change * 100:+.1f}%"
+    change = format_change(v.change)
     # The change must survive the column's width; the metric's name gives way first.
     name = SHORT_NAMES.get(v.metric, v.metric)[: CHANGE_WIDTH - len(change) - 1]
     return f"{name} {change}"

@@ -52,7 +52,7 @@ from typing import Any
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.metrics import varies
 from pytest_efficientllm.core.record import Metric, Record
-from pytest_efficientllm.core.units import format_value
+from pytest_efficientllm.core.units import format_change, format_value
 from pytest_efficientllm.judging.run_noise import (
     PREDICTION,
     RunPrior,
@@ -194,10 +194,6 @@ def _shown(metric: Metric, value: float, n: int | None = None) -> str:
     return f"{text} n={n}" if n else text
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:+.1f}%"
-
-
 def beyond_tolerance(change: float, direction: str, tol: float) -> tuple[bool, bool]:
     """(worse, better): is the ratio current/baseline = 1 + change beyond the tolerance?
 
@@ -257,7 +253,7 @@ def compare_counted(name: str, base: Metric, cur: Metric, tol: float | None, shi
     else:
         rule = f"tolerance {tol * 100:+.4g}%"
         worse, better = beyond_tolerance(change, cur.direction, tol)
-    numbers = f"{_shown(cur, c)} vs baseline {_shown(base, b)} ({_pct(change)}; counted, {rule})"
+    numbers = f"{_shown(cur, c)} vs baseline {_shown(base, b)} ({format_change(change)}; counted, {rule})"
     why = f" ({shift})" if shift and c != b else ""
     if worse:
         return Verdict(name, "fail", f"{numbers}: regression{why}", "baseline", change)
@@ -299,10 +295,10 @@ def _compare_measured(
     of_runs = f", centre of {len(runs)} runs" if len(runs) > 1 else ""
     numbers = (
         f"{_shown(cur, c_med, len(c_samples))}{calibrated} vs baseline {_shown(base, b_med, len(b_samples))}"
-        f"{of_runs} ({_pct(change)}"
+        f"{of_runs} ({format_change(change)}"
     )
     if iv is not None and iv.resolved:
-        numbers += f", {iv.confidence:.0%} interval {_pct(iv.low - 1)} .. {_pct(iv.high - 1)}"  # type: ignore[operator]
+        numbers += f", {iv.confidence:.0%} interval {format_change(iv.low - 1)} .. {format_change(iv.high - 1)}"  # type: ignore[operator]
     numbers += f"; tolerance {tol * 100:+.4g}%)"
     worse, better = beyond_tolerance(change, cur.direction, tol)
     if not (worse or better):

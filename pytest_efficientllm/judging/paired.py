@@ -36,6 +36,7 @@ from scipy import stats as scipy_stats
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.metrics import like
 from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.compare import (
     DEFAULT_MEASURED_TOLERANCE,
     compare_counted,
@@ -67,7 +68,8 @@ class PairedChange:
     def describe(self) -> str:
         low, high = min(self.ratios) - 1.0, max(self.ratios) - 1.0
         return (
-            f"{self.change * 100:+.1f}% over {len(self.ratios)} pairs (pairs {low * 100:+.1f}% .. {high * 100:+.1f}%)"
+            f"{format_change(self.change)} over {len(self.ratios)} pairs "
+            f"(pairs {format_change(low)} .. {format_change(high)})"
         )
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pytest_efficientllm.core.units import (
     UnitError,
     format_bytes,
+    format_change,
     format_seconds,
     format_value,
     parse_bytes,
@@ -109,3 +110,13 @@ def test_a_huge_number_times_its_unit_is_refused_not_infinite(value: float, unit
     except UnitError:
         return
     assert math.isfinite(result), f"{text!r} parsed to {result}"
+
+
+@FAST
+@given(st.floats(min_value=-1.0, max_value=1e6, allow_nan=False, allow_infinity=False))
+def test_format_change_parses_back_as_the_signed_percentage_it_shows(change: float) -> None:
+    assert parse_percent(format_change(change)) == pytest.approx(change, abs=0.0005)
+
+
+def test_a_change_from_zero_reads_from_0_not_inf() -> None:
+    assert format_change(math.inf) == "from 0"

@@ -7,6 +7,9 @@ a count that varies run to run is not gated exactly unless a tolerance asks for 
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 
@@ -106,3 +109,14 @@ def test_a_count_that_varies_is_not_gated_exactly_but_a_tolerance_gates_it() -> 
     assert gated.status == "fail" and gated.change == pytest.approx(0.5)
     loose = by_metric(compare_record(base, varying, [parse_limit("bytes_accessed", "+60%")]))["bytes_accessed"]
     assert loose.status == "pass"
+
+
+def test_a_count_that_grows_from_zero_fails_reads_from_0_and_stays_valid_json() -> None:
+    base = record("t.py::leak", counted("retained_tensor_bytes", 0.0, "m"))
+    leaking = record("t.py::leak", counted("retained_tensor_bytes", 131072.0, "m"))
+    v = by_metric(compare_record(base, leaking))["retained_tensor_bytes"]
+    assert v.status == "fail" and v.change == math.inf
+    assert "128.00 KiB vs baseline 0 B (from 0;" in v.message and "inf" not in v.message, v.message
+    leaking.verdicts = [v.to_dict()]
+    stored = json.loads(json.dumps(leaking.to_dict(), allow_nan=False))
+    assert stored["verdicts"][0]["change"] is None and stored["verdicts"][0]["status"] == "fail"
