@@ -21,12 +21,11 @@ def find_throttle(record: Record) -> Verdict | None:
     metric = record.metrics.get("gpu_throttled")
     if metric is None or not metric.value:
         return None
-    # Over several windows (`WindowResult.merge`) the note is one window's: it may not be a throttled one's.
-    reasons = (
-        metric.note.removeprefix("throttled: ")
-        if metric.note.startswith("throttled: ")
-        else f"in {metric.value:.0%} of the measured time; reasons not kept across its windows"
-    )
+    # Over several windows (`WindowResult.merge`) the value is the throttled share of the time
+    # and the note names every window's reasons.
+    reasons = metric.note.removeprefix("throttled: ")
+    if metric.value < 1:
+        reasons += f"; in {metric.value:.0%} of the measured time"
     return Verdict(
         "gpu_throttled",
         "warn",

@@ -33,6 +33,7 @@ from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.telemetry.base import Probe
 from pytest_efficientllm.telemetry.cpu_energy import estimate_energy
 from pytest_efficientllm.telemetry.flops import count_flops
+from pytest_efficientllm.telemetry.gpu_state import merge_throttle_notes
 from pytest_efficientllm.telemetry.op_counting import CountedCost, count_run, counted_cost, unavailable_cost
 
 WORKLOADS = ("inference", "pretrain", "finetune")
@@ -140,7 +141,8 @@ class WindowResult:
             else:
                 total = self.wall_s + other.wall_s
                 value = (old.value * self.wall_s + new.value * other.wall_s) / total if total else new.value
-            readings[name] = like(new, value, new.method, note=new.note or old.note)
+            note = merge_throttle_notes(old.note, new.note) if name == "gpu_throttled" else new.note or old.note
+            readings[name] = like(new, value, new.method, note=note)
         return WindowResult(
             self.latencies_s + other.latencies_s,
             self.wall_s + other.wall_s,

@@ -351,11 +351,32 @@ class NvmlThrottleProbe(Probe):
         if self._error:
             return [unavailable("gpu_throttled", "measured", THROTTLE_METHOD, f"failed in this window: {self._error}")]
         throttled = self._mask & THROTTLING
-        seen = reason_names(self._mask & ~GPU_IDLE)
-        if throttled:
-            note = "throttled: " + ", ".join(reason_names(throttled))
-        elif seen:
-            note = "clocks event reasons seen (not throttling): " + ", ".join(seen)
-        else:
-            note = ""
-        return [measured("gpu_throttled", 1.0 if throttled else 0.0, THROTTLE_METHOD, note=note)]
+        return [measured("gpu_throttled", 1.0 if throttled else 0.0, THROTTLE_METHOD, note=_throttle_note(self._mask))]
+
+
+_THROTTLED = "throttled: "
+_SEEN = "clocks event reasons seen (not throttling): "
+
+
+def _throttle_note(mask: int) -> str:
+    if mask & THROTTLING:
+        return _THROTTLED + ", ".join(reason_names(mask & THROTTLING))
+    seen = reason_names(mask & ~GPU_IDLE)
+    return _SEEN + ", ".join(seen) if seen else ""
+
+
+def merge_throttle_notes(first: str, second: str) -> str:
+    """The note of `gpu_throttled` over two windows: every throttling reason either named.
+
+    A test measured in several windows (generation's prefill and decode, a retried window) is
+    one record; keeping one window's note would drop the reasons of the others.
+    """
+
+    def names(note: str, prefix: str) -> list[str]:
+        return note.removeprefix(prefix).split(", ") if note.startswith(prefix) else []
+
+    throttled = dict.fromkeys(names(first, _THROTTLED) + names(second, _THROTTLED))
+    if throttled:
+        return _THROTTLED + ", ".join(throttled)
+    seen = dict.fromkeys(names(first, _SEEN) + names(second, _SEEN))
+    return _SEEN + ", ".join(seen) if seen else ""

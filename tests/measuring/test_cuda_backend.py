@@ -116,9 +116,14 @@ def test_the_gpu_state_is_in_the_fingerprint_and_each_window_says_whether_it_thr
     throttled = result.readings["gpu_throttled"]
     assert throttled.value == 1.0 and throttled.note == "throttled: SW power cap"
     assert nv.count("nvmlDeviceGetCurrentClocksEventReasons") - before == 2  # at open and close only
-    gpu.event_reasons = 0x1
+    gpu.event_reasons = 0x1 | 0x2  # idle, and the clocks setting: reasons seen, none throttling
     calm = Meter(backend).run_window(lambda: time.sleep(0.001), MeasureProtocol(rounds=1, warmup=0))
     assert calm.readings["gpu_throttled"].value == 0.0
+    # One test, two windows (a prefill and its decode): the throttled share, and its reasons kept.
+    share = result.wall_s / (result.wall_s + calm.wall_s)
+    for both in (result.merge(calm), calm.merge(result)):
+        assert both.readings["gpu_throttled"].value == pytest.approx(share)
+        assert both.readings["gpu_throttled"].note == "throttled: SW power cap"
 
 
 def test_without_nvml_the_gpu_state_is_absent_with_the_reason() -> None:

@@ -13,7 +13,12 @@ import pytest
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.compare import fingerprint_diff
 from pytest_efficientllm.judging.throttle import find_throttle
-from pytest_efficientllm.telemetry.gpu_state import NvmlThrottleProbe, read_gpu_state, reason_names
+from pytest_efficientllm.telemetry.gpu_state import (
+    NvmlThrottleProbe,
+    merge_throttle_notes,
+    read_gpu_state,
+    reason_names,
+)
 from pytest_efficientllm.telemetry.nvml import NvmlDevice, open_nvml
 from tests.helpers.nvml_double import FakeClock, FakeGpu, FakeHandle, FakePynvml
 
@@ -283,10 +288,18 @@ def test_own_pid_is_this_process() -> None:
     assert read_gpu_state(nv, device(nv), os.getpid()).other_processes == []
 
 
-def test_a_test_whose_windows_throttled_in_part_is_flagged_with_the_share() -> None:
+def test_a_test_whose_windows_throttled_in_part_is_flagged_with_the_share_and_every_reason() -> None:
     from pytest_efficientllm.core.metrics import measured
 
     record = Record("t.py::test_x", "h200")
-    record.add(measured("gpu_throttled", 0.25, "NVML clocks event reasons", note="clocks event reasons seen (x)"))
+    record.add(measured("gpu_throttled", 0.25, "NVML clocks event reasons", note="throttled: HW slowdown"))
     verdict = find_throttle(record)
-    assert verdict is not None and "in 25% of the measured time" in verdict.message
+    assert verdict is not None and "(HW slowdown; in 25% of the measured time;" in verdict.message
+
+
+def test_the_throttle_notes_of_several_windows_keep_every_reason_once() -> None:
+    power, thermal = "throttled: SW power cap", "throttled: SW thermal slowdown, SW power cap"
+    assert merge_throttle_notes(power, thermal) == "throttled: SW power cap, SW thermal slowdown"
+    calm = "clocks event reasons seen (not throttling): applications/locked clocks setting"
+    assert merge_throttle_notes(calm, power) == power and merge_throttle_notes("", power) == power
+    assert merge_throttle_notes(calm, "") == calm and merge_throttle_notes("", "") == ""
