@@ -13,17 +13,20 @@ failure is a false alarm. Counted per run: its exit status and, per test, the fi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from results_md import replace_section
 from suites_aa import ROOT, one_run
+
+sys.path.insert(0, str(ROOT))
+from tests.helpers.slowed_baselines import slow_down  # noqa: E402
 
 SECTION = "## Gross slowdowns on the CPU (issue 17)"
 METRIC = "cpu_time_per_round"
@@ -32,17 +35,7 @@ METRIC = "cpu_time_per_round"
 def slowed_copy(factor: float, dest: Path) -> Path:
     """`baselines/cpu` copied under `dest` with every measured time divided by `factor`."""
     shutil.copytree(ROOT / "baselines" / "cpu", dest / "cpu")
-    for path in (dest / "cpu").rglob("*.json"):
-        data = json.loads(path.read_text())
-        for entry in data["tests"].values():
-            for m in entry["metrics"].values():
-                if m.get("source") != "measured" or m.get("unit") != "s" or m.get("value") is None:
-                    continue
-                m["value"] /= factor
-                for key in ("samples", "history"):
-                    if m.get(key):
-                        m[key] = [x / factor for x in m[key]]
-        path.write_text(json.dumps(data))
+    slow_down(dest / "cpu", factor)
     return dest
 
 

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from tests.helpers import REPO_ROOT
+from tests.helpers.slowed_baselines import slow_down
 
 SELECTION = [
     "suites/test_attention.py::test_decode[mqa]",
@@ -29,28 +30,10 @@ SELECTION = [
 ]
 
 
-def _halve_times(folder: Path) -> int:
-    """Halve every measured time in the baseline files under `folder`; how many metrics."""
-    halved = 0
-    for path in folder.rglob("*.json"):
-        data = json.loads(path.read_text())
-        for entry in data["tests"].values():
-            for metric in entry["metrics"].values():
-                if metric.get("source") != "measured" or metric.get("unit") != "s" or metric.get("value") is None:
-                    continue
-                metric["value"] /= 2
-                for key in ("samples", "history"):
-                    if metric.get(key):
-                        metric[key] = [x / 2 for x in metric[key]]
-                halved += 1
-        path.write_text(json.dumps(data))
-    return halved
-
-
 def test_halved_baselines_fail_the_suites_as_a_gross_cpu_time_regression(tmp_path: Path) -> None:
     baselines = tmp_path / "baselines"
     shutil.copytree(REPO_ROOT / "baselines" / "cpu", baselines / "cpu")
-    assert _halve_times(baselines) > 100
+    assert slow_down(baselines, 2.0) > 100
     run_file = tmp_path / "run.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("PYTEST_XDIST_WORKER", None)

@@ -1,0 +1,30 @@
+"""A regression injected into the baselines rather than the code: every measured time divided.
+
+Dividing a baseline's times by FACTOR makes unchanged code read FACTOR times slower against
+it, as a slowdown of the code would, without writing a slow variant of every suite test.
+Used by the halved-baselines test and by benchmarks/gross_evidence.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def slow_down(folder: Path, factor: float) -> int:
+    """Divide every measured time (value, rounds, run history) in the baseline files under
+    `folder` by `factor`, in place; returns how many metrics were changed."""
+    changed = 0
+    for path in sorted(folder.rglob("*.json")):
+        data = json.loads(path.read_text())
+        for entry in data["tests"].values():
+            for metric in entry["metrics"].values():
+                if metric.get("source") != "measured" or metric.get("unit") != "s" or metric.get("value") is None:
+                    continue
+                metric["value"] /= factor
+                for key in ("samples", "history"):
+                    if metric.get(key):
+                        metric[key] = [x / factor for x in metric[key]]
+                changed += 1
+        path.write_text(json.dumps(data))
+    return changed
