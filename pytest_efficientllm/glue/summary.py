@@ -13,6 +13,7 @@ under `-v`. The verdicts themselves are unchanged: every one is in the run file.
 from __future__ import annotations
 
 import re
+import statistics
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -343,6 +344,20 @@ def finding_kind(v: Verdict) -> str:
     return f"{text} ({qualifier})" if qualifier else text
 
 
+def _spread(items: list[tuple[TestResult, Verdict]]) -> str:
+    # The changes behind one kind of finding tell a shifted machine (every test about as much
+    # slower) from a shifted test (one far out), without -v.
+    changes = sorted(v.change for _, v in items if v.change is not None)
+    if not changes or len(changes) != len(items):
+        return ""
+    if len(changes) == 1:
+        return f" ({format_change(changes[0])})"
+    if changes[0] == changes[-1]:
+        return f" ({format_change(changes[0])} each)"
+    median = statistics.median(changes)
+    return f" ({format_change(changes[0])} .. {format_change(changes[-1])}, median {format_change(median)})"
+
+
 def _grouped(title: str, found: list[tuple[TestResult, Verdict]], width: int, verbose: int) -> list[str]:
     """One line per kind of finding with how many tests have it; each test's under -v."""
     if not found:
@@ -353,7 +368,7 @@ def _grouped(title: str, found: list[tuple[TestResult, Verdict]], width: int, ve
     tests = len({r.record.nodeid for r, _ in found})
     lines = _wrap(f"{title} ({_tests(tests)}):", "", width)
     for kind, items in sorted(kinds.items(), key=lambda kv: (-len({r.record.nodeid for r, _ in kv[1]}), kv[0])):
-        lines += _wrap(f"{kind}: {_tests(len({r.record.nodeid for r, _ in items}))}", "  ", width)
+        lines += _wrap(f"{kind}: {_tests(len({r.record.nodeid for r, _ in items}))}{_spread(items)}", "  ", width)
         if verbose > 0:
             for r, v in sorted(items, key=lambda rv: rv[0].record.nodeid):
                 lines += _wrap(f"{short_id(r.record.nodeid, 60)}: {v.message}", "    ", width)

@@ -81,7 +81,7 @@ def test_improvements_are_reported_not_failed(pytester: pytest.Pytester) -> None
         [
             "test_suite.py::test_memory * 488 KiB * peak -50.0% improved",
             "improved, refresh with --update-baselines (1 test):",
-            "  peak_memory better than the baseline (counted): 1 test",
+            "  peak_memory better than the baseline (counted): 1 test (-50.0%)",
         ]
     )
     # Each test's numbers under -v.
@@ -92,7 +92,7 @@ def test_improvements_are_reported_not_failed(pytester: pytest.Pytester) -> None
 @pytest.mark.parametrize(
     ("mode", "outcome", "expected"),
     [
-        ("warn", {"passed": 2}, "  peak_memory regression (counted) (gate=warn: not failing): 1 test"),
+        ("warn", {"passed": 2}, "  peak_memory regression (counted) (gate=warn: not failing): 1 test (+100.0%)"),
         ("off", {"passed": 2}, "test_suite.py::test_memory * -  *-"),
     ],
 )

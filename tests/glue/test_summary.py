@@ -249,10 +249,15 @@ def test_warnings_of_one_kind_are_counted_once_with_each_tests_numbers_under_ver
 
     lines = details(results)
     assert "warnings (15 tests):" in lines
-    assert "  cpu_time_per_round beyond tolerance but within noise (too few rounds to tell): 12 tests" in lines
+    text = "\n".join(lines)
+    # One line per kind, with the spread of its changes: a whole run shifted, or one test far out.
+    assert (
+        "  cpu_time_per_round beyond tolerance but within noise (too few rounds to tell): 12 tests (+10.0% ..\n"
+        "    +21.0%, median +15.5%)" in text
+    )
     assert "  energy_per_token over budget (an estimate never fails): 1 test" in lines
     assert "  my_metric: something this summary has never seen: 2 tests" in lines  # unknown: by its text
-    assert "  AL faster than the baseline: 1 test" in lines
+    assert "  AL faster than the baseline: 1 test (-50.0%)" in lines
     assert not any("10.2 ms" in line for line in lines)  # the numbers wait for -v
     assert any("-v shows each test's numbers" in line for line in lines)
 

@@ -108,7 +108,7 @@ def test_a_tests_own_warning_still_says_warn_and_warnings_are_counted_by_kind(py
     assert verdicts["test_suite.py::test_grows[a]"] == verdicts["test_suite.py::test_grows[b]"] == "warn"
     assert {verdicts[f"test_suite.py::test_steady[{n}]"] for n in (1, 2, 3)} == {"pass"}
     assert "warnings (2 tests):" in section
-    assert "  flops regression (counted) (gate=warn: not failing): 2 tests" in section
+    assert "  flops regression (counted) (gate=warn: not failing): 2 tests (+100.0% each)" in section
     assert not any("200 FLOP vs baseline 100 FLOP" in line for line in section)  # numbers under -v
 
     verbose = _section(_run(pytester, "-v", "--efficiency-gate=warn", scale=2.0))
