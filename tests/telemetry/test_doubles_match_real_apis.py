@@ -8,16 +8,19 @@ and the plugin's source to the installed nvidia-ml-py and torch, which need no G
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 import pynvml
 import pytest
 import torch
 
 import pytest_efficientllm
-from tests.helpers.nvml_double import FakePynvml
+from pytest_efficientllm.telemetry.nvml import NvmlTensorActivityProbe, open_nvml
+from tests.helpers.nvml_double import FakeGpu, FakePynvml
 from tests.helpers.torch_cuda_double import FakeTorchCuda
 
 PACKAGE = Path(pytest_efficientllm.__file__).parent
@@ -103,3 +106,63 @@ def test_torch_cuda_double_event_takes_the_real_event_arguments() -> None:
     real = inspect.signature(torch.cuda.Event)
     double = inspect.signature(FakeTorchCuda().Event)
     assert set(double.parameters) <= set(real.parameters), f"{double} vs torch.cuda.Event{real}"
+
+
+def test_nvml_double_constants_have_pynvml_values() -> None:
+    constants = {n: v for n, v in vars(FakePynvml).items() if n.startswith("NVML_") or n == "nvmlMemory_v2"}
+    assert len(constants) >= 8
+    wrong = {n: (v, getattr(pynvml, n, "missing")) for n, v in constants.items() if getattr(pynvml, n, None) != v}
+    assert wrong == {}, "FakePynvml constant: (double's value, pynvml's)"
+
+
+def test_nvml_double_gpm_struct_sets_only_fields_the_real_struct_has() -> None:
+    # A ctypes Structure takes any attribute silently; a field the real one lacks would never reach NVML.
+    real = {name for name, _ in pynvml.c_nvmlGpmMetricsGet_t._fields_}
+    real_metric = {name for name, _ in pynvml.c_nvmlGpmMetric_t._fields_}
+    double = FakePynvml.c_nvmlGpmMetricsGet_t()
+    assert set(vars(double)) <= real
+    assert set(vars(double.metrics[0])) <= real_metric
+    assert len(double.metrics) <= pynvml.NVML_GPM_METRIC_MAX
+
+
+class FakePynvmlWithRealGpmStructs(FakePynvml):
+    """FakePynvml whose GPM calls take and give pynvml's own ctypes structures (still a double:
+    no driver is called). A field the plugin misnames on a ctypes Structure is set silently as
+    a plain attribute; here it leaves the real field at 0, which these calls refuse."""
+
+    c_nvmlGpmMetricsGet_t = pynvml.c_nvmlGpmMetricsGet_t
+    NVML_GPM_METRIC_ANY_TENSOR_UTIL = pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL
+    NVML_GPM_METRICS_GET_VERSION = pynvml.NVML_GPM_METRICS_GET_VERSION
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.taken: dict[int, float] = {}  # address of each sample taken -> the tensor share it stands for
+
+    def nvmlGpmSampleAlloc(self) -> Any:
+        self._enter("nvmlGpmSampleAlloc")
+        return ctypes.pointer(pynvml.struct_c_nvmlGpmSample_t())
+
+    def nvmlGpmSampleGet(self, handle: Any, sample: Any) -> Any:
+        self._enter("nvmlGpmSampleGet")
+        self.taken[ctypes.addressof(sample.contents)] = self._gpu(handle).tensor_percent
+        return sample
+
+    def nvmlGpmMetricsGet(self, get: Any) -> Any:
+        self._enter("nvmlGpmMetricsGet")
+        assert isinstance(get, pynvml.c_nvmlGpmMetricsGet_t)
+        assert get.version == pynvml.NVML_GPM_METRICS_GET_VERSION and get.numMetrics == 1
+        assert get.metrics[0].metricId == pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL
+        first, second = ctypes.addressof(get.sample1.contents), ctypes.addressof(get.sample2.contents)
+        assert first != second and {first, second} <= set(self.taken), "sample1/sample2 are not the samples taken"
+        get.metrics[0].value = self.taken[second]
+        return get
+
+
+def test_the_tensor_activity_probe_fills_pynvmls_own_gpm_structures() -> None:
+    nv = FakePynvmlWithRealGpmStructs([FakeGpu("GPU-aaaa1111-0000", tensor_percent=37.5)])
+    devices = open_nvml(nv, None, (0,), sleep=lambda s: None)
+    probe = next(p for p in devices.make_probes(0.01) if isinstance(p, NvmlTensorActivityProbe))
+    probe.open()
+    probe.close()
+    (reading,) = probe.readings(1.0)
+    assert reading.value == pytest.approx(0.375), reading.note
