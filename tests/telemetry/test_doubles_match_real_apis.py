@@ -1,4 +1,4 @@
-"""The GPU test doubles speak the real APIs: same names, same parameters.
+"""The GPU test doubles speak the real APIs: same names, parameters, constants and structures.
 
 Every GPU code path is tested against FakePynvml and FakeTorchCuda only, so a name the
 plugin calls that real pynvml lacks, or a double that takes arguments the real function
@@ -166,3 +166,19 @@ def test_the_tensor_activity_probe_fills_pynvmls_own_gpm_structures() -> None:
     probe.close()
     (reading,) = probe.readings(1.0)
     assert reading.value == pytest.approx(0.375), reading.note
+
+
+@pytest.mark.parametrize(
+    "call, args, real_struct",
+    [
+        ("nvmlDeviceGetMemoryInfo", (pynvml.nvmlMemory_v2,), pynvml.c_nvmlMemory_v2_t),
+        ("nvmlDeviceGetUtilizationRates", (), pynvml.c_nvmlUtilization_t),
+        ("nvmlGpmQueryDeviceSupport", (), pynvml.c_nvmlGpmSupport_t),
+        ("nvmlDeviceGetComputeRunningProcesses", (), pynvml.c_nvmlProcessInfo_t),
+    ],
+)
+def test_nvml_double_answers_carry_only_fields_of_pynvmls_structures(call: str, args: tuple, real_struct: type) -> None:
+    nv = FakePynvml([FakeGpu("GPU-aaaa1111-0000", processes=[(4242, 2**20)])])
+    answer = getattr(nv, call)(nv.nvmlDeviceGetHandleByIndex(0), *args)
+    shaped = answer[0] if isinstance(answer, list) else answer
+    assert set(vars(shaped)) <= {name for name, _ in real_struct._fields_}, f"{call}: {vars(shaped)}"
