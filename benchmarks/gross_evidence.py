@@ -50,7 +50,7 @@ def verdicts(run: dict) -> dict[str, tuple[str, float | None]]:
 
 def floors() -> list[float]:
     """The gross floor of every committed CPU baseline of the metric."""
-    from pytest_efficientllm.judging.compare import gross_floor
+    from pytest_efficientllm.judging.gross import gross_floor
     from pytest_efficientllm.judging.run_noise import pool
     from pytest_efficientllm.storage.baselines import read_entries
 

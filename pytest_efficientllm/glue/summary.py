@@ -51,7 +51,7 @@ SHORT_NAMES = {
 SEVERITY = ("error", "fail", "warn", "improved", "new", "pass", "skipped")
 MAX_LISTED = 20
 # How compare words a fingerprint that differs in fields other than the hardware's
-# (`judging.compare._compare`): shared by every test of a run, so said once above the table.
+# (`judging.compare`): shared by every test of a run, so said once above the table.
 FINGERPRINT_DIFFERS = "fingerprint differs from the baseline's ("
 _FIELD_SEP = re.compile(r"; (?=[\w.\-]+: )")
 _FACTOR = re.compile(r"this machine x(\d+(?:\.\d+)?) the baseline's")

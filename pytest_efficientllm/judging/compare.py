@@ -12,8 +12,7 @@ same function). The rules, by the metric's source (docs/gate.md):
   exactness ("peak_memory='+1%'"). A count that varies run to run (`core.metrics.varies`:
   its counting runs disagreed, data-dependent shapes) is not checked by default; a
   tolerance gates it. When a counted byte or FLOP metric changes, the message names the
-  dtype shift behind it where the `bytes_share:*`/`flops_share:*` metrics show one
-  ("bf16 -> fp32: 100% of bytes were bf16, now 0%").
+  dtype shift behind it (`dtype_shift`): "bf16 -> fp32: 100% of bytes were bf16, now 0%".
 * **measured**: noise-aware. A regression fails only when the change is beyond the
   tolerance *and* the rank-based interval over both runs' raw rounds (`stats`) excludes
   "no change", i.e. it is larger than the noise seen in both runs. A measured metric
@@ -26,33 +25,27 @@ same function). The rules, by the metric's source (docs/gate.md):
   default at `DEFAULT_MEASURED_TOLERANCE`: on a GPU the latency family (CUDA event
   times); on the CPU the process CPU time per round, because wall-clock time on a shared
   CPU measures the neighbours as much as the work (benchmarks/RESULTS.md). On the CPU
-  profile (`GROSS_ONLY`) that default check fails only a **gross** slowdown: one that
-  fails by the rule above (put to the vote like any measured failure) and is at least
-  the test's gross floor (`gross_floor`): its own 99.9% run-to-run prediction bound,
-  and never below `GROSS_MIN`. A smaller one warns. A tolerance from the
-  marker, ini or command line (`cpu_time_per_round="+10%"`, `latency="+5%"`) makes
-  any slowdown beyond it fail, noise-aware as above.
+  profile that default check fails only a **gross** slowdown (`gross`); a smaller one
+  warns. A tolerance from the marker, ini or command line (`cpu_time_per_round="+10%"`,
+  `latency="+5%"`) makes any slowdown beyond it fail, noise-aware as above.
 * **estimated**: never fails; beyond the tolerance it warns.
 * A different source on the two sides is never compared; the mismatch is reported.
 
-Fingerprints (docs/gate.md): a different profile or accelerator model is an error (the
-numbers belong to other hardware); any other difference (driver, torch, CPU model,
-threads) is a warning, and then time-based metrics are compared relative to the
-calibration workload each run measured (`calibration`), and the verdict says so.
+Before any metric, the fingerprints (`fingerprint`): a baseline of other hardware is an
+error; any other difference a warning, with times then compared through the calibration.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.metrics import varies
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change, format_value
+from pytest_efficientllm.judging.dtype_shift import dtype_shift
+from pytest_efficientllm.judging.fingerprint import calibration_factor, calibration_key, fingerprint_diff
+from pytest_efficientllm.judging.gross import GROSS_ONLY, gross_or_warn
 from pytest_efficientllm.judging.run_noise import (
     PREDICTION,
     RunPrior,
@@ -65,113 +58,17 @@ from pytest_efficientllm.judging.stats import RatioInterval, ratio_interval, sum
 from pytest_efficientllm.judging.verdicts import Verdict, soften
 
 COUNTED_RTOL = 1e-6
-# Counted metrics whose change the dtype mix can explain, and the share family that shows it.
-SHARES = {
-    "bytes_accessed": ("bytes_share:", "bytes"),
-    "allocated_bytes": ("bytes_share:", "bytes"),
-    "tensor_peak_bytes": ("bytes_share:", "bytes"),
-    "flops": ("flops_share:", "FLOPs"),
-}
-# The total each share family divides.
-TOTALS = {"bytes_share:": "bytes_accessed", "flops_share:": "flops"}
-# The least move of a dtype's share (absolute) that a message names as a shift.
-SHIFT_MIN = 0.05
 DEFAULT_MEASURED_TOLERANCE = 0.05
 # Measured peak memory is not among them: on the CPU, VmHWM of the whole process moved -3% to
 # +12% between unchanged suite runs (what is resident when a window opens depends on what ran
 # before), and the GPU allocator's steadiness is unmeasured (benchmarks/RESULTS.md).
 DEFAULT_MEASURED = {"cpu": ("cpu_time_per_round",), "*": ("AL", "TTFT", "TPOT")}
-# Profiles whose default-checked times fail only gross slowdowns unless a tolerance is given:
-# on a shared 2-core CPU VM a run's median moves by up to +30-70% between processes for
-# millisecond workloads, for minutes at a time (benchmarks/RESULTS.md), so across a
-# ~100-metric suite a default that failed every confirmed +5% would fail unchanged code in a
-# large share of runs.
-GROSS_ONLY = ("cpu",)
-# The least gross floor. A test's own runs, recorded back to back, do not show how far it
-# moves over an hour: unchanged suite tests were confirmed slower by three processes 20 s
-# apart at +8% .. +106% (RESULTS.md), and test_prefill[mla] ran +70-81% slower for over
-# 20 minutes, in every fresh process, 10 minutes after five baseline runs that agreed
-# within 15%. A slowdown of nearly 2x is what this machine's drift has not reached.
-GROSS_MIN = 0.90
 CONFIDENCE = 0.95
 MODES = ("fail", "warn", "off")
-
-# Fingerprint keys (flattened with '.') whose difference means the baseline is for
-# other hardware. On the `cpu` profile the CPU *is* the device, but CI runners of one
-# kind vary in CPU SKU and calibration corrects for it, so there it is a warning.
-DEVICE_KEYS = ("profile", "device_name", "gpu_name", "device_model", "cuda_device_name")
-# Not the kind of hardware or software, but which unit of it, or a value measured at
-# start-up: two GPUs of one model differ here, and so do two runs on one GPU.
-IGNORED_KEYS = (
-    "calibration",
-    "created",
-    "gpu_uuids",
-    "cuda_visible_devices",
-    "cuda_ordinal",
-    "gpu_idle_power_w",
-    "nvml_energy_step_mj",
-    "nvml_energy_period_s",
-    # The GPU's state of the moment at start-up (telemetry.gpu_state): temperature, current
-    # clocks, other processes. Its stable facts (locked clocks, power limit, modes) are compared.
-    "gpu_preflight",
-)
-
-
-@dataclass(frozen=True)
-class FingerprintDiff:
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def differs(self) -> bool:
-        return bool(self.errors or self.warnings)
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if name.split(".")[0] in IGNORED_KEYS:
-            continue
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> FingerprintDiff:
-    """Which fingerprint fields differ, split into errors (other hardware) and warnings."""
-    b, c = _flatten(baseline), _flatten(current)
-    errors: list[str] = []
-    warnings: list[str] = []
-    for key in sorted(set(b) | set(c)):
-        if key not in b or key not in c:
-            continue  # a field one version records and the other does not: not a difference
-        if b[key] == c[key]:
-            continue
-        text = f"{key}: {b[key]!r} -> {c[key]!r}"
-        (errors if key.rsplit(".", 1)[-1] in DEVICE_KEYS else warnings).append(text)
-    return FingerprintDiff(errors, warnings)
 
 
 def default_measured(profile: str) -> tuple[str, ...]:
     return DEFAULT_MEASURED.get(profile, DEFAULT_MEASURED["*"])
-
-
-def calibration_key(metric: str) -> str:
-    """CPU-time metrics are calibrated by the calibration's CPU time, the rest by its wall time."""
-    return "cpu_index_s" if metric.startswith("cpu_time") else "index_s"
-
-
-def calibration_factor(baseline: Record, current: Record, key: str = "index_s") -> float | None:
-    """How much slower this run's machine was than the baseline's (current / baseline), or None."""
-    try:
-        b = float(baseline.fingerprint["calibration"][key])
-        c = float(current.fingerprint["calibration"][key])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return c / b if b > 0 and c > 0 else None
 
 
 def _time_scaling(unit: str) -> int:
@@ -206,39 +103,6 @@ def beyond_tolerance(change: float, direction: str, tol: float) -> tuple[bool, b
     up = ratio > bound
     down = ratio < 1 / bound if ratio > 0 else True
     return (up, down) if direction == "lower" else (down, up)
-
-
-def dtype_shift(baseline: Record, current: Record, name: str) -> str:
-    """The dtype shift behind a change of a counted byte or FLOP metric, from the share metrics of
-    both records: "bf16 -> fp32: 97% of bytes were bf16, now 0%"; "" when none shows one."""
-    if name not in SHARES:
-        return ""
-    prefix, what = SHARES[name]
-
-    def shares(record: Record) -> dict[str, float]:
-        return {
-            n[len(prefix) :]: float(m.value)
-            for n, m in record.metrics.items()
-            if n.startswith(prefix) and m.value is not None
-        }
-
-    b, c = shares(baseline), shares(current)
-    if not b or not c:
-        return ""
-    moved = {d: c.get(d, 0.0) - b.get(d, 0.0) for d in sorted(set(b) | set(c))}
-    lost = min(moved, key=lambda d: moved[d])
-    gained = max(moved, key=lambda d: moved[d])
-    if moved[lost] > -SHIFT_MIN or moved[gained] < SHIFT_MIN:
-        return ""
-    # A share also falls when other dtypes' work grows around it (an fp32 adapter path, a
-    # recomputation in fp32): a shift is the cause only where the lost dtype's own work fell.
-    total = TOTALS[prefix]
-    b_total, c_total = baseline.metrics.get(total), current.metrics.get(total)
-    if b_total is None or c_total is None or b_total.value is None or c_total.value is None:
-        return ""
-    if c.get(lost, 0.0) * float(c_total.value) >= b.get(lost, 0.0) * float(b_total.value):
-        return ""
-    return f"{lost} -> {gained}: {b.get(lost, 0.0):.0%} of {what} were {lost}, now {c.get(lost, 0.0):.0%}"
 
 
 def compare_counted(name: str, base: Metric, cur: Metric, tol: float | None, shift: str = "") -> Verdict:
@@ -354,44 +218,6 @@ def _compare_measured(
         f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
         "baseline",
         change,
-    )
-
-
-def gross_floor(base: Metric, prior: RunPrior | None = None) -> tuple[float, str]:
-    """The least slowdown (ratio - 1) the CPU profile's default check fails, and how it was set.
-
-    The test's own 99.9% prediction bound for one more run of unchanged code (`run_noise`),
-    relative to the centre of its runs (what its own noise lets through once in a thousand
-    processes), and never below `GROSS_MIN` (what the machine's drift reached).
-    """
-    prediction = predict(run_medians(base), prior, base.unit, base.direction, PREDICTION)
-    if prediction is None:
-        return GROSS_MIN, f"{GROSS_MIN:+.0%}: the baseline's runs show no run-to-run noise of the test's own"
-    bound = prediction.bound(base.direction)
-    own = bound / prediction.centre - 1 if base.direction == "lower" else prediction.centre / bound - 1
-    if own >= GROSS_MIN:
-        return own, f"this test's 99.9% run-to-run bound, {own * 100:+.0f}%"
-    return GROSS_MIN, f"this test's 99.9% run-to-run bound, {own * 100:+.0f}%, raised to the least, {GROSS_MIN:+.0%}"
-
-
-def _gross_or_warn(verdict: Verdict, base: Metric, prior: RunPrior | None, profile: str) -> Verdict:
-    """A failing default check on a `GROSS_ONLY` profile: it stays a failure only when gross."""
-    floor, how = gross_floor(base, prior)
-    change = verdict.change or 0.0
-    if base.direction == "lower":
-        worse = change
-    else:
-        worse = 1 / (1 + change) - 1 if change > -1 else math.inf
-    if worse >= floor:
-        gross = f"{verdict.message}; gross: at least the floor of +{floor:.0%} ({how})"
-        return dataclasses.replace(verdict, message=gross)
-    return Verdict(
-        verdict.metric,
-        "warn",
-        f"{verdict.message} (default check on the {profile} profile: below the gross floor of +{floor:.0%} "
-        f"({how}), so it warns; give {verdict.metric} a tolerance to fail on smaller slowdowns)",
-        "baseline",
-        verdict.change,
     )
 
 
@@ -524,7 +350,7 @@ def _compare(
                 rounds_may_be_few=gross_only,
             )
             if gross_only and verdict.failed:
-                verdict = _gross_or_warn(verdict, base, run_priors.get(name), current.profile)
+                verdict = gross_or_warn(verdict, base, run_priors.get(name), current.profile)
             out.append(verdict)
         else:
             verdict = _compare_measured(name, base, cur, tol, metric_factor, run_priors.get(name))  # type: ignore[arg-type]

@@ -37,12 +37,8 @@ from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.metrics import like
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change
-from pytest_efficientllm.judging.compare import (
-    DEFAULT_MEASURED_TOLERANCE,
-    compare_counted,
-    default_measured,
-    dtype_shift,
-)
+from pytest_efficientllm.judging.compare import DEFAULT_MEASURED_TOLERANCE, compare_counted, default_measured
+from pytest_efficientllm.judging.dtype_shift import dtype_shift
 from pytest_efficientllm.judging.verdicts import Verdict, check_budgets
 
 # One-sided level of the signed-rank test. With 6 pairs the smallest p-value is 1/64.

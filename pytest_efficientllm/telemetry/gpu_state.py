@@ -7,7 +7,7 @@ the device this process measures. Device-wide facts are read from the whole GPU 
 parent under MIG: NVML answers clock, power and mode queries only for the whole GPU), the
 processes from the device in use. What goes where:
 
-* the fingerprint, compared with the baseline's (`judging.compare.fingerprint_diff`): facts a
+* the fingerprint, compared with the baseline's (`judging.fingerprint.fingerprint_diff`): facts a
   run-to-run comparison depends on and that stay put while nobody changes the machine:
   `gpu_clocks` (locked/application clocks or GPU boost), `gpu_max_mem_clock_mhz`,
   `gpu_power_limit_w` and `gpu_power_limit_default_w`, `gpu_persistence_mode`,

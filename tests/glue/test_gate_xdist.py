@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_efficientllm.judging.compare import fingerprint_diff
+from pytest_efficientllm.judging.fingerprint import fingerprint_diff
 from pytest_efficientllm.measuring.session import EfficiencySession, Options
 from pytest_efficientllm.storage.baselines import BaselineStore
 from tests.helpers.record_builders import counted, record

@@ -6,7 +6,8 @@ import pytest
 
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric
-from pytest_efficientllm.judging.compare import compare_record, fingerprint_diff
+from pytest_efficientllm.judging.compare import compare_record
+from pytest_efficientllm.judging.fingerprint import fingerprint_diff
 from tests.helpers.record_builders import counted, latency, record
 
 

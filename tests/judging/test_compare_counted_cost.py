@@ -15,7 +15,8 @@ import torch
 
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.metrics import counted
-from pytest_efficientllm.judging.compare import compare_record, dtype_shift
+from pytest_efficientllm.judging.compare import compare_record
+from pytest_efficientllm.judging.dtype_shift import dtype_shift
 from pytest_efficientllm.measuring.backends import cpu_backend
 from pytest_efficientllm.measuring.meter import Meter, Work
 from tests.helpers.record_builders import record

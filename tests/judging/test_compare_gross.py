@@ -13,7 +13,8 @@ import pytest
 
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric, Record
-from pytest_efficientllm.judging.compare import GROSS_MIN, compare_record, gross_floor
+from pytest_efficientllm.judging.compare import compare_record
+from pytest_efficientllm.judging.gross import GROSS_MIN, gross_floor
 from pytest_efficientllm.judging.run_noise import RunPrior
 
 NAME = "cpu_time_per_round"

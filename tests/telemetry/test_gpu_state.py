@@ -11,7 +11,7 @@ import os
 import pytest
 
 from pytest_efficientllm.core.record import Record
-from pytest_efficientllm.judging.compare import fingerprint_diff
+from pytest_efficientllm.judging.fingerprint import fingerprint_diff
 from pytest_efficientllm.judging.throttle import find_throttle
 from pytest_efficientllm.telemetry.gpu_state import (
     NvmlThrottleProbe,

@@ -1,0 +1,88 @@
+"""Is the baseline for this hardware? The fingerprints of two records compared, and the calibration.
+
+A different profile or accelerator model (`DEVICE_KEYS`) is an error: the numbers belong to
+other hardware. Any other difference (driver, torch, CPU model, threads) is a warning, and
+then time-based metrics are compared relative to the calibration workload each run measured
+(`calibration_factor`). Which unit of a kind of hardware, and values of the moment at
+start-up (`IGNORED_KEYS`), are not differences at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_efficientllm.core.record import Record
+
+# Fingerprint keys (flattened with '.') whose difference means the baseline is for
+# other hardware. On the `cpu` profile the CPU *is* the device, but CI runners of one
+# kind vary in CPU SKU and calibration corrects for it, so there it is a warning.
+DEVICE_KEYS = ("profile", "device_name", "gpu_name", "device_model", "cuda_device_name")
+# Not the kind of hardware or software, but which unit of it, or a value measured at
+# start-up: two GPUs of one model differ here, and so do two runs on one GPU.
+IGNORED_KEYS = (
+    "calibration",
+    "created",
+    "gpu_uuids",
+    "cuda_visible_devices",
+    "cuda_ordinal",
+    "gpu_idle_power_w",
+    "nvml_energy_step_mj",
+    "nvml_energy_period_s",
+    # The GPU's state of the moment at start-up (telemetry.gpu_state): temperature, current
+    # clocks, other processes. Its stable facts (locked clocks, power limit, modes) are compared.
+    "gpu_preflight",
+)
+
+
+@dataclass(frozen=True)
+class FingerprintDiff:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.errors or self.warnings)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if name.split(".")[0] in IGNORED_KEYS:
+            continue
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> FingerprintDiff:
+    """Which fingerprint fields differ, split into errors (other hardware) and warnings."""
+    b, c = _flatten(baseline), _flatten(current)
+    errors: list[str] = []
+    warnings: list[str] = []
+    for key in sorted(set(b) | set(c)):
+        if key not in b or key not in c:
+            continue  # a field one version records and the other does not: not a difference
+        if b[key] == c[key]:
+            continue
+        text = f"{key}: {b[key]!r} -> {c[key]!r}"
+        (errors if key.rsplit(".", 1)[-1] in DEVICE_KEYS else warnings).append(text)
+    return FingerprintDiff(errors, warnings)
+
+
+def calibration_key(metric: str) -> str:
+    """CPU-time metrics are calibrated by the calibration's CPU time, the rest by its wall time."""
+    return "cpu_index_s" if metric.startswith("cpu_time") else "index_s"
+
+
+def calibration_factor(baseline: Record, current: Record, key: str = "index_s") -> float | None:
+    """How much slower this run's machine was than the baseline's (current / baseline), or None."""
+    try:
+        b = float(baseline.fingerprint["calibration"][key])
+        c = float(current.fingerprint["calibration"][key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return c / b if b > 0 and c > 0 else None
