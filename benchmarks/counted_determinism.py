@@ -1,6 +1,7 @@
 """Are the suites' counted costs identical across fresh processes and across `-n 2`? (issue 17)
 
     python benchmarks/counted_determinism.py [--runs 20] [--xdist-runs 2] [--write]
+    python benchmarks/counted_determinism.py --runs 3 --xdist-runs 0 --vary 1:0,3:1,12:3 --against-baselines
 
 Each run is a fresh `pytest suites/` process with `--efficiency-json`; the counted metrics
 (source `counted`: bytes accessed, tensor peak, allocations, operators, dtype shares, FLOPs,
@@ -8,6 +9,11 @@ parameters...) of every record are collected by node id and compared across all 
 counting pass runs once per test after warm-up whatever the number of timed rounds, so the
 runs use `--efficiency-rounds=1` and the gate off to save time; the counts do not depend on
 either. A value that differs between any two runs is listed with every run's value.
+
+`--vary ROUNDS:WARMUP,...` checks that claim: run i takes the i-th pair (cyclically) as its
+default rounds and warm-up instead of one round (a marker's own rounds still win).
+`--against-baselines` adds the committed `baselines/cpu/` as one more "run", recorded at the
+default rounds, to the comparison.
 """
 
 from __future__ import annotations
@@ -28,9 +34,12 @@ SECTION = "## Counted cost: identical across fresh processes (issue 17)"
 FAST = ["--efficiency-rounds=1", "--efficiency-gate=off", "--efficiency-confirm=0"]
 
 
-def one_run(out: Path, xdist: bool) -> dict:
+def one_run(out: Path, xdist: bool, rounds_warmup: tuple[int, int] | None = None) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", f"--efficiency-json={out}", *FAST]
+    fast = FAST
+    if rounds_warmup is not None:
+        fast = [f"--efficiency-rounds={rounds_warmup[0]}", f"--efficiency-warmup={rounds_warmup[1]}", *FAST[1:]]
+    cmd = [sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:cacheprovider", f"--efficiency-json={out}", *fast]
     if xdist:
         cmd += ["-n", "2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -48,12 +57,28 @@ def counted_values(run: dict) -> dict[tuple[str, str], float | None]:
     return out
 
 
+def baseline_values() -> dict[tuple[str, str], float | None]:
+    sys.path.insert(0, str(ROOT))
+    from pytest_efficientllm.storage.baselines import read_entries
+
+    out = {}
+    for path in sorted((ROOT / "baselines" / "cpu").rglob("*.json")):
+        for nodeid, record in read_entries(path).items():
+            for name, metric in record.metrics.items():
+                if metric.source == "counted":
+                    out[(nodeid, name)] = metric.value
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="serial fresh processes")
     parser.add_argument("--xdist-runs", type=int, default=2, help="further runs with -n 2")
+    parser.add_argument("--vary", default="", help="ROUNDS:WARMUP pairs, comma-separated, cycled over the runs")
+    parser.add_argument("--against-baselines", action="store_true", help="compare with baselines/cpu too")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
+    vary = [(int(r), int(w)) for r, w in (p.split(":") for p in args.vary.split(",") if p)]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     runs: list[tuple[str, dict[tuple[str, str], float | None]]] = []
@@ -61,9 +86,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         kinds = ["serial"] * args.runs + ["-n 2"] * args.xdist_runs
         for i, kind in enumerate(kinds):
-            values = counted_values(one_run(Path(tmp) / f"run-{i}.json", kind != "serial"))
+            pair = vary[i % len(vary)] if vary else None
+            if pair is not None:
+                kind += f", rounds {pair[0]} warm-up {pair[1]}"
+            values = counted_values(one_run(Path(tmp) / f"run-{i}.json", not kind.startswith("serial"), pair))
             runs.append((kind, values))
             print(f"run {i + 1}/{len(kinds)} ({kind}): {len(values)} counted values", flush=True)
+    if args.against_baselines:
+        runs.append(("baselines/cpu", baseline_values()))
     wall = time.perf_counter() - t0
     keys = sorted(set().union(*(v.keys() for _, v in runs)))
     differing = []
