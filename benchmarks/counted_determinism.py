@@ -31,6 +31,8 @@ from results_md import replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Counted cost: identical across fresh processes (issue 17)"
+# Counted, but the protocol's own setting echoed, not a cost: it follows --efficiency-rounds.
+SETTINGS = {"rounds"}
 FAST = ["--efficiency-rounds=1", "--efficiency-gate=off", "--efficiency-confirm=0"]
 
 
@@ -52,7 +54,7 @@ def counted_values(run: dict) -> dict[tuple[str, str], float | None]:
     out = {}
     for record in run["records"]:
         for name, metric in record["metrics"].items():
-            if metric.get("source") == "counted":
+            if metric.get("source") == "counted" and name not in SETTINGS:
                 out[(record["nodeid"], name)] = metric.get("value")
     return out
 
@@ -65,7 +67,7 @@ def baseline_values() -> dict[tuple[str, str], float | None]:
     for path in sorted((ROOT / "baselines" / "cpu").rglob("*.json")):
         for nodeid, record in read_entries(path).items():
             for name, metric in record.metrics.items():
-                if metric.source == "counted":
+                if metric.source == "counted" and name not in SETTINGS:
                     out[(nodeid, name)] = metric.value
     return out
 

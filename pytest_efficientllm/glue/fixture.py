@@ -13,6 +13,7 @@ from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.glue.marker import MarkerSpec
 from pytest_efficientllm.measuring import roofline
 from pytest_efficientllm.measuring.meter import (
+    MeasureProtocol,
     Meter,
     WindowResult,
     Work,
@@ -108,7 +109,7 @@ class Efficiency:
         flops: int | None = None,
     ) -> Record:
         """Warm up, count the cost of one call once (untimed), then time rounds of `fn` in one
-        telemetry window.
+        telemetry window. With `warmup=0` the count comes after the rounds (`_counts_first`).
 
         `tokens`/`samples` are per call of `fn`; `params` enables the study's per-parameter
         throughputs; `flops` per call, when known exactly, skips the counting run.
@@ -117,8 +118,10 @@ class Efficiency:
         work = self._work_of(tokens, samples, params, flops)
         protocol = self.spec.protocol
         self.meter.warm_up(fn, protocol.warmup)
-        cost = self.meter.count(fn, work)
+        cost = self.meter.count(fn, work) if _counts_first(protocol) else None
         result = self.meter.run_window(fn, protocol)
+        if cost is None:
+            cost = self.meter.count(fn, work)
         return self._finish(result, work, cost)
 
     def generate(
@@ -164,17 +167,19 @@ class Efficiency:
         work = self._work_of(batch * max_new_tokens, batch, params, None)
         protocol = self.spec.protocol
         self.meter.warm_up(one_round, protocol.warmup)
-        cost = self.meter.count(one_round, work)
+        cost = self.meter.count(one_round, work) if _counts_first(protocol) else None
         started.clear()
         first_token_at.clear()
         outputs.clear()  # noqa: E702 - reset after warm-up
         result = self.meter.run_window(one_round, protocol)
+        result.ttft_s = [f - s for s, f in zip(started, first_token_at)]
         new_tokens = int(outputs[-1].shape[1]) - prompt_len
+        if cost is None:
+            cost = self.meter.count(one_round, work)
         if new_tokens != max_new_tokens:
             raise MeasurementError(
                 f"{self.record.nodeid}: generate produced {new_tokens} new tokens, expected {max_new_tokens}"
             )
-        result.ttft_s = [f - s for s, f in zip(started, first_token_at)]
         result.output_tokens = new_tokens
         self.record.settings.update({"max_new_tokens": max_new_tokens, "batch": batch, "prompt_tokens": prompt_len})
         return self._finish(result, work, cost)
@@ -292,3 +297,14 @@ class Efficiency:
     def settings(self, **values: Any) -> None:
         """Technique settings to keep with the record (e.g. lora_rank=64, kv_heads=2)."""
         self.record.settings.update(values)
+
+
+def _counts_first(protocol: MeasureProtocol) -> bool:
+    """Whether the untimed counting run comes before the timed rounds (after warm-up) or after them.
+
+    The counting run is a call of the workload too. With `warmup=0` the first timed round must be
+    the workload's first call (a cold start is what was asked to be timed), so the count comes
+    after the rounds; either way it counts a call that is not the first, so lazily built state
+    (caches, masks) is not counted as a round's cost, and the counts do not depend on the warm-up.
+    """
+    return protocol.warmup > 0

@@ -165,15 +165,16 @@ def test_in_a_pytest_run_the_counted_cost_is_recorded_and_a_raising_workload_tim
         def test_off(efficiency):
             efficiency.measure(lambda: torch.ones(4) + 1)
 
-        @pytest.mark.efficiency(rounds=5, warmup=0)
+        @pytest.mark.efficiency(rounds=5, warmup=1)
         def test_raises(efficiency):
             def work():
                 calls.append(1)
-                raise ValueError("broken workload")
+                if len(calls) > 1:  # the warm-up passes; the counting run is the first to raise
+                    raise ValueError("broken workload")
             efficiency.measure(work)
 
         def test_calls():
-            assert len(calls) == 2  # the counting run and its check without the counters: no round
+            assert len(calls) == 3  # warm-up, the counting run and its check without the counters: no round
         """
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "--efficiency-calibrate-every=off")
