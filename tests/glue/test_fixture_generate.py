@@ -7,13 +7,14 @@ import pytest
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
 
 
-def test_generate_records_ttft_tpot_and_counted_tokens(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("warmup", [1, 0])  # with 0 the counting run comes after the rounds
+def test_generate_records_ttft_tpot_and_counted_tokens(pytester: pytest.Pytester, warmup: int) -> None:
     pytester.makepyfile(
         """
         import pytest, torch
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        @pytest.mark.efficiency(rounds=3, warmup=1)
+        @pytest.mark.efficiency(rounds=3, warmup=WARMUP)
         def test_decode(efficiency):
             torch.manual_seed(0)
             cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -30,7 +31,8 @@ def test_generate_records_ttft_tpot_and_counted_tokens(pytester: pytest.Pytester
                 assert tpot == pytest.approx((e2e - first) / 5)
             assert run["AT"].value == pytest.approx(12 * 3 / run["wall_time"].value)
             assert run.settings["max_new_tokens"] == 6
-        """
+            assert run["flops"].source == "counted" and run["flops"].value > 0
+        """.replace("WARMUP", str(warmup))
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
