@@ -92,6 +92,13 @@ _SPECS = [
         "at the window's open or close, else 0; the reasons in its note; over several windows, the time share",
     ),
     MetricSpec(
+        "gpu_throttled_share",
+        "fraction",
+        "info",
+        "share of the window a limiter (power, thermal, sync boost, board limit, reliability) held the GPU below "
+        "its application clocks, from NVML's violation counters: the largest limiter's time over the window's",
+    ),
+    MetricSpec(
         "retained_memory",
         "B",
         "lower",

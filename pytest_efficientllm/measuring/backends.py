@@ -25,7 +25,7 @@ from pytest_efficientllm.telemetry.cuda import (
     gpu_peak_flops,
     torch_cuda,
 )
-from pytest_efficientllm.telemetry.gpu_state import GpuState, NvmlThrottleProbe, read_gpu_state
+from pytest_efficientllm.telemetry.gpu_state import GpuState, NvmlThrottleProbe, NvmlViolationProbe, read_gpu_state
 from pytest_efficientllm.telemetry.nvml import PROBE_MAX_S, load_pynvml, open_nvml
 from pytest_efficientllm.telemetry.procfs import (
     PerfCounterTimer,
@@ -179,7 +179,10 @@ def cuda_backend(
             # Opened before the NVML probes and closed after them: its two reads stay
             # outside the energy counter's window.
             *(
-                [NvmlThrottleProbe(nvml.nv, throttle_handles, state.throttle_unsupported if state else None)]
+                [
+                    NvmlThrottleProbe(nvml.nv, throttle_handles, state.throttle_unsupported if state else None),
+                    NvmlViolationProbe(nvml.nv, throttle_handles),
+                ]
                 if throttle_handles is not None
                 else []
             ),

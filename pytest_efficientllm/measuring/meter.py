@@ -33,7 +33,7 @@ from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.telemetry.base import Probe
 from pytest_efficientllm.telemetry.cpu_energy import estimate_energy
 from pytest_efficientllm.telemetry.flops import count_flops
-from pytest_efficientllm.telemetry.gpu_state import merge_throttle_notes
+from pytest_efficientllm.telemetry.gpu_state import merge_throttle_notes, merge_violation_notes
 from pytest_efficientllm.telemetry.op_counting import CountedCost, count_run, counted_cost, unavailable_cost
 
 WORKLOADS = ("inference", "pretrain", "finetune")
@@ -41,6 +41,11 @@ WORKLOADS = ("inference", "pretrain", "finetune")
 # set by the data, a value read by Python) is run once more, to see whether the count varies
 # from run to run; not when that run took longer than this (seconds).
 RECOUNT_MAX_S = 30.0
+# Notes that name what each window saw (throttle reasons, limiters): merged, not one window's kept.
+NOTE_MERGES: dict[str, Callable[[str, str], str]] = {
+    "gpu_throttled": merge_throttle_notes,
+    "gpu_throttled_share": merge_violation_notes,
+}
 COUNTING_OFF = "counting switched off for this test (flops=False on the marker, Work(count_flops=False))"
 
 
@@ -141,7 +146,8 @@ class WindowResult:
             else:
                 total = self.wall_s + other.wall_s
                 value = (old.value * self.wall_s + new.value * other.wall_s) / total if total else new.value
-            note = merge_throttle_notes(old.note, new.note) if name == "gpu_throttled" else new.note or old.note
+            merge_notes = NOTE_MERGES.get(name)
+            note = merge_notes(old.note, new.note) if merge_notes else new.note or old.note
             readings[name] = like(new, value, new.method, note=note)
         return WindowResult(
             self.latencies_s + other.latencies_s,

@@ -21,10 +21,14 @@ A query NVML answers NOT_SUPPORTED, or that fails, or a value that cannot be rig
 limit of 0 mW) is recorded as unknown with the reason: it never stops the session. An
 unknown fingerprint field is left out of the fingerprint, so it is not compared.
 
-**Per window** (`NvmlThrottleProbe`): NVML's current clocks event reasons ("throttle
-reasons") are read at window open and close, outside the timed rounds, and OR-ed. Reasons
-that come and go between the two reads are not seen; the energy counter, read nearest the
-rounds, is opened after this probe and closed before it.
+**Per window**, read at window open and close only, outside the timed rounds; the energy
+counter, read nearest the rounds, is opened after these probes and closed before them:
+* `NvmlThrottleProbe`: NVML's current clocks event reasons ("throttle reasons"), OR-ed.
+  Reasons that come and go between the two reads are not seen by them;
+* `NvmlViolationProbe`: the violation counters (`nvmlDeviceGetViolationStatus`), which
+  accumulate how long each limiter (power, thermal, sync boost, board limit, reliability)
+  held the clocks below the application clocks: their difference over the window sees what
+  happened between the two reads.
 
 Units: MHz, W (NVML gives mW), degrees C, bytes.
 """
@@ -365,18 +369,121 @@ def _throttle_note(mask: int) -> str:
     return _SEEN + ", ".join(seen) if seen else ""
 
 
+def _merged_names(first: str, second: str, prefix: str) -> str:
+    """`prefix` + every name listed after it in either note, once each; "" when neither lists one."""
+
+    def names(note: str) -> list[str]:
+        return note.removeprefix(prefix).split(", ") if note.startswith(prefix) else []
+
+    merged = dict.fromkeys(names(first) + names(second))
+    return prefix + ", ".join(merged) if merged else ""
+
+
 def merge_throttle_notes(first: str, second: str) -> str:
     """The note of `gpu_throttled` over two windows: every throttling reason either named.
 
     A test measured in several windows (generation's prefill and decode, a retried window) is
     one record; keeping one window's note would drop the reasons of the others.
     """
+    return _merged_names(first, second, _THROTTLED) or _merged_names(first, second, _SEEN)
 
-    def names(note: str, prefix: str) -> list[str]:
-        return note.removeprefix(prefix).split(", ") if note.startswith(prefix) else []
 
-    throttled = dict.fromkeys(names(first, _THROTTLED) + names(second, _THROTTLED))
-    if throttled:
-        return _THROTTLED + ", ".join(throttled)
-    seen = dict.fromkeys(names(first, _SEEN) + names(second, _SEEN))
-    return _SEEN + ", ".join(seen) if seen else ""
+# nvml.h's perf policies whose violation counters (ns, cumulative since the driver loaded) say
+# how long a limiter held the clocks below the application clocks. Not LOW_UTILIZATION (4):
+# an idle GPU is not a throttled one; nor the totals (10, 11), which include it.
+VIOLATION_POLICIES: tuple[tuple[int, str], ...] = (
+    (0, "power"),
+    (1, "thermal"),
+    (2, "sync boost"),
+    (3, "board limit"),
+    (5, "reliability"),
+)
+VIOLATION_CALL = "nvmlDeviceGetViolationStatus"
+VIOLATION_METHOD = "NVML violation counters at window open and close; the largest limiter's time over the window time"
+_HELD = "held below application clocks by: "
+
+
+def merge_violation_notes(first: str, second: str) -> str:
+    """The note of `gpu_throttled_share` over two windows: every limiter either named."""
+    held = _merged_names(first.split("; ")[0], second.split("; ")[0], _HELD)
+    rest = [part for note in (first, second) for part in note.split("; ")[1:]]
+    return "; ".join([p for p in [held, *dict.fromkeys(rest)] if p])
+
+
+class NvmlViolationProbe(Probe):
+    """How much of the window a limiter held the GPU's clocks down (`gpu_throttled_share`), by name.
+
+    Reads each limiter's violation counter of each GPU at open and close. The limiters
+    overlap in time, so the share is the largest one's time over the window's, never their
+    sum; over several GPUs, the most held GPU's. A limiter whose counter NVML does not support
+    is left out for the session (the metric is unavailable only when none is supported); one
+    whose counter went backwards in a window (a driver reload) is left out of that window, said
+    in the note.
+    """
+
+    name = "nvml-violation"
+
+    def __init__(self, nv: Any, handles: Sequence[Any]) -> None:
+        self.nv = nv
+        self.handles = list(handles)
+        self._unsupported: dict[int, str] = {}  # policy -> why NVML refused it, for the session
+        self._at_open: dict[tuple[int, int], int] = {}  # (GPU, policy) -> ns
+        self._at_close: dict[tuple[int, int], int] = {}
+        self._error = ""
+
+    def _read(self) -> dict[tuple[int, int], int]:
+        out = {}
+        for gpu, handle in enumerate(self.handles):
+            for policy, _ in VIOLATION_POLICIES:
+                if policy in self._unsupported:
+                    continue
+                try:
+                    out[(gpu, policy)] = int(nvml_call(self.nv, VIOLATION_CALL, handle, policy).violationTime)
+                except NvmlUnsupported as exc:
+                    self._unsupported[policy] = str(exc)
+        return out
+
+    def open(self) -> None:
+        self._error, self._at_open, self._at_close = "", {}, {}
+        try:
+            self._at_open = self._read()
+        except TelemetryError as exc:
+            self._error = str(exc)
+
+    def close(self) -> None:
+        if self._error:
+            return
+        try:
+            self._at_close = self._read()
+        except TelemetryError as exc:
+            self._error = str(exc)
+
+    def readings(self, wall_s: float) -> list[Metric]:
+        if self._error:
+            return [
+                unavailable(
+                    "gpu_throttled_share", "measured", VIOLATION_METHOD, f"failed in this window: {self._error}"
+                )
+            ]
+        names = dict(VIOLATION_POLICIES)
+        held: dict[str, float] = {}  # limiter -> seconds, the most held GPU's
+        backwards: list[str] = []
+        for (gpu, policy), start in self._at_open.items():
+            end = self._at_close.get((gpu, policy))
+            if end is None:
+                continue
+            if end < start:
+                backwards.append(names[policy])
+                continue
+            held[names[policy]] = max(held.get(names[policy], 0.0), (end - start) / 1e9)
+        if not held and not backwards:
+            why = "; ".join(dict.fromkeys(self._unsupported.values())) or "no GPU to read"
+            return [unavailable("gpu_throttled_share", "measured", VIOLATION_METHOD, f"no violation counter: {why}")]
+        seen = sorted(((s, n) for n, s in held.items() if s > 0), reverse=True)
+        share = min(1.0, seen[0][0] / wall_s) if seen and wall_s > 0 else 0.0
+        parts = [_HELD + ", ".join(n for _, n in seen)] if seen else []
+        if backwards:
+            parts.append(
+                f"counter went backwards (driver reloaded?), not counted: {', '.join(dict.fromkeys(backwards))}"
+            )
+        return [measured("gpu_throttled_share", share, VIOLATION_METHOD, note="; ".join(parts))]

@@ -61,6 +61,10 @@ class FakeGpu:
     ecc: tuple[int, int] = (1, 1)  # (current, pending)
     processes: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, used bytes) on this GPU
     event_reasons: int = 0  # clocks event reasons mask now; a test changes it during a window
+    # Violation counters by perf policy (0 power, 1 thermal, ...): ns a limiter held the clocks
+    # below the application clocks, cumulative; a test adds to them during a window.
+    violation_ns: dict[int, int] = field(default_factory=dict)
+    violation_unsupported: set[int] = field(default_factory=set)  # policies that answer NOT_SUPPORTED
 
 
 @dataclass(frozen=True)
@@ -293,6 +297,13 @@ class FakePynvml:
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: FakeHandle) -> int:
         """The name before NVML 12.2; a test removes the newer one to stand for an older pynvml."""
         return self._whole_gpu("nvmlDeviceGetCurrentClocksThrottleReasons", handle).event_reasons
+
+    def nvmlDeviceGetViolationStatus(self, handle: FakeHandle, perfPolicyType: int) -> SimpleNamespace:
+        gpu = self._whole_gpu("nvmlDeviceGetViolationStatus", handle)
+        if perfPolicyType in gpu.violation_unsupported:
+            raise FakeNVMLError(self.NVML_ERROR_NOT_SUPPORTED)
+        held_ns = gpu.violation_ns.get(perfPolicyType, 0)
+        return SimpleNamespace(referenceTime=int(self.clock() * 1e6), violationTime=held_ns)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: FakeHandle) -> list[SimpleNamespace]:
         """Processes of the device the handle names (a MIG instance answers for itself)."""

@@ -109,13 +109,20 @@ def test_the_gpu_state_is_in_the_fingerprint_and_each_window_says_whether_it_thr
 
     def work() -> None:
         gpu.event_reasons = 0x4  # the power cap bites while the work runs, and is still on at close
+        gpu.violation_ns[0] = gpu.violation_ns.get(0, 0) + 1_000_000  # and holds the clocks 1 ms a round
         time.sleep(0.002)
 
-    before = nv.count("nvmlDeviceGetCurrentClocksEventReasons")
+    before = nv.count("nvmlDeviceGetCurrentClocksEventReasons"), nv.count("nvmlDeviceGetViolationStatus")
     result = Meter(backend).run_window(work, MeasureProtocol(rounds=3, warmup=0))
     throttled = result.readings["gpu_throttled"]
     assert throttled.value == 1.0 and throttled.note == "throttled: SW power cap"
-    assert nv.count("nvmlDeviceGetCurrentClocksEventReasons") - before == 2  # at open and close only
+    held = result.readings["gpu_throttled_share"]
+    held_s = 0.001 * len(result.latencies_s)  # the window is extended for the energy counter: more rounds
+    assert held.value == pytest.approx(held_s / result.wall_s)
+    assert held.note == "held below application clocks by: power"
+    # At open and close only: one read of the reasons, five violation counters, at each edge.
+    assert nv.count("nvmlDeviceGetCurrentClocksEventReasons") - before[0] == 2
+    assert nv.count("nvmlDeviceGetViolationStatus") - before[1] == 2 * 5
     gpu.event_reasons = 0x1 | 0x2  # idle, and the clocks setting: reasons seen, none throttling
     calm = Meter(backend).run_window(lambda: time.sleep(0.001), MeasureProtocol(rounds=1, warmup=0))
     assert calm.readings["gpu_throttled"].value == 0.0

@@ -175,6 +175,7 @@ def test_the_tensor_activity_probe_fills_pynvmls_own_gpm_structures() -> None:
         ("nvmlDeviceGetUtilizationRates", (), pynvml.c_nvmlUtilization_t),
         ("nvmlGpmQueryDeviceSupport", (), pynvml.c_nvmlGpmSupport_t),
         ("nvmlDeviceGetComputeRunningProcesses", (), pynvml.c_nvmlProcessInfo_t),
+        ("nvmlDeviceGetViolationStatus", (pynvml.NVML_PERF_POLICY_POWER,), pynvml.c_nvmlViolationTime_t),
     ],
 )
 def test_nvml_double_answers_carry_only_fields_of_pynvmls_structures(call: str, args: tuple, real_struct: type) -> None:

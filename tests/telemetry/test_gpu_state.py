@@ -15,7 +15,9 @@ from pytest_efficientllm.judging.fingerprint import fingerprint_diff
 from pytest_efficientllm.judging.throttle import find_throttle
 from pytest_efficientllm.telemetry.gpu_state import (
     NvmlThrottleProbe,
+    NvmlViolationProbe,
     merge_throttle_notes,
+    merge_violation_notes,
     read_gpu_state,
     reason_names,
 )
@@ -294,7 +296,7 @@ def test_a_test_whose_windows_throttled_in_part_is_flagged_with_the_share_and_ev
     record = Record("t.py::test_x", "h200")
     record.add(measured("gpu_throttled", 0.25, "NVML clocks event reasons", note="throttled: HW slowdown"))
     verdict = find_throttle(record)
-    assert verdict is not None and "(HW slowdown; in 25% of the measured time;" in verdict.message
+    assert verdict is not None and "(HW slowdown in 25% of the measured time (NVML" in verdict.message
 
 
 def test_the_throttle_notes_of_several_windows_keep_every_reason_once() -> None:
@@ -303,3 +305,113 @@ def test_the_throttle_notes_of_several_windows_keep_every_reason_once() -> None:
     calm = "clocks event reasons seen (not throttling): applications/locked clocks setting"
     assert merge_throttle_notes(calm, power) == power and merge_throttle_notes("", power) == power
     assert merge_throttle_notes(calm, "") == calm and merge_throttle_notes("", "") == ""
+
+
+# -- the violation counters: how long a limiter held the clocks down inside the window --------
+
+POWER, THERMAL = 0, 1
+MS = 1_000_000  # ns
+
+
+def violation_window(nv: FakePynvml, held_ns: dict[int, int], wall_s: float = 0.1, gpus: int = 1):
+    probe = NvmlViolationProbe(nv, [FakeHandle(i) for i in range(gpus)])
+    probe.open()
+    for policy, ns in held_ns.items():
+        nv.gpus[0].violation_ns[policy] = nv.gpus[0].violation_ns.get(policy, 0) + ns
+    probe.close()
+    (metric,) = probe.readings(wall_s)
+    return metric
+
+
+def test_time_a_limiter_held_the_clocks_between_the_two_reads_is_seen_and_warned() -> None:
+    nv = FakePynvml([FakeGpu(GPU_A, violation_ns={POWER: 5_000 * MS})])  # since the driver loaded
+    metric = violation_window(nv, {POWER: 30 * MS}, wall_s=0.1)
+    assert metric.name == "gpu_throttled_share" and metric.value == pytest.approx(0.30)
+    assert metric.note == "held below application clocks by: power"
+    assert nv.count("nvmlDeviceGetViolationStatus") == 2 * 5  # 5 limiters, at open and close only
+    record = Record("t.py::test_x", "h200")
+    record.add(throttle_window(nv, 0x1, 0x1))  # no throttle reason at either edge
+    assert find_throttle(record) is None
+    record.add(metric)
+    verdict = find_throttle(record)
+    assert verdict is not None and verdict.status == "warn"
+    assert "held below application clocks by: power for 30.0% of the window" in verdict.message
+
+
+def test_limiters_overlap_so_the_share_is_the_largest_ones_not_their_sum() -> None:
+    nv = FakePynvml([FakeGpu(GPU_A)])
+    metric = violation_window(nv, {POWER: 30 * MS, THERMAL: 10 * MS})
+    assert metric.value == pytest.approx(0.30) and metric.note == "held below application clocks by: power, thermal"
+    assert violation_window(nv, {POWER: 900 * MS}).value == 1.0  # never above the whole window
+
+
+def test_a_window_no_limiter_held_reads_zero_and_warns_nothing() -> None:
+    nv = FakePynvml([FakeGpu(GPU_A, violation_ns={POWER: 7 * MS})])
+    metric = violation_window(nv, {})
+    assert metric.value == 0.0 and metric.note == ""
+    record = Record("t.py::test_x", "h200")
+    record.add(metric)
+    assert find_throttle(record) is None
+
+
+def test_a_limiter_nvml_does_not_support_is_left_out_and_not_asked_again() -> None:
+    nv = FakePynvml([FakeGpu(GPU_A, violation_unsupported={2, 3, 5})])
+    assert violation_window(nv, {POWER: 10 * MS}).value == pytest.approx(0.10)
+    probe = NvmlViolationProbe(nv, [FakeHandle(0)])
+    before = nv.count("nvmlDeviceGetViolationStatus")
+    for _ in range(2):
+        probe.open()
+        probe.close()
+    assert nv.count("nvmlDeviceGetViolationStatus") - before == 5 + 2 + 2 + 2  # the refused three asked once
+
+
+def test_no_violation_counter_at_all_makes_the_share_unavailable_with_why() -> None:
+    nv = FakePynvml([FakeGpu(GPU_A, violation_unsupported={0, 1, 2, 3, 5})])
+    metric = violation_window(nv, {POWER: 10 * MS})
+    assert metric.value is None and "no violation counter" in metric.note and "NOT_SUPPORTED" in metric.note
+    older = FakePynvml([FakeGpu(GPU_A)])
+    older.nvmlDeviceGetViolationStatus = None  # type: ignore[assignment,method-assign]
+    assert "not in this pynvml" in violation_window(older, {}).note
+
+
+def test_a_counter_that_goes_backwards_is_left_out_of_that_window_and_said() -> None:
+    nv = FakePynvml([FakeGpu(GPU_A, violation_ns={POWER: 50 * MS, THERMAL: 0})])
+    probe = NvmlViolationProbe(nv, [FakeHandle(0)])
+    probe.open()
+    nv.gpus[0].violation_ns = {POWER: 2 * MS, THERMAL: 10 * MS}  # the driver reloaded: counters restart
+    probe.close()
+    (metric,) = probe.readings(0.1)
+    assert metric.value == pytest.approx(0.10)  # thermal only
+    assert metric.note == (
+        "held below application clocks by: thermal; counter went backwards (driver reloaded?), not counted: power"
+    )
+
+
+def test_a_violation_read_that_fails_mid_window_makes_that_window_unavailable() -> None:
+    nv = FakePynvml([FakeGpu(GPU_A)])
+    probe = NvmlViolationProbe(nv, [FakeHandle(0)])
+    probe.open()
+    nv.fail("nvmlDeviceGetViolationStatus", 999)
+    probe.close()
+    (metric,) = probe.readings(0.1)
+    assert metric.value is None and "failed in this window" in metric.note
+
+
+def test_over_two_gpus_the_share_is_the_most_held_gpus() -> None:
+    nv = FakePynvml([FakeGpu(GPU_A), FakeGpu("GPU-bbbb2222-0000-0000-0000-000000000000")])
+    probe = NvmlViolationProbe(nv, [FakeHandle(0), FakeHandle(1)])
+    probe.open()
+    nv.gpus[0].violation_ns = {POWER: 10 * MS}
+    nv.gpus[1].violation_ns = {POWER: 40 * MS}
+    probe.close()
+    (metric,) = probe.readings(0.1)
+    assert metric.value == pytest.approx(0.40)
+
+
+def test_the_limiter_notes_of_several_windows_keep_every_limiter_once() -> None:
+    power = "held below application clocks by: power"
+    both = "held below application clocks by: thermal, power; counter went backwards (driver reloaded?), not counted: x"
+    assert merge_violation_notes(power, both) == (
+        "held below application clocks by: power, thermal; counter went backwards (driver reloaded?), not counted: x"
+    )
+    assert merge_violation_notes("", power) == power and merge_violation_notes("", "") == ""
