@@ -57,6 +57,45 @@ def energy_class(record: dict) -> tuple[str, str]:
     return ("flagged", note) if note else ("resolved", "")
 
 
+def held_by_limiters(runs: list[dict]) -> list[str]:
+    """`gpu_throttled_share` (NVML's violation counters over each window) beside `gpu_throttled` (the
+    reasons at the window's two edges): how often the counters saw throttling the edge reads missed."""
+    windows = held = missed_at_edges = 0
+    largest = 0.0
+    limiters: Counter = Counter()
+    unavailable: Counter = Counter()
+    for run in runs:
+        for rec in run.get("records", []):
+            metrics = rec.get("metrics", {})
+            m = metrics.get("gpu_throttled_share")
+            if m is None:
+                continue
+            windows += 1
+            note = m.get("note") or ""
+            if m.get("value") is None:
+                unavailable[re.sub(r"\d+", "N", note)[:90]] += 1
+            elif m["value"] > 0:
+                held += 1
+                largest = max(largest, m["value"])
+                for name in note.split("; ")[0].split(": ", 1)[-1].split(", "):
+                    limiters[name] += 1
+                if not (metrics.get("gpu_throttled") or {}).get("value"):
+                    missed_at_edges += 1
+    if not windows:
+        return ["Violation counters: the records carry no `gpu_throttled_share` (not recorded by this build)."]
+    return [
+        f"Violation counters (`gpu_throttled_share`): {held} of {windows} windows held below application clocks"
+        + (
+            f", at most {largest:.1%} of a window: " + "; ".join(f"{n} ({c})" for n, c in limiters.most_common())
+            if held
+            else ""
+        )
+        + (f"; {missed_at_edges} of them with no throttle reason at the window's open or close" if held else "")
+        + (f"; unavailable in {sum(unavailable.values())}: " + "; ".join(unavailable) if unavailable else "")
+        + "."
+    ]
+
+
 def throttling(runs: list[dict]) -> list[str]:
     """The `gpu_throttled` metric of each record (1 where NVML's clocks event reasons named a slowdown in
     the window, the reasons in its note) and the pre-flight GPU state of the run's fingerprint, where this
@@ -86,6 +125,7 @@ def throttling(runs: list[dict]) -> list[str]:
             + (f"; unavailable in {sum(unavailable.values())}: " + "; ".join(unavailable) if unavailable else "")
             + "."
         ]
+    out += held_by_limiters(runs)
     fp = next((r["runs"][0].get("fingerprint", {}) for r in runs if r.get("runs")), {})
     stable = {k: v for k, v in sorted(fp.items()) if k.startswith("gpu_") and k != "gpu_preflight"}
     if stable:
