@@ -114,4 +114,11 @@ def test_throttled_windows_are_counted_as_one_kind_of_warning_whatever_their_rea
         verdict = find_throttle(record)
         assert verdict is not None and note.removeprefix("throttled: ") in verdict.message
         kinds.add(finding_kind(verdict))
+    # Throttling only the violation counters saw (between the window's two edges) is the same kind.
+    record = Record("t.py::test_y", "h200")
+    record.add(measured("gpu_throttled", 0.0, "NVML clocks event reasons"))
+    record.add(measured("gpu_throttled_share", 0.05, "NVML violation counters", note="held … by: thermal"))
+    verdict = find_throttle(record)
+    assert verdict is not None and "held … by: thermal for 5.0% of the window" in verdict.message
+    kinds.add(finding_kind(verdict))
     assert kinds == {"gpu_throttled in a window where the GPU throttled (its clocks limited)"}
