@@ -20,6 +20,7 @@ import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,17 +58,17 @@ def energy_class(record: dict) -> tuple[str, str]:
     return ("flagged", note) if note else ("resolved", "")
 
 
-def held_by_limiters(runs: list[dict]) -> list[str]:
-    """`gpu_throttled_share` (NVML's violation counters over each window) beside `gpu_throttled` (the
-    reasons at the window's two edges): how often the counters saw throttling the edge reads missed."""
-    windows = held = missed_at_edges = 0
-    largest = 0.0
-    limiters: Counter = Counter()
+def _tally(runs: list[dict], metric: str, names_of: Callable[[str], list[str]]) -> tuple:
+    """Over every record carrying `metric`: how many; those above 0 as (value, the record's metrics); the
+    names their notes give; why it was unavailable, digits masked so alike reasons count together."""
+    windows = 0
+    flagged: list[tuple[float, dict]] = []
+    names: Counter = Counter()
     unavailable: Counter = Counter()
     for run in runs:
         for rec in run.get("records", []):
             metrics = rec.get("metrics", {})
-            m = metrics.get("gpu_throttled_share")
+            m = metrics.get(metric)
             if m is None:
                 continue
             windows += 1
@@ -75,54 +76,46 @@ def held_by_limiters(runs: list[dict]) -> list[str]:
             if m.get("value") is None:
                 unavailable[re.sub(r"\d+", "N", note)[:90]] += 1
             elif m["value"] > 0:
-                held += 1
-                largest = max(largest, m["value"])
-                for name in note.split("; ")[0].split(": ", 1)[-1].split(", "):
-                    limiters[name] += 1
-                if not (metrics.get("gpu_throttled") or {}).get("value"):
-                    missed_at_edges += 1
+                flagged.append((m["value"], metrics))
+                names.update(names_of(note))
+    return windows, flagged, names, unavailable
+
+
+def _unavailable(unavailable: Counter) -> str:
+    return f"; unavailable in {sum(unavailable.values())}: " + "; ".join(unavailable) if unavailable else ""
+
+
+def held_by_limiters(runs: list[dict]) -> list[str]:
+    """`gpu_throttled_share` (NVML's violation counters over each window) beside `gpu_throttled` (the
+    reasons at the window's two edges): how often the counters saw throttling the edge reads missed."""
+    windows, held, limiters, unavailable = _tally(
+        runs, "gpu_throttled_share", lambda note: note.split("; ")[0].split(": ", 1)[-1].split(", ")
+    )
     if not windows:
         return ["Violation counters: the records carry no `gpu_throttled_share` (not recorded by this build)."]
-    return [
-        f"Violation counters (`gpu_throttled_share`): {held} of {windows} windows held below application clocks"
-        + (
-            f", at most {largest:.1%} of a window: " + "; ".join(f"{n} ({c})" for n, c in limiters.most_common())
-            if held
-            else ""
-        )
-        + (f"; {missed_at_edges} of them with no throttle reason at the window's open or close" if held else "")
-        + (f"; unavailable in {sum(unavailable.values())}: " + "; ".join(unavailable) if unavailable else "")
-        + "."
-    ]
+    line = f"Violation counters (`gpu_throttled_share`): {len(held)} of {windows} windows held below application clocks"
+    if held:
+        missed = sum(1 for _, metrics in held if not (metrics.get("gpu_throttled") or {}).get("value"))
+        line += f", at most {max(v for v, _ in held):.1%} of a window: "
+        line += "; ".join(f"{n} ({c})" for n, c in limiters.most_common())
+        line += f"; {missed} of them with no throttle reason at the window's open or close"
+    return [line + _unavailable(unavailable) + "."]
 
 
 def throttling(runs: list[dict]) -> list[str]:
     """The `gpu_throttled` metric of each record (1 where NVML's clocks event reasons named a slowdown in
     the window, the reasons in its note) and the pre-flight GPU state of the run's fingerprint, where this
     build records them."""
-    windows = throttled = 0
-    reasons: Counter = Counter()
-    unavailable: Counter = Counter()
-    for run in runs:
-        for rec in run.get("records", []):
-            m = rec.get("metrics", {}).get("gpu_throttled")
-            if m is None:
-                continue
-            windows += 1
-            note = m.get("note") or ""
-            if m.get("value") is None:
-                unavailable[re.sub(r"\d+", "N", note)[:90]] += 1
-            elif m["value"] > 0:
-                throttled += 1
-                for r in note.removeprefix("throttled: ").split(", "):
-                    reasons[r.strip()] += 1
+    windows, throttled, reasons, unavailable = _tally(
+        runs, "gpu_throttled", lambda note: [r.strip() for r in note.removeprefix("throttled: ").split(", ")]
+    )
     if not windows:
         out = ["Throttle reasons: the records carry no `gpu_throttled` metric (not recorded by this build)."]
     else:
         out = [
-            f"Throttling (`gpu_throttled`): {throttled} of {windows} windows throttled"
+            f"Throttling (`gpu_throttled`): {len(throttled)} of {windows} windows throttled"
             + (": " + "; ".join(f"{r} ({c})" for r, c in reasons.most_common()) if reasons else "")
-            + (f"; unavailable in {sum(unavailable.values())}: " + "; ".join(unavailable) if unavailable else "")
+            + _unavailable(unavailable)
             + "."
         ]
     out += held_by_limiters(runs)
