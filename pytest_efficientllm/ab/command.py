@@ -18,7 +18,7 @@ from pytest_efficientllm.ab.revisions import Side, sides
 from pytest_efficientllm.ab.runner import ProcessResult, run_process
 from pytest_efficientllm.ab.schedule import BASE, HEAD, abba
 from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
-from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.core.record import Record, json_safe_verdict
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.paired import paired_verdicts
 from pytest_efficientllm.judging.verdicts import Verdict
@@ -230,7 +230,12 @@ def write_outputs(c: Comparison, out_dir: Path) -> None:
         "failed": c.failed,
         "problems": c.problems,
         "tests": [
-            {"nodeid": t.nodeid, "status": t.status, "note": t.note, "verdicts": [v.to_dict() for v in t.verdicts]}
+            {
+                "nodeid": t.nodeid,
+                "status": t.status,
+                "note": t.note,
+                "verdicts": [json_safe_verdict(v.to_dict()) for v in t.verdicts],
+            }
             for t in c.tests
         ],
     }

@@ -87,9 +87,11 @@ def unavailable(name: str, unit: str, direction: Direction, source: Source, meth
     return Metric(name=name, value=None, unit=unit, direction=direction, source=source, method=method, note=why)
 
 
-def _json_safe(verdict: dict[str, Any]) -> dict[str, Any]:
-    # JSON has no infinity, and a change from 0 is +inf (no ratio): strict readers (jq,
-    # JavaScript) refuse Python's `Infinity`. The message still says "from 0".
+def json_safe_verdict(verdict: dict[str, Any]) -> dict[str, Any]:
+    """A verdict's dict as it is written to a JSON file: a `change` that is not finite becomes null.
+
+    JSON has no infinity, and a change from 0 is +inf (no ratio): strict readers (jq,
+    JavaScript) refuse Python's `Infinity`. The message still says "from 0"."""
     change = verdict.get("change")
     if isinstance(change, float) and not math.isfinite(change):
         return {**verdict, "change": None}
@@ -152,7 +154,7 @@ class Record:
             "fingerprint": self.fingerprint,
             "metrics": {name: m.to_dict() for name, m in sorted(self.metrics.items())},
             "ranks": [r.to_dict() for r in self.ranks],
-            "verdicts": [_json_safe(v) for v in self.verdicts],
+            "verdicts": [json_safe_verdict(v) for v in self.verdicts],
             "confirmations": [r.to_dict() for r in self.confirmations],
         }
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TOY_TEST = """
 import pytest
 N = {n}
@@ -86,3 +88,19 @@ def test_the_pytest_option_form_names_an_unknown_revision(tmp_path: Path) -> Non
     cmd = [sys.executable, "-m", "pytest", "--efficiency-ab=nope..HEAD", "test_toy.py", "-p", "no:cacheprovider"]
     done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
     assert done.returncode == 4 and "--efficiency-ab=nope..HEAD: unknown revision 'nope'" in done.stderr
+
+
+def test_ab_json_stays_valid_json_when_a_count_grows_from_zero(tmp_path: Path) -> None:
+    from pytest_efficientllm.ab.command import Comparison, TestVerdict, write_outputs
+    from pytest_efficientllm.ab.revisions import Side
+    from pytest_efficientllm.judging.verdicts import Verdict
+
+    message = "128.00 KiB vs baseline 0 B (from 0; counted, exact): regression"
+    leak = Verdict("retained_tensor_bytes", "fail", message, "baseline", float("inf"))  # a change from 0
+    side = Side("base", "HEAD~1", "", tmp_path)
+    comparison = Comparison(side, side, 5, [TestVerdict("t.py::leak", "compared", [leak])], [], 1.0)
+    write_outputs(comparison, tmp_path)
+    text = (tmp_path / "ab.json").read_text()
+    (verdict,) = json.loads(text, parse_constant=lambda c: pytest.fail(f"ab.json holds {c}"))["tests"][0]["verdicts"]
+    assert verdict["change"] is None and "from 0" in verdict["message"]
+    assert "from 0" in (tmp_path / "ab.md").read_text()
