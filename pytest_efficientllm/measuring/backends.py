@@ -169,6 +169,9 @@ def cuda_backend(
     else:
         state_problem = f"the GPU's state cannot be read: NVML is unavailable ({nvml.problem})"
 
+    # One for the session, so a limiter NVML refused once is not asked again in every window.
+    violations = NvmlViolationProbe(nvml.nv, throttle_handles) if throttle_handles is not None else None
+
     def probes() -> list[Probe]:
         # Open order: host probes, allocator, then NVML with its energy counter last, so the
         # counter is read nearest the timed rounds (probes close in reverse order).
@@ -179,13 +182,11 @@ def cuda_backend(
             # Opened before the NVML probes and closed after them: its two reads stay
             # outside the energy counter's window.
             *(
-                [
-                    NvmlThrottleProbe(nvml.nv, throttle_handles, state.throttle_unsupported if state else None),
-                    NvmlViolationProbe(nvml.nv, throttle_handles),
-                ]
+                [NvmlThrottleProbe(nvml.nv, throttle_handles, state.throttle_unsupported if state else None)]
                 if throttle_handles is not None
                 else []
             ),
+            *([violations] if violations is not None else []),
             *nvml.make_probes(sample_interval_s),
         ]
 

@@ -133,6 +133,19 @@ def test_the_gpu_state_is_in_the_fingerprint_and_each_window_says_whether_it_thr
         assert both.readings["gpu_throttled"].note == "throttled: SW power cap"
 
 
+def test_a_limiter_nvml_refuses_is_asked_once_per_session_not_once_per_window() -> None:
+    gpu = FakeGpu("GPU-" + UUID, period_s=0.005, violation_unsupported={2, 3, 5})
+    nv = FakePynvml([gpu])
+    backend = fake_backend(FakeTorchCuda(), nv)
+    calls = []
+    for _ in range(3):
+        before = nv.count("nvmlDeviceGetViolationStatus")
+        result = Meter(backend).run_window(lambda: time.sleep(0.001), MeasureProtocol(rounds=1, warmup=0))
+        calls.append(nv.count("nvmlDeviceGetViolationStatus") - before)
+        assert result.readings["gpu_throttled_share"].value == 0.0
+    assert calls == [5 + 2, 2 + 2, 2 + 2]  # the three refused limiters: asked in the first window only
+
+
 def test_without_nvml_the_gpu_state_is_absent_with_the_reason() -> None:
     backend = fake_backend(FakeTorchCuda(), None)
     assert backend.gpu_state is None and "nvidia-ml-py" in backend.gpu_state_problem
