@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.fingerprint import fingerprint_diff
@@ -415,3 +417,27 @@ def test_the_limiter_notes_of_several_windows_keep_every_limiter_once() -> None:
         "held below application clocks by: power, thermal; counter went backwards (driver reloaded?), not counted: x"
     )
     assert merge_violation_notes("", power) == power and merge_violation_notes("", "") == ""
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=0x7FF), min_size=1, max_size=6))
+def test_merged_window_notes_name_what_one_window_spanning_them_would(masks: list[int]) -> None:
+    # Each window's own note, merged in order, names the same reasons as the note of the OR of
+    # their masks: what a single window over all of them would have seen at its edges.
+    merged = ""
+    for mask in masks:
+        probe = NvmlThrottleProbe(FakePynvml([FakeGpu(GPU_A, event_reasons=mask)]), [FakeHandle(0)])
+        probe.open()
+        probe.close()
+        (metric,) = probe.readings(1.0)
+        merged = merge_throttle_notes(merged, metric.note)
+    union = 0
+    for mask in masks:
+        union |= mask
+    spanning = throttle_window(FakePynvml([FakeGpu(GPU_A)]), union, union).note
+
+    def kind_and_names(note: str) -> tuple[str, set[str]]:
+        kind, _, names = note.partition(": ")
+        return kind, set(names.split(", ")) if names else set()
+
+    assert kind_and_names(merged) == kind_and_names(spanning)
