@@ -13,7 +13,6 @@ from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.glue.marker import MarkerSpec
 from pytest_efficientllm.measuring import roofline
 from pytest_efficientllm.measuring.meter import (
-    MeasureProtocol,
     Meter,
     WindowResult,
     Work,
@@ -109,20 +108,35 @@ class Efficiency:
         flops: int | None = None,
     ) -> Record:
         """Warm up, count the cost of one call once (untimed), then time rounds of `fn` in one
-        telemetry window. With `warmup=0` the count comes after the rounds (`_counts_first`).
+        telemetry window. With `warmup=0` the count comes after the rounds (`_counted_and_timed`).
 
         `tokens`/`samples` are per call of `fn`; `params` enables the study's per-parameter
         throughputs; `flops` per call, when known exactly, skips the counting run.
         """
         self._claim("measure")
         work = self._work_of(tokens, samples, params, flops)
-        protocol = self.spec.protocol
-        self.meter.warm_up(fn, protocol.warmup)
-        cost = self.meter.count(fn, work) if _counts_first(protocol) else None
-        result = self.meter.run_window(fn, protocol)
-        if cost is None:
-            cost = self.meter.count(fn, work)
+        cost, result = self._counted_and_timed(fn, work, lambda: self.meter.run_window(fn, self.spec.protocol))
         return self._finish(result, work, cost)
+
+    def _counted_and_timed(
+        self, fn: Callable[[], Any], work: Work, timed: Callable[[], WindowResult]
+    ) -> tuple[CountedCost, WindowResult]:
+        """Warm up, then the untimed counting run of `fn` and the timed window, in that order or,
+        with `warmup=0`, the other.
+
+        The counting run is a call of the workload too. With `warmup=0` the first timed round must
+        be the workload's first call (a cold start is what was asked to be timed), so the count
+        comes after the rounds; either way it counts a call that is not the first, so lazily built
+        state (caches, masks) is not counted as a round's cost, and the counts do not depend on the
+        warm-up.
+        """
+        warmup = self.spec.protocol.warmup
+        self.meter.warm_up(fn, warmup)
+        if warmup > 0:
+            cost = self.meter.count(fn, work)
+            return cost, timed()
+        result = timed()
+        return self.meter.count(fn, work), result
 
     def generate(
         self, model: Any, input_ids: Any, *, max_new_tokens: int, params: int | None = None, **generate_kwargs: Any
@@ -164,23 +178,22 @@ class Efficiency:
                 )
             )
 
+        def timed() -> WindowResult:
+            # Only the timed rounds' clocks and outputs: not the warm-up's, nor the counting run's.
+            started.clear()
+            first_token_at.clear()
+            outputs.clear()
+            result = self.meter.run_window(one_round, self.spec.protocol)
+            result.ttft_s = [f - s for s, f in zip(started, first_token_at)]
+            result.output_tokens = int(outputs[-1].shape[1]) - prompt_len
+            return result
+
         work = self._work_of(batch * max_new_tokens, batch, params, None)
-        protocol = self.spec.protocol
-        self.meter.warm_up(one_round, protocol.warmup)
-        cost = self.meter.count(one_round, work) if _counts_first(protocol) else None
-        started.clear()
-        first_token_at.clear()
-        outputs.clear()  # noqa: E702 - reset after warm-up
-        result = self.meter.run_window(one_round, protocol)
-        result.ttft_s = [f - s for s, f in zip(started, first_token_at)]
-        new_tokens = int(outputs[-1].shape[1]) - prompt_len
-        if cost is None:
-            cost = self.meter.count(one_round, work)
-        if new_tokens != max_new_tokens:
+        cost, result = self._counted_and_timed(one_round, work, timed)
+        if result.output_tokens != max_new_tokens:
             raise MeasurementError(
-                f"{self.record.nodeid}: generate produced {new_tokens} new tokens, expected {max_new_tokens}"
+                f"{self.record.nodeid}: generate produced {result.output_tokens} new tokens, expected {max_new_tokens}"
             )
-        result.output_tokens = new_tokens
         self.record.settings.update({"max_new_tokens": max_new_tokens, "batch": batch, "prompt_tokens": prompt_len})
         return self._finish(result, work, cost)
 
@@ -297,14 +310,3 @@ class Efficiency:
     def settings(self, **values: Any) -> None:
         """Technique settings to keep with the record (e.g. lora_rank=64, kv_heads=2)."""
         self.record.settings.update(values)
-
-
-def _counts_first(protocol: MeasureProtocol) -> bool:
-    """Whether the untimed counting run comes before the timed rounds (after warm-up) or after them.
-
-    The counting run is a call of the workload too. With `warmup=0` the first timed round must be
-    the workload's first call (a cold start is what was asked to be timed), so the count comes
-    after the rounds; either way it counts a call that is not the first, so lazily built state
-    (caches, masks) is not counted as a round's cost, and the counts do not depend on the warm-up.
-    """
-    return protocol.warmup > 0
