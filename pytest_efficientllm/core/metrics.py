@@ -122,7 +122,10 @@ _SPECS = [
     ),
     # Raw quantities and counted facts.
     MetricSpec("wall_time", "s", "lower", "wall-clock seconds of all measured rounds"),
-    MetricSpec("cpu_time", "s", "lower", "process CPU seconds (user + system) over the window"),
+    MetricSpec(
+        "cpu_time", "s", "lower", "process CPU seconds (user + system) over the window, less the plugin's samplers"
+    ),
+    MetricSpec("sampler_cpu_time", "s", "lower", "CPU seconds the plugin's own sampler threads used over the window"),
     MetricSpec(
         "cpu_time_per_round",
         "s",

@@ -74,6 +74,7 @@ DERIVED = (
     "energy_per_sample",
     "energy_per_token_net",
     "cpu_time",
+    "sampler_cpu_time",
     "window_time",
 )
 
@@ -205,13 +206,10 @@ def _measured(ranks: list[Record]) -> dict[str, Metric]:
         if metric is not None:
             readings[name] = metric
     readings.update(_device_energies(ranks))
-    cpu = _values(ranks, "cpu_time")
-    if _available(cpu):
-        readings["cpu_time"] = measured(
-            "cpu_time",
-            _total(cpu),
-            f"sum over ranks; {cpu[0].method}",
-        )
+    for name in ("cpu_time", "sampler_cpu_time"):
+        cpu = _values(ranks, name)
+        if _available(cpu):
+            readings[name] = measured(name, _total(cpu), f"sum over ranks; {cpu[0].method}")
     for name in DEVICE_MEAN:
         metrics = _values(ranks, name)
         if _available(metrics):

@@ -139,7 +139,7 @@ class WindowResult:
             if old is None or old.value is None or new.value is None:
                 readings[name] = new if (old is None or old.value is None) else old
                 continue
-            if name in ("energy", "cpu_time"):
+            if name in ("energy", "cpu_time", "sampler_cpu_time"):
                 value = old.value + new.value
             elif "peak" in name:
                 value = max(old.value, new.value)

@@ -16,7 +16,7 @@ from pytest_efficientllm.core.metrics import measured, unavailable
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry.base import Probe, RoundTimer
 from pytest_efficientllm.telemetry.retained_memory import retained_metrics
-from pytest_efficientllm.telemetry.sampler import Sampler
+from pytest_efficientllm.telemetry.sampler import CAN_ACCOUNT, Sampler, samplers_cpu_ns
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -138,23 +138,45 @@ class ProcessMemoryProbe(Probe):
         return out
 
 
+def _samplers_ns() -> int:
+    """The plugin's sampler threads' CPU so far (ns): what process CPU time must not charge
+    the workload with. Zero where a thread's CPU clock cannot be read; the methods say so."""
+    return samplers_cpu_ns() or 0
+
+
+PROCESS_CPU = (
+    "user + system, all threads but the plugin's samplers"
+    if CAN_ACCOUNT
+    else "user + system, all threads, the plugin's samplers included (no per-thread CPU clock here)"
+)
+
+
 class ProcessCpuTimeProbe(Probe):
-    """User + system CPU seconds of this process (all threads) over a window."""
+    """User + system CPU seconds of this process over a window, less the plugin's samplers,
+    whose own CPU seconds are recorded beside it (`sampler_cpu_time`)."""
 
     name = "cpu-time"
 
     def __init__(self) -> None:
-        self._start = 0.0
+        self._start = (0, 0)
         self.cpu_s = 0.0
+        self.sampler_s = 0.0
 
     def open(self) -> None:
-        self._start = time.process_time()
+        self._start = (_samplers_ns(), time.process_time_ns())
 
     def close(self) -> None:
-        self.cpu_s = time.process_time() - self._start
+        process = time.process_time_ns() - self._start[1]
+        samplers = _samplers_ns() - self._start[0]
+        self.cpu_s = max(0, process - samplers) * 1e-9
+        self.sampler_s = samplers * 1e-9
 
     def readings(self, wall_s: float) -> list[Metric]:
-        return [measured("cpu_time", self.cpu_s, "time.process_time (user + system, all threads)")]
+        cpu = measured("cpu_time", self.cpu_s, f"time.process_time_ns ({PROCESS_CPU})")
+        if not CAN_ACCOUNT:
+            why = "this platform has no per-thread CPU clock (time.pthread_getcpuclockid)"
+            return [cpu, unavailable("sampler_cpu_time", "measured", "sampler threads' CPU clocks", why)]
+        return [cpu, measured("sampler_cpu_time", self.sampler_s, "the plugin's sampler threads' CPU clocks")]
 
 
 class PerfCounterTimer(RoundTimer):
@@ -163,27 +185,31 @@ class PerfCounterTimer(RoundTimer):
     Process CPU time is read just outside those two reads, so each round also has its
     CPU seconds (`cpu_s_per_round`): on a shared machine a busy neighbour stretches the
     wall clock but not the CPU time the work itself costs, and per-round samples give
-    the gate a noise estimate for it.
+    the gate a noise estimate for it. The samplers' CPU is read outside those, and taken
+    out: their wake-ups follow the wall clock, so left in they would bring the
+    neighbour's stretch back into the CPU time.
     """
 
     method = "perf_counter_ns around each round"
-    cpu_method = "time.process_time_ns around each round (user + system, all threads)"
+    cpu_method = f"time.process_time_ns around each round ({PROCESS_CPU})"
 
     def __init__(self) -> None:
         self.cpu_s_per_round: list[float] = []
 
     def run(self, fn: Callable[[], Any], min_rounds: int, min_time_s: float, max_rounds: int) -> list[float]:
-        clock, cpu_clock = time.perf_counter_ns, time.process_time_ns
+        clock, cpu_clock, samplers = time.perf_counter_ns, time.process_time_ns, _samplers_ns
         min_time_ns = int(min_time_s * 1e9)
         durations: list[int] = []
         cpu: list[int] = []
         total = 0
         while len(durations) < max_rounds and (len(durations) < min_rounds or total < min_time_ns):
+            s0 = samplers()
             c0 = cpu_clock()
             t0 = clock()
             fn()
             t1 = clock()
-            cpu.append(cpu_clock() - c0)
+            c1 = cpu_clock()
+            cpu.append(max(0, c1 - c0 - (samplers() - s0)))
             dt = t1 - t0
             durations.append(dt)
             total += dt
@@ -193,8 +219,10 @@ class PerfCounterTimer(RoundTimer):
     @contextlib.contextmanager
     def time_block(self) -> Iterator[dict[str, float]]:
         timing: dict[str, float] = {}
+        s0 = _samplers_ns()
         c0 = time.process_time_ns()
         t0 = time.perf_counter_ns()
         yield timing
         timing["latency_s"] = (time.perf_counter_ns() - t0) * 1e-9
-        self.cpu_s_per_round = [(time.process_time_ns() - c0) * 1e-9]
+        c1 = time.process_time_ns()
+        self.cpu_s_per_round = [max(0, c1 - c0 - (_samplers_ns() - s0)) * 1e-9]

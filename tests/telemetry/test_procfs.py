@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_efficientllm.telemetry.procfs import (
+    PerfCounterTimer,
     ProcessCpuTimeProbe,
     ProcessMemoryProbe,
     ProcPaths,
@@ -16,6 +17,7 @@ from pytest_efficientllm.telemetry.procfs import (
     read_status_kib,
     reset_hwm,
 )
+from pytest_efficientllm.telemetry.sampler import CAN_ACCOUNT, Sampler, samplers_cpu_ns
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MiB = 2**20
@@ -95,12 +97,65 @@ def test_rss_sampling_failure_makes_amu_unavailable(tmp_path: Path) -> None:
     assert m["AMU"].value is None and "RSS sampling failed" in m["AMU"].note
 
 
-def test_cpu_time_probe_reports_process_seconds() -> None:
-    probe = ProcessCpuTimeProbe()
-    probe.open()
-    start = time.process_time()
-    while time.process_time() - start < 0.02:  # burn CPU, not wall time
+def _burn(seconds: float, clock=time.thread_time) -> None:
+    start = clock()
+    while clock() - start < seconds:  # CPU, not wall time
         pass
+
+
+def _busy_sampler(burn_s: float) -> Sampler:
+    """A sampler whose every read costs `burn_s` of its own thread's CPU: the plugin's
+    telemetry, made expensive enough to see."""
+
+    def read() -> float:
+        _burn(burn_s)
+        return 0.0
+
+    return Sampler(read, interval_s=0.005)
+
+
+@pytest.mark.skipif(not CAN_ACCOUNT, reason="no per-thread CPU clock on this platform")
+def test_cpu_time_is_the_work_s_and_the_samplers_cpu_is_recorded_apart() -> None:
+    probe, sampler = ProcessCpuTimeProbe(), _busy_sampler(0.004)
+    probe.open()
+    sampler.start()
+    _burn(0.05)  # the work: 50 ms of the main thread's CPU
+    time.sleep(0.05)  # and 50 ms of none, while the sampler keeps burning
+    sampler.stop()
     probe.close()
-    [m] = probe.readings(1.0)
-    assert m.name == "cpu_time" and m.unit == "s" and m.value >= 0.02
+    cpu, telemetry = probe.readings(1.0)
+    reads = len(sampler.samples)  # each read burned 4 ms, the first and last in this thread
+    assert reads >= 6
+    assert cpu.name == "cpu_time" and cpu.unit == "s"
+    assert 0.05 + 0.008 <= cpu.value < 0.05 + 0.008 + 0.01  # work + the two reads start() and stop() take here
+    assert "all threads but the plugin's samplers" in cpu.method
+    assert telemetry.name == "sampler_cpu_time" and telemetry.value >= 0.004 * (reads - 2)
+
+
+@pytest.mark.skipif(not CAN_ACCOUNT, reason="no per-thread CPU clock on this platform")
+def test_each_round_s_cpu_time_leaves_the_samplers_out() -> None:
+    # A sleeping round costs the process almost no CPU; a sampler burning 4 ms every 5 ms
+    # would add about 16 ms to each 20 ms round if process CPU time were taken as it is.
+    sampler, timer = _busy_sampler(0.004), PerfCounterTimer()
+    sampler.start()
+    before = samplers_cpu_ns()
+    timer.run(lambda: time.sleep(0.02), min_rounds=5, min_time_s=0.0, max_rounds=5)
+    spent = samplers_cpu_ns() - before
+    sampler.stop()
+    assert spent > 5 * 0.004 * 1e9  # the sampler did burn, during the rounds
+    assert len(timer.cpu_s_per_round) == 5 and max(timer.cpu_s_per_round) < 0.003
+    with timer.time_block():
+        time.sleep(0.02)
+    assert timer.cpu_s_per_round[0] < 0.003
+
+
+def test_an_ended_sampler_s_cpu_stays_counted() -> None:
+    if not CAN_ACCOUNT:
+        assert samplers_cpu_ns() is None
+        return
+    before = samplers_cpu_ns()
+    sampler = _busy_sampler(0.004)
+    sampler.start()
+    time.sleep(0.03)
+    sampler.stop()
+    assert samplers_cpu_ns() - before >= 0.004 * (len(sampler.samples) - 2) * 1e9
