@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.telemetry.gpu_state import held_by
 
 # How the summary recognises this finding (`glue.summary._REASONS`).
 THROTTLED = "the GPU limited its clocks during the window"
@@ -33,7 +34,8 @@ def find_throttle(record: Record) -> Verdict | None:
         seen.append(f"{text} ({reasons.method})")
     held = record.metrics.get("gpu_throttled_share")
     if held is not None and held.value:
-        seen.append(f"{held.note.split('; ')[0]} for {held.value:.1%} of the window ({held.method})")
+        limiters = held_by(held.note) or "a limiter"
+        seen.append(f"{limiters} for {held.value:.1%} of the window ({held.method})")
     if not seen:
         return None
     return Verdict(

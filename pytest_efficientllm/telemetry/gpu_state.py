@@ -403,6 +403,13 @@ VIOLATION_METHOD = "NVML violation counters at window open and close; the larges
 _HELD = "held below application clocks by: "
 
 
+def held_by(note: str) -> str:
+    """The limiters part of a `gpu_throttled_share` note ("held below application clocks by:
+    power, thermal"), or "" where none held the clocks: the note's format stays this module's."""
+    first = note.split("; ")[0]
+    return first if first.startswith(_HELD) else ""
+
+
 def merge_violation_notes(first: str, second: str) -> str:
     """The note of `gpu_throttled_share` over two windows: every limiter either named."""
     held = _merged_names(first.split("; ")[0], second.split("; ")[0], _HELD)

@@ -117,8 +117,9 @@ def test_throttled_windows_are_counted_as_one_kind_of_warning_whatever_their_rea
     # Throttling only the violation counters saw (between the window's two edges) is the same kind.
     record = Record("t.py::test_y", "h200")
     record.add(measured("gpu_throttled", 0.0, "NVML clocks event reasons"))
-    record.add(measured("gpu_throttled_share", 0.05, "NVML violation counters", note="held … by: thermal"))
+    held = "held below application clocks by: thermal"  # the probe's note (telemetry.gpu_state)
+    record.add(measured("gpu_throttled_share", 0.05, "NVML violation counters", note=held))
     verdict = find_throttle(record)
-    assert verdict is not None and "held … by: thermal for 5.0% of the window" in verdict.message
+    assert verdict is not None and f"{held} for 5.0% of the window" in verdict.message
     kinds.add(finding_kind(verdict))
     assert kinds == {"gpu_throttled in a window where the GPU throttled (its clocks limited)"}
