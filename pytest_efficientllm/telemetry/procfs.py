@@ -50,7 +50,14 @@ def read_status_kib(paths: ProcPaths, field: str) -> int:
 
 def read_rss_bytes(paths: ProcPaths) -> int:
     """Resident set size from /proc/<pid>/statm (second field, in pages). Units: bytes."""
-    return int(paths.statm.read_text().split()[1]) * _PAGE_BYTES
+    # Bare os calls: the RSS sampler reads this 50 times a second, and a sample cost its thread
+    # about 250 µs of CPU through Path.read_text against about 150 µs this way.
+    fd = os.open(paths.statm, os.O_RDONLY)
+    try:
+        data = os.read(fd, 256)
+    finally:
+        os.close(fd)
+    return int(data.split()[1]) * _PAGE_BYTES
 
 
 def reset_hwm(paths: ProcPaths) -> str | None:
