@@ -3,11 +3,12 @@
 The samplers are the plugin's own work inside a window, so their CPU time is accounted
 for apart from the workload's (`samplers_cpu_ns`): process CPU time counts every thread,
 and a sampler's wake-ups cost CPU in proportion to the wall clock, not to the work
-(about 1.5% of a core at 20 ms on the machine benchmarks/RESULTS.md names).
+(about 1% of a core at 20 ms on the machine benchmarks/RESULTS.md names).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,17 @@ _ended_ns = 0
 CAN_ACCOUNT = hasattr(time, "pthread_getcpuclockid")
 
 
+def _forget_parent_threads() -> None:
+    # A forked child has none of its parent's threads (and may inherit the lock held).
+    global _accounting, _ended_ns
+    _accounting, _ended_ns = threading.Lock(), 0
+    _live_clocks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_threads)
+
+
 def samplers_cpu_ns() -> int | None:
     """CPU nanoseconds every sampler thread of this process has used so far, live and ended;
     None where a live thread's CPU clock cannot be read (`CAN_ACCOUNT` false)."""
@@ -33,17 +45,21 @@ def samplers_cpu_ns() -> int | None:
 
 
 def _enter_accounting() -> None:
-    if CAN_ACCOUNT:
-        with _accounting:
-            _live_clocks[threading.get_ident()] = time.pthread_getcpuclockid(threading.get_ident())
+    if not CAN_ACCOUNT:
+        return
+    try:
+        clock = time.pthread_getcpuclockid(threading.get_ident())
+    except OSError:  # this thread's CPU then stays in the workload's, as without the clock
+        return
+    with _accounting:
+        _live_clocks[threading.get_ident()] = clock
 
 
 def _leave_accounting() -> None:
     global _ended_ns
-    if CAN_ACCOUNT:
-        with _accounting:
+    with _accounting:
+        if _live_clocks.pop(threading.get_ident(), None) is not None:
             _ended_ns += time.thread_time_ns()
-            _live_clocks.pop(threading.get_ident(), None)
 
 
 class Sampler:
@@ -69,8 +85,10 @@ class Sampler:
             self._stop.set()
 
     def _loop(self, accounted: threading.Event) -> None:
-        _enter_accounting()
-        accounted.set()
+        try:
+            _enter_accounting()
+        finally:
+            accounted.set()  # start() waits for it
         try:
             while not self._stop.wait(self._interval_s):
                 self._take()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 
 import pytest
 
-from pytest_efficientllm.telemetry.sampler import Sampler
+from pytest_efficientllm.telemetry.sampler import Sampler, samplers_cpu_ns
 
 
 def test_time_average_is_the_trapezoid_over_sample_times() -> None:
@@ -85,3 +86,22 @@ def test_restart_clears_the_previous_window() -> None:
     s.start()
     s.stop()
     assert len(s.samples) == 2 and s.error is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_child_forked_while_a_sampler_runs_reads_its_own_samplers_only() -> None:
+    # The parent's sampler thread does not exist in the child: its CPU clock must not be read there.
+    s = Sampler(lambda: 1.0, interval_s=0.005)
+    s.start()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only if the accounting is its own
+            code = 1
+            try:
+                code = 0 if samplers_cpu_ns() in (0, None) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        s.stop()
+    assert os.waitstatus_to_exitcode(status) == 0
