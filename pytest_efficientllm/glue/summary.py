@@ -456,6 +456,22 @@ def _confirmation_line(results: list[TestResult]) -> str:
     )
 
 
+def telemetry_cost_line(results: list[TestResult]) -> str:
+    """What the plugin's sampler threads cost the measured windows in CPU (`sampler_cpu_time`),
+    against the workloads' own CPU (`cpu_time`, from which it was kept out); "" where unread."""
+    own = work = 0.0
+    for r in results:
+        sampler, cpu = r.record.metrics.get("sampler_cpu_time"), r.record.metrics.get("cpu_time")
+        if sampler is not None and sampler.value is not None and cpu is not None and cpu.value is not None:
+            own, work = own + sampler.value, work + cpu.value
+    if not work:
+        return ""
+    return (
+        f"the plugin's sampler threads used {format_seconds(own)} of CPU in the measured windows, "
+        f"{own / (own + work):.1%} of their CPU time (sampler_cpu_time; kept out of cpu_time)"
+    )
+
+
 def _store_lines(state: RunState, width: int) -> list[str]:
     lines: list[str] = []
     for u in state.updates:
@@ -510,9 +526,9 @@ def summary_lines(
         if legend:
             lines += _wrap(legend, "", width)
         lines += details(state.results, width, verbose)
-        confirmation = _confirmation_line(state.results)
-        if confirmation:
-            lines += _wrap(confirmation, "", width)
+        for extra in (_confirmation_line(state.results), telemetry_cost_line(state.results)):
+            if extra:
+                lines += _wrap(extra, "", width)
     lines += _store_lines(state, width)
     for lost in state.lost_workers:
         lines += _wrap(

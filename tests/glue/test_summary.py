@@ -266,3 +266,19 @@ def test_warnings_of_one_kind_are_counted_once_with_each_tests_numbers_under_ver
     assert any(line.startswith("    t.py::noisy3: 10.2 ms n=3") for line in verbose)
     assert max(len(line) for line in verbose) <= WIDTH
     assert not any("-v shows" in line for line in verbose)
+
+
+def test_the_samplers_cpu_cost_is_said_against_the_workloads_cpu() -> None:
+    from pytest_efficientllm.core.metrics import measured
+    from pytest_efficientllm.glue.summary import telemetry_cost_line
+
+    def with_cpu(name: str, sampler: float | None, cpu: float) -> TestResult:
+        metrics = [measured("cpu_time", cpu, "process CPU"), measured("sampler_cpu_time", sampler, "sampler clocks")]
+        return TestResult(record(name, latency(0.001), *metrics), [], "passed")
+
+    results = [with_cpu("t.py::a", 0.002, 0.098), with_cpu("t.py::b", 0.001, 0.199)]
+    line = telemetry_cost_line(results)
+    assert "used 3 ms of CPU in the measured windows, 1.0% of their CPU time" in line
+    # A record without the reading (a platform without thread CPU clocks) adds nothing to either side.
+    assert telemetry_cost_line([*results, with_cpu("t.py::c", None, 5.0)]) == line
+    assert telemetry_cost_line([TestResult(record("t.py::d", latency(0.001)), [], "passed")]) == ""
