@@ -82,10 +82,12 @@ def cpu_backend(threads: int, sample_interval_s: float = 0.02) -> Backend:
         )
 
     def probes() -> list[Probe]:
-        out: list[Probe] = [ProcessCpuTimeProbe(), ProcessMemoryProbe(interval_s=sample_interval_s)]
+        out: list[Probe] = [ProcessMemoryProbe(interval_s=sample_interval_s)]
         if not rapl_problem:
             out.append(RaplProbe(rapl))
-        return out
+        # Last, so it opens last and closes first: the other probes' opening and closing (a
+        # sampler thread started and joined, VmHWM reset) is the plugin's CPU, not the work's.
+        return [*out, ProcessCpuTimeProbe()]
 
     est = cpu_peak_estimate(threads)
     peak = estimated("peak_flops_per_s", est.flops_per_s, est.method)
@@ -173,10 +175,11 @@ def cuda_backend(
     violations = NvmlViolationProbe(nvml.nv, throttle_handles) if throttle_handles is not None else None
 
     def probes() -> list[Probe]:
-        # Open order: host probes, allocator, then NVML with its energy counter last, so the
-        # counter is read nearest the timed rounds (probes close in reverse order).
+        # Open order: host memory, allocator, then NVML with its energy counter next to last, so
+        # the counter is read nearest the timed rounds (probes close in reverse order). CPU time
+        # is last: the NVML reads at open and close are the plugin's CPU, not the work's, and
+        # its own two clock reads cost the energy window about a microsecond.
         return [
-            ProcessCpuTimeProbe(),
             ProcessMemoryProbe(interval_s=sample_interval_s, prefix="host_"),
             CudaAllocatorProbe(cuda, ordinal),
             # Opened before the NVML probes and closed after them: its two reads stay
@@ -188,6 +191,7 @@ def cuda_backend(
             ),
             *([violations] if violations is not None else []),
             *nvml.make_probes(sample_interval_s),
+            ProcessCpuTimeProbe(),
         ]
 
     energy_source = (

@@ -145,3 +145,27 @@ def test_latency_percentiles_follow_numpys_linear_rule() -> None:
         torch.tensor(rounds, dtype=torch.float64), torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)
     )
     assert _percentiles(rounds, (50, 90, 99)) == pytest.approx(expected.tolist(), rel=1e-12)
+
+
+def test_the_window_s_cpu_time_is_the_rounds_not_the_other_probes_opening_and_closing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The memory probe made to cost 30 ms of CPU at open and again at close (as NVML reads at a
+    # GPU window's edges do): three sleeping rounds cost the process almost no CPU of their own.
+    from pytest_efficientllm.telemetry.procfs import ProcessMemoryProbe
+
+    def burn(seconds: float) -> None:
+        start = time.thread_time()
+        while time.thread_time() - start < seconds:
+            pass
+
+    for name in ("open", "close"):
+        real = getattr(ProcessMemoryProbe, name)
+
+        def costly(self, real=real) -> None:
+            burn(0.03)
+            real(self)
+
+        monkeypatch.setattr(ProcessMemoryProbe, name, costly)
+    metrics = measure(Meter(cpu_backend(threads=1)), lambda: time.sleep(0.01))
+    assert metrics["cpu_time"].value < 0.01
