@@ -63,6 +63,7 @@ def rank_record(
     r.add(Metric("tokens", float(tokens), "tok", "info", "counted", "given"))
     r.add(Metric("energy", energy, "J", "lower", energy_source, method))
     r.add(Metric("cpu_time", 0.5, "s", "lower", "measured", "process_time"))
+    r.add(Metric("sampler_cpu_time", 0.004 * (rank + 1), "s", "lower", "measured", "sampler clocks"))
     r.add(Metric("peak_memory", peak, "B", "lower", "measured", "VmHWM"))
     r.add(Metric("window_time", sum(latencies) + 0.01, "s", "info", "measured", "barrier to barrier"))
     for name, value in (extra or {}).items():
@@ -137,6 +138,7 @@ def test_the_cpu_estimate_adds_per_process_cpu_seconds() -> None:
     assert agg["energy"].value == 3.0 and agg["energy"].source == "estimated"
     assert agg["AEC"].value == pytest.approx(3.0 / 0.11)  # over the longest rank's window
     assert agg["cpu_time"].value == 1.0
+    assert agg["sampler_cpu_time"].value == pytest.approx(0.004 + 0.008)  # each rank's samplers, summed
 
 
 def test_counted_facts_agreeing_are_kept_and_differing_take_the_max() -> None:
