@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_md import replace_section  # noqa: E402
+from sampler_cpu import sampler_shares, shares_text  # noqa: E402
 
 GPU_TITLE = "## GPU check: suites, baselines and A/A on {profile} (issue 19)"
 CPU_TITLE = "## GPU check script: CPU rehearsal (issue 19)"
@@ -100,6 +101,18 @@ def held_by_limiters(runs: list[dict]) -> list[str]:
         line += "; ".join(f"{n} ({c})" for n, c in limiters.most_common())
         line += f"; {missed} of them with no throttle reason at the window's open or close"
     return [line + _unavailable(unavailable) + "."]
+
+
+def sampler_cost(runs: list[dict]) -> list[str]:
+    """What the plugin's sampler threads (RSS, and on a GPU NVML memory and utilisation every 20 ms)
+    cost each window in CPU, kept out of the workload's `cpu_time` (`sampler_cpu_time`)."""
+    shares = sampler_shares([rec for run in runs for rec in run.get("records", [])])
+    if not shares:
+        return ["Sampler threads' CPU: the records carry no `sampler_cpu_time` (not recorded by this build)."]
+    return [
+        f"Sampler threads' CPU (`sampler_cpu_time`, kept out of `cpu_time`), share of a window's process CPU "
+        f"over {len(shares)} records: {shares_text(shares)}."
+    ]
 
 
 def throttling(runs: list[dict]) -> list[str]:
@@ -289,6 +302,7 @@ def section(d: Path) -> tuple[str, str]:
             )
         lines += energy_windows(list(runs.values()))
         lines += throttling(list(runs.values()))
+        lines += sampler_cost(list(runs.values()))
         aa = runs.get("aa")
         if aa is not None:
             per = aa_tally(aa)

@@ -30,17 +30,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-import torch  # noqa: E402
 from results_md import replace_section  # noqa: E402
-
-from pytest_efficientllm.telemetry.procfs import ProcessMemoryProbe  # noqa: E402
-from pytest_efficientllm.telemetry.sampler import samplers_cpu_ns  # noqa: E402
 
 SECTION = "## The sampler threads' CPU, kept out of the workload's (cpu_time_per_round)"
 
 
 def _rounds(fn: Callable[[], object], n: int) -> tuple[list[int], list[int]]:
     """(process CPU ns, samplers' CPU ns) of each of n rounds, the RSS sampler running."""
+    # Imported here: gpu_check_report.py imports this module for its shares, with the stdlib only.
+    from pytest_efficientllm.telemetry.procfs import ProcessMemoryProbe
+    from pytest_efficientllm.telemetry.sampler import samplers_cpu_ns
+
     probe = ProcessMemoryProbe()
     probe.open()
     process, samplers = [], []
@@ -62,6 +62,8 @@ def _us(ns: float) -> str:
 
 
 def rounds_table(n: int) -> tuple[list[str], str]:
+    import torch  # here, not at the top: see _rounds
+
     torch.set_num_threads(1)
     a = torch.randn(384, 384)
     size = 1
@@ -108,10 +110,8 @@ def rounds_table(n: int) -> tuple[list[str], str]:
     return lines, reading
 
 
-def run_file_lines(path: Path) -> list[str]:
-    run = json.loads(path.read_text())
-    records = run["records"]
-    started = ", ".join(r.get("started", "?") for r in run.get("runs", []))
+def sampler_shares(records: list[dict]) -> list[float]:
+    """`sampler_cpu_time` / (`cpu_time` + `sampler_cpu_time`) of each record that has both."""
     shares = []
     for rec in records:
         m = rec["metrics"]
@@ -119,13 +119,27 @@ def run_file_lines(path: Path) -> list[str]:
         cpu = (m.get("cpu_time") or {}).get("value")
         if sampler is not None and cpu:
             shares.append(sampler / (cpu + sampler))
+    return shares
+
+
+def shares_text(shares: list[float]) -> str:
+    """The spread of the samplers' shares, as RESULTS.md says it."""
+    q = statistics.quantiles(shares, n=10) if len(shares) > 1 else shares * 9
+    return (
+        f"median {statistics.median(shares):.1%}, {min(shares):.1%} .. {max(shares):.1%} "
+        f"(10th .. 90th percentile {q[0]:.1%} .. {q[-1]:.1%})"
+    )
+
+
+def run_file_lines(path: Path) -> list[str]:
+    run = json.loads(path.read_text())
+    started = ", ".join(r.get("started", "?") for r in run.get("runs", []))
+    shares = sampler_shares(run["records"])
     if not shares:
         return [f"`{path.name}`: no record carries `sampler_cpu_time`."]
-    q = statistics.quantiles(shares, n=10)
     return [
         f"Suite run started {started} ({len(shares)} records): the samplers' share of a window's process CPU is "
-        f"median {statistics.median(shares):.1%}, {min(shares):.1%} .. {max(shares):.1%} "
-        f"(10th .. 90th percentile {q[0]:.1%} .. {q[-1]:.1%})."
+        f"{shares_text(shares)}."
     ]
 
 
