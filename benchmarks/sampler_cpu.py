@@ -46,12 +46,12 @@ def _rounds(fn: Callable[[], object], n: int) -> tuple[list[int], list[int]]:
     process, samplers = [], []
     try:
         for _ in range(n):
-            s0 = samplers_cpu_ns() or 0
+            s0 = samplers_cpu_ns()
             c0 = time.process_time_ns()
             fn()
             c1 = time.process_time_ns()
             process.append(c1 - c0)
-            samplers.append((samplers_cpu_ns() or 0) - s0)
+            samplers.append(samplers_cpu_ns() - s0)
     finally:
         probe.close()
     return process, samplers

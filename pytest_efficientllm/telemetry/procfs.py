@@ -145,12 +145,6 @@ class ProcessMemoryProbe(Probe):
         return out
 
 
-def _samplers_ns() -> int:
-    """The plugin's sampler threads' CPU so far (ns): what process CPU time must not charge
-    the workload with. Zero where a thread's CPU clock cannot be read; the methods say so."""
-    return samplers_cpu_ns() or 0
-
-
 PROCESS_CPU = (
     "user + system, all threads but the plugin's samplers"
     if CAN_ACCOUNT
@@ -170,11 +164,11 @@ class ProcessCpuTimeProbe(Probe):
         self.sampler_s = 0.0
 
     def open(self) -> None:
-        self._start = (_samplers_ns(), time.process_time_ns())
+        self._start = (samplers_cpu_ns(), time.process_time_ns())
 
     def close(self) -> None:
         process = time.process_time_ns() - self._start[1]
-        samplers = _samplers_ns() - self._start[0]
+        samplers = samplers_cpu_ns() - self._start[0]
         self.cpu_s = max(0, process - samplers) * 1e-9
         self.sampler_s = samplers * 1e-9
 
@@ -204,7 +198,7 @@ class PerfCounterTimer(RoundTimer):
         self.cpu_s_per_round: list[float] = []
 
     def run(self, fn: Callable[[], Any], min_rounds: int, min_time_s: float, max_rounds: int) -> list[float]:
-        clock, cpu_clock, samplers = time.perf_counter_ns, time.process_time_ns, _samplers_ns
+        clock, cpu_clock, samplers = time.perf_counter_ns, time.process_time_ns, samplers_cpu_ns
         min_time_ns = int(min_time_s * 1e9)
         durations: list[int] = []
         cpu: list[int] = []
@@ -226,10 +220,10 @@ class PerfCounterTimer(RoundTimer):
     @contextlib.contextmanager
     def time_block(self) -> Iterator[dict[str, float]]:
         timing: dict[str, float] = {}
-        s0 = _samplers_ns()
+        s0 = samplers_cpu_ns()
         c0 = time.process_time_ns()
         t0 = time.perf_counter_ns()
         yield timing
         timing["latency_s"] = (time.perf_counter_ns() - t0) * 1e-9
         c1 = time.process_time_ns()
-        self.cpu_s_per_round = [max(0, c1 - c0 - (_samplers_ns() - s0)) * 1e-9]
+        self.cpu_s_per_round = [max(0, c1 - c0 - (samplers_cpu_ns() - s0)) * 1e-9]

@@ -35,11 +35,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_parent_threads)
 
 
-def samplers_cpu_ns() -> int | None:
+def samplers_cpu_ns() -> int:
     """CPU nanoseconds every sampler thread of this process has used so far, live and ended;
-    None where a live thread's CPU clock cannot be read (`CAN_ACCOUNT` false)."""
-    if not CAN_ACCOUNT:
-        return None
+    0 where a thread's CPU clock cannot be read (`CAN_ACCOUNT` false: none is accounted)."""
     with _accounting:
         return _ended_ns + sum(time.clock_gettime_ns(clock) for clock in _live_clocks.values())
 
