@@ -65,6 +65,10 @@ UPGRADE_IF_OLDER = {"click"}
 GPU_PYTHON = "3.12"  # the GPU image's python3 (device notes: Python 3.12.3)
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 WHEELHOUSE_LIMIT = 40 * 2**20  # the carried tree is 64 MiB in all
+# Energy is gated only where a limit names it, so without one the A/A would compare no energy at all.
+# The A/A must (issue 19: false alarms of AL and energy per token): the 5% of the default measured checks.
+ENERGY_LIMIT = "energy_per_token=+5%"
+REPORT_S = 15.0  # the report reads a few JSON files (about 1 s); what is left of the reserve is the cross A/A's
 
 
 def prepare(python_version: str) -> int:
@@ -158,9 +162,19 @@ class Driver:
     def left(self) -> float:
         return self.budget - (time.monotonic() - self.t0)
 
-    def phase(self, name: str, cmd: list[str], timeout: float, log: str | None = None, note: str = "") -> dict:
-        """Run `cmd` in its own process group under `timeout`; record exit, wall time, timeout."""
-        timeout = max(1.0, min(timeout, self.left() - self.args.reserve))
+    def phase(
+        self,
+        name: str,
+        cmd: list[str],
+        timeout: float,
+        log: str | None = None,
+        note: str = "",
+        keep: float | None = None,
+    ) -> dict:
+        """Run `cmd` in its own process group under `timeout`, leaving `keep` seconds of the budget (default:
+        the reserve, which the cross A/A and the report draw on); record exit, wall time, timeout."""
+        keep = self.args.reserve if keep is None else keep
+        timeout = max(1.0, min(timeout, self.left() - keep))
         path = self.work / (log or f"{name}.log")
         self.say(f"{name}: {' '.join(cmd)} (timeout {timeout:.0f} s)")
         started = time.monotonic()
@@ -337,6 +351,8 @@ class Driver:
                 # Four suite runs fit the slot only with ~1 s energy windows (10 counter updates,
                 # twice the 5 below which a window is flagged); the default 5% costs ~2 s a test.
                 cmd.append("--efficiency-energy-resolution=10%")
+            if not any(a.startswith("--efficiency-limit=energy_per_token") for a in self.args.pytest_arg):
+                cmd.append(f"--efficiency-limit={ENERGY_LIMIT}")
             if name != "aa":
                 cmd.append("--update-baselines")
             self.phase(f"suites-{name}", cmd, min(share, self.args.suite_timeout), log=f"suites-{name}.log")
@@ -347,11 +363,23 @@ class Driver:
         else:
             self.say(f"no {prof} written")
 
+    def cross_aa(self) -> None:
+        """Each suite run judged against the baselines of the others: four A/As from four runs' device time."""
+        if len(list(self.work.glob("suites-*.json"))) < 2:
+            self.skip("cross-aa", "fewer than two suite run files")
+            return
+        limit = next(
+            (a.split("=", 1)[1] for a in self.args.pytest_arg if a.startswith("--efficiency-limit=energy")),
+            ENERGY_LIMIT,
+        )
+        cmd = [sys.executable, "benchmarks/cross_aa.py", str(self.work), "--limit", limit]
+        self.phase("cross-aa", cmd + ["--out", str(self.work / "cross-aa.md")], 60, log="cross-aa.log", keep=REPORT_S)
+
     def report(self) -> None:
         cmd = [sys.executable, "benchmarks/gpu_check_report.py", str(self.work), "--out", str(self.out)]
         if not self.cpu or self.args.write_results:
             cmd.append("--write")
-        self.phase("report", cmd, max(self.args.reserve, 30))
+        self.phase("report", cmd, REPORT_S, keep=0)
 
     def run(self) -> int:
         self.started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -361,9 +389,9 @@ class Driver:
         )
         wanted = set(self.args.phases.split(","))
         steps = [("install", self.install), ("profile", self.resolve_profile), ("nvml", self.nvml)]
-        steps += [("tests", self.tests), ("suites", self.suites), ("report", self.report)]
+        steps += [("tests", self.tests), ("suites", self.suites), ("cross-aa", self.cross_aa), ("report", self.report)]
         for name, step in steps:
-            if name in wanted or name in ("profile", "report"):
+            if name in wanted or name in ("profile", "cross-aa", "report"):
                 try:
                     step()
                 except Exception as exc:  # a broken phase is recorded; the next one runs
@@ -383,8 +411,8 @@ def main() -> int:
     p.add_argument("--baselines-dir", help="default: baselines/ on the GPU, a temporary folder on the CPU")
     p.add_argument("--gpu", default=os.environ.get("GPU", "auto"), help="profile (default: detected)")
     p.add_argument("--scale", default=None, help="suite scale (default small on the GPU, tiny on the CPU)")
-    p.add_argument("--budget", type=float, default=None, help="total seconds (default 450 GPU, 3600 CPU)")
-    p.add_argument("--reserve", type=float, default=20.0, help="seconds kept for the report")
+    p.add_argument("--budget", type=float, default=None, help="total seconds (default 470 GPU, 3600 CPU)")
+    p.add_argument("--reserve", type=float, default=45.0, help="seconds kept for the cross A/A and the report")
     p.add_argument("--grace", type=float, default=20.0, help="seconds between SIGINT and SIGKILL at a timeout")
     p.add_argument("--install-timeout", type=float, default=60.0)
     p.add_argument("--nvml-timeout", type=float, default=45.0)
@@ -405,7 +433,7 @@ def main() -> int:
     if args.mode == "prepare":
         return prepare(args.python_version)
     args.scale = args.scale or ("tiny" if args.cpu else "small")
-    args.budget = args.budget or (3600.0 if args.cpu else 450.0)
+    args.budget = args.budget or (3600.0 if args.cpu else 470.0)
     args.tests_timeout = args.tests_timeout or (1200.0 if args.cpu else 110.0)
     args.workers = args.workers or (2 if args.cpu else 12)
     return Driver(args).run()

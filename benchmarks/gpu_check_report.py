@@ -3,7 +3,7 @@
     python benchmarks/gpu_check_report.py OUT_OR_FILES [--out DIR] [--write]
 
 OUT_OR_FILES: the check's work folder, its $OUT folder (holding gpu-check-files.tgz) or that
-tarball. Reads phases.json, tests-junit.xml, suites-*.json/.log and nvml.md; writes
+tarball. Reads phases.json, tests-junit.xml, suites-*.json/.log, cross-aa.md and nvml.md; writes
 RESULTS-section.md into --out (default: the folder it read, unpacked where it was a tarball)
 and, with --write, the section into benchmarks/RESULTS.md (results_md.replace_section). Every
 figure comes from those files; a file that is missing is said to be missing.
@@ -322,6 +322,9 @@ def section(d: Path) -> tuple[str, str]:
                 lines.append(
                     f"| {metric} | {n} | {c['fail']}{rate} | {c['would fail']} | {c['warn']} | {c['improved']} |"
                 )
+    cross = d / "cross-aa.md"
+    if cross.exists():
+        lines += ["", cross.read_text(errors="replace").strip()]
     nvml = d / "nvml.md"
     text = nvml.read_text(errors="replace") if nvml.exists() else ""
     rows = [ln for ln in text.splitlines() if ln.startswith("| ") and "figure" not in ln]
