@@ -89,6 +89,8 @@ def test_restart_clears_the_previous_window() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+# Forking beside a live thread is the point of this test; Python 3.12+ warns of it.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_child_forked_while_a_sampler_runs_reads_its_own_samplers_only() -> None:
     # The parent's sampler thread does not exist in the child: its CPU clock must not be read there.
     s = Sampler(lambda: 1.0, interval_s=0.005)
