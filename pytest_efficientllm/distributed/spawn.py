@@ -22,6 +22,7 @@ Runs in the parent (the pytest process); `_rank_entry` runs in each rank.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -29,7 +30,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,22 @@ def choose_start_method(requested: str = "auto") -> str:
     if torch.cuda.is_initialized() or "fork" not in mp.get_all_start_methods():
         return "spawn"
     return "fork"
+
+
+# CPython 3.12+ warns at every fork of a process with more than one thread, and torch's OpenMP
+# pool is always there. The forked ranks are safe in the ways that warning is about: the pool is
+# not used across the fork (each rank runs torch with one thread, `_rank_entry`), torch resets its
+# own pools in the child, and the rank touches none of the parent's other threads' objects.
+FORK_WITH_THREADS = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
+
+
+@contextlib.contextmanager
+def quiet_fork(method: str) -> Iterator[None]:
+    """Starting the ranks: without Python's warning about forking beside threads, for `fork` only."""
+    with warnings.catch_warnings():
+        if method == "fork":
+            warnings.filterwarnings("ignore", message=FORK_WITH_THREADS, category=DeprecationWarning)
+        yield
 
 
 @dataclass
@@ -200,7 +218,10 @@ def run_ranks(
     with tempfile.TemporaryDirectory(prefix="efficiency-ranks-") as tmp:
         job = RankJob(body, world_size, backend, store.port, timeout_s, tmp, method)
         try:
-            context = mp.start_processes(_rank_entry, args=(job,), nprocs=world_size, join=False, start_method=method)
+            with quiet_fork(method):
+                context = mp.start_processes(
+                    _rank_entry, args=(job,), nprocs=world_size, join=False, start_method=method
+                )
         except (TypeError, AttributeError, __import__("pickle").PicklingError) as exc:
             raise SpawnError(
                 f"start method {method!r} must pickle the test function and its fixture values, and could not: {exc}"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import warnings
+
 import pytest
 
 from pytest_efficientllm.core.record import Metric, Record
@@ -16,6 +21,7 @@ from pytest_efficientllm.distributed.outcome import (
     RankOutcome,
     failure_message,
 )
+from pytest_efficientllm.distributed.spawn import quiet_fork
 from pytest_efficientllm.distributed.torchrun import (
     TorchrunEnvError,
     detect,
@@ -224,3 +230,42 @@ def test_failure_message_puts_the_root_cause_first() -> None:
     assert "skipped while the others ran" in (
         failure_message([RankOutcome(0, PASSED), RankOutcome(1, SKIPPED, error="x")], 2) or ""
     )
+
+
+# CPython's own text (Modules/posixmodule.c, 3.12+), as the suites' distributed tests met it.
+FORK_WARNING = "This process (pid=4242) is multi-threaded, use of fork() may lead to deadlocks in the child."
+
+
+def test_starting_forked_ranks_silences_only_pythons_fork_beside_threads_warning() -> None:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_fork("fork"):
+            warnings.warn(FORK_WARNING, DeprecationWarning, stacklevel=1)
+            warnings.warn("another deprecation", DeprecationWarning, stacklevel=1)
+        with quiet_fork("spawn"):  # no fork, nothing to silence: a warning there is news
+            warnings.warn(FORK_WARNING, DeprecationWarning, stacklevel=1)
+        warnings.warn(FORK_WARNING, DeprecationWarning, stacklevel=1)  # the filter ends with the start
+    assert [str(w.message) for w in seen] == ["another deprecation", FORK_WARNING, FORK_WARNING]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12) or not hasattr(os, "fork"), reason="Python warns so from 3.12")
+def test_a_real_fork_beside_a_thread_is_quiet_while_ranks_start() -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with quiet_fork("fork"):
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+            pid = os.fork()  # outside: Python warns, so the test above names the warning it meets
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+    finally:
+        stop.set()
+        thread.join()
+    assert [w.category for w in seen] == [DeprecationWarning]
