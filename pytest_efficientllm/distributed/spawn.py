@@ -75,10 +75,11 @@ def choose_start_method(requested: str = "auto") -> str:
     return "fork"
 
 
-# CPython 3.12+ warns at every fork of a process with more than one thread, and torch's OpenMP
-# pool is always there. The forked ranks are safe in the ways that warning is about: the pool is
-# not used across the fork (each rank runs torch with one thread, `_rank_entry`), torch resets its
-# own pools in the child, and the rank touches none of the parent's other threads' objects.
+# CPython 3.12+ warns at every fork of a process with more than one thread, and there always are
+# several here: torch starts threads of its own (its import, its OpenMP pool) and the rendezvous
+# store serves from a thread. The forked ranks are safe in the ways that warning is about: the
+# OpenMP pool is not used across the fork (each rank runs torch with one thread, `_rank_entry`),
+# torch resets its own pools in the child, and a rank touches nothing those threads hold.
 FORK_WITH_THREADS = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
 
 
