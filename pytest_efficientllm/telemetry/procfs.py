@@ -148,7 +148,7 @@ class ProcessMemoryProbe(Probe):
 PROCESS_CPU = (
     "user + system, all threads but the plugin's samplers"
     if CAN_ACCOUNT
-    else "user + system, all threads, the plugin's samplers included (no per-thread CPU clock here)"
+    else "user + system, all threads, the plugin's samplers included (no readable per-thread CPU clock here)"
 )
 
 
@@ -175,7 +175,7 @@ class ProcessCpuTimeProbe(Probe):
     def readings(self, wall_s: float) -> list[Metric]:
         cpu = measured("cpu_time", self.cpu_s, f"time.process_time_ns ({PROCESS_CPU})")
         if not CAN_ACCOUNT:
-            why = "this platform has no per-thread CPU clock (time.pthread_getcpuclockid)"
+            why = "no per-thread CPU clock this process can read (time.pthread_getcpuclockid)"
             return [cpu, unavailable("sampler_cpu_time", "measured", "sampler threads' CPU clocks", why)]
         return [cpu, measured("sampler_cpu_time", self.sampler_s, "the plugin's sampler threads' CPU clocks")]
 

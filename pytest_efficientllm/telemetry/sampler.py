@@ -19,9 +19,23 @@ from collections.abc import Callable
 _accounting = threading.Lock()
 _live_clocks: dict[int, int] = {}
 _ended_ns = 0
-# Linux and most Unixes; where the per-thread clock is missing the workload's CPU time
-# includes the samplers, and the method says so.
-CAN_ACCOUNT = hasattr(time, "pthread_getcpuclockid")
+
+
+# Linux and most Unixes; where the per-thread clock is missing or unreadable the workload's
+# CPU time includes the samplers, and the method says so.
+def thread_clocks_readable() -> bool:
+    """Whether this process can read a thread's CPU clock: the platform has the call, and the
+    kernel reads the clock it hands out (a sandbox's own kernel may not)."""
+    if not hasattr(time, "pthread_getcpuclockid"):
+        return False
+    try:
+        time.clock_gettime_ns(time.pthread_getcpuclockid(threading.get_ident()))
+    except OSError:
+        return False
+    return True
+
+
+CAN_ACCOUNT = thread_clocks_readable()
 
 
 def _forget_parent_threads() -> None:
@@ -47,6 +61,7 @@ def _enter_accounting() -> None:
         return
     try:
         clock = time.pthread_getcpuclockid(threading.get_ident())
+        time.clock_gettime_ns(clock)  # read once here, so the reads around every round cannot fail
     except OSError:  # this thread's CPU then stays in the workload's, as without the clock
         return
     with _accounting:

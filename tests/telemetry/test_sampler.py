@@ -107,3 +107,50 @@ def test_a_child_forked_while_a_sampler_runs_reads_its_own_samplers_only() -> No
     finally:
         s.stop()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(not hasattr(time, "pthread_getcpuclockid"), reason="no per-thread CPU clock here")
+def test_a_thread_clock_the_kernel_will_not_read_leaves_the_sampler_unaccounted(monkeypatch) -> None:
+    # pthread_getcpuclockid gives a clock id and clock_gettime refuses it: the sampler still samples,
+    # its CPU stays in the workload's, and reading the samplers' CPU never raises.
+    real = time.clock_gettime_ns
+    refused = set()
+
+    def refusing(clock: int) -> int:
+        if clock in refused:
+            raise OSError(22, "Invalid argument")
+        return real(clock)
+
+    real_getcpuclockid = time.pthread_getcpuclockid
+
+    def handing_out(ident: int) -> int:
+        clock = real_getcpuclockid(ident)
+        refused.add(clock)
+        return clock
+
+    monkeypatch.setattr(time, "pthread_getcpuclockid", handing_out)
+    monkeypatch.setattr(time, "clock_gettime_ns", refusing)
+    before = samplers_cpu_ns()
+    s = Sampler(lambda: 1.0, interval_s=0.002)
+    s.start()
+    try:
+        time.sleep(0.02)
+        assert samplers_cpu_ns() == before  # not accounted, and no error
+    finally:
+        s.stop()
+    assert refused and s.error is None and len(s.samples) >= 3
+
+
+def test_thread_clocks_count_as_readable_only_where_the_kernel_reads_them(monkeypatch) -> None:
+    from pytest_efficientllm.telemetry import sampler
+
+    if not hasattr(time, "pthread_getcpuclockid"):
+        assert sampler.thread_clocks_readable() is False
+        return
+    assert sampler.thread_clocks_readable() is True  # Linux reads its threads' clocks
+
+    def refusing(clock: int) -> int:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(time, "clock_gettime_ns", refusing)
+    assert sampler.thread_clocks_readable() is False
