@@ -7,7 +7,8 @@ three times with --update-baselines and once as an A/A, and a RESULTS.md section
 
 Every phase runs in its own process group under its own timeout (SIGINT first, so pytest still
 writes its run file and baselines, then SIGKILL); a phase that fails or times out is recorded and
-the next one runs. The suite runs share what is left of the total budget. What comes back from
+the next one runs. The suite runs share what is left of the total budget; update runs that would
+not fit at the pace of the last run are dropped (`fit_runs`). What comes back from
 $OUT (at most 8 files): gpu-check.log (this driver's log), phases.json, gpu-check-files.tgz (every
 log, junit file, run file, nvml.md), baselines-<profile>.tgz, RESULTS-section.md. The section is
 also written into this tree's benchmarks/RESULTS.md on the GPU machine (a copy); on the CPU only
@@ -97,6 +98,24 @@ def prepare(python_version: str) -> int:
         print(f"wheelhouse over {WHEELHOUSE_LIMIT / 2**20:.0f} MiB: too large to carry beside the tree")
         return 1
     return rc
+
+
+def fit_runs(remaining: list[str], recorded: int, last_wall_s: float | None, avail_s: float) -> tuple[list[str], float]:
+    """Which of the `remaining` suite runs to do in `avail_s` seconds, and the next one's timeout.
+
+    Runs of unchanged code take about as long as the last one did (`last_wall_s`): while that many do
+    not fit, the last update run is dropped; never the A/A, nor an update run the baselines would be
+    left without (`recorded`: update runs done). Before any run has finished the first gets half of
+    what is left, so that an A/A as long still fits after it; later ones share it evenly."""
+    runs = list(remaining)
+    if last_wall_s:
+        while len(runs) > 1 and last_wall_s * len(runs) > avail_s:
+            updates = [r for r in runs if r != "aa"]
+            if not updates or (recorded == 0 and len(updates) == 1):
+                break
+            runs.remove(updates[-1])
+    parts = 2 if last_wall_s is None and len(runs) > 1 else len(runs)
+    return runs, max(1.0, avail_s / parts)
 
 
 def _own_group() -> None:
@@ -334,8 +353,17 @@ class Driver:
         if prof.exists():
             self.say(f"moving the existing {prof} aside: the baselines must come from this check's runs alone")
             shutil.move(str(prof), str(self.tmp / f"baselines-{self.profile}-before"))
-        for i, name in enumerate(runs):
-            share = (self.left() - self.args.reserve) / (len(runs) - i)
+        recorded, last_wall = 0, None
+        while runs:
+            fitting, share = fit_runs(runs, recorded, last_wall, self.left() - self.args.reserve)
+            for dropped in [r for r in runs if r not in fitting]:
+                self.skip(
+                    f"suites-{dropped}",
+                    f"dropped to fit the budget: a suite run took {last_wall:.0f} s and "
+                    f"{self.left() - self.args.reserve:.0f} s were left for {len(runs)}",
+                )
+            runs = fitting
+            name = runs.pop(0)
             cmd = [sys.executable, "-m", "pytest", *self.args.suites, f"--gpu={self.profile}"]
             cmd += [
                 f"--scale={self.args.scale}",
@@ -355,7 +383,9 @@ class Driver:
                 cmd.append(f"--efficiency-limit={ENERGY_LIMIT}")
             if name != "aa":
                 cmd.append("--update-baselines")
-            self.phase(f"suites-{name}", cmd, min(share, self.args.suite_timeout), log=f"suites-{name}.log")
+            got = self.phase(f"suites-{name}", cmd, min(share, self.args.suite_timeout), log=f"suites-{name}.log")
+            last_wall = got["wall_s"]
+            recorded += name != "aa"
         if prof.exists():
             with tarfile.open(self.out / f"baselines-{self.profile}.tgz", "w:gz") as tar:
                 tar.add(prof, arcname=str(prof.relative_to(prof.parent.parent)))
