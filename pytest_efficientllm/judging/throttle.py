@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.verdicts import Verdict
-from pytest_efficientllm.telemetry.gpu_state import held_by
+from pytest_efficientllm.telemetry.gpu_state import held_by, throttled_by
 
 # How the summary recognises this finding (`glue.summary._REASONS`).
 THROTTLED = "the GPU limited its clocks during the window"
@@ -28,7 +28,7 @@ def find_throttle(record: Record) -> Verdict | None:
     if reasons is not None and reasons.value:
         # Over several windows (`WindowResult.merge`) the value is the throttled share of the
         # time and the note names every window's reasons.
-        text = reasons.note.removeprefix("throttled: ")
+        text = throttled_by(reasons.note) or "throttling"
         if reasons.value < 1:
             text += f" in {reasons.value:.0%} of the measured time"
         seen.append(f"{text} ({reasons.method})")

@@ -369,6 +369,12 @@ def _throttle_note(mask: int) -> str:
     return _SEEN + ", ".join(seen) if seen else ""
 
 
+def throttled_by(note: str) -> str:
+    """The reasons of a `gpu_throttled` note that says the window throttled ("throttled: sw power
+    cap, hw slowdown" -> "sw power cap, hw slowdown"), or "": the note's format stays this module's."""
+    return note.removeprefix(_THROTTLED) if note.startswith(_THROTTLED) else ""
+
+
 def _merged_names(first: str, second: str, prefix: str) -> str:
     """`prefix` + every name listed after it in either note, once each; "" when neither lists one."""
 
