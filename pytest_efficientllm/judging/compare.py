@@ -21,7 +21,9 @@ same function). The rules, by the metric's source (docs/gate.md):
   run's median moves between processes; a baseline recorded over several runs
   (`Metric.history`) does: the change is then read against the centre of the faster
   half of its runs, and a regression must also fall beyond their prediction bound, the
-  jitter moderated across the baseline file's tests (`run_noise`). Checked by
+  jitter moderated across the baseline file's tests (`run_noise`). An energy value from
+  a counter that advances in steps (NVML's) is also no evidence of a change inside what two
+  windows of its recorded quantisation can read with nothing changed (`energy_resolution`). Checked by
   default at `DEFAULT_MEASURED_TOLERANCE`: on a GPU the latency family (CUDA event
   times); on the CPU the process CPU time per round, because wall-clock time on a shared
   CPU measures the neighbours as much as the work (benchmarks/RESULTS.md). On the CPU
@@ -44,6 +46,7 @@ from pytest_efficientllm.core.metrics import varies
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change, format_value
 from pytest_efficientllm.judging.dtype_shift import dtype_shift
+from pytest_efficientllm.judging.energy_resolution import describe, unchanged_range
 from pytest_efficientllm.judging.fingerprint import calibration_factor, calibration_key, fingerprint_diff
 from pytest_efficientllm.judging.gross import GROSS_ONLY, gross_or_warn
 from pytest_efficientllm.judging.run_noise import (
@@ -135,9 +138,12 @@ def _compare_measured(
     prior: RunPrior | None = None,
     level: float = PREDICTION,
     rounds_may_be_few: bool = False,
+    resolution: tuple[tuple[float, float], str] | None = None,
 ) -> Verdict:
     """`rounds_may_be_few`: when the rounds are too few for the rank interval, judge by the
-    run-to-run bound alone instead of warning (the gross check, which a floor and the vote guard)."""
+    run-to-run bound alone instead of warning (the gross check, which a floor and the vote guard).
+    `resolution`: the ratios current / baseline the instrument can read with nothing changed, and
+    how to say why (`energy_resolution`); a change inside them is no evidence of one."""
     scale = _time_scaling(cur.unit)
     # Calibrated: the current run's values as if measured on the baseline's machine.
     adjust = factor ** (-scale) if factor is not None and scale else 1.0
@@ -167,6 +173,16 @@ def _compare_measured(
     worse, better = beyond_tolerance(change, cur.direction, tol)
     if not (worse or better):
         return Verdict(name, "pass", numbers, "baseline", change)
+    if resolution is not None and resolution[0][0] <= 1 + change <= resolution[0][1]:
+        low, high = resolution[0]
+        return Verdict(
+            name,
+            "pass",
+            f"{numbers}: beyond tolerance but within the energy counter's resolution ({resolution[1]}: "
+            f"{format_change(low - 1)} .. {format_change(high - 1)} with nothing changed)",
+            "baseline",
+            change,
+        )
     if iv is None:
         # A single value per run: no spread to estimate noise from, so the tolerance decides.
         if worse:
@@ -339,6 +355,7 @@ def _compare(
             out.append(compare_counted(name, base, cur, tol, dtype_shift(baseline, current, name)))
         elif cur.source == "measured":
             gross_only = tol is None and current.profile in GROSS_ONLY
+            unchanged = unchanged_range(baseline, current, name)
             verdict = _compare_measured(
                 name,
                 base,
@@ -348,6 +365,7 @@ def _compare(
                 run_priors.get(name),
                 voted_level,
                 rounds_may_be_few=gross_only,
+                resolution=(unchanged, describe(baseline, current, name)) if unchanged else None,
             )
             if gross_only and verdict.failed:
                 verdict = gross_or_warn(verdict, base, run_priors.get(name), current.profile)

@@ -156,8 +156,35 @@ class WindowResult:
             self.ttft_s + other.ttft_s,
             other.output_tokens if other.output_tokens is not None else self.output_tokens,
             self.cpu_s_per_round + other.cpu_s_per_round,
-            other.energy_window or self.energy_window,
+            merge_energy_windows(self.energy_window, _joules(self), other.energy_window, _joules(other)),
         )
+
+
+def _joules(result: WindowResult) -> float | None:
+    energy = result.readings.get("energy")
+    return energy.value if energy is not None else None
+
+
+def merge_energy_windows(
+    first: dict[str, Any], first_j: float | None, second: dict[str, Any], second_j: float | None
+) -> dict[str, Any]:
+    """What the record says of two energy windows merged into one: the later one's plan and reason,
+    the updates both spanned, and the worst-case quantisation of their summed energy. Each window is
+    off by up to its own bound, so the sum by up to their energy-weighted mean (the larger bound where
+    an energy is unknown)."""
+    if not first or not second:
+        return dict(second or first)
+    out = {**second, "windows": first.get("windows", 1) + second.get("windows", 1)}
+    if "updates_spanned" in first and "updates_spanned" in second:
+        out["updates_spanned"] = round(first["updates_spanned"] + second["updates_spanned"], 1)
+    q1, q2 = first.get("quantisation_bound"), second.get("quantisation_bound")
+    if q1 is None or q2 is None:
+        out["quantisation_bound"] = None
+    elif first_j and second_j and first_j > 0 and second_j > 0:
+        out["quantisation_bound"] = round((q1 * first_j + q2 * second_j) / (first_j + second_j), 4)
+    else:
+        out["quantisation_bound"] = max(q1, q2)
+    return out
 
 
 class Meter:

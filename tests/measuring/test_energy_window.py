@@ -9,7 +9,14 @@ import time
 import pytest
 
 from pytest_efficientllm.measuring.backends import Backend, cpu_backend, cuda_backend
-from pytest_efficientllm.measuring.meter import EnergyWindow, MeasureProtocol, Meter, Work, derive_metrics
+from pytest_efficientllm.measuring.meter import (
+    EnergyWindow,
+    MeasureProtocol,
+    Meter,
+    Work,
+    derive_metrics,
+    merge_energy_windows,
+)
 from pytest_efficientllm.telemetry.nvml import NvmlSet, open_nvml
 from pytest_efficientllm.telemetry.procfs import PerfCounterTimer
 from tests.helpers.nvml_double import FakeGpu, FakePynvml
@@ -150,6 +157,35 @@ def test_the_gpu_backend_gives_the_meter_the_probed_counter_period() -> None:
 def test_bad_energy_window_settings_are_refused_naming_the_fix(window, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         window()
+
+
+def test_two_windows_of_one_test_merge_into_the_bound_of_their_summed_energy() -> None:
+    # Two real windows on the double (a generation's prefill and decode): each off by up to its own
+    # bound, so their sum by up to the energy-weighted mean of the two, never one window's alone.
+    backend, _ = nvml_backend(one_gpu())
+    meter = Meter(backend, EnergyWindow(resolution=0.25))  # >= 4 updates each
+    first = meter.run_window(sleep_round, MeasureProtocol(rounds=2, warmup=0))
+    second = Meter(backend, EnergyWindow(resolution=0.1)).run_window(sleep_round, MeasureProtocol(rounds=2, warmup=0))
+    merged = first.merge(second).energy_window
+    (e1, q1), (e2, q2) = [(r.readings["energy"].value, r.energy_window["quantisation_bound"]) for r in (first, second)]
+    assert q1 > q2 and merged["windows"] == 2
+    assert merged["quantisation_bound"] == pytest.approx((e1 * q1 + e2 * q2) / (e1 + e2), abs=1e-4)
+    assert merged["updates_spanned"] == pytest.approx(
+        first.energy_window["updates_spanned"] + second.energy_window["updates_spanned"], abs=0.11
+    )
+
+
+def test_a_merged_window_without_a_bound_on_either_side_has_none() -> None:
+    assert (
+        merge_energy_windows({"quantisation_bound": 0.1}, 5.0, {"quantisation_bound": None}, 5.0)["quantisation_bound"]
+        is None
+    )
+    assert merge_energy_windows({}, None, {"cooldown_s": 1.0}, None) == {"cooldown_s": 1.0}
+    # Energies unknown: the larger bound, which the weighted mean can never exceed.
+    assert (
+        merge_energy_windows({"quantisation_bound": 0.1}, None, {"quantisation_bound": 0.05}, 3.0)["quantisation_bound"]
+        == 0.1
+    )
 
 
 # -- net of idle -----------------------------------------------------------------------------

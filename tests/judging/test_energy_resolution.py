@@ -1,0 +1,72 @@
+"""Energy changes inside what the counter's steps can read with nothing changed are not regressions.
+
+Ground truth: NVML's counter advances in steps, so a window spanning N updates is off by up to 1/N
+of its energy (the record's `quantisation_bound`). Two windows of 10 updates each can read up to
+(1 + 0.1) / (1 - 0.1) = +22% apart for the same work: a +15% reading is no evidence, a +30% one is.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_efficientllm.core.limits import parse_limit
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.judging.compare import compare_record
+from pytest_efficientllm.judging.energy_resolution import quantisation, unchanged_range
+from tests.helpers.record_builders import FINGERPRINT
+
+H100 = {**FINGERPRINT, "profile": "h100", "gpu_name": "NVIDIA H100 80GB HBM3"}
+LIMITS = (parse_limit("energy_per_token", "+5%"), parse_limit("energy_per_token_net", "+5%"))
+
+
+def energy_record(j_per_token: float, bound: float | None, net_j: float | None = None) -> Record:
+    metrics = {"energy_per_token": Metric("energy_per_token", j_per_token, "J/tok", "lower", "measured", "NVML")}
+    if net_j is not None:
+        metrics["energy_per_token_net"] = Metric("energy_per_token_net", net_j, "J/tok", "lower", "measured", "NVML")
+    settings = {"energy_window": {"quantisation_bound": bound, "updates_spanned": 1 / bound}} if bound else {}
+    return Record("suites/test_x.py::test_decode", "h100", metrics, settings, dict(H100))
+
+
+def verdict(base: Record, cur: Record, name: str = "energy_per_token"):
+    (v,) = [v for v in compare_record(base, cur, LIMITS) if v.metric == name]
+    return v
+
+
+def test_a_change_inside_the_two_windows_quantisation_passes_and_says_why() -> None:
+    v = verdict(energy_record(0.10, 0.1), energy_record(0.115, 0.1))
+    assert v.status == "pass"
+    assert "within the energy counter's resolution (windows of ±10.0% and ±10.0%" in v.message
+    assert "-18.2% .. +22.2%" in v.message
+
+
+def test_a_change_beyond_the_quantisation_and_the_tolerance_fails() -> None:
+    assert verdict(energy_record(0.10, 0.1), energy_record(0.13, 0.1)).status == "fail"
+
+
+def test_finer_windows_resolve_a_smaller_change() -> None:
+    # 50 updates each (2%): +15% is beyond the +4.1% two such windows can read.
+    assert verdict(energy_record(0.10, 0.02), energy_record(0.115, 0.02)).status == "fail"
+
+
+def test_an_improvement_inside_the_quantisation_is_no_improvement_either() -> None:
+    assert verdict(energy_record(0.10, 0.1), energy_record(0.087, 0.1)).status == "pass"
+
+
+def test_without_a_bound_the_tolerance_decides_as_before() -> None:
+    # RAPL or a record from before the bound was kept: no counter period known.
+    v = verdict(energy_record(0.10, None), energy_record(0.115, None))
+    assert v.status == "fail" and "one value per run" in v.message
+
+
+def test_a_net_of_idle_value_carries_the_whole_windows_error() -> None:
+    # Half the energy is idle draw: the net value's error is twice the gross one's (5% -> 10%).
+    base, cur = energy_record(0.10, 0.05, net_j=0.05), energy_record(0.10, 0.05, net_j=0.0575)
+    assert quantisation(base, "energy_per_token_net") == pytest.approx(0.10)
+    assert verdict(base, cur, "energy_per_token_net").status == "pass"  # +15% net, inside +22%
+    assert verdict(base, energy_record(0.115, 0.05, net_j=0.05), "energy_per_token").status == "fail"
+
+
+def test_only_energy_metrics_carry_the_counters_bound() -> None:
+    record = energy_record(0.10, 0.1)
+    assert quantisation(record, "AL") is None and unchanged_range(record, record, "AL") is None
+    assert unchanged_range(record, record, "energy_per_token") == pytest.approx((0.9 / 1.1, 1.1 / 0.9))
