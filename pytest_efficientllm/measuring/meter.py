@@ -177,6 +177,8 @@ def merge_energy_windows(
     out = {**second, "windows": first.get("windows", 1) + second.get("windows", 1)}
     if "updates_spanned" in first and "updates_spanned" in second:
         out["updates_spanned"] = round(first["updates_spanned"] + second["updates_spanned"], 1)
+    if "quantisation_bound" not in first and "quantisation_bound" not in second:
+        return out  # no counter period (a cooldown alone): no bound to merge
     q1, q2 = first.get("quantisation_bound"), second.get("quantisation_bound")
     if q1 is None or q2 is None:
         out["quantisation_bound"] = None

@@ -181,6 +181,7 @@ def test_a_merged_window_without_a_bound_on_either_side_has_none() -> None:
         is None
     )
     assert merge_energy_windows({}, None, {"cooldown_s": 1.0}, None) == {"cooldown_s": 1.0}
+    assert "quantisation_bound" not in merge_energy_windows({"cooldown_s": 1.0}, 2.0, {"cooldown_s": 1.0}, 2.0)
     # Energies unknown: the larger bound, which the weighted mean can never exceed.
     assert (
         merge_energy_windows({"quantisation_bound": 0.1}, None, {"quantisation_bound": 0.05}, 3.0)["quantisation_bound"]
