@@ -13,6 +13,7 @@ and quality scores, which the catalog cannot list, are `declared` by the test on
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from pytest_efficientllm.core.record import Direction, Metric, Source
@@ -264,8 +265,10 @@ def resolve_name(name: str) -> str:
         return name
     if name in ALIASES:
         return ALIASES[name]
+    close = difflib.get_close_matches(name, sorted(set(CATALOG) | set(ALIASES)), n=3, cutoff=0.75)
+    hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
     known = ", ".join(sorted(set(CATALOG) | set(ALIASES) | {f + "<member>" for f in FAMILIES}))
-    raise KeyError(f"unknown metric {name!r}; known metrics: {known}")
+    raise KeyError(f"unknown metric {name!r}{hint}; known metrics: {known}")
 
 
 def spec(name: str) -> MetricSpec:

@@ -13,10 +13,12 @@ expected shape; the plugin adds the test id.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
+from pytest_efficientllm.core.metrics import resolve_name
 from pytest_efficientllm.core.units import (
     UnitError,
     parse_seconds,
@@ -47,6 +49,14 @@ def _int_arg(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+def _is_metric(name: str) -> bool:
+    try:
+        resolve_name(name)
+    except KeyError:
+        return False
+    return True
+
+
 def parse_marker(kwargs: dict[str, Any], args: tuple[Any, ...], defaults: MeasureProtocol) -> MarkerSpec:
     """Validate the marker's keywords into a spec; `defaults` come from ini/CLI."""
     if args:
@@ -70,6 +80,14 @@ def parse_marker(kwargs: dict[str, Any], args: tuple[Any, ...], defaults: Measur
     if not isinstance(flops, bool):
         raise MarkerError(f"flops={flops!r}: expected True or False")
     world_size = _int_arg("world_size", kwargs.get("world_size", 1), 1)
+    for key, value in kwargs.items():
+        # A misspelt protocol argument would read as an unknown metric; name the argument meant.
+        close = difflib.get_close_matches(key, PROTOCOL_ARGS, n=1, cutoff=0.75)
+        if key not in PROTOCOL_ARGS and close and not _is_metric(key):
+            raise MarkerError(
+                f"{key}={value!r}: not an efficiency marker argument (did you mean {close[0]}=?) nor a metric; "
+                f"the arguments are {', '.join(PROTOCOL_ARGS)}, and every other keyword names a metric"
+            )
     try:
         limits = tuple(parse_limit(k, v) for k, v in kwargs.items() if k not in PROTOCOL_ARGS)
     except LimitError as exc:

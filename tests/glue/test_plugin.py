@@ -29,7 +29,9 @@ def test_measure_returns_a_record_with_the_six_metrics(pytester: pytest.Pytester
 @pytest.mark.parametrize(
     ("marker_args", "expected"),
     [
-        ("latencyy='<= 5 ms'", "*test_bad*latencyy*unknown metric*"),
+        ("latencyy='<= 5 ms'", "*test_bad*latencyy*unknown metric 'latencyy' (did you mean 'latency'?)*"),
+        ("roundz=3", "*test_bad*roundz=3: not an efficiency marker argument (did you mean rounds=?) nor a metric*"),
+        ("warm_up=2", "*test_bad*warm_up=2*did you mean warmup=?*"),
         ("peak_memory='2 GB?'", "*test_bad*peak_memory*expected a budget like*"),
         ("latency='5 ms+'", "*test_bad*latency='5 ms+'*expected a budget like '<= 5 s' or a tolerance like '+5%'*"),
         ("rounds=-1", "*test_bad*rounds=-1*must be >= 1*"),
