@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,10 +277,16 @@ def parse_energy_window(resolution: str, max_time: str, cooldown: str) -> Energy
                 "like '2%', or 'off'"
             )
         fraction = float(match.group(1)) / 100
-    cap = parse_seconds(max_time)
+    try:
+        cap = parse_seconds(max_time)
+    except UnitError:
+        cap = 0.0
     if cap <= 0:
-        raise ValueError(f"--efficiency-energy-max-time={max_time}: expected a duration above 0 s")
-    pause = 0.0 if cooldown.strip().lower() in ("off", "") else parse_seconds(cooldown)
+        raise ValueError(f"--efficiency-energy-max-time={max_time}: expected a duration above 0 s, like '10 s'")
+    try:
+        pause = 0.0 if cooldown.strip().lower() in ("off", "") else parse_seconds(cooldown)
+    except UnitError:
+        pause = -1.0
     if pause < 0:
         raise ValueError(f"--efficiency-cooldown={cooldown}: expected a duration of 0 s or more, or 'off'")
     return EnergyWindow(fraction, cap, pause)
@@ -289,6 +295,25 @@ def parse_energy_window(resolution: str, max_time: str, cooldown: str) -> Energy
 def _setting(config: pytest.Config, name: str) -> Any:
     value = config.getoption(f"efficiency_{name}", default=None)
     return value if value is not None else config.getini(f"efficiency_{name}")
+
+
+def _given(config: pytest.Config, name: str, raw: object) -> str:
+    """The setting as the user gave it: '--efficiency-min-time=fast' or 'ini efficiency_min_time = fast'."""
+    if config.getoption(f"efficiency_{name}", default=None) is not None:
+        return f"--efficiency-{name.replace('_', '-')}={raw}"
+    return f"ini efficiency_{name} = {raw}"
+
+
+def _number(config: pytest.Config, name: str, parse: Callable[[str], float], least: float, shape: str) -> float:
+    """Option `name` parsed and at least `least`; a ValueError naming the option and its value otherwise."""
+    raw = _setting(config, name)
+    try:
+        value = parse(str(raw).strip())
+    except (ValueError, UnitError):
+        value = None
+    if value is None or value < least:
+        raise ValueError(f"{_given(config, name, raw)}: expected {shape}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -321,13 +346,14 @@ class Settings:
 
     @classmethod
     def _from_config(cls, config: pytest.Config) -> Settings:
-        rounds = int(_setting(config, "rounds"))
-        warmup = int(_setting(config, "warmup"))
-        min_time = parse_seconds(_setting(config, "min_time"))
-        threads_raw = _setting(config, "threads")
-        threads = int(threads_raw) if threads_raw not in ("", None) else None
-        if rounds < 1 or warmup < 0 or min_time < 0 or (threads is not None and threads < 1):
-            raise ValueError("rounds >= 1, warmup >= 0, min-time >= 0 and threads >= 1 are required")
+        rounds = int(_number(config, "rounds", int, 1, "a whole number of 1 or more"))
+        warmup = int(_number(config, "warmup", int, 0, "a whole number of 0 or more"))
+        min_time = _number(config, "min_time", parse_seconds, 0, "a duration of 0 s or more, like '0.5 s'")
+        threads = (
+            int(_number(config, "threads", int, 1, "a whole number of 1 or more"))
+            if _setting(config, "threads") not in ("", None)
+            else None
+        )
         measuring = Options(
             gpu=str(_setting(config, "gpu")),
             defaults=MeasureProtocol(rounds, warmup, min_time),
@@ -341,16 +367,14 @@ class Settings:
             ini_limits=parse_limit_assignments(config.getini("efficiency_limits"), "ini efficiency_limits"),
             cli_limits=parse_limit_assignments(config.getoption("efficiency_limit", []) or [], "--efficiency-limit"),
         )
-        confirm_processes = int(_setting(config, "confirm"))
-        if confirm_processes < 0:
-            raise ValueError(f"--efficiency-confirm={confirm_processes}: expected 0 or more processes")
-        spacing_raw = str(_setting(config, "confirm_spacing"))
-        spacing = parse_seconds(spacing_raw)
-        if spacing < 0:
-            raise ValueError(f"--efficiency-confirm-spacing={spacing_raw}: expected a duration of 0 s or more")
-        every_raw = str(_setting(config, "calibrate_every")).strip()
-        calibrate = every_raw.lower() != "off"
-        every = parse_seconds(every_raw) if calibrate else None
+        confirm_processes = int(_number(config, "confirm", int, 0, "a whole number of 0 or more processes"))
+        spacing = _number(config, "confirm_spacing", parse_seconds, 0, "a duration of 0 s or more, like '20 s'")
+        calibrate = str(_setting(config, "calibrate_every")).strip().lower() != "off"
+        every = (
+            _number(config, "calibrate_every", parse_seconds, 0, "a duration like '10 min', or 'off'")
+            if calibrate
+            else None
+        )
         devices = parse_devices(str(_setting(config, "devices") or ""))
         if os.environ.get(confirm.CONFIRM_ENV):
             confirm_processes = 0  # this is a confirmation process: it measures, the one that started it judges

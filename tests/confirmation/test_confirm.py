@@ -381,8 +381,8 @@ def test_updating_baselines_never_confirms(sleeper: pytest.Pytester, monkeypatch
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--efficiency-confirm=-1",), "*--efficiency-confirm=-1: expected 0 or more processes*"),
-        (("--efficiency-confirm-spacing=soon",), "*efficiency options:*soon*"),
+        (("--efficiency-confirm=-1",), "*--efficiency-confirm=-1: expected a whole number of 0 or more processes*"),
+        (("--efficiency-confirm-spacing=soon",), "*--efficiency-confirm-spacing=soon: expected a duration*"),
     ],
 )
 def test_bad_confirm_options(pytester: pytest.Pytester, args: tuple[str, ...], message: str) -> None:

@@ -58,7 +58,7 @@ def test_bad_energy_window_options_name_the_option(resolution: str, max_time: st
     "arg, expected",
     [
         ("--efficiency-energy-resolution=150%", "*--efficiency-energy-resolution=150%*percentage*"),
-        ("--efficiency-cooldown=soon", "*efficiency options*'soon'*"),
+        ("--efficiency-cooldown=soon", "*--efficiency-cooldown=soon: expected a duration*"),
     ],
 )
 def test_bad_energy_options_are_usage_errors(pytester: pytest.Pytester, arg: str, expected: str) -> None:

@@ -182,7 +182,11 @@ def test_ini_limits_are_defaults_the_marker_overrides_and_the_command_line_overr
         (["--efficiency-limit=latency"], "*--efficiency-limit*'latency': expected METRIC=LIMIT*"),
         (["--efficiency-limit=latencyy=+5%"], "*--efficiency-limit*unknown metric 'latencyy'*"),
         (["--efficiency-devices=0,zero"], "*--efficiency-devices='0,zero'*'zero' is not a device index*"),
-        (["--efficiency-calibrate-every=often"], "*efficiency options*'often'*"),
+        (["--efficiency-calibrate-every=often"], "*--efficiency-calibrate-every=often: expected a duration*"),
+        (["--efficiency-min-time=fast"], "*--efficiency-min-time=fast: expected a duration of 0 s or more*"),
+        (["--efficiency-threads=0"], "*--efficiency-threads=0: expected a whole number of 1 or more*"),
+        (["--efficiency-warmup=-1"], "*--efficiency-warmup=-1: expected a whole number of 0 or more*"),
+        (["--efficiency-energy-max-time=long"], "*--efficiency-energy-max-time=long: expected a duration above 0 s*"),
     ],
 )
 def test_bad_gate_options_are_usage_errors_naming_the_option(
@@ -190,6 +194,22 @@ def test_bad_gate_options_are_usage_errors_naming_the_option(
 ) -> None:
     make_suite(pytester)
     result = run(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+
+
+@pytest.mark.parametrize(
+    ("ini", "expected"),
+    [
+        ("efficiency_rounds = five", "*ini efficiency_rounds = five: expected a whole number of 1 or more*"),
+        ("efficiency_min_time = soon", "*ini efficiency_min_time = soon: expected a duration*"),
+    ],
+)
+def test_bad_ini_settings_are_usage_errors_naming_the_ini_key(
+    pytester: pytest.Pytester, ini: str, expected: str
+) -> None:
+    make_suite(pytester, ini=f"{INI.rstrip()}\n{ini}\n")
+    result = run(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])
 
