@@ -50,6 +50,16 @@ def reference(scale, device, model_path):
     return model, ids, logits, bytes_of
 
 
+@pytest.fixture(scope="module")
+def unrelated_kl(reference, scale, device, model_path):
+    """KL(fp32 || a model of the same shape with other random weights), nats per token: how far a
+    model that is not the reference reads, the scale against which a quantized copy is judged."""
+    model, ids, ref_logits, _ = reference
+    torch.manual_seed(1)
+    other = (type(model)(model.config) if model_path else quant_model(scale)).to(device).eval()
+    return _agreement(other, ids, ref_logits)[0]
+
+
 def _agreement(model, ids, ref_logits):
     """(KL(ref || model) in nats per token, top-1 agreement) on the fixed inputs."""
     with torch.no_grad():
@@ -96,7 +106,7 @@ def _record_quality_and_size(efficiency, model, precision, reference):
 
 @pytest.mark.efficiency(workload="inference")
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_prefill(efficiency, scale, device, reference, precision):
+def test_prefill(efficiency, scale, device, reference, unrelated_kl, precision):
     model = to_precision(reference[0], precision)
     ids = (heldout_batch(scale.batch, scale.seq_len).to(device)) % model.config.vocab_size
     efficiency.settings(
@@ -118,7 +128,14 @@ def test_prefill(efficiency, scale, device, reference, precision):
         assert kl == pytest.approx(0, abs=1e-6) and top1 == 1.0
     else:
         assert kl > 0  # fewer bits change the distribution; the record says by how much
-    assert top1 >= 0.5, f"{precision}: agrees with fp32 on only {top1:.0%} of next tokens"
+    # Random weights give near-uniform next-token distributions whose argmax flips under any noise:
+    # int4's top-1 agreement with fp32 is 92% at tiny and 19% at small, where an unrelated model's is
+    # 50% and 0%. Its distance from fp32 against an unrelated model's tells a quantized copy from a
+    # broken one at every scale (int4: 1.6% of it at tiny, 4.4% at small).
+    assert kl < 0.1 * unrelated_kl, (
+        f"{precision}: KL from fp32 {kl:.2g} nats/token is over a tenth of an unrelated model's "
+        f"({unrelated_kl:.2g}): this is not a quantized copy of the reference"
+    )
 
 
 @pytest.mark.efficiency(workload="inference", rounds=3)
