@@ -12,9 +12,13 @@ merge); each record keeps its own fingerprint, so nothing is lost when runs are 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +46,40 @@ class Run:
         }
 
 
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C (SIGINT) held back until the block ends, then delivered as it would have been.
+
+    A KeyboardInterrupt can land on any bytecode: inside `mkstemp` after it created the file, or in
+    the handler that removes it, and then the temporary file is left behind. Python runs signal
+    handlers in the main thread only, so only there can the handler be swapped; elsewhere (no
+    KeyboardInterrupt is raised there) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield  # None: a handler Python did not install, which it could not put back
+        return
+    caught: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, caught[0])
+        elif caught and previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 def write_atomic(path: str | Path, text: str) -> None:
-    """Write via a temporary file in the same directory and rename: readers see old or new, never half."""
-    path = Path(path)
+    """Write via a temporary file in the same directory and rename: readers see old or new, never half.
+
+    Ctrl-C during the write takes effect once it is done (`_ctrl_c_held`), so it never leaves the
+    temporary file behind; an error inside it removes the temporary file and leaves the old one."""
+    with _ctrl_c_held():
+        _write_atomic(Path(path), text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates 0600; a baseline or report is shared, so honour the umask

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,37 @@ def test_keyboard_interrupt_at_each_step_of_the_write_leaves_the_old_file(
     assert path.read_bytes() == old
     assert _leftovers(tmp_path) == []
     assert read_entries(path)[NODE].metrics["peak_memory"].value == 2**20
+
+
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    # An xdist worker, or a job a shell started in the background, may ignore SIGINT.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_just_after_the_temporary_file_is_made_waits_for_the_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ctrl_c_raises: None
+) -> None:
+    # The signal lands where no try/finally could clean up: after mkstemp made the file, before it
+    # returned. Held back, it takes effect once the write is done: the new file, nothing left over.
+    store = BaselineStore(tmp_path, "cpu")
+    store.update(_records(1))
+    real_mkstemp = runfile.tempfile.mkstemp
+
+    def mkstemp_then_ctrl_c(*args, **kwargs):
+        made = real_mkstemp(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return made
+
+    monkeypatch.setattr(runfile.tempfile, "mkstemp", mkstemp_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        store.update(_records(2))
+    monkeypatch.undo()
+    assert _leftovers(tmp_path) == []
+    assert read_entries(store.path_for(NODE))[NODE].metrics["peak_memory"].value == 2 * 2**20
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
 
 
 # A process that rewrites one baseline file with version 1, 2, 1, 2, ... until interrupted.
