@@ -91,13 +91,13 @@ def baselines_from(runs: Sequence[list[Record]], root: Path, profile: str) -> Ba
 def judge_run(records: Sequence[Record], store: BaselineStore, limits: Sequence[Limit]) -> Tally:
     """Every record of one run against `store`, alone and as the first process of the default vote."""
     tally = Tally()
+    options = GateOptions(cli_limits=tuple(limits))
     for record in records:
         if record.outcome != "passed":
             continue
         baseline = BaselineView(store.lookup(record.nodeid), store.run_priors(record.nodeid))
         if baseline.record is None:
             continue
-        options = GateOptions(cli_limits=tuple(limits))
         alone = evaluate(record, (), baseline, options, confirm_processes=0)
         first = evaluate(record, (), baseline, options, confirm_processes=CONFIRM)
         for v in alone.verdicts:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
-from pytest_efficientllm.core.metrics import resolve_name
+from pytest_efficientllm.core.metrics import ALIASES, lookup
 from pytest_efficientllm.core.units import (
     UnitError,
     parse_seconds,
@@ -49,14 +49,6 @@ def _int_arg(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _is_metric(name: str) -> bool:
-    try:
-        resolve_name(name)
-    except KeyError:
-        return False
-    return True
-
-
 def parse_marker(kwargs: dict[str, Any], args: tuple[Any, ...], defaults: MeasureProtocol) -> MarkerSpec:
     """Validate the marker's keywords into a spec; `defaults` come from ini/CLI."""
     if args:
@@ -83,7 +75,7 @@ def parse_marker(kwargs: dict[str, Any], args: tuple[Any, ...], defaults: Measur
     for key, value in kwargs.items():
         # A misspelt protocol argument would read as an unknown metric; name the argument meant.
         close = difflib.get_close_matches(key, PROTOCOL_ARGS, n=1, cutoff=0.75)
-        if key not in PROTOCOL_ARGS and close and not _is_metric(key):
+        if key not in PROTOCOL_ARGS and close and lookup(key) is None and key not in ALIASES:
             raise MarkerError(
                 f"{key}={value!r}: not an efficiency marker argument (did you mean {close[0]}=?) nor a metric; "
                 f"the arguments are {', '.join(PROTOCOL_ARGS)}, and every other keyword names a metric"

@@ -46,7 +46,7 @@ from pytest_efficientllm.core.metrics import varies
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change, format_value
 from pytest_efficientllm.judging.dtype_shift import dtype_shift
-from pytest_efficientllm.judging.energy_resolution import describe, unchanged_range
+from pytest_efficientllm.judging.energy_resolution import UnchangedRange, unchanged_range
 from pytest_efficientllm.judging.fingerprint import calibration_factor, calibration_key, fingerprint_diff
 from pytest_efficientllm.judging.gross import GROSS_ONLY, gross_or_warn
 from pytest_efficientllm.judging.run_noise import (
@@ -138,12 +138,12 @@ def _compare_measured(
     prior: RunPrior | None = None,
     level: float = PREDICTION,
     rounds_may_be_few: bool = False,
-    resolution: tuple[tuple[float, float], str] | None = None,
+    resolution: UnchangedRange | None = None,
 ) -> Verdict:
     """`rounds_may_be_few`: when the rounds are too few for the rank interval, judge by the
     run-to-run bound alone instead of warning (the gross check, which a floor and the vote guard).
-    `resolution`: the ratios current / baseline the instrument can read with nothing changed, and
-    how to say why (`energy_resolution`); a change inside them is no evidence of one."""
+    `resolution`: the ratios current / baseline the instrument can read with nothing changed
+    (`energy_resolution`); a change inside them is no evidence of one."""
     scale = _time_scaling(cur.unit)
     # Calibrated: the current run's values as if measured on the baseline's machine.
     adjust = factor ** (-scale) if factor is not None and scale else 1.0
@@ -173,13 +173,12 @@ def _compare_measured(
     worse, better = beyond_tolerance(change, cur.direction, tol)
     if not (worse or better):
         return Verdict(name, "pass", numbers, "baseline", change)
-    if resolution is not None and resolution[0][0] <= 1 + change <= resolution[0][1]:
-        low, high = resolution[0]
+    if resolution is not None and resolution.holds(1 + change):
         return Verdict(
             name,
             "pass",
-            f"{numbers}: beyond tolerance but within the energy counter's resolution ({resolution[1]}: "
-            f"{format_change(low - 1)} .. {format_change(high - 1)} with nothing changed)",
+            f"{numbers}: beyond tolerance but within the energy counter's resolution ({resolution.why}: "
+            f"{format_change(resolution.low - 1)} .. {format_change(resolution.high - 1)} with nothing changed)",
             "baseline",
             change,
         )
@@ -355,7 +354,6 @@ def _compare(
             out.append(compare_counted(name, base, cur, tol, dtype_shift(baseline, current, name)))
         elif cur.source == "measured":
             gross_only = tol is None and current.profile in GROSS_ONLY
-            unchanged = unchanged_range(baseline, current, name)
             verdict = _compare_measured(
                 name,
                 base,
@@ -365,7 +363,7 @@ def _compare(
                 run_priors.get(name),
                 voted_level,
                 rounds_may_be_few=gross_only,
-                resolution=(unchanged, describe(baseline, current, name)) if unchanged else None,
+                resolution=unchanged_range(baseline, current, name),
             )
             if gross_only and verdict.failed:
                 verdict = gross_or_warn(verdict, base, run_priors.get(name), current.profile)

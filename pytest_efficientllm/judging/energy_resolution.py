@@ -17,6 +17,7 @@ Counters with no known update period (RAPL, the CPU estimate) record no bound: n
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from pytest_efficientllm.core.record import Record
 
@@ -42,22 +43,30 @@ def quantisation(record: Record, name: str) -> float | None:
     return float(bound) * gross.value / net.value if net.value > 0 else math.inf
 
 
-def unchanged_range(baseline: Record, current: Record, name: str) -> tuple[float, float] | None:
-    """The ratios current / baseline that two windows of the same energy can read, or None where
-    neither record bounds its quantisation."""
+@dataclass(frozen=True)
+class UnchangedRange:
+    """The ratios current / baseline two windows of the same energy can read (`low` .. `high`),
+    and `why`: the two windows' bounds, for a verdict's message ("windows of ±5.0% and ±4.8%")."""
+
+    low: float
+    high: float
+    why: str
+
+    def holds(self, ratio: float) -> bool:
+        return self.low <= ratio <= self.high
+
+
+def unchanged_range(baseline: Record, current: Record, name: str) -> UnchangedRange | None:
+    """What two windows of the same energy can read, or None where neither record bounds its quantisation."""
     q_base, q_cur = quantisation(baseline, name), quantisation(current, name)
     if q_base is None and q_cur is None:
         return None
-    q_base, q_cur = q_base or 0.0, q_cur or 0.0
-    low = (1 - q_cur) / (1 + q_base) if q_cur < 1 else 0.0
-    high = (1 + q_cur) / (1 - q_base) if q_base < 1 else math.inf
-    return low, high
-
-
-def describe(baseline: Record, current: Record, name: str) -> str:
-    """'windows of ±5.0% and ±4.8%': the two bounds, for a verdict's message."""
 
     def shown(q: float | None) -> str:
         return "no bound" if q is None else ("unbounded" if math.isinf(q) else f"±{q:.1%}")
 
-    return f"windows of {shown(quantisation(baseline, name))} and {shown(quantisation(current, name))}"
+    why = f"windows of {shown(q_base)} and {shown(q_cur)}"
+    qb, qc = q_base or 0.0, q_cur or 0.0
+    low = (1 - qc) / (1 + qb) if qc < 1 else 0.0
+    high = (1 + qc) / (1 - qb) if qb < 1 else math.inf
+    return UnchangedRange(low, high, why)

@@ -69,4 +69,6 @@ def test_a_net_of_idle_value_carries_the_whole_windows_error() -> None:
 def test_only_energy_metrics_carry_the_counters_bound() -> None:
     record = energy_record(0.10, 0.1)
     assert quantisation(record, "AL") is None and unchanged_range(record, record, "AL") is None
-    assert unchanged_range(record, record, "energy_per_token") == pytest.approx((0.9 / 1.1, 1.1 / 0.9))
+    unchanged = unchanged_range(record, record, "energy_per_token")
+    assert unchanged is not None and (unchanged.low, unchanged.high) == pytest.approx((0.9 / 1.1, 1.1 / 0.9))
+    assert unchanged.why == "windows of ±10.0% and ±10.0%"
