@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from gpu_check_report import suite_run_files  # noqa: E402
 
 from pytest_efficientllm.core.limits import Limit, parse_limit_assignments  # noqa: E402
 from pytest_efficientllm.core.record import Record  # noqa: E402
@@ -75,8 +77,7 @@ def run_files(paths: Sequence[Path]) -> list[Path]:
     folder = paths[0]
     phases = folder / "phases.json"
     if phases.exists():
-        names = [p["phase"] for p in json.loads(phases.read_text())["phases"] if p["phase"].startswith("suites-")]
-        return [folder / f"{n}.json" for n in names if (folder / f"{n}.json").exists()]
+        return suite_run_files(folder, json.loads(phases.read_text())["phases"])
     return sorted(folder.glob("*.json"))
 
 

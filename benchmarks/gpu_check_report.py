@@ -232,12 +232,17 @@ def junit(path: Path) -> list[str]:
     return out
 
 
+def suite_run_files(d: Path, phases: list[dict]) -> list[Path]:
+    """The suite run files (`suites-*.json`) in `d`, in the order the check's `phases` ran them."""
+    order = [p["phase"] for p in phases if p["phase"].startswith("suites-")]
+    return sorted(d.glob("suites-*.json"), key=lambda f: (order + [f.stem]).index(f.stem))
+
+
 def section(d: Path) -> tuple[str, str]:
     info = json.loads((d / "phases.json").read_text())
     cpu = info["mode"] == "cpu"
     title = CPU_TITLE if cpu else GPU_TITLE.format(profile=info.get("profile"))
-    order = [p["phase"].removeprefix("suites-") for p in info["phases"] if p["phase"].startswith("suites-")]
-    files = sorted(d.glob("suites-*.json"), key=lambda p: (order + [p.stem[7:]]).index(p.stem[7:]))
+    files = suite_run_files(d, info["phases"])
     runs = {p.stem.removeprefix("suites-"): json.loads(p.read_text()) for p in files}
     fp = next((r["runs"][0]["fingerprint"] for r in runs.values() if r.get("runs")), {})
     pk = fp.get("packages", {})
