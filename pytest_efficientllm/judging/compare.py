@@ -39,7 +39,8 @@ error; any other difference a warning, with times then compared through the cali
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.metrics import varies
@@ -47,7 +48,11 @@ from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change, format_value
 from pytest_efficientllm.judging.dtype_shift import dtype_shift
 from pytest_efficientllm.judging.energy_resolution import UnchangedRange, unchanged_range
-from pytest_efficientllm.judging.fingerprint import calibration_factor, calibration_key, fingerprint_diff
+from pytest_efficientllm.judging.fingerprint import (
+    calibration_factor,
+    calibration_key,
+    fingerprint_diff,
+)
 from pytest_efficientllm.judging.gross import GROSS_ONLY, gross_or_warn
 from pytest_efficientllm.judging.run_noise import (
     PREDICTION,
@@ -108,23 +113,50 @@ def beyond_tolerance(change: float, direction: str, tol: float) -> tuple[bool, b
     return (up, down) if direction == "lower" else (down, up)
 
 
-def compare_counted(name: str, base: Metric, cur: Metric, tol: float | None, shift: str = "") -> Verdict:
+def _counted_numbers(base: Metric, cur: Metric, b: float, c: float, change: float, integral: bool) -> str:
+    """The two values and their change as the message shows them.
+
+    Rounded for display, two different counts can read alike ("3.020e+08 FLOP vs baseline
+    3.020e+08 FLOP (+0.0%)"), which hides what failed: then they are shown whole, with their
+    difference."""
+    cur_text, base_text, change_text = _shown(cur, c), _shown(base, b), format_change(change)
+    hidden = cur_text == base_text or change_text in ("+0.0%", "-0.0%")
+    if c != b and not math.isinf(change) and hidden:
+        if integral:
+            cur_text, base_text = f"{c:,.0f} {cur.unit}".rstrip(), f"{b:,.0f} {base.unit}".rstrip()
+            change_text = f"{f'{c - b:+,.0f} {cur.unit}'.rstrip()}, {change * 100:+.2g}%"
+        else:
+            cur_text, base_text = f"{c:.7g} {cur.unit}".rstrip(), f"{b:.7g} {base.unit}".rstrip()
+            change_text = f"{change * 100:+.2g}%"
+    return f"{cur_text} vs baseline {base_text} ({change_text}"
+
+
+def compare_counted(
+    name: str, base: Metric, cur: Metric, tol: float | None, shift: str = "", packages: Sequence[str] = ()
+) -> Verdict:
+    """The counted rule. `shift`: the dtype shift the two records show; `packages`: the package
+    versions that differ between the two fingerprints ("torch 2.13.0 -> 2.11.0"), named with a
+    changed count because a library upgrade changes what a model counts."""
     b, c = float(base.value), float(cur.value)  # type: ignore[arg-type]
     change = c / b - 1 if b else (0.0 if c == b else float("inf"))
     sign = 1 if cur.direction == "lower" else -1
+    integral = b.is_integer() and c.is_integer()
     if tol is None:
-        integral = b.is_integer() and c.is_integer()
         same = b == c if integral else abs(c - b) <= COUNTED_RTOL * max(abs(b), abs(c))
         rule = "exact" if integral else f"within {COUNTED_RTOL:g} relative"
         worse, better = (not same and change * sign > 0), (not same and change * sign < 0)
     else:
         rule = f"tolerance {tol * 100:+.4g}%"
         worse, better = beyond_tolerance(change, cur.direction, tol)
-    numbers = f"{_shown(cur, c)} vs baseline {_shown(base, b)} ({format_change(change)}; counted, {rule})"
+    numbers = f"{_counted_numbers(base, cur, b, c, change, integral)}; counted, {rule})"
     why = f" ({shift})" if shift and c != b else ""
+    versions = f"counted with other package versions than the baseline ({', '.join(packages)})" if packages else ""
     if worse:
+        if versions:
+            why += f" ({versions}: if that upgrade is meant, record the baselines again with --update-baselines)"
         return Verdict(name, "fail", f"{numbers}: regression{why}", "baseline", change)
     if better:
+        why += f" ({versions})" if versions else ""
         return Verdict(name, "improved", f"{numbers}: better{why}; refresh with --update-baselines", "baseline", change)
     return Verdict(name, "pass", numbers + why, "baseline", change)
 
@@ -351,7 +383,8 @@ def _compare(
             )
             continue
         if cur.source == "counted":
-            out.append(compare_counted(name, base, cur, tol, dtype_shift(baseline, current, name)))
+            shift = dtype_shift(baseline, current, name)
+            out.append(compare_counted(name, base, cur, tol, shift, fp.packages))
         elif cur.source == "measured":
             gross_only = tol is None and current.profile in GROSS_ONLY
             verdict = _compare_measured(

@@ -39,6 +39,9 @@ IGNORED_KEYS = (
 class FingerprintDiff:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The package versions among the warnings, as "torch 2.13.0+cpu -> 2.11.0": a library
+    # upgrade changes what a model counts, so a changed count names them.
+    packages: list[str] = field(default_factory=list)
 
     @property
     def differs(self) -> bool:
@@ -63,6 +66,7 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
     b, c = _flatten(baseline), _flatten(current)
     errors: list[str] = []
     warnings: list[str] = []
+    packages: list[str] = []
     for key in sorted(set(b) | set(c)):
         if key not in b or key not in c:
             continue  # a field one version records and the other does not: not a difference
@@ -70,7 +74,9 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
             continue
         text = f"{key}: {b[key]!r} -> {c[key]!r}"
         (errors if key.rsplit(".", 1)[-1] in DEVICE_KEYS else warnings).append(text)
-    return FingerprintDiff(errors, warnings)
+        if key.startswith("packages."):
+            packages.append(f"{key.removeprefix('packages.')} {b[key]} -> {c[key]}")
+    return FingerprintDiff(errors, warnings, packages)
 
 
 def calibration_key(metric: str) -> str:

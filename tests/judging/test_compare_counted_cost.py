@@ -15,6 +15,7 @@ import torch
 
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.metrics import counted
+from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.judging.dtype_shift import dtype_shift
 from pytest_efficientllm.measuring.backends import cpu_backend
@@ -121,3 +122,40 @@ def test_a_count_that_grows_from_zero_fails_reads_from_0_and_stays_valid_json() 
     leaking.verdicts = [v.to_dict()]
     stored = json.loads(json.dumps(leaking.to_dict(), allow_nan=False))
     assert stored["verdicts"][0]["change"] is None and stored["verdicts"][0]["status"] == "fail"
+
+
+def test_two_counts_that_read_alike_when_rounded_are_shown_whole_with_their_difference() -> None:
+    # torch 2.11 against 2.13 moved a suite test's FLOPs by 14 336 in 3e8: rounded to four
+    # digits both read "3.020e+08 FLOP (+0.0%)", a failure that showed no difference at all.
+    base = record("t.py::a", counted("flops", 301_998_080, "FLOP"), counted("operators", 171, "count"))
+    cur = record("t.py::a", counted("flops", 302_012_416, "FLOP"), counted("operators", 178, "count"))
+    verdicts = by_metric(compare_record(base, cur))
+    assert verdicts["flops"].status == "fail"
+    assert "302,012,416 FLOP vs baseline 301,998,080 FLOP (+14,336 FLOP, +0.0047%; counted, exact)" in (
+        verdicts["flops"].message
+    )
+    # A difference the rounded form shows keeps it.
+    assert "178 count vs baseline 171 count (+4.1%; counted, exact)" in verdicts["operators"].message
+    # A non-integral count (a quality score) beyond its 1 ppm: more digits, no absolute difference.
+    q_base = record("t.py::a", Metric("quality:loss", 3.8230, "nats", "lower", "counted", "test builder"))
+    q_cur = record("t.py::a", Metric("quality:loss", 3.8231, "nats", "lower", "counted", "test builder"))
+    (v,) = compare_record(q_base, q_cur)
+    assert v.status == "fail" and "3.8231 nats vs baseline 3.823 nats (+0.0026%;" in v.message, v.message
+
+
+def test_a_count_that_moved_under_other_package_versions_names_them() -> None:
+    old = {"packages": {"torch": "2.13.0", "transformers": "5.25.0"}}
+    new = {"packages": {"torch": "2.13.0", "transformers": "5.17.0"}}
+    base = record("t.py::a", counted("operators", 171, "count"), counted("flops", 100, "FLOP"), fingerprint=old)
+    cur = record("t.py::a", counted("operators", 178, "count"), counted("flops", 100, "FLOP"), fingerprint=new)
+    verdicts = by_metric(compare_record(base, cur))
+    moved = verdicts["operators"]
+    assert moved.status == "fail"
+    assert "counted with other package versions than the baseline (transformers 5.25.0 -> 5.17.0)" in moved.message
+    assert "record the baselines again with --update-baselines" in moved.message
+    assert "package" not in verdicts["flops"].message  # an unchanged count says nothing of versions
+    back = by_metric(compare_record(cur, base))["operators"]
+    assert back.status == "improved" and "(transformers 5.17.0 -> 5.25.0)" in back.message
+    # Under the same versions a changed count is the code's: no package is named.
+    same = record("t.py::a", counted("operators", 178, "count"), fingerprint=old)
+    assert "package" not in by_metric(compare_record(base, same))["operators"].message
