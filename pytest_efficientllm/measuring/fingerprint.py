@@ -11,7 +11,22 @@ from typing import Any
 from pytest_efficientllm.core.devices import cpu_model_name, usable_cores
 from pytest_efficientllm.measuring.process_layout import current_layout
 
-PACKAGES = ("torch", "transformers", "peft", "optimum-quanto", "nvidia-ml-py", "diffusers", "pytest-efficientllm")
+# What a measured model's counts and times depend on, beyond the interpreter: a different version
+# is a fingerprint warning, and a count that moved under one names it (judging/compare.py).
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "optimum-quanto",
+    "accelerate",
+    "diffusers",
+    "native-sparse-attention-pytorch",
+    "gguf",
+    "tokenizers",
+    "numpy",
+    "nvidia-ml-py",
+    "pytest-efficientllm",
+)
 
 
 def package_versions() -> dict[str, str]:
