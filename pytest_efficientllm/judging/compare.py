@@ -48,11 +48,7 @@ from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change, format_value
 from pytest_efficientllm.judging.dtype_shift import dtype_shift
 from pytest_efficientllm.judging.energy_resolution import UnchangedRange, unchanged_range
-from pytest_efficientllm.judging.fingerprint import (
-    calibration_factor,
-    calibration_key,
-    fingerprint_diff,
-)
+from pytest_efficientllm.judging.fingerprint import calibration_factor, calibration_key, fingerprint_diff
 from pytest_efficientllm.judging.gross import GROSS_ONLY, gross_or_warn
 from pytest_efficientllm.judging.run_noise import (
     PREDICTION,
@@ -113,8 +109,10 @@ def beyond_tolerance(change: float, direction: str, tol: float) -> tuple[bool, b
     return (up, down) if direction == "lower" else (down, up)
 
 
-def _counted_numbers(base: Metric, cur: Metric, b: float, c: float, change: float, integral: bool) -> str:
-    """The two values and their change as the message shows them.
+def _counted_numbers(
+    base: Metric, cur: Metric, b: float, c: float, change: float, integral: bool
+) -> tuple[str, str, str]:
+    """The two values and their change, as the message shows them.
 
     Rounded for display, two different counts can read alike ("3.020e+08 FLOP vs baseline
     3.020e+08 FLOP (+0.0%)"), which hides what failed: then they are shown whole, with their
@@ -128,7 +126,7 @@ def _counted_numbers(base: Metric, cur: Metric, b: float, c: float, change: floa
         else:
             cur_text, base_text = f"{c:.7g} {cur.unit}".rstrip(), f"{b:.7g} {base.unit}".rstrip()
             change_text = f"{change * 100:+.2g}%"
-    return f"{cur_text} vs baseline {base_text} ({change_text}"
+    return cur_text, base_text, change_text
 
 
 def compare_counted(
@@ -148,7 +146,8 @@ def compare_counted(
     else:
         rule = f"tolerance {tol * 100:+.4g}%"
         worse, better = beyond_tolerance(change, cur.direction, tol)
-    numbers = f"{_counted_numbers(base, cur, b, c, change, integral)}; counted, {rule})"
+    cur_text, base_text, change_text = _counted_numbers(base, cur, b, c, change, integral)
+    numbers = f"{cur_text} vs baseline {base_text} ({change_text}; counted, {rule})"
     why = f" ({shift})" if shift and c != b else ""
     versions = f"counted with other package versions than the baseline ({', '.join(packages)})" if packages else ""
     if worse:
