@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from pytest_efficientllm.judging.fingerprint import fingerprint_diff
+from pytest_efficientllm.measuring.fingerprint import package_versions
 from pytest_efficientllm.measuring.session import EfficiencySession, Options
 from pytest_efficientllm.storage.baselines import BaselineStore
 from tests.helpers.record_builders import counted, record
@@ -208,8 +209,15 @@ def test_dies(efficiency):
 
 def test_a_killed_worker_costs_only_its_own_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=KILLER)
+    # Recorded under this environment's package versions: a count that moved under others says so.
     BaselineStore(pytester.path / "baselines", "cpu").update(
-        [record("test_suite.py::test_regressed", counted("flops", 1000, "FLOP"))]
+        [
+            record(
+                "test_suite.py::test_regressed",
+                counted("flops", 1000, "FLOP"),
+                fingerprint={"packages": package_versions()},
+            )
+        ]
     )
     # The dead worker's test is missing; everything else is compared and written.
     result = pytester.runpytest_subprocess(
