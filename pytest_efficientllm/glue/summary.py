@@ -21,6 +21,7 @@ from pathlib import Path
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change, format_seconds
 from pytest_efficientllm.glue.state import RunState, TestResult
+from pytest_efficientllm.judging.compare import default_measured
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.process_layout import describe as describe_layout
 from pytest_efficientllm.measuring.process_layout import is_fixed as is_fixed_layout
@@ -187,12 +188,15 @@ def own_verdicts(result: TestResult) -> list[Verdict]:
     return [v for v in result.verdicts if not is_shared_fingerprint(v)]
 
 
-def _change(verdicts: list[Verdict]) -> str:
+def _change(verdicts: list[Verdict], profile: str) -> str:
     compared = [v for v in verdicts if v.change is not None]
     if not compared:
         return "-"
-    # The worst finding's change, else the latency's, else the first one.
-    compared.sort(key=lambda v: (SEVERITY.index(v.status), v.metric != "AL"))
+    # The worst finding's change; among equals, the profile's default measured check (AL on a
+    # GPU, cpu_time_per_round on the CPU), then one that moved: a passing row's counted metrics
+    # read +0.0% by definition, while its time says how far this run sat from the baseline.
+    measured = default_measured(profile)
+    compared.sort(key=lambda v: (SEVERITY.index(v.status), v.metric not in measured, v.change == 0))
     v = compared[0]
     assert v.change is not None  # compared holds only verdicts with a change
     change = format_change(v.change)
@@ -233,7 +237,7 @@ def table(results: list[TestResult], width: int = WIDTH) -> list[str]:
         if traffic is not None:
             cells.append(_cell(rec, traffic[0]))
         cells.append(_cell(rec, "energy_per_token"))
-        lines.append(row(cells + [_change(r.verdicts), _overall(r)]))
+        lines.append(row(cells + [_change(r.verdicts, rec.profile), _overall(r)]))
     return lines
 
 

@@ -81,6 +81,27 @@ def test_the_change_column_keeps_the_percentage_of_a_long_metric_name() -> None:
     assert "-1250.0%" in row  # the name gives way, not the number
 
 
+def test_a_passing_rows_change_is_its_time_not_a_counted_zero() -> None:
+    # The CPU suites' passing rows read "allocated_ +0.0%" (the first counted metric, exact by
+    # definition) while their CPU time had moved +27%: the row hid the one number that varies.
+    counted_zero = Verdict("allocated_bytes", "pass", "", "baseline", 0.0)
+    cpu = Verdict("cpu_time_per_round", "pass", "", "baseline", 0.275)
+    (row,) = table([TestResult(record("t.py::a", latency(0.001)), [counted_zero, cpu], "passed")])[1:]
+    assert "cpu/round +27.5%" in row
+    # On a GPU profile the latency; a worse finding still comes first, whatever its metric.
+    gpu = record("t.py::a", latency(0.001), profile="h100")
+    al = Verdict("AL", "pass", "", "baseline", 0.03)
+    (row,) = table([TestResult(gpu, [counted_zero, al], "passed")])[1:]
+    assert "AL +3.0%" in row
+    grew = Verdict("allocated_bytes", "fail", "", "baseline", 0.5)
+    (row,) = table([TestResult(record("t.py::a", latency(0.001)), [cpu, grew], "passed")])[1:]
+    assert "+50.0%" in row and row.endswith("FAIL")
+    # Only counted metrics, all passing: one that moved (inside its tolerance) before one that did not.
+    moved = Verdict("flops", "pass", "", "baseline", 0.02)
+    (row,) = table([TestResult(record("t.py::a", latency(0.001)), [counted_zero, moved], "passed")])[1:]
+    assert "flops +2.0%" in row
+
+
 def test_the_summary_says_when_workers_share_a_gpu_under_its_lock() -> None:
     workers = {f"gw{i}": {"threads": 4, "cores": 16, "device": None, "locked_device": "0"} for i in range(2)}
     line = _threads_line(None, SimpleNamespace(workers=workers))  # type: ignore[arg-type]
