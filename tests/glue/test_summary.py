@@ -83,7 +83,8 @@ def test_the_change_column_keeps_the_percentage_of_a_long_metric_name() -> None:
 
 def test_a_passing_rows_change_is_its_time_not_a_counted_zero() -> None:
     # The CPU suites' passing rows read "allocated_ +0.0%" (the first counted metric, exact by
-    # definition) while their CPU time had moved +27%: the row hid the one number that varies.
+    # definition) and hid their CPU time's change, which read -2.3% to +47.6% in the same CI run
+    # on the rows that had no counted metric to show instead.
     counted_zero = Verdict("allocated_bytes", "pass", "", "baseline", 0.0)
     cpu = Verdict("cpu_time_per_round", "pass", "", "baseline", 0.275)
     (row,) = table([TestResult(record("t.py::a", latency(0.001)), [counted_zero, cpu], "passed")])[1:]
