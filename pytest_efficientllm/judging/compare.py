@@ -149,13 +149,13 @@ def compare_counted(
     cur_text, base_text, change_text = _counted_numbers(base, cur, b, c, change, integral)
     numbers = f"{cur_text} vs baseline {base_text} ({change_text}; counted, {rule})"
     why = f" ({shift})" if shift and c != b else ""
-    versions = f"counted with other package versions than the baseline ({', '.join(packages)})" if packages else ""
+    versions = f"; package versions differ from the baseline's ({', '.join(packages)})" if packages else ""
     if worse:
         if versions:
-            why += f" ({versions}: if that upgrade is meant, record the baselines again with --update-baselines)"
+            why += f"{versions}: if that change is meant, record the baselines again with --update-baselines"
         return Verdict(name, "fail", f"{numbers}: regression{why}", "baseline", change)
     if better:
-        why += f" ({versions})" if versions else ""
+        why += versions
         return Verdict(name, "improved", f"{numbers}: better{why}; refresh with --update-baselines", "baseline", change)
     return Verdict(name, "pass", numbers + why, "baseline", change)
 
