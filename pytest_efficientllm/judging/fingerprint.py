@@ -34,6 +34,11 @@ IGNORED_KEYS = (
     "gpu_preflight",
 )
 
+# What the measured program is, beside the hardware: its packages, its interpreter, how many
+# threads it computes with and how they wait. Not the CPU model (CI runners of one kind vary in
+# SKU, and their runs describe that runner kind together) nor the process layout.
+SOFTWARE_KEYS = ("packages", "python", "torch_threads", "omp_wait_policy")
+
 
 @dataclass(frozen=True)
 class FingerprintDiff:
@@ -42,6 +47,9 @@ class FingerprintDiff:
     # The package versions among the warnings, as "torch 2.13.0+cpu -> 2.11.0": a library
     # upgrade changes what a model counts, so a changed count names them.
     packages: list[str] = field(default_factory=list)
+    # The program's own changes among the warnings (`SOFTWARE_KEYS`: packages, interpreter,
+    # threads), as "python 3.11.7 -> 3.12.1": an earlier run under others timed another program.
+    software: list[str] = field(default_factory=list)
 
     @property
     def differs(self) -> bool:
@@ -67,6 +75,7 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
     errors: list[str] = []
     warnings: list[str] = []
     packages: list[str] = []
+    software: list[str] = []
     for key in sorted(set(b) | set(c)):
         if key not in b or key not in c:
             continue  # a field one version records and the other does not: not a difference
@@ -74,9 +83,12 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
             continue
         text = f"{key}: {b[key]!r} -> {c[key]!r}"
         (errors if key.rsplit(".", 1)[-1] in DEVICE_KEYS else warnings).append(text)
+        change = f"{key.removeprefix('packages.')} {b[key]} -> {c[key]}"
         if key.startswith("packages."):
-            packages.append(f"{key.removeprefix('packages.')} {b[key]} -> {c[key]}")
-    return FingerprintDiff(errors, warnings, packages)
+            packages.append(change)
+        if key.split(".")[0] in SOFTWARE_KEYS:
+            software.append(change)
+    return FingerprintDiff(errors, warnings, packages, software)
 
 
 def calibration_key(metric: str) -> str:

@@ -39,6 +39,7 @@ from pytest_efficientllm.core.record import (
     Record,
     SchemaError,
 )
+from pytest_efficientllm.judging.fingerprint import fingerprint_diff
 from pytest_efficientllm.judging.run_noise import RunPrior, pool, predict, run_medians
 from pytest_efficientllm.judging.stats import summarize
 from pytest_efficientllm.storage.runfile import write_atomic
@@ -116,7 +117,17 @@ def carry_history(old: Record, new: dict[str, Any], priors: Mapping[str, RunPrio
     once, would not move it). A run slower than the bound may be a slow spell: it joins
     the history, where the faster half of the runs outvotes it. Returns one line per
     metric beyond its bound, saying which of the two happened.
+
+    Runs under other software (a package upgrade, another Python, another thread count:
+    `FingerprintDiff.software`) timed another program: the history restarts at the first run
+    under the new one, in one line for the test, whatever its median.
     """
+    changed = fingerprint_diff(old.fingerprint, new.get("fingerprint", {})).software
+    if changed:
+        measured = [n for n, m in new.get("metrics", {}).items() if m.get("source") == "measured"]
+        if any(run_medians(m) for n, m in old.metrics.items() if n in measured):
+            return [f"{old.nodeid}: {', '.join(changed)} since its earlier runs, so the run history restarts here"]
+        return []
     notes = []
     for name, metric in new.get("metrics", {}).items():
         before = old.metrics.get(name)

@@ -307,3 +307,32 @@ def test_the_store_pools_a_files_tests_and_learns_again_after_an_update(tmp_path
     assert store.run_priors("suites/other.py::t") == {}  # another file shares nothing
     _store_runs(store, "suites/t.py::t4", [0.0100, 0.0103])
     assert store.run_priors("suites/t.py::t0")["cpu_time_per_round"].tests == 5
+
+
+def test_runs_under_other_software_restart_the_history_and_another_cpu_model_does_not(tmp_path) -> None:
+    store = BaselineStore(tmp_path, "cpu")
+    _store_neighbours(store)
+    old = {"packages": {"torch": "2.13.0", "numpy": "2.4.6"}, "python": "3.11.7", "torch_threads": 1, "cpu_model": "A"}
+
+    def run(median: float, **changes) -> list[str]:
+        metric = _metric(median)
+        record = Record("suites/t.py::t", "cpu", metrics={metric.name: metric}, fingerprint={**old, **changes})
+        (update,) = store.update([record])
+        return update.history_notes
+
+    for median in (0.0100, 0.0102, 0.0099, 0.0101):
+        assert run(median) == []
+    # Another CPU of the runner kind: its run joins the others (+1%, inside their bound).
+    assert run(0.0101, cpu_model="B") == []
+    assert len(store.lookup("suites/t.py::t")["cpu_time_per_round"].history) == 4
+    # A torch upgrade that costs 3%: inside the old runs' bound, so it used to join them, and
+    # their faster half kept the old speed as the centre for nine more runs.
+    upgraded = {"packages": {"torch": "2.14.0", "numpy": "2.4.6"}, "cpu_model": "B"}
+    (note,) = run(0.0104, **upgraded)
+    assert note == "suites/t.py::t: torch 2.13.0 -> 2.14.0 since its earlier runs, so the run history restarts here"
+    assert store.lookup("suites/t.py::t")["cpu_time_per_round"].history == ()
+    assert run(0.0105, **upgraded) == []  # the next run under it carries the first
+    assert store.lookup("suites/t.py::t")["cpu_time_per_round"].history == (0.0104,)
+    # Another interpreter, or another thread count, is another program too.
+    assert "python 3.11.7 -> 3.12.1" in run(0.0104, **upgraded, python="3.12.1")[0]
+    assert "torch_threads 1 -> 2" in run(0.0104, **upgraded, python="3.12.1", torch_threads=2)[0]
