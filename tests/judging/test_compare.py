@@ -197,6 +197,16 @@ def test_fingerprint_diff_ignores_calibration_and_fields_only_one_side_has() -> 
     assert d.errors == [] and d.warnings == ["packages.torch: '1' -> '2'"]
 
 
+def test_fingerprint_diff_names_package_and_software_changes_apart() -> None:
+    d = fingerprint_diff(
+        {"packages": {"torch": "2.13.0", "gguf": ""}, "python": "3.11.7", "cpu_model": "A", "torch_threads": 1},
+        {"packages": {"torch": "2.14.0", "gguf": "0.19.0"}, "python": "3.12.1", "cpu_model": "B", "torch_threads": 1},
+    )
+    assert d.packages == ["gguf not installed -> 0.19.0", "torch 2.13.0 -> 2.14.0"]
+    assert d.software == [*d.packages, "python 3.11.7 -> 3.12.1"]  # not the CPU model
+    assert len(d.warnings) == 4
+
+
 def test_on_the_cpu_cpu_time_per_round_warns_by_default_and_fails_with_a_tolerance() -> None:
     cpu = lambda v: Metric("cpu_time_per_round", v, "s", "lower", "measured", "cpu_time / rounds")  # noqa: E731
     base = record("t.py::a", latency(0.010, seed=1), cpu(0.008))
