@@ -1,6 +1,7 @@
 """Does the CPU's default time check fail gross slowdowns, and only them? (issue 17)
 
-    python benchmarks/gross_evidence.py --trial 1.0:5 --trial 2.0:2:-k=decode --trial 1.5:3:-k=decode [--write]
+    python benchmarks/gross_evidence.py --trial 1.0:5 --trial 2.0:2:-k=decode --trial 1.5:3:-k=decode \
+        [--keep DIR] [--write]
 
 Each trial is FACTOR:RUNS[:PYTEST-ARGS], the args split on commas. A run is `pytest suites/` as
 `.ci/run` runs it (default gate, vote and all) against a copy of the committed `baselines/cpu/`
@@ -69,6 +70,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trial", action="append", required=True, help="FACTOR:RUNS[:PYTEST-ARGS]")
     parser.add_argument("--write", action="store_true")
+    parser.add_argument(
+        "--keep", type=Path, help="copy each run's file here (x<factor>-<run>.json), for re-judging them later"
+    )
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -85,6 +89,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 wall, rc, run = one_run([f"--baselines-dir={base}", *extra], Path(tmp) / "run.json")
                 seen = verdicts(run)
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(Path(tmp) / "run.json", args.keep / f"x{factor:g}-{len(rows) + 1}.json")
             counts = {s: sum(1 for st, _ in seen.values() if st == s) for s in ("fail", "warn", "pass", "improved")}
             changes = [c for _, c in seen.values() if c is not None]
             rows.append((factor, " ".join(extra), i + 1, rc, len(seen), counts, changes, wall, load))
