@@ -491,6 +491,10 @@ def _store_lines(state: RunState, width: int) -> list[str]:
             lines.append(f"  {mark} {short_id(nodeid, width - 4)}")
         if len(listed) > MAX_LISTED:
             lines.append(f"  ... and {len(listed) - MAX_LISTED} more")
+        for change, nodeids in sorted(u.restarted.items()):
+            lines += _wrap(
+                f"{change} since their earlier runs: run history restarted for {_tests(len(nodeids))}", "  ! ", width
+            )
         for note in u.history_notes[:MAX_LISTED]:
             lines += _wrap(note, "  ! ", width)
         if len(u.history_notes) > MAX_LISTED:

@@ -116,18 +116,9 @@ def carry_history(old: Record, new: dict[str, Any], priors: Mapping[str, RunPrio
     earlier runs' centre would keep the old speed (a deliberate 20% speed-up, recorded
     once, would not move it). A run slower than the bound may be a slow spell: it joins
     the history, where the faster half of the runs outvotes it. Returns one line per
-    metric beyond its bound, saying which of the two happened.
-
-    Runs under other software (a package upgrade, another Python, another thread count:
-    `FingerprintDiff.software`) timed another program: the history restarts at the first run
-    under the new one, in one line for the test, whatever its median.
+    metric beyond its bound, saying which of the two happened. (Under other software the
+    caller carries nothing: `software_change`.)
     """
-    changed = fingerprint_diff(old.fingerprint, new.get("fingerprint", {})).software
-    if changed:
-        measured = [n for n, m in new.get("metrics", {}).items() if m.get("source") == "measured"]
-        if any(run_medians(m) for n, m in old.metrics.items() if n in measured):
-            return [f"{old.nodeid}: {', '.join(changed)} since its earlier runs, so the run history restarts here"]
-        return []
     notes = []
     for name, metric in new.get("metrics", {}).items():
         before = old.metrics.get(name)
@@ -158,6 +149,17 @@ def carry_history(old: Record, new: dict[str, Any], priors: Mapping[str, RunPrio
                 "if the code is meant to be slower, delete this entry and record it again"
             )
     return notes
+
+
+def software_change(old: Record, new: dict[str, Any]) -> str:
+    """How the new entry's software differs from the old one's ("torch 2.13.0 -> 2.14.0"), or "".
+
+    Runs under other software (a package version, another Python, another thread count:
+    `FingerprintDiff.software`) timed another program, so the new entry carries none of the old
+    one's run history, whatever its median: a 3% slower upgrade would otherwise join the old
+    runs, whose faster half would keep the old speed as the centre.
+    """
+    return ", ".join(fingerprint_diff(old.fingerprint, new.get("fingerprint", {})).software)
 
 
 # The fields of a stored metric by the type a comparison reads them as (`stats` is derived, not read).
@@ -330,6 +332,8 @@ class FileUpdate:
     error: str = ""
     # Metrics whose new run lay beyond their earlier runs' bound, and what became of their history.
     history_notes: list[str] = field(default_factory=list)
+    # Tests whose run history restarted under other software, by the change ("torch 2.13.0 -> 2.14.0").
+    restarted: dict[str, list[str]] = field(default_factory=dict)
 
 
 LOCK_FOLDER = ".locks"
@@ -479,7 +483,12 @@ class BaselineStore:
                 new = json.loads(json.dumps(entry_of(record)))  # normalised as it will be written
                 old = entries.get(record.nodeid)
                 if old is not None:
-                    result.history_notes += carry_history(stored[record.nodeid], new, priors)
+                    changed = software_change(stored[record.nodeid], new)
+                    timed = any(m.get("source") == "measured" for m in new.get("metrics", {}).values())
+                    if changed and timed:
+                        result.restarted.setdefault(changed, []).append(record.nodeid)
+                    else:
+                        result.history_notes += carry_history(stored[record.nodeid], new, priors)
                 if old is None:
                     result.added.append(record.nodeid)
                 elif _identity(old) == _identity(new):

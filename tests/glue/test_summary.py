@@ -10,6 +10,7 @@ from pytest_efficientllm.glue.state import TestResult
 from pytest_efficientllm.glue.summary import (
     WIDTH,
     _memory_legend,
+    _store_lines,
     _threads_line,
     details,
     fingerprint_lines,
@@ -17,6 +18,7 @@ from pytest_efficientllm.glue.summary import (
 )
 from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.storage.baselines import FileUpdate
 from tests.helpers.record_builders import counted, latency, record
 
 MiB = 2**20
@@ -304,3 +306,12 @@ def test_the_samplers_cpu_cost_is_said_against_the_workloads_cpu() -> None:
     # A record without the reading (a platform without thread CPU clocks) adds nothing to either side.
     assert telemetry_cost_line([*results, with_cpu("t.py::c", None, 5.0)]) == line
     assert telemetry_cost_line([TestResult(record("t.py::d", latency(0.001)), [], "passed")]) == ""
+
+
+def test_an_update_says_once_per_software_change_which_run_histories_restarted(tmp_path) -> None:
+    ids = [f"suites/t.py::t{i}" for i in range(30)]
+    update = FileUpdate(tmp_path / "t.py.json", updated=ids, restarted={"torch 2.13.0 -> 2.14.0": ids})
+    state = SimpleNamespace(updates=[update], options=SimpleNamespace(update=True), problems=[])
+    lines = _store_lines(state, WIDTH)  # type: ignore[arg-type]
+    assert "  ! torch 2.13.0 -> 2.14.0 since their earlier runs: run history restarted for 30 tests" in lines
+    assert not any("beyond their runs' bound" in line for line in lines)

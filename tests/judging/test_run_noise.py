@@ -314,25 +314,25 @@ def test_runs_under_other_software_restart_the_history_and_another_cpu_model_doe
     _store_neighbours(store)
     old = {"packages": {"torch": "2.13.0", "numpy": "2.4.6"}, "python": "3.11.7", "torch_threads": 1, "cpu_model": "A"}
 
-    def run(median: float, **changes) -> list[str]:
+    def run(median: float, **changes):
         metric = _metric(median)
         record = Record("suites/t.py::t", "cpu", metrics={metric.name: metric}, fingerprint={**old, **changes})
         (update,) = store.update([record])
-        return update.history_notes
+        return update
 
     for median in (0.0100, 0.0102, 0.0099, 0.0101):
-        assert run(median) == []
+        assert run(median).restarted == {}
     # Another CPU of the runner kind: its run joins the others (+1%, inside their bound).
-    assert run(0.0101, cpu_model="B") == []
+    other_cpu = run(0.0101, cpu_model="B")
+    assert other_cpu.restarted == {} and other_cpu.history_notes == []
     assert len(store.lookup("suites/t.py::t")["cpu_time_per_round"].history) == 4
     # A torch upgrade that costs 3%: inside the old runs' bound, so it used to join them, and
     # their faster half kept the old speed as the centre for nine more runs.
     upgraded = {"packages": {"torch": "2.14.0", "numpy": "2.4.6"}, "cpu_model": "B"}
-    (note,) = run(0.0104, **upgraded)
-    assert note == "suites/t.py::t: torch 2.13.0 -> 2.14.0 since its earlier runs, so the run history restarts here"
+    assert run(0.0104, **upgraded).restarted == {"torch 2.13.0 -> 2.14.0": ["suites/t.py::t"]}
     assert store.lookup("suites/t.py::t")["cpu_time_per_round"].history == ()
-    assert run(0.0105, **upgraded) == []  # the next run under it carries the first
+    assert run(0.0105, **upgraded).restarted == {}  # the next run under it carries the first
     assert store.lookup("suites/t.py::t")["cpu_time_per_round"].history == (0.0104,)
     # Another interpreter, or another thread count, is another program too.
-    assert "python 3.11.7 -> 3.12.1" in run(0.0104, **upgraded, python="3.12.1")[0]
-    assert "torch_threads 1 -> 2" in run(0.0104, **upgraded, python="3.12.1", torch_threads=2)[0]
+    assert list(run(0.0104, **upgraded, python="3.12.1").restarted) == ["python 3.11.7 -> 3.12.1"]
+    assert list(run(0.0104, **upgraded, python="3.12.1", torch_threads=2).restarted) == ["torch_threads 1 -> 2"]
