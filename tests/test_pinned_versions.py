@@ -15,6 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from pytest_efficientllm.storage.baselines import read_entries
 from tests.helpers import REPO_ROOT
@@ -24,20 +26,17 @@ TORCH_PIN = re.compile(r"pip install (?:-q )?torch==(\S+)")
 NOT_PINNED_THERE = {"torch", "pytest-efficientllm"}  # torch: installed first, by its own pin
 
 
-def canonical(name: str) -> str:
-    """A distribution's name as pip compares them (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def pins(path: Path = CONSTRAINTS) -> dict[str, str]:
+    """name -> version of every `name==version` line; any other requirement is an error here."""
     out = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        name, sep, version = line.partition("==")
-        assert sep and version and " " not in version, f"{path.name}:{number}: {line!r} is not name==version"
-        out[canonical(name)] = version
+        requirement = Requirement(line)
+        specs = list(requirement.specifier)
+        assert len(specs) == 1 and specs[0].operator == "==", f"{path.name}:{number}: {line!r} is not name==version"
+        out[canonicalize_name(requirement.name)] = specs[0].version
     return out
 
 
@@ -50,7 +49,7 @@ def recorded_versions() -> dict[str, dict[str, list[str]]]:
         for nodeid, record in read_entries(path, "cpu").items():
             for name, version in record.fingerprint.get("packages", {}).items():
                 if version:
-                    out[canonical(name)][version].append(nodeid)
+                    out[canonicalize_name(name)][version].append(nodeid)
     return out
 
 
