@@ -35,9 +35,18 @@ IGNORED_KEYS = (
 )
 
 # What the measured program is, beside the hardware: its packages, its interpreter, how many
-# threads it computes with and how they wait. Not the CPU model (CI runners of one kind vary in
-# SKU, and their runs describe that runner kind together) nor the process layout.
-SOFTWARE_KEYS = ("packages", "python", "torch_threads", "omp_wait_policy")
+# threads it computes with and how they wait, and the GPU driver and CUDA it runs its kernels
+# through. Not the CPU model (CI runners of one kind vary in SKU, and their runs describe that
+# runner kind together), the OS kernel (runner images update it weekly) nor the process layout.
+SOFTWARE_KEYS = (
+    "packages",
+    "python",
+    "torch_threads",
+    "omp_wait_policy",
+    "driver_version",
+    "cuda_driver_version",
+    "cuda_runtime_version",
+)
 
 
 @dataclass(frozen=True)

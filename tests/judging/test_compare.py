@@ -205,6 +205,10 @@ def test_fingerprint_diff_names_package_and_software_changes_apart() -> None:
     assert d.packages == ["gguf not installed -> 0.19.0", "torch 2.13.0 -> 2.14.0"]
     assert d.software == [*d.packages, "python 3.11.7 -> 3.12.1"]  # not the CPU model
     assert len(d.warnings) == 4
+    gpu = fingerprint_diff(
+        {"driver_version": "580.159.04", "os": "Linux 6.8"}, {"driver_version": "590.1", "os": "Linux 6.9"}
+    )
+    assert gpu.software == ["driver_version 580.159.04 -> 590.1"]  # not the OS kernel
 
 
 def test_on_the_cpu_cpu_time_per_round_warns_by_default_and_fails_with_a_tolerance() -> None:
