@@ -253,7 +253,10 @@ SLOW = float(os.environ.get("SLOW", "0"))
 # A host episode: only the process that measures first runs slow.
 EPISODE = os.environ.get("EPISODE") == "1" and not os.environ.get("PYTEST_EFFICIENTLLM_CONFIRMING")
 
-@pytest.mark.efficiency(rounds=7, warmup=1, latency="+5%")
+# What these tests count is AL's vote. A sleep's CPU time is microseconds of wake-ups, whose
+# default check (gross, +90%) a doubled sleep crosses too, and in a loaded CI run a fresh process
+# once crossed it as well: a second fresh process for CPU time, not AL. Out of the vote.
+@pytest.mark.efficiency(rounds=7, warmup=1, latency="+5%", cpu_time_per_round="+1000%")
 @pytest.mark.parametrize("case", ["a/b c", "x"])
 def test_sleep(efficiency, case):
     # Doubled, not +25%: on a loaded 2-core CI runner late wake-ups from a sleep spread the
