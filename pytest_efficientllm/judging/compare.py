@@ -119,14 +119,15 @@ def _counted_numbers(
     difference."""
     cur_text, base_text, change_text = _shown(cur, c), _shown(base, b), format_change(change)
     hidden = cur_text == base_text or change_text in ("+0.0%", "-0.0%")
-    if c != b and not math.isinf(change) and hidden:
-        if integral:
-            cur_text, base_text = f"{c:,.0f} {cur.unit}".rstrip(), f"{b:,.0f} {base.unit}".rstrip()
-            change_text = f"{f'{c - b:+,.0f} {cur.unit}'.rstrip()}, {change * 100:+.2g}%"
-        else:
-            cur_text, base_text = f"{c:.7g} {cur.unit}".rstrip(), f"{b:.7g} {base.unit}".rstrip()
-            change_text = f"{change * 100:+.2g}%"
-    return cur_text, base_text, change_text
+    if c == b or math.isinf(change) or not hidden:
+        return cur_text, base_text, change_text
+
+    def whole(text: str) -> str:
+        return f"{text} {cur.unit}".rstrip()  # a count may have no unit
+
+    if integral:
+        return whole(f"{c:,.0f}"), whole(f"{b:,.0f}"), f"{whole(f'{c - b:+,.0f}')}, {change * 100:+.2g}%"
+    return whole(f"{c:.7g}"), whole(f"{b:.7g}"), f"{change * 100:+.2g}%"
 
 
 def compare_counted(

@@ -92,11 +92,12 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
             continue
         text = f"{key}: {b[key]!r} -> {c[key]!r}"
         (errors if key.rsplit(".", 1)[-1] in DEVICE_KEYS else warnings).append(text)
-        change = f"{key} {b[key]} -> {c[key]}"
         if key.startswith("packages."):
             # package_versions() records a package that is not installed as "".
             change = f"{key.removeprefix('packages.')} {b[key] or 'not installed'} -> {c[key] or 'not installed'}"
             packages.append(change)
+        else:
+            change = f"{key} {b[key]} -> {c[key]}"
         if key.split(".")[0] in SOFTWARE_KEYS:
             software.append(change)
     return FingerprintDiff(errors, warnings, packages, software)
