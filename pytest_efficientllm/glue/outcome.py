@@ -5,15 +5,34 @@ from __future__ import annotations
 import pytest
 
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.glue.state import TestResult
 from pytest_efficientllm.glue.worker import attach
 from pytest_efficientllm.judging.verdicts import Verdict
 
 
+def headline(failed: list[Verdict]) -> str:
+    """What failed, in one line.
+
+    pytest's short test summary shows only a failure's first line (the whole text only on CI),
+    so that line names each failing metric and how far it moved; the details follow it.
+    """
+    items = []
+    for v in failed:
+        if v.kind == "budget":
+            items.append(f"{v.metric} {v.message}")
+        elif v.change is not None:
+            items.append(f"{v.metric} {format_change(v.change)}")
+        else:
+            # No change to show (a finding about the whole test, metric "*", or about the window).
+            items.append(v.message if v.metric == "*" else v.render())
+    return "efficiency: " + ", ".join(items)
+
+
 def failure_text(failed: list[Verdict]) -> str:
     budgets = [v for v in failed if v.kind == "budget"]
     others = [v for v in failed if v.kind != "budget"]
-    parts = []
+    parts = [headline(failed)]
     if budgets:
         parts.append("efficiency budget exceeded:\n" + "\n".join("  " + v.render() for v in budgets))
     if others:

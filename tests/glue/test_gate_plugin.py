@@ -69,6 +69,8 @@ def test_new_then_recorded_then_a_regression_fails_with_its_numbers(pytester: py
         ]
     )
     result.stdout.fnmatch_lines(["test_suite.py::test_memory * peak +1.0% * FAIL"])
+    # The short test summary shows a failure's first line: it names the metric and its change.
+    result.stdout.fnmatch_lines(["FAILED test_suite.py::test_memory - efficiency: peak_memory +1.0%*"])
     assert max(len(line) for line in result.stdout.lines if "test_suite.py::" in line) <= 100
 
 
