@@ -130,19 +130,32 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: list[Any]) -> None:
         state.workers_layout = process_layout.pad_for_xdist_workers(specs)
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    defaults = config.stash[RUN_KEY].session.options.defaults
-    problems = []
-    for item in items:
-        marker = item.get_closest_marker("efficiency")
-        try:
-            kwargs = dict(marker.kwargs) if marker else {}
-            args = tuple(marker.args) if marker else ()
-            item.stash[SPEC_KEY] = parse_marker(kwargs, args, defaults)
-        except MarkerError as exc:
-            problems.append(f"{item.nodeid}: efficiency marker: {exc}")
-    if problems:
-        raise pytest.UsageError("\n".join(problems))
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    # Each item's marker is parsed where it is collected, and a bad one is a collection error of
+    # its module: pytest reports those the same way in a serial run and from an xdist worker,
+    # where an error raised later, from the collection hooks, crashes the controller.
+    report = yield
+    if report.passed:
+        defaults = collector.config.stash[RUN_KEY].settings.measuring.defaults
+        problems = []
+        for item in report.result:
+            if not isinstance(item, pytest.Item):
+                continue
+            marker = item.get_closest_marker("efficiency")
+            try:
+                kwargs = dict(marker.kwargs) if marker else {}
+                args = tuple(marker.args) if marker else ()
+                item.stash[SPEC_KEY] = parse_marker(kwargs, args, defaults)
+            except MarkerError as exc:
+                problems.append(f"{item.nodeid}: efficiency marker: {exc}")
+        if problems:
+            report.outcome = "failed"
+            report.longrepr = "\n".join(problems)
+            report.result = []
+    return report
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -53,8 +53,30 @@ def test_bad_marker_arguments_are_collection_errors_naming_test_and_argument(
         """
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([expected])
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*ERROR collecting test_bad*", expected])
+
+
+def test_a_bad_marker_under_xdist_is_the_same_collection_error_not_a_crash(pytester: pytest.Pytester) -> None:
+    # Raised from the collection hooks, a worker's error crashed xdist's controller with an
+    # INTERNALERROR that never showed the message.
+    pytester.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.efficiency(latency='5 ms+')
+        def test_bad(efficiency):
+            pass
+        """,
+        test_good="def test_good():\n    pass\n",
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(
+        ["*ERROR collecting test_bad*", "*test_bad.py::test_bad: efficiency marker: latency='5 ms+'*"]
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
 @pytest.mark.parametrize(
