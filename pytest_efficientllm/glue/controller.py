@@ -113,6 +113,8 @@ class ControllerPlugin:
     def _note_workers_layout(self) -> None:
         """The summary's layout line names the controller's layout; where workers measured under
         another one, it says so (and why, where known)."""
+        if not self.state.workers:
+            return  # no worker measured anything
         eff = self.state.session
         note = process_layout.workers_note(
             eff.fingerprint["process_layout"],

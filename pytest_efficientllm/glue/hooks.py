@@ -36,7 +36,7 @@ from pytest_efficientllm.glue.state import (
     SPEC_KEY,
     RunState,
 )
-from pytest_efficientllm.glue.summary import summary_lines
+from pytest_efficientllm.glue.summary import has_something_to_say, summary_lines
 from pytest_efficientllm.judging.evaluate import BaselineView, evaluate
 from pytest_efficientllm.measuring import process_layout
 from pytest_efficientllm.measuring.calibration import Calibrator
@@ -93,30 +93,45 @@ def pytest_configure(config: pytest.Config) -> None:
     workerid, workers = worker.worker_id(config), worker.worker_count(config)
     # Before anything can initialise CUDA: the device this worker may see.
     device, shared = worker.pin_device(settings.devices, workerid, workers)
-    try:
-        session = EfficiencySession(settings.measuring)
-    except ProfileError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    session.layout_problem = config.stash.get(LAYOUT_PROBLEM_KEY, "")
-    # Checked once, where the run starts: an xdist worker or a confirming process starts while
-    # this run's own processes use the GPU, which `idle-gpu` would take for strangers.
-    if settings.require and workerid is None and not os.environ.get(CONFIRM_ENV):
-        unmet = session.unmet_requirements(settings.require)
-        if unmet:
-            raise pytest.UsageError("\n".join(f"--efficiency-require={name}: {why}" for name, why in unmet))
+    layout_problem = config.stash.get(LAYOUT_PROBLEM_KEY, "")
+    # Read now, as the process started: the session may open later, after the controller has set
+    # the variables that pad its xdist workers' stacks, which would read as another layout.
+    layout = process_layout.current_layout()
+
+    def open_session(state: RunState) -> EfficiencySession:
+        try:
+            session = EfficiencySession(settings.measuring)
+        except ProfileError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        session.fingerprint["process_layout"] = layout
+        session.layout_problem = layout_problem
+        # A test measured on the CPU (`--gpu=cpu`) takes no GPU lock; one measured on a GPU does,
+        # wherever another worker may measure on that GPU (pinned or not).
+        if session.profile != "cpu":
+            state.locked_device = worker.lock_device(device, shared, workers)
+        return session
+
     state = config.stash[RUN_KEY] = RunState(
         settings,
-        session,
-        BaselineStore(settings.baselines_dir, session.profile),
+        open_session,
         Calibrator(settings.calibrate_every_s) if settings.calibrate else None,
         is_worker=workerid is not None,
+        layout=layout,
         device=device,
         confirm_queue=ConfirmQueue(settings.confirm_spacing_s) if settings.confirming else None,
     )
-    # A test measured on the CPU (`--gpu=cpu`) takes no GPU lock; one measured on a GPU does,
-    # wherever another worker may measure on that GPU (pinned or not).
-    if session.profile != "cpu":
-        state.locked_device = worker.lock_device(device, shared, workers)
+    # The session opens here only where the run asks something of the GPU, so that a GPU that is
+    # absent or other, or a promise the runner does not keep, is a usage error before anything
+    # runs; otherwise at the first measured test (`pytest_collection_finish`), and a run that
+    # measures nothing neither imports torch nor opens NVML for the plugin.
+    if settings.measuring.gpu not in ("auto", "cpu") or settings.require:
+        state.session  # noqa: B018 - opened for its errors
+    # Checked once, where the run starts: an xdist worker or a confirming process starts while
+    # this run's own processes use the GPU, which `idle-gpu` would take for strangers.
+    if settings.require and workerid is None and not os.environ.get(CONFIRM_ENV):
+        unmet = state.session.unmet_requirements(settings.require)
+        if unmet:
+            raise pytest.UsageError("\n".join(f"--efficiency-require={name}: {why}" for name, why in unmet))
     plugin = worker.WorkerPlugin(state) if state.is_worker else ControllerPlugin(state)
     config.pluginmanager.register(plugin, "efficiency-" + ("worker" if state.is_worker else "controller"))
 
@@ -126,7 +141,7 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: list[Any]) -> None:
     # The controller, before execnet starts the workers: under a fixed layout, they start
     # with the stack a serial run has (process_layout.pad_for_xdist_workers).
     state = config.stash.get(RUN_KEY, None)
-    if state is not None and process_layout.is_fixed(state.session.fingerprint["process_layout"]):
+    if state is not None and process_layout.is_fixed(state.layout):
         state.workers_layout = process_layout.pad_for_xdist_workers(specs)
 
 
@@ -159,12 +174,20 @@ def pytest_make_collect_report(
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    # Before the first test runs, where one is measured: the session sets torch's threads for the
+    # whole run, as it did for every test when it opened at configure time.
+    if any(_measured(item) for item in session.items):
+        session.config.stash[RUN_KEY].session  # noqa: B018 - opened before the tests run
     # What exists after collection (modules, models built at import) lives for the run;
     # freezing it (after a collection, so no garbage is frozen with it) keeps Python's own
     # full collections short when one lands inside a measured round (the Meter collects
     # only the young generations before a window).
     gc.collect()
     gc.freeze()
+
+
+def _measured(item: pytest.Item) -> bool:
+    return item.get_closest_marker("efficiency") is not None or "efficiency" in getattr(item, "fixturenames", ())
 
 
 @pytest.fixture
@@ -216,7 +239,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(RUN_KEY, None)
-    if state is None or not state.reporting:
+    if state is None or not state.reporting or not has_something_to_say(state):
         return
     lines = summary_lines(state.session, state, verbose=config.get_verbosity())
     if lines:
@@ -229,5 +252,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 def pytest_unconfigure(config: pytest.Config) -> None:
     # After every other plugin's last word: the session's telemetry is released (nvmlShutdown).
     state = config.stash.get(RUN_KEY, None)
-    if state is not None:
+    if state is not None and state.session_opened:
         state.session.close()

@@ -15,6 +15,7 @@ already reported.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,10 +81,12 @@ class RunState:
     """What the plugin keeps during one run, on whichever side of the xdist wire this process is."""
 
     settings: Settings
-    session: EfficiencySession  # profile, telemetry backend, fingerprint, threads
-    store: BaselineStore
+    # Builds the measuring session (profile, telemetry backend, fingerprint, threads): it imports
+    # torch and opens NVML, so a run that measures nothing never calls it (`session`).
+    open_session: Callable[[RunState], EfficiencySession]
     calibrator: Calibrator | None
     is_worker: bool = False
+    layout: dict[str, Any] = field(default_factory=dict)  # this process's layout as it started (process_layout)
     device: str | None = None  # what this process's CUDA_VISIBLE_DEVICES was pinned to
     locked_device: str | None = None  # the GPU whose lock measured tests take (another worker may use it)
     confirm_queue: ConfirmQueue | None = None  # tests held for a vote; None where nothing is confirmed
@@ -102,6 +105,30 @@ class RunState:
     updates: list[FileUpdate] = field(default_factory=list)
     json_written: str = ""
     problems: list[str] = field(default_factory=list)
+    _session: EfficiencySession | None = field(default=None, repr=False)
+    _store: BaselineStore | None = field(default=None, repr=False)
+
+    @property
+    def session(self) -> EfficiencySession:
+        """The measuring session, opened at its first use."""
+        if self._session is None:
+            self._session = self.open_session(self)
+        return self._session
+
+    @session.setter
+    def session(self, session: EfficiencySession) -> None:
+        self._session = session
+
+    @property
+    def session_opened(self) -> bool:
+        return self._session is not None
+
+    @property
+    def store(self) -> BaselineStore:
+        """The baselines of this run's profile (which opens the session: the profile keys them)."""
+        if self._store is None:
+            self._store = BaselineStore(self.settings.baselines_dir, self.session.profile)
+        return self._store
 
     @property
     def options(self) -> GateOptions:

@@ -504,6 +504,17 @@ def _store_lines(state: RunState, width: int) -> list[str]:
     return lines
 
 
+def has_something_to_say(state: RunState) -> bool:
+    """Whether the run gives the efficiency section anything: one that measured nothing and asked
+    nothing of the plugin (a project's other tests, the plugin installed beside them) gets none."""
+    return (
+        state.session_opened
+        or bool(state.results or state.lost_workers or state.unreported or state.problems)
+        or state.options.update
+        or state.settings.json_path is not None
+    )
+
+
 def summary_lines(
     session: EfficiencySession, state: RunState | None = None, width: int = WIDTH, verbose: int = 0
 ) -> list[str]:

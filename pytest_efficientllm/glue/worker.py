@@ -140,6 +140,8 @@ class WorkerPlugin:
         self.state = state
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.state.session_opened:
+            return  # this worker measured nothing: nothing to say of it
         eff = self.state.session
         session.config.workeroutput[WORKEROUTPUT_KEY] = worker_summary(  # type: ignore[attr-defined]
             self.state, eff.threads, usable_cores(), eff.fingerprint["process_layout"]

@@ -31,8 +31,6 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from scipy import stats as scipy_stats
-
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.metrics import like
 from pytest_efficientllm.core.record import Metric, Record
@@ -86,6 +84,9 @@ def _signed_rank_p(shifted: Sequence[float]) -> float:
     """One-sided exact p-value that the shifted log ratios are centred above 0."""
     if all(x == 0 for x in shifted):
         return 1.0
+    # Imported here: scipy.stats costs ~0.5 s, and the plugin loads this module in every pytest run.
+    from scipy import stats as scipy_stats
+
     return float(scipy_stats.wilcoxon(shifted, alternative="greater", method="exact", zero_method="zsplit").pvalue)
 
 

@@ -1,6 +1,7 @@
 """Per-run state: the resolved profile, the telemetry backend, defaults, and the records made.
 
-Built once at configure time from the options; the pytest hooks only read and append.
+Built once per process from the options, at its first use (`glue.state.RunState.session`); the
+pytest hooks only read and append.
 """
 
 from __future__ import annotations

@@ -238,3 +238,41 @@ def test_memory_kept_across_rounds_is_reported_as_a_leak_not_averaged_away(pytes
         line.split()[0]: line.split()[-1] for line in out.splitlines() if line.startswith(("test_leaky ", "test_tidy "))
     }
     assert rows == {"test_leaky": "warn", "test_tidy": "new"}, rows
+
+
+def test_a_run_that_measures_nothing_costs_no_torch_import_and_prints_no_section(pytester: pytest.Pytester) -> None:
+    # The plugin loads in every pytest run of its environment: one that measures nothing must not
+    # pay for torch (~1 s), scipy.stats (~0.5 s) or NVML, nor read an efficiency section.
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_plain():
+            assert "torch" not in sys.modules and "scipy.stats" not in sys.modules
+        """
+    )
+    pytester.makeini("[pytest]\nefficiency_threads = 1\n")
+    for args in ((), ("-n", "2")):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+        result.assert_outcomes(passed=1)
+        assert "efficiency" not in result.stdout.str()
+
+
+def test_a_run_that_measures_sets_the_threads_before_its_first_test(pytester: pytest.Pytester) -> None:
+    # The session opens once collection shows a measured test: its thread count holds for the whole
+    # run, the tests before the first measured one included, as when it opened at start-up.
+    pytester.makepyfile(
+        """
+        import torch
+
+        def test_a_plain_test_first():
+            assert torch.get_num_threads() == 1
+
+        def test_b_measured(efficiency):
+            efficiency.measure(lambda: None)
+        """
+    )
+    pytester.makeini("[pytest]\nefficiency_threads = 1\nefficiency_calibrate_every = off\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*efficiency*", "profile cpu; 1 torch thread(s)*"])
