@@ -60,7 +60,6 @@ from pytest_efficientllm.judging.run_noise import (
 )
 from pytest_efficientllm.judging.stats import RatioInterval, ratio_interval, summarize
 from pytest_efficientllm.judging.verdicts import Verdict, soften
-from pytest_efficientllm.judging.workload import another_workload, workload_changes
 
 COUNTED_RTOL = 1e-6
 DEFAULT_MEASURED_TOLERANCE = 0.05
@@ -315,9 +314,6 @@ def _compare(
                 "fingerprint",
             )
         ]
-    changed = workload_changes(baseline, current)
-    if changed:
-        return [Verdict("*", "warn", another_workload(changed), "workload")]
     out: list[Verdict] = []
     calibrate = False
     factor = None

@@ -90,8 +90,8 @@ def judge(
     * baseline: `compare_record` (with the run-to-run spread the baseline's file shares,
       `run_priors`, and `processes`: how many processes must all find a measured
       regression before it fails; 1 under `update` or mode `warn`, where none is put to a
-      vote), or `new` when there is none (a failure with `strict`), as for a baseline of
-      another workload (`judging.workload`), or an error when the baseline file is unreadable;
+      vote), or `new` when there is none (a failure with `strict`), or an error when the
+      baseline file is unreadable;
     * with `update`, findings against the old baseline warn (it is being replaced), except
       an unreadable file, which will not be replaced either;
     * mode `warn` turns every failure into a warning; `off` checks nothing.
@@ -100,7 +100,19 @@ def judge(
         return []
     limits = tuple(limits)
     verdicts = check_budgets(record, limits)
-    if baseline_error:
+    if baseline is not None and baseline.world_size != record.world_size:
+        # Another world size is another workload (per-rank memory, global throughput): never
+        # compared silently, and not a failure of this run either.
+        verdicts.append(
+            Verdict(
+                "*",
+                "warn",
+                f"baseline taken at world_size={baseline.world_size}, this run has "
+                f"{record.world_size}: not compared; record one with --update-baselines",
+                "baseline",
+            )
+        )
+    elif baseline_error:
         verdicts.append(Verdict("*", "error", baseline_error, "store"))
     elif baseline is None:
         if options.strict and not options.update:
@@ -125,14 +137,6 @@ def judge(
     else:
         voting = processes if options.mode == "fail" and not options.update else 1
         compared = compare_record(baseline, record, limits, mode="fail", run_priors=run_priors, processes=voting)
-        if options.strict and not options.update:
-            # A baseline of another workload is none for this one: strict fails it as a missing one.
-            compared = [
-                dataclasses.replace(v, status="fail", message=v.message + " [--efficiency-strict]")
-                if v.kind == "workload"
-                else v
-                for v in compared
-            ]
         if options.update:
             compared = [
                 dataclasses.replace(v, status="warn", message=v.message + " [baseline being replaced]")

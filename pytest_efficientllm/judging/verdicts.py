@@ -20,9 +20,8 @@ Status = Literal["pass", "fail", "warn", "new", "improved", "skipped", "error"]
 STATUSES: tuple[str, ...] = ("pass", "fail", "warn", "new", "improved", "skipped", "error")
 
 # What a verdict is about: an absolute budget, a comparison with the stored baseline,
-# a source or fingerprint mismatch, a baseline of another workload, the baseline file itself,
-# or the GPU's state in the window.
-Kind = Literal["budget", "baseline", "source", "fingerprint", "workload", "store", "gpu_state"]
+# a source or fingerprint mismatch, the baseline file itself, or the GPU's state in the window.
+Kind = Literal["budget", "baseline", "source", "fingerprint", "store", "gpu_state"]
 
 
 @dataclass(frozen=True)
