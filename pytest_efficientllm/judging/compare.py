@@ -60,6 +60,7 @@ from pytest_efficientllm.judging.run_noise import (
 )
 from pytest_efficientllm.judging.stats import RatioInterval, ratio_interval, summarize
 from pytest_efficientllm.judging.verdicts import Verdict, soften
+from pytest_efficientllm.judging.workload import workload_changes
 
 COUNTED_RTOL = 1e-6
 DEFAULT_MEASURED_TOLERANCE = 0.05
@@ -131,11 +132,19 @@ def _counted_numbers(
 
 
 def compare_counted(
-    name: str, base: Metric, cur: Metric, tol: float | None, shift: str = "", packages: Sequence[str] = ()
+    name: str,
+    base: Metric,
+    cur: Metric,
+    tol: float | None,
+    shift: str = "",
+    packages: Sequence[str] = (),
+    settings: Sequence[str] = (),
 ) -> Verdict:
     """The counted rule. `shift`: the dtype shift the two records show; `packages`: the package
     versions that differ between the two fingerprints ("torch 2.13.0 -> 2.11.0"), named with a
-    changed count because a library upgrade changes what a model counts."""
+    changed count because a library upgrade changes what a model counts; `settings`: the test's
+    declared settings that differ ("hidden 64 -> 256", `workload.workload_changes`), named because
+    another workload counts otherwise."""
     b, c = float(base.value), float(cur.value)  # type: ignore[arg-type]
     change = c / b - 1 if b else (0.0 if c == b else float("inf"))
     sign = 1 if cur.direction == "lower" else -1
@@ -150,7 +159,12 @@ def compare_counted(
     cur_text, base_text, change_text = _counted_numbers(base, cur, b, c, change, integral)
     numbers = f"{cur_text} vs baseline {base_text} ({change_text}; counted, {rule})"
     why = f" ({shift})" if shift and c != b else ""
-    versions = f"; package versions differ from the baseline's ({', '.join(packages)})" if packages else ""
+    causes = []
+    if settings:
+        causes.append(f"the test's settings differ from the baseline's ({', '.join(settings)})")
+    if packages:
+        causes.append(f"package versions differ from the baseline's ({', '.join(packages)})")
+    versions = "".join(f"; {cause}" for cause in causes)
     if worse:
         if versions:
             why += f"{versions}: if that change is meant, record the baselines again with --update-baselines"
@@ -314,6 +328,7 @@ def _compare(
                 "fingerprint",
             )
         ]
+    settings_changed = workload_changes(baseline.settings, current.settings)
     out: list[Verdict] = []
     calibrate = False
     factor = None
@@ -384,7 +399,7 @@ def _compare(
             continue
         if cur.source == "counted":
             shift = dtype_shift(baseline, current, name)
-            out.append(compare_counted(name, base, cur, tol, shift, fp.packages))
+            out.append(compare_counted(name, base, cur, tol, shift, fp.packages, settings_changed))
         elif cur.source == "measured":
             gross_only = tol is None and current.profile in GROSS_ONLY
             verdict = _compare_measured(

@@ -302,3 +302,27 @@ def test_calibration_is_recorded_in_the_fingerprint_and_said_in_the_summary(pyte
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["calibration: * matmul, * copy (1 measurement(s))"])
+
+
+def test_a_counted_regression_under_other_declared_settings_names_them(pytester: pytest.Pytester) -> None:
+    # A suite run at another scale once failed its baseline's FLOPs by +13,090% with nothing saying why.
+    pytester.makepyfile(
+        test_suite="""
+        import os, pytest
+
+        HIDDEN = int(os.environ.get("EFF_HIDDEN", "64"))
+
+        def test_model(efficiency):
+            efficiency.settings(hidden=HIDDEN)
+            efficiency.count("flops", HIDDEN * 1000, unit="FLOP")
+        """
+    )
+    pytester.makeini(INI)
+    run(pytester, "--update-baselines").assert_outcomes(passed=1)
+    os.environ["EFF_HIDDEN"] = "256"
+    try:
+        result = run(pytester)
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(["*flops*+300.0%*regression; the test's settings differ*(hidden 64 -> 256)*"])
+    finally:
+        del os.environ["EFF_HIDDEN"]
