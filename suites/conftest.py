@@ -1,6 +1,7 @@
 """Options and fixtures of the EfficientLLM suites (`pytest suites/`).
 
---scale=tiny|small|paper   model sizes and run lengths (efficientllm_models/scales.py)
+--scale=auto|tiny|small|paper   model sizes and run lengths (efficientllm_models/scales.py); auto:
+                                small on a CUDA GPU, tiny on the CPU
 --model-path=DIR           a local transformers checkpoint for the fine-tuning and
                            quantization axes instead of a model built from a config
 """
@@ -20,15 +21,17 @@ import torch  # noqa: E402
 from efficientllm_models import SCALES, Scale, get_scale  # noqa: E402
 
 SEED = 0
+AUTO = "auto"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("efficientllm suites")
     group.addoption(
         "--scale",
-        default="tiny",
+        default=AUTO,
         metavar="SCALE",
-        help=f"suite model sizes: {'|'.join(SCALES)} (default tiny: the whole matrix on 2 CPU cores)",
+        help=f"suite model sizes: {AUTO}|{'|'.join(SCALES)} (default {AUTO}: small on a CUDA GPU, where tiny "
+        "measures little but kernel launches, and tiny on the CPU, the whole matrix on 2 cores)",
     )
     group.addoption(
         "--model-path",
@@ -40,9 +43,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        get_scale(config.getoption("scale"))
+        if config.getoption("scale") != AUTO:
+            get_scale(config.getoption("scale"))
     except ValueError as exc:
-        raise pytest.UsageError(f"--scale: {exc}") from None
+        raise pytest.UsageError(f"--scale: {exc}, or {AUTO}") from None
     path = config.getoption("model_path")
     if path is not None:
         p = Path(path)
@@ -66,7 +70,9 @@ def scale(request: pytest.FixtureRequest, device: torch.device) -> Scale:
     """The selected scale; `paper` skips (before anything is allocated) without a GPU, naming the model
     families the test module builds: its `PAPER_FAMILIES` when it sets one (the vision suites), else the
     decoder study's."""
-    s = get_scale(request.config.getoption("scale"))
+    name = request.config.getoption("scale")
+    # One scale per kind of device, so each profile's committed baselines are of one workload.
+    s = get_scale(("small" if device.type == "cuda" else "tiny") if name == AUTO else name)
     if s.needs_accelerator and device.type != "cuda":
         families = getattr(request.module, "PAPER_FAMILIES", s.paper_families)
         pytest.skip(
