@@ -28,7 +28,7 @@ from pytest_efficientllm.glue.controller import ControllerPlugin
 from pytest_efficientllm.glue.fixture import Efficiency
 from pytest_efficientllm.glue.marker import PROTOCOL_ARGS, MarkerError, parse_marker
 from pytest_efficientllm.glue.options import Settings, add_options
-from pytest_efficientllm.glue.outcome import settle
+from pytest_efficientllm.glue.outcome import UNMEASURED, settle, unmeasured_limits
 from pytest_efficientllm.glue.state import (
     FIXTURE_KEY,
     LAYOUT_PROBLEM_KEY,
@@ -163,9 +163,15 @@ def pytest_make_collect_report(
             try:
                 kwargs = dict(marker.kwargs) if marker else {}
                 args = tuple(marker.args) if marker else ()
-                item.stash[SPEC_KEY] = parse_marker(kwargs, args, defaults)
+                spec = item.stash[SPEC_KEY] = parse_marker(kwargs, args, defaults)
             except MarkerError as exc:
                 problems.append(f"{item.nodeid}: efficiency marker: {exc}")
+                continue
+            # The test's own marker (not a module's `pytestmark`, which sets defaults for its measured
+            # tests) on a test that cannot measure; `world_size=N` alone starts ranks, a use of its own.
+            own = any(m.name == "efficiency" for m in item.own_markers)
+            if own and spec.world_size == 1 and "efficiency" not in getattr(item, "fixturenames", ()):
+                problems.append(f"{item.nodeid}: efficiency marker: {UNMEASURED}")
         if problems:
             report.outcome = "failed"
             report.longrepr = "\n".join(problems)
@@ -220,7 +226,13 @@ def _baseline_of(store: BaselineStore, nodeid: str) -> BaselineView:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
     fixture = item.stash.get(FIXTURE_KEY, None)
-    if call.when != "call" or fixture is None or not fixture.record.metrics:
+    if call.when != "call" or fixture is None:
+        return report
+    if not fixture.record.metrics:
+        if report.passed and fixture.spec.limits and fixture.spec.world_size == 1:
+            # Limits the marker declares on a test that measured nothing would pass unchecked.
+            report.outcome = "failed"
+            report.longrepr = unmeasured_limits(fixture.spec.limits)
         return report
     record = fixture.record
     state = item.config.stash[RUN_KEY]

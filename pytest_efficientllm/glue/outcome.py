@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.glue.state import TestResult
 from pytest_efficientllm.glue.worker import attach
 from pytest_efficientllm.judging.verdicts import Verdict
+
+# A marker on a test that measures nothing: its limits and protocol would apply to nothing.
+UNMEASURED = (
+    "the test does not request the `efficiency` fixture, so nothing is measured and the marker's "
+    "limits are never checked: add `efficiency` to its arguments and measure with efficiency.measure(fn)"
+)
+
+
+def unmeasured_limits(limits: tuple[Limit, ...]) -> str:
+    """The failure of a test whose marker declares limits but which measured nothing."""
+    declared = ", ".join(f"{limit.metric} {limit.text}" for limit in limits)
+    return (
+        f"efficiency: the marker declares {declared}, but the test measured nothing, so they were not checked: "
+        "measure its workload with efficiency.measure(fn), efficiency.generate(...) or efficiency.count(...)"
+    )
 
 
 def headline(failed: list[Verdict]) -> str:

@@ -276,3 +276,60 @@ def test_a_run_that_measures_sets_the_threads_before_its_first_test(pytester: py
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*efficiency*", "profile cpu; 1 torch thread(s)*"])
+
+
+def test_a_marker_on_a_test_without_the_fixture_is_a_collection_error(pytester: pytest.Pytester) -> None:
+    # Its budget would never be checked: the test would pass whatever the workload cost.
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.efficiency(latency="<= 5 ms")
+        def test_unmeasured():
+            sum(range(10))
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["*test_unmeasured: efficiency marker: the test does not request the `efficiency` fixture*"]
+    )
+
+
+def test_a_module_wide_marker_leaves_its_unmeasured_tests_alone(pytester: pytest.Pytester) -> None:
+    # `pytestmark` sets defaults for a module's measured tests; its plain tests are not mistakes.
+    pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.efficiency(rounds=2, warmup=0)
+
+        def test_plain():
+            pass
+
+        def test_measured(efficiency):
+            efficiency.measure(lambda: None)
+        """
+    )
+    pytester.makeini("[pytest]\nefficiency_calibrate_every = off\n")
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_declared_limits_on_a_test_that_measured_nothing_fail_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.efficiency(latency="<= 5 ms", memory="+5%")
+        def test_forgot(efficiency):
+            sum(range(10))
+
+        def test_no_limits(efficiency):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        ["efficiency: the marker declares AL <= 5 ms, AMU +5%, but the test measured nothing, so they were not*"]
+    )
