@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OLD.json",
         help="show verdicts against this run (the compare command's rules) instead of the recorded ones",
     )
-    p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=+N%%", help="as for compare")
+    p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=+N%", help="as for compare")
     p.add_argument("--mode", choices=("fail", "warn"), default="fail", help="as for compare")
     p.set_defaults(func=cmd_report)
 
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output", default="efficiency-ab", metavar="DIR", help="run files, ab.md, ab.json (default: efficiency-ab)"
     )
-    p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=+N%%", help="as for compare")
+    p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=+N%", help="as for compare")
     p.add_argument("--allow-dirty", action="store_true", help="compare although the work tree has uncommitted changes")
     p.add_argument("-v", "--verbose", action="store_true", help="say which process runs")
     p.set_defaults(func=cmd_ab)

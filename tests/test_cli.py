@@ -282,3 +282,13 @@ def test_report_against_a_baseline_shows_the_compare_verdicts(files: dict[str, P
     # Against the baseline, int4's compression and mqa's latency fail; the verdict the file
     # itself recorded for gqa (a baseline verdict) was replaced by the new comparison.
     assert fails == [[f"| {MQA}", "AL"], [f"| {INT4}", "size_ratio"]]
+
+
+@pytest.mark.parametrize("command", ["compare", "merge", "report", "export-benchmark-action", "export-bencher", "ab"])
+def test_each_commands_help_shows_its_arguments_as_typed(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # A metavar is printed as written (only help text is %-formatted): 'METRIC=+N%%' showed doubled.
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "-h"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert "%%" not in shown and "usage: pytest-efficientllm " + command in shown
