@@ -125,7 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # runs; otherwise at the first measured test (`pytest_collection_finish`), and a run that
     # measures nothing neither imports torch nor opens NVML for the plugin.
     if settings.measuring.gpu not in ("auto", "cpu") or settings.require:
-        state.session  # noqa: B018 - opened for its errors
+        state.open()
     # Checked once, where the run starts: an xdist worker or a confirming process starts while
     # this run's own processes use the GPU, which `idle-gpu` would take for strangers.
     if settings.require and workerid is None and not os.environ.get(CONFIRM_ENV):
@@ -181,9 +181,10 @@ def pytest_make_collect_report(
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Before the first test runs, where one is measured: the session sets torch's threads for the
-    # whole run, as it did for every test when it opened at configure time.
+    # whole run, the tests before the first measured one included, and what it imports is frozen
+    # below with the rest.
     if any(_measured(item) for item in session.items):
-        session.config.stash[RUN_KEY].session  # noqa: B018 - opened before the tests run
+        session.config.stash[RUN_KEY].open()
     # What exists after collection (modules, models built at import) lives for the run;
     # freezing it (after a collection, so no garbage is frozen with it) keeps Python's own
     # full collections short when one lands inside a measured round (the Meter collects

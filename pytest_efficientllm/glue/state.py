@@ -108,12 +108,16 @@ class RunState:
     _session: EfficiencySession | None = field(default=None, repr=False)
     _store: BaselineStore | None = field(default=None, repr=False)
 
-    @property
-    def session(self) -> EfficiencySession:
-        """The measuring session, opened at its first use."""
+    def open(self) -> EfficiencySession:
+        """The measuring session, opened now if it is not yet (imports torch, opens NVML)."""
         if self._session is None:
             self._session = self.open_session(self)
         return self._session
+
+    @property
+    def session(self) -> EfficiencySession:
+        """The measuring session, opened at its first use."""
+        return self.open()
 
     @session.setter
     def session(self, session: EfficiencySession) -> None:
