@@ -139,12 +139,15 @@ def compare_counted(
     shift: str = "",
     packages: Sequence[str] = (),
     settings: Sequence[str] = (),
+    *,
+    against: str = "baseline",
 ) -> Verdict:
     """The counted rule. `shift`: the dtype shift the two records show; `packages`: the package
     versions that differ between the two fingerprints ("torch 2.13.0 -> 2.11.0"), named with a
     changed count because a library upgrade changes what a model counts; `settings`: the test's
     declared settings that differ ("hidden 64 -> 256", `workload.workload_changes`), named because
-    another workload counts otherwise."""
+    another workload counts otherwise. `against`: what `base` is, "baseline" (a stored one, which
+    --update-baselines refreshes) or another run's side, such as `ab`'s "base"."""
     b, c = float(base.value), float(cur.value)  # type: ignore[arg-type]
     change = c / b - 1 if b else (0.0 if c == b else float("inf"))
     sign = 1 if cur.direction == "lower" else -1
@@ -157,7 +160,7 @@ def compare_counted(
         rule = f"tolerance {tol * 100:+.4g}%"
         worse, better = beyond_tolerance(change, cur.direction, tol)
     cur_text, base_text, change_text = _counted_numbers(base, cur, b, c, change, integral)
-    numbers = f"{cur_text} vs baseline {base_text} ({change_text}; counted, {rule})"
+    numbers = f"{cur_text} vs {against} {base_text} ({change_text}; counted, {rule})"
     why = f" ({shift})" if shift and c != b else ""
     causes = []
     if settings:
@@ -171,7 +174,8 @@ def compare_counted(
         return Verdict(name, "fail", f"{numbers}: regression{why}", "baseline", change)
     if better:
         why += versions
-        return Verdict(name, "improved", f"{numbers}: better{why}; refresh with --update-baselines", "baseline", change)
+        refresh = "; refresh with --update-baselines" if against == "baseline" else ""
+        return Verdict(name, "improved", f"{numbers}: better{why}{refresh}", "baseline", change)
     return Verdict(name, "pass", numbers + why, "baseline", change)
 
 

@@ -125,7 +125,7 @@ def _counted_verdict(name: str, base: list[Metric], head: list[Metric], shift: s
         return Verdict(
             name, "warn", f"varies between processes of one side ({shown} {head[0].unit}): not compared", "baseline"
         )
-    return compare_counted(name, base[0], head[0], None, shift)
+    return compare_counted(name, base[0], head[0], None, shift, against="base")
 
 
 def _measured_verdict(name: str, base: list[Metric], head: list[Metric], tolerance: float, defaulted: bool) -> Verdict:

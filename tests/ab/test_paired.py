@@ -94,10 +94,17 @@ def test_counted_metrics_gate_exactly_and_name_both_counts() -> None:
     )
     v = _by_metric(paired_verdicts(base, head))["flops"]
     assert v.status == "fail" and v.change == pytest.approx(1.0) and "exact" in v.message
+    # HEAD against BASE, not against a stored baseline that --update-baselines would refresh.
+    assert "vs base 1000 FLOP" in v.message and "baseline" not in v.message
     base, head = _sides(
         [0.1] * 6, [0.1] * 6, counted("flops", 1000, "FLOP"), extra_head=(counted("flops", 1000, "FLOP"),)
     )
     assert _by_metric(paired_verdicts(base, head))["flops"].status == "pass"
+    base, head = _sides(
+        [0.1] * 6, [0.1] * 6, counted("flops", 1000, "FLOP"), extra_head=(counted("flops", 500, "FLOP"),)
+    )
+    better = _by_metric(paired_verdicts(base, head))["flops"]
+    assert better.status == "improved" and "--update-baselines" not in better.message
 
 
 def test_a_count_that_varies_between_processes_of_a_side_is_not_compared_exactly() -> None:
