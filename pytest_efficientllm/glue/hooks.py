@@ -170,7 +170,7 @@ def pytest_make_collect_report(
             # The test's own marker (not a module's `pytestmark`, which sets defaults for its measured
             # tests) on a test that cannot measure; `world_size=N` alone starts ranks, a use of its own.
             own = any(m.name == "efficiency" for m in item.own_markers)
-            if own and spec.world_size == 1 and "efficiency" not in getattr(item, "fixturenames", ()):
+            if own and spec.world_size == 1 and not _requests_fixture(item):
                 problems.append(f"{item.nodeid}: efficiency marker: {UNMEASURED}")
         if problems:
             report.outcome = "failed"
@@ -193,8 +193,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
 
 
+def _requests_fixture(item: pytest.Item) -> bool:
+    return "efficiency" in getattr(item, "fixturenames", ())
+
+
 def _measured(item: pytest.Item) -> bool:
-    return item.get_closest_marker("efficiency") is not None or "efficiency" in getattr(item, "fixturenames", ())
+    return item.get_closest_marker("efficiency") is not None or _requests_fixture(item)
 
 
 @pytest.fixture

@@ -167,13 +167,13 @@ def compare_counted(
         causes.append(f"the test's settings differ from the baseline's ({', '.join(settings)})")
     if packages:
         causes.append(f"package versions differ from the baseline's ({', '.join(packages)})")
-    versions = "".join(f"; {cause}" for cause in causes)
+    noted = "".join(f"; {cause}" for cause in causes)
     if worse:
-        if versions:
-            why += f"{versions}: if that change is meant, record the baselines again with --update-baselines"
+        if noted:
+            why += f"{noted}: if that change is meant, record the baselines again with --update-baselines"
         return Verdict(name, "fail", f"{numbers}: regression{why}", "baseline", change)
     if better:
-        why += versions
+        why += noted
         refresh = "; refresh with --update-baselines" if against == "baseline" else ""
         return Verdict(name, "improved", f"{numbers}: better{why}{refresh}", "baseline", change)
     return Verdict(name, "pass", numbers + why, "baseline", change)
