@@ -27,7 +27,7 @@ from pytest_efficientllm.glue import worker
 from pytest_efficientllm.glue.controller import ControllerPlugin
 from pytest_efficientllm.glue.fixture import Efficiency
 from pytest_efficientllm.glue.marker import PROTOCOL_ARGS, MarkerError, parse_marker
-from pytest_efficientllm.glue.options import Settings, add_options
+from pytest_efficientllm.glue.options import Settings, add_options, no_test_option
 from pytest_efficientllm.glue.outcome import UNMEASURED, settle, unmeasured_limits
 from pytest_efficientllm.glue.state import (
     FIXTURE_KEY,
@@ -59,7 +59,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     wanted = config.known_args_namespace.efficiency_fixed_layout
     if wanted is None:
         wanted = config.getini("efficiency_fixed_layout")
-    if not wanted or hasattr(config, "workerinput"):
+    if not wanted or hasattr(config, "workerinput") or no_test_option(config.known_args_namespace):
         return
     if process_layout.is_fixed(process_layout.current_layout()):
         return
@@ -124,6 +124,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # absent or other, or a promise the runner does not keep, is a usage error before anything
     # runs; otherwise at the first measured test (`pytest_collection_finish`), and a run that
     # measures nothing neither imports torch nor opens NVML for the plugin.
+    if settings.no_tests:
+        return  # nothing runs: nothing to measure, judge or write
     if settings.measuring.gpu not in ("auto", "cpu") or settings.require:
         state.open()
     # Checked once, where the run starts: an xdist worker or a confirming process starts while
@@ -183,8 +185,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # Before the first test runs, where one is measured: the session sets torch's threads for the
     # whole run, the tests before the first measured one included, and what it imports is frozen
     # below with the rest.
-    if any(_measured(item) for item in session.items):
-        session.config.stash[RUN_KEY].open()
+    state = session.config.stash[RUN_KEY]
+    if not state.settings.no_tests and any(_measured(item) for item in session.items):
+        state.open()
     # What exists after collection (modules, models built at import) lives for the run;
     # freezing it (after a collection, so no garbage is frozen with it) keeps Python's own
     # full collections short when one lands inside a measured round (the Meter collects

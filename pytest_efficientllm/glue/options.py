@@ -292,6 +292,26 @@ def parse_energy_window(resolution: str, max_time: str, cooldown: str) -> Energy
     return EnergyWindow(fraction, cap, pause)
 
 
+# pytest's options under which no test runs (an IDE's test discovery runs `--collect-only` on every
+# save): such a run measures nothing, so the plugin opens nothing, prints nothing and writes nothing,
+# not even an empty run file over the last real one.
+NO_TEST_OPTIONS = (
+    ("collectonly", "--collect-only"),
+    ("setuponly", "--setup-only"),
+    ("setupplan", "--setup-plan"),
+    ("showfixtures", "--fixtures"),
+    ("show_fixtures_per_test", "--fixtures-per-test"),
+    ("markers", "--markers"),
+    ("help", "--help"),
+    ("version", "--version"),
+)
+
+
+def no_test_option(options: Any) -> str:
+    """The pytest option in `options` (a config's option namespace) under which no test runs, or ""."""
+    return next((flag for dest, flag in NO_TEST_OPTIONS if getattr(options, dest, False)), "")
+
+
 def _setting(config: pytest.Config, name: str) -> Any:
     value = config.getoption(f"efficiency_{name}", default=None)
     return value if value is not None else config.getini(f"efficiency_{name}")
@@ -330,6 +350,7 @@ class Settings:
     calibrate: bool = True  # False: --efficiency-calibrate-every=off
     calibrate_every_s: float | None = None  # None: once, at the first measured test
     require: tuple[str, ...] = ()  # --efficiency-require: GPU state the runner promises
+    no_tests: str = ""  # the pytest option under which no test runs this time ("--collect-only"), or ""
 
     @property
     def confirming(self) -> bool:
@@ -409,4 +430,5 @@ class Settings:
             calibrate,
             every if every and every > 0 else None,
             require=parse_requirements(str(_setting(config, "require") or "")),
+            no_tests=no_test_option(config.option),
         )

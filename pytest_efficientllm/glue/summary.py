@@ -506,8 +506,9 @@ def _store_lines(state: RunState, width: int) -> list[str]:
 
 def has_something_to_say(state: RunState) -> bool:
     """Whether the run gives the efficiency section anything: one that measured nothing and asked
-    nothing of the plugin (a project's other tests, the plugin installed beside them) gets none."""
-    return (
+    nothing of the plugin (a project's other tests, the plugin installed beside them) gets none,
+    and so does one that runs no test (`--collect-only`)."""
+    return not state.settings.no_tests and (
         state.session_opened
         or bool(state.results or state.lost_workers or state.unreported or state.problems)
         or state.options.update

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
@@ -256,6 +258,43 @@ def test_a_run_that_measures_nothing_costs_no_torch_import_and_prints_no_section
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
         result.assert_outcomes(passed=1)
         assert "efficiency" not in result.stdout.str()
+
+
+def test_a_run_that_runs_no_test_opens_prints_and_writes_nothing(pytester: pytest.Pytester) -> None:
+    # An IDE's test discovery runs `--collect-only` on every save, often with the project's addopts:
+    # it must not re-execute pytest, import torch or print a section, nor replace the last run's
+    # file with an empty one.
+    pytester.makepyfile(
+        test_measured="""
+        def test_measured(efficiency):
+            efficiency.measure(lambda: None)
+        """,
+        conftest="""
+        import sys
+
+        from pytest_efficientllm.measuring.process_layout import current_layout
+
+        def pytest_unconfigure(config):
+            padded = current_layout()["stack_padded"]
+            sys.stdout.write(f"PROBE torch={'torch' in sys.modules} padded={padded}\\n")
+        """,
+    )
+    pytester.makeini(
+        "[pytest]\nefficiency_threads = 1\nefficiency_calibrate_every = off\nefficiency_fixed_layout = true\n"
+    )
+    run_file = pytester.path / "run.json"
+    args = ("-p", "no:cacheprovider", "-s", f"--efficiency-json={run_file}")
+    measured = pytester.runpytest_subprocess(*args, timeout=180)
+    measured.assert_outcomes(passed=1)
+    measured.stdout.re_match_lines([r"=+ efficiency =+", "PROBE torch=True padded=True"])
+    written = run_file.read_text()
+    for no_tests in ("--collect-only", "--setup-plan", "--fixtures"):
+        result = pytester.runpytest_subprocess(*args, no_tests, "--update-baselines", timeout=180)
+        assert result.ret == pytest.ExitCode.OK, no_tests
+        result.stdout.fnmatch_lines(["PROBE torch=False padded=False"])
+        assert not [line for line in result.outlines if re.fullmatch(r"=+ efficiency =+", line)], no_tests
+        assert run_file.read_text() == written, no_tests
+    assert not (pytester.path / "baselines").exists()
 
 
 def test_a_run_that_measures_sets_the_threads_before_its_first_test(pytester: pytest.Pytester) -> None:
