@@ -162,11 +162,17 @@ def format_seconds(value: float) -> str:
 def format_change(change: float) -> str:
     """A relative change, current / baseline - 1, as "+12.3%".
 
-    A change from zero has no ratio (it is stored as +inf); it reads "from 0".
+    A change from zero has no ratio (it is stored as +inf); it reads "from 0". A change too small
+    for one decimal keeps two significant digits ("+0.0021%"): a counted metric that moved by a few
+    parts per million must not read "+0.0%", as if it had not moved.
     """
     if math.isinf(change):
         return "from 0"
-    return f"{change * 100:+.1f}%"
+    percent = change * 100
+    if percent == 0 or abs(percent) >= 0.05:
+        return f"{percent:+.1f}%"
+    decimals = 1 - math.floor(math.log10(abs(percent)))
+    return f"{percent:+.{decimals}f}%"
 
 
 def format_value(value: float | None, unit: str) -> str:

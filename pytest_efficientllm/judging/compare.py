@@ -116,19 +116,17 @@ def _counted_numbers(
     """The two values and their change, as the message shows them.
 
     Rounded for display, two different counts can read alike ("3.020e+08 FLOP vs baseline
-    3.020e+08 FLOP (+0.0%)"), which hides what failed: then they are shown whole, with their
-    difference."""
+    3.020e+08 FLOP"), which hides what failed: then they are shown whole, with their difference."""
     cur_text, base_text, change_text = _shown(cur, c), _shown(base, b), format_change(change)
-    hidden = cur_text == base_text or change_text in ("+0.0%", "-0.0%")
-    if c == b or math.isinf(change) or not hidden:
+    if c == b or math.isinf(change) or cur_text != base_text:
         return cur_text, base_text, change_text
 
     def whole(text: str) -> str:
         return f"{text} {cur.unit}".rstrip()  # a count may have no unit
 
     if integral:
-        return whole(f"{c:,.0f}"), whole(f"{b:,.0f}"), f"{whole(f'{c - b:+,.0f}')}, {change * 100:+.2g}%"
-    return whole(f"{c:.7g}"), whole(f"{b:.7g}"), f"{change * 100:+.2g}%"
+        return whole(f"{c:,.0f}"), whole(f"{b:,.0f}"), f"{whole(f'{c - b:+,.0f}')}, {change_text}"
+    return whole(f"{c:.7g}"), whole(f"{b:.7g}"), change_text
 
 
 def compare_counted(

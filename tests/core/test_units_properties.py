@@ -118,5 +118,22 @@ def test_format_change_parses_back_as_the_signed_percentage_it_shows(change: flo
     assert parse_percent(format_change(change)) == pytest.approx(change, abs=0.0005)
 
 
+@FAST
+@given(st.floats(min_value=-1.0, max_value=1e6, allow_nan=False, allow_infinity=False).filter(lambda x: x != 0))
+def test_a_change_never_reads_as_none(change: float) -> None:
+    # A counted metric that moved by parts per million once read "+0.0%" in the summary.
+    assert format_change(change) not in ("+0.0%", "-0.0%")
+
+
+def test_a_small_change_keeps_two_significant_digits() -> None:
+    assert [format_change(x) for x in (0.0, 0.123, 0.0004, -0.000021, 1.2e-9)] == [
+        "+0.0%",
+        "+12.3%",
+        "+0.040%",
+        "-0.0021%",
+        "+0.00000012%",
+    ]
+
+
 def test_a_change_from_zero_reads_from_0_not_inf() -> None:
     assert format_change(math.inf) == "from 0"
