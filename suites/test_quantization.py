@@ -18,6 +18,7 @@ import functools
 import pytest
 import torch
 from efficientllm_models import smollm2
+from efficientllm_models.agreement import kl_per_token, top1_agreement
 from efficientllm_models.builders import (
     PRECISIONS,
     quant_model,
@@ -64,10 +65,7 @@ def _agreement(model, ids, ref_logits):
     """(KL(ref || model) in nats per token, top-1 agreement) on the fixed inputs."""
     with torch.no_grad():
         logits = model(ids).logits.float()
-    ref = ref_logits.log_softmax(-1)
-    kl = float((ref.exp() * (ref - logits.log_softmax(-1))).sum(-1).mean())
-    top1 = float((logits.argmax(-1) == ref_logits.argmax(-1)).float().mean())
-    return kl, top1
+    return kl_per_token(ref_logits, logits), top1_agreement(ref_logits, logits)
 
 
 def _record_quality_and_size(efficiency, model, precision, reference):

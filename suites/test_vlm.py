@@ -25,6 +25,7 @@ import math
 
 import pytest
 import torch
+from efficientllm_models.agreement import kl_per_token, top1_agreement
 from efficientllm_models.builders import (
     NotApplicable,
     lora_layers,
@@ -228,14 +229,7 @@ def test_prefill_decode(efficiency, scale, device, precision):
             ids, max_new_tokens=v.decode_tokens, min_new_tokens=v.decode_tokens, do_sample=False, **image
         )
         full = model(input_ids=out, **image).logits[0, prompt_len - 1 : -1].float()
-    kl = float(
-        torch.nn.functional.kl_div(
-            logits.log_softmax(-1), ref_logits.log_softmax(-1), log_target=True, reduction="none"
-        )
-        .sum(-1)
-        .mean()
-    )
-    agreement = float((logits.argmax(-1) == ref_logits.argmax(-1)).float().mean())
+    kl, agreement = kl_per_token(ref_logits, logits), top1_agreement(ref_logits, logits)
     method = f"next-token distributions over the {prompt_len} prompt positions (one image) vs the fp32 reference"
     efficiency.quality(
         "kl_vs_fp32", kl, direction="lower", method=f"KL(fp32 || {precision}) in nats, mean over {method}"
