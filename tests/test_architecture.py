@@ -391,6 +391,15 @@ def test_the_import_graph_has_no_cycle() -> None:
     )
 
 
+def test_only_the_entry_point_imports_a_hooks_module() -> None:
+    # pytest registers each hooks module as a plugin (`plugin.pytest_plugins`) and rewrites its
+    # asserts as it imports it; one that another module imported first cannot be rewritten, and
+    # every pytest run of the environment, measured or not, then ends "1 warning"
+    # (PytestAssertRewriteWarning: Module already imported so cannot be rewritten).
+    wrong = [str(i) for i in _read() if i.imported.endswith(".hooks") and i.importer != f"{PACKAGE}.plugin"]
+    assert not wrong, "hooks modules imported by other modules than the entry point:\n" + "\n".join(wrong)
+
+
 # -- the checks check: a small package built to break every rule --------------------------------------------
 
 

@@ -5,7 +5,7 @@
   the xdist wire registered as a plugin of its own (`glue.controller`, `glue.worker`);
 * per test: the marker's spec (`glue.marker`), the `efficiency` fixture (`glue.fixture`),
   and the gate's `Decision` (`judging.evaluate`), applied to the report by `glue.outcome`
-  or held for a vote by `confirmation.hooks`;
+  or held for a vote (`glue.holding`, whose hooks are `confirmation.hooks`);
 * at the end: the terminal summary (`glue.summary`).
 """
 
@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from pytest_efficientllm.confirmation.hooks import HeldTest, hold
 from pytest_efficientllm.confirmation.queue import ConfirmQueue
 from pytest_efficientllm.confirmation.vote import CONFIRM_ENV
 from pytest_efficientllm.core.devices import ProfileError
 from pytest_efficientllm.glue import worker
 from pytest_efficientllm.glue.controller import ControllerPlugin
 from pytest_efficientllm.glue.fixture import Efficiency
+from pytest_efficientllm.glue.holding import HeldTest, hold
 from pytest_efficientllm.glue.marker import PROTOCOL_ARGS, MarkerError, parse_marker
 from pytest_efficientllm.glue.options import Settings, add_options, no_test_option
 from pytest_efficientllm.glue.outcome import UNMEASURED, settle, unmeasured_limits

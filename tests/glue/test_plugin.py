@@ -256,7 +256,7 @@ def test_a_run_that_measures_nothing_costs_no_torch_import_and_prints_no_section
     pytester.makeini("[pytest]\nefficiency_threads = 1\n")
     for args in ((), ("-n", "2")):
         result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
-        result.assert_outcomes(passed=1)
+        result.assert_outcomes(passed=1, warnings=0)  # the plugin's own modules warned once (assert rewriting)
         assert "efficiency" not in result.stdout.str()
 
 

@@ -1,0 +1,78 @@
+"""Holding a test for the confirmation vote: what a held test keeps, and the fresh processes that
+measure it again (`confirmation.vote`), queued on this process's `ConfirmQueue`.
+
+Called from the gate's `makereport` hook (`glue.hooks`), and its held tests released by
+`confirmation.hooks`. Not part of that hooks module: pytest registers it as a plugin and
+rewrites its asserts only if no other module imported it first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import pytest
+
+from pytest_efficientllm.confirmation import vote as confirm
+from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.glue.state import HELD_KEY, RUN_KEY
+from pytest_efficientllm.glue.worker import device_lock
+from pytest_efficientllm.judging.evaluate import Decision
+
+
+@dataclass
+class HeldTest:
+    """What a test held for confirmation still needs when its vote is decided."""
+
+    item: pytest.Item
+    record: Record
+    call_report: pytest.TestReport
+    functional: str
+    decision: Decision
+    reports: list[pytest.TestReport] = field(default_factory=list)  # setup, call, teardown: logged on release
+
+
+def child_settings(config: pytest.Config, call_s: float) -> confirm.ChildSettings:
+    """How a fresh process must run to measure a test as this one did."""
+    state = config.stash[RUN_KEY]
+    eff = state.session
+    args = list(config.invocation_params.args)
+    plugins = tuple(
+        args[i + 1] if arg == "-p" else arg[2:]
+        for i, arg in enumerate(args)
+        if (arg == "-p" and i + 1 < len(args)) or (arg.startswith("-p") and len(arg) > 2)
+    )
+    current = eff.fingerprint["process_layout"]  # read once at start-up; it cannot change in a process
+    defaults = eff.options.defaults
+    return confirm.ChildSettings(
+        rootdir=config.rootpath,
+        inifile=config.inipath,
+        profile=eff.profile,
+        threads=eff.threads,
+        rounds=defaults.rounds,
+        warmup=defaults.warmup,
+        min_time_s=defaults.min_time_s,
+        plugins=plugins,
+        fixed_layout=current["aslr"] is False and current["hash_seed"] != "random",
+        xdist=config.pluginmanager.hasplugin("xdist"),
+        # A fresh process pays start-up and collection on top of the test itself.
+        timeout_s=max(120.0, 20 * call_s),
+    )
+
+
+def hold(test: HeldTest, call_s: float) -> None:
+    """Hold the test's reports until fresh processes, spaced apart in time, have voted."""
+    state = test.item.config.stash[RUN_KEY]
+    assert state.confirm_queue is not None, "a decision with suspects comes only from a run that confirms"
+    settings = child_settings(test.item.config, call_s)
+    nodeid = test.record.nodeid
+
+    def measure_again() -> Record | str:
+        # Never two measurements on one GPU at once: the fresh process measures under this worker's lock.
+        locked = state.locked_device
+        with device_lock(locked) if locked is not None else contextlib.nullcontext():
+            return confirm.measure_in_child(nodeid, settings)
+
+    decision = test.decision
+    vote = confirm.Vote(decision.verdicts, decision.suspects, state.settings.confirm_processes)
+    test.item.stash[HELD_KEY] = state.confirm_queue.hold(vote, measure_again, decision.rejudge, test)
