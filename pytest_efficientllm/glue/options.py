@@ -375,8 +375,13 @@ class Settings:
             if _setting(config, "threads") not in ("", None)
             else None
         )
+        gpu = str(_setting(config, "gpu")).strip().lower()
+        if gpu not in PROFILES:
+            # Here, not only where the session opens: a run that opens none (`--collect-only`) is told too.
+            given = "--gpu" if config.getoption("efficiency_gpu", default=None) is not None else "ini efficiency_gpu"
+            raise ValueError(f"{given}={gpu!r} is not a known profile; choose one of {', '.join(PROFILES)}")
         measuring = Options(
-            gpu=str(_setting(config, "gpu")),
+            gpu=gpu,
             defaults=MeasureProtocol(rounds, warmup, min_time),
             threads=threads,
             roofline=parse_roofline(str(_setting(config, "roofline") or "")),

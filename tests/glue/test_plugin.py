@@ -146,8 +146,10 @@ def test_asking_for_a_gpu_that_is_absent_is_a_usage_error_naming_what_was_detect
     result = pytester.runpytest("-p", "no:cacheprovider", "--gpu=h200")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--gpu=h200*no CUDA device was detected*"])
-    result = pytester.runpytest("-p", "no:cacheprovider", "--gpu=tpu")
-    result.stderr.fnmatch_lines(["*--gpu='tpu' is not a known profile*"])
+    for no_test in ((), ("--collect-only",)):  # a run that opens no session is told too
+        result = pytester.runpytest("-p", "no:cacheprovider", "--gpu=tpu", *no_test)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["*--gpu='tpu' is not a known profile; choose one of auto, cpu, h100*"])
 
 
 def test_thread_count_is_set_and_recorded(pytester: pytest.Pytester) -> None:
