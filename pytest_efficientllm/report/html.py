@@ -23,6 +23,7 @@ th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}
 th{background:#f2f2f2;cursor:pointer;user-select:none}
 th[data-dir=asc]::after{content:" \\25B2"} th[data-dir=desc]::after{content:" \\25BC"}
 td.text{text-align:left}
+td.msg{white-space:normal;min-width:30em}
 td.na{color:#999;font-style:italic}
 td.est{background:#fff8e1}
 td.r1{font-weight:bold}
@@ -114,7 +115,7 @@ def verdicts_html(run: Run) -> str:
                 f'<tr><td class="text">{escape(record.nodeid)}</td>'
                 f'<td class="text">{escape(str(v.get("metric", "")))}</td>'
                 f'<td class="text s-{escape(status)}">{escape(status)}</td>'
-                f'<td class="text">{escape(str(v.get("message", "")))}</td></tr>'
+                f'<td class="text msg">{escape(str(v.get("message", "")))}</td></tr>'
             )
     if not rows:
         return "<p>No verdicts recorded: no test had budgets or a baseline to compare against.</p>"

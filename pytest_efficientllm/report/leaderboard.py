@@ -2,7 +2,8 @@
 
 Pure functions over records: `leaderboards(records)` groups them into one table per
 hardware, axis and workload (ranks only mean something among rows doing the same work on
-the same machine), and `pareto_front(...)` is the trade-off frontier used by the plots.
+the same machine; workloads of one test share an unranked table), and `pareto_front(...)` is
+the trade-off frontier used by the plots.
 Renderers (Markdown, HTML) only lay out what these tables hold.
 """
 
@@ -33,6 +34,11 @@ BESIDE: dict[str, str] = {"AMU": "peak_memory", "PCU": "MFU", "AEC": "energy_per
 # then each profile `--efficiency-roofline` named, when any row has them.
 ROOFLINE = "roofline_time"
 TEXT_COLUMNS: tuple[str, ...] = ("technique", "model", "scale")
+
+# The workload of the table that holds, per hardware and axis, the tests alone in their workload (a
+# test that is not parametrized, or one technique of a run narrowed by -k): a rank among one says
+# nothing, so they share one table, unranked, one row per test.
+ALONE = "tests alone in their workload, not ranked"
 
 # Worst first: the gate column shows the worst verdict a record got.
 STATUS_ORDER: tuple[str, ...] = ("error", "fail", "warn", "new", "improved", "pass", "skipped")
@@ -78,6 +84,7 @@ class Leaderboard:
     workload: str
     columns: list[Column]
     rows: list[Row]
+    ranked: bool = True  # False for the table of tests alone in their workload (`ALONE`)
 
     @property
     def title(self) -> str:
@@ -109,9 +116,11 @@ def metric_cell(metric: Metric | None) -> Cell:
     return Cell(text, value=metric.value, source=metric.source, note=note)
 
 
-def text_cell(record: Record, key: str) -> Cell:
+def text_cell(record: Record, key: str, ranked: bool = True) -> Cell:
     if key == "technique":
-        return Cell(technique_of(record.nodeid), note=record.nodeid)
+        # A row of the unranked table is a test of its own workload: named by its function and parameters.
+        name = technique_of(record.nodeid) if ranked else record.nodeid.split("::", 1)[-1]
+        return Cell(name, note=record.nodeid)
     value = setting(record, key)
     if value is None:
         return Cell("n/a", note=f"the record's settings do not name its {key}")
@@ -168,9 +177,9 @@ def _metric_column(name: str, records: Sequence[Record]) -> Column:
 
 
 def columns_for(records: Sequence[Record]) -> list[Column]:
-    """Text columns, quality columns present, the study's six (always), and the extras some row has
-    (the roofline estimates beside AL)."""
-    cols = [Column(k, k) for k in TEXT_COLUMNS]
+    """Text columns (the technique, and the model and scale where a row names them), quality columns
+    present, the study's six (always), and the extras some row has (the roofline estimates beside AL)."""
+    cols = [Column(k, k) for k in TEXT_COLUMNS if k == "technique" or any(setting(r, k) for r in records)]
     qualities = sorted({n for r in records for n in r.metrics if n.startswith("quality:")})
     cols += [_metric_column(n, records) for n in qualities]
     for name in PAPER_METRICS:
@@ -194,43 +203,51 @@ def roofline_names(records: Sequence[Record]) -> list[str]:
     return sorted(names, key=lambda n: (n != ROOFLINE, n))
 
 
-def build_table(hardware: str, axis: str, workload: str, records: Sequence[Record]) -> Leaderboard:
+def build_table(hardware: str, axis: str, workload: str, records: Sequence[Record], ranked: bool = True) -> Leaderboard:
     columns = columns_for(records)
+    if not ranked:
+        columns = [
+            Column(c.key, "test", None, "the test, by function and parameters") if c.key == "technique" else c
+            for c in columns
+        ]
     rows = []
     for record in records:
         cells: dict[str, Cell] = {}
         for col in columns:
             if col.key in TEXT_COLUMNS:
-                cells[col.key] = text_cell(record, col.key)
+                cells[col.key] = text_cell(record, col.key, ranked)
             elif col.key == "gate":
                 cells[col.key] = gate_cell(record)
             else:
                 cells[col.key] = metric_cell(record.metrics.get(col.key))
         rows.append(Row(record, cells))
     for col in columns:
-        if col.direction is None:
+        if col.direction is None or not ranked:
             continue
         ranks = competition_ranks([row.cells[col.key].value for row in rows], col.direction)
         for row, rank in zip(rows, ranks):
             cell = row.cells[col.key]
             row.cells[col.key] = Cell(cell.text, cell.value, rank, cell.source, cell.note)
-    return Leaderboard(hardware, axis, workload, columns, rows)
+    return Leaderboard(hardware, axis, workload, columns, rows, ranked)
 
 
 def leaderboards(records: Sequence[Record]) -> list[Leaderboard]:
-    """One table per (hardware, axis, workload), axes in the study's order, rows by node id."""
+    """One table per (hardware, axis, workload), axes in the study's order, rows by node id; the
+    workloads with one test each share one unranked table per hardware and axis (`ALONE`), last."""
     groups: dict[tuple[str, str, str], list[Record]] = {}
     for record in records:
         key = (hardware_label(record), axis_of(record.nodeid), function_of(record.nodeid))
         groups.setdefault(key, []).append(record)
+    for key in [k for k, rows in groups.items() if len(rows) == 1]:
+        groups.setdefault((key[0], key[1], ALONE), []).extend(groups.pop(key))
     # Rows by node id: records arrive in completion order under xdist, which differs run to run.
     for rows in groups.values():
         rows.sort(key=lambda r: r.nodeid)
 
-    def order(key: tuple[str, str, str]) -> tuple[str, int, str]:
-        return (key[0], AXIS_ORDER.index(key[1]), key[2])
+    def order(key: tuple[str, str, str]) -> tuple[str, int, bool, str]:
+        return (key[0], AXIS_ORDER.index(key[1]), key[2] == ALONE, key[2])
 
-    return [build_table(*key, groups[key]) for key in sorted(groups, key=order)]
+    return [build_table(*key, groups[key], ranked=key[2] != ALONE) for key in sorted(groups, key=order)]
 
 
 def primary_quality(records: Sequence[Record]) -> str | None:

@@ -112,6 +112,8 @@ def scatter(title: str, records: Sequence[Record], x_name: str, y_name: str) -> 
 
 
 def tradeoff_plots(board: Leaderboard) -> list[Plot]:
+    if not board.ranked:
+        return []  # its rows do different work: no trade-off between them to draw
     records = [row.record for row in board.rows]
     quality = primary_quality(records)
     plots = []

@@ -48,9 +48,10 @@ def test_the_file_is_self_contained(tmp_path: Path) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
     assert "<link" not in html and "@import" not in html and "url(" not in html
     assert "<script src" not in html
-    # Every drawn plot is an embedded PNG; the sample run has 6 drawable plots (see the browser test).
+    # Every drawn plot is an embedded PNG; the sample run has 5 drawable plots (see the browser test):
+    # its single decode test of the attention axis is in the unranked table, which has none.
     images = re.findall(r'<img class="plot" alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 6
+    assert len(images) == 5
     assert all(base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n") for data in images)
     # Unavailable values carry their reason on hover, estimates their model.
     assert 'data-na="1" title="no GPU: NVML not available"' in html
@@ -153,12 +154,12 @@ def test_report_opens_in_chromium_with_tables_plots_and_sorting(browser: Browser
     """)
     assert dom["boards"] == 3 and dom["rows"] == 6 and dom["failing"] == 1 and dom["verdicts"] == 1
     assert dom["na"] >= 6  # PCU on every CPU row at least
-    assert len(dom["images"]) == 6
+    assert len(dom["images"]) == 5
     assert all(done and w >= 400 and h >= 250 and shown > 0 for done, w, h, shown in dom["images"])
 
     # Sorting: click the AL header of the prefill table twice (ascending, then descending).
     order = browser.js("""
-        const table = document.querySelectorAll('table.board')[1];
+        const table = document.querySelectorAll('table.board')[0];
         const th = Array.from(table.tHead.rows[0].cells).find(c => c.textContent.startsWith('AL'));
         const col = th.cellIndex, names = () => Array.from(table.tBodies[0].rows).map(r => r.cells[0].textContent);
         th.click(); const up = names(); th.click(); return [up, names()];

@@ -15,11 +15,13 @@ from pytest_efficientllm.report.axes import (
     technique_of,
 )
 from pytest_efficientllm.report.leaderboard import (
+    ALONE,
     competition_ranks,
     leaderboards,
     pareto_front,
     primary_quality,
 )
+from pytest_efficientllm.report.plots import tradeoff_plots
 from tests.helpers.report_records import CPU_FP, make_record, sample_run
 
 
@@ -61,11 +63,11 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
 def test_one_table_per_axis_and_workload_ranked_within_it() -> None:
     boards = leaderboards(sample_run().records)
     assert [(b.axis, b.workload) for b in boards] == [
-        ("attention / MoE", "test_decode"),
         ("attention / MoE", "test_prefill"),
+        ("attention / MoE", ALONE),  # test_decode ran one technique: nothing to rank it against
         ("quantization", "test_decode"),
     ]
-    prefill = boards[1]
+    prefill = boards[0]
     al = {row.cells["technique"].text: row.cells["AL"].rank for row in prefill.rows}
     assert al == {"mha": 3, "gqa": 2, "mqa": 1}
     ppl = {row.cells["technique"].text: row.cells["quality:ppl"].rank for row in prefill.rows}
@@ -89,6 +91,28 @@ def test_different_hardware_is_never_ranked_in_one_table() -> None:
     assert len(boards) == 2 and {b.hardware for b in boards} == {hardware_label(r) for r in records}
 
 
+def test_tests_alone_in_their_workload_share_one_unranked_table_without_plots() -> None:
+    # A project's own tests, not parametrized: one-row tables each, ranked #1 of 1, with a plot of
+    # one point, said nothing. They share one table per hardware and axis, a row per test.
+    own = {"seq_len": 64}  # a project's settings: no model or scale named
+    records = [
+        make_record("tests/test_model.py::test_decode", al=0.020, settings=own),
+        make_record("tests/test_model.py::test_prefill", al=0.002, settings=own),
+        make_record("tests/test_model.py::test_sweep[32]", al=0.004),
+        make_record("tests/test_model.py::test_sweep[64]", al=0.008),
+    ]
+    sweep, alone = leaderboards(records)
+    assert (sweep.workload, sweep.ranked) == ("test_sweep", True)
+    assert {r.cells["technique"].text: r.cells["AL"].rank for r in sweep.rows} == {"32": 1, "64": 2}
+    assert (alone.axis, alone.workload, alone.ranked) == ("other", ALONE, False)
+    assert [r.cells["technique"].text for r in alone.rows] == ["test_decode", "test_prefill"]
+    titles = [c.title for c in alone.columns]
+    assert titles[0] == "test" and "model" not in titles and "scale" not in titles  # no row names them
+    assert [c.title for c in sweep.columns[:3]] == ["technique", "model", "scale"]
+    assert all(cell.rank is None for r in alone.rows for cell in r.cells.values())
+    assert tradeoff_plots(alone) == [] and len(tradeoff_plots(sweep)) == 3
+
+
 def test_primary_quality_is_the_one_most_records_carry() -> None:
     run = sample_run()
     assert primary_quality(run.records) == "quality:ppl"
@@ -101,5 +125,5 @@ def test_small_fractions_keep_their_digits_and_rows_are_in_node_id_order() -> No
     assert display_value(0.00004, "fraction") == "0.004%" and display_value(0.25, "fraction") == "25.0%"
     assert display_value(8.0, "") == "8"
     shuffled = list(reversed(sample_run().records))
-    prefill = leaderboards(shuffled)[1]
+    prefill = leaderboards(shuffled)[0]
     assert [row.cells["technique"].text for row in prefill.rows] == ["gqa", "mha", "mqa"]
