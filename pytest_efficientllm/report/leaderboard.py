@@ -21,6 +21,7 @@ from pytest_efficientllm.report.axes import (
     axis_of,
     function_of,
     hardware_label,
+    module_name,
     setting,
     technique_of,
 )
@@ -85,10 +86,12 @@ class Leaderboard:
     columns: list[Column]
     rows: list[Row]
     ranked: bool = True  # False for the table of tests alone in their workload (`ALONE`)
+    model: str = ""  # the model its rows name, where the workload has tables of several models
 
     @property
     def title(self) -> str:
-        return f"{self.axis} · {self.workload} ({self.hardware})"
+        model = f" · {self.model}" if self.model else ""
+        return f"{self.axis} · {self.workload}{model} ({self.hardware})"
 
 
 def display_value(value: float, unit: str) -> str:
@@ -116,11 +119,17 @@ def metric_cell(metric: Metric | None) -> Cell:
     return Cell(text, value=metric.value, source=metric.source, note=note)
 
 
-def text_cell(record: Record, key: str, ranked: bool = True) -> Cell:
-    if key == "technique":
-        # A row of the unranked table is a test of its own workload: named by its function and parameters.
-        name = technique_of(record.nodeid) if ranked else record.nodeid.split("::", 1)[-1]
-        return Cell(name, note=record.nodeid)
+def row_names(records: Sequence[Record], ranked: bool = True) -> list[str]:
+    """What the first column calls each row: the technique (the parametrize id), or in the unranked
+    table the test (function and parameters); prefixed with the test module where two rows would
+    read alike (the same workload in two modules)."""
+    names = [technique_of(r.nodeid) if ranked else r.nodeid.split("::", 1)[-1] for r in records]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{module_name(r.nodeid)}: {name}" for r, name in zip(records, names)]
+
+
+def text_cell(record: Record, key: str) -> Cell:
     value = setting(record, key)
     if value is None:
         return Cell("n/a", note=f"the record's settings do not name its {key}")
@@ -203,7 +212,9 @@ def roofline_names(records: Sequence[Record]) -> list[str]:
     return sorted(names, key=lambda n: (n != ROOFLINE, n))
 
 
-def build_table(hardware: str, axis: str, workload: str, records: Sequence[Record], ranked: bool = True) -> Leaderboard:
+def build_table(
+    hardware: str, axis: str, workload: str, records: Sequence[Record], ranked: bool = True, model: str = ""
+) -> Leaderboard:
     columns = columns_for(records)
     if not ranked:
         columns = [
@@ -211,11 +222,13 @@ def build_table(hardware: str, axis: str, workload: str, records: Sequence[Recor
             for c in columns
         ]
     rows = []
-    for record in records:
+    for record, name in zip(records, row_names(records, ranked)):
         cells: dict[str, Cell] = {}
         for col in columns:
-            if col.key in TEXT_COLUMNS:
-                cells[col.key] = text_cell(record, col.key, ranked)
+            if col.key == "technique":
+                cells[col.key] = Cell(name, note=record.nodeid)
+            elif col.key in TEXT_COLUMNS:
+                cells[col.key] = text_cell(record, col.key)
             elif col.key == "gate":
                 cells[col.key] = gate_cell(record)
             else:
@@ -228,26 +241,41 @@ def build_table(hardware: str, axis: str, workload: str, records: Sequence[Recor
         for row, rank in zip(rows, ranks):
             cell = row.cells[col.key]
             row.cells[col.key] = Cell(cell.text, cell.value, rank, cell.source, cell.note)
-    return Leaderboard(hardware, axis, workload, columns, rows, ranked)
+    return Leaderboard(hardware, axis, workload, columns, rows, ranked, model)
 
 
 def leaderboards(records: Sequence[Record]) -> list[Leaderboard]:
-    """One table per (hardware, axis, workload), axes in the study's order, rows by node id; the
-    workloads with one test each share one unranked table per hardware and axis (`ALONE`), last."""
-    groups: dict[tuple[str, str, str], list[Record]] = {}
+    """One table per (hardware, axis, workload, model where the rows name one), axes in the study's
+    order, rows by node id; the workloads with one test each share one unranked table per hardware
+    and axis (`ALONE`), last. Rows of one workload that name different models (the vision axis: a
+    ViT, a DiT and a VLM each have a `test_train_step`) are not ranked together."""
+    groups: dict[tuple[str, str, str, str], list[Record]] = {}
     for record in records:
-        key = (hardware_label(record), axis_of(record.nodeid), function_of(record.nodeid))
+        model = setting(record, "model") or ""
+        key = (hardware_label(record), axis_of(record.nodeid), function_of(record.nodeid), model)
         groups.setdefault(key, []).append(record)
     for key in [k for k, rows in groups.items() if len(rows) == 1]:
-        groups.setdefault((key[0], key[1], ALONE), []).extend(groups.pop(key))
+        groups.setdefault((key[0], key[1], ALONE, ""), []).extend(groups.pop(key))
     # Rows by node id: records arrive in completion order under xdist, which differs run to run.
     for rows in groups.values():
         rows.sort(key=lambda r: r.nodeid)
 
-    def order(key: tuple[str, str, str]) -> tuple[str, int, bool, str]:
-        return (key[0], AXIS_ORDER.index(key[1]), key[2] == ALONE, key[2])
+    def order(key: tuple[str, str, str, str]) -> tuple[str, int, bool, str, str]:
+        return (key[0], AXIS_ORDER.index(key[1]), key[2] == ALONE, key[2], key[3])
 
-    return [build_table(*key, groups[key], ranked=key[2] != ALONE) for key in sorted(groups, key=order)]
+    # A title names the model only where the workload has tables of several models.
+    models = Counter(key[:3] for key in groups)
+    return [
+        build_table(
+            hw,
+            axis,
+            workload,
+            groups[(hw, axis, workload, model)],
+            workload != ALONE,
+            model if models[(hw, axis, workload)] > 1 else "",
+        )
+        for hw, axis, workload, model in sorted(groups, key=order)
+    ]
 
 
 def primary_quality(records: Sequence[Record]) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.report.axes import (
     axis_of,
     function_of,
@@ -111,6 +112,30 @@ def test_tests_alone_in_their_workload_share_one_unranked_table_without_plots() 
     assert [c.title for c in sweep.columns[:3]] == ["technique", "model", "scale"]
     assert all(cell.rank is None for r in alone.rows for cell in r.cells.values())
     assert tradeoff_plots(alone) == [] and len(tradeoff_plots(sweep)) == 3
+
+
+def test_one_workload_of_several_models_is_ranked_per_model() -> None:
+    # The vision axis: a ViT, a DiT and a VLM each have a test_train_step; ranking a DiT's GQA
+    # against a ViT's (both read "gqa") would compare models, not techniques.
+    def train(module: str, technique: str, model: str) -> Record:
+        return make_record(f"suites/{module}.py::test_train_step[{technique}]", settings={"model": model})
+
+    records = [train(m, t, m.upper()) for m in ("test_vision_vit", "test_vision_dit") for t in ("gqa", "mqa")]
+    boards = leaderboards(records)
+    assert [(b.workload, b.model, [r.cells["technique"].text for r in b.rows]) for b in boards] == [
+        ("test_train_step", "TEST_VISION_DIT", ["gqa", "mqa"]),
+        ("test_train_step", "TEST_VISION_VIT", ["gqa", "mqa"]),
+    ]
+    assert "· TEST_VISION_DIT (" in boards[0].title
+
+
+def test_rows_that_would_read_alike_are_named_with_their_module() -> None:
+    records = [make_record(f"suites/{m}.py::test_kv_bytes") for m in ("test_vision_dit", "test_vision_vit")]
+    (board,) = leaderboards(records)
+    assert [r.cells["technique"].text for r in board.rows] == [
+        "test_vision_dit: test_kv_bytes",
+        "test_vision_vit: test_kv_bytes",
+    ]
 
 
 def test_primary_quality_is_the_one_most_records_carry() -> None:
