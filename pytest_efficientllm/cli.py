@@ -53,7 +53,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     limits = _limits(args.tolerance)
     old, new = load_run(args.old), load_run(args.new)
     results = compare_runs(old, new, limits, args.mode)
-    for line in render_comparison(results, args.old, args.new):
+    for line in render_comparison(results, args.old, args.new, args.verbose):
         _out(line)
     return EXIT_REGRESSION if any(r.failed for r in results) else EXIT_OK
 
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tolerance for a metric (repeatable), as on the marker, e.g. AL=+10%%",
     )
     p.add_argument("--mode", choices=("fail", "warn"), default="fail", help="warn: report regressions, exit 0")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every verdict, the passing and skipped too")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("merge", help="combine shards from several machines or CI jobs into one run file")

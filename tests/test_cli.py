@@ -86,6 +86,22 @@ def test_compare_of_identical_files_exits_zero(files: dict[str, Path], capsys: p
     assert "no regression: 6 test(s) compared" in capsys.readouterr().out
 
 
+def test_compare_lists_findings_and_tallies_the_rest_unless_verbose(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 71 suite tests read ~850 lines, 715 of them passing or skipped verdicts.
+    main(["compare", str(files["old"]), str(files["new"])])
+    short = capsys.readouterr().out
+    main(["compare", str(files["old"]), str(files["new"]), "-v"])
+    full = capsys.readouterr().out
+    assert "FAIL      size_ratio" in short and "FAIL      size_ratio" in full
+    passing = [line for line in full.splitlines() if line.startswith("  pass ")]
+    assert passing and not any(line.startswith("  pass ") for line in short.splitlines())
+    tally = next(line for line in short.splitlines() if line.startswith("verdicts: "))
+    assert f"{len(passing)} pass" in tally and "-v lists the" in tally
+    assert "-v lists" not in next(line for line in full.splitlines() if line.startswith("verdicts: "))
+
+
 def test_compare_warn_mode_exits_zero_and_bad_tolerances_are_usage_errors(
     files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

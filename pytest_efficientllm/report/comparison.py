@@ -6,13 +6,14 @@ is a regression, so the command line and the pytest gate can never disagree.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.compare import compare_record
-from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.judging.verdicts import STATUSES, Verdict
 from pytest_efficientllm.storage.runfile import Run
 
 
@@ -67,24 +68,40 @@ def compare_runs(old: Run, new: Run, limits: Iterable[Limit] = (), mode: str = "
     return sorted(out, key=lambda c: (c.nodeid, c.profile))
 
 
-def render_comparison(results: list[TestComparison], old_label: str, new_label: str) -> list[str]:
+# Verdicts shown only with --verbose (counted in the tally): what holds, and what could not be compared
+# in either run (a metric neither side counted). 71 suite tests read ~850 lines of them otherwise.
+QUIET = ("pass", "skipped")
+
+
+def render_comparison(
+    results: list[TestComparison], old_label: str, new_label: str, verbose: bool = False
+) -> list[str]:
+    """Per test, its findings (every verdict with `verbose`), then a tally and the regressions."""
     lines = []
     for result in results:
-        lines.append(f"{result.nodeid} [{result.profile}]")
+        body = []
         if result.only_in == "new":
-            lines.append(f"  new       only in {new_label}: no baseline to compare with")
+            body.append(f"  new       only in {new_label}: no baseline to compare with")
         elif result.only_in == "old":
-            lines.append(f"  missing   only in {old_label}: not measured in {new_label}")
+            body.append(f"  missing   only in {old_label}: not measured in {new_label}")
         elif not result.verdicts:
-            lines.append("  (no gated metric in common)")
+            body.append("  (no gated metric in common)")
         for v in result.verdicts:
-            lines.append(f"  {v.status.upper() if v.failed else v.status:<9} {v.render()}")
+            if verbose or v.status not in QUIET:
+                body.append(f"  {v.status.upper() if v.failed else v.status:<9} {v.render()}")
+        if body:
+            lines += [f"{result.nodeid} [{result.profile}]", *body]
+    compared = sum(1 for r in results if not r.only_in)
+    tally: Counter[str] = Counter(str(v.status) for r in results for v in r.verdicts)
+    counts = ", ".join(f"{tally[s]} {s}" for s in STATUSES if tally[s])
+    hidden = sum(tally[s] for s in QUIET)
+    more = f"; -v lists the {hidden} {' and '.join(s for s in QUIET if tally[s])} too" if hidden and not verbose else ""
+    lines.append(f"verdicts: {counts or 'none'}{more}")
     failed = [(r, v) for r in results for v in r.verdicts if v.failed]
     if failed:
         lines.append(f"{len(failed)} regression(s) in {len({r.nodeid for r, _ in failed})} test(s):")
         lines += [f"  {r.nodeid} [{r.profile}] {v.metric}" for r, v in failed]
     else:
-        compared = sum(1 for r in results if not r.only_in)
         lines.append(f"no regression: {compared} test(s) compared")
     return lines
 
