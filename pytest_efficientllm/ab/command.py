@@ -142,8 +142,11 @@ def run_comparison(
 ) -> Comparison:
     """Measure BASE and HEAD in `pairs` ABBA pairs of fresh processes and judge the pairs."""
     started = time.monotonic()
+    # Absolute: each side's processes run in that side's own folder, where a relative path (the
+    # default, `efficiency-ab`) named a folder that does not exist, and every process failed.
+    out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with sides(base_spec, head_spec, start or Path.cwd(), allow_dirty) as (base, head):
+    with sides(base_spec, head_spec, start or Path.cwd(), allow_dirty, outputs=out_dir) as (base, head):
         by_side = {BASE: base, HEAD: head}
         results: dict[str, list[ProcessResult]] = {BASE: [], HEAD: []}
         problems: list[str] = []

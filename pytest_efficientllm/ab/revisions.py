@@ -58,11 +58,14 @@ def dirty_files(repo: Path) -> list[str]:
     return [line[3:] for line in done.stdout.splitlines() if line.strip()]
 
 
-def check_clean(repo: Path, allow_dirty: bool) -> None:
-    """Refuse a work tree with uncommitted changes unless asked: they would be measured on neither side."""
+def check_clean(repo: Path, allow_dirty: bool, outputs: Path | None = None) -> None:
+    """Refuse a work tree with uncommitted changes unless asked: they would be measured on neither side.
+
+    What lies under `outputs` (this comparison's own folder, by default `efficiency-ab/` in the
+    work tree, where the last comparison left its files) is not a change of the code."""
     if allow_dirty:
         return
-    files = dirty_files(repo)
+    files = [f for f in dirty_files(repo) if outputs is None or not (repo / f).resolve().is_relative_to(outputs)]
     if files:
         shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
         raise RevisionError(
@@ -72,8 +75,11 @@ def check_clean(repo: Path, allow_dirty: bool) -> None:
 
 
 @contextlib.contextmanager
-def sides(base: str, head: str, start: Path, allow_dirty: bool = False) -> Iterator[tuple[Side, Side]]:
-    """BASE and HEAD as folders for the time of the block; worktrees are removed afterwards."""
+def sides(
+    base: str, head: str, start: Path, allow_dirty: bool = False, outputs: Path | None = None
+) -> Iterator[tuple[Side, Side]]:
+    """BASE and HEAD as folders for the time of the block; worktrees are removed afterwards.
+    `outputs`: the comparison's own output folder, whose files do not make the work tree dirty."""
     specs = {"base": base, "head": head}
     folders = {name: Path(spec) for name, spec in specs.items() if Path(spec).is_dir()}
     repo: Path | None = None
@@ -83,7 +89,7 @@ def sides(base: str, head: str, start: Path, allow_dirty: bool = False) -> Itera
         for name, spec in specs.items():
             if name not in folders:
                 commits[name] = resolve(repo, spec)
-        check_clean(repo, allow_dirty)
+        check_clean(repo, allow_dirty, outputs)
     scratch = Path(tempfile.mkdtemp(prefix="efficiency-ab-"))
     made: list[Path] = []
     try:

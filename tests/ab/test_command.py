@@ -63,6 +63,23 @@ def test_two_identical_commits_pass(tmp_path: Path) -> None:
     assert "0 of 1 tests failed" in done.stdout
 
 
+def test_the_default_output_in_the_work_tree_works_and_does_not_block_the_next_run(tmp_path: Path) -> None:
+    # The README's command: `--output efficiency-ab`, relative, inside the work tree. Each side's
+    # processes run in their own worktree, where that relative path did not exist (every process
+    # failed: "incomplete"), and the next run refused the files the last one left there.
+    repo = toy_repo(tmp_path / "toy", 200_000, 200_000)
+    cmd = [sys.executable, "-m", "pytest_efficientllm", "ab", "HEAD~1", "HEAD", "--pairs", "1", "--", "test_toy.py"]
+    for attempt in (1, 2):
+        done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (attempt, done.stdout + done.stderr)
+        assert "0 of 1 tests failed" in done.stdout and "incomplete" not in done.stdout, attempt
+        run = json.loads((repo / "efficiency-ab" / "head.json").read_text())
+        assert len(run["records"]) == 1
+    (repo / "notes.txt").write_text("an untracked file of the user's")  # still refused, naming it
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "notes.txt" in done.stderr and "efficiency-ab" not in done.stderr
+
+
 def test_an_unknown_revision_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     repo = toy_repo(tmp_path / "toy", 1, 1)
     cmd = [sys.executable, "-m", "pytest_efficientllm", "ab", "nope", "HEAD", "--output", str(tmp_path / "o")]
