@@ -8,6 +8,7 @@ folder and are removed when the `sides` context ends, on an error and on Ctrl-C 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +23,8 @@ class RevisionError(ValueError):
 
 @dataclass(frozen=True)
 class Side:
-    """One version under test: what the user named, the commit it resolved to, and its folder."""
+    """One version under test: what the user named, the commit it resolved to, and its folder (for a
+    revision, the folder of its worktree where the comparison was started in the work tree)."""
 
     name: str  # "base" or "head"
     spec: str  # what the user gave: a revision or a folder
@@ -90,6 +92,7 @@ def sides(
             if name not in folders:
                 commits[name] = resolve(repo, spec)
         check_clean(repo, allow_dirty, outputs)
+    within = Path(os.path.relpath(start.resolve(), repo.resolve())) if repo is not None else Path(".")
     scratch = Path(tempfile.mkdtemp(prefix="efficiency-ab-"))
     made: list[Path] = []
     try:
@@ -104,7 +107,12 @@ def sides(
             if done.returncode != 0:
                 raise RevisionError(f"git worktree add for {spec!r} failed: {done.stderr.strip()}")
             made.append(path)
-            out[name] = Side(name, spec, commits[name], path)
+            # Where the user stands in the work tree (a project in a subfolder of a monorepo, with
+            # its own ini file and relative test paths), the side's processes stand in its worktree.
+            here = path / within
+            if not here.is_dir():
+                raise RevisionError(f"{spec!r} has no folder {within.as_posix()} (where this comparison was started)")
+            out[name] = Side(name, spec, commits[name], here)
         yield out["base"], out["head"]
     finally:
         for path in made:

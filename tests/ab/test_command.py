@@ -80,6 +80,34 @@ def test_the_default_output_in_the_work_tree_works_and_does_not_block_the_next_r
     assert done.returncode == 2 and "notes.txt" in done.stderr and "efficiency-ab" not in done.stderr
 
 
+def test_a_project_in_a_subfolder_is_compared_from_that_subfolder(tmp_path: Path) -> None:
+    # A monorepo: the project, its ini file and its relative test paths live in pkg/; the sides'
+    # processes ran at their worktree's top, where `test_toy.py` was not found.
+    root = tmp_path / "mono"
+    root.mkdir()
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "t@example.com")
+    git(root, "config", "user.name", "t")
+    (root / "pkg").mkdir()
+    (root / "pkg" / "test_toy.py").write_text(TOY_TEST.format(n=200_000))
+    (root / "pkg" / "pytest.ini").write_text("[pytest]\nefficiency_threads = 1\n")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "base")
+    git(root, "commit", "-qm", "head", "--allow-empty")
+    cmd = [sys.executable, "-m", "pytest_efficientllm", "ab", "HEAD~1", "HEAD", "--pairs", "1"]
+    done = subprocess.run(
+        [*cmd, "--output", str(tmp_path / "out"), "--", "test_toy.py"],
+        cwd=root / "pkg",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 of 1 tests failed" in done.stdout and "incomplete" not in done.stdout
+    run = json.loads((tmp_path / "out" / "head.json").read_text())
+    assert [r["nodeid"] for r in run["records"]] == ["test_toy.py::test_loop"]  # pkg/pytest.ini: rootdir pkg/
+
+
 def test_an_unknown_revision_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     repo = toy_repo(tmp_path / "toy", 1, 1)
     cmd = [sys.executable, "-m", "pytest_efficientllm", "ab", "nope", "HEAD", "--output", str(tmp_path / "o")]
