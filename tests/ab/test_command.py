@@ -135,6 +135,26 @@ def test_the_pytest_option_form_names_an_unknown_revision(tmp_path: Path) -> Non
     assert done.returncode == 4 and "--efficiency-ab=nope..HEAD: unknown revision 'nope'" in done.stderr
 
 
+def test_the_pr_table_shows_what_moved_and_counts_what_did_not(tmp_path: Path) -> None:
+    from pytest_efficientllm.ab.command import Comparison, TestVerdict, render_lines, render_markdown
+    from pytest_efficientllm.ab.revisions import Side
+    from pytest_efficientllm.judging.verdicts import Verdict
+
+    same = [Verdict(f"count_{i}", "pass", "1 vs base 1 (+0.0%; counted, exact)", "baseline", 0.0) for i in range(16)]
+    slower = Verdict("cpu_time_per_round", "pass", "10.1 ms vs base 10 ms (+1.0%)", "baseline", 0.01)
+    grew = Verdict("flops", "fail", "2 FLOP vs base 1 FLOP (+100.0%; counted, exact): regression", "baseline", 1.0)
+    side = Side("base", "HEAD~1", "", tmp_path)
+    test = TestVerdict("t.py::t", "compared", [*same, slower, grew])
+    md = render_markdown(Comparison(side, side, 5, [test], [], 1.0))
+    assert (
+        "| `t.py::t` | **fail** | cpu_time_per_round +1.0% (pass)<br>flops +100.0% (fail)<br>16 metrics unchanged |"
+        in md
+    )
+    assert "count_0" not in md
+    (line,) = [ln for ln in render_lines(Comparison(side, side, 5, [test], [], 1.0)) if "t.py::t" in ln]
+    assert line.endswith("vs base: cpu_time_per_round +1.0%, flops +100.0%, 16 metrics unchanged")
+
+
 def test_ab_json_stays_valid_json_when_a_count_grows_from_zero(tmp_path: Path) -> None:
     from pytest_efficientllm.ab.command import Comparison, TestVerdict, write_outputs
     from pytest_efficientllm.ab.revisions import Side
