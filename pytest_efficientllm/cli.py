@@ -28,7 +28,7 @@ from pytest_efficientllm.report.comparison import (
     render_comparison,
     with_baseline,
 )
-from pytest_efficientllm.report.export import export_entries
+from pytest_efficientllm.report.export import export_entries, left_out_lines
 from pytest_efficientllm.report.inputs import ReportError, check_report_path, load_run
 from pytest_efficientllm.report.merge import merge_runs
 from pytest_efficientllm.report.write import write_report
@@ -112,7 +112,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         write_atomic(path, json.dumps(entries, indent=1) + "\n")
         tool = "customSmallerIsBetter" if key == "smaller" else "customBiggerIsBetter"
         _out(f"wrote {path}: {len(entries)} value(s) for tool: '{tool}'")
-    for line in result.skipped:
+    for line in left_out_lines(result.skipped):
         _err(f"left out (unavailable): {line}")
     return EXIT_OK
 
@@ -216,7 +216,7 @@ def cmd_export_bencher(args: argparse.Namespace) -> int:
     data, skipped = bmf(run.records, metrics)
     write_atomic(output, json.dumps(data, indent=1) + "\n")
     _out(f"wrote {output}: {sum(len(m) for m in data.values())} value(s) in {len(data)} benchmark(s), Bencher BMF")
-    for line in skipped:
+    for line in left_out_lines(skipped):
         _err(f"left out (unavailable): {line}")
     return EXIT_OK
 

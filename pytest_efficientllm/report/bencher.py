@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pytest_efficientllm.core.record import Record
-from pytest_efficientllm.report.export import wanted
+from pytest_efficientllm.report.export import LeftOut, wanted
 
 MAX_MEASURE_NAME = 64
 
@@ -24,17 +24,17 @@ def measure_name(name: str, source: str) -> str:
     return shown[:MAX_MEASURE_NAME]
 
 
-def bmf(records: Sequence[Record], metrics: Sequence[str] | None = None) -> tuple[dict[str, Any], list[str]]:
-    """The BMF object of a run's records, and "<test> <metric>: <why>" for the values left out."""
+def bmf(records: Sequence[Record], metrics: Sequence[str] | None = None) -> tuple[dict[str, Any], list[LeftOut]]:
+    """The BMF object of a run's records, and the values left out (test, metric, why)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    skipped: list[str] = []
+    skipped: list[LeftOut] = []
     for record in sorted(records, key=lambda r: (r.nodeid, r.profile)):
         benchmark = f"{record.nodeid} [{record.profile}]"
         for name, metric in sorted(record.metrics.items()):
             if not wanted(name, metrics) or metric.direction == "info":
                 continue
             if metric.value is None:
-                skipped.append(f"{record.nodeid} {name}: {metric.note or 'unavailable'}")
+                skipped.append((record.nodeid, name, metric.note or "unavailable"))
                 continue
             measure: dict[str, float] = {"value": float(metric.value)}
             if len(metric.samples) >= 2:

@@ -23,11 +23,27 @@ DEFAULT_METRICS: tuple[str, ...] = PAPER_METRICS + tuple(BESIDE.values()) + ("la
 TOOLS = {"lower": "customSmallerIsBetter", "higher": "customBiggerIsBetter"}
 
 
+# A value an export leaves out: (test node id, metric, why it is unavailable).
+LeftOut = tuple[str, str, str]
+
+
 @dataclass
 class Export:
     smaller: list[dict[str, Any]] = field(default_factory=list)  # customSmallerIsBetter
     bigger: list[dict[str, Any]] = field(default_factory=list)  # customBiggerIsBetter
-    skipped: list[str] = field(default_factory=list)  # "<name>: <why>" for values left out
+    skipped: list[LeftOut] = field(default_factory=list)  # the values left out, and why
+
+
+def left_out_lines(skipped: Sequence[LeftOut]) -> list[str]:
+    """The values an export left out, one line per metric and reason: on a CPU every test lacks PCU
+    for the same reason, which read as one line per test (61 for the suites)."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for nodeid, metric, why in skipped:
+        grouped.setdefault((metric, why), []).append(nodeid)
+    return [
+        f"{metric} of {tests[0]}: {why}" if len(tests) == 1 else f"{metric} in {len(tests)} tests: {why}"
+        for (metric, why), tests in grouped.items()
+    ]
 
 
 def wanted(name: str, metrics: Sequence[str] | None) -> bool:
@@ -58,7 +74,7 @@ def export_entries(records: Sequence[Record], metrics: Sequence[str] | None = No
             if not wanted(name, metrics) or metric.direction not in TOOLS:
                 continue
             if metric.value is None:
-                result.skipped.append(f"{record.nodeid} {name}: {metric.note or 'unavailable'}")
+                result.skipped.append((record.nodeid, name, metric.note or "unavailable"))
                 continue
             (result.smaller if metric.direction == "lower" else result.bigger).append(entry(record, metric))
     return result
