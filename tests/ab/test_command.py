@@ -23,11 +23,16 @@ def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
 
 
-def toy_repo(root: Path, first: int, second: int) -> Path:
+def empty_repo(root: Path) -> Path:
     root.mkdir()
     git(root, "init", "-q")
     git(root, "config", "user.email", "t@example.com")
     git(root, "config", "user.name", "t")
+    return root
+
+
+def toy_repo(root: Path, first: int, second: int) -> Path:
+    empty_repo(root)
     (root / "test_toy.py").write_text(TOY_TEST.format(n=first))
     git(root, "add", ".")
     git(root, "commit", "-qm", "base")
@@ -83,11 +88,7 @@ def test_the_default_output_in_the_work_tree_works_and_does_not_block_the_next_r
 def test_a_project_in_a_subfolder_is_compared_from_that_subfolder(tmp_path: Path) -> None:
     # A monorepo: the project, its ini file and its relative test paths live in pkg/; the sides'
     # processes ran at their worktree's top, where `test_toy.py` was not found.
-    root = tmp_path / "mono"
-    root.mkdir()
-    git(root, "init", "-q")
-    git(root, "config", "user.email", "t@example.com")
-    git(root, "config", "user.name", "t")
+    root = empty_repo(tmp_path / "mono")
     (root / "pkg").mkdir()
     (root / "pkg" / "test_toy.py").write_text(TOY_TEST.format(n=200_000))
     (root / "pkg" / "pytest.ini").write_text("[pytest]\nefficiency_threads = 1\n")
