@@ -2,8 +2,8 @@
 
 A test whose measured metrics failed (`judging.evaluate.Decision.suspects`) is held
 (`glue.holding`): its reports are logged only when fresh processes, spaced apart in time,
-have voted (`confirmation.vote`, `confirmation.queue`). Meanwhile the run goes on; between tests the
-fresh processes that are due run, and after the last test the rest are decided.
+have voted (`confirmation.vote`, `confirmation.queue`). Meanwhile the run goes on; between
+tests the fresh processes that are due run, and after the last test the rest are decided.
 """
 
 from __future__ import annotations
