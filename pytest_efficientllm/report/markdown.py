@@ -1,12 +1,14 @@
 """The report as GitHub-flavoured Markdown, fit for `$GITHUB_STEP_SUMMARY` or a PR comment.
 
-Same tables as the HTML report, without plots. A cell reads `12.3 ms #1`: the value with
+Same leaderboards as the HTML report, without plots; of the verdicts, those that did not pass
+(the rest counted). A cell reads `12.3 ms #1`: the value with
 its unit and its rank in the column; `~` after the value marks an estimate; `n/a` cells
 have their reason in the notes under the table (Markdown has no hover).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from pytest_efficientllm.report.fingerprints import run_fingerprints
@@ -59,24 +61,35 @@ def leaderboard_lines(board: Leaderboard) -> list[str]:
     return lines + [""]
 
 
+# Verdicts the Markdown report counts but does not list: a pull request's summary of the suites
+# listed 748 rows, 700 of them these. The HTML report and the run file list every one.
+QUIET = ("pass", "skipped")
+
+
 def verdict_lines(run: Run) -> list[str]:
-    rows = []
+    rows, quiet = [], Counter[str]()
     for record in sorted(run.records, key=lambda r: r.nodeid):
         for v in record.verdicts:
             status = str(v.get("status", ""))
+            if status in QUIET:
+                quiet[status] += 1
+                continue
             shown = f"**{status}**" if status in ("fail", "error") else status
             rows.append(
                 [escape(record.nodeid), escape(str(v.get("metric", ""))), shown, escape(str(v.get("message", "")))]
             )
-    if not rows:
+    total = len(rows) + sum(quiet.values())
+    if not total:
         return ["No verdicts recorded: no test had budgets or a baseline to compare against.", ""]
     failed = sum(1 for r in rows if r[2].startswith("**"))
-    return [
-        f"{failed} failing verdict(s) of {len(rows)}.",
-        "",
-        *table_lines(["test", "metric", "status", "message"], rows),
-        "",
+    unlisted = " and ".join(f"{n} {s}" for s, n in quiet.items())
+    lines = [
+        f"{failed} failing verdict(s) of {total}"
+        + (f"; {unlisted} not listed (the HTML report lists them)." if unlisted else ".")
     ]
+    if rows:
+        lines += ["", *table_lines(["test", "metric", "status", "message"], rows)]
+    return [*lines, ""]
 
 
 def fingerprint_lines(run: Run) -> list[str]:

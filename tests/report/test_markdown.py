@@ -77,6 +77,19 @@ def test_markdown_says_why_a_value_is_missing_and_marks_the_failing_test(tmp_pat
     assert "cpu_model | Test CPU 9000" in md  # the fingerprint
 
 
+def test_markdown_lists_the_verdicts_that_did_not_pass_and_counts_the_rest(tmp_path: Path) -> None:
+    # For a pull request's summary: the suites' run listed 748 verdict rows, 700 of them passing or skipped.
+    run = sample_run()
+    run.records[0].verdicts += [
+        {"metric": "flops", "status": "pass", "message": "1 FLOP vs baseline 1 FLOP (+0.0%; counted, exact)"},
+        {"metric": "PCU", "status": "skipped", "message": "not compared: unavailable in the baseline"},
+    ]
+    md = write_report(run, tmp_path / "r.md").read_text()
+    assert "1 failing verdict(s) of 3; 1 pass and 1 skipped not listed (the HTML report lists them)." in md
+    assert "| suites/test_attention.py::test_prefill[gqa] | AL | **fail** |" in md
+    assert "1 FLOP vs baseline" not in md and "unavailable in the baseline" not in md
+
+
 def test_pipes_in_names_do_not_break_the_table(tmp_path: Path) -> None:
     run = sample_run()
     for record in run.records[:3]:  # the prefill rows: one model, so still one table
