@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.compare import compare_record
-from pytest_efficientllm.judging.verdicts import STATUSES, Verdict
+from pytest_efficientllm.judging.verdicts import QUIET_STATUSES, STATUSES, Verdict
 from pytest_efficientllm.storage.runfile import Run
 
 
@@ -68,11 +68,6 @@ def compare_runs(old: Run, new: Run, limits: Iterable[Limit] = (), mode: str = "
     return sorted(out, key=lambda c: (c.nodeid, c.profile))
 
 
-# Verdicts shown only with --verbose (counted in the tally): what holds, and what could not be compared
-# in either run (a metric neither side counted). 71 suite tests read ~850 lines of them otherwise.
-QUIET = ("pass", "skipped")
-
-
 def render_comparison(
     results: list[TestComparison], old_label: str, new_label: str, verbose: bool = False
 ) -> list[str]:
@@ -87,15 +82,19 @@ def render_comparison(
         elif not result.verdicts:
             body.append("  (no gated metric in common)")
         for v in result.verdicts:
-            if verbose or v.status not in QUIET:
+            if verbose or v.status not in QUIET_STATUSES:
                 body.append(f"  {v.status.upper() if v.failed else v.status:<9} {v.render()}")
         if body:
             lines += [f"{result.nodeid} [{result.profile}]", *body]
     compared = sum(1 for r in results if not r.only_in)
     tally: Counter[str] = Counter(str(v.status) for r in results for v in r.verdicts)
     counts = ", ".join(f"{tally[s]} {s}" for s in STATUSES if tally[s])
-    hidden = sum(tally[s] for s in QUIET)
-    more = f"; -v lists the {hidden} {' and '.join(s for s in QUIET if tally[s])} too" if hidden and not verbose else ""
+    hidden = sum(tally[s] for s in QUIET_STATUSES)
+    more = (
+        f"; -v lists the {hidden} {' and '.join(s for s in QUIET_STATUSES if tally[s])} too"
+        if hidden and not verbose
+        else ""
+    )
     lines.append(f"verdicts: {counts or 'none'}{more}")
     failed = [(r, v) for r in results for v in r.verdicts if v.failed]
     if failed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
+from pytest_efficientllm.judging.verdicts import QUIET_STATUSES
 from pytest_efficientllm.report.fingerprints import run_fingerprints
 from pytest_efficientllm.report.leaderboard import Cell, Leaderboard, leaderboards
 from pytest_efficientllm.storage.runfile import Run
@@ -61,17 +62,12 @@ def leaderboard_lines(board: Leaderboard) -> list[str]:
     return lines + [""]
 
 
-# Verdicts the Markdown report counts but does not list: a pull request's summary of the suites
-# listed 748 rows, 700 of them these. The HTML report and the run file list every one.
-QUIET = ("pass", "skipped")
-
-
 def verdict_lines(run: Run) -> list[str]:
     rows, quiet = [], Counter[str]()
     for record in sorted(run.records, key=lambda r: r.nodeid):
         for v in record.verdicts:
             status = str(v.get("status", ""))
-            if status in QUIET:
+            if status in QUIET_STATUSES:  # counted: the HTML report and the run file list them
                 quiet[status] += 1
                 continue
             shown = f"**{status}**" if status in ("fail", "error") else status
