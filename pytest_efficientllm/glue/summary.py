@@ -155,25 +155,39 @@ def _traffic(results: list[TestResult]) -> tuple[str, str, int] | None:
     return None
 
 
-def short_id(nodeid: str, width: int) -> str:
-    """The test's file name (no folders) and the rest of its id; when too long, the file without
-    `test_` and `.py` (`attention::test_decode[gqa]`), then without the file, then cut in the
-    middle (the function name and both ends of the parameters stay)."""
+def _id_forms(nodeid: str) -> list[str]:
+    """A test's id, from the fullest form the summary shows to the shortest: its file name (no
+    folders) and the rest, the file without `test_` and `.py` (`attention::test_decode[gqa]`), the
+    rest alone."""
     path, sep, rest = nodeid.partition("::")
     file = path.rsplit("/", 1)[-1]
-    text = file + sep + rest
-    if len(text) <= width:
-        return text
     stem = file.removesuffix(".py")
     stem = stem.removeprefix("test_") or stem
-    text = stem + sep + rest
-    if len(text) <= width:
-        return text
-    text = rest or text
+    return [file + sep + rest, stem + sep + rest, rest or file]
+
+
+def _cut(text: str, width: int) -> str:
+    """Cut in the middle: the function name and both ends of the parameters stay."""
     if len(text) <= width:
         return text
     head = max(4, width * 2 // 3)
     return text[:head] + "…" + text[-(width - head - 1) :]
+
+
+def short_ids(nodeids: list[str], width: int) -> dict[str, str]:
+    """Each test's id in the fullest form that fits `width` for every one of them, so the rows of
+    a table read alike (one row named `distributed::test_train_step[ddp]` and the next
+    `test_train_step[fsdp2]` did); what does not fit even alone is cut in the middle."""
+    forms = {n: _id_forms(n) for n in nodeids}
+    for level in range(3):
+        if all(len(f[level]) <= width for f in forms.values()):
+            return {n: f[level] for n, f in forms.items()}
+    return {n: _cut(f[2], width) for n, f in forms.items()}
+
+
+def short_id(nodeid: str, width: int) -> str:
+    """One test's id in the fullest form that fits `width` (`short_ids`)."""
+    return short_ids([nodeid], width)[nodeid]
 
 
 def is_shared_fingerprint(v: Verdict) -> bool:
@@ -229,9 +243,10 @@ def table(results: list[TestResult], width: int = WIDTH) -> list[str]:
         return out.rstrip()
 
     lines = [row(["test"] + [h for h, _ in columns])]
+    names = short_ids([r.record.nodeid for r in results], name_w)
     for r in sorted(results, key=lambda r: r.record.nodeid):
         rec = r.record
-        cells = [short_id(rec.nodeid, name_w), _cell(rec, "AL"), _cell(rec, "tokens_per_s")]
+        cells = [names[rec.nodeid], _cell(rec, "AL"), _cell(rec, "tokens_per_s")]
         memory = _memory(rec)
         cells.append(_format(memory[0] if memory is not None else None))
         if traffic is not None:

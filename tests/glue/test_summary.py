@@ -14,6 +14,7 @@ from pytest_efficientllm.glue.summary import (
     _threads_line,
     details,
     fingerprint_lines,
+    short_ids,
     table,
 )
 from pytest_efficientllm.judging.compare import compare_record
@@ -165,6 +166,23 @@ def test_the_traffic_column_shows_intensity_else_bytes_and_is_left_out_when_noth
     assert table([TestResult(record("suites/test_attention.py::test_decode[gqa]"), [], "passed")])[1].startswith(
         "test_attention.py::test_decode[gqa] "
     )
+
+
+def test_the_rows_of_the_table_name_their_tests_alike() -> None:
+    # Under torchrun the summary read `distributed::test_train_step[ddp]` above
+    # `test_train_step[fsdp2]`: each row took the fullest form that fitted it alone.
+    ids = ["suites/test_distributed.py::test_train_step[ddp]", "suites/test_distributed.py::test_train_step[fsdp2]"]
+    width = len("distributed::test_train_step[ddp]")
+    assert short_ids(ids, width) == {ids[0]: "test_train_step[ddp]", ids[1]: "test_train_step[fsdp2]"}
+    assert short_ids(ids, width + 2) == {
+        ids[0]: "distributed::test_train_step[ddp]",
+        ids[1]: "distributed::test_train_step[fsdp2]",
+    }
+    assert short_ids(ids, 12) == {ids[0]: "test_tra…dp]", ids[1]: "test_tra…p2]"}  # cut, each alone
+    # The summary's own width, with an intensity column as the torchrun run had.
+    intensity = counted("arithmetic_intensity", 3.2, unit="FLOP/B", direction="info")
+    rows = table([TestResult(record(n, latency(0.001), intensity), [], "passed") for n in ids])[1:]
+    assert [row.split()[0] for row in rows] == ["test_train_step[ddp]", "test_train_step[fsdp2]"]
 
 
 def _fingerprint_verdicts(nodeid: str, *metrics: Metric) -> list[Verdict]:
