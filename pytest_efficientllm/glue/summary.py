@@ -155,19 +155,8 @@ def _traffic(results: list[TestResult]) -> tuple[str, str, int] | None:
     return None
 
 
-def _id_forms(nodeid: str) -> list[str]:
-    """A test's id, from the fullest form the summary shows to the shortest: its file name (no
-    folders) and the rest, the file without `test_` and `.py` (`attention::test_decode[gqa]`), the
-    rest alone."""
-    path, sep, rest = nodeid.partition("::")
-    file = path.rsplit("/", 1)[-1]
-    stem = file.removesuffix(".py")
-    stem = stem.removeprefix("test_") or stem
-    return [file + sep + rest, stem + sep + rest, rest or file]
-
-
 def _cut(text: str, width: int) -> str:
-    """Cut in the middle: the function name and both ends of the parameters stay."""
+    """Cut in the middle: the function's start and the end of the parameters stay."""
     if len(text) <= width:
         return text
     head = max(4, width * 2 // 3)
@@ -175,14 +164,26 @@ def _cut(text: str, width: int) -> str:
 
 
 def short_ids(nodeids: list[str], width: int) -> dict[str, str]:
-    """Each test's id in the fullest form that fits `width` for every one of them, so the rows of
-    a table read alike (one row named `distributed::test_train_step[ddp]` and the next
-    `test_train_step[fsdp2]` did); what does not fit even alone is cut in the middle."""
-    forms = {n: _id_forms(n) for n in nodeids}
-    for level in range(3):
-        if all(len(f[level]) <= width for f in forms.values()):
-            return {n: f[level] for n, f in forms.items()}
-    return {n: _cut(f[2], width) for n, f in forms.items()}
+    """Each test's id within `width`, named alike for all the tests of a file: with the file name
+    (no folders) where every one of them fits so, else with the short file name (`attention::`, no
+    `test_` or `.py`) and the rest cut in the middle where even that is too long. One row had read
+    `test_moe.py::test_decode[dense]`, the next `moe::test_train_step[dense]`, and a long one had
+    lost its file."""
+    by_file: dict[str, list[str]] = {}
+    for nodeid in nodeids:
+        by_file.setdefault(nodeid.partition("::")[0], []).append(nodeid)
+    out = {}
+    for path, group in by_file.items():
+        file = path.rsplit("/", 1)[-1]
+        stem = file.removesuffix(".py").removeprefix("test_") or file
+        rests = {n: n.partition("::")[2] for n in group}
+        if all(len(f"{file}::{rest}") <= width for rest in rests.values()):
+            out.update({n: f"{file}::{rest}" for n, rest in rests.items()})
+            continue
+        # The file's short name stays while the rest keeps room to be read.
+        prefix = f"{stem}::" if width - len(stem) - 2 >= 16 else ""
+        out.update({n: prefix + _cut(rest, width - len(prefix)) for n, rest in rests.items()})
+    return out
 
 
 def short_id(nodeid: str, width: int) -> str:

@@ -70,7 +70,7 @@ def test_the_summary_fits_100_columns_and_shows_what_broke() -> None:
     lines = table(results) + details(results)
     assert max(len(line) for line in lines) <= WIDTH
     assert any("AL +21.8%" in line and line.rstrip().endswith("FAIL") for line in lines)
-    assert any("test_pretrain_step[MLA" in line and "…" in line for line in lines)
+    assert any("architecture::test_pretrain" in line and "…" in line for line in lines)
     assert any("tolerance +5%" in line for line in lines)
 
 
@@ -168,21 +168,24 @@ def test_the_traffic_column_shows_intensity_else_bytes_and_is_left_out_when_noth
     )
 
 
-def test_the_rows_of_the_table_name_their_tests_alike() -> None:
-    # Under torchrun the summary read `distributed::test_train_step[ddp]` above
-    # `test_train_step[fsdp2]`: each row took the fullest form that fitted it alone.
+def test_the_rows_of_one_file_name_their_tests_alike() -> None:
+    # The suites' summary read `test_moe.py::test_decode[dense]` above `moe::test_train_step[dense]`,
+    # and under torchrun `distributed::test_train_step[ddp]` above `test_train_step[fsdp2]`: each row
+    # took the fullest form that fitted it alone, the last dropping its file.
     ids = ["suites/test_distributed.py::test_train_step[ddp]", "suites/test_distributed.py::test_train_step[fsdp2]"]
-    width = len("distributed::test_train_step[ddp]")
-    assert short_ids(ids, width) == {ids[0]: "test_train_step[ddp]", ids[1]: "test_train_step[fsdp2]"}
-    assert short_ids(ids, width + 2) == {
+    assert short_ids(ids, 45) == {i: i.removeprefix("suites/") for i in ids}
+    assert short_ids(ids, 35) == {i: i.replace("suites/test_distributed.py", "distributed") for i in ids}
+    assert short_ids(ids, 33) == {
         ids[0]: "distributed::test_train_step[ddp]",
-        ids[1]: "distributed::test_train_step[fsdp2]",
+        ids[1]: "distributed::test_train_st…fsdp2]",  # the file stays, the rest is cut
     }
-    assert short_ids(ids, 12) == {ids[0]: "test_tra…dp]", ids[1]: "test_tra…p2]"}  # cut, each alone
+    assert short_ids(ids, 20) == {ids[0]: "test_train_step[ddp]", ids[1]: "test_train_st…fsdp2]"}  # no room for both
+    other = "suites/test_moe.py::test_decode[dense]"  # another file keeps its own fullest form
+    assert short_ids([*ids, other], 35)[other] == "test_moe.py::test_decode[dense]"
     # The summary's own width, with an intensity column as the torchrun run had.
     intensity = counted("arithmetic_intensity", 3.2, unit="FLOP/B", direction="info")
     rows = table([TestResult(record(n, latency(0.001), intensity), [], "passed") for n in ids])[1:]
-    assert [row.split()[0] for row in rows] == ["test_train_step[ddp]", "test_train_step[fsdp2]"]
+    assert all(row.startswith("distributed::test_") for row in rows), rows
 
 
 def _fingerprint_verdicts(nodeid: str, *metrics: Metric) -> list[Verdict]:
