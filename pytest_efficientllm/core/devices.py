@@ -161,15 +161,22 @@ def detect_cuda_name() -> str | None:
     return None
 
 
+def known_profile(requested: str, given: str = "--gpu") -> str:
+    """`requested` as a profile name (lower case); a ProfileError naming where it was `given`
+    (`--gpu`, or `ini efficiency_gpu`) and the known ones when it is none of them."""
+    requested = requested.strip().lower()
+    if requested not in PROFILES:
+        raise ProfileError(f"{given}={requested!r} is not a known profile; choose one of {', '.join(PROFILES)}")
+    return requested
+
+
 def resolve_profile(requested: str, cuda_name: str | None) -> str:
     """The baseline profile for `--gpu=requested` on hardware whose CUDA device is `cuda_name`.
 
     `auto` picks the detected GPU's profile (or `cpu`); naming a GPU that is not present
     is an error naming what was detected.
     """
-    requested = requested.lower()
-    if requested not in PROFILES:
-        raise ProfileError(f"--gpu={requested!r} is not a known profile; choose one of {', '.join(PROFILES)}")
+    requested = known_profile(requested)
     if requested == "cpu":
         return "cpu"
     detected = lookup_device(cuda_name) if cuda_name else None

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pytest_efficientllm.confirmation import vote as confirm
-from pytest_efficientllm.core.devices import GPU_PROFILES, PROFILES
+from pytest_efficientllm.core.devices import GPU_PROFILES, PROFILES, known_profile
 from pytest_efficientllm.core.limits import parse_limit_assignments
 from pytest_efficientllm.core.units import UnitError, parse_seconds
 from pytest_efficientllm.judging.gate import GateOptions
@@ -375,11 +375,9 @@ class Settings:
             if _setting(config, "threads") not in ("", None)
             else None
         )
-        gpu = str(_setting(config, "gpu")).strip().lower()
-        if gpu not in PROFILES:
-            # Here, not only where the session opens: a run that opens none (`--collect-only`) is told too.
-            given = "--gpu" if config.getoption("efficiency_gpu", default=None) is not None else "ini efficiency_gpu"
-            raise ValueError(f"{given}={gpu!r} is not a known profile; choose one of {', '.join(PROFILES)}")
+        # Checked here, not only where the session opens: a run that opens none (`--collect-only`) is told too.
+        given = "--gpu" if config.getoption("efficiency_gpu", default=None) is not None else "ini efficiency_gpu"
+        gpu = known_profile(str(_setting(config, "gpu")), given)
         measuring = Options(
             gpu=gpu,
             defaults=MeasureProtocol(rounds, warmup, min_time),
