@@ -175,16 +175,19 @@ def _change(v: Verdict) -> str:
     return f"{v.metric} {format_change(v.change or 0.0)}"
 
 
-def _moved(t: TestVerdict) -> tuple[list[Verdict], int]:
-    """A test's comparisons worth showing (not passing, or moved at all: every timing does), and how
-    many passed unchanged: a PR's table listed "allocated_bytes +0.0% (pass)" sixteen times a test."""
+def _vs_base(t: TestVerdict, with_status: bool, most: int | None = None) -> list[str]:
+    """A test's comparisons worth showing (not passing, or moved at all: every timing does), at most
+    `most` of them, then how many passed unchanged: a PR's table listed "allocated_bytes +0.0%
+    (pass)" sixteen times a test."""
     compared = [v for v in t.verdicts if v.change is not None]
-    shown = [v for v in compared if v.status != "pass" or v.change != 0]
-    return shown, len(compared) - len(shown)
-
-
-def _unchanged(n: int) -> str:
-    return f"{n} metric{'s' if n != 1 else ''} unchanged" if n else ""
+    moved = [v for v in compared if v.status != "pass" or v.change != 0]
+    parts = [_change(v) + (f" ({v.status})" if with_status else "") for v in moved[:most]]
+    if most is not None and len(moved) > most:
+        parts.append(f"{len(moved) - most} more")
+    same = len(compared) - len(moved)
+    if same:
+        parts.append(f"{same} metric{'s' if same != 1 else ''} unchanged")
+    return parts
 
 
 def render_lines(c: Comparison) -> list[str]:
@@ -193,9 +196,7 @@ def render_lines(c: Comparison) -> list[str]:
     h = f"{c.head.spec} ({c.head.commit[:10]})" if c.head.commit else c.head.spec
     lines = [f"efficiency ab: HEAD {h} vs base {b}, {c.pairs} ABBA pairs of fresh processes, {c.seconds:.0f} s"]
     for t in c.tests:
-        moved, same = _moved(t)
-        change = ", ".join([*(_change(v) for v in moved[:3]), *([f"{len(moved) - 3} more"] if len(moved) > 3 else [])])
-        change = ", ".join(part for part in (change, _unchanged(same)) if part)
+        change = ", ".join(_vs_base(t, with_status=False, most=3))
         worst = "fail" if t.failed else ("improved" if any(v.status == "improved" for v in t.verdicts) else "ok")
         shown = t.status if t.status != "compared" else worst
         lines.append(
@@ -226,9 +227,7 @@ def render_markdown(c: Comparison) -> str:
         "|---|---|---|",
     ]
     for t in c.tests:
-        moved, same = _moved(t)
-        change = "<br>".join([*(f"{_change(v)} ({v.status})" for v in moved), *([_unchanged(same)] if same else [])])
-        change = change or t.note or "-"
+        change = "<br>".join(_vs_base(t, with_status=True)) or t.note or "-"
         verdict = "**fail**" if t.failed else t.status if t.status != "compared" else "ok"
         out.append(f"| `{t.nodeid}` | {verdict} | {change} |")
     if c.problems:
