@@ -168,14 +168,17 @@ def short_ids(nodeids: list[str], width: int) -> dict[str, str]:
     (no folders) where every one of them fits so, else with the short file name (`attention::`, no
     `test_` or `.py`) and the rest cut in the middle where even that is too long. One row had read
     `test_moe.py::test_decode[dense]`, the next `moe::test_train_step[dense]`, and a long one had
-    lost its file."""
+    lost its file. Files of one name in different folders keep as many folders as tell them apart
+    (`a/test_x.py`, `b/test_x.py`): the bare name had read the same for both."""
     by_file: dict[str, list[str]] = {}
     for nodeid in nodeids:
         by_file.setdefault(nodeid.partition("::")[0], []).append(nodeid)
+    files = _distinct_names(list(by_file))
     out = {}
     for path, group in by_file.items():
-        file = path.rsplit("/", 1)[-1]
-        stem = file.removesuffix(".py").removeprefix("test_") or file
+        folders, _, file = files[path].rpartition("/")
+        stem = (folders + "/" if folders else "") + (file.removesuffix(".py").removeprefix("test_") or file)
+        file = files[path]
         rests = {n: n.partition("::")[2] for n in group}
         if all(len(f"{file}::{rest}") <= width for rest in rests.values()):
             out.update({n: f"{file}::{rest}" for n, rest in rests.items()})
@@ -186,9 +189,16 @@ def short_ids(nodeids: list[str], width: int) -> dict[str, str]:
     return out
 
 
-def short_id(nodeid: str, width: int) -> str:
-    """One test's id in the fullest form that fits `width` (`short_ids`)."""
-    return short_ids([nodeid], width)[nodeid]
+def _distinct_names(paths: list[str]) -> dict[str, str]:
+    """Each path by its fewest trailing parts that no other path ends with."""
+    parts = {p: p.split("/") for p in paths}
+    out = {}
+    for path, mine in parts.items():
+        n = 1
+        while n < len(mine) and any(o != path and theirs[-n:] == mine[-n:] for o, theirs in parts.items()):
+            n += 1
+        out[path] = "/".join(mine[-n:])
+    return out
 
 
 def is_shared_fingerprint(v: Verdict) -> bool:
@@ -390,8 +400,9 @@ def _grouped(title: str, found: list[tuple[TestResult, Verdict]], width: int, ve
     for kind, items in sorted(kinds.items(), key=lambda kv: (-len({r.record.nodeid for r, _ in kv[1]}), kv[0])):
         lines += _wrap(f"{kind}: {_tests(len({r.record.nodeid for r, _ in items}))}{_spread(items)}", "  ", width)
         if verbose > 0:
+            names = short_ids([r.record.nodeid for r, _ in items], 60)
             for r, v in sorted(items, key=lambda rv: rv[0].record.nodeid):
-                lines += _wrap(f"{short_id(r.record.nodeid, 60)}: {v.message}", "    ", width)
+                lines += _wrap(f"{names[r.record.nodeid]}: {v.message}", "    ", width)
     return lines
 
 
@@ -503,8 +514,9 @@ def _store_lines(state: RunState, width: int) -> list[str]:
             f"{len(u.unchanged)} unchanged, {u.kept} kept"
         )
         listed = [("+", n) for n in u.added] + [("~", n) for n in u.updated] + [("=", n) for n in u.unchanged]
+        names = short_ids([n for _, n in listed[:MAX_LISTED]], width - 4)
         for mark, nodeid in listed[:MAX_LISTED]:
-            lines.append(f"  {mark} {short_id(nodeid, width - 4)}")
+            lines.append(f"  {mark} {names[nodeid]}")
         if len(listed) > MAX_LISTED:
             lines.append(f"  ... and {len(listed) - MAX_LISTED} more")
         for change, nodeids in sorted(u.restarted.items()):

@@ -336,3 +336,13 @@ def test_an_update_says_once_per_software_change_which_run_histories_restarted(t
     lines = _store_lines(state, WIDTH)  # type: ignore[arg-type]
     assert "  ! torch 2.13.0 -> 2.14.0 since their earlier runs: run history restarted for 30 tests" in lines
     assert not any("beyond their runs' bound" in line for line in lines)
+
+
+def test_files_of_one_name_in_different_folders_are_told_apart() -> None:
+    # `a/test_x.py` and `b/test_x.py` had read `x::TestMatmul::test_mm[128]` and `test_x.py::test_mm`:
+    # nothing said which folder either came from.
+    ids = ["a/test_x.py::TestMatmul::test_mm[128]", "b/test_x.py::test_mm", "c/test_y.py::test_mm"]
+    assert short_ids(ids, 60) == {ids[0]: ids[0], ids[1]: ids[1], ids[2]: "test_y.py::test_mm"}
+    assert short_ids(ids, 30)[ids[0]] == "a/x::TestMatmul::test_mm[128]"  # the short name keeps its folder
+    deep = ["p/a/t/test_x.py::test_1", "q/b/t/test_x.py::test_1"]  # the first folder that differs
+    assert short_ids(deep, 60) == {deep[0]: "a/t/test_x.py::test_1", deep[1]: "b/t/test_x.py::test_1"}
