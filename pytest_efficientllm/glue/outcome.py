@@ -47,7 +47,9 @@ def headline(failed: list[Verdict]) -> str:
 
 def failure_text(failed: list[Verdict]) -> str:
     budgets = [v for v in failed if v.kind == "budget"]
-    others = [v for v in failed if v.kind != "budget"]
+    # A finding without a change stands whole in the headline; said again below, a corrupt
+    # baseline file's message read twice in a row.
+    others = [v for v in failed if v.kind != "budget" and v.change is not None]
     parts = [headline(failed)]
     if budgets:
         parts.append("efficiency budget exceeded:\n" + "\n".join("  " + v.render() for v in budgets))

@@ -33,3 +33,11 @@ def test_the_failure_text_leads_with_the_headline_then_budgets_then_the_gate() -
         "efficiency gate (against the baseline):",
         "  bytes_accessed: " + COUNTED.message,
     ]
+
+
+def test_a_finding_whole_in_the_headline_is_not_said_again() -> None:
+    assert failure_text([STORE]) == headline([STORE])
+    assert failure_text([COUNTED, THROTTLED]).splitlines()[1:] == [
+        "efficiency gate (against the baseline):",
+        "  bytes_accessed: " + COUNTED.message,
+    ]
