@@ -1,6 +1,6 @@
 """pytest hooks of the reports (registered by `plugin` through `pytest_plugins`).
 
-`--efficiency-report=PATH` writes the run's records as a report when the session ends, on
+`--efficiency-report=PATH` (repeatable) writes the run's records as a report when the session ends, on
 the process that holds every record (the xdist controller, or the only process);
 `--efficiency-progress` shows which technique is being measured (on a terminal; with `on`
 in a redirected log too). Both only gather and
@@ -31,9 +31,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--efficiency-report",
         dest="efficiency_report",
-        default=None,
+        action="append",
+        default=[],
         metavar="PATH",
-        help=f"write a report of the measured tests, format by extension: {', '.join(REPORT_FORMATS)}",
+        help=f"write a report of the measured tests, format by extension: {', '.join(REPORT_FORMATS)}; "
+        "repeat for several (report.md for the step summary, report.html to keep)",
     )
     group.addoption(
         "--efficiency-progress",
@@ -52,13 +54,13 @@ def _is_worker(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if _is_worker(config):
         return  # workers neither write reports nor touch the terminal
-    path = config.getoption("efficiency_report", None)
-    if path:
+    paths = config.getoption("efficiency_report", None) or []
+    for path in paths:
         try:
             check_report_path(path)  # fail before a long run, not after it
         except ReportError as exc:
             raise pytest.UsageError(f"--efficiency-report: {exc}") from None
-    config.pluginmanager.register(ReportPlugin(config, path), PLUGIN_NAME)
+    config.pluginmanager.register(ReportPlugin(config, paths), PLUGIN_NAME)
 
 
 def _on_terminal(config: pytest.Config) -> bool:
@@ -72,11 +74,11 @@ def _on_terminal(config: pytest.Config) -> bool:
 
 
 class ReportPlugin:
-    def __init__(self, config: pytest.Config, path: str | None) -> None:
+    def __init__(self, config: pytest.Config, paths: list[str]) -> None:
         self.config = config
-        self.path = path
+        self.paths = list(dict.fromkeys(paths))  # one report per path, in the order given
         quiet = config.get_verbosity() < 0
-        self.outcome: tuple[str, str] | None = None  # what the report step says in the summary
+        self.outcomes: list[tuple[str, str]] = []  # what the report step says in the summary
         self.progress = Progress(mode="off" if quiet else config.getoption("efficiency_progress", "auto"))
 
     # -- progress ---------------------------------------------------------------------
@@ -121,23 +123,26 @@ class ReportPlugin:
 
     @pytest.hookimpl(trylast=True)  # after every record (xdist workers' included) has arrived
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if not self.path:
+        if not self.paths:
             return
         state = self.config.stash.get(RUN_KEY, None)
         records = state.records if state is not None else []
         if state is None or not records:
-            self.outcome = (f"efficiency report not written to {self.path}: no test recorded a measurement", "yellow")
+            where = ", ".join(self.paths)
+            self.outcomes.append(
+                (f"efficiency report not written to {where}: no test recorded a measurement", "yellow")
+            )
             return
         run = Run(records=records, runs=[state.run_info()])
-        try:
-            path = write_report(run, self.path)
-        except (ReportError, OSError) as exc:
-            self.outcome = (f"efficiency report not written: {exc}", "red")
-            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # a report CI relies on is missing
-            return
-        self.outcome = (f"efficiency report: {path} ({len(records)} record(s))", "")
+        for wanted in self.paths:
+            try:
+                path = write_report(run, wanted)
+            except (ReportError, OSError) as exc:
+                self.outcomes.append((f"efficiency report not written: {exc}", "red"))
+                session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # a report CI relies on is missing
+                continue
+            self.outcomes.append((f"efficiency report: {path} ({len(records)} record(s))", ""))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.outcome is not None:
-            text, color = self.outcome
+        for text, color in self.outcomes:
             terminalreporter.write_line(text, **({color: True} if color else {}))

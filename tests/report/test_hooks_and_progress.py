@@ -23,9 +23,16 @@ def test_report_option_writes_the_leaderboard_of_the_run(pytester: pytest.Pytest
     pytester.makepyfile(test_attention=SUITE)
     # In a subprocess: a measured run in this process leaves freed-but-resident heap behind,
     # which later memory ground-truth tests in the same worker would see.
-    result = pytester.runpytest_subprocess("--efficiency-report=report.md", "-p", "no:cacheprovider", timeout=120)
+    # Repeated, as CI wants a Markdown table for the step summary and HTML to keep: the second
+    # had silently replaced the first.
+    result = pytester.runpytest_subprocess(
+        "--efficiency-report=report.md", "--efficiency-report=report.html", "-p", "no:cacheprovider", timeout=120
+    )
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*efficiency report: report.md (2 record(s))*"])
+    result.stdout.fnmatch_lines(
+        ["*efficiency report: report.md (2 record(s))*", "*efficiency report: report.html (2 record(s))*"]
+    )
+    assert "<html" in (pytester.path / "report.html").read_text()
     md = (pytester.path / "report.md").read_text()
     assert "### attention / MoE · test_prefill (cpu · " in md
     rows = [line for line in md.splitlines() if line.startswith("| slow ") or line.startswith("| fast ")]
@@ -39,6 +46,10 @@ def test_a_report_path_in_a_missing_directory_is_a_usage_error_before_anything_r
     result.stderr.fnmatch_lines(["*--efficiency-report: nowhere/report.html: directory nowhere does not exist*"])
     result = pytester.runpytest("--efficiency-report=report.txt", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result = pytester.runpytest(
+        "--efficiency-report=r.md", "--efficiency-report=nowhere/r.html", "-p", "no:cacheprovider"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # each one is checked, not the first alone
 
 
 PLAIN = """
