@@ -43,6 +43,13 @@ def gross_floor(base: Metric, prior: RunPrior | None = None) -> tuple[float, str
     bound = prediction.bound(base.direction)
     own = bound / prediction.centre - 1 if base.direction == "lower" else prediction.centre / bound - 1
     if own >= GROSS_MIN:
+        if not prediction.pooled:
+            # A few runs' spread alone sits tens of standard deviations out at 99.9%: say what narrows it.
+            return own, (
+                f"this test's 99.9% run-to-run bound from its {prediction.runs} baseline runs alone, "
+                f"{own * 100:+.0f}%: more --update-baselines runs, or 3 or more tests whose baselines "
+                "share the spread, narrow it"
+            )
         return own, f"this test's 99.9% run-to-run bound, {own * 100:+.0f}%"
     return GROSS_MIN, f"this test's 99.9% run-to-run bound, {own * 100:+.0f}%, raised to the least, {GROSS_MIN:+.0%}"
 

@@ -17,8 +17,9 @@ neighbours. Hence, from the **faster half** of the runs (the fastest k//2 + 1 of
   tests), so slow spells do not inflate it. Three to five runs give a variance with
   1-2 degrees of freedom, and a 99.9% Student-t bound on it sits tens of standard
   deviations out; so the variances of the measured metrics of one name in one baseline
-  file are moderated by the empirical-Bayes method of Smyth (2004, "Linear models and
-  empirical Bayes methods for assessing differential expression", limma's `squeezeVar`):
+  file (or, where too few of its tests have runs, in the profile's files) are moderated
+  by the empirical-Bayes method of Smyth (2004, "Linear models and empirical Bayes
+  methods for assessing differential expression", limma's `squeezeVar`):
   a prior variance s0² with d0 degrees of freedom is estimated from the spread of the
   tests' log-variances, and each test's variance is shrunk towards it,
   s̃² = (d0·s0² + d·s²)/(d0 + d) with d0 + d degrees of freedom. A test whose runs
@@ -86,12 +87,14 @@ class RunPrior:
 
     `variance`: s0², of the log of run medians (unit-free); `df`: d0, its degrees of
     freedom (math.inf when the tests' variances differ no more than sampling explains);
-    `tests`: how many tests it was learnt from.
+    `tests`: how many tests it was learnt from; `scope`: which tests those were, as the
+    verdict names them.
     """
 
     variance: float
     df: float
     tests: int
+    scope: str = "the file's tests"
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class Prediction:
     """Where one more run of unchanged code lands, from a baseline's runs.
 
     `low`/`high`: the one-sided bounds at `level` (same units as the metric);
-    `pooled`: whether a `RunPrior` moderated the spread; `centre`: `centre` of the runs.
+    `pooled`: which tests' `RunPrior` moderated the spread ("" for none); `centre`: `centre` of the runs.
     """
 
     runs: int
@@ -107,7 +110,7 @@ class Prediction:
     low: float
     high: float
     df: float
-    pooled: bool
+    pooled: str
     unit: str = ""
     level: float = PREDICTION
 
@@ -116,7 +119,7 @@ class Prediction:
         return self.high if direction == "lower" else self.low
 
     def describe(self, direction: str) -> str:
-        pooled = ", spread pooled with the file's tests" if self.pooled else ""
+        pooled = f", spread pooled with {self.pooled}" if self.pooled else ""
         return (
             f"{self.runs} baseline run{'s' if self.runs != 1 else ''} ({self.level:.1%} prediction bound "
             f"{format_value(self.bound(direction), self.unit)}{pooled})"
@@ -263,4 +266,4 @@ def predict(
     low, high = mid * math.exp(sd * (-centre_mean - spread)), mid * math.exp(sd * (-centre_mean + spread))
     if direction == "higher":  # back from reciprocals
         mid, low, high = 1 / mid, 1 / high, 1 / low
-    return Prediction(k, mid, low, high, df, prior is not None, unit, level)
+    return Prediction(k, mid, low, high, df, prior.scope if prior is not None else "", unit, level)

@@ -25,7 +25,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -406,6 +406,7 @@ class BaselineStore:
         self.profile = profile
         self._cache: dict[Path, dict[str, Record] | BaselineError] = {}
         self._priors: dict[Path, dict[str, RunPrior]] = {}
+        self._folder_priors: dict[str, RunPrior] | None = None
 
     @property
     def folder(self) -> Path:
@@ -431,11 +432,33 @@ class BaselineStore:
         return self._entries(self.path_for(nodeid)).get(nodeid)
 
     def run_priors(self, nodeid: str) -> dict[str, RunPrior]:
-        """The run-to-run spread per metric that the tests of this test's file share (`run_noise.pool`)."""
+        """The run-to-run spread per metric that the tests of this test's file share (`run_noise.pool`),
+        or, for a metric too few of the file's tests have, the spread the profile's files share."""
         path = self.path_for(nodeid)
         if path not in self._priors:
-            self._priors[path] = pool(self._entries(path).values())
+            self._priors[path] = self._with_folder(self._entries(path).values())
         return self._priors[path]
+
+    def _with_folder(self, records: Iterable[Record]) -> dict[str, RunPrior]:
+        # A project of one or two tests per file had no shared spread at all: a test's three
+        # baseline runs alone put its 99.9% bound at +300% and more. The machine's drift is
+        # what the tests of every file share, so the whole folder stands in where the file
+        # cannot; the file's own, where it has one, says more about its tests.
+        records = list(records)
+        own = pool(records)
+        measured = {n for r in records for n, m in r.metrics.items() if m.source == "measured"}
+        if measured <= own.keys():
+            return own
+        if self._folder_priors is None:
+            folder: list[Record] = []
+            for path in sorted(self.folder.rglob("*.json")) if self.folder.is_dir() else []:
+                try:
+                    folder += self._entries(path).values()
+                except BaselineError:
+                    continue  # reported for the tests of that file, not for everyone's
+            shared = "the tests of every baseline file of the profile"
+            self._folder_priors = {n: replace(p, scope=shared) for n, p in pool(folder).items()}
+        return {**self._folder_priors, **own}
 
     def update(self, records: Iterable[Record]) -> list[FileUpdate]:
         """Write the given records' entries; other entries of each file are kept.
@@ -456,6 +479,7 @@ class BaselineStore:
                 result.error = str(exc)
             self._cache.pop(path, None)
             self._priors.pop(path, None)
+            self._folder_priors = None
             results.append(result)
         return results
 
@@ -478,7 +502,7 @@ class BaselineStore:
                 found, entries = parse(path, text)
             # Validates every entry (and the file's profile) before anything is replaced.
             stored = _records_of(path, _profile_of(path, found, self.profile), entries)
-            priors = pool(stored.values())
+            priors = self._with_folder(stored.values())
             for record in sorted(records, key=lambda r: r.nodeid):
                 new = json.loads(json.dumps(entry_of(record)))  # normalised as it will be written
                 old = entries.get(record.nodeid)

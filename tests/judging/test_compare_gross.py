@@ -52,6 +52,10 @@ def test_the_floor_is_the_tests_own_bound_and_never_below_the_least() -> None:
     assert floor == GROSS_MIN and "raised to the least" in how
     floor, how = gross_floor(NOISY)
     assert floor > GROSS_MIN and f"{floor * 100:+.0f}%" in how and "raised" not in how
+    # A bound from the test's few runs alone says what narrows it; one from a shared spread does not.
+    assert "from its 5 baseline runs alone" in how and "more --update-baselines runs" in how
+    _, how = gross_floor(NOISY, RunPrior(0.04, 4.0, 6))
+    assert "alone" not in how
     # One run and no prior from the file: nothing of the test's own, so the least.
     floor, how = gross_floor(_metric(0.0100))
     assert floor == GROSS_MIN and "no run-to-run noise" in how

@@ -309,6 +309,25 @@ def test_the_store_pools_a_files_tests_and_learns_again_after_an_update(tmp_path
     assert store.run_priors("suites/t.py::t0")["cpu_time_per_round"].tests == 5
 
 
+def test_a_file_too_small_to_pool_takes_the_spread_its_profiles_files_share(tmp_path) -> None:
+    # A project of one test per file had no shared spread: three runs alone put a test's 99.9%
+    # bound at +300% and more, so its CPU default check passed a 3x slowdown.
+    store = BaselineStore(tmp_path, "cpu")
+    _store_neighbours(store)  # suites/t.py: five tests, ~1% jitter
+    _store_runs(store, "suites/alone.py::t", [0.0100, 0.0109, 0.0100])
+    shared = store.run_priors("suites/alone.py::t")["cpu_time_per_round"]
+    assert shared.scope == "the tests of every baseline file of the profile"
+    assert shared.variance == store.run_priors("suites/t.py::other0")["cpu_time_per_round"].variance
+    alone = store.lookup("suites/alone.py::t")["cpu_time_per_round"]
+    assert run_noise.predict(run_noise.run_medians(alone)).high > 0.03  # its own runs alone: +200% and more
+    assert run_noise.predict(run_noise.run_medians(alone), shared).high < 0.02
+    # A file that pools its own keeps it: its tests say more about themselves than the folder.
+    for i in range(3):
+        _store_runs(store, f"suites/noisy.py::t{i}", [0.0100, 0.0130 + i * 1e-3, 0.0090])
+    own = store.run_priors("suites/noisy.py::t0")["cpu_time_per_round"]
+    assert own.tests == 3 and own.scope == "the file's tests"
+
+
 def test_runs_under_other_software_restart_the_history_and_another_cpu_model_does_not(tmp_path) -> None:
     store = BaselineStore(tmp_path, "cpu")
     _store_neighbours(store)
