@@ -128,14 +128,15 @@ class Record:
     schema: int = SCHEMA_VERSION
 
     def __getitem__(self, name: str) -> Metric:
-        try:
-            return self.metrics[name]
-        except KeyError:
+        """The metric of a catalog name or of an alias the marker takes (`run["latency"]` is `AL`)."""
+        found = self.metrics.get(name) or self.metrics.get(_alias_of(name))
+        if found is None:
             known = ", ".join(sorted(self.metrics))
-            raise KeyError(f"no metric {name!r} in the record of {self.nodeid}; it has: {known}") from None
+            raise KeyError(f"no metric {name!r} in the record of {self.nodeid}; it has: {known}")
+        return found
 
     def __contains__(self, name: object) -> bool:
-        return name in self.metrics
+        return isinstance(name, str) and (name in self.metrics or _alias_of(name) in self.metrics)
 
     def add(self, metric: Metric) -> None:
         self.metrics[metric.name] = metric
@@ -189,3 +190,10 @@ class Record:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SchemaError(f"malformed record {data.get('nodeid', '?')!r}: {exc}") from exc
+
+
+def _alias_of(name: str) -> str:
+    # The catalog imports this module, so its aliases are looked up when first asked for.
+    from pytest_efficientllm.core.metrics import ALIASES
+
+    return ALIASES.get(name, "")

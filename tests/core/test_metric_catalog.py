@@ -300,3 +300,15 @@ def test_the_counted_roofline_inputs_are_in_the_catalog() -> None:
     got = {n: (metrics.spec(n).unit, metrics.spec(n).direction) for n in ("bytes_accessed", "arithmetic_intensity")}
     assert got == {"bytes_accessed": ("B", "lower"), "arithmetic_intensity": ("FLOP/B", "info")}
     assert (metrics.spec("roofline_time").unit, metrics.spec("roofline_time").direction) == ("s", "lower")
+
+
+def test_a_record_answers_to_the_aliases_the_marker_takes() -> None:
+    # The marker took `latency="<= 50 ms"`, but `run["latency"]` on the run it judged was a KeyError.
+    from pytest_efficientllm.core.record import Record
+
+    al = metrics.measured("AL", 0.002, "test", samples=(0.002,))
+    record = Record("t.py::t", "cpu", metrics={"AL": al})
+    assert record["latency"] is al and record["AL"] is al
+    assert "latency" in record and "throughput" not in record
+    with pytest.raises(KeyError, match="no metric 'throughput' in the record of t.py::t; it has: AL"):
+        record["throughput"]
