@@ -65,15 +65,17 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
     # After the last test (on an xdist worker: after its last one, before it reports back),
     # the held tests are decided; a run that stops early keeps their verdicts unconfirmed.
+    # The wait after the last test is part of the run too: Ctrl-C there had dropped the held
+    # tests from the summary and the run file.
     queue = session.config.stash[RUN_KEY].confirm_queue
     try:
         result = yield
+        if queue is not None:
+            for held in queue.drain():
+                _release(held)
     except BaseException as exc:
         if queue is not None:
             for held in queue.abandon(f"the run stopped before fresh processes confirmed it ({exc!r})"):
                 _release(held)
         raise
-    if queue is not None:
-        for held in queue.drain():
-            _release(held)
     return result

@@ -114,12 +114,12 @@ class Vote:
     def add(self, got: Record | str, judge_record: Callable[[Record], list[Verdict]]) -> None:
         """One fresh process's record (judged by `judge_record`), or the reason it has none."""
         if isinstance(got, str):
-            self.problem = got
+            self.problem = f"a fresh process failed: {got}"
             return
         missing = [m for m in self.metrics if got.metrics.get(m) is None or got.metrics[m].value is None]
         if missing:
             # A process that did not measure the metric cannot vote that it passes.
-            self.problem = f"the fresh process recorded no {', '.join(missing)}"
+            self.problem = f"a fresh process recorded no {', '.join(missing)}"
             return
         self.records.append(got)
         self.per_process.append(judge_record(got))
@@ -152,7 +152,7 @@ class Vote:
             elif not any(v.metric == w.metric for w in out):
                 out.extend(replaced)
         if self.problem:
-            out.append(Verdict("*", "warn", f"confirmation in a fresh process failed: {self.problem}", "baseline"))
+            out.append(Verdict("*", "warn", f"not confirmed: {self.problem}", "baseline"))
         return out
 
 

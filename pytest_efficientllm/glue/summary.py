@@ -353,7 +353,8 @@ _REASONS = (
     ("a leak across rounds", "grew across rounds: a leak"),
     ("too short to tell a leak", "grew across rounds: window too short to tell a leak"),
     ("baseline taken at world_size", "baseline at another world size: not compared"),
-    ("confirmation in a fresh process failed", "confirmation in a fresh process failed"),
+    ("not confirmed: a fresh process", "not confirmed: a fresh process could not vote"),
+    ("not confirmed: the run stopped", "not confirmed: the run stopped before fresh processes voted"),
     ("baseline was measured on other hardware", "baseline measured on other hardware"),
     ("the GPU limited its clocks during the window", "in a window where the GPU throttled (its clocks limited)"),
 )
