@@ -22,6 +22,7 @@ from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change, format_seconds
 from pytest_efficientllm.glue.state import RunState, TestResult
 from pytest_efficientllm.judging.compare import default_measured
+from pytest_efficientllm.judging.run_noise import MIN_RUNS
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.process_layout import describe as describe_layout
 from pytest_efficientllm.measuring.process_layout import is_fixed as is_fixed_layout
@@ -504,6 +505,22 @@ def telemetry_cost_line(results: list[TestResult]) -> str:
     )
 
 
+def few_runs_hint(runs: list[dict[str, int]]) -> str:
+    """What to do when some tests' baselines hold fewer timed runs than the gate learns their
+    run-to-run noise from ("" when none): the first recording had said nothing of it, and a
+    test's one run cannot tell the machine's drift from a slowdown."""
+    few = sorted(n for per_file in runs for n in per_file.values() if n < MIN_RUNS)
+    if not few:
+        return ""
+    more = MIN_RUNS - few[0]
+    return (
+        f"{_tests(len(few))} with {few[0] if few[0] == few[-1] else f'{few[0]} to {few[-1]}'} timed "
+        f"run{'s' if few[-1] > 1 else ''} in the baselines: run --update-baselines {more} more "
+        f"time{'s' if more > 1 else ''}; from {MIN_RUNS} runs of a test the gate tells a slowdown from this "
+        "machine's run-to-run noise"
+    )
+
+
 def _store_lines(state: RunState, width: int) -> list[str]:
     lines: list[str] = []
     for u in state.updates:
@@ -528,6 +545,9 @@ def _store_lines(state: RunState, width: int) -> list[str]:
             lines += _wrap(note, "  ! ", width)
         if len(u.history_notes) > MAX_LISTED:
             lines.append(f"  ... and {len(u.history_notes) - MAX_LISTED} more beyond their runs' bound")
+    hint = few_runs_hint([u.runs for u in state.updates if not u.error])
+    if hint:
+        lines += _wrap(hint, "", width)
     if state.options.update and not state.updates and not any("baselines" in p for p in state.problems):
         lines.append("baselines: nothing to write (no measured test passed its own assertions)")
     return lines

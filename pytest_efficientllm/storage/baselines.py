@@ -334,6 +334,8 @@ class FileUpdate:
     history_notes: list[str] = field(default_factory=list)
     # Tests whose run history restarted under other software, by the change ("torch 2.13.0 -> 2.14.0").
     restarted: dict[str, list[str]] = field(default_factory=dict)
+    # How many runs each written test's timings now hold (tests that time something).
+    runs: dict[str, int] = field(default_factory=dict)
 
 
 LOCK_FOLDER = ".locks"
@@ -388,6 +390,13 @@ def _locked(root: Path, path: Path) -> Iterator[None]:
             lock.release()
         except OSError:
             pass  # the lock ends when its descriptor closes; the write is done and a stale lock file is harmless
+
+
+def _count_runs(result: FileUpdate, nodeid: str, entry: dict[str, Any]) -> None:
+    """Note how many runs the entry's timings hold: its measured metrics' earlier runs and this one."""
+    timed = [m for m in entry.get("metrics", {}).values() if m.get("source") == "measured" and m.get("samples")]
+    if timed:
+        result.runs[nodeid] = 1 + max(len(m.get("history", [])) for m in timed)
 
 
 def _identity(entry: dict[str, Any]) -> dict[str, Any]:
@@ -519,10 +528,12 @@ class BaselineStore:
                     # Same numbers: keep the old entry byte for byte, so a re-record of
                     # unchanged counted facts leaves no diff.
                     result.unchanged.append(record.nodeid)
+                    _count_runs(result, record.nodeid, old)
                     continue
                 else:
                     result.updated.append(record.nodeid)
                 entries[record.nodeid] = new
+                _count_runs(result, record.nodeid, new)
             result.kept = len(entries) - len(records)
             try:
                 write_atomic(path, render(self.profile, entries))

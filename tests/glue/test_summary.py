@@ -346,3 +346,21 @@ def test_files_of_one_name_in_different_folders_are_told_apart() -> None:
     assert short_ids(ids, 30)[ids[0]] == "a/x::TestMatmul::test_mm[128]"  # the short name keeps its folder
     deep = ["p/a/t/test_x.py::test_1", "q/b/t/test_x.py::test_1"]  # the first folder that differs
     assert short_ids(deep, 60) == {deep[0]: "a/t/test_x.py::test_1", deep[1]: "b/t/test_x.py::test_1"}
+
+
+def test_an_update_says_how_many_more_runs_the_baselines_need(tmp_path) -> None:
+    # A first --update-baselines said only "3 added": nothing told the user that one run cannot
+    # tell the machine's drift from a slowdown, or how many more make it.
+    def lines(*runs: dict[str, int]) -> list[str]:
+        updates = [FileUpdate(tmp_path / f"f{i}.json", runs=r) for i, r in enumerate(runs)]
+        state = SimpleNamespace(updates=updates, options=SimpleNamespace(update=True), problems=[])
+        return " ".join(" ".join(_store_lines(state, WIDTH)).split())  # type: ignore[arg-type]
+
+    assert "3 tests with 1 timed run in the baselines: run --update-baselines 2 more times;" in lines(
+        {"a::t": 1, "b::t": 1}, {"c::t": 1}
+    )
+    assert "2 tests with 1 to 2 timed runs in the baselines: run --update-baselines 2 more times" in lines(
+        {"a::t": 1, "b::t": 2, "c::t": 3}
+    )
+    assert "1 test with 2 timed runs in the baselines: run --update-baselines 1 more time;" in lines({"a::t": 2})
+    assert "timed run" not in lines({"a::t": 3, "b::t": 5}, {})

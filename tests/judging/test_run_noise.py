@@ -355,3 +355,14 @@ def test_runs_under_other_software_restart_the_history_and_another_cpu_model_doe
     # Another interpreter, or another thread count, is another program too.
     assert list(run(0.0104, **upgraded, python="3.12.1").restarted) == ["python 3.11.7 -> 3.12.1"]
     assert list(run(0.0104, **upgraded, python="3.12.1", torch_threads=2).restarted) == ["torch_threads 1 -> 2"]
+
+
+def test_an_update_counts_the_timed_runs_each_test_now_holds(tmp_path) -> None:
+    store = BaselineStore(tmp_path, "cpu")
+    assert [u.runs for u in _store_runs(store, "suites/t.py::t", [0.0100, 0.0101, 0.0100])] == [
+        {"suites/t.py::t": 1},
+        {"suites/t.py::t": 2},
+        {"suites/t.py::t": 3},
+    ]
+    (counted_only,) = store.update([Record("suites/t.py::c", "cpu", metrics={})])
+    assert counted_only.runs == {}  # times nothing: no runs to count
