@@ -177,9 +177,9 @@ def short_ids(nodeids: list[str], width: int) -> dict[str, str]:
     files = _distinct_names(list(by_file))
     out = {}
     for path, group in by_file.items():
-        folders, _, file = files[path].rpartition("/")
-        stem = (folders + "/" if folders else "") + (file.removesuffix(".py").removeprefix("test_") or file)
         file = files[path]
+        folders, _, base = file.rpartition("/")
+        stem = (folders + "/" if folders else "") + (base.removesuffix(".py").removeprefix("test_") or base)
         rests = {n: n.partition("::")[2] for n in group}
         if all(len(f"{file}::{rest}") <= width for rest in rests.values()):
             out.update({n: f"{file}::{rest}" for n, rest in rests.items()})
