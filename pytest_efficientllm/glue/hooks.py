@@ -174,6 +174,11 @@ def pytest_make_collect_report(
             own = any(m.name == "efficiency" for m in item.own_markers)
             if own and spec.world_size == 1 and not _requests_fixture(item):
                 problems.append(f"{item.nodeid}: efficiency marker: {UNMEASURED}")
+            if marker is None and _requests_fixture(item):
+                # A test measured through the fixture alone is marked too, so that `-m efficiency`
+                # and `-m "not efficiency"` select every measured test (collected here, before
+                # pytest deselects by marker); it had escaped a fast job's `-m "not efficiency"`.
+                item.add_marker("efficiency")
         if problems:
             report.outcome = "failed"
             report.longrepr = "\n".join(problems)

@@ -356,6 +356,32 @@ def test_a_module_wide_marker_leaves_its_unmeasured_tests_alone(pytester: pytest
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
+def test_marker_selection_takes_every_measured_test(pytester: pytest.Pytester) -> None:
+    # A test measured through the fixture alone escaped a fast job's `-m "not efficiency"`.
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_fixture_only(efficiency):
+            efficiency.measure(lambda: None)
+
+        @pytest.mark.efficiency(rounds=2)
+        def test_marked(efficiency):
+            efficiency.measure(lambda: None)
+
+        def test_plain():
+            pass
+        """
+    )
+    pytester.makeini("[pytest]\nefficiency_calibrate_every = off\n")
+    fast = pytester.runpytest("-p", "no:cacheprovider", "-m", "not efficiency", "-v")
+    fast.assert_outcomes(passed=1, deselected=2)
+    fast.stdout.fnmatch_lines(["*::test_plain PASSED*"])
+    measured = pytester.runpytest("-p", "no:cacheprovider", "-m", "efficiency", "-v")
+    measured.assert_outcomes(passed=2, deselected=1)
+    measured.stdout.fnmatch_lines(["*::test_fixture_only PASSED*"])
+
+
 def test_declared_limits_on_a_test_that_measured_nothing_fail_it(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
