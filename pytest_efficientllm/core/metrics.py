@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from pytest_efficientllm.core.aliases import ALIASES
 from pytest_efficientllm.core.record import Direction, Metric, Source
 
 
@@ -244,19 +245,6 @@ def lookup(name: str) -> MetricSpec | None:
     if family is None:
         return None
     return MetricSpec(name, family.unit, family.direction, family.description, family.units)
-
-
-# Marker keywords users are likely to type, mapped to catalog names.
-ALIASES: dict[str, str] = {
-    "latency": "AL",
-    "memory": "AMU",
-    "average_memory": "AMU",
-    "throughput": "tokens_per_s",
-    "sample_throughput": "samples_per_s",
-    "power": "AEC",
-    "compute_utilization": "PCU",
-    "compression": "MCR",
-}
 
 
 def resolve_name(name: str) -> str:

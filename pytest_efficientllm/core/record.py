@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pytest_efficientllm.core.aliases import ALIASES
+
 SCHEMA_VERSION = 1
 
 Source = Literal["measured", "counted", "estimated"]
@@ -129,14 +131,14 @@ class Record:
 
     def __getitem__(self, name: str) -> Metric:
         """The metric of a catalog name or of an alias the marker takes (`run["latency"]` is `AL`)."""
-        found = self.metrics.get(name) or self.metrics.get(_alias_of(name))
+        found = self.metrics.get(name) or self.metrics.get(ALIASES.get(name, ""))
         if found is None:
             known = ", ".join(sorted(self.metrics))
             raise KeyError(f"no metric {name!r} in the record of {self.nodeid}; it has: {known}")
         return found
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and (name in self.metrics or _alias_of(name) in self.metrics)
+        return isinstance(name, str) and (name in self.metrics or ALIASES.get(name) in self.metrics)
 
     def add(self, metric: Metric) -> None:
         self.metrics[metric.name] = metric
@@ -190,10 +192,3 @@ class Record:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SchemaError(f"malformed record {data.get('nodeid', '?')!r}: {exc}") from exc
-
-
-def _alias_of(name: str) -> str:
-    # The catalog imports this module, so its aliases are looked up when first asked for.
-    from pytest_efficientllm.core.metrics import ALIASES
-
-    return ALIASES.get(name, "")

@@ -17,8 +17,9 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_efficientllm.core.aliases import ALIASES
 from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
-from pytest_efficientllm.core.metrics import ALIASES, lookup
+from pytest_efficientllm.core.metrics import lookup
 from pytest_efficientllm.core.units import (
     UnitError,
     parse_seconds,
