@@ -364,42 +364,39 @@ def test_end_to_end_a_regression_fails_once_every_process_finds_it(
     assert "re-measured in fresh processes" not in result.stdout.str()
 
 
+@pytest.mark.parametrize(
+    "stop, args, exit_code, outcomes",
+    [
+        # -x stops at the last test's failure while the regressions wait for their spacing.
+        ("LAST_FAILS", ("-x",), pytest.ExitCode.TESTS_FAILED, {"failed": 3}),
+        # Ctrl-C after the last test, while the vote waits: the held regressions had vanished
+        # from the summary and the run file ("1 passed"), as if never run.
+        ("INTERRUPT", (), pytest.ExitCode.INTERRUPTED, {"passed": 1, "failed": 2}),
+    ],
+)
 def test_a_run_that_stops_early_keeps_held_verdicts_unconfirmed(
-    sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    sleeper: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    stop: str,
+    args: tuple[str, ...],
+    exit_code: int,
+    outcomes: dict[str, int],
 ) -> None:
-    # -x stops at the last test's failure while the regressions wait for their spacing.
     monkeypatch.setenv("SLOW", "1")
-    monkeypatch.setenv("LAST_FAILS", "1")
+    monkeypatch.setenv(stop, "1")
     out = sleeper.path / "run.json"
-    result = sleeper.runpytest_subprocess(*COMMON, "-x", "--efficiency-confirm-spacing=60s", f"--efficiency-json={out}")
-    assert result.ret == 1
-    result.assert_outcomes(failed=3)
-    for rec in list(_records(out).values())[:2]:
-        assert rec["confirmations"] == [] and rec["outcome"] == "failed"
-        assert any(
-            v["metric"] == "*" and "the run stopped before fresh processes confirmed it" in v["message"]
-            for v in rec["verdicts"]
-        )
-
-
-def test_a_run_interrupted_while_the_vote_waits_keeps_held_verdicts_unconfirmed(
-    sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Ctrl-C after the last test, while the held regressions wait for their spacing: they had
-    # vanished from the summary and the run file ("1 passed"), as if never run.
-    monkeypatch.setenv("SLOW", "1")
-    monkeypatch.setenv("INTERRUPT", "1")
-    out = sleeper.path / "run.json"
-    result = sleeper.runpytest_subprocess(*COMMON, "--efficiency-confirm-spacing=60s", f"--efficiency-json={out}")
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.assert_outcomes(passed=1, failed=2)
-    records = list(_records(out).values())
-    assert len(records) == 2
+    result = sleeper.runpytest_subprocess(
+        *COMMON, *args, "--efficiency-confirm-spacing=60s", f"--efficiency-json={out}"
+    )
+    assert result.ret == exit_code
+    result.assert_outcomes(**outcomes)
     result.stdout.fnmatch_lines(["*not confirmed: the run stopped before fresh processes voted: 2 tests*"])
+    records = [r for r in _records(out).values() if "test_sleep" in r["nodeid"]]
+    assert len(records) == 2
     for rec in records:
         assert rec["confirmations"] == [] and rec["outcome"] == "failed"
         assert any(
-            "the run stopped before fresh processes confirmed it (KeyboardInterrupt" in v["message"]
+            v["metric"] == "*" and "the run stopped before fresh processes confirmed it" in v["message"]
             for v in rec["verdicts"]
         )
 
