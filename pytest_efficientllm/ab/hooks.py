@@ -26,8 +26,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="instead of running the tests here, measure BASE and HEAD (default HEAD: git revisions or folders) "
         "in alternating fresh processes and judge HEAD against BASE on the pairs (pytest-efficientllm ab)",
     )
-    group.addoption("--efficiency-ab-pairs", dest="efficiency_ab_pairs", type=int, default=DEFAULT_PAIRS, metavar="N")
-    group.addoption("--efficiency-ab-output", dest="efficiency_ab_output", default="efficiency-ab", metavar="DIR")
+    group.addoption(
+        "--efficiency-ab-pairs",
+        dest="efficiency_ab_pairs",
+        type=int,
+        default=DEFAULT_PAIRS,
+        metavar="N",
+        help=f"ABBA pairs of fresh processes for --efficiency-ab (default: {DEFAULT_PAIRS})",
+    )
+    group.addoption(
+        "--efficiency-ab-output",
+        dest="efficiency_ab_output",
+        default="efficiency-ab",
+        metavar="DIR",
+        help="where --efficiency-ab writes the sides' run files, ab.md and ab.json (default: efficiency-ab)",
+    )
 
 
 def side_args(args: tuple[str, ...]) -> list[str]:

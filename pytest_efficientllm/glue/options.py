@@ -37,13 +37,29 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="PROFILE",
         help=f"hardware profile: {'|'.join(PROFILES)} (default: ini efficiency_gpu, else auto)",
     )
-    group.addoption("--efficiency-rounds", type=int, default=None, metavar="N", help="default measured rounds per test")
-    group.addoption("--efficiency-warmup", type=int, default=None, metavar="N", help="default warm-up rounds per test")
+    protocol = MeasureProtocol()
+    group.addoption(
+        "--efficiency-rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"measured rounds per test; a marker's rounds= overrides (default: ini efficiency_rounds, "
+        f"else {protocol.rounds})",
+    )
+    group.addoption(
+        "--efficiency-warmup",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"warm-up rounds per test; a marker's warmup= overrides (default: ini efficiency_warmup, "
+        f"else {protocol.warmup})",
+    )
     group.addoption(
         "--efficiency-min-time",
         default=None,
         metavar="DURATION",
-        help="default minimum measured time per test, e.g. '0.5 s'",
+        help="keep running rounds until this much time is measured, e.g. '0.5 s'; a marker's min_time= "
+        "overrides (default: ini efficiency_min_time, else 0 s)",
     )
     group.addoption(
         "--efficiency-threads",
@@ -62,8 +78,8 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("efficiency_gpu", "default --gpu profile", default="auto")
     parser.addini("efficiency_roofline", "GPU profiles to estimate the roofline for, e.g. h200,h100", default="")
-    parser.addini("efficiency_rounds", "default measured rounds per test", default="5")
-    parser.addini("efficiency_warmup", "default warm-up rounds per test", default="1")
+    parser.addini("efficiency_rounds", "default measured rounds per test", default=str(protocol.rounds))
+    parser.addini("efficiency_warmup", "default warm-up rounds per test", default=str(protocol.warmup))
     parser.addini("efficiency_min_time", "default minimum measured time per test", default="0 s")
     parser.addini("efficiency_threads", "torch threads for measured tests", default="")
     # Baselines and gating (docs/gate.md).

@@ -400,3 +400,20 @@ def test_declared_limits_on_a_test_that_measured_nothing_fail_it(pytester: pytes
     result.stdout.fnmatch_lines(
         ["efficiency: the marker declares AL <= 5 ms, AMU +5%, but the test measured nothing, so they were not*"]
     )
+
+
+def test_every_option_of_the_plugin_says_what_it_does_in_help(pytester: pytest.Pytester) -> None:
+    # `--efficiency-ab-pairs=N` and `--efficiency-ab-output=DIR` stood bare in `pytest --help`.
+    lines = pytester.runpytest("--help").stdout.lines
+    start = lines.index("efficiency measurement (pytest-efficientllm):")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i] and not lines[i].startswith(" "))
+    group = lines[start + 1 : end]
+    options = [i for i, line in enumerate(group) if line.startswith("  --")]
+    assert len(options) >= 25
+    # Help stands beside the option or on the next line, indented under it.
+    bare = [
+        group[i].split()[0]
+        for i in options
+        if len(group[i].split()) == 1 and not (i + 1 < len(group) and group[i + 1].startswith(" " * 10))
+    ]
+    assert bare == []
