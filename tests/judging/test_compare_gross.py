@@ -14,7 +14,7 @@ import pytest
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.judging.compare import compare_record
-from pytest_efficientllm.judging.gross import GROSS_MIN, gross_floor
+from pytest_efficientllm.judging.gross import GROSS_MAX, GROSS_MIN, gross_floor
 from pytest_efficientllm.judging.run_noise import RunPrior
 
 NAME = "cpu_time_per_round"
@@ -50,8 +50,10 @@ NOISY = _metric(0.0100, history=(0.0125, 0.0085, 0.0110, 0.0140))
 def test_the_floor_is_the_tests_own_bound_and_never_below_the_least() -> None:
     floor, how = gross_floor(QUIET)
     assert floor == GROSS_MIN and "raised to the least" in how
+    floor, how = gross_floor(NOISY, RunPrior(0.2**2, math.inf, 10))  # a file whose runs jitter 20%
+    assert GROSS_MIN < floor < GROSS_MAX and f"{floor * 100:+.0f}%" in how and "raised" not in how
     floor, how = gross_floor(NOISY)
-    assert floor > GROSS_MIN and f"{floor * 100:+.0f}%" in how and "raised" not in how
+    assert floor > GROSS_MIN and "raised" not in how
     # A bound from the test's few runs alone says what narrows it; one from a shared spread does not.
     assert "from its 5 baseline runs alone" in how and "more --update-baselines runs" in how
     _, how = gross_floor(NOISY, RunPrior(0.04, 4.0, 6))
@@ -81,6 +83,15 @@ def test_a_noisy_test_fails_only_beyond_its_own_bound() -> None:
     centre = 0.0100  # the faster half's median of NOISY's runs
     assert _verdict(NOISY, _metric(centre * (1 + floor) * 0.95)).status == "warn"
     assert _verdict(NOISY, _metric(centre * (1 + floor) * 1.10)).status == "fail"
+
+
+def test_the_floor_is_never_above_the_most_so_a_tripled_time_fails() -> None:
+    # Three runs within 10%, alone: their 99.9% bound reads +336%, and a 3x slowdown only warned.
+    three = _metric(0.0100, history=(0.0110, 0.0100))
+    floor, how = gross_floor(three)
+    assert floor == GROSS_MAX and "held to the most, +200%" in how and "from its 3 baseline runs alone" in how
+    assert _verdict(three, _metric(0.0310)).status == "fail"
+    assert _verdict(three, _metric(0.0280)).status == "warn"
 
 
 def test_a_tolerance_replaces_the_default_and_fails_any_slowdown_beyond_it() -> None:
