@@ -487,7 +487,7 @@ class BaselineStore:
             except BaselineError as exc:
                 result.error = str(exc)
             self._cache.pop(path, None)
-            self._priors.pop(path, None)
+            self._priors.clear()  # every file's may have taken the folder's, which this file is part of
             self._folder_priors = None
             results.append(result)
         return results

@@ -326,6 +326,9 @@ def test_a_file_too_small_to_pool_takes_the_spread_its_profiles_files_share(tmp_
         _store_runs(store, f"suites/noisy.py::t{i}", [0.0100, 0.0130 + i * 1e-3, 0.0090])
     own = store.run_priors("suites/noisy.py::t0")["cpu_time_per_round"]
     assert own.tests == 3 and own.scope == "the file's tests"
+    # ... and the folder's, learnt again once another file changed, reaches the lone file too (its own
+    # three runs have no spread in their faster half, so they add nothing).
+    assert store.run_priors("suites/alone.py::t")["cpu_time_per_round"].tests == 5 + 3
 
 
 def test_runs_under_other_software_restart_the_history_and_another_cpu_model_does_not(tmp_path) -> None:
