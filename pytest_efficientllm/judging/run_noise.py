@@ -63,6 +63,10 @@ PREDICTION = 0.999
 MIN_RUNS = 3
 # Tests (metrics of one name in one file, each with 2+ runs) needed to estimate a prior.
 MIN_POOL = 3
+# Degrees of freedom a bound needs. Below one, Student's t has no mean and its 99.9% quantile
+# runs to 10^6 and beyond: a one-run baseline under a prior whose tests' variances disagree
+# (d0 = 0.47) put its bound at exp(10^3) and overflowed, where it should say "unknown".
+MIN_DF = 1.0
 # For k runs of normal jitter with unit standard deviation, the fastest k//2 + 1 of them:
 # (factor that makes their sample variance unbiased for the variance, the degrees of freedom
 # of a chi-square with the same relative spread, their median's mean, its standard deviation).
@@ -239,7 +243,8 @@ def predict(
     """The one-sided `level` bounds for one more run, from the runs' medians and the file's prior.
 
     Without a prior, `MIN_RUNS` runs are needed (the variance of all of them); with one, a
-    single run suffices (the prior's jitter around it). None otherwise.
+    single run suffices (the prior's jitter around it). None otherwise, and None where the
+    degrees of freedom fall below `MIN_DF`.
     """
     from scipy.stats import t as student_t
 
@@ -258,12 +263,19 @@ def predict(
             variance, df = prior.variance, math.inf
         else:
             variance, df = (prior.df * prior.variance + d * own) / (prior.df + d), prior.df + d
+    if df < MIN_DF:
+        return None
     _, _, centre_mean, centre_sd = _table(k)
     t = float(student_t.ppf(level, min(df, 1e9)))
     sd = math.sqrt(variance)
     mid = centre(values)  # already slow side up
     spread = t * math.sqrt(1 + centre_sd**2)
-    low, high = mid * math.exp(sd * (-centre_mean - spread)), mid * math.exp(sd * (-centre_mean + spread))
+    low, high = mid * _exp(sd * (-centre_mean - spread)), mid * _exp(sd * (-centre_mean + spread))
     if direction == "higher":  # back from reciprocals
-        mid, low, high = 1 / mid, 1 / high, 1 / low
+        mid, low, high = 1 / mid, 1 / high, (1 / low if low > 0 else math.inf)
     return Prediction(k, mid, low, high, df, prior.scope if prior is not None else "", unit, level)
+
+
+def _exp(x: float) -> float:
+    # A bound past the largest float is no bound at all: infinite, not an OverflowError.
+    return math.exp(x) if x < 700 else math.inf

@@ -369,3 +369,17 @@ def test_an_update_counts_the_timed_runs_each_test_now_holds(tmp_path) -> None:
     ]
     (counted_only,) = store.update([Record("suites/t.py::c", "cpu", metrics={})])
     assert counted_only.runs == {}  # times nothing: no runs to count
+
+
+def test_a_prior_too_uncertain_for_a_bound_says_unknown_instead_of_overflowing() -> None:
+    # Found by the GPU check's CPU rehearsal: a one-run baseline under a prior whose tests'
+    # variances disagree (d0 = 0.47) put Student's t past 10^6 and math.exp overflowed inside
+    # --update-baselines.
+    vague = RunPrior(variance=1.54e-05, df=0.47, tests=5)
+    assert predict([0.00138784], vague) is None
+    assert predict([0.00138784], vague, direction="higher") is None
+    # One degree of freedom and a wide spread: far out, but a number, both ways.
+    wide = RunPrior(variance=9.0, df=1.0, tests=5)
+    assert predict([0.01], wide).high == math.inf and predict([0.01], wide).low >= 0
+    up = predict([100.0], wide, direction="higher")
+    assert up is not None and up.low == 0.0 and up.high == math.inf
