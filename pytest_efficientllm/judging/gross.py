@@ -49,6 +49,7 @@ def gross_floor(base: Metric, prior: RunPrior | None = None) -> tuple[float, str
         return GROSS_MIN, f"{GROSS_MIN:+.0%}: the baseline's runs show no run-to-run noise of the test's own"
     bound = prediction.bound(base.direction)
     own = bound / prediction.centre - 1 if base.direction == "lower" else prediction.centre / bound - 1
+    shown = f"{own * 100:+.0f}%" if math.isfinite(own) else "unbounded"
     if own >= GROSS_MIN:
         floor = min(own, GROSS_MAX)
         held = f", held to the most, {GROSS_MAX:+.0%}" if own > GROSS_MAX else ""
@@ -56,11 +57,11 @@ def gross_floor(base: Metric, prior: RunPrior | None = None) -> tuple[float, str
             # A few runs' spread alone sits tens of standard deviations out at 99.9%: say what narrows it.
             return floor, (
                 f"this test's 99.9% run-to-run bound from its {prediction.runs} baseline runs alone, "
-                f"{own * 100:+.0f}%{held}: more --update-baselines runs, or 3 or more tests whose baselines "
+                f"{shown}{held}: more --update-baselines runs, or 3 or more tests whose baselines "
                 "share the spread, narrow it"
             )
-        return floor, f"this test's 99.9% run-to-run bound, {own * 100:+.0f}%{held}"
-    return GROSS_MIN, f"this test's 99.9% run-to-run bound, {own * 100:+.0f}%, raised to the least, {GROSS_MIN:+.0%}"
+        return floor, f"this test's 99.9% run-to-run bound, {shown}{held}"
+    return GROSS_MIN, f"this test's 99.9% run-to-run bound, {shown}, raised to the least, {GROSS_MIN:+.0%}"
 
 
 def gross_or_warn(verdict: Verdict, base: Metric, prior: RunPrior | None, profile: str) -> Verdict:

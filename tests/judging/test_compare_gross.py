@@ -92,6 +92,9 @@ def test_the_floor_is_never_above_the_most_so_a_tripled_time_fails() -> None:
     assert floor == GROSS_MAX and "held to the most, +200%" in how and "from its 3 baseline runs alone" in how
     assert _verdict(three, _metric(0.0310)).status == "fail"
     assert _verdict(three, _metric(0.0280)).status == "warn"
+    # A prior of one degree of freedom and a wide spread: a bound past the largest float.
+    floor, how = gross_floor(_metric(0.0100), RunPrior(variance=9.0, df=1.0, tests=5))
+    assert floor == GROSS_MAX and how == "this test's 99.9% run-to-run bound, unbounded, held to the most, +200%"
 
 
 def test_a_tolerance_replaces_the_default_and_fails_any_slowdown_beyond_it() -> None:
