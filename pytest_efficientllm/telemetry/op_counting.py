@@ -65,6 +65,7 @@ from typing import Any
 
 from pytest_efficientllm.core.metrics import counted, unavailable
 from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.telemetry.flops import counters_quiet
 
 # Operators torch's FlopCounterMode also passes over: queries of sizes and strides that a
 # tensor subclass with its own sizes policy answers itself.
@@ -578,7 +579,7 @@ def count_run(fn: Callable[[], Any], *, transfers: bool = False) -> CountingRun:
     gc.disable()
     t0 = time.perf_counter()
     try:
-        with op_counter_mode(tally), flop_counter:
+        with counters_quiet(), op_counter_mode(tally), flop_counter:
             fn()
     finally:
         seconds = time.perf_counter() - t0

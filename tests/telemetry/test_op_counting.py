@@ -365,3 +365,27 @@ def test_runs_that_agree_give_plain_counts_and_runs_that_differ_a_varying_one() 
     assert varying.samples == (100 * 4 + 100 + 400, 100 * 4 + 100) and varying.value == 900
     assert "varies run to run" in varying.note
     assert differ.metrics["operators"].samples == ()  # the same operators ran both times
+
+
+def test_a_compiled_module_counts_without_torchs_warning_about_the_counters_own_hooks() -> None:
+    # torch warns when a compiled module runs while global module hooks exist; in the counting
+    # run those are FlopCounterMode's own, yet the warning named the user's line. A warning of
+    # the workload's own still reaches the user.
+    import warnings
+
+    lin = torch.nn.Linear(16, 16)
+    compiled = torch.compile(lin, backend="eager")
+    x = torch.randn(4, 16)
+
+    def fn() -> None:
+        with torch.no_grad():
+            compiled(x)
+        warnings.warn("the workload's own", UserWarning, stacklevel=1)
+
+    with torch.no_grad():
+        compiled(x)  # compiled outside the counters, as the warm-up rounds do
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run = count_run(fn)
+    assert run.flops == 2 * 4 * 16 * 16
+    assert [str(w.message) for w in seen] == ["the workload's own"]
