@@ -5,7 +5,7 @@
     python -m pytest_efficientllm report ALL.json -o report.html|report.md|report.json
     python -m pytest_efficientllm export-benchmark-action RUN.json --smaller S.json --bigger B.json
     python -m pytest_efficientllm export-bencher RUN.json -o bmf.json
-    python -m pytest_efficientllm ab BASE HEAD [--pairs 6] [--output DIR] [-- pytest args...]
+    python -m pytest_efficientllm ab BASE HEAD [--pairs 6] [--output DIR] [--no-confirm] [-- pytest args...]
 
 Exit status: 0 success; 1 a regression (`compare`, `ab`); 2 bad input or usage (argparse's own
 code for usage errors), with a message naming the file and what to fix.
@@ -204,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=+N%", help="as for compare")
     p.add_argument("--allow-dirty", action="store_true", help="compare although the work tree has uncommitted changes")
+    p.add_argument(
+        "--no-confirm",
+        action="store_true",
+        help="fail a test on its first pairs; by default a test failing on timings alone is measured again in as "
+        "many more pairs and fails only if they find it too",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="say which process runs")
     p.set_defaults(func=cmd_ab)
     return parser
@@ -233,6 +239,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
             pairs=args.pairs,
             extra_limits=extra,
             allow_dirty=args.allow_dirty,
+            confirm=not args.no_confirm,
             progress=_err if args.verbose else lambda line: None,
         )
     except RevisionError as exc:

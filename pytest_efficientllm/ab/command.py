@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pytest_efficientllm.ab.revisions import Side, sides
@@ -53,6 +53,7 @@ class Comparison:
     tests: list[TestVerdict]
     problems: list[str]
     seconds: float
+    confirmed: list[str] = field(default_factory=list)  # the tests measured again in more pairs
 
     @property
     def failed(self) -> bool:
@@ -128,6 +129,58 @@ def judge_tests(base: list[ProcessResult], head: list[ProcessResult], extra: Seq
     return out
 
 
+def measured_suspect(t: TestVerdict, head: list[ProcessResult]) -> bool:
+    """Whether a compared test fails on measured metrics alone (a timing, a measured budget): more
+    pairs can clear those, while a count, an assertion or a missing side fails it whatever they find."""
+    failing = [v for v in t.verdicts if v.failed]
+    record = next((r.records[t.nodeid] for r in head if t.nodeid in r.records), None)
+    if t.status != "compared" or not failing or record is None:
+        return False
+    return all(v.metric in record.metrics and record.metrics[v.metric].source == "measured" for v in failing)
+
+
+def settle(t: TestVerdict, again: TestVerdict | None, pairs: int) -> TestVerdict:
+    """A suspect's verdicts after `pairs` more pairs: each failing one stays failing only where the
+    new pairs find it too; one they could not judge keeps this verdict, saying why."""
+    found = {v.metric: v for v in (again.verdicts if again is not None and again.status == "compared" else [])}
+    why = "no result" if again is None else (again.note or again.status)
+    out: list[Verdict] = []
+    for v in t.verdicts:
+        w = found.get(v.metric)
+        if not v.failed:
+            out.append(v)
+        elif w is None:
+            out.append(replace(v, message=f"{v.message}; not measured again ({why}), so it stands"))
+        elif w.failed:
+            out.append(replace(v, message=f"{v.message}; confirmed in {pairs} more pairs: {w.message}"))
+        else:
+            out.append(
+                replace(v, status="warn", message=f"{v.message}; not confirmed in {pairs} more pairs: {w.message}")
+            )
+    return replace(t, verdicts=out, note=t.note or f"measured again in {pairs} more pairs")
+
+
+def _run_pairs(
+    by_side: dict[str, Side],
+    pairs: int,
+    pytest_args: list[str],
+    out_dir: Path,
+    progress: Callable[[str], None],
+    first: int = 0,
+    what: str = "pair",
+) -> tuple[dict[str, list[ProcessResult]], list[str]]:
+    results: dict[str, list[ProcessResult]] = {BASE: [], HEAD: []}
+    problems: list[str] = []
+    for slot in abba(pairs):
+        side = by_side[slot.side]
+        progress(f"ab: {what} {slot.pair + 1}/{pairs}: {slot.side} ({side.spec})")
+        result = run_process(side, first + slot.pair, pytest_args, out_dir)
+        results[slot.side].append(result)
+        if result.problem:
+            problems.append(result.problem)
+    return results, problems
+
+
 def run_comparison(
     base_spec: str,
     head_spec: str,
@@ -137,10 +190,16 @@ def run_comparison(
     pairs: int = DEFAULT_PAIRS,
     extra_limits: Sequence[Limit] = (),
     allow_dirty: bool = False,
+    confirm: bool = True,
     start: Path | None = None,
     progress: Callable[[str], None] = lambda line: None,
 ) -> Comparison:
-    """Measure BASE and HEAD in `pairs` ABBA pairs of fresh processes and judge the pairs."""
+    """Measure BASE and HEAD in `pairs` ABBA pairs of fresh processes and judge the pairs.
+
+    With `confirm`, a test that fails on measured metrics alone is measured again in `pairs`
+    more pairs (the other tests deselected) and fails only if those find it too: as the gate's
+    vote in fresh processes, a slow spell of the machine must strike twice to fail a pull request.
+    """
     started = time.monotonic()
     # Absolute: each side's processes run in that side's own folder, where a relative path (the
     # default, `efficiency-ab`) named a folder that does not exist, and every process failed.
@@ -148,23 +207,25 @@ def run_comparison(
     out_dir.mkdir(parents=True, exist_ok=True)
     with sides(base_spec, head_spec, start or Path.cwd(), allow_dirty, outputs=out_dir) as (base, head):
         by_side = {BASE: base, HEAD: head}
-        results: dict[str, list[ProcessResult]] = {BASE: [], HEAD: []}
-        problems: list[str] = []
-        for slot in abba(pairs):
-            side = by_side[slot.side]
-            progress(f"ab: pair {slot.pair + 1}/{pairs}: {slot.side} ({side.spec})")
-            result = run_process(side, slot.pair, pytest_args, out_dir)
-            results[slot.side].append(result)
-            if result.problem:
-                problems.append(result.problem)
+        results, problems = _run_pairs(by_side, pairs, pytest_args, out_dir, progress)
+        tests = judge_tests(results[BASE], results[HEAD], extra_limits)
+        suspects = {t.nodeid for t in tests if measured_suspect(t, results[HEAD])} if confirm else set()
+        if suspects:
+            seen = {n for r in results[BASE] + results[HEAD] for n in (*r.outcomes, *r.records)}
+            args = [*pytest_args, *(f"--deselect={n}" for n in sorted(seen - suspects))]
+            more, also = _run_pairs(by_side, pairs, args, out_dir, progress, first=pairs, what="confirming pair")
+            problems += also
+            again = {t.nodeid: t for t in judge_tests(more[BASE], more[HEAD], extra_limits)}
+            tests = [settle(t, again.get(t.nodeid), pairs) if t.nodeid in suspects else t for t in tests]
+            for name in results:
+                results[name] += more[name]
         for name, side_results in results.items():
             records = [r for res in side_results for r in res.records.values()]
             run_info = {"profile": records[0].profile if records else "", "label": f"ab {name} {by_side[name].spec}"}
             run_info["commit"] = by_side[name].commit
             if records:
                 write_run(out_dir / f"{name}.json", Run(records=records, runs=[run_info]))
-        tests = judge_tests(results[BASE], results[HEAD], extra_limits)
-        return Comparison(base, head, pairs, tests, problems, time.monotonic() - started)
+        return Comparison(base, head, pairs, tests, problems, time.monotonic() - started, sorted(suspects))
 
 
 def _shown(v: Verdict) -> str:
@@ -209,6 +270,8 @@ def render_lines(c: Comparison) -> list[str]:
                 lines.append(f"      {v.status}: {_shown(v)}")
     for problem in c.problems:
         lines.append(f"  incomplete: {problem}")
+    if c.confirmed:
+        lines.append(f"  measured again in {c.pairs} more pairs (failing on timings alone): {len(c.confirmed)} test(s)")
     failed = sum(t.failed for t in c.tests)
     lines.append(f"efficiency ab: {failed} of {len(c.tests)} tests failed" + ("; incomplete" if c.problems else ""))
     return lines
@@ -221,7 +284,9 @@ def render_markdown(c: Comparison) -> str:
     out = [
         f"### Efficiency: `{h}` vs base `{b}`",
         "",
-        f"{c.pairs} ABBA pairs of fresh processes on one machine; {c.seconds:.0f} s.",
+        f"{c.pairs} ABBA pairs of fresh processes on one machine"
+        + (f", {c.pairs} more for {len(c.confirmed)} test(s) failing on timings alone" if c.confirmed else "")
+        + f"; {c.seconds:.0f} s.",
         "",
         "| test | verdict | vs base |",
         "|---|---|---|",
@@ -242,6 +307,7 @@ def write_outputs(c: Comparison, out_dir: Path) -> None:
         "base": {"spec": c.base.spec, "commit": c.base.commit},
         "head": {"spec": c.head.spec, "commit": c.head.commit},
         "pairs": c.pairs,
+        "confirmed": c.confirmed,
         "seconds": round(c.seconds, 1),
         "failed": c.failed,
         "problems": c.problems,

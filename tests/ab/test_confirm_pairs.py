@@ -1,0 +1,83 @@
+"""`ab` measures a test that fails on timings alone again in as many more pairs, and fails it
+only if they find the regression too (`ab.command.run_comparison`, with a test double of
+`run_process` that hands out prepared records, so the rule is checked without processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_efficientllm.ab import command
+from pytest_efficientllm.ab.runner import ProcessResult
+from pytest_efficientllm.core.record import Metric
+from tests.helpers.record_builders import counted, latency, record
+
+SLOW, STEADY, COUNTED = "t.py::test_slow", "t.py::test_steady", "t.py::test_counted"
+
+
+def _cpu(median_s: float, seed: int) -> Metric:
+    return latency(median_s, spread=0.01, seed=seed, name="cpu_time_per_round")
+
+
+class FakeProcesses:
+    """Test double of `run_process`: HEAD's `test_slow` is 20% slower in the first pairs and
+    `second` times BASE in the confirming ones; `test_counted` counts more bytes on HEAD."""
+
+    def __init__(self, second: float) -> None:
+        self.second = second
+        self.calls: list[tuple[str, int, list[str]]] = []
+
+    def __call__(self, side, pair: int, pytest_args: list[str], out_dir: Path) -> ProcessResult:
+        self.calls.append((side.name, pair, list(pytest_args)))
+        head = side.name == "head"
+        deselected = {a.removeprefix("--deselect=") for a in pytest_args if a.startswith("--deselect=")}
+        factor = (1.2 if pair < 6 else self.second) if head else 1.0
+        seed = pair * 2 + head
+        records = {
+            SLOW: record(SLOW, _cpu(0.010 * factor, seed)),
+            STEADY: record(STEADY, _cpu(0.010, seed + 50)),
+            COUNTED: record(COUNTED, _cpu(0.010, seed + 90), counted("bytes_accessed", 200 if head else 100)),
+        }
+        kept = {n: r for n, r in records.items() if n not in deselected}
+        return ProcessResult(side.name, pair, 0, kept, {n: "passed" for n in kept})
+
+
+def _compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second: float, confirm: bool = True):
+    fake = FakeProcesses(second)
+    monkeypatch.setattr(command, "run_process", fake)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    c = command.run_comparison(str(tmp_path / "a"), str(tmp_path / "b"), ["t.py"], tmp_path / "out", confirm=confirm)
+    return c, {t.nodeid: t for t in c.tests}, fake
+
+
+def test_a_slowdown_found_again_in_the_more_pairs_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c, tests, fake = _compare(tmp_path, monkeypatch, second=1.2)
+    (v,) = [v for v in tests[SLOW].verdicts if v.metric == "cpu_time_per_round"]
+    assert v.status == "fail" and "confirmed in 6 more pairs" in v.message
+    assert c.confirmed == [SLOW]  # the counted failure needs no more pairs; the steady test none
+    assert tests[COUNTED].failed and tests[STEADY].verdicts[0].status == "pass"
+    # Twelve more processes, each running the suspect alone: every other test deselected.
+    again = [args for _, pair, args in fake.calls if pair >= 6]
+    assert len(again) == 12 and len(fake.calls) == 24
+    assert all(f"--deselect={COUNTED}" in a and f"--deselect={STEADY}" in a and a[0] == "t.py" for a in again)
+    assert not any(f"--deselect={SLOW}" in a for a in again)
+
+
+def test_a_slowdown_the_more_pairs_do_not_find_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A slow spell of the machine that struck HEAD's processes in the first pairs only.
+    c, tests, _ = _compare(tmp_path, monkeypatch, second=1.0)
+    (v,) = [v for v in tests[SLOW].verdicts if v.metric == "cpu_time_per_round"]
+    assert v.status == "warn" and "not confirmed in 6 more pairs" in v.message
+    assert not tests[SLOW].failed and tests[SLOW].note == "measured again in 6 more pairs"
+    assert c.failed  # the counted regression still fails the comparison
+    assert any(
+        "measured again in 6 more pairs (failing on timings alone): 1 test(s)" in line
+        for line in command.render_lines(c)
+    )
+
+
+def test_no_confirm_fails_on_the_first_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c, tests, fake = _compare(tmp_path, monkeypatch, second=1.0, confirm=False)
+    assert tests[SLOW].failed and c.confirmed == [] and len(fake.calls) == 12
