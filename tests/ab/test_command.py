@@ -56,9 +56,10 @@ def test_a_head_that_doubles_the_work_fails_naming_the_test(tmp_path: Path) -> N
     failed = [v for v in test["verdicts"] if v["status"] == "fail"]
     assert [v["metric"] for v in failed] == ["cpu_time_per_round"] and failed[0]["change"] > 0.5
     assert "| `test_toy.py::test_loop` | **fail** |" in (tmp_path / "out" / "ab.md").read_text()
-    for side in ("base", "head"):  # each side's records kept in its run file
+    assert "confirmed in 5 more pairs" in failed[0]["message"] and report["confirmed"] == [test["nodeid"]]
+    for side in ("base", "head"):  # each side's records kept in its run file, the confirming pairs' too
         run = json.loads((tmp_path / "out" / f"{side}.json").read_text())
-        assert len(run["records"]) == 5
+        assert len(run["records"]) == 10
 
 
 def test_two_identical_commits_pass(tmp_path: Path) -> None:
