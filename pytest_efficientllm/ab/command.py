@@ -142,11 +142,14 @@ def measured_suspect(t: TestVerdict, head: list[ProcessResult]) -> bool:
 def settle(t: TestVerdict, again: TestVerdict | None, pairs: int) -> TestVerdict:
     """A suspect's verdicts after `pairs` more pairs: each failing one stays failing only where the
     new pairs find it too; one they could not judge keeps this verdict, saying why."""
-    found = {v.metric: v for v in (again.verdicts if again is not None and again.status == "compared" else [])}
+    # By metric and kind: a metric can have both a budget and a tolerance.
+    found = {
+        (v.metric, v.kind): v for v in (again.verdicts if again is not None and again.status == "compared" else [])
+    }
     why = "no result" if again is None else (again.note or again.status)
     out: list[Verdict] = []
     for v in t.verdicts:
-        w = found.get(v.metric)
+        w = found.get((v.metric, v.kind))
         if not v.failed:
             out.append(v)
         elif w is None:

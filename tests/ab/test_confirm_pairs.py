@@ -24,8 +24,9 @@ class FakeProcesses:
     """Test double of `run_process`: HEAD's `test_slow` is 20% slower in the first pairs and
     `second` times BASE in the confirming ones; `test_counted` counts more bytes on HEAD."""
 
-    def __init__(self, second: float) -> None:
+    def __init__(self, second: float, budget: str = "") -> None:
         self.second = second
+        self.budget = budget  # a budget on test_slow's cpu_time_per_round, as its marker would give
         self.calls: list[tuple[str, int, list[str]]] = []
 
     def __call__(self, side, pair: int, pytest_args: list[str], out_dir: Path) -> ProcessResult:
@@ -39,12 +40,14 @@ class FakeProcesses:
             STEADY: record(STEADY, _cpu(0.010, seed + 50)),
             COUNTED: record(COUNTED, _cpu(0.010, seed + 90), counted("bytes_accessed", 200 if head else 100)),
         }
+        if self.budget:
+            records[SLOW].settings["limits"] = [f"cpu_time_per_round={self.budget}"]
         kept = {n: r for n, r in records.items() if n not in deselected}
         return ProcessResult(side.name, pair, 0, kept, {n: "passed" for n in kept})
 
 
-def _compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second: float, confirm: bool = True):
-    fake = FakeProcesses(second)
+def _compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second: float, confirm: bool = True, budget: str = ""):
+    fake = FakeProcesses(second, budget)
     monkeypatch.setattr(command, "run_process", fake)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -81,3 +84,14 @@ def test_a_slowdown_the_more_pairs_do_not_find_warns(tmp_path: Path, monkeypatch
 def test_no_confirm_fails_on_the_first_pairs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     c, tests, fake = _compare(tmp_path, monkeypatch, second=1.0, confirm=False)
     assert tests[SLOW].failed and c.confirmed == [] and len(fake.calls) == 12
+
+
+def test_a_budget_and_a_tolerance_of_one_metric_are_confirmed_each_by_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HEAD at 12 ms, then 10.8 ms: over the 11 ms budget only in the first pairs, beyond the 5%
+    # tolerance in both. Looked up by metric alone, the budget had taken the tolerance's reading.
+    _, tests, _ = _compare(tmp_path, monkeypatch, second=1.08, budget="<= 11 ms")
+    verdicts = {v.kind: v for v in tests[SLOW].verdicts if v.metric == "cpu_time_per_round"}
+    assert verdicts["budget"].status == "warn" and "not confirmed in 6 more pairs" in verdicts["budget"].message
+    assert verdicts["baseline"].status == "fail" and "confirmed in 6 more pairs" in verdicts["baseline"].message
