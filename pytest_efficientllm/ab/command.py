@@ -215,7 +215,9 @@ def run_comparison(
         suspects = {t.nodeid for t in tests if measured_suspect(t, results[HEAD])} if confirm else set()
         if suspects:
             seen = {n for r in results[BASE] + results[HEAD] for n in (*r.outcomes, *r.records)}
-            args = [*pytest_args, *(f"--deselect={n}" for n in sorted(seen - suspects))]
+            # pytest deselects by prefix: `t.py::test_a` would take `t.py::test_ab` with it.
+            others = [n for n in sorted(seen - suspects) if not any(s.startswith(n) for s in suspects)]
+            args = [*pytest_args, *(f"--deselect={n}" for n in others)]
             more, also = _run_pairs(by_side, pairs, args, out_dir, progress, first=pairs, what="confirming pair")
             problems += also
             again = {t.nodeid: t for t in judge_tests(more[BASE], more[HEAD], extra_limits)}

@@ -13,7 +13,8 @@ from pytest_efficientllm.ab.runner import ProcessResult
 from pytest_efficientllm.core.record import Metric
 from tests.helpers.record_builders import counted, latency, record
 
-SLOW, STEADY, COUNTED = "t.py::test_slow", "t.py::test_steady", "t.py::test_counted"
+# `test_s` is a prefix of `test_slow`: pytest's --deselect=t.py::test_s would deselect both.
+SLOW, STEADY, COUNTED, PREFIX = "t.py::test_slow", "t.py::test_steady", "t.py::test_counted", "t.py::test_s"
 
 
 def _cpu(median_s: float, seed: int) -> Metric:
@@ -39,10 +40,11 @@ class FakeProcesses:
             SLOW: record(SLOW, _cpu(0.010 * factor, seed)),
             STEADY: record(STEADY, _cpu(0.010, seed + 50)),
             COUNTED: record(COUNTED, _cpu(0.010, seed + 90), counted("bytes_accessed", 200 if head else 100)),
+            PREFIX: record(PREFIX, _cpu(0.010, seed + 70)),
         }
         if self.budget:
             records[SLOW].settings["limits"] = [f"cpu_time_per_round={self.budget}"]
-        kept = {n: r for n, r in records.items() if n not in deselected}
+        kept = {n: r for n, r in records.items() if not any(n.startswith(d) for d in deselected)}  # as pytest
         return ProcessResult(side.name, pair, 0, kept, {n: "passed" for n in kept})
 
 
@@ -65,7 +67,7 @@ def test_a_slowdown_found_again_in_the_more_pairs_fails(tmp_path: Path, monkeypa
     again = [args for _, pair, args in fake.calls if pair >= 6]
     assert len(again) == 12 and len(fake.calls) == 24
     assert all(f"--deselect={COUNTED}" in a and f"--deselect={STEADY}" in a and a[0] == "t.py" for a in again)
-    assert not any(f"--deselect={SLOW}" in a for a in again)
+    assert not any(f"--deselect={SLOW}" in a or f"--deselect={PREFIX}" in a for a in again)
 
 
 def test_a_slowdown_the_more_pairs_do_not_find_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
