@@ -505,7 +505,7 @@ def telemetry_cost_line(results: list[TestResult]) -> str:
     )
 
 
-def few_runs_hint(runs: list[dict[str, int]]) -> str:
+def _few_runs_hint(runs: list[dict[str, int]]) -> str:
     """What to do when some tests' baselines hold fewer timed runs than the gate learns their
     run-to-run noise from ("" when none): the first recording had said nothing of it, and a
     test's one run cannot tell the machine's drift from a slowdown."""
@@ -545,7 +545,7 @@ def _store_lines(state: RunState, width: int) -> list[str]:
             lines += _wrap(note, "  ! ", width)
         if len(u.history_notes) > MAX_LISTED:
             lines.append(f"  ... and {len(u.history_notes) - MAX_LISTED} more beyond their runs' bound")
-    hint = few_runs_hint([u.runs for u in state.updates if not u.error])
+    hint = _few_runs_hint([u.runs for u in state.updates if not u.error])
     if hint:
         lines += _wrap(hint, "", width)
     if state.options.update and not state.updates and not any("baselines" in p for p in state.problems):
