@@ -9,10 +9,14 @@ a dirty work tree), naming what to fix.
 from __future__ import annotations
 
 import json
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from pytest_efficientllm.ab.revisions import Side, sides
 from pytest_efficientllm.ab.runner import ProcessResult, run_process
@@ -25,6 +29,15 @@ from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.storage.runfile import Run, write_run
 
 DEFAULT_PAIRS = 6
+# One comparison at a time on a machine. Two at once run their ABBA schedules in step, so each
+# one's HEAD processes meet the other's: in this project's test run, a comparison whose HEAD
+# doubled the work beside one of two identical commits made the latter's HEAD read +78% in all
+# 5 pairs, and +86% in 5 more (the 2 cores of this VM share one core's caches and units).
+LOCK_PATH = Path(tempfile.gettempdir()) / "pytest-efficientllm-ab.lock"
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -196,6 +209,7 @@ def run_comparison(
     confirm: bool = True,
     start: Path | None = None,
     progress: Callable[[str], None] = lambda line: None,
+    waiting: Callable[[str], None] = _stderr,
 ) -> Comparison:
     """Measure BASE and HEAD in `pairs` ABBA pairs of fresh processes and judge the pairs.
 
@@ -208,7 +222,14 @@ def run_comparison(
     # default, `efficiency-ab`) named a folder that does not exist, and every process failed.
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with sides(base_spec, head_spec, start or Path.cwd(), allow_dirty, outputs=out_dir) as (base, head):
+    lock = FileLock(str(LOCK_PATH))
+    try:
+        held = lock.acquire(timeout=0)
+    except Timeout:
+        waiting(f"ab: waiting for another comparison on this machine to finish ({LOCK_PATH})")
+        held = lock.acquire()
+        started = time.monotonic()
+    with held, sides(base_spec, head_spec, start or Path.cwd(), allow_dirty, outputs=out_dir) as (base, head):
         by_side = {BASE: base, HEAD: head}
         results, problems = _run_pairs(by_side, pairs, pytest_args, out_dir, progress)
         tests = judge_tests(results[BASE], results[HEAD], extra_limits)

@@ -48,12 +48,17 @@ class FakeProcesses:
         return ProcessResult(side.name, pair, 0, kept, {n: "passed" for n in kept})
 
 
-def _compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second: float, confirm: bool = True, budget: str = ""):
+def _compare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second: float, confirm: bool = True, budget: str = "", **kw
+):
     fake = FakeProcesses(second, budget)
     monkeypatch.setattr(command, "run_process", fake)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    c = command.run_comparison(str(tmp_path / "a"), str(tmp_path / "b"), ["t.py"], tmp_path / "out", confirm=confirm)
+    monkeypatch.setattr(command, "LOCK_PATH", tmp_path / "ab.lock")
+    (tmp_path / "a").mkdir(exist_ok=True)
+    (tmp_path / "b").mkdir(exist_ok=True)
+    c = command.run_comparison(
+        str(tmp_path / "a"), str(tmp_path / "b"), ["t.py"], tmp_path / "out", confirm=confirm, **kw
+    )
     return c, {t.nodeid: t for t in c.tests}, fake
 
 
@@ -97,3 +102,32 @@ def test_a_budget_and_a_tolerance_of_one_metric_are_confirmed_each_by_its_own(
     verdicts = {v.kind: v for v in tests[SLOW].verdicts if v.metric == "cpu_time_per_round"}
     assert verdicts["budget"].status == "warn" and "not confirmed in 6 more pairs" in verdicts["budget"].message
     assert verdicts["baseline"].status == "fail" and "confirmed in 6 more pairs" in verdicts["baseline"].message
+
+
+def test_one_comparison_at_a_time_on_a_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two at once run their ABBA schedules in step: beside one whose HEAD doubled its work, two
+    # identical commits read +78% in every pair, confirmed in 5 more.
+    import subprocess
+    import sys
+    import time
+
+    lock, ready = tmp_path / "ab.lock", tmp_path / "held"
+    holder = subprocess.Popen(  # another comparison, in another process, for a second
+        [
+            sys.executable,
+            "-c",
+            f"import pathlib, time; from filelock import FileLock; l = FileLock({str(lock)!r}); l.acquire(); "
+            f"pathlib.Path({str(ready)!r}).touch(); time.sleep(1.0); l.release()",
+        ]
+    )
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    said: list[str] = []
+    begun = time.monotonic()
+    _, _, fake = _compare(tmp_path, monkeypatch, second=1.2, waiting=said.append)
+    holder.wait(timeout=30)
+    assert said == [f"ab: waiting for another comparison on this machine to finish ({lock})"]
+    assert time.monotonic() - begun >= 0.5 and len(fake.calls) == 24  # it waited, then ran every pair
+    _compare(tmp_path, monkeypatch, second=1.2, waiting=said.append)
+    assert len(said) == 1  # released when done: the next one does not wait
