@@ -32,7 +32,7 @@ DEFAULT_PAIRS = 6
 # One comparison at a time on a machine. Two at once run their ABBA schedules in step, so each
 # one's HEAD processes meet the other's: in this project's test run, a comparison whose HEAD
 # doubled the work beside one of two identical commits made the latter's HEAD read +78% in all
-# 5 pairs, and +86% in 5 more (the 2 cores of this VM share one core's caches and units).
+# 5 pairs, and +86% in 5 more (on this VM's 2 vCPUs a busy neighbour inflates CPU time too).
 LOCK_PATH = Path(tempfile.gettempdir()) / "pytest-efficientllm-ab.lock"
 
 
