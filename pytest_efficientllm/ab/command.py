@@ -10,30 +10,31 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from pytest_efficientllm.ab.revisions import Side, sides
 from pytest_efficientllm.ab.runner import ProcessResult, run_process
 from pytest_efficientllm.ab.schedule import BASE, HEAD, abba
+from pytest_efficientllm.core.devices import machine_lock
 from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
 from pytest_efficientllm.core.record import Record, json_safe_verdict
 from pytest_efficientllm.core.units import format_change
+from pytest_efficientllm.judging.evaluate import suspects
 from pytest_efficientllm.judging.paired import paired_verdicts
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.storage.runfile import Run, write_run
 
 DEFAULT_PAIRS = 6
-# One comparison at a time on a machine. Two at once run their ABBA schedules in step, so each
-# one's HEAD processes meet the other's: in this project's test run, a comparison whose HEAD
-# doubled the work beside one of two identical commits made the latter's HEAD read +78% in all
-# 5 pairs, and +86% in 5 more (on this VM's 2 vCPUs a busy neighbour inflates CPU time too).
-LOCK_PATH = Path(tempfile.gettempdir()) / "pytest-efficientllm-ab.lock"
+# One comparison at a time on a machine (`machine_lock("ab")`). Two at once run their ABBA
+# schedules in step, so each one's HEAD processes meet the other's: in this project's test run, a
+# comparison whose HEAD doubled the work beside one of two identical commits made the latter's
+# HEAD read +78% in all 5 pairs, and +86% in 5 more (on this VM's 2 vCPUs a busy neighbour
+# inflates CPU time too).
 
 
 def _stderr(line: str) -> None:
@@ -144,15 +145,16 @@ def judge_tests(base: list[ProcessResult], head: list[ProcessResult], extra: Seq
 
 def measured_suspect(t: TestVerdict, head: list[ProcessResult]) -> bool:
     """Whether a compared test fails on measured metrics alone (a timing, a measured budget): more
-    pairs can clear those, while a count, an assertion or a missing side fails it whatever they find."""
-    failing = [v for v in t.verdicts if v.failed]
+    pairs can clear those, while a count, an assertion or a missing side fails it whatever they find.
+    Which metrics those are is the gate's own rule for its vote (`judging.evaluate.suspects`)."""
+    failing = {v.metric for v in t.verdicts if v.failed}
     record = next((r.records[t.nodeid] for r in head if t.nodeid in r.records), None)
     if t.status != "compared" or not failing or record is None:
         return False
-    return all(v.metric in record.metrics and record.metrics[v.metric].source == "measured" for v in failing)
+    return failing <= set(suspects(record, t.verdicts))
 
 
-def settle(t: TestVerdict, again: TestVerdict | None, pairs: int) -> TestVerdict:
+def after_more_pairs(t: TestVerdict, again: TestVerdict | None, pairs: int) -> TestVerdict:
     """A suspect's verdicts after `pairs` more pairs: each failing one stays failing only where the
     new pairs find it too; one they could not judge keeps this verdict, saying why."""
     # By metric and kind: a metric can have both a budget and a tolerance.
@@ -222,27 +224,27 @@ def run_comparison(
     # default, `efficiency-ab`) named a folder that does not exist, and every process failed.
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(LOCK_PATH))
+    lock = machine_lock("ab")
     try:
         held = lock.acquire(timeout=0)
     except Timeout:
-        waiting(f"ab: waiting for another comparison on this machine to finish ({LOCK_PATH})")
+        waiting(f"ab: waiting for another comparison on this machine to finish ({lock.lock_file})")
         held = lock.acquire()
         started = time.monotonic()
     with held, sides(base_spec, head_spec, start or Path.cwd(), allow_dirty, outputs=out_dir) as (base, head):
         by_side = {BASE: base, HEAD: head}
         results, problems = _run_pairs(by_side, pairs, pytest_args, out_dir, progress)
         tests = judge_tests(results[BASE], results[HEAD], extra_limits)
-        suspects = {t.nodeid for t in tests if measured_suspect(t, results[HEAD])} if confirm else set()
-        if suspects:
+        suspected = {t.nodeid for t in tests if measured_suspect(t, results[HEAD])} if confirm else set()
+        if suspected:
             seen = {n for r in results[BASE] + results[HEAD] for n in (*r.outcomes, *r.records)}
             # pytest deselects by prefix: `t.py::test_a` would take `t.py::test_ab` with it.
-            others = [n for n in sorted(seen - suspects) if not any(s.startswith(n) for s in suspects)]
+            others = [n for n in sorted(seen - suspected) if not any(s.startswith(n) for s in suspected)]
             args = [*pytest_args, *(f"--deselect={n}" for n in others)]
             more, also = _run_pairs(by_side, pairs, args, out_dir, progress, first=pairs, what="confirming pair")
             problems += also
             again = {t.nodeid: t for t in judge_tests(more[BASE], more[HEAD], extra_limits)}
-            tests = [settle(t, again.get(t.nodeid), pairs) if t.nodeid in suspects else t for t in tests]
+            tests = [after_more_pairs(t, again.get(t.nodeid), pairs) if t.nodeid in suspected else t for t in tests]
             for name in results:
                 results[name] += more[name]
         for name, side_results in results.items():
@@ -251,7 +253,7 @@ def run_comparison(
             run_info["commit"] = by_side[name].commit
             if records:
                 write_run(out_dir / f"{name}.json", Run(records=records, runs=[run_info]))
-        return Comparison(base, head, pairs, tests, problems, time.monotonic() - started, sorted(suspects))
+        return Comparison(base, head, pairs, tests, problems, time.monotonic() - started, sorted(suspected))
 
 
 def _shown(v: Verdict) -> str:

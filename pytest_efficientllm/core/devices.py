@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 PROFILES = ("auto", "cpu", "h100", "h200", "gh200", "a100")
 
@@ -140,6 +143,14 @@ def cpu_peak_estimate(threads: int, cpuinfo: str | None = None, clock_hz: float 
         peak,
         f"estimate: {threads} threads x {clock_hz / 1e9:.2f} GHz x {per_cycle} fp32 FLOP/cycle ({isa})",
     )
+
+
+def machine_lock(name: str) -> FileLock:
+    """A lock every process of this plugin on the machine shares, in the temp directory: one per
+    GPU while a test measures on it (`device-N`), one while an `ab` comparison runs (`ab`)."""
+    folder = Path(tempfile.gettempdir()) / "pytest-efficientllm-locks"
+    folder.mkdir(exist_ok=True)
+    return FileLock(str(folder / f"{name}.lock"))
 
 
 def usable_cores() -> int:

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from filelock import FileLock
 
-from pytest_efficientllm.core.devices import usable_cores
+from pytest_efficientllm.core.devices import machine_lock, usable_cores
 from pytest_efficientllm.glue.state import RunState, TestResult
 
 REPORT_ATTR = "efficiency_result"
@@ -79,9 +77,7 @@ def lock_device(
 
 def device_lock(device: str) -> FileLock:
     """A machine-wide lock for one device: held for the duration of a measured test."""
-    folder = Path(tempfile.gettempdir()) / "pytest-efficientllm-locks"
-    folder.mkdir(exist_ok=True)
-    return FileLock(str(folder / f"device-{device}.lock"))
+    return machine_lock(f"device-{device}")
 
 
 def attach(report: Any, result: TestResult) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from pytest_efficientllm.ab import command
 from pytest_efficientllm.ab.runner import ProcessResult
@@ -53,7 +54,7 @@ def _compare(
 ):
     fake = FakeProcesses(second, budget)
     monkeypatch.setattr(command, "run_process", fake)
-    monkeypatch.setattr(command, "LOCK_PATH", tmp_path / "ab.lock")
+    monkeypatch.setattr(command, "machine_lock", lambda name: FileLock(str(tmp_path / f"{name}.lock")))
     (tmp_path / "a").mkdir(exist_ok=True)
     (tmp_path / "b").mkdir(exist_ok=True)
     c = command.run_comparison(
