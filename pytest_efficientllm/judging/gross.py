@@ -30,9 +30,10 @@ GROSS_ONLY = ("cpu",)
 GROSS_MIN = 0.90
 # The most gross floor. A test's own bound from a few runs alone lies tens of standard
 # deviations out (three runs: Student's t at 99.9% is 22.3), so a test whose three runs lay
-# within 10% of each other read a floor of +308% and a tripled time only warned. No unchanged run on this machine
-# came near a tripling: over the 85 A/A suite runs whose every reading was kept, the largest
-# first-process reading was +144% (RESULTS.md), and the vote asks every fresh process too.
+# within 10% of each other read a floor of +308% and a tripled time only warned. No unchanged
+# run on this machine came near a tripling: over the 85 A/A suite runs whose every reading was
+# kept, the largest first-process reading was +144% (RESULTS.md), and the vote asks every
+# fresh process too.
 GROSS_MAX = 2.0
 
 
