@@ -277,6 +277,8 @@ def test_z_last():
     assert os.environ.get("LAST_FAILS") != "1"
     if os.environ.get("INTERRUPT") == "1":  # Ctrl-C a second after the last test, while the vote waits
         import signal, threading
+        # A job a shell starts in the background inherits SIGINT ignored; a user's Ctrl-C is not.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
 """
 COMMON = ("-p", "no:cacheprovider", "--efficiency-threads=1", "--efficiency-calibrate-every=off")
