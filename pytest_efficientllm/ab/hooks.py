@@ -13,7 +13,8 @@ import pytest
 from pytest_efficientllm.ab.command import DEFAULT_PAIRS, render_lines, run_comparison, write_outputs
 from pytest_efficientllm.ab.revisions import RevisionError
 
-OPTIONS = ("--efficiency-ab", "--efficiency-ab-pairs", "--efficiency-ab-output")
+OPTIONS = ("--efficiency-ab", "--efficiency-ab-pairs", "--efficiency-ab-output")  # each takes a value
+FLAGS = ("--efficiency-ab-no-confirm",)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,6 +42,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="where --efficiency-ab writes the sides' run files, ab.md and ab.json (default: efficiency-ab)",
     )
+    group.addoption(
+        "--efficiency-ab-no-confirm",
+        dest="efficiency_ab_no_confirm",
+        action="store_true",
+        help="--efficiency-ab fails a test on its first pairs; by default a test failing on timings alone is "
+        "measured again in as many more pairs and fails only if they find it too",
+    )
 
 
 def side_args(args: tuple[str, ...]) -> list[str]:
@@ -53,6 +61,8 @@ def side_args(args: tuple[str, ...]) -> list[str]:
             continue
         if arg in OPTIONS:
             skip = True
+            continue
+        if arg in FLAGS:
             continue
         if arg.startswith(tuple(f"{o}=" for o in OPTIONS)):
             continue
@@ -74,6 +84,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
             side_args(tuple(config.invocation_params.args)),
             out_dir,
             pairs=config.getoption("efficiency_ab_pairs"),
+            confirm=not config.getoption("efficiency_ab_no_confirm"),
             start=config.invocation_params.dir,
         )
     except RevisionError as exc:

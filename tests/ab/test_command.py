@@ -144,6 +144,8 @@ def test_the_pytest_option_form_passes_the_rest_of_the_command_line_to_each_side
 
     args = ("--efficiency-ab=HEAD~1", "-k", "decode", "--efficiency-ab-pairs", "8", "suites/", "-x")
     assert side_args(args) == ["-k", "decode", "suites/", "-x"]
+    # A flag takes no value: the argument after it is the sides'.
+    assert side_args(("--efficiency-ab=HEAD~1", "--efficiency-ab-no-confirm", "suites/")) == ["suites/"]
 
 
 def test_the_pytest_option_form_names_an_unknown_revision(tmp_path: Path) -> None:

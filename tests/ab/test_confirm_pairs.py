@@ -132,3 +132,17 @@ def test_one_comparison_at_a_time_on_a_machine(tmp_path: Path, monkeypatch: pyte
     assert time.monotonic() - begun >= 0.5 and len(fake.calls) == 24  # it waited, then ran every pair
     _compare(tmp_path, monkeypatch, second=1.2, waiting=said.append)
     assert len(said) == 1  # released when done: the next one does not wait
+
+
+@pytest.mark.parametrize("flag, processes", [((), 24), (("--efficiency-ab-no-confirm",), 12)])
+def test_the_pytest_option_form_confirms_unless_told_not_to(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, flag: tuple[str, ...], processes: int
+) -> None:
+    fake = FakeProcesses(second=1.0)
+    monkeypatch.setattr(command, "run_process", fake)
+    monkeypatch.setattr(command, "machine_lock", lambda name: FileLock(str(pytester.path / f"{name}.lock")))
+    for side in ("a", "b"):
+        (pytester.path / side).mkdir()
+    result = pytester.runpytest_inprocess("--efficiency-ab=a..b", "--efficiency-ab-pairs=6", *flag, "t.py")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the counted regression, either way
+    assert len(fake.calls) == processes and all(args == ["t.py"] for _, pair, args in fake.calls if pair < 6)
