@@ -30,11 +30,8 @@ from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.storage.runfile import Run, write_run
 
 DEFAULT_PAIRS = 6
-# One comparison at a time on a machine (`machine_lock("ab")`). Two at once run their ABBA
-# schedules in step, so each one's HEAD processes meet the other's: in this project's test run, a
-# comparison whose HEAD doubled the work beside one of two identical commits made the latter's
-# HEAD read +78% in all 5 pairs, and +86% in 5 more (on this VM's 2 vCPUs a busy neighbour
-# inflates CPU time too).
+# One comparison at a time on a machine (`machine_lock("ab")`): each would measure beside the
+# other's processes.
 
 
 def _stderr(line: str) -> None:
