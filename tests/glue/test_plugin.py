@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -417,3 +418,7 @@ def test_every_option_of_the_plugin_says_what_it_does_in_help(pytester: pytest.P
         if len(group[i].split()) == 1 and not (i + 1 < len(group) and group[i + 1].startswith(" " * 10))
     ]
     assert bare == []
+    # And README's table of options lists each one: `--efficiency-ab-no-confirm` was missing from it.
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    named = {group[i].split()[0].split("=")[0].rstrip(",") for i in options}
+    assert {o for o in named if f"| `{o}" not in readme} == set()
