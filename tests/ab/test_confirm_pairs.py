@@ -106,8 +106,7 @@ def test_a_budget_and_a_tolerance_of_one_metric_are_confirmed_each_by_its_own(
 
 
 def test_one_comparison_at_a_time_on_a_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Two at once run their ABBA schedules in step: beside one whose HEAD doubled its work, two
-    # identical commits read +78% in every pair, confirmed in 5 more.
+    # Two at once measure beside each other's processes (one pair of two run together read -39%).
     import subprocess
     import sys
     import time
