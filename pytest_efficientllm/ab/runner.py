@@ -3,7 +3,7 @@
 The process runs the user's pytest arguments in the side's folder, with that folder first
 on the import path, and writes a run file (`--efficiency-json`) and a JUnit XML file
 (pass/fail/skip of every test, measured or not). Inside it nothing is judged
-(`--efficiency-gate=off`, no confirmation, no calibration): the pairs are judged afterwards,
+(`--efficiency-gate=off`, no confirmation, one calibration): the pairs are judged afterwards,
 side against side.
 """
 
@@ -21,14 +21,16 @@ from pytest_efficientllm.ab.revisions import Side
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.storage.runfile import RunFileError, read_run
 
-# What the measuring process must not do: judge, confirm in more processes, calibrate. And one
+# What the measuring process must not do: judge, confirm in more processes, calibrate again
+# (once, before its first test, is the control that says whether a side's process was slow as
+# a whole: `judging.paired.calibration_moved`; ~0.1 s of each process). And one
 # process layout for every process (ASLR off, PYTHONHASHSEED=0): a pair compares two processes,
 # and the layout alone moves a transformer workload by several percent between processes
 # (docs/process-layout.md), noise that pairing cannot cancel.
 MEASURE_ONLY = (
     "--efficiency-gate=off",
     "--efficiency-confirm=0",
-    "--efficiency-calibrate-every=off",
+    "--efficiency-calibrate-every=24 h",
     "--efficiency-fixed-layout",
 )
 

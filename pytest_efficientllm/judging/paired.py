@@ -21,6 +21,12 @@ minutes of the machine (docs/gate.md). The rules are the gate's, read on the pai
 * **budgets** are checked on HEAD's pooled record (each metric's median over processes).
 * **estimated** metrics never fail.
 
+A measured metric that fails or improves also says how the calibration workload moved in
+the same processes (`fingerprint["calibration"]`, measured before the first test): it runs
+the plugin's code, the same on both sides, so where it moved as much, the machine (or the
+side's process as a whole) was slower, not the test's code alone. Said, never used to
+excuse: a HEAD that starts a busy thread slows the calibration too.
+
 Plain functions over records; no processes, no pytest.
 """
 
@@ -29,7 +35,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.metrics import like
@@ -37,6 +43,7 @@ from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.compare import DEFAULT_MEASURED_TOLERANCE, compare_counted, default_measured
 from pytest_efficientllm.judging.dtype_shift import dtype_shift
+from pytest_efficientllm.judging.fingerprint import calibration_factor, calibration_key
 from pytest_efficientllm.judging.verdicts import Verdict, check_budgets
 
 # One-sided level of the signed-rank test. With 6 pairs the smallest p-value is 1/64.
@@ -147,6 +154,16 @@ def _measured_verdict(name: str, base: list[Metric], head: list[Metric], toleran
     return Verdict(name, "pass", text, "baseline", change.change)
 
 
+def calibration_moved(metric: str, base: Sequence[Record], head: Sequence[Record]) -> str:
+    """How the calibration workload moved between the pairs' processes, for `metric`'s kind of
+    time (CPU or wall), as a clause for a verdict's message; "" where a process has none."""
+    factors = [calibration_factor(b, h, calibration_key(metric)) for b, h in zip(base, head)]
+    if not factors or any(f is None for f in factors):
+        return ""
+    change = paired_change("calibration", [1.0] * len(factors), [f for f in factors if f is not None], "lower")
+    return f"; the calibration workload in the same processes: {change.describe()}"
+
+
 def paired_verdicts(base: Sequence[Record], head: Sequence[Record], limits: Iterable[Limit] = ()) -> list[Verdict]:
     """Every verdict of one test measured as pairs (`base[i]` beside `head[i]`)."""
     if not base or not head:
@@ -181,5 +198,8 @@ def paired_verdicts(base: Sequence[Record], head: Sequence[Record], limits: Iter
                 verdicts.append(verdict)
         elif name in tolerances or (source == "measured" and name in defaults):
             tolerance = tolerances.get(name, DEFAULT_MEASURED_TOLERANCE)
-            verdicts.append(_measured_verdict(name, b_list, h_list, tolerance, name not in tolerances))
+            verdict = _measured_verdict(name, b_list, h_list, tolerance, name not in tolerances)
+            if verdict.status in ("fail", "improved"):
+                verdict = replace(verdict, message=verdict.message + calibration_moved(name, base, head))
+            verdicts.append(verdict)
     return verdicts

@@ -165,3 +165,37 @@ def test_the_limits_a_test_ran_under_travel_in_its_record() -> None:
     assert limits[("AL", "tolerance")].relative == pytest.approx(0.20)  # the command line's wins
     assert math.isclose(limits[("peak_memory", "budget")].bound, 2 * 2**30)
     assert len(limits) == 2  # an unreadable one is left out
+
+
+def _calibrated(records, cpu_index_s: list[float]):
+    for r, c in zip(records, cpu_index_s):
+        r.fingerprint = {**r.fingerprint, "calibration": {"index_s": 0.002, "cpu_index_s": c}}
+    return records
+
+
+def test_a_failure_says_how_the_calibration_moved_in_the_same_processes() -> None:
+    # HEAD's processes twice as slow at the test; in one case the calibration workload (the
+    # plugin's code, the same on both sides) was twice as slow in them too, in the other not.
+    base, head = _sides([0.100] * 6, [0.200] * 6)
+    _calibrated(base, [0.002, 0.0021, 0.002, 0.0019, 0.002, 0.002])
+    _calibrated(head, [0.004, 0.0042, 0.004, 0.0038, 0.004, 0.004])
+    v = _by_metric(paired_verdicts(base, head))["cpu_time_per_round"]
+    assert v.status == "fail"  # said, never used to excuse
+    assert v.message.endswith(
+        "; the calibration workload in the same processes: +100.0% over 6 pairs (pairs +100.0% .. +100.0%)"
+    )
+    _calibrated(head, [0.002, 0.0021, 0.002, 0.0019, 0.002, 0.002])
+    v = _by_metric(paired_verdicts(base, head))["cpu_time_per_round"]
+    assert "the calibration workload in the same processes: +0.0% over 6 pairs" in v.message
+
+
+def test_the_calibration_is_left_out_where_a_process_has_none_or_the_metric_passes() -> None:
+    base, head = _sides([0.100] * 6, [0.200] * 6)
+    _calibrated(base[:5], [0.002] * 5)  # the sixth BASE process has no CPU-time calibration
+    _calibrated(head, [0.004] * 6)
+    assert "calibration" not in _by_metric(paired_verdicts(base, head))["cpu_time_per_round"].message
+    base, head = _sides([0.100] * 6, [0.100] * 6)
+    _calibrated(base, [0.002] * 6)
+    _calibrated(head, [0.004] * 6)
+    v = _by_metric(paired_verdicts(base, head))["cpu_time_per_round"]
+    assert v.status == "pass" and "calibration" not in v.message
