@@ -35,12 +35,20 @@ class Limit:
     relative: float = 0.0
 
 
+QUALITY = "quality:"
+
+
 def parse_limit(key: str, value: Any) -> Limit:
-    try:
-        metric = resolve_name(key)
-    except KeyError as exc:
-        raise LimitError(f"{key}={value!r}: {exc.args[0]}") from None
-    unit = spec(metric).unit
+    if key.startswith(QUALITY) and len(key) > len(QUALITY):
+        # A test's own quality score (`efficiency.quality`): named and directed by the test,
+        # unitless, so its budget is a bare number and its tolerance reads its direction then.
+        metric, unit = key, ""
+    else:
+        try:
+            metric = resolve_name(key)
+        except KeyError as exc:
+            raise LimitError(f"{key}={value!r}: {exc.args[0]}") from None
+        unit = spec(metric).unit
     example = f"'<= 5 {unit}'" if unit and unit not in ("fraction", "x") else "'>= 0.5'"
     shape = f"expected a budget like {example} or a tolerance like '+5%'"
     if not isinstance(value, str):

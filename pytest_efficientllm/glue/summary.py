@@ -349,6 +349,7 @@ _REASONS = (
     ("over budget", "over budget"),
     ("beyond tolerance and noise", "beyond tolerance and noise"),
     ("beyond tolerance (one value per run", "beyond tolerance (one value per run)"),
+    ("computed on another CPU", "moved, computed on another CPU: not gated exactly"),
     ("; counted, ", "regression (counted)"),
     ("not compared: baseline is", "not compared: the baseline's source differs"),
     ("a leak across rounds", "grew across rounds: a leak"),

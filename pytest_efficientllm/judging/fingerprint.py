@@ -59,6 +59,9 @@ class FingerprintDiff:
     # The program's own changes among the warnings (`SOFTWARE_KEYS`: packages, interpreter,
     # threads), as "python 3.11.7 -> 3.12.1": an earlier run under others timed another program.
     software: list[str] = field(default_factory=list)
+    # The CPU model, as "AMD EPYC -> Intel(R) Xeon(R) Processor", where it differs: another CPU's
+    # floating-point kernels round otherwise, so a quality figure computed on it is not exact.
+    cpu: str = ""
 
     @property
     def differs(self) -> bool:
@@ -85,6 +88,7 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
     warnings: list[str] = []
     packages: list[str] = []
     software: list[str] = []
+    cpu = ""
     for key in sorted(set(b) | set(c)):
         if key not in b or key not in c:
             continue  # a field one version records and the other does not: not a difference
@@ -100,7 +104,9 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
             change = f"{key} {b[key]} -> {c[key]}"
         if key.split(".")[0] in SOFTWARE_KEYS:
             software.append(change)
-    return FingerprintDiff(errors, warnings, packages, software)
+        if key == "cpu_model":
+            cpu = f"{b[key]} -> {c[key]}"
+    return FingerprintDiff(errors, warnings, packages, software, cpu)
 
 
 def calibration_key(metric: str) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_efficientllm.core.limits import parse_limit
+from pytest_efficientllm.core.limits import LimitError, parse_limit
 from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.glue.summary import finding_kind
 from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.judging.fingerprint import fingerprint_diff
+from pytest_efficientllm.judging.verdicts import check_budgets
 from tests.helpers.record_builders import counted, latency, record
 
 
@@ -51,6 +53,56 @@ def test_non_integer_counts_allow_float_reduction_noise_only() -> None:
     assert (
         by_metric(compare_record(base, record("t.py::a", counted("MCR", 3.6, "x", "higher"))))["MCR"].status == "fail"
     )
+
+
+def _on(cpu: str, *metrics: Metric, profile: str = "cpu"):
+    rec = record("t.py::a", *metrics, profile=profile)
+    rec.fingerprint["cpu_model"] = cpu
+    return rec
+
+
+def test_a_quality_figure_computed_on_another_cpu_warns_where_it_would_fail_exactly() -> None:
+    # Perplexities of the suites' quantized models, as recorded on an AMD EPYC and computed on an
+    # Intel Xeon with AMX: +0.09%, far beyond float reduction noise, from the kernels alone.
+    base = _on("AMD EPYC", counted("quality:ppl", 13.7432, "", "lower"), counted("flops", 4096, "FLOP"))
+    cur = _on("Intel Xeon", counted("quality:ppl", 13.7560, "", "lower"), counted("flops", 4096, "FLOP"))
+    v = by_metric(compare_record(base, cur))["quality:ppl"]
+    assert v.status == "warn" and not v.failed and v.change == pytest.approx(0.00093, abs=1e-5)
+    assert "computed on another CPU (AMD EPYC -> Intel Xeon)" in v.message
+    assert "give it a tolerance to gate it across CPUs (e.g. --efficiency-limit quality:ppl=+1%)" in v.message
+    # The run's summary counts it under what it is, not as a counted regression.
+    assert finding_kind(v) == "quality:ppl moved, computed on another CPU: not gated exactly"
+    # Better is no more telling than worse.
+    better = _on("Intel Xeon", counted("quality:ppl", 13.7304, "", "lower"))
+    assert by_metric(compare_record(base, better))["quality:ppl"].status == "warn"
+    # On the same CPU the same change is a regression, as before.
+    same = _on("AMD EPYC", counted("quality:ppl", 13.7560, "", "lower"))
+    assert by_metric(compare_record(base, same))["quality:ppl"].status == "fail"
+
+
+def test_across_cpus_a_count_stays_exact_and_a_tolerance_gates_a_quality_figure() -> None:
+    base = _on("AMD EPYC", counted("quality:ppl", 13.74, "", "lower"), counted("flops", 4096, "FLOP"))
+    cur = _on("Intel Xeon", counted("quality:ppl", 15.0, "", "lower"), counted("flops", 4097, "FLOP"))
+    assert by_metric(compare_record(base, cur))["flops"].status == "fail"  # integral: no kernel rounds it
+    verdicts = by_metric(compare_record(base, cur, (parse_limit("quality:ppl", "+1%"),)))
+    assert verdicts["quality:ppl"].status == "fail" and "tolerance +1%" in verdicts["quality:ppl"].message
+    # On a GPU profile the GPU computed it: the host's CPU model is beside the point.
+    gpu_base = _on("AMD EPYC", counted("quality:ppl", 13.74, "", "lower"), profile="h100")
+    gpu_cur = _on("Intel Xeon", counted("quality:ppl", 13.76, "", "lower"), profile="h100")
+    assert by_metric(compare_record(gpu_base, gpu_cur))["quality:ppl"].status == "fail"
+
+
+def test_a_quality_score_takes_a_tolerance_or_a_bare_budget_by_its_recorded_name() -> None:
+    # `efficiency.quality("ppl", ...)` records `quality:ppl`: a name the test makes, so the
+    # catalog does not know it, and "give quality:ppl a tolerance" had been impossible.
+    tol = parse_limit("quality:ppl", "+1%")
+    assert (tol.metric, tol.kind, tol.relative) == ("quality:ppl", "tolerance", pytest.approx(0.01))
+    budget = parse_limit("quality:ppl", "<= 14")
+    assert (budget.kind, budget.op, budget.bound) == ("budget", "<=", 14.0)
+    (over,) = check_budgets(record("t.py::a", counted("quality:ppl", 15.0, "", "lower")), (budget,))
+    assert over.status == "fail" and "over budget" in over.message
+    with pytest.raises(LimitError, match="unknown metric 'quality:'"):
+        parse_limit("quality:", "+1%")
 
 
 def test_a_marker_tolerance_replaces_exactness_for_counted_metrics() -> None:
