@@ -62,9 +62,11 @@ def test_a_head_that_doubles_the_work_fails_naming_the_test(tmp_path: Path) -> N
     assert [v["metric"] for v in failed] == ["cpu_time_per_round"] and failed[0]["change"] > 0.5
     assert "| `test_toy.py::test_loop` | **fail** |" in (tmp_path / "out" / "ab.md").read_text()
     assert "confirmed in 5 more pairs" in failed[0]["message"] and report["confirmed"] == [test["nodeid"]]
-    # The control: each process measured the calibration workload, which the doubled loop left alone.
+    # The control: each process measured the calibration workload, which the doubled loop leaves
+    # alone (its reading is the machine's, so only its distance from the test's is asserted).
     control = re.search(r"the calibration workload in the same processes: ([-+][\d.]+)%", failed[0]["message"])
-    assert control is not None and abs(float(control.group(1))) < 50, failed[0]["message"]
+    assert control is not None, failed[0]["message"]
+    assert abs(failed[0]["change"] * 100 - float(control.group(1))) > 30, failed[0]["message"]
     for side in ("base", "head"):  # each side's records kept in its run file, the confirming pairs' too
         run = json.loads((tmp_path / "out" / f"{side}.json").read_text())
         assert len(run["records"]) == 10
