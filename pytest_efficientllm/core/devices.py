@@ -122,6 +122,30 @@ def cpu_model_name() -> str:
     return match.group(1).strip() if match else "unknown CPU"
 
 
+# The vector and matrix extensions whose presence changes which kernels torch and oneDNN pick,
+# and with them the rounding of a float result: a VM can show one generic model name for CPUs
+# of several generations ("Intel(R) Xeon(R) Processor"), with and without AMX.
+KERNEL_ISA_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_bf16",
+    "amx_int8",
+)
+
+
+def cpu_isa(cpuinfo: str | None = None) -> str:
+    """The kernel-relevant extensions this CPU reports (`KERNEL_ISA_FLAGS`), space-separated."""
+    info = _cpuinfo() if cpuinfo is None else cpuinfo
+    flags_match = re.search(r"^flags\s*:\s*(.+)$", info, re.MULTILINE)
+    flags = set(flags_match.group(1).split()) if flags_match else set()
+    return " ".join(f for f in KERNEL_ISA_FLAGS if f in flags)
+
+
 def cpu_peak_estimate(threads: int, cpuinfo: str | None = None, clock_hz: float | None = None) -> CpuPeakEstimate:
     """fp32 peak estimate: threads x clock x FLOP/cycle/core from the vector ISA.
 

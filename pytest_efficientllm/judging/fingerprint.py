@@ -59,8 +59,9 @@ class FingerprintDiff:
     # The program's own changes among the warnings (`SOFTWARE_KEYS`: packages, interpreter,
     # threads), as "python 3.11.7 -> 3.12.1": an earlier run under others timed another program.
     software: list[str] = field(default_factory=list)
-    # The CPU model, as "AMD EPYC -> Intel(R) Xeon(R) Processor", where it differs: another CPU's
-    # floating-point kernels round otherwise, so a quality figure computed on it is not exact.
+    # The CPU model or its kernel-relevant extensions, as "cpu_model AMD EPYC -> Intel(R) Xeon(R)
+    # Processor", where they differ: another CPU's floating-point kernels round otherwise, so a
+    # quality figure computed on it is not exact.
     cpu: str = ""
 
     @property
@@ -104,8 +105,8 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
             change = f"{key} {b[key]} -> {c[key]}"
         if key.split(".")[0] in SOFTWARE_KEYS:
             software.append(change)
-        if key == "cpu_model":
-            cpu = f"{b[key]} -> {c[key]}"
+        if key in ("cpu_model", "cpu_isa"):
+            cpu = "; ".join(filter(None, (cpu, f"{key} {b[key] or 'none'} -> {c[key] or 'none'}")))
     return FingerprintDiff(errors, warnings, packages, software, cpu)
 
 

@@ -8,7 +8,7 @@ import platform
 import sys
 from typing import Any
 
-from pytest_efficientllm.core.devices import cpu_model_name, usable_cores
+from pytest_efficientllm.core.devices import cpu_isa, cpu_model_name, usable_cores
 from pytest_efficientllm.measuring.process_layout import current_layout
 
 # What a measured model's counts and times depend on, beyond the interpreter: a different version
@@ -44,6 +44,7 @@ def host_fingerprint(threads: int) -> dict[str, Any]:
     """CPU, OS, Python and library versions, the torch thread count used, and the process layout."""
     return {
         "cpu_model": cpu_model_name(),
+        "cpu_isa": cpu_isa(),
         "cpu_cores_usable": usable_cores(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,

@@ -8,6 +8,7 @@ import pytest
 from pytest_efficientllm.core.devices import (
     DEVICE_TABLE,
     GPU_PROFILES,
+    cpu_isa,
     lookup_device,
     peak_dtype,
     profile_device,
@@ -77,3 +78,9 @@ def test_a_profile_stands_for_its_sxm_model() -> None:
     assert models == {"h100": "H100 SXM 80GB", "h200": "H200 SXM 141GB", "gh200": "GH200", "a100": "A100 SXM 80GB"}
     assert profile_device("cpu") is None
     assert profile_device("nvidia-l4") is None
+
+
+def test_cpu_isa_names_the_kernel_relevant_extensions_in_a_fixed_order() -> None:
+    info = "processor\t: 0\nflags\t\t: fpu sse2 amx_int8 avx2 fma avx512f amx_tile amx_bf16 avx512_bf16\n"
+    assert cpu_isa(info) == "avx2 fma avx512f avx512_bf16 amx_bf16 amx_int8"
+    assert cpu_isa("processor\t: 0\n") == ""  # no flags line (another architecture): nothing claimed

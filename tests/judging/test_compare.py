@@ -68,7 +68,7 @@ def test_a_quality_figure_computed_on_another_cpu_warns_where_it_would_fail_exac
     cur = _on("Intel Xeon", counted("quality:ppl", 13.7560, "", "lower"), counted("flops", 4096, "FLOP"))
     v = by_metric(compare_record(base, cur))["quality:ppl"]
     assert v.status == "warn" and not v.failed and v.change == pytest.approx(0.00093, abs=1e-5)
-    assert "computed on another CPU (AMD EPYC -> Intel Xeon)" in v.message
+    assert "computed on another CPU (cpu_model AMD EPYC -> Intel Xeon)" in v.message
     assert "give it a tolerance to gate it across CPUs (e.g. --efficiency-limit quality:ppl=+1%)" in v.message
     # The run's summary counts it under what it is, not as a counted regression.
     assert finding_kind(v) == "quality:ppl moved, computed on another CPU: not gated exactly"
@@ -77,6 +77,13 @@ def test_a_quality_figure_computed_on_another_cpu_warns_where_it_would_fail_exac
     assert by_metric(compare_record(base, better))["quality:ppl"].status == "warn"
     # On the same CPU the same change is a regression, as before.
     same = _on("AMD EPYC", counted("quality:ppl", 13.7560, "", "lower"))
+    assert by_metric(compare_record(base, same))["quality:ppl"].status == "fail"
+    # One generic model name, other extensions (a VM shows "Intel(R) Xeon(R) Processor" for
+    # generations with and without AMX): as another CPU. A record without them is no difference.
+    base.fingerprint["cpu_isa"], same.fingerprint["cpu_isa"] = "avx2 fma avx512f", "avx2 fma avx512f amx_bf16"
+    v = by_metric(compare_record(base, same))["quality:ppl"]
+    assert v.status == "warn" and "(cpu_isa avx2 fma avx512f -> avx2 fma avx512f amx_bf16)" in v.message
+    del base.fingerprint["cpu_isa"]
     assert by_metric(compare_record(base, same))["quality:ppl"].status == "fail"
 
 
