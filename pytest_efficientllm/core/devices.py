@@ -138,11 +138,15 @@ KERNEL_ISA_FLAGS = (
 )
 
 
+def _cpu_flags(info: str) -> set[str]:
+    """The extensions a /proc/cpuinfo text lists for its first CPU (none without a flags line)."""
+    match = re.search(r"^flags\s*:\s*(.+)$", info, re.MULTILINE)
+    return set(match.group(1).split()) if match else set()
+
+
 def cpu_isa(cpuinfo: str | None = None) -> str:
     """The kernel-relevant extensions this CPU reports (`KERNEL_ISA_FLAGS`), space-separated."""
-    info = _cpuinfo() if cpuinfo is None else cpuinfo
-    flags_match = re.search(r"^flags\s*:\s*(.+)$", info, re.MULTILINE)
-    flags = set(flags_match.group(1).split()) if flags_match else set()
+    flags = _cpu_flags(_cpuinfo() if cpuinfo is None else cpuinfo)
     return " ".join(f for f in KERNEL_ISA_FLAGS if f in flags)
 
 
@@ -153,8 +157,7 @@ def cpu_peak_estimate(threads: int, cpuinfo: str | None = None, clock_hz: float 
     so we take the 256-bit-pipe figure), AVX2 32, SSE 8.
     """
     info = _cpuinfo() if cpuinfo is None else cpuinfo
-    flags_match = re.search(r"^flags\s*:\s*(.+)$", info, re.MULTILINE)
-    flags = set(flags_match.group(1).split()) if flags_match else set()
+    flags = _cpu_flags(info)
     if "avx512f" in flags or ("avx2" in flags and "fma" in flags):
         per_cycle, isa = 32, "avx512/avx2+fma"
     else:
