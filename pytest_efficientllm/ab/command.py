@@ -30,8 +30,6 @@ from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.storage.runfile import Run, write_run
 
 DEFAULT_PAIRS = 6
-# One comparison at a time on a machine (`machine_lock("ab")`): each would measure beside the
-# other's processes.
 
 
 def _stderr(line: str) -> None:
@@ -221,6 +219,7 @@ def run_comparison(
     # default, `efficiency-ab`) named a folder that does not exist, and every process failed.
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    # One comparison at a time on a machine: each would measure beside the other's processes.
     lock = machine_lock("ab")
     try:
         held = lock.acquire(timeout=0)
