@@ -41,7 +41,8 @@ from pytest_efficientllm.judging.evaluate import BaselineView, evaluate
 from pytest_efficientllm.measuring import process_layout
 from pytest_efficientllm.measuring.calibration import Calibrator
 from pytest_efficientllm.measuring.session import EfficiencySession
-from pytest_efficientllm.storage.baselines import BaselineError, BaselineStore
+from pytest_efficientllm.storage.baselines import BaselineError
+from pytest_efficientllm.storage.cpu_folders import BaselineFolders
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -228,7 +229,7 @@ def efficiency(request: pytest.FixtureRequest) -> Efficiency:
     return fixture
 
 
-def _baseline_of(store: BaselineStore, nodeid: str) -> BaselineView:
+def _baseline_of(store: BaselineFolders, nodeid: str) -> BaselineView:
     try:
         return BaselineView(store.lookup(nodeid), store.run_priors(nodeid))
     except BaselineError as exc:

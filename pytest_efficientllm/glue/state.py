@@ -30,7 +30,8 @@ from pytest_efficientllm.judging.gate import GateOptions
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.calibration import Calibrator
 from pytest_efficientllm.measuring.session import EfficiencySession
-from pytest_efficientllm.storage.baselines import BaselineStore, FileUpdate
+from pytest_efficientllm.storage.baselines import FileUpdate
+from pytest_efficientllm.storage.cpu_folders import BaselineFolders
 
 WIRE_VERSION = 1
 
@@ -106,7 +107,7 @@ class RunState:
     json_written: str = ""
     problems: list[str] = field(default_factory=list)
     _session: EfficiencySession | None = field(default=None, repr=False)
-    _store: BaselineStore | None = field(default=None, repr=False)
+    _store: BaselineFolders | None = field(default=None, repr=False)
 
     def open(self) -> EfficiencySession:
         """The measuring session, opened now if it is not yet (imports torch, opens NVML)."""
@@ -128,10 +129,10 @@ class RunState:
         return self._session is not None
 
     @property
-    def store(self) -> BaselineStore:
-        """The baselines of this run's profile (which opens the session: the profile keys them)."""
+    def store(self) -> BaselineFolders:
+        """The baselines of this run's profile and CPU (which opens the session: they key them)."""
         if self._store is None:
-            self._store = BaselineStore(self.settings.baselines_dir, self.session.profile)
+            self._store = BaselineFolders(self.settings.baselines_dir, self.session.profile, self.session.fingerprint)
         return self._store
 
     @property

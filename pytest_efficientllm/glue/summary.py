@@ -522,6 +522,12 @@ def _few_runs_hint(runs: list[dict[str, int]]) -> str:
     )
 
 
+def _baselines_line(state: RunState) -> str:
+    own = state.store.own_folder()
+    main = _shown_path(state.store.folder)
+    return f"baselines: {_shown_path(own)} (this CPU's own), else {main}" if own else f"baselines: {main}"
+
+
 def _store_lines(state: RunState, width: int) -> list[str]:
     lines: list[str] = []
     for u in state.updates:
@@ -587,7 +593,7 @@ def summary_lines(
     if cal:
         lines.append(cal)
     if state.results:
-        lines += _wrap(f"baselines: {_shown_path(state.store.folder)}", "", width)
+        lines += _wrap(_baselines_line(state), "", width)
         lines += fingerprint_lines(state.results, width, verbose)
         lines += table(state.results, width)
         if any(m.source == "estimated" for r in state.results for m in r.record.metrics.values()):

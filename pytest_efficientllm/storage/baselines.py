@@ -408,18 +408,23 @@ def _identity(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 class BaselineStore:
-    """The baselines of one profile under one directory; reads cached per file."""
+    """The baselines of one profile under one directory; reads cached per file.
 
-    def __init__(self, root: str | Path, profile: str) -> None:
+    `folder_name`: the folder under `root` that holds them, the profile's name unless given
+    (the `cpu` profile keeps another CPU's baselines beside its own: `cpu_folders`).
+    """
+
+    def __init__(self, root: str | Path, profile: str, folder_name: str | None = None) -> None:
         self.root = Path(root)
         self.profile = profile
+        self.folder_name = folder_name or profile
         self._cache: dict[Path, dict[str, Record] | BaselineError] = {}
         self._priors: dict[Path, dict[str, RunPrior]] = {}
         self._folder_priors: dict[str, RunPrior] | None = None
 
     @property
     def folder(self) -> Path:
-        return self.root / self.profile
+        return self.root / self.folder_name
 
     def path_for(self, nodeid: str) -> Path:
         return self.folder / baseline_relpath(nodeid)

@@ -8,6 +8,8 @@ import os
 import hypothesis  # noqa: F401 - loaded here once: pytester's in-process runs would re-import it every run
 import pytest
 
+from pytest_efficientllm.measuring.fingerprint import host_fingerprint
+from pytest_efficientllm.storage.cpu_folders import CpuIdentity, cpu_folder_name
 from tests.helpers.read_only_folders import make_read_only, undo_read_only
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
@@ -326,3 +328,33 @@ def test_a_counted_regression_under_other_declared_settings_names_them(pytester:
         result.stdout.fnmatch_lines(["*flops*+300.0%*regression; the test's settings differ*(hidden 64 -> 256)*"])
     finally:
         del os.environ["EFF_HIDDEN"]
+
+
+def test_another_cpu_s_baseline_is_kept_and_this_cpu_records_and_reads_its_own(pytester: pytest.Pytester) -> None:
+    make_suite(pytester)
+    run(pytester, "--update-baselines").assert_outcomes(passed=2)
+    main = pytester.path / "baselines/cpu/test_suite.py.json"
+    doc = json.loads(main.read_text())
+    entry = doc["tests"]["test_suite.py::test_memory"]
+    entry["fingerprint"]["cpu_model"] = "Another CPU"  # as if a runner of another model had recorded it
+    entry["metrics"]["peak_memory"]["value"] = 2_000_000
+    main.write_text(json.dumps(doc))
+    before = main.read_bytes()
+
+    result = run(pytester, "--update-baselines")
+    result.assert_outcomes(passed=2)
+    own = cpu_folder_name("cpu", CpuIdentity.of(host_fingerprint(1)))
+    result.stdout.fnmatch_lines(
+        [
+            "baselines: baselines/cpu",
+            f"baselines baselines/{own}/test_suite.py.json: 1 added, 0 updated, 0 unchanged, 0 kept",
+        ]
+    )
+    assert main.read_bytes() == before, "this CPU's update rewrote another CPU's baseline"
+
+    result = run(pytester, scale=1.5)  # +50% against this CPU's own; -25% against the other's
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        [f"baselines: baselines/{own} (this CPU's own), else baselines/cpu", "*+50.0%*regression*"]
+    )
+    assert "cpu_model" not in result.stdout.str()  # compared like with like: no fingerprint warning
