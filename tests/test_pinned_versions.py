@@ -41,9 +41,11 @@ def pins(path: Path = CONSTRAINTS) -> dict[str, str]:
 
 
 def recorded_versions() -> dict[str, dict[str, list[str]]]:
-    """package -> version -> the baseline entries of baselines/cpu recorded with it."""
+    """package -> version -> the baseline entries of baselines/cpu, and of each CPU model's own
+    folder beside it (baselines/cpu@<cpu>), recorded with it."""
     out: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    files = sorted((REPO_ROOT / "baselines" / "cpu").rglob("*.json"))
+    folders = [REPO_ROOT / "baselines" / "cpu", *(REPO_ROOT / "baselines").glob("cpu@*")]
+    files = sorted(path for folder in folders for path in folder.rglob("*.json"))
     assert files, "no baselines/cpu files"
     for path in files:
         for nodeid, record in read_entries(path, "cpu").items():
