@@ -74,12 +74,15 @@ def test_every_package_the_cpu_baselines_name_is_pinned_at_the_version_they_were
         if name in NOT_PINNED_THERE:
             continue
         if len(versions) > 1:
-            problems.append(f"{name}: baselines/cpu mixes versions {sorted(versions)}: record them again in one")
+            problems.append(
+                f"{name}: the CPU baselines (baselines/cpu, cpu@*) mix versions {sorted(versions)}: "
+                "record them again in one"
+            )
         elif name not in pinned:
             problems.append(f"{name}: recorded at {next(iter(versions))} but not pinned in constraints.txt")
         elif pinned[name] not in versions:
             problems.append(
-                f"{name}: constraints.txt pins {pinned[name]}, baselines/cpu were recorded with "
+                f"{name}: constraints.txt pins {pinned[name]}, the CPU baselines were recorded with "
                 f"{next(iter(versions))}: record them again under the pin, or pin what they were recorded with"
             )
     assert not problems, "\n".join(problems)
@@ -87,10 +90,10 @@ def test_every_package_the_cpu_baselines_name_is_pinned_at_the_version_they_were
 
 def test_torch_is_installed_at_the_version_the_cpu_baselines_were_recorded_with() -> None:
     recorded = {version.split("+")[0] for version in recorded_versions()["torch"]}
-    assert len(recorded) == 1, f"baselines/cpu mixes torch versions {sorted(recorded)}"
+    assert len(recorded) == 1, f"the CPU baselines mix torch versions {sorted(recorded)}"
     for where, lines in setup_commands().items():
         found = {m.group(1) for line in lines if (m := TORCH_PIN.search(line))}
-        assert found == recorded, f"{where} installs torch {sorted(found)}; baselines/cpu: {sorted(recorded)}"
+        assert found == recorded, f"{where} installs torch {sorted(found)}; the CPU baselines: {sorted(recorded)}"
 
 
 def test_the_set_up_commands_install_the_project_and_the_model_package_with_the_pins() -> None:
