@@ -348,16 +348,15 @@ def _compare(
         ]
     settings_changed = workload_changes(baseline.settings, current.settings)
     out: list[Verdict] = []
-    calibrate = False
-    factor = None
+    calibrate = fp.calibrate
     if fp.warnings:
-        calibrate = True
-        factor = calibration_factor(baseline, current)
-        how = (
-            f"times compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"
-            if factor is not None
-            else "no calibration on both sides, times compared raw"
-        )
+        factor = calibration_factor(baseline, current) if calibrate else None
+        if not calibrate:
+            how = "times compared raw (only the OS kernel differs)"
+        elif factor is not None:
+            how = f"times compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"
+        else:
+            how = "no calibration on both sides, times compared raw"
         out.append(
             Verdict(
                 "*",

@@ -3,8 +3,9 @@
 A different profile or accelerator model (`DEVICE_KEYS`) is an error: the numbers belong to
 other hardware. Any other difference (driver, torch, CPU model, threads) is a warning, and
 then time-based metrics are compared relative to the calibration workload each run measured
-(`calibration_factor`). Which unit of a kind of hardware, and values of the moment at
-start-up (`IGNORED_KEYS`), are not differences at all.
+(`calibration_factor`), unless the OS kernel is all that differs (`UNCALIBRATED_KEYS`). Which
+unit of a kind of hardware, and values of the moment at start-up (`IGNORED_KEYS`), are not
+differences at all.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ SOFTWARE_KEYS = (
     "cuda_runtime_version",
 )
 
+# Differences that warn but leave times compared raw. A runner image updates its kernel weekly,
+# which does not make the machine slower the way another CPU does, while the calibration's own
+# index moved by up to x1.40 between twelve fresh processes on one idle machine (its 32 MiB copy
+# by x1.9; benchmarks/RESULTS.md, "The OS kernel alone: times compared raw"): dividing by it
+# would add that to every comparison after each image update.
+UNCALIBRATED_KEYS = ("os",)
+
 
 @dataclass(frozen=True)
 class FingerprintDiff:
@@ -63,6 +71,8 @@ class FingerprintDiff:
     # Processor", where they differ: another CPU's floating-point kernels round otherwise, so a
     # quality figure computed on it is not exact.
     cpu: str = ""
+    # Whether a warning calls for the calibration: one beyond `UNCALIBRATED_KEYS`.
+    calibrate: bool = False
 
     @property
     def differs(self) -> bool:
@@ -90,6 +100,7 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
     packages: list[str] = []
     software: list[str] = []
     cpu = ""
+    calibrate = False
     for key in sorted(set(b) | set(c)):
         if key not in b or key not in c:
             continue  # a field one version records and the other does not: not a difference
@@ -97,6 +108,7 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
             continue
         text = f"{key}: {b[key]!r} -> {c[key]!r}"
         (errors if key.rsplit(".", 1)[-1] in DEVICE_KEYS else warnings).append(text)
+        calibrate = calibrate or key.split(".")[0] not in UNCALIBRATED_KEYS
         if key.startswith("packages."):
             # package_versions() records a package that is not installed as "".
             change = f"{key.removeprefix('packages.')} {b[key] or 'not installed'} -> {c[key] or 'not installed'}"
@@ -107,7 +119,7 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
             software.append(change)
         if key in ("cpu_model", "cpu_isa"):
             cpu = "; ".join(filter(None, (cpu, f"{key} {b[key] or 'none'} -> {c[key] or 'none'}")))
-    return FingerprintDiff(errors, warnings, packages, software, cpu)
+    return FingerprintDiff(errors, warnings, packages, software, cpu, calibrate)
 
 
 def calibration_key(metric: str) -> str:

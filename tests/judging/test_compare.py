@@ -367,3 +367,17 @@ def test_update_keeps_the_medians_of_earlier_runs(tmp_path) -> None:
     stored = store.lookup("suites/t.py::t")["cpu_time_per_round"]
     assert stored.history == (0.010, 0.012)
     assert stored.samples == (0.011,) * 5
+
+
+def test_an_os_kernel_difference_alone_warns_and_compares_raw_times() -> None:
+    # Same as above, but only the kernel differs: the calibration's 20% is not taken out.
+    base = gpu_record(latency(0.010, seed=1), fingerprint={"os": "Linux 6.18.44-fc-v1272"})
+    kernel = {"os": "Linux 6.18.44-fc-v1252", "calibration": {"index_s": 0.0024}}
+    verdicts = by_metric(compare_record(base, gpu_record(latency(0.012, seed=2), fingerprint=kernel)))
+    assert verdicts["*"].status == "warn" and "os" in verdicts["*"].message
+    assert "times compared raw (only the OS kernel differs)" in verdicts["*"].message
+    assert verdicts["AL"].status == "fail" and "calibrated" not in verdicts["AL"].message
+    # With another difference beside it, the calibration applies again.
+    both = {**kernel, "packages": {"torch": "2.14.1"}}
+    verdicts = by_metric(compare_record(base, gpu_record(latency(0.012, seed=2), fingerprint=both)))
+    assert verdicts["AL"].status == "pass" and "x1.200" in verdicts["*"].message
