@@ -528,6 +528,26 @@ def _baselines_line(state: RunState) -> str:
     return f"baselines: {_shown_path(own)} (this CPU's own), else {main}" if own else f"baselines: {main}"
 
 
+def _own_baselines_hint(state: RunState) -> str:
+    """Where a CPU with no baselines of its own was compared with another CPU's: how to record its own."""
+    own = state.store.own
+    if own is None or state.store.own_folder() is not None or state.options.update:
+        return ""
+    other_cpu = any(
+        field.startswith(("cpu_model:", "cpu_isa:"))
+        for r in state.results
+        for v in r.verdicts
+        if is_shared_fingerprint(v)
+        for field in _fingerprint_parts(v.message)[0]
+    )
+    if not other_cpu:
+        return ""
+    return (
+        "this CPU model has no baselines of its own, so its tests were compared with another CPU's: "
+        f"--update-baselines (3 runs or more) records them in {_shown_path(own.folder)}, beside the others"
+    )
+
+
 def _store_lines(state: RunState, width: int) -> list[str]:
     lines: list[str] = []
     for u in state.updates:
@@ -595,6 +615,9 @@ def summary_lines(
     if state.results:
         lines += _wrap(_baselines_line(state), "", width)
         lines += fingerprint_lines(state.results, width, verbose)
+        hint = _own_baselines_hint(state)
+        if hint:
+            lines += _wrap(hint, "  ", width)
         lines += table(state.results, width)
         if any(m.source == "estimated" for r in state.results for m in r.record.metrics.values()):
             lines.append("~ = estimate (never gated)")

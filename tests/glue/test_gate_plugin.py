@@ -340,10 +340,15 @@ def test_another_cpu_s_baseline_is_kept_and_this_cpu_records_and_reads_its_own(p
     entry["metrics"]["peak_memory"]["value"] = 2_000_000
     main.write_text(json.dumps(doc))
     before = main.read_bytes()
+    own = cpu_folder_name("cpu", CpuIdentity.of(host_fingerprint(1)))
+
+    result = run(pytester)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*cpu_model: 'Another CPU' -> *", "*this CPU model has no baselines of its own*"])
+    assert f"records them in baselines/{own}, beside the others" in " ".join(result.stdout.str().split())
 
     result = run(pytester, "--update-baselines")
     result.assert_outcomes(passed=2)
-    own = cpu_folder_name("cpu", CpuIdentity.of(host_fingerprint(1)))
     result.stdout.fnmatch_lines(
         [
             "baselines: baselines/cpu",
@@ -358,3 +363,4 @@ def test_another_cpu_s_baseline_is_kept_and_this_cpu_records_and_reads_its_own(p
         [f"baselines: baselines/{own} (this CPU's own), else baselines/cpu", "*+50.0%*regression*"]
     )
     assert "cpu_model" not in result.stdout.str()  # compared like with like: no fingerprint warning
+    assert "no baselines of its own" not in result.stdout.str()
