@@ -48,7 +48,7 @@ from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change, format_value
 from pytest_efficientllm.judging.dtype_shift import dtype_shift
 from pytest_efficientllm.judging.energy_resolution import UnchangedRange, unchanged_range
-from pytest_efficientllm.judging.fingerprint import calibration_factor, calibration_key, fingerprint_diff
+from pytest_efficientllm.judging.fingerprint import calibrates, calibration_factor, calibration_key, fingerprint_diff
 from pytest_efficientllm.judging.gross import GROSS_ONLY, gross_or_warn
 from pytest_efficientllm.judging.run_noise import (
     PREDICTION,
@@ -350,11 +350,13 @@ def _compare(
     out: list[Verdict] = []
     calibrate = fp.calibrate
     if fp.warnings:
-        factor = calibration_factor(baseline, current) if calibrate else None
+        on_cpu = current.profile == "cpu"
+        factor = calibration_factor(baseline, current, "index_s" if on_cpu else "cpu_index_s") if calibrate else None
         if not calibrate:
             how = "times compared raw (only the OS kernel differs)"
         elif factor is not None:
-            how = f"times compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"
+            what = "times" if on_cpu else "the host's CPU times (the GPU's raw)"
+            how = f"{what} compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"
         else:
             how = "no calibration on both sides, times compared raw"
         out.append(
@@ -400,7 +402,8 @@ def _compare(
                 )
             )
             continue
-        metric_factor = calibration_factor(baseline, current, calibration_key(name)) if calibrate else None
+        calibrated = calibrate and calibrates(current.profile, name)
+        metric_factor = calibration_factor(baseline, current, calibration_key(name)) if calibrated else None
         if cur.source == "counted" and tol is None and (varies(cur) or varies(base)):
             where, runs = ("this run", cur) if varies(cur) else ("the baseline", base)
             values = ", ".join(format_value(v, runs.unit) for v in runs.samples)

@@ -3,7 +3,8 @@
 A different profile or accelerator model (`DEVICE_KEYS`) is an error: the numbers belong to
 other hardware. Any other difference (driver, torch, CPU model, threads) is a warning, and
 then time-based metrics are compared relative to the calibration workload each run measured
-(`calibration_factor`), unless the OS kernel is all that differs (`UNCALIBRATED_KEYS`). Which
+(`calibration_factor`; on a GPU profile only the host's CPU time, `calibrates`), unless the OS
+kernel is all that differs (`UNCALIBRATED_KEYS`). Which
 unit of a kind of hardware, and values of the moment at start-up (`IGNORED_KEYS`), are not
 differences at all.
 """
@@ -120,6 +121,13 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
         if key in ("cpu_model", "cpu_isa"):
             cpu = "; ".join(filter(None, (cpu, f"{key} {b[key] or 'none'} -> {c[key] or 'none'}")))
     return FingerprintDiff(errors, warnings, packages, software, cpu, calibrate)
+
+
+def calibrates(profile: str, metric: str) -> bool:
+    """Whether the calibration, a CPU workload, stands for a metric's time: every time on the
+    `cpu` profile; on a GPU profile only the host's CPU time (`cpu_time*`), since what a GPU's
+    kernels take does not follow the host CPU's matmul and copy speed."""
+    return profile == "cpu" or metric.startswith("cpu_time")
 
 
 def calibration_key(metric: str) -> str:

@@ -218,16 +218,40 @@ def test_another_device_model_or_profile_is_an_error() -> None:
 def test_a_software_difference_warns_and_compares_calibrated_times() -> None:
     # The candidate machine is 20% slower at the calibration workload and 20% slower at the
     # test: relative to calibration, nothing changed.
-    base = gpu_record(latency(0.010, seed=1))
-    cur = gpu_record(
-        latency(0.012, seed=2), fingerprint={"packages": {"torch": "2.14.1"}, "calibration": {"index_s": 0.0024}}
+    limits = (parse_limit("AL", "+5%"),)
+    base = record("t.py::a", latency(0.010, seed=1))
+    cur = record(
+        "t.py::a",
+        latency(0.012, seed=2),
+        fingerprint={"packages": {"torch": "2.14.1"}, "calibration": {"index_s": 0.0024}},
     )
-    verdicts = by_metric(compare_record(base, cur))
+    verdicts = by_metric(compare_record(base, cur, limits))
     assert verdicts["*"].status == "warn" and "torch" in verdicts["*"].message and "x1.200" in verdicts["*"].message
     assert verdicts["AL"].status == "pass" and "calibrated" in verdicts["AL"].message
     # Same fingerprint: raw times, so the same 20% is a regression.
-    same = gpu_record(latency(0.012, seed=2), fingerprint={"calibration": {"index_s": 0.0024}})
-    assert by_metric(compare_record(base, same))["AL"].status == "fail"
+    same = record("t.py::a", latency(0.012, seed=2), fingerprint={"calibration": {"index_s": 0.0024}})
+    assert by_metric(compare_record(base, same, limits))["AL"].status == "fail"
+
+
+def test_on_a_gpu_profile_the_calibration_stands_for_the_host_s_cpu_time_only() -> None:
+    # The host CPU ran the calibration 20% slower; the GPU's latency and the host's CPU time
+    # both read 20% slower. The host's CPU time is the CPU's speed; the GPU's latency is not.
+    cpu_time = latency(0.010, seed=3, name="cpu_time_per_round")
+    base = gpu_record(
+        latency(0.010, seed=1), cpu_time, fingerprint={"calibration": {"index_s": 0.002, "cpu_index_s": 0.002}}
+    )
+    slower = {"packages": {"torch": "2.14.1"}, "calibration": {"index_s": 0.0024, "cpu_index_s": 0.0024}}
+    cpu_time_now = latency(0.012, seed=4, name="cpu_time_per_round")
+    limits = (parse_limit("cpu_time_per_round", "+5%"),)
+    verdicts = by_metric(
+        compare_record(base, gpu_record(latency(0.012, seed=2), cpu_time_now, fingerprint=slower), limits)
+    )
+    assert (
+        "the host's CPU times (the GPU's raw) compared relative to the calibration workload (this machine x1.200"
+        in (verdicts["*"].message)
+    )
+    assert verdicts["AL"].status == "fail" and "calibrated" not in verdicts["AL"].message
+    assert verdicts["cpu_time_per_round"].status == "pass" and "calibrated" in verdicts["cpu_time_per_round"].message
 
 
 def test_gate_modes() -> None:
@@ -370,14 +394,15 @@ def test_update_keeps_the_medians_of_earlier_runs(tmp_path) -> None:
 
 
 def test_an_os_kernel_difference_alone_warns_and_compares_raw_times() -> None:
-    # Same as above, but only the kernel differs: the calibration's 20% is not taken out.
-    base = gpu_record(latency(0.010, seed=1), fingerprint={"os": "Linux 6.18.44-fc-v1272"})
+    # As above, but only the kernel differs: the calibration's 20% is not taken out.
+    limits = (parse_limit("AL", "+5%"),)
+    base = record("t.py::a", latency(0.010, seed=1), fingerprint={"os": "Linux 6.18.44-fc-v1272"})
     kernel = {"os": "Linux 6.18.44-fc-v1252", "calibration": {"index_s": 0.0024}}
-    verdicts = by_metric(compare_record(base, gpu_record(latency(0.012, seed=2), fingerprint=kernel)))
+    verdicts = by_metric(compare_record(base, record("t.py::a", latency(0.012, seed=2), fingerprint=kernel), limits))
     assert verdicts["*"].status == "warn" and "os" in verdicts["*"].message
     assert "times compared raw (only the OS kernel differs)" in verdicts["*"].message
     assert verdicts["AL"].status == "fail" and "calibrated" not in verdicts["AL"].message
     # With another difference beside it, the calibration applies again.
     both = {**kernel, "packages": {"torch": "2.14.1"}}
-    verdicts = by_metric(compare_record(base, gpu_record(latency(0.012, seed=2), fingerprint=both)))
+    verdicts = by_metric(compare_record(base, record("t.py::a", latency(0.012, seed=2), fingerprint=both), limits))
     assert verdicts["AL"].status == "pass" and "x1.200" in verdicts["*"].message
