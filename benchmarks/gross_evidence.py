@@ -4,11 +4,12 @@
         [--keep DIR] [--write]
 
 Each trial is FACTOR:RUNS[:PYTEST-ARGS], the args split on commas. A run is `pytest suites/` as
-`.ci/run` runs it (default gate, vote and all) against a copy of the committed `baselines/cpu/`
-in which every measured time (value, rounds, run history) is divided by FACTOR: unchanged code
-then reads FACTOR times slower, as a slowdown of the code would. FACTOR 1.0 is the A/A: every
-failure is a false alarm. Counted per run: its exit status and, per test, the final verdict of
-`cpu_time_per_round`, the CPU profile's default check (after the vote).
+`.ci/run` runs it (default gate, vote and all) against a copy of the committed CPU baselines
+this machine is compared with (its CPU model's own `baselines/cpu@<cpu>/`, else
+`baselines/cpu/`) in which every measured time (value, rounds, run history) is divided by
+FACTOR: unchanged code then reads FACTOR times slower, as a slowdown of the code would. FACTOR
+1.0 is the A/A: every failure is a false alarm. Counted per run: its exit status and, per test,
+the final verdict of `cpu_time_per_round`, the CPU profile's default check (after the vote).
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ from results_md import replace_section
 from suites_aa import ROOT, one_run
 
 sys.path.insert(0, str(ROOT))
-from tests.helpers.slowed_baselines import slow_down  # noqa: E402
+from tests.helpers.slowed_baselines import compared_here, slow_down  # noqa: E402
 
 SECTION = "## Gross slowdowns on the CPU (issue 17)"
 METRIC = "cpu_time_per_round"
 
 
 def slowed_copy(factor: float, dest: Path) -> Path:
-    """`baselines/cpu` copied under `dest` with every measured time divided by `factor`."""
-    shutil.copytree(ROOT / "baselines" / "cpu", dest / "cpu")
+    """The CPU baselines this machine is compared with (`compared_here`), copied to `dest/cpu`
+    with every measured time divided by `factor`."""
+    shutil.copytree(compared_here(ROOT / "baselines"), dest / "cpu")
     slow_down(dest / "cpu", factor)
     return dest
 
@@ -56,7 +58,7 @@ def floors() -> list[float]:
     from pytest_efficientllm.storage.baselines import read_entries
 
     out = []
-    for path in sorted((ROOT / "baselines" / "cpu").rglob("*.json")):
+    for path in sorted(compared_here(ROOT / "baselines").rglob("*.json")):
         records = read_entries(path)
         priors = pool(records.values())
         for record in records.values():
@@ -105,7 +107,8 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/gross_evidence.py {' '.join('--trial ' + t for t in args.trial)} --write` "
         f"({started}, commit {commit.stdout.strip()}). Each run is `pytest suites/` with the default gate (vote of "
-        "2 fresh processes 20 s apart) against a copy of the committed `baselines/cpu/` with every measured time "
+        f"2 fresh processes 20 s apart) against a copy of the committed `{compared_here(ROOT / 'baselines').name}/` "
+        "with every measured time "
         "divided by the factor, so unchanged code reads that much slower. Verdicts of `cpu_time_per_round`, the "
         "CPU profile's default check, after the vote. Factor 1.0 is the A/A (every failure a false alarm).",
         "",

@@ -1,13 +1,13 @@
 """A 2x slowdown of suite tests fails `pytest suites/` on the CPU with the default gate.
 
-The regression is injected into the baselines instead of the code: a copy of the committed
-`baselines/cpu/` with every measured time (value, rounds and run history) halved, so that
-unchanged code reads twice as slow. The CPU profile's default check of
-`cpu_time_per_round` must fail it as gross (in this process and in the fresh processes of
-the vote) and pytest must exit non-zero. A 2x slowdown reads about +100% against a floor of
-at least +90%, so a test measured in a fast moment may fall short: the run must fail, not
-every test in it. A few fast suite tests from three files stand for
-the suite (the whole suite's figures are in benchmarks/RESULTS.md); the confirmation
+The regression is injected into the baselines instead of the code: a copy of the committed CPU
+baselines this machine is compared with (its CPU model's own, else `baselines/cpu/`) with every
+measured time (value, rounds and run history) halved, so that unchanged code reads twice as
+slow. The CPU profile's default check of `cpu_time_per_round` must fail it as gross (in this
+process and in the fresh processes of the vote) and pytest must exit non-zero. A 2x slowdown
+reads about +100% against a floor of at least +90%, so a test measured in a fast moment may
+fall short: the run must fail, not every test in it. A few fast suite tests from three files
+stand for the suite (the whole suite's figures are in benchmarks/RESULTS.md); the confirmation
 spacing is shortened so the vote does not wait out 20 s per test.
 """
 
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from tests.helpers import REPO_ROOT
-from tests.helpers.slowed_baselines import recorded_here, slow_down
+from tests.helpers.slowed_baselines import compared_here, recorded_here, slow_down
 
 SELECTION = [
     "suites/test_attention.py::test_decode[mqa]",
@@ -32,7 +32,7 @@ SELECTION = [
 
 def test_halved_baselines_fail_the_suites_as_a_gross_cpu_time_regression(tmp_path: Path) -> None:
     baselines = tmp_path / "baselines"
-    shutil.copytree(REPO_ROOT / "baselines" / "cpu", baselines / "cpu")
+    shutil.copytree(compared_here(REPO_ROOT / "baselines"), baselines / "cpu")
     assert slow_down(baselines, 2.0) > 100
     recorded_here(baselines)  # the gross rule on the recording machine, not the calibration across CPUs
     run_file = tmp_path / "run.json"

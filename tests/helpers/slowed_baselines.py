@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from pytest_efficientllm.measuring.fingerprint import host_fingerprint
+from pytest_efficientllm.storage.cpu_folders import BaselineFolders
 
 
 def slow_down(folder: Path, factor: float) -> int:
@@ -49,3 +50,10 @@ def recorded_here(folder: Path) -> None:
         for entry in data["tests"].values():
             entry.setdefault("fingerprint", {}).update({k: here[k] for k in HOST_KEYS})
         path.write_text(json.dumps(data))
+
+
+def compared_here(root: Path) -> Path:
+    """The `cpu` baselines under `root` that a run on this machine is compared with: this CPU
+    model's own folder where it has one (`cpu@<cpu>`), else `root/cpu`."""
+    folders = BaselineFolders(root, "cpu", host_fingerprint(threads=1))
+    return folders.own_folder() or folders.main.folder
