@@ -12,7 +12,8 @@ either. A value that differs between any two runs is listed with every run's val
 
 `--vary ROUNDS:WARMUP,...` checks that claim: run i takes the i-th pair (cyclically) as its
 default rounds and warm-up instead of one round (a marker's own rounds still win).
-`--against-baselines` adds the committed `baselines/cpu/` as one more "run", recorded at the
+`--against-baselines` adds the committed CPU baselines this machine is compared with (its CPU
+model's own `baselines/cpu@<cpu>/`, else `baselines/cpu/`) as one more "run", recorded at the
 default rounds, to the comparison.
 """
 
@@ -62,9 +63,10 @@ def counted_values(run: dict) -> dict[tuple[str, str], float | None]:
 def baseline_values() -> dict[tuple[str, str], float | None]:
     sys.path.insert(0, str(ROOT))
     from pytest_efficientllm.storage.baselines import read_entries
+    from tests.helpers.slowed_baselines import compared_here
 
     out = {}
-    for path in sorted((ROOT / "baselines" / "cpu").rglob("*.json")):
+    for path in sorted(compared_here(ROOT / "baselines").rglob("*.json")):
         for nodeid, record in read_entries(path).items():
             for name, metric in record.metrics.items():
                 if metric.source == "counted" and name not in SETTINGS:
@@ -77,7 +79,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="serial fresh processes")
     parser.add_argument("--xdist-runs", type=int, default=2, help="further runs with -n 2")
     parser.add_argument("--vary", default="", help="ROUNDS:WARMUP pairs, comma-separated, cycled over the runs")
-    parser.add_argument("--against-baselines", action="store_true", help="compare with baselines/cpu too")
+    parser.add_argument("--against-baselines", action="store_true", help="compare with the CPU baselines too")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     vary = [(int(r), int(w)) for r, w in (p.split(":") for p in args.vary.split(",") if p)]
@@ -95,7 +97,7 @@ def main() -> None:
             runs.append((kind, values))
             print(f"run {i + 1}/{len(kinds)} ({kind}): {len(values)} counted values", flush=True)
     if args.against_baselines:
-        runs.append(("baselines/cpu", baseline_values()))
+        runs.append(("baselines", baseline_values()))
     wall = time.perf_counter() - t0
     keys = sorted(set().union(*(v.keys() for _, v in runs)))
     differing = []

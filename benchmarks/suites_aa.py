@@ -2,13 +2,14 @@
 
     python benchmarks/suites_aa.py [--runs 3] [--write] [--pytest-arg=--efficiency-min-time=0.5s]
 
-Each run is `pytest suites/` exactly as `.ci/run` runs it (default gate, `baselines/cpu/`,
-which an earlier, separate process recorded), with `--efficiency-json` to read the verdicts.
-Unchanged code, so every regression verdict is a false alarm. Counted per gated metric:
-failures; the CPU profile's default `cpu_time_per_round` check, which warns, is counted
-apart as "would fail" when its message says the change is beyond tolerance and noise — the
-number that decides whether that default could fail instead. Also: improvements beyond
-tolerance (a baseline recorded slower than this run), and the wall time of each run.
+Each run is `pytest suites/` exactly as `.ci/run` runs it (default gate, the CPU baselines this
+machine is compared with, which an earlier, separate process recorded), with
+`--efficiency-json` to read the verdicts. Unchanged code, so every regression verdict is a
+false alarm. Counted per gated metric: failures; the CPU profile's default `cpu_time_per_round`
+check, which warns, is counted apart as "would fail" when its message says the change is beyond
+tolerance and noise — the number that decides whether that default could fail instead. Also:
+improvements beyond tolerance (a baseline recorded slower than this run), and the wall time of
+each run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from pathlib import Path
 from results_md import replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.helpers.slowed_baselines import compared_here  # noqa: E402
+
 SECTION = "## Suites against the committed baselines (issue 3)"
 
 
@@ -72,15 +76,16 @@ def tally(run: dict) -> dict:
     }
 
 
-def run_to_run_bounds(profile: str = "cpu", metric: str = "cpu_time_per_round") -> list[float]:
-    """For each committed baseline with a run-to-run bound: how far above the centre of its
-    runs the gate's prediction bound lies, i.e. the smallest regression that can fail at
-    all (`run_noise.predict`, jitter moderated across the file's tests)."""
+def run_to_run_bounds(metric: str = "cpu_time_per_round") -> list[float]:
+    """For each committed CPU baseline this machine is compared with, that has a run-to-run
+    bound: how far above the centre of its runs the gate's prediction bound lies, i.e. the
+    smallest regression that can fail at all (`run_noise.predict`, jitter moderated across the
+    file's tests)."""
     from pytest_efficientllm.judging.run_noise import pool, predict, run_medians
     from pytest_efficientllm.storage.baselines import read_entries
 
     out = []
-    for path in sorted((ROOT / "baselines" / profile).rglob("*.json")):
+    for path in sorted(compared_here(ROOT / "baselines").rglob("*.json")):
         records = read_entries(path)
         priors = pool(records.values())
         for record in records.values():
@@ -116,7 +121,8 @@ def main() -> None:
         + "".join(f" --pytest-arg={a}" for a in args.pytest_arg)
         + f" --write` ({started}, load average "
         f"{load0:.1f} at start, {load1:.1f} at end). Each run is `pytest suites/` as `.ci/run` runs it, against "
-        "the committed `baselines/cpu/` (recorded by earlier, separate processes); unchanged code, so every "
+        f"the committed `{compared_here(ROOT / 'baselines').name}/` (recorded by earlier, separate processes); "
+        "unchanged code, so every "
         'regression verdict is a false alarm. "would fail": the CPU profile\'s default `cpu_time_per_round` '
         "check (which warns) found a change beyond its 5% tolerance and the noise.",
         "",
