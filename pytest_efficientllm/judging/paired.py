@@ -43,7 +43,7 @@ from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.compare import DEFAULT_MEASURED_TOLERANCE, compare_counted, default_measured
 from pytest_efficientllm.judging.dtype_shift import dtype_shift
-from pytest_efficientllm.judging.fingerprint import calibration_factor, calibration_key
+from pytest_efficientllm.judging.fingerprint import calibrates, calibration_factor, calibration_key
 from pytest_efficientllm.judging.verdicts import Verdict, check_budgets
 
 # One-sided level of the signed-rank test. With 6 pairs the smallest p-value is 1/64.
@@ -199,7 +199,7 @@ def paired_verdicts(base: Sequence[Record], head: Sequence[Record], limits: Iter
         elif name in tolerances or (source == "measured" and name in defaults):
             tolerance = tolerances.get(name, DEFAULT_MEASURED_TOLERANCE)
             verdict = _measured_verdict(name, b_list, h_list, tolerance, name not in tolerances)
-            if verdict.status in ("fail", "improved"):
+            if verdict.status in ("fail", "improved") and calibrates(head[0].profile, name):
                 verdict = replace(verdict, message=verdict.message + calibration_moved(name, base, head))
             verdicts.append(verdict)
     return verdicts

@@ -199,3 +199,13 @@ def test_the_calibration_is_left_out_where_a_process_has_none_or_the_metric_pass
     _calibrated(head, [0.004] * 6)
     v = _by_metric(paired_verdicts(base, head))["cpu_time_per_round"]
     assert v.status == "pass" and "calibration" not in v.message
+
+
+def test_on_a_gpu_profile_a_gpu_timing_is_not_told_the_host_cpu_s_calibration() -> None:
+    # The calibration is a CPU workload: it stands for the host's CPU time, not for the GPU's latency.
+    base = [record(NODE, latency(0.010, seed=i), profile="h100") for i in range(6)]
+    head = [record(NODE, latency(0.020, seed=100 + i), profile="h100") for i in range(6)]
+    _calibrated(base, [0.002] * 6)
+    _calibrated(head, [0.004] * 6)
+    v = _by_metric(paired_verdicts(base, head))["AL"]
+    assert v.status == "fail" and "calibration" not in v.message
