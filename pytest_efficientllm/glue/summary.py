@@ -22,6 +22,7 @@ from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.core.units import format_change, format_seconds
 from pytest_efficientllm.glue.state import RunState, TestResult
 from pytest_efficientllm.judging.compare import default_measured
+from pytest_efficientllm.judging.fingerprint import CPU_KEYS
 from pytest_efficientllm.judging.run_noise import MIN_RUNS
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.process_layout import describe as describe_layout
@@ -534,7 +535,7 @@ def _own_baselines_hint(state: RunState) -> str:
     if own is None or state.store.own_folder() is not None or state.options.update:
         return ""
     other_cpu = any(
-        field.startswith(("cpu_model:", "cpu_isa:"))
+        field.startswith(tuple(f"{key}:" for key in CPU_KEYS))
         for r in state.results
         for v in r.verdicts
         if is_shared_fingerprint(v)

@@ -4,9 +4,8 @@ A different profile or accelerator model (`DEVICE_KEYS`) is an error: the number
 other hardware. Any other difference (driver, torch, CPU model, threads) is a warning, and
 then time-based metrics are compared relative to the calibration workload each run measured
 (`calibration_factor`; on a GPU profile only the host's CPU time, `calibrates`), unless the OS
-kernel is all that differs (`UNCALIBRATED_KEYS`). Which
-unit of a kind of hardware, and values of the moment at start-up (`IGNORED_KEYS`), are not
-differences at all.
+kernel is all that differs (`UNCALIBRATED_KEYS`). Which unit of a kind of hardware, and values
+of the moment at start-up (`IGNORED_KEYS`), are not differences at all.
 """
 
 from __future__ import annotations
@@ -49,6 +48,9 @@ SOFTWARE_KEYS = (
     "cuda_driver_version",
     "cuda_runtime_version",
 )
+
+# The CPU as fingerprints name it: its model and kernel-relevant extensions (`core.devices.cpu_isa`).
+CPU_KEYS = ("cpu_model", "cpu_isa")
 
 # Differences that warn but leave times compared raw. A runner image updates its kernel weekly,
 # which does not make the machine slower the way another CPU does, while the calibration's own
@@ -118,7 +120,7 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
             change = f"{key} {b[key]} -> {c[key]}"
         if key.split(".")[0] in SOFTWARE_KEYS:
             software.append(change)
-        if key in ("cpu_model", "cpu_isa"):
+        if key in CPU_KEYS:
             cpu = "; ".join(filter(None, (cpu, f"{key} {b[key] or 'none'} -> {c[key] or 'none'}")))
     return FingerprintDiff(errors, warnings, packages, software, cpu, calibrate)
 

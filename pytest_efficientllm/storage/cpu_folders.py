@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.judging.fingerprint import CPU_KEYS, fingerprint_diff
 from pytest_efficientllm.judging.run_noise import RunPrior
 from pytest_efficientllm.storage.baselines import BaselineError, BaselineStore, FileUpdate
 
@@ -35,35 +35,12 @@ CPU_PROFILES = ("cpu",)
 _WIDEST = (("amx", ("amx_bf16", "amx_int8")), ("avx512", ("avx512f",)), ("avx2", ("avx2",)))
 
 
-@dataclass(frozen=True)
-class CpuIdentity:
-    """A CPU as fingerprints name it: its model name and kernel-relevant extensions
-    (`isa` None where a fingerprint was recorded before it listed them)."""
-
-    model: str
-    isa: str | None
-
-    @classmethod
-    def of(cls, fingerprint: Mapping[str, Any]) -> CpuIdentity | None:
-        model = fingerprint.get("cpu_model")
-        if not isinstance(model, str) or not model:
-            return None
-        isa = fingerprint.get("cpu_isa")
-        return cls(model, isa if isinstance(isa, str) else None)
-
-    def recorded(self, record: Record) -> bool:
-        """Whether a baseline was recorded on this CPU (one recorded before fingerprints
-        listed extensions: on this model)."""
-        theirs = CpuIdentity.of(record.fingerprint)
-        return theirs is not None and theirs.model == self.model and theirs.isa in (None, self.isa)
-
-
-def cpu_folder_name(profile: str, cpu: CpuIdentity) -> str:
-    """`cpu@intel-xeon-processor-amx`: the profile, the model name in lower-case words, and
-    the widest vector extension the CPU has."""
-    words = re.sub(r"\((r|tm)\)", " ", cpu.model.lower())
+def cpu_folder_name(profile: str, fingerprint: Mapping[str, Any]) -> str:
+    """`cpu@intel-xeon-processor-amx`: the profile, the fingerprint's CPU model in lower-case
+    words, and the widest vector extension the CPU has."""
+    words = re.sub(r"\((r|tm)\)", " ", str(fingerprint.get("cpu_model") or "").lower())
     slug = re.sub(r"[^a-z0-9]+", "-", words).strip("-") or "unknown-cpu"
-    flags = set((cpu.isa or "").split())
+    flags = set(str(fingerprint.get("cpu_isa") or "").split())
     widest = next((name for name, marks in _WIDEST if flags & set(marks)), "")
     return f"{profile}@{slug}-{widest}" if widest else f"{profile}@{slug}"
 
@@ -73,9 +50,11 @@ class BaselineFolders:
 
     def __init__(self, root: str | Path, profile: str, fingerprint: Mapping[str, Any]) -> None:
         self.main = BaselineStore(root, profile)
-        cpu = CpuIdentity.of(fingerprint) if profile in CPU_PROFILES else None
-        self.cpu = cpu
-        self.own = BaselineStore(root, profile, cpu_folder_name(profile, cpu)) if cpu is not None else None
+        # This CPU as the fingerprints name it; another entry's is compared by the fingerprint
+        # rule, so an entry recorded before fingerprints listed `cpu_isa` counts as its model's.
+        self._cpu = {key: fingerprint[key] for key in CPU_KEYS if key in fingerprint}
+        on_cpu = profile in CPU_PROFILES and "cpu_model" in self._cpu
+        self.own = BaselineStore(root, profile, cpu_folder_name(profile, fingerprint)) if on_cpu else None
         self._own_existed: bool | None = None
 
     def _note_own(self) -> None:
@@ -104,7 +83,7 @@ class BaselineFolders:
         return self._holding(nodeid).run_priors(nodeid)
 
     def _writes_to(self, record: Record) -> BaselineStore:
-        if self.own is None or self.cpu is None:
+        if self.own is None:
             return self.main
         # An unreadable file is written to, so that its update reports it and leaves it as it was.
         try:
@@ -116,7 +95,8 @@ class BaselineFolders:
             first = self.main.lookup(record.nodeid)
         except BaselineError:
             return self.main
-        return self.main if first is None or self.cpu.recorded(first) else self.own
+        recorded_here = first is None or not fingerprint_diff(first.fingerprint, self._cpu).cpu
+        return self.main if recorded_here else self.own
 
     def update(self, records: Iterable[Record]) -> list[FileUpdate]:
         """Write each record where `_writes_to` says; other entries of each file are kept."""

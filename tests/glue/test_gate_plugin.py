@@ -9,7 +9,7 @@ import hypothesis  # noqa: F401 - loaded here once: pytester's in-process runs w
 import pytest
 
 from pytest_efficientllm.measuring.fingerprint import host_fingerprint
-from pytest_efficientllm.storage.cpu_folders import CpuIdentity, cpu_folder_name
+from pytest_efficientllm.storage.cpu_folders import cpu_folder_name
 from tests.helpers.read_only_folders import make_read_only, undo_read_only
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestAssertRewriteWarning")
@@ -340,7 +340,7 @@ def test_another_cpu_s_baseline_is_kept_and_this_cpu_records_and_reads_its_own(p
     entry["metrics"]["peak_memory"]["value"] = 2_000_000
     main.write_text(json.dumps(doc))
     before = main.read_bytes()
-    own = cpu_folder_name("cpu", CpuIdentity.of(host_fingerprint(1)))
+    own = cpu_folder_name("cpu", host_fingerprint(1))
 
     result = run(pytester)
     result.assert_outcomes(passed=2)

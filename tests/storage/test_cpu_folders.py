@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_efficientllm.storage.cpu_folders import BaselineFolders, CpuIdentity, cpu_folder_name
+from pytest_efficientllm.storage.cpu_folders import BaselineFolders, cpu_folder_name
 from tests.helpers.record_builders import counted, latency, record
 
 AMD = {"cpu_model": "AMD EPYC 7763 64-Core Processor", "cpu_isa": "avx2 fma"}
@@ -20,11 +20,11 @@ def _on(cpu: dict[str, str], seconds: float, nodeid: str = NODE):
 
 
 def test_a_folder_is_named_by_the_model_and_its_widest_vector_extension() -> None:
-    assert cpu_folder_name("cpu", CpuIdentity.of(INTEL)) == "cpu@intel-xeon-processor-amx"
-    assert cpu_folder_name("cpu", CpuIdentity.of(AMD)) == "cpu@amd-epyc-7763-64-core-processor-avx2"
+    assert cpu_folder_name("cpu", INTEL) == "cpu@intel-xeon-processor-amx"
+    assert cpu_folder_name("cpu", AMD) == "cpu@amd-epyc-7763-64-core-processor-avx2"
     avx512 = {"cpu_model": "Intel(R) Xeon(R) Platinum 8370C CPU @ 2.80GHz", "cpu_isa": "avx2 fma avx512f"}
-    assert cpu_folder_name("cpu", CpuIdentity.of(avx512)) == "cpu@intel-xeon-platinum-8370c-cpu-2-80ghz-avx512"
-    assert cpu_folder_name("cpu", CpuIdentity.of(ARM)) == "cpu@neoverse-v2"
+    assert cpu_folder_name("cpu", avx512) == "cpu@intel-xeon-platinum-8370c-cpu-2-80ghz-avx512"
+    assert cpu_folder_name("cpu", ARM) == "cpu@neoverse-v2"
 
 
 def test_a_second_cpu_records_beside_the_first_and_each_reads_its_own(tmp_path: Path) -> None:
