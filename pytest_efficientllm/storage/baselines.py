@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -336,6 +336,8 @@ class FileUpdate:
     restarted: dict[str, list[str]] = field(default_factory=dict)
     # How many runs each written test's timings now hold (tests that time something).
     runs: dict[str, int] = field(default_factory=dict)
+    # Tests not written because the entry found under the lock was not the writer's (`update`'s `replaces`).
+    declined: list[str] = field(default_factory=list)
 
 
 LOCK_FOLDER = ".locks"
@@ -474,12 +476,14 @@ class BaselineStore:
             self._folder_priors = {n: replace(p, scope=shared) for n, p in pool(folder).items()}
         return {**self._folder_priors, **own}
 
-    def update(self, records: Iterable[Record]) -> list[FileUpdate]:
+    def update(self, records: Iterable[Record], replaces: Callable[[Record], bool] | None = None) -> list[FileUpdate]:
         """Write the given records' entries; other entries of each file are kept.
 
         Per file: lock, re-read (another process may have written since), merge, write
         atomically. A file that cannot be read or written is reported in its
         `FileUpdate.error` and left as it was; the other files are still written.
+        `replaces(stored)` says whether a test's stored entry, as read under the lock, may be
+        replaced: a record whose entry may not is left out and listed in `FileUpdate.declined`.
         """
         by_path: dict[Path, list[Record]] = {}
         for record in records:
@@ -488,7 +492,7 @@ class BaselineStore:
         for path in sorted(by_path):
             result = FileUpdate(path)
             try:
-                self._update_file(path, by_path[path], result)
+                self._update_file(path, by_path[path], result, replaces)
             except BaselineError as exc:
                 result.error = str(exc)
             self._cache.pop(path, None)
@@ -497,7 +501,9 @@ class BaselineStore:
             results.append(result)
         return results
 
-    def _update_file(self, path: Path, records: list[Record], result: FileUpdate) -> None:
+    def _update_file(
+        self, path: Path, records: list[Record], result: FileUpdate, replaces: Callable[[Record], bool] | None
+    ) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -516,6 +522,13 @@ class BaselineStore:
                 found, entries = parse(path, text)
             # Validates every entry (and the file's profile) before anything is replaced.
             stored = _records_of(path, _profile_of(path, found, self.profile), entries)
+            if replaces is not None:
+                result.declined = sorted(
+                    r.nodeid for r in records if r.nodeid in stored and not replaces(stored[r.nodeid])
+                )
+                records = [r for r in records if r.nodeid not in result.declined]
+                if not records:
+                    return
             priors = self._with_folder(stored.values())
             for record in sorted(records, key=lambda r: r.nodeid):
                 new = json.loads(json.dumps(entry_of(record)))  # normalised as it will be written

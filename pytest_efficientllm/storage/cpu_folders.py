@@ -82,34 +82,36 @@ class BaselineFolders:
         """The run-to-run spread the test's baseline shares with the tests of its own folder."""
         return self._holding(nodeid).run_priors(nodeid)
 
-    def _writes_to(self, record: Record) -> BaselineStore:
-        if self.own is None:
-            return self.main
+    def _has_own(self, nodeid: str) -> bool:
+        assert self.own is not None
         # An unreadable file is written to, so that its update reports it and leaves it as it was.
         try:
-            if self.own.lookup(record.nodeid) is not None:
-                return self.own
+            return self.own.lookup(nodeid) is not None
         except BaselineError:
-            return self.own
-        try:
-            first = self.main.lookup(record.nodeid)
-        except BaselineError:
-            return self.main
-        recorded_here = first is None or not fingerprint_diff(first.fingerprint, self._cpu).cpu
-        return self.main if recorded_here else self.own
+            return True
+
+    def _recorded_here(self, stored: Record) -> bool:
+        """Whether a profile-folder entry is this CPU's (by the fingerprint rule)."""
+        return not fingerprint_diff(stored.fingerprint, self._cpu).cpu
 
     def update(self, records: Iterable[Record]) -> list[FileUpdate]:
-        """Write each record where `_writes_to` says; other entries of each file are kept."""
+        """Write each test where its baseline is; other entries of each file are kept.
+
+        A test this CPU has an entry of goes to its own folder; any other goes to the profile's
+        unless the entry found there, under the file's lock, is another CPU's: then to this
+        CPU's own. Deciding under the lock means two CPU models recording a new test at once
+        never write one into the other's entry.
+        """
         self._note_own()
-        by_store: dict[str, tuple[BaselineStore, list[Record]]] = {}
-        for record in records:
-            store = self._writes_to(record)
-            by_store.setdefault(store.folder_name, (store, []))[1].append(record)
-        results = []
-        for name in sorted(by_store):
-            store, written = by_store[name]
-            results += store.update(written)
-        return results
+        records = list(records)
+        if self.own is None:
+            return self.main.update(records)
+        mine = {r.nodeid for r in records if self._has_own(r.nodeid)}
+        in_main = self.main.update([r for r in records if r.nodeid not in mine], replaces=self._recorded_here)
+        mine |= {nodeid for u in in_main for nodeid in u.declined}
+        own = [r for r in records if r.nodeid in mine]
+        written = [u for u in in_main if u.error or u.added or u.updated or u.unchanged]
+        return written + (self.own.update(own) if own else [])
 
     def own_folder(self) -> Path | None:
         """This CPU's own folder, where it existed before the run wrote any baseline."""

@@ -94,3 +94,16 @@ def test_an_unreadable_own_file_is_reported_and_nothing_goes_to_the_first_cpu_s(
     assert upd.path == corrupt and "corrupt baseline file" in upd.error
     assert corrupt.read_text() == "{not json"
     assert (tmp_path / "cpu/suites/test_x.py.json").read_bytes() == first
+
+
+def test_two_cpu_models_recording_a_new_test_at_once_keep_apart(tmp_path: Path) -> None:
+    # The Intel run looked the test up before the AMD run wrote it: where to write is decided
+    # under the file's lock, from the entry found there, not from what was read earlier.
+    intel = BaselineFolders(tmp_path, "cpu", INTEL)
+    assert intel.lookup(NODE) is None
+    BaselineFolders(tmp_path, "cpu", AMD).update([_on(AMD, 0.010)])
+    first = (tmp_path / "cpu/suites/test_x.py.json").read_bytes()
+
+    (upd,) = intel.update([_on(INTEL, 0.020)])
+    assert upd.path.parent.parent.name == "cpu@intel-xeon-processor-amx" and upd.added == [NODE]
+    assert (tmp_path / "cpu/suites/test_x.py.json").read_bytes() == first, "the AMD entry was rewritten"
