@@ -111,9 +111,30 @@ def _marked_for_this_process(argv: list[str]) -> bool:
     return mark is not None and mark in (_token(argv, os.getpid()), _token(argv, os.getppid()))
 
 
+# A forked child (a distributed test's ranks, started by `fork`) runs on a copy of its parent's
+# stack, so it has the parent's padding whatever its pid; an `exec` clears this again.
+_padded_at_fork = False
+_forked_from_padded = False
+
+
+def _before_fork() -> None:
+    global _padded_at_fork
+    _padded_at_fork = _forked_from_padded or _marked_for_this_process(list(sys.orig_argv))
+
+
+def _in_forked_child() -> None:
+    global _forked_from_padded
+    _forked_from_padded = _padded_at_fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_in_forked_child)
+
+
 def current_layout() -> dict[str, Any]:
     """This process's layout: `aslr` (True, False, or None where unknown), `hash_seed`, and
-    `stack_padded` (re-executed by `reexec_fixed` for this very command line)."""
+    `stack_padded` (re-executed by `reexec_fixed` for this very command line, or forked from a
+    process that was)."""
     personality = _read("/proc/self/personality")
     system = _read("/proc/sys/kernel/randomize_va_space")
     aslr: bool | None
@@ -126,7 +147,7 @@ def current_layout() -> dict[str, Any]:
     # The interpreter read PYTHONHASHSEED at start-up; seed 0 also shows in sys.flags.
     env_seed = os.environ.get("PYTHONHASHSEED", "")
     seed = "0" if sys.flags.hash_randomization == 0 else env_seed if env_seed.isdigit() else "random"
-    padded = _marked_for_this_process(list(sys.orig_argv))
+    padded = _forked_from_padded or _marked_for_this_process(list(sys.orig_argv))
     return {"aslr": aslr, "hash_seed": seed, "stack_padded": padded}
 
 

@@ -172,3 +172,30 @@ def test_workers_the_controller_could_not_pad_are_named_with_their_layout(monkey
     assert layout.workers_note(fixed, {"gw0": unpadded, "gw1": fixed, "gw2": unpadded}) == (
         "xdist worker(s) gw0, gw2 measured with ASLR off, str hash seed 0, stack not padded"
     )
+
+
+def _forked_child_padded() -> bool:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe and never returns
+        try:
+            os.write(write, b"1" if layout.current_layout()["stack_padded"] else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        padded = answer.read()
+    os.waitpid(pid, 0)
+    return padded == b"1"
+
+
+def test_a_forked_child_has_its_parent_s_padding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A distributed test's ranks are forked from an xdist worker, which its controller marked:
+    # the mark names the controller, the rank's grandparent, yet the rank runs on a copy of the
+    # worker's padded stack.
+    argv = list(sys.orig_argv)
+    monkeypatch.setenv(layout.REEXEC_ENV, layout._token(argv, os.getppid()))
+    assert layout.current_layout()["stack_padded"] is True
+    assert _forked_child_padded() is True
+    monkeypatch.setenv(layout.REEXEC_ENV, "not-this-process:1")
+    assert _forked_child_padded() is False
