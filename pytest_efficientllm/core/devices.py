@@ -172,12 +172,25 @@ def cpu_peak_estimate(threads: int, cpuinfo: str | None = None, clock_hz: float 
     )
 
 
+def machine_lock_folder() -> Path:
+    """Where the machine-wide locks live: `/tmp/pytest-efficientllm-locks-<uid>`.
+
+    A fixed place rather than the temp directory: tox gives each environment a TMPDIR of its
+    own, and two environments measuring on one machine must still wait for each other. One
+    per user: filelock refuses a lock file another account owns in a shared (sticky) folder,
+    and another user's folder is not writable, so a shared one would fail the second user's run.
+    """
+    base = Path("/tmp") if os.name == "posix" and Path("/tmp").is_dir() else Path(tempfile.gettempdir())
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    folder = base / f"pytest-efficientllm-locks-{user}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
 def machine_lock(name: str) -> FileLock:
-    """A lock every process of this plugin on the machine shares, in the temp directory: one per
-    GPU while a test measures on it (`device-N`), one while an `ab` comparison runs (`ab`)."""
-    folder = Path(tempfile.gettempdir()) / "pytest-efficientllm-locks"
-    folder.mkdir(exist_ok=True)
-    return FileLock(str(folder / f"{name}.lock"))
+    """A lock every process of this plugin run by this user on the machine shares: one per GPU
+    while a test measures on it (`device-N`), one while an `ab` comparison runs (`ab`)."""
+    return FileLock(str(machine_lock_folder() / f"{name}.lock"))
 
 
 def usable_cores() -> int:

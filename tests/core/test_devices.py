@@ -3,6 +3,11 @@ by CUDA device name or by profile."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from pytest_efficientllm.core.devices import (
@@ -10,6 +15,7 @@ from pytest_efficientllm.core.devices import (
     GPU_PROFILES,
     cpu_isa,
     lookup_device,
+    machine_lock,
     peak_dtype,
     profile_device,
 )
@@ -84,3 +90,17 @@ def test_cpu_isa_names_the_kernel_relevant_extensions_in_a_fixed_order() -> None
     info = "processor\t: 0\nflags\t\t: fpu sse2 amx_int8 avx2 fma avx512f amx_tile amx_bf16 avx512_bf16\n"
     assert cpu_isa(info) == "avx2 fma avx512f avx512_bf16 amx_bf16 amx_int8"
     assert cpu_isa("processor\t: 0\n") == ""  # no flags line (another architecture): nothing claimed
+
+
+def test_the_machine_wide_lock_is_one_file_whatever_the_temp_directory(tmp_path: Path) -> None:
+    # tox gives each environment its own TMPDIR; two of them on one GPU must take the same lock.
+    probe = "from pytest_efficientllm.core.devices import machine_lock; print(machine_lock('device-0').lock_file)"
+    paths = set()
+    for name in ("env-a", "env-b"):
+        (tmp_path / name).mkdir()
+        env = {**os.environ, "TMPDIR": str(tmp_path / name)}
+        paths.add(
+            subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+        )
+    assert paths == {machine_lock("device-0").lock_file + "\n"}
+    assert str(tmp_path) not in paths.pop()
