@@ -50,7 +50,6 @@ from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring import process_layout as layout
-from pytest_efficientllm.measuring.fingerprint import WORKERS_ENV, xdist_workers
 from pytest_efficientllm.storage.runfile import RunFileError, read_run
 
 CONFIRM_ENV = "PYTEST_EFFICIENTLLM_CONFIRMING"
@@ -197,10 +196,8 @@ def child_command(nodeid: str, settings: ChildSettings, json_path: Path) -> list
 def child_env(cmd: list[str], fixed_layout: bool, environ: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment for a confirmation process: not an xdist worker, marked as
     confirming, and (with a fixed layout) started already fixed, so it need not re-execute."""
-    source = os.environ if environ is None else environ
-    env = {k: v for k, v in source.items() if k not in _WORKER_ENV}
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in _WORKER_ENV}
     env[CONFIRM_ENV] = "1"
-    env[WORKERS_ENV] = str(xdist_workers(source))  # it measures beside this run's other workers
     if fixed_layout:
         env = layout.fixed_child_env(cmd, env)
     return env

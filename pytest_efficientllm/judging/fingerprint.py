@@ -36,16 +36,13 @@ IGNORED_KEYS = (
 )
 
 # What the measured program is, beside the hardware: its packages, its interpreter, how many
-# threads it computes with and how they wait, how many xdist workers compute beside it (two
-# workers on a 2-core runner took 12% to 118% more CPU time per round than one), and the GPU
-# driver and CUDA it runs its kernels through. Not the CPU model (CI runners of one kind vary in
-# SKU, and their runs describe that runner kind together), the OS kernel (runner images update it
-# weekly) nor the process layout.
+# threads it computes with and how they wait, and the GPU driver and CUDA it runs its kernels
+# through. Not the CPU model (CI runners of one kind vary in SKU, and their runs describe that
+# runner kind together), the OS kernel (runner images update it weekly) nor the process layout.
 SOFTWARE_KEYS = (
     "packages",
     "python",
     "torch_threads",
-    "xdist_workers",
     "omp_wait_policy",
     "driver_version",
     "cuda_driver_version",

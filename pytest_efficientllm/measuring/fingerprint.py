@@ -6,7 +6,6 @@ import importlib.metadata
 import os
 import platform
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 from pytest_efficientllm.core.devices import cpu_isa, cpu_model_name, usable_cores
@@ -41,30 +40,14 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-# Set in a confirmation process's environment: the xdist workers of the run that started it,
-# beside whose other workers it measures, although it is no worker itself.
-WORKERS_ENV = "PYTEST_EFFICIENTLLM_XDIST_WORKERS"
-
-
-def xdist_workers(environ: Mapping[str, str] = os.environ) -> int:
-    """How many xdist workers of this run measure at once (1 in a serial run)."""
-    for name in (WORKERS_ENV, "PYTEST_XDIST_WORKER_COUNT"):
-        value = environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return 1
-
-
 def host_fingerprint(threads: int) -> dict[str, Any]:
-    """CPU, OS, Python and library versions, the torch thread count used, how many xdist workers
-    measured at once, and the process layout."""
+    """CPU, OS, Python and library versions, the torch thread count used, and the process layout."""
     return {
         "cpu_model": cpu_model_name(),
         "cpu_isa": cpu_isa(),
         "cpu_cores_usable": usable_cores(),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
-        "xdist_workers": xdist_workers(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "machine": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",

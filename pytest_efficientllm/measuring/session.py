@@ -6,6 +6,7 @@ pytest hooks only read and append.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from pytest_efficientllm.core.devices import (
     usable_cores,
 )
 from pytest_efficientllm.measuring.backends import select_backend
-from pytest_efficientllm.measuring.fingerprint import host_fingerprint, xdist_workers
+from pytest_efficientllm.measuring.fingerprint import host_fingerprint
 from pytest_efficientllm.measuring.meter import EnergyWindow, MeasureProtocol
 
 
@@ -40,7 +41,7 @@ class Options:
 def default_threads(workers: int | None = None) -> int:
     """The cores this process may use, shared among xdist workers on one machine."""
     if workers is None:
-        workers = xdist_workers()
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     return max(1, usable_cores() // max(1, workers))
 
 
