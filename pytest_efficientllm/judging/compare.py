@@ -353,7 +353,7 @@ def _compare(
         on_cpu = current.profile == "cpu"
         factor = calibration_factor(baseline, current, "index_s" if on_cpu else "cpu_index_s") if calibrate else None
         if not calibrate:
-            how = "times compared raw (only the OS kernel differs)"
+            how = f"times compared raw (the {'CPU' if on_cpu else 'host CPU'} is the baseline's)"
         elif factor is not None:
             what = "times" if on_cpu else "the host's CPU times (the GPU's raw)"
             how = f"{what} compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"

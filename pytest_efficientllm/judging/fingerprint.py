@@ -1,11 +1,11 @@
 """Is the baseline for this hardware? The fingerprints of two records compared, and the calibration.
 
 A different profile or accelerator model (`DEVICE_KEYS`) is an error: the numbers belong to
-other hardware. Any other difference (driver, torch, CPU model, threads) is a warning, and
-then time-based metrics are compared relative to the calibration workload each run measured
-(`calibration_factor`; on a GPU profile only the host's CPU time, `calibrates`), unless the OS
-kernel is all that differs (`UNCALIBRATED_KEYS`). Which unit of a kind of hardware, and values
-of the moment at start-up (`IGNORED_KEYS`), are not differences at all.
+other hardware. Any other difference (driver, torch, CPU model, threads) is a warning. Where
+the host's hardware differs (`CALIBRATED_KEYS`), time-based metrics are then compared relative
+to the calibration workload each run measured (`calibration_factor`; on a GPU profile only the
+host's CPU time, `calibrates`); otherwise raw. Which unit of a kind of hardware, and values of
+the moment at start-up (`IGNORED_KEYS`), are not differences at all.
 """
 
 from __future__ import annotations
@@ -52,12 +52,15 @@ SOFTWARE_KEYS = (
 # The CPU as fingerprints name it: its model and kernel-relevant extensions (`core.devices.cpu_isa`).
 CPU_KEYS = ("cpu_model", "cpu_isa")
 
-# Differences that warn but leave times compared raw. A runner image updates its kernel weekly,
-# which does not make the machine slower the way another CPU does, while the calibration's own
-# index moved by up to x1.40 between twelve fresh processes on one idle machine (its 32 MiB copy
-# by x1.9; benchmarks/RESULTS.md, "The OS kernel alone: times compared raw"): dividing by it
-# would add that to every comparison after each image update.
-UNCALIBRATED_KEYS = ("os",)
+# The host's hardware: a difference here is another machine, whose speed the calibration
+# workload stands in for. Any other difference (packages, Python, threads, the OS kernel, the
+# process layout, the GPU's driver) warns and leaves times compared raw. On one machine the
+# calibration's own index moves more between processes than the work it would correct: across
+# 14 suite runs its 32 MiB copy moved by x2.0, and divided by it the runs' CPU times lay x1.136
+# apart (RMS over 91 pairs) where raw they lay x1.083 apart (benchmarks/RESULTS.md, "The
+# calibration only across hardware"). And it is a torch workload: divided by it, a torch upgrade
+# would have part of what it did to the model taken out again.
+CALIBRATED_KEYS = (*CPU_KEYS, "cpu_cores_usable", "cpu_count", "machine")
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class FingerprintDiff:
     # Processor", where they differ: another CPU's floating-point kernels round otherwise, so a
     # quality figure computed on it is not exact.
     cpu: str = ""
-    # Whether a warning calls for the calibration: one beyond `UNCALIBRATED_KEYS`.
+    # Whether a warning calls for the calibration: one of `CALIBRATED_KEYS`.
     calibrate: bool = False
 
     @property
@@ -111,7 +114,7 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
             continue
         text = f"{key}: {b[key]!r} -> {c[key]!r}"
         (errors if key.rsplit(".", 1)[-1] in DEVICE_KEYS else warnings).append(text)
-        calibrate = calibrate or key.split(".")[0] not in UNCALIBRATED_KEYS
+        calibrate = calibrate or key in CALIBRATED_KEYS
         if key.startswith("packages."):
             # package_versions() records a package that is not installed as "".
             change = f"{key.removeprefix('packages.')} {b[key] or 'not installed'} -> {c[key] or 'not installed'}"
