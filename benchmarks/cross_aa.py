@@ -1,7 +1,7 @@
 """Leave-one-out A/A over suite runs of unchanged code: each run judged against baselines built from the others.
 
     python benchmarks/cross_aa.py DIR [--limit energy_per_token=+5%] [--out cross-aa.md]
-    python benchmarks/cross_aa.py RUN1.json RUN2.json RUN3.json [...]
+    python benchmarks/cross_aa.py RUN1.json RUN2.json RUN3.json [...] [--differ python]
 
 DIR is a GPU check's files (`suites-*.json` in the order its `phases.json` ran them) or any folder of
 run files (`--efficiency-json`), taken in name order. One GPU check measures the suites four times
@@ -15,6 +15,10 @@ so each check is judged twice by the plugin's own decision (`judging.evaluate`):
 - **suspect**: the first process of the default vote (1 + 2 processes, each at its 90% bound). A
   suspect is re-measured in two fresh processes and fails only if both find it too, so the suspects
   bound the default gate's false alarms from above.
+
+`--differ KEY` judges each held-out run as if its fingerprint differed from the baselines' in KEY
+(`python`, `packages.torch`, `cpu_model`, ...): what the fingerprint rule makes of unchanged code
+under a difference that changed nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +58,7 @@ class Tally:
     alone: Counter = field(default_factory=Counter)
     suspect: Counter = field(default_factory=Counter)
     improved: Counter = field(default_factory=Counter)
+    warned: Counter = field(default_factory=Counter)
     sources: dict[str, set[str]] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
 
@@ -63,6 +68,7 @@ class Tally:
             (self.alone, other.alone),
             (self.suspect, other.suspect),
             (self.improved, other.improved),
+            (self.warned, other.warned),
         ):
             mine.update(theirs)
         for metric, sources in other.sources.items():
@@ -112,13 +118,29 @@ def judge_run(records: Sequence[Record], store: BaselineStore, limits: Sequence[
                 tally.examples.append(f"{record.nodeid} {v.message}")
             elif v.status == "improved":
                 tally.improved[v.metric] += 1
+            elif v.status == "warn":
+                tally.warned[v.metric] += 1
         for name in first.suspects:
             tally.suspect[name] += 1
     return tally
 
 
-def cross_aa(files: Sequence[Path], limits: Sequence[Limit]) -> tuple[list[tuple[str, Tally]], Tally]:
-    """Each run held out in turn and judged against the baselines of the others, in the order they ran."""
+def differing(record: Record, key: str) -> Record:
+    """`record` with its fingerprint's `key` (dotted for a nested one) set to a value no baseline has."""
+    fingerprint = json.loads(json.dumps(record.fingerprint))
+    *path, last = key.split(".")
+    holder = fingerprint
+    for part in path:
+        holder = holder.setdefault(part, {})
+    holder[last] = f"{holder.get(last)} (differs)"
+    return replace(record, fingerprint=fingerprint)
+
+
+def cross_aa(
+    files: Sequence[Path], limits: Sequence[Limit], differ: str | None = None
+) -> tuple[list[tuple[str, Tally]], Tally]:
+    """Each run held out in turn and judged against the baselines of the others, in the order they ran
+    (its fingerprint's `differ` key made to differ from theirs where given)."""
     runs = [(f.stem, read_run(f).records) for f in files]
     profiles = {r.profile for _, records in runs for r in records}
     if len(profiles) != 1:
@@ -127,8 +149,9 @@ def cross_aa(files: Sequence[Path], limits: Sequence[Limit]) -> tuple[list[tuple
     per_run, total = [], Tally()
     for i, (name, records) in enumerate(runs):
         others = [rec for j, (_, rec) in enumerate(runs) if j != i]
+        held_out = [differing(r, differ) for r in records] if differ else records
         with tempfile.TemporaryDirectory() as tmp:
-            tally = judge_run(records, baselines_from(others, Path(tmp), profile), limits)
+            tally = judge_run(held_out, baselines_from(others, Path(tmp), profile), limits)
         per_run.append((name, tally))
         total.add(tally)
     return per_run, total
@@ -138,7 +161,13 @@ def _rate(part: int, whole: int) -> str:
     return f"{part} ({part / whole:.1%})" if whole else str(part)
 
 
-def table(files: Sequence[Path], limits: Sequence[Limit], per_run: list[tuple[str, Tally]], total: Tally) -> str:
+def table(
+    files: Sequence[Path],
+    limits: Sequence[Limit],
+    per_run: list[tuple[str, Tally]],
+    total: Tally,
+    differ: str | None = None,
+) -> str:
     shown = [m for m in SHOWN if total.checks[m]]
     lines = [
         f"Leave-one-out A/A (`benchmarks/cross_aa.py`): each of the {len(files)} runs judged against the baselines "
@@ -146,21 +175,23 @@ def table(files: Sequence[Path], limits: Sequence[Limit], per_run: list[tuple[st
         f"{', '.join(f'`{lim.metric}={lim.text}`' for lim in limits) or 'none'}. Unchanged code, so every failure "
         "is a false alarm. *Alone*: the verdict with `--efficiency-confirm=0` (99.9% run-to-run bound). "
         f"*Suspect*: the first process of the default vote (90% bound); it fails only if {CONFIRM} fresh "
-        "processes confirm it, so suspects bound the default's false alarms from above.",
+        "processes confirm it, so suspects bound the default's false alarms from above."
+        + (f" Each held-out run's fingerprint made to differ from its baselines' in `{differ}`." if differ else ""),
         "",
-        "| metric | source | checks | failed alone | suspects of the vote | improved |",
-        "|---|---|---|---|---|---|",
+        "| metric | source | checks | failed alone | suspects of the vote | warned alone | improved |",
+        "|---|---|---|---|---|---|---|",
     ]
     for metric in [*shown, "all gated"]:
+        counters = (total.checks, total.alone, total.suspect, total.warned, total.improved)
         if metric == "all gated":
-            n, a, s, imp = (sum(c.values()) for c in (total.checks, total.alone, total.suspect, total.improved))
+            n, a, s, w, imp = (sum(c.values()) for c in counters)
             source = "all"
         else:
-            n, a, s, imp = total.checks[metric], total.alone[metric], total.suspect[metric], total.improved[metric]
+            n, a, s, w, imp = (c[metric] for c in counters)
             source = ", ".join(sorted(total.sources.get(metric, ())))
             if source == "estimated":
                 source += " (never fails)"
-        lines.append(f"| {metric} | {source} | {n} | {_rate(a, n)} | {_rate(s, n)} | {imp} |")
+        lines.append(f"| {metric} | {source} | {n} | {_rate(a, n)} | {_rate(s, n)} | {w} | {imp} |")
     lines += [
         "",
         "Per held-out run (checks / failed alone / suspects): "
@@ -185,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="METRIC=LIMIT",
         help="a run-wide limit as --efficiency-limit takes it (repeatable), e.g. energy_per_token=+5%%",
     )
+    parser.add_argument("--differ", metavar="KEY", help="make each held-out run's fingerprint differ in KEY")
     parser.add_argument("--out", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
     try:
@@ -194,8 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = run_files(args.paths)
     if len(files) < 2:
         parser.error(f"need two or more run files; found {len(files)} in {', '.join(map(str, args.paths))}")
-    per_run, total = cross_aa(files, limits)
-    text = table(files, limits, per_run, total)
+    per_run, total = cross_aa(files, limits, args.differ)
+    text = table(files, limits, per_run, total, args.differ)
     print(text)
     if args.out:
         args.out.write_text(text)

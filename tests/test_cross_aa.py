@@ -94,3 +94,29 @@ def test_a_run_is_never_judged_against_baselines_that_hold_it(tmp_path: Path) ->
     per_run, _ = cross_aa.cross_aa(_runs(tmp_path, slowdown=0.5, slow_run=3), [])
     improved = {name: tally.improved["AL"] for name, tally in per_run}
     assert improved["suites-run-4"] == 1
+
+
+def test_a_fingerprint_difference_can_be_posed_and_only_another_cpu_calibrates(tmp_path: Path) -> None:
+    # Unchanged runs whose calibration indexes disagree by up to 30%, as one machine's do.
+    files = []
+    for i in range(4):
+        records = []
+        for j, name in enumerate(TESTS):
+            index = {"index_s": 0.002 * (1 + 0.1 * i), "cpu_index_s": 0.002 * (1 + 0.1 * i)}
+            fingerprint = {**H100, "cpu_model": "Test CPU", "python": "3.11.7", "calibration": index}
+            cpu_time = latency(0.010, n=9, spread=0.01, seed=10 * i + j, name="cpu_time_per_round")
+            records.append(record(f"suites/test_x.py::{name}", cpu_time, profile="h100", fingerprint=fingerprint))
+        path = tmp_path / f"suites-run-{i + 1}.json"
+        write_run(path, Run(records=records))
+        files.append(path)
+    limits = cross_aa.parse_limit_assignments(["cpu_time_per_round=+5%"], "--limit")
+    _, same = cross_aa.cross_aa(files, limits)
+    _, python = cross_aa.cross_aa(files, limits, differ="python")
+    _, cpu = cross_aa.cross_aa(files, limits, differ="cpu_model")
+    metric = "cpu_time_per_round"
+    assert same.checks[metric] == python.checks[metric] == cpu.checks[metric] == 16
+    # Another Python on the same CPU compares raw: the unchanged runs stay unchanged.
+    assert (python.alone[metric], python.warned[metric], python.improved[metric]) == (0, 0, 0)
+    # Another CPU is divided by the indexes, which put the same times up to 30% apart.
+    assert cpu.alone[metric] + cpu.improved[metric] + cpu.warned[metric] > 0
+    assert "made to differ from its baselines' in `cpu_model`" in cross_aa.table(files, limits, [], cpu, "cpu_model")
