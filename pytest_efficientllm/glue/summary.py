@@ -410,6 +410,32 @@ def _grouped(title: str, found: list[tuple[TestResult, Verdict]], width: int, ve
     return lines
 
 
+# Fewer tests compared than this say nothing about the run as a whole.
+_RUN_WIDE_MIN = 5
+
+
+def _run_wide(results: list[TestResult], found: list[tuple[TestResult, Verdict]], width: int) -> list[str]:
+    """For each metric a warning or improvement compared with its baseline, the median change
+    over every test compared on it, those that passed too: near the warned tests' own median,
+    the whole run moved (the machine); far from it, the warned tests did."""
+    lines = []
+    for metric in sorted({v.metric for _, v in found if v.kind == "baseline" and v.change is not None}):
+        changes = [
+            v.change
+            for r in results
+            for v in r.verdicts
+            if v.metric == metric and v.kind == "baseline" and v.change is not None
+        ]
+        if len(changes) >= _RUN_WIDE_MIN:
+            lines += _wrap(
+                f"the run as a whole: {metric} {format_change(statistics.median(changes))}, the median over "
+                f"all {len(changes)} tests compared (passed ones too); a test far beyond that moved on its own",
+                "",
+                width,
+            )
+    return lines
+
+
 def details(results: list[TestResult], width: int = WIDTH, verbose: int = 0) -> list[str]:
     """Failing tests with each broken budget or tolerance and its numbers; warnings and
     improvements counted by kind, each test's numbers under -v (`verbose` > 0)."""
@@ -425,6 +451,7 @@ def details(results: list[TestResult], width: int = WIDTH, verbose: int = 0) -> 
     improved = [(r, v) for r in ordered for v in r.verdicts if v.status == "improved"]
     lines += _grouped("warnings", warned, width, verbose)
     lines += _grouped("improved, refresh with --update-baselines", improved, width, verbose)
+    lines += _run_wide(results, warned + improved, width)
     if (warned or improved) and verbose <= 0:
         lines += _wrap(f"({VERBOSE_HINT})", "", width)
     return lines

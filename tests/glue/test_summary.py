@@ -366,3 +366,26 @@ def test_an_update_says_how_many_more_runs_the_baselines_need(tmp_path) -> None:
     )
     assert "1 test with 2 timed runs in the baselines: run --update-baselines 1 more time;" in lines({"a::t": 2})
     assert "timed run" not in lines({"a::t": 3, "b::t": 5}, {})
+
+
+def _passing(nodeid: str, change: float) -> Verdict:
+    return Verdict("cpu_time_per_round", "pass", f"({change * 100:+.1f}%; tolerance +5%)", "baseline", change)
+
+
+def test_the_median_over_every_test_compared_tells_the_machine_from_one_test() -> None:
+    # A machine that slowed: nearly every test warned, and so did the run as a whole.
+    results = [TestResult(record(f"t.py::w{i}"), [_noisy(f"t.py::w{i}", 0.2 + i / 100)], "passed") for i in range(5)]
+    results.append(TestResult(record("t.py::p"), [_passing("t.py::p", 0.04)], "passed"))
+    lines = details(results, width=200)
+    assert (
+        "the run as a whole: cpu_time_per_round +21.5%, the median over all 6 tests compared (passed ones too); "
+        "a test far beyond that moved on its own"
+    ) in lines
+    # One test far out: the run as a whole did not move.
+    results = [TestResult(record(f"t.py::p{i}"), [_passing(f"t.py::p{i}", 0.01)], "passed") for i in range(9)]
+    results.append(TestResult(record("t.py::slow"), [_noisy("t.py::slow", 0.8)], "passed"))
+    assert any(
+        line.startswith("the run as a whole: cpu_time_per_round +1.0%, ") for line in details(results, width=200)
+    )
+    # Too few tests compared to speak of a run.
+    assert not any("the run as a whole" in line for line in details(results[-4:], width=200))
