@@ -273,6 +273,16 @@ def test_on_a_gpu_profile_the_calibration_stands_for_the_host_s_cpu_time_only() 
     )
     assert verdicts["AL"].status == "fail" and "calibrated" not in verdicts["AL"].message
     assert verdicts["cpu_time_per_round"].status == "pass" and "calibrated" in verdicts["cpu_time_per_round"].message
+    # Another driver on the same host: the host's CPU time is compared raw too.
+    driver = {"driver_version": "570.1", "calibration": slower["calibration"]}
+    base = gpu_record(latency(0.010, seed=1), cpu_time, fingerprint={**base.fingerprint, "driver_version": "560.9"})
+    verdicts = by_metric(
+        compare_record(base, gpu_record(latency(0.012, seed=2), cpu_time_now, fingerprint=driver), limits)
+    )
+    assert "times compared raw (the host CPU is the baseline's)" in verdicts["*"].message
+    assert (
+        verdicts["cpu_time_per_round"].status == "fail" and "calibrated" not in verdicts["cpu_time_per_round"].message
+    )
 
 
 def test_gate_modes() -> None:
