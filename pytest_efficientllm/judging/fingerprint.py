@@ -2,7 +2,7 @@
 
 A different profile or accelerator model (`DEVICE_KEYS`) is an error: the numbers belong to
 other hardware. Any other difference (driver, torch, CPU model, threads) is a warning. Where
-the host's hardware differs (`CALIBRATED_KEYS`), time-based metrics are then compared relative
+the host's CPU differs (`CALIBRATED_KEYS`), time-based metrics are then compared relative
 to the calibration workload each run measured (`calibration_factor`; on a GPU profile only the
 host's CPU time, `calibrates`); otherwise raw. Which unit of a kind of hardware, and values of
 the moment at start-up (`IGNORED_KEYS`), are not differences at all.
@@ -52,15 +52,15 @@ SOFTWARE_KEYS = (
 # The CPU as fingerprints name it: its model and kernel-relevant extensions (`core.devices.cpu_isa`).
 CPU_KEYS = ("cpu_model", "cpu_isa")
 
-# The host's hardware: a difference here is another machine, whose speed the calibration
-# workload stands in for. Any other difference (packages, Python, threads, the OS kernel, the
+# The host's CPU: a difference here is another processor, whose speed the calibration workload
+# stands in for. Any other difference (packages, Python, threads, core count, the OS kernel, the
 # process layout, the GPU's driver) warns and leaves times compared raw. On one machine the
 # calibration's own index moves more between processes than the work it would correct: across
 # 14 suite runs its 32 MiB copy moved by x2.0, and divided by it the runs' CPU times lay x1.136
 # apart (RMS over 91 pairs) where raw they lay x1.083 apart (benchmarks/RESULTS.md, "The
 # calibration only across hardware"). And it is a torch workload: divided by it, a torch upgrade
 # would have part of what it did to the model taken out again.
-CALIBRATED_KEYS = (*CPU_KEYS, "cpu_cores_usable", "cpu_count", "machine")
+CALIBRATED_KEYS = (*CPU_KEYS, "machine")
 
 
 @dataclass(frozen=True)

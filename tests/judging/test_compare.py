@@ -240,6 +240,7 @@ def test_another_cpu_warns_and_compares_calibrated_times() -> None:
         ({"python": "3.11.7"}, {"python": "3.12.1"}),
         ({"torch_threads": 1}, {"torch_threads": 2}),
         ({"os": "Linux 6.18.44-fc-v1272"}, {"os": "Linux 6.18.44-fc-v1252"}),
+        ({"cpu_cores_usable": 2, "cpu_count": 2}, {"cpu_cores_usable": 4, "cpu_count": 4}),
     ],
 )
 def test_a_difference_of_software_on_the_same_cpu_warns_and_compares_raw_times(before: dict, after: dict) -> None:
