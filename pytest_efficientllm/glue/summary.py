@@ -414,17 +414,24 @@ def _grouped(title: str, found: list[tuple[TestResult, Verdict]], width: int, ve
 _RUN_WIDE_MIN = 5
 
 
+def _measured(result: TestResult, metric: str) -> bool:
+    recorded = result.record.metrics.get(metric)
+    return recorded is not None and recorded.source == "measured"
+
+
 def _run_wide(results: list[TestResult], found: list[tuple[TestResult, Verdict]], width: int) -> list[str]:
-    """For each metric a warning or improvement compared with its baseline, the median change
-    over every test compared on it, those that passed too: near the warned tests' own median,
-    the whole run moved (the machine); far from it, the warned tests did."""
+    """For each measured metric a warning or improvement compared with its baseline, the median
+    change over every test compared on it, those that passed too: near the warned tests' own
+    median, the whole run moved (the machine); far from it, the warned tests did. Counted
+    metrics (bytes, FLOPs) are left out: a machine does not move them, so a run-wide median of
+    theirs says nothing the warnings do not."""
     lines = []
     for metric in sorted({v.metric for _, v in found if v.kind == "baseline" and v.change is not None}):
         changes = [
             v.change
             for r in results
             for v in r.verdicts
-            if v.metric == metric and v.kind == "baseline" and v.change is not None
+            if v.metric == metric and v.kind == "baseline" and v.change is not None and _measured(r, metric)
         ]
         if len(changes) >= _RUN_WIDE_MIN:
             lines += _wrap(

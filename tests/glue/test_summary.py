@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.glue.state import TestResult
 from pytest_efficientllm.glue.summary import (
     WIDTH,
@@ -372,20 +372,36 @@ def _passing(nodeid: str, change: float) -> Verdict:
     return Verdict("cpu_time_per_round", "pass", f"({change * 100:+.1f}%; tolerance +5%)", "baseline", change)
 
 
+def _timed(nodeid: str) -> Record:
+    return record(nodeid, latency(0.01, name="cpu_time_per_round"))
+
+
 def test_the_median_over_every_test_compared_tells_the_machine_from_one_test() -> None:
     # A machine that slowed: nearly every test warned, and so did the run as a whole.
-    results = [TestResult(record(f"t.py::w{i}"), [_noisy(f"t.py::w{i}", 0.2 + i / 100)], "passed") for i in range(5)]
-    results.append(TestResult(record("t.py::p"), [_passing("t.py::p", 0.04)], "passed"))
+    results = [TestResult(_timed(f"t.py::w{i}"), [_noisy(f"t.py::w{i}", 0.2 + i / 100)], "passed") for i in range(5)]
+    results.append(TestResult(_timed("t.py::p"), [_passing("t.py::p", 0.04)], "passed"))
     lines = details(results, width=200)
     assert (
         "the run as a whole: cpu_time_per_round +21.5%, the median over all 6 tests compared (passed ones too); "
         "a test far beyond that moved on its own"
     ) in lines
     # One test far out: the run as a whole did not move.
-    results = [TestResult(record(f"t.py::p{i}"), [_passing(f"t.py::p{i}", 0.01)], "passed") for i in range(9)]
-    results.append(TestResult(record("t.py::slow"), [_noisy("t.py::slow", 0.8)], "passed"))
+    results = [TestResult(_timed(f"t.py::p{i}"), [_passing(f"t.py::p{i}", 0.01)], "passed") for i in range(9)]
+    results.append(TestResult(_timed("t.py::slow"), [_noisy("t.py::slow", 0.8)], "passed"))
     assert any(
         line.startswith("the run as a whole: cpu_time_per_round +1.0%, ") for line in details(results, width=200)
     )
     # Too few tests compared to speak of a run.
     assert not any("the run as a whole" in line for line in details(results[-4:], width=200))
+
+
+def test_no_run_wide_median_for_a_counted_metric() -> None:
+    # A machine does not move what is counted: every test's bytes at +100% is the code, and the
+    # warnings say so already.
+    def doubled(nodeid: str) -> TestResult:
+        verdict = Verdict("allocated_bytes", "warn", "2 MiB vs baseline 1 MiB (+100.0%); counted, ", "baseline", 1.0)
+        return TestResult(record(nodeid, counted("allocated_bytes", 2 * MiB)), [verdict], "passed")
+
+    lines = details([doubled(f"t.py::c{i}") for i in range(6)], width=200)
+    assert any("allocated_bytes" in line for line in lines)
+    assert not any("the run as a whole" in line for line in lines)
