@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_md import replace_section  # noqa: E402
 from sampler_cpu import sampler_shares, shares_text  # noqa: E402
 
+from pytest_efficientllm.telemetry.gpu_state import limiters, throttle_reasons  # noqa: E402
+
 GPU_TITLE = "## GPU check: suites, baselines and A/A on {profile} (issue 19)"
 CPU_TITLE = "## GPU check script: CPU rehearsal (issue 19)"
 AA_METRICS = ("AL", "energy_per_token", "cpu_time_per_round")
@@ -89,16 +91,14 @@ def _unavailable(unavailable: Counter) -> str:
 def held_by_limiters(runs: list[dict]) -> list[str]:
     """`gpu_throttled_share` (NVML's violation counters over each window) beside `gpu_throttled` (the
     reasons at the window's two edges): how often the counters saw throttling the edge reads missed."""
-    windows, held, limiters, unavailable = _tally(
-        runs, "gpu_throttled_share", lambda note: note.split("; ")[0].split(": ", 1)[-1].split(", ")
-    )
+    windows, held, named, unavailable = _tally(runs, "gpu_throttled_share", limiters)
     if not windows:
         return ["Violation counters: the records carry no `gpu_throttled_share` (not recorded by this build)."]
     line = f"Violation counters (`gpu_throttled_share`): {len(held)} of {windows} windows held below application clocks"
     if held:
         missed = sum(1 for _, metrics in held if not (metrics.get("gpu_throttled") or {}).get("value"))
         line += f", at most {max(v for v, _ in held):.1%} of a window: "
-        line += "; ".join(f"{n} ({c})" for n, c in limiters.most_common())
+        line += "; ".join(f"{n} ({c})" for n, c in named.most_common())
         line += f"; {missed} of them with no throttle reason at the window's open or close"
     return [line + _unavailable(unavailable) + "."]
 
@@ -119,9 +119,7 @@ def throttling(runs: list[dict]) -> list[str]:
     """The `gpu_throttled` metric of each record (1 where NVML's clocks event reasons named a slowdown in
     the window, the reasons in its note) and the pre-flight GPU state of the run's fingerprint, where this
     build records them."""
-    windows, throttled, reasons, unavailable = _tally(
-        runs, "gpu_throttled", lambda note: [r.strip() for r in note.removeprefix("throttled: ").split(", ")]
-    )
+    windows, throttled, reasons, unavailable = _tally(runs, "gpu_throttled", throttle_reasons)
     if not windows:
         out = ["Throttle reasons: the records carry no `gpu_throttled` metric (not recorded by this build)."]
     else:

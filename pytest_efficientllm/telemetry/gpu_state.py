@@ -375,6 +375,12 @@ def throttled_by(note: str) -> str:
     return note.removeprefix(_THROTTLED) if note.startswith(_THROTTLED) else ""
 
 
+def throttle_reasons(note: str) -> list[str]:
+    """The reasons a `gpu_throttled` note names for a window that throttled, one by one ([] where none)."""
+    reasons = throttled_by(note)
+    return reasons.split(", ") if reasons else []
+
+
 def _merged_names(first: str, second: str, prefix: str) -> str:
     """`prefix` + every name listed after it in either note, once each; "" when neither lists one."""
 
@@ -414,6 +420,12 @@ def held_by(note: str) -> str:
     power, thermal"), or "" where none held the clocks: the note's format stays this module's."""
     first = note.split("; ")[0]
     return first if first.startswith(_HELD) else ""
+
+
+def limiters(note: str) -> list[str]:
+    """The limiters a `gpu_throttled_share` note names as having held the clocks, one by one ([] where none)."""
+    held = held_by(note).removeprefix(_HELD)
+    return held.split(", ") if held else []
 
 
 def merge_violation_notes(first: str, second: str) -> str:
