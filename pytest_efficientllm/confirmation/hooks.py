@@ -4,6 +4,9 @@ A test whose measured metrics failed (`judging.evaluate.Decision.suspects`) is h
 (`glue.holding`): its reports are logged only when fresh processes, spaced apart in time,
 have voted (`confirmation.vote`, `confirmation.queue`). Meanwhile the run goes on; between
 tests the fresh processes that are due run, and after the last test the rest are decided.
+On a `GROSS_ONLY` profile a failure the vote confirmed waits for the last test too: only
+then is it known how far the run as a whole moved (`judging.run_shift`), which a gross
+slowdown must stand out from (`Decision.apart_from_run`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pytest_efficientllm.glue.holding import HeldTest
 from pytest_efficientllm.glue.outcome import settle
 from pytest_efficientllm.glue.state import HELD_KEY, RUN_KEY
 from pytest_efficientllm.glue.worker import logging_late
+from pytest_efficientllm.judging.gross import GROSS_ONLY
 
 
 def _log(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
@@ -33,13 +37,23 @@ def _release(held: Held) -> None:
     """A held test whose vote is decided (or abandoned): its final verdicts, then its reports logged."""
     test: HeldTest = held.payload
     vote = held.vote
-    queue = test.item.config.stash[RUN_KEY].confirm_queue
+    state = test.item.config.stash[RUN_KEY]
+    queue = state.confirm_queue
     test.record.confirmations = list(vote.records)
     test.record.settings["confirmation_s"] = round(vote.seconds, 3)
     test.record.settings["confirmation_spacing_s"] = queue.spacing_s if queue is not None else None
-    settle(test.call_report, test.record, vote.final_verdicts() + test.decision.extra, test.functional)
+    final = test.decision.apart_from_run(
+        vote.final_verdicts(), vote.per_process, state.run_changes, test.record.profile
+    )
+    settle(test.call_report, test.record, final + test.decision.extra, test.functional)
     with logging_late(test.item):
         _log(test.item, test.reports)
+
+
+def _waits_for_the_run(held: Held) -> bool:
+    """A failure the vote confirmed, on a profile where the run's own shift can still clear it."""
+    test: HeldTest = held.payload
+    return test.record.profile in GROSS_ONLY and any(v.failed for v in held.vote.final_verdicts())
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -57,7 +71,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     else:
         held.payload.reports = reports
     for decided in queue.run_due():
-        _release(decided)
+        if _waits_for_the_run(decided):
+            item.config.stash[RUN_KEY].awaiting_run.append(decided)
+        else:
+            _release(decided)
     return True
 
 
@@ -67,7 +84,8 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
     # the held tests are decided; a run that stops early keeps their verdicts unconfirmed.
     # The wait after the last test is part of the run too: Ctrl-C there had dropped the held
     # tests from the summary and the run file.
-    queue = session.config.stash[RUN_KEY].confirm_queue
+    state = session.config.stash[RUN_KEY]
+    queue = state.confirm_queue
     try:
         result = yield
         if queue is not None:
@@ -78,4 +96,8 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, Any, Any]:
             for held in queue.abandon(f"the run stopped before fresh processes confirmed it ({exc!r})"):
                 _release(held)
         raise
+    finally:
+        # Decided during the run, released now that every test of this process has been judged.
+        while state.awaiting_run:
+            _release(state.awaiting_run.pop(0))
     return result

@@ -253,6 +253,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     functional = report.outcome
     baseline = _baseline_of(state.store, record.nodeid) if report.passed else BaselineView()
     decision = evaluate(record, fixture.spec.limits, baseline, state.options, state.confirm_processes, functional)
+    state.run_changes.add(decision.verdicts)
     if decision.limits:
         # What the test was judged by, kept with its record: `ab` judges the pairs by the same limits.
         record.settings["limits"] = [f"{limit.metric}={limit.text}" for limit in decision.limits]

@@ -27,6 +27,7 @@ from pytest_efficientllm.glue.fixture import Efficiency
 from pytest_efficientllm.glue.marker import MarkerSpec
 from pytest_efficientllm.glue.options import Settings
 from pytest_efficientllm.judging.gate import GateOptions
+from pytest_efficientllm.judging.run_shift import RunChanges
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.calibration import Calibrator
 from pytest_efficientllm.measuring.session import EfficiencySession
@@ -91,6 +92,9 @@ class RunState:
     device: str | None = None  # what this process's CUDA_VISIBLE_DEVICES was pinned to
     locked_device: str | None = None  # the GPU whose lock measured tests take (another worker may use it)
     confirm_queue: ConfirmQueue | None = None  # tests held for a vote; None where nothing is confirmed
+    run_changes: RunChanges = field(default_factory=RunChanges)  # every change this process's tests read
+    # Votes that confirmed a failure during the run, released after its last test (confirmation.hooks).
+    awaiting_run: list[Held] = field(default_factory=list)
     started: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     workers_layout: str = ""  # why xdist workers could not be padded ("" when they were)
     # False in a torchrun rank other than 0 (set by distributed.hooks): it measures, and rank 0

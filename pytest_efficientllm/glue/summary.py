@@ -340,6 +340,7 @@ _QUALIFIERS = (
     ("[gate=warn: not failing]", "gate=warn: not failing"),
     ("[baseline being replaced]", "baseline being replaced"),
     ("a process passes, not failing", "not confirmed in fresh processes"),
+    ("the run as a whole moved too", "moved with the run as a whole: below the gross floor beyond it, warns only"),
     ("(estimated: never fails)", "an estimate never fails"),
     ("an estimate never fails", "an estimate never fails"),
     ("(default check on the", "below the gross floor of the default check: warns only"),

@@ -19,14 +19,17 @@ from dataclasses import dataclass, field
 
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.judging.compare import default_measured, tolerances
 from pytest_efficientllm.judging.gate import (
     GateOptions,
     add_derived,
     effective_limits,
     judge,
 )
+from pytest_efficientllm.judging.gross import GROSS_ONLY, apart_from_run
 from pytest_efficientllm.judging.leak import find_leak
 from pytest_efficientllm.judging.run_noise import RunPrior
+from pytest_efficientllm.judging.run_shift import RunChanges
 from pytest_efficientllm.judging.throttle import find_throttle
 from pytest_efficientllm.judging.verdicts import Verdict
 
@@ -63,6 +66,39 @@ class Decision:
     def final(self) -> list[Verdict]:
         """The verdicts when no vote is held."""
         return self.verdicts + self.extra
+
+    def apart_from_run(
+        self, verdicts: list[Verdict], per_process: Sequence[Sequence[Verdict]], run: RunChanges, profile: str
+    ) -> list[Verdict]:
+        """`verdicts` (the vote's final ones) with each gross failure of the default check that
+        moved with the run as a whole turned into a warning (`gross.apart_from_run`).
+
+        `per_process`: each voting process's verdicts, whose changes must all stand out."""
+        base = self.baseline.record
+        if profile not in GROSS_ONLY or base is None:
+            return verdicts
+        given = tolerances(self.limits)
+        out = []
+        for v in verdicts:
+            metric = base.metrics.get(v.metric)
+            shift = run.shift(v.metric)
+            if (
+                v.failed
+                and v.kind == "baseline"
+                and v.metric not in given
+                and v.metric in default_measured(profile)
+                and metric is not None
+                and shift is not None
+            ):
+                changes = [
+                    w.change
+                    for verdicts_of_one in per_process
+                    for w in verdicts_of_one
+                    if w.metric == v.metric and w.kind == "baseline" and w.change is not None
+                ]
+                v = apart_from_run(v, changes, metric, self.baseline.priors.get(v.metric), shift, profile)
+            out.append(v)
+        return out
 
     def rejudge(self, other: Record) -> list[Verdict]:
         """Another process's record of the same test, judged by this decision's rule."""

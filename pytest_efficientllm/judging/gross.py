@@ -4,7 +4,10 @@ On a shared CPU a run's median moves between processes by tens of percent for mi
 time, so failing every confirmed +5% would fail unchanged code in a large share of runs. A
 slowdown that fails the measured rule (`compare`) stays a failure on a `GROSS_ONLY` profile
 only when it reaches the test's gross floor (`gross_floor`); a tolerance given on the
-marker, ini or command line bypasses this and fails any slowdown beyond it.
+marker, ini or command line bypasses this and fails any slowdown beyond it. A gross
+failure that every process of the vote confirmed must also stand out from the run as a
+whole (`apart_from_run`, with the run's shift from `run_shift`): where the whole machine
+drifted, a test that moved with it warns.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import math
 
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.judging.run_noise import PREDICTION, RunPrior, predict, run_medians
+from pytest_efficientllm.judging.run_shift import RunShift
 from pytest_efficientllm.judging.verdicts import Verdict
 
 # Profiles whose default-checked times fail only gross slowdowns unless a tolerance is given:
@@ -65,14 +69,17 @@ def gross_floor(base: Metric, prior: RunPrior | None = None) -> tuple[float, str
     return GROSS_MIN, f"this test's 99.9% run-to-run bound, {shown}, raised to the least, {GROSS_MIN:+.0%}"
 
 
+def _worse(change: float, direction: str) -> float:
+    """A change as a slowdown (ratio - 1, above 0 when worse), whichever way the metric is better."""
+    if direction == "lower":
+        return change
+    return 1 / (1 + change) - 1 if change > -1 else math.inf
+
+
 def gross_or_warn(verdict: Verdict, base: Metric, prior: RunPrior | None, profile: str) -> Verdict:
     """A failing default check on a `GROSS_ONLY` profile: it stays a failure only when gross."""
     floor, how = gross_floor(base, prior)
-    change = verdict.change or 0.0
-    if base.direction == "lower":
-        worse = change
-    else:
-        worse = 1 / (1 + change) - 1 if change > -1 else math.inf
+    worse = _worse(verdict.change or 0.0, base.direction)
     if worse >= floor:
         gross = f"{verdict.message}; gross: at least the floor of +{floor:.0%} ({how})"
         return dataclasses.replace(verdict, message=gross)
@@ -81,6 +88,34 @@ def gross_or_warn(verdict: Verdict, base: Metric, prior: RunPrior | None, profil
         "warn",
         f"{verdict.message} (default check on the {profile} profile: below the gross floor of +{floor:.0%} "
         f"({how}), so it warns; give {verdict.metric} a tolerance to fail on smaller slowdowns)",
+        "baseline",
+        verdict.change,
+    )
+
+
+def apart_from_run(
+    verdict: Verdict, changes: list[float], base: Metric, prior: RunPrior | None, shift: RunShift, profile: str
+) -> Verdict:
+    """A gross failure of the default check, confirmed by every process (`changes`: each one's
+    reading), judged once more with the run's own `shift` taken out.
+
+    It stays a failure only where every process's slowdown beyond the run's still reaches the
+    test's floor. A run that did not slow down, or whose lower quartile is itself at the floor or
+    beyond (every test gross: no drift this machine has shown), takes nothing out.
+    """
+    floor, how = gross_floor(base, prior)
+    run = _worse(shift.change, base.direction)
+    if not 0 < run < floor or not changes:
+        return verdict
+    own = min((1 + _worse(c, base.direction)) / (1 + run) - 1 for c in changes)
+    said = f"the run as a whole moved too ({shift.describe()}): {own * 100:+.0f}% of the test's own"
+    if own >= floor:
+        return dataclasses.replace(verdict, message=f"{verdict.message}; {said}, still gross")
+    return Verdict(
+        verdict.metric,
+        "warn",
+        f"{verdict.message}; {said}, below the gross floor of +{floor:.0%} ({how}), so it warns "
+        f"(default check on the {profile} profile; give {verdict.metric} a tolerance to fail on smaller slowdowns)",
         "baseline",
         verdict.change,
     )

@@ -1,0 +1,64 @@
+"""How far the run as a whole moved on a metric: what a test's gross slowdown must stand out from.
+
+On a shared CPU the whole machine drifts for hours. One A/A run of the suites (2026-12-06
+04:07 UTC) read `cpu_time_per_round` +47% over the median of its 61 tests against baselines
+recorded at 00:10, every test between +18% and +103%, while the calibration workload of the
+same process read +12% (benchmarks/RESULTS.md, "A test against its own run"): there a test
+at +100% had moved about as far as the machine, not on its own. The vote of fresh processes
+cannot tell: they run in the same hours.
+
+The reference is the **lower quartile** of the changes every test of this process read on
+the metric against its baseline (passed ones too), from `MIN_TESTS` tests up. A regression
+of up to three quarters of the tests does not move it; a test far out stays as far out; and
+on a machine that did not move it is about zero.
+
+Plain data; no pytest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pytest_efficientllm.core.units import format_change
+from pytest_efficientllm.judging.verdicts import Verdict
+
+# Fewer tests than this say nothing about where the run as a whole stands.
+MIN_TESTS = 8
+QUANTILE = 0.25
+
+
+@dataclass(frozen=True)
+class RunShift:
+    """The run's reference change on one metric (current / baseline - 1) and how many tests it is of."""
+
+    change: float
+    tests: int
+
+    def describe(self) -> str:
+        return f"the lower quartile of the {self.tests} tests this process compared, {format_change(self.change)}"
+
+
+@dataclass
+class RunChanges:
+    """Every change against its baseline that the tests judged in this process read, by metric.
+
+    Fed the first verdicts of each test as it is judged (`add`), before any vote: a fresh
+    process measures one test, not the run.
+    """
+
+    changes: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, verdicts: Iterable[Verdict]) -> None:
+        for v in verdicts:
+            if v.kind == "baseline" and v.metric != "*" and v.change is not None:
+                self.changes.setdefault(v.metric, []).append(v.change)
+
+    def shift(self, metric: str) -> RunShift | None:
+        """The run's lower quartile on `metric`, or None from fewer than `MIN_TESTS` tests."""
+        seen = self.changes.get(metric, [])
+        if len(seen) < MIN_TESTS:
+            return None
+        return RunShift(float(np.quantile(seen, QUANTILE)), len(seen))

@@ -1,0 +1,89 @@
+"""End to end: on the CPU profile a gross slowdown the vote confirmed must stand out from the run.
+
+Ground truth: ten tests spin the CPU for a known number of iterations, and their baselines are
+made faster than they are by known factors (`_faster`), so this run reads each one that much
+slower: the nine others x1.5 (a machine that drifted, the run's lower quartile about +50%), the
+one under test x2.4 (+140%, beyond the least gross floor of +90% in every process, so the fresh
+processes confirm it) or x8. Beyond the run, x2.4 is only +60% of its own (2.4 / 1.5): it warns;
+x8 is +430%: it fails.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+PROJECT = """
+import pytest
+
+@pytest.mark.efficiency(rounds=5, warmup=1)
+@pytest.mark.parametrize("i", range(10))
+def test_spin(efficiency, i):
+    def spin():
+        total = 0
+        for k in range(40_000):
+            total += k * k
+        return total
+    efficiency.measure(spin)
+"""
+COMMON = (
+    "-p",
+    "no:cacheprovider",
+    "--gpu=cpu",
+    "--efficiency-threads=1",
+    "--efficiency-calibrate-every=off",
+    "--efficiency-confirm-spacing=0.2s",
+)
+TARGET = "test_spin.py::test_spin[9]"
+
+
+def _faster(baselines: Path, factors: dict[str, float]) -> None:
+    """Divide each test's measured times in its baseline by its factor (the run then reads it that much slower)."""
+    (path,) = baselines.rglob("test_spin.py.json")
+    data = json.loads(path.read_text())
+    for nodeid, entry in data["tests"].items():
+        for metric in entry["metrics"].values():
+            if metric.get("source") == "measured" and metric.get("unit") == "s" and metric.get("value") is not None:
+                metric["value"] /= factors[nodeid]
+                metric["samples"] = [x / factors[nodeid] for x in metric.get("samples") or []]
+                metric["history"] = [x / factors[nodeid] for x in metric.get("history") or []]
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def spinner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+    pytester.makepyfile(test_spin=PROJECT)
+    pytester.makeini("[pytest]\n")
+    assert pytester.runpytest_subprocess(*COMMON, "--update-baselines").ret == 0
+    return pytester
+
+
+def _cpu_time_verdict(run: Path, nodeid: str) -> dict:
+    (record,) = [r for r in json.loads(run.read_text())["records"] if r["nodeid"] == nodeid]
+    (verdict,) = [v for v in record["verdicts"] if v["metric"] == "cpu_time_per_round" and v["kind"] == "baseline"]
+    return verdict
+
+
+@pytest.mark.parametrize("target, status", [(2.4, "warn"), (8.0, "fail")], ids=["moved-with-the-run", "far-out"])
+def test_a_confirmed_gross_slowdown_is_judged_beyond_the_run_s_own_shift(
+    spinner: pytest.Pytester, target: float, status: str
+) -> None:
+    factors = {f"test_spin.py::test_spin[{i}]": 1.5 for i in range(9)} | {TARGET: target}
+    _faster(spinner.path / "baselines", factors)
+    out = spinner.path / "run.json"
+    result = spinner.runpytest_subprocess(*COMMON, f"--efficiency-json={out}")
+    verdict = _cpu_time_verdict(out, TARGET)
+    assert verdict["change"] > 0.9, verdict  # gross in this process
+    assert "confirmed in 3 processes" in verdict["message"], verdict
+    assert (
+        "the run as a whole moved too (the lower quartile of the 10 tests this process compared, +"
+        in (verdict["message"])
+    )
+    assert verdict["status"] == status, verdict["message"]
+    assert result.ret == (1 if status == "fail" else 0), result.stdout.str()
+    if status == "warn":
+        result.stdout.fnmatch_lines(["*cpu_time_per_round beyond tolerance and noise (moved with the run as a whole*"])
