@@ -34,11 +34,11 @@ SECTION = "## Gross slowdowns on the CPU (issue 17)"
 METRIC = "cpu_time_per_round"
 
 
-def slowed_copy(factor: float, dest: Path) -> Path:
+def slowed_copy(factor: float, dest: Path, only: str = "") -> Path:
     """The CPU baselines this machine is compared with (`compared_here`), copied to `dest/cpu`
-    with every measured time divided by `factor`."""
+    with every measured time divided by `factor` (of the tests whose node id contains `only`)."""
     shutil.copytree(compared_here(ROOT / "baselines"), dest / "cpu")
-    slow_down(dest / "cpu", factor)
+    slow_down(dest / "cpu", factor, only)
     return dest
 
 
@@ -75,6 +75,12 @@ def main() -> None:
     parser.add_argument(
         "--keep", type=Path, help="copy each run's file here (x<factor>-<run>.json), for re-judging them later"
     )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="slow down only the tests whose node id contains this (the rest of the run unchanged: a "
+        "regression of some tests on a machine that may have drifted as a whole)",
+    )
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -86,7 +92,7 @@ def main() -> None:
         extra = rest[0].split(",") if rest and rest[0] else []
         for i in range(runs):
             with tempfile.TemporaryDirectory() as tmp:
-                base = slowed_copy(factor, Path(tmp) / "baselines")
+                base = slowed_copy(factor, Path(tmp) / "baselines", args.only)
                 load = os.getloadavg()[0]
                 t0 = time.perf_counter()
                 wall, rc, run = one_run([f"--baselines-dir={base}", *extra], Path(tmp) / "run.json")
@@ -97,7 +103,7 @@ def main() -> None:
             counts = {s: sum(1 for st, _ in seen.values() if st == s) for s in ("fail", "warn", "pass", "improved")}
             changes = [c for _, c in seen.values() if c is not None]
             rows.append((factor, " ".join(extra), i + 1, rc, len(seen), counts, changes, wall, load))
-            wrong = [n for n, (st, _) in seen.items() if (st == "fail") != (factor >= 1.5)]
+            wrong = [n for n, (st, _) in seen.items() if (st == "fail") != (factor >= 1.5 and args.only in n)]
             changed.setdefault(factor, []).extend(f"{n} {seen[n][0]} {(seen[n][1] or 0) * 100:+.0f}%" for n in wrong)
             print(f"x{factor} run {i + 1}/{runs}: rc {rc}, {counts}, {time.perf_counter() - t0:.0f} s", flush=True)
             for n in wrong[:10]:
@@ -105,11 +111,14 @@ def main() -> None:
     lines = [
         SECTION,
         "",
-        f"Command: `python benchmarks/gross_evidence.py {' '.join('--trial ' + t for t in args.trial)} --write` "
+        f"Command: `python benchmarks/gross_evidence.py {' '.join('--trial ' + t for t in args.trial)}"
+        + (f" --only {args.only}" if args.only else "")
+        + " --write` "
         f"({started}, commit {commit.stdout.strip()}). Each run is `pytest suites/` with the default gate (vote of "
         f"2 fresh processes 20 s apart) against a copy of the committed `{compared_here(ROOT / 'baselines').name}/` "
         "with every measured time "
-        "divided by the factor, so unchanged code reads that much slower. Verdicts of `cpu_time_per_round`, the "
+        + (f"of the tests whose node id contains `{args.only}` " if args.only else "")
+        + "divided by the factor, so unchanged code reads that much slower. Verdicts of `cpu_time_per_round`, the "
         "CPU profile's default check, after the vote. Factor 1.0 is the A/A (every failure a false alarm).",
         "",
         "| slowdown | selection | run | exit | tests checked | failed | warned | passed | improved "

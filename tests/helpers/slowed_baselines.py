@@ -14,13 +14,16 @@ from pytest_efficientllm.measuring.fingerprint import host_fingerprint
 from pytest_efficientllm.storage.cpu_folders import BaselineFolders
 
 
-def slow_down(folder: Path, factor: float) -> int:
+def slow_down(folder: Path, factor: float, only: str = "") -> int:
     """Divide every measured time (value, rounds, run history) in the baseline files under
-    `folder` by `factor`, in place; returns how many metrics were changed."""
+    `folder` by `factor`, in place, of the tests whose node id contains `only` (all by default);
+    returns how many metrics were changed."""
     changed = 0
     for path in sorted(folder.rglob("*.json")):
         data = json.loads(path.read_text())
-        for entry in data["tests"].values():
+        for nodeid, entry in data["tests"].items():
+            if only not in nodeid:
+                continue
             for metric in entry["metrics"].values():
                 if metric.get("source") != "measured" or metric.get("unit") != "s" or metric.get("value") is None:
                     continue
