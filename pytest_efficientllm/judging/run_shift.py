@@ -1,11 +1,12 @@
 """How far the run as a whole moved on a metric: what a test's gross slowdown must stand out from.
 
 On a shared CPU the whole machine drifts for hours. One A/A run of the suites (2026-12-06
-04:07 UTC) read `cpu_time_per_round` +47% over the median of its 61 tests against baselines
-recorded at 00:10, every test between +18% and +103%, while the calibration workload of the
-same process read +12% (benchmarks/RESULTS.md, "A test against its own run"): there a test
-at +100% had moved about as far as the machine, not on its own. The vote of fresh processes
-cannot tell: they run in the same hours.
+04:07 UTC) read `cpu_time_per_round` +47% at the median of its 61 tests against baselines
+recorded four hours before, every test between +18% and +103%, while the index of the
+calibration workload in the same run read -4% (benchmarks/RESULTS.md, "A gross slowdown
+against its own run"): there a test at +100% had moved about as far as the machine, not on
+its own. The vote's fresh processes cannot tell, seconds apart in the same hours: one such
+test read +99.6% and then +105.0% in the first fresh process.
 
 The reference is the **lower quartile** of the changes every test of this process read on
 the metric against its baseline (passed ones too), from `MIN_TESTS` tests up. A regression

@@ -1,0 +1,89 @@
+"""How far each kept suite run moved as a whole, and how far its tests moved beyond it (`judging.run_shift`).
+
+    python benchmarks/run_shift_evidence.py /work/ev-aa/*.json [--only decode]
+
+Reads run files that `gross_evidence.py --keep DIR` kept. Per run, over the first-process
+`cpu_time_per_round` changes against the baseline: the median and the lower quartile (the run's
+shift, `RunChanges.shift`); how many readings reached the least gross floor (+90%) raw, and how
+many still did beyond the run's shift; the largest of each; and the calibration workload of the
+run's first record against its baseline's, for comparison with the run's own shift. With
+`--only`, the tests whose node id contains it are counted apart (the slowed ones of a trial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from pytest_efficientllm.judging.gross import GROSS_MIN
+from pytest_efficientllm.judging.run_shift import RunChanges
+from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.storage.cpu_folders import BaselineFolders
+
+METRIC = "cpu_time_per_round"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def first_changes(run: dict) -> dict[str, float]:
+    """Each test's change in the process that measured it first (a verdict's `change`; the vote's
+    fresh processes' readings are only in its message)."""
+    out = {}
+    for record in run["records"]:
+        for v in record.get("verdicts", []):
+            if v["metric"] == METRIC and v.get("kind") == "baseline" and v.get("change") is not None:
+                out[record["nodeid"]] = float(v["change"])
+    return out
+
+
+def calibration_ratio(run: dict) -> str:
+    fp = run["records"][0]["fingerprint"]
+    folders = BaselineFolders(ROOT / "baselines", "cpu", fp)
+    base = folders.lookup(run["records"][0]["nodeid"])
+    if base is None:
+        return "-"
+    mine, theirs = fp["calibration"], base.fingerprint["calibration"]
+    return " / ".join(
+        f"{mine[k] / theirs[k] - 1:+.0%}" for k in ("matmul_cpu_s", "copy_cpu_s", "cpu_index_s") if theirs.get(k)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    print(
+        "| run | tests | median | lower quartile | raw >= +90% | largest raw | beyond the run >= +90% "
+        "| largest beyond the run | calibration matmul / copy / index |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for path in args.runs:
+        run = json.loads(path.read_text())
+        changes = first_changes(run)
+        collected = RunChanges()
+        collected.add(Verdict(METRIC, "pass", "", "baseline", c) for c in changes.values())
+        shift = collected.shift(METRIC)
+        q = shift.change if shift is not None and 0 < shift.change < GROSS_MIN else 0.0
+        own = {n: (1 + c) / (1 + q) - 1 for n, c in changes.items()}
+        groups = (
+            [("", changes)]
+            if not args.only
+            else [
+                (f" ({args.only})", {n: c for n, c in changes.items() if args.only in n}),
+                (" (others)", {n: c for n, c in changes.items() if args.only not in n}),
+            ]
+        )
+        for label, chosen in groups:
+            raw_gross = sum(1 for c in chosen.values() if c >= GROSS_MIN)
+            own_gross = sum(1 for n in chosen if own[n] >= GROSS_MIN)
+            print(
+                f"| {path.stem}{label} | {len(chosen)} | {statistics.median(changes.values()):+.0%} | "
+                f"{shift.change if shift else float('nan'):+.0%} | {raw_gross} | {max(chosen.values()):+.0%} | "
+                f"{own_gross} | {max(own[n] for n in chosen):+.0%} | {calibration_ratio(run)} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
