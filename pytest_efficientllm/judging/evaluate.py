@@ -81,7 +81,7 @@ class Decision:
         out = []
         for v in verdicts:
             metric = base.metrics.get(v.metric)
-            shift = run.shift(v.metric)
+            shift = run.shift(v.metric, metric.direction) if metric is not None else None
             if (
                 v.failed
                 and v.kind == "baseline"

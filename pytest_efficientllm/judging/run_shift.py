@@ -33,13 +33,17 @@ QUANTILE = 0.25
 
 @dataclass(frozen=True)
 class RunShift:
-    """The run's reference change on one metric (current / baseline - 1) and how many tests it is of."""
+    """The run's reference change on one metric (current / baseline - 1), how many tests it is of, and
+    which quartile of their changes it is."""
 
     change: float
     tests: int
 
+    quartile: str = "lower"  # of the changes: "upper" for a metric better higher
+
     def describe(self) -> str:
-        return f"the lower quartile of the {self.tests} tests this process compared, {format_change(self.change)}"
+        shown = format_change(self.change)
+        return f"the {self.quartile} quartile of the {self.tests} tests this process compared, {shown}"
 
 
 @dataclass
@@ -57,9 +61,13 @@ class RunChanges:
             if v.kind == "baseline" and v.metric != "*" and v.change is not None:
                 self.changes.setdefault(v.metric, []).append(v.change)
 
-    def shift(self, metric: str) -> RunShift | None:
-        """The run's lower quartile on `metric`, or None from fewer than `MIN_TESTS` tests."""
+    def shift(self, metric: str, direction: str = "lower") -> RunShift | None:
+        """The run's quartile of least slowdown on `metric` (the lower quartile of the changes of a
+        metric better lower, the upper one of a metric better higher), or None from fewer than
+        `MIN_TESTS` tests."""
         seen = self.changes.get(metric, [])
         if len(seen) < MIN_TESTS:
             return None
-        return RunShift(float(np.quantile(seen, QUANTILE)), len(seen))
+        if direction == "lower":
+            return RunShift(float(np.quantile(seen, QUANTILE)), len(seen))
+        return RunShift(float(np.quantile(seen, 1 - QUANTILE)), len(seen), "upper")

@@ -37,6 +37,9 @@ def test_the_run_s_shift_is_the_lower_quartile_of_every_test_compared_from_eight
     shift = run.shift(CPU_TIME)
     assert shift is not None and shift.tests == 8 and shift.change == pytest.approx(0.275)
     assert "the lower quartile of the 8 tests this process compared, +27.5%" in shift.describe()
+    # For a metric better higher the run's least slowdown is the upper quartile of its changes.
+    upper = run.shift(CPU_TIME, "higher")
+    assert upper is not None and upper.change == pytest.approx(0.625) and "the upper quartile" in upper.describe()
     assert _run(*[0.5] * (MIN_TESTS - 1)).shift(CPU_TIME) is None
     # A finding about the whole test, a budget, a verdict with no change: none of them a test's change.
     run = _run(*[0.5] * MIN_TESTS)
