@@ -67,13 +67,9 @@ class Decision:
         """The verdicts when no vote is held."""
         return self.verdicts + self.extra
 
-    def apart_from_run(
-        self, verdicts: list[Verdict], per_process: Sequence[Sequence[Verdict]], run: RunChanges, profile: str
-    ) -> list[Verdict]:
+    def apart_from_run(self, verdicts: list[Verdict], run: RunChanges, profile: str) -> list[Verdict]:
         """`verdicts` (the vote's final ones) with each gross failure of the default check that
-        moved with the run as a whole turned into a warning (`gross.apart_from_run`).
-
-        `per_process`: each voting process's verdicts, whose changes must all stand out."""
+        moved with the run as a whole turned into a warning (`gross.apart_from_run`)."""
         base = self.baseline.record
         if profile not in GROSS_ONLY or base is None:
             return verdicts
@@ -90,13 +86,7 @@ class Decision:
                 and metric is not None
                 and shift is not None
             ):
-                changes = [
-                    w.change
-                    for verdicts_of_one in per_process
-                    for w in verdicts_of_one
-                    if w.metric == v.metric and w.kind == "baseline" and w.change is not None
-                ]
-                v = apart_from_run(v, changes, metric, self.baseline.priors.get(v.metric), shift, profile)
+                v = apart_from_run(v, metric, self.baseline.priors.get(v.metric), shift, profile)
             out.append(v)
         return out
 

@@ -93,21 +93,20 @@ def gross_or_warn(verdict: Verdict, base: Metric, prior: RunPrior | None, profil
     )
 
 
-def apart_from_run(
-    verdict: Verdict, changes: list[float], base: Metric, prior: RunPrior | None, shift: RunShift, profile: str
-) -> Verdict:
-    """A gross failure of the default check, confirmed by every process (`changes`: each one's
-    reading), judged once more with the run's own `shift` taken out.
+def apart_from_run(verdict: Verdict, base: Metric, prior: RunPrior | None, shift: RunShift, profile: str) -> Verdict:
+    """A gross failure of the default check that the vote confirmed, judged once more with the
+    run's own `shift` taken out of this process's reading (`verdict.change`).
 
-    It stays a failure only where every process's slowdown beyond the run's still reaches the
-    test's floor. A run that did not slow down, or whose lower quartile is itself at the floor or
-    beyond (every test gross: no drift this machine has shown), takes nothing out.
+    Only this process's reading: the shift is its run's, while each fresh process of the vote is
+    a draw of the machine's state of its own, which the vote has judged already. A run that did
+    not slow down, or whose quartile is itself at the floor or beyond (every test gross: no
+    drift this machine has shown), takes nothing out.
     """
     floor, how = gross_floor(base, prior)
     run = _worse(shift.change, base.direction)
-    if not 0 < run < floor or not changes:
+    if not 0 < run < floor or verdict.change is None:
         return verdict
-    own = min((1 + _worse(c, base.direction)) / (1 + run) - 1 for c in changes)
+    own = (1 + _worse(verdict.change, base.direction)) / (1 + run) - 1
     said = f"the run as a whole moved too ({shift.describe()}): {own * 100:+.0f}% of the test's own"
     if own >= floor:
         return dataclasses.replace(verdict, message=f"{verdict.message}; {said}, still gross")
