@@ -5,8 +5,9 @@
 Reads run files that `gross_evidence.py --keep DIR` kept. Per run, over the first-process
 `cpu_time_per_round` changes against the baseline: the median and the lower quartile (the run's
 shift, `RunChanges.shift`); how many readings reached the least gross floor (+90%) raw, and how
-many still did beyond the run's shift; the largest of each; and the calibration workload of the
-run's first record against its baseline's, for comparison with the run's own shift. With
+many still did beyond the run's shift; the largest of each; how many the vote of fresh processes
+confirmed (raw), and how many of those stand beyond the run too (what fails under the rule since
+commit 0d8b6ae); and the calibration workload of the run's first record against its baseline's. With
 `--only`, the tests whose node id contains it are counted apart (the slowed ones of a trial).
 """
 
@@ -37,6 +38,17 @@ def first_changes(run: dict) -> dict[str, float]:
     return out
 
 
+def confirmed(run: dict) -> set[str]:
+    """The tests whose vote confirmed the metric's failure in every process (raw, before the run's shift)."""
+    out = set()
+    for record in run["records"]:
+        for v in record.get("verdicts", []):
+            said = v.get("message") or ""
+            if v["metric"] == METRIC and " confirmed in " in said and "not confirmed" not in said:
+                out.add(record["nodeid"])
+    return out
+
+
 def calibration_ratio(run: dict) -> str:
     fp = run["records"][0]["fingerprint"]
     folders = BaselineFolders(ROOT / "baselines", "cpu", fp)
@@ -56,9 +68,9 @@ def main() -> None:
     args = parser.parse_args()
     print(
         "| run | tests | median | lower quartile | raw >= +90% | largest raw | beyond the run >= +90% "
-        "| largest beyond the run | calibration matmul / copy / index |"
+        "| largest beyond the run | vote confirmed | both | calibration matmul / copy / index |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for path in args.runs:
         run = json.loads(path.read_text())
         changes = first_changes(run)
@@ -75,13 +87,16 @@ def main() -> None:
                 (" (others)", {n: c for n, c in changes.items() if args.only not in n}),
             ]
         )
+        voted = confirmed(run)
         for label, chosen in groups:
             raw_gross = sum(1 for c in chosen.values() if c >= GROSS_MIN)
             own_gross = sum(1 for n in chosen if own[n] >= GROSS_MIN)
+            both = sum(1 for n in chosen if n in voted and own[n] >= GROSS_MIN)
             print(
                 f"| {path.stem}{label} | {len(chosen)} | {statistics.median(changes.values()):+.0%} | "
                 f"{shift.change if shift else float('nan'):+.0%} | {raw_gross} | {max(chosen.values()):+.0%} | "
-                f"{own_gross} | {max(own[n] for n in chosen):+.0%} | {calibration_ratio(run)} |"
+                f"{own_gross} | {max(own[n] for n in chosen):+.0%} | {len(voted & set(chosen))} | {both} | "
+                f"{calibration_ratio(run)} |"
             )
 
 
