@@ -38,7 +38,6 @@ class RunShift:
 
     change: float
     tests: int
-
     quartile: str = "lower"  # of the changes: "upper" for a metric better higher
 
     def describe(self) -> str:
