@@ -67,9 +67,13 @@ class Decision:
         """The verdicts when no vote is held."""
         return self.verdicts + self.extra
 
-    def apart_from_run(self, verdicts: list[Verdict], run: RunChanges, profile: str) -> list[Verdict]:
+    def apart_from_run(
+        self, verdicts: list[Verdict], per_process: Sequence[Sequence[Verdict]], run: RunChanges, profile: str
+    ) -> list[Verdict]:
         """`verdicts` (the vote's final ones) with each gross failure of the default check that
-        moved with the run as a whole turned into a warning (`gross.apart_from_run`)."""
+        moved with the run as a whole turned into a warning (`gross.apart_from_run`).
+
+        `per_process`: each voting process's verdicts, this process's first."""
         base = self.baseline.record
         if profile not in GROSS_ONLY or base is None:
             return verdicts
@@ -86,7 +90,13 @@ class Decision:
                 and metric is not None
                 and shift is not None
             ):
-                v = apart_from_run(v, metric, self.baseline.priors.get(v.metric), shift, profile)
+                readings = [
+                    w.change
+                    for one_process in per_process
+                    for w in one_process
+                    if w.metric == v.metric and w.kind == "baseline" and w.change is not None
+                ]
+                v = apart_from_run(v, readings, metric, self.baseline.priors.get(v.metric), shift, profile)
             out.append(v)
         return out
 
