@@ -6,15 +6,17 @@ Reads run files that `gross_evidence.py --keep DIR` kept. Per run, over the firs
 `cpu_time_per_round` changes against the baseline: the median and the lower quartile (the run's
 shift, `RunChanges.shift`); how many readings reached the least gross floor (+90%) raw, and how
 many still did beyond the run's shift; the largest of each; how many the vote of fresh processes
-confirmed (raw), and how many of those stand beyond the run too (what fails under the rule since
-commit 0d8b6ae); and the calibration workload of the run's first record against its baseline's. With
-`--only`, the tests whose node id contains it are counted apart (the slowed ones of a trial).
+confirmed (raw), and how many of those have a process's reading beyond the run too (what fails
+under the rule since commit 3f79b91); and the calibration workload of the run's first record
+against its baseline's. With `--only`, the tests whose node id contains it are counted apart
+(the slowed ones of a trial).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -38,14 +40,16 @@ def first_changes(run: dict) -> dict[str, float]:
     return out
 
 
-def confirmed(run: dict) -> set[str]:
-    """The tests whose vote confirmed the metric's failure in every process (raw, before the run's shift)."""
-    out = set()
+def confirmed(run: dict) -> dict[str, list[float]]:
+    """The tests whose vote confirmed the metric's failure in every process (raw, before the run's
+    shift), with each process's reading as the vote's message names them (this process's first)."""
+    out = {}
     for record in run["records"]:
         for v in record.get("verdicts", []):
             said = v.get("message") or ""
             if v["metric"] == METRIC and " confirmed in " in said and "not confirmed" not in said:
-                out.add(record["nodeid"])
+                found = re.findall(r"(?:this process|fresh \d+) ([+-][\d.]+)% fails", said)
+                out[record["nodeid"]] = [float(x) / 100 for x in found]
     return out
 
 
@@ -91,11 +95,11 @@ def main() -> None:
         for label, chosen in groups:
             raw_gross = sum(1 for c in chosen.values() if c >= GROSS_MIN)
             own_gross = sum(1 for n in chosen if own[n] >= GROSS_MIN)
-            both = sum(1 for n in chosen if n in voted and own[n] >= GROSS_MIN)
+            both = sum(1 for n in chosen if n in voted and max((1 + c) / (1 + q) - 1 for c in voted[n]) >= GROSS_MIN)
             print(
                 f"| {path.stem}{label} | {len(chosen)} | {statistics.median(changes.values()):+.0%} | "
                 f"{shift.change if shift else float('nan'):+.0%} | {raw_gross} | {max(chosen.values()):+.0%} | "
-                f"{own_gross} | {max(own[n] for n in chosen):+.0%} | {len(voted & set(chosen))} | {both} | "
+                f"{own_gross} | {max(own[n] for n in chosen):+.0%} | {len(set(voted) & set(chosen))} | {both} | "
                 f"{calibration_ratio(run)} |"
             )
 
