@@ -1,6 +1,6 @@
 """How far each kept suite run moved as a whole, and how far its tests moved beyond it (`judging.run_shift`).
 
-    python benchmarks/run_shift_evidence.py /work/ev-aa/*.json [--only decode]
+    python benchmarks/run_shift_evidence.py /work/ev-aa/*.json [--only decode [--rules]]
 
 Reads run files that `gross_evidence.py --keep DIR` kept. Per run, over the first-process
 `cpu_time_per_round` changes against the baseline: the median and the lower quartile (the run's
@@ -53,6 +53,26 @@ def confirmed(run: dict) -> dict[str, list[float]]:
     return out
 
 
+def by_rule(path: Path, only: str) -> str:
+    """One table row: of the tests whose node id contains `only`, how many fail raw (the vote
+    confirmed them) and under each way of taking the run's shift out that was tried: every
+    reading divided (commit 64510dd), this process's alone (0d8b6ae), and the failure kept
+    unless the shift explains every reading (3f79b91)."""
+    run = json.loads(path.read_text())
+    changes = first_changes(run)
+    collected = RunChanges()
+    collected.add(Verdict(METRIC, "pass", "", "baseline", c) for c in changes.values())
+    shift = collected.shift(METRIC)
+    q = shift.change if shift is not None and 0 < shift.change < GROSS_MIN else 0.0
+    voted = {n: r for n, r in confirmed(run).items() if only in n}
+    beyond = {n: [(1 + c) / (1 + q) - 1 >= GROSS_MIN for c in r] for n, r in voted.items()}
+    slowed = sum(1 for n in changes if only in n)
+    return (
+        f"| {path.stem} | {slowed} | {len(voted)} | {sum(all(b) for b in beyond.values())} | "
+        f"{sum(b[0] for b in beyond.values())} | {sum(any(b) for b in beyond.values())} |"
+    )
+
+
 def calibration_ratio(run: dict) -> str:
     fp = run["records"][0]["fingerprint"]
     folders = BaselineFolders(ROOT / "baselines", "cpu", fp)
@@ -69,7 +89,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--only", default="")
+    parser.add_argument("--rules", action="store_true", help="with --only: the slowed tests failed under each rule")
     args = parser.parse_args()
+    if args.rules:
+        print(
+            "| run | slowed | raw (vote confirmed) | every reading divided | this process's alone "
+            "| unless all explained |"
+        )
+        print("|---|---|---|---|---|---|")
+        for path in args.runs:
+            print(by_rule(path, args.only))
+        return
     print(
         "| run | tests | median | lower quartile | raw >= +90% | largest raw | beyond the run >= +90% "
         "| largest beyond the run | vote confirmed | both | calibration matmul / copy / index |"
