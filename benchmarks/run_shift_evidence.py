@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from pytest_efficientllm.judging.gross import GROSS_MIN
-from pytest_efficientllm.judging.run_shift import RunChanges
+from pytest_efficientllm.judging.run_shift import RunChanges, RunShift
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.storage.cpu_folders import BaselineFolders
 
@@ -53,6 +53,14 @@ def confirmed(run: dict) -> dict[str, list[float]]:
     return out
 
 
+def taken_out(changes: dict[str, float]) -> tuple[RunShift | None, float]:
+    """The run's shift over `changes`, and what the rule takes out of a reading (0 where nothing)."""
+    collected = RunChanges()
+    collected.add(Verdict(METRIC, "pass", "", "baseline", c) for c in changes.values())
+    shift = collected.shift(METRIC)
+    return shift, shift.change if shift is not None and 0 < shift.change < GROSS_MIN else 0.0
+
+
 def by_rule(path: Path, only: str) -> str:
     """One table row: of the tests whose node id contains `only`, how many fail raw (the vote
     confirmed them) and under each way of taking the run's shift out that was tried: every
@@ -60,10 +68,7 @@ def by_rule(path: Path, only: str) -> str:
     unless the shift explains every reading (3f79b91)."""
     run = json.loads(path.read_text())
     changes = first_changes(run)
-    collected = RunChanges()
-    collected.add(Verdict(METRIC, "pass", "", "baseline", c) for c in changes.values())
-    shift = collected.shift(METRIC)
-    q = shift.change if shift is not None and 0 < shift.change < GROSS_MIN else 0.0
+    _, q = taken_out(changes)
     voted = {n: r for n, r in confirmed(run).items() if only in n}
     beyond = {n: [(1 + c) / (1 + q) - 1 >= GROSS_MIN for c in r] for n, r in voted.items()}
     slowed = sum(1 for n in changes if only in n)
@@ -108,10 +113,7 @@ def main() -> None:
     for path in args.runs:
         run = json.loads(path.read_text())
         changes = first_changes(run)
-        collected = RunChanges()
-        collected.add(Verdict(METRIC, "pass", "", "baseline", c) for c in changes.values())
-        shift = collected.shift(METRIC)
-        q = shift.change if shift is not None and 0 < shift.change < GROSS_MIN else 0.0
+        shift, q = taken_out(changes)
         own = {n: (1 + c) / (1 + q) - 1 for n, c in changes.items()}
         groups = (
             [("", changes)]
