@@ -5,8 +5,8 @@ A test whose measured metrics failed (`judging.evaluate.Decision.suspects`) is h
 have voted (`confirmation.vote`, `confirmation.queue`). Meanwhile the run goes on; between
 tests the fresh processes that are due run, and after the last test the rest are decided.
 On a `GROSS_ONLY` profile a failure the vote confirmed waits for the last test too: only
-then is it known how far the run as a whole moved (`judging.run_shift`), which a gross
-slowdown must stand out from (`Decision.apart_from_run`).
+then is it known how far the run as a whole moved (`judging.run_shift`), a drift that may
+explain the slowdown (`Decision.apart_from_run`).
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ time, so failing every confirmed +5% would fail unchanged code in a large share 
 slowdown that fails the measured rule (`compare`) stays a failure on a `GROSS_ONLY` profile
 only when it reaches the test's gross floor (`gross_floor`); a tolerance given on the
 marker, ini or command line bypasses this and fails any slowdown beyond it. A gross
-failure that every process of the vote confirmed must also stand out from the run as a
-whole (`apart_from_run`, with the run's shift from `run_shift`): where the whole machine
-drifted, a test that moved with it warns.
+failure that every process of the vote confirmed becomes a warning where the drift of the
+run as a whole explains every process's reading (`apart_from_run`, with the run's shift
+from `run_shift`): a test that moved with the machine, not on its own.
 """
 
 from __future__ import annotations
