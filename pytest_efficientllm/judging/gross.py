@@ -100,10 +100,10 @@ def apart_from_run(
     each one's change, this process's first), judged once more against the run's own `shift`.
 
     It becomes a warning only where the run's drift explains every reading: each one within the
-    floor of the shift. One process beyond that keeps the failure, since the shift is only this
-    process's run's: a fresh process that drifted less than the run (or this process, in a quick
-    spell for this test) shows the test's own slowdown. Dividing every reading instead cleared
-    5 of 16 tests slowed x2 in a drifting run (benchmarks/RESULTS.md). A run that did not slow
+    floor of the shift. One process beyond that keeps the failure: the shift is the run's, and a
+    process in which this test drifted less than the run (a quick spell for it here, or a fresh
+    process) reads its slowdown too low once divided by it. Requiring every reading beyond
+    instead cleared 3 to 5 of 16 tests slowed x2 in a drifting run (benchmarks/RESULTS.md). A run that did not slow
     down, or whose quartile is itself at the floor or beyond (every test gross: no drift this
     machine has shown), takes nothing out.
     """
