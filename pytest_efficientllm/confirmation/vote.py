@@ -101,6 +101,10 @@ class Vote:
     def __post_init__(self) -> None:
         self.per_process = [list(self.verdicts)]
 
+    def readings(self, metric: str) -> list[float]:
+        """Each voting process's change of `metric` against the baseline, this process's first."""
+        return [c for p in self.per_process if (c := _change(p, metric)) is not None]
+
     def cleared(self, metric: str) -> bool:
         return not all(fails(p, metric) for p in self.per_process)
 

@@ -68,12 +68,12 @@ class Decision:
         return self.verdicts + self.extra
 
     def apart_from_run(
-        self, verdicts: list[Verdict], per_process: Sequence[Sequence[Verdict]], run: RunChanges, profile: str
+        self, verdicts: list[Verdict], readings: Mapping[str, list[float]], run: RunChanges, profile: str
     ) -> list[Verdict]:
         """`verdicts` (the vote's final ones) with each gross failure of the default check that
         moved with the run as a whole turned into a warning (`gross.apart_from_run`).
 
-        `per_process`: each voting process's verdicts, this process's first."""
+        `readings`: per suspect metric, each voting process's change, this process's first."""
         base = self.baseline.record
         if profile not in GROSS_ONLY or base is None:
             return verdicts
@@ -81,22 +81,12 @@ class Decision:
         out = []
         for v in verdicts:
             metric = base.metrics.get(v.metric)
-            shift = run.shift(v.metric, metric.direction) if metric is not None else None
-            if (
-                v.failed
-                and v.kind == "baseline"
-                and v.metric not in given
-                and v.metric in default_measured(profile)
-                and metric is not None
-                and shift is not None
-            ):
-                readings = [
-                    w.change
-                    for one_process in per_process
-                    for w in one_process
-                    if w.metric == v.metric and w.kind == "baseline" and w.change is not None
-                ]
-                v = apart_from_run(v, readings, metric, self.baseline.priors.get(v.metric), shift, profile)
+            by_default = v.metric not in given and v.metric in default_measured(profile)
+            if metric is not None and v.failed and v.kind == "baseline" and by_default:
+                shift = run.shift(v.metric, metric.direction)
+                if shift is not None:
+                    prior = self.baseline.priors.get(v.metric)
+                    v = apart_from_run(v, readings.get(v.metric, []), metric, prior, shift, profile)
             out.append(v)
         return out
 

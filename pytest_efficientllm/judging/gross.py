@@ -103,9 +103,9 @@ def apart_from_run(
     floor of the shift. One process beyond that keeps the failure: the shift is the run's, and a
     process in which this test drifted less than the run (a quick spell for it here, or a fresh
     process) reads its slowdown too low once divided by it. Requiring every reading beyond
-    instead cleared 3 to 5 of 16 tests slowed x2 in a drifting run (benchmarks/RESULTS.md). A run that did not slow
-    down, or whose quartile is itself at the floor or beyond (every test gross: no drift this
-    machine has shown), takes nothing out.
+    instead cleared 3 to 5 of 16 tests slowed x2 in a drifting run (benchmarks/RESULTS.md). A
+    run that did not slow down, or whose quartile is itself at the floor or beyond (every test
+    gross: no drift this machine has shown), takes nothing out.
     """
     floor, how = gross_floor(base, prior)
     run = _worse(shift.change, base.direction)

@@ -101,11 +101,11 @@ def _decision(limits: tuple = ()) -> Decision:
 
 def test_the_decision_takes_the_run_out_only_of_the_cpu_profile_s_default_check() -> None:
     run = _run(*[0.45] * 20)
-    per_process = [[_gross(1.0)], [_gross(1.05)], [_gross(0.98)]]
+    per_process = {CPU_TIME: [1.0, 1.05, 0.98]}
     (cleared,) = _decision().apart_from_run([_gross(1.0)], per_process, run, "cpu")
     assert cleared.status == "warn" and "the run as a whole moved too" in cleared.message
     # A fresh process far beyond the run's drift: the failure stands.
-    far = [[_gross(1.0)], [_gross(1.05)], [_gross(2.5)]]
+    far = {CPU_TIME: [1.0, 1.05, 2.5]}
     assert _decision().apart_from_run([_gross(1.0)], far, run, "cpu")[0].status == "fail"
     # A tolerance the user gave fails any slowdown beyond it: the run's drift is not taken out.
     given = (parse_limit(CPU_TIME, "+10%"),)
