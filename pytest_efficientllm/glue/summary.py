@@ -23,6 +23,7 @@ from pytest_efficientllm.core.units import format_change, format_seconds
 from pytest_efficientllm.glue.state import RunState, TestResult
 from pytest_efficientllm.judging.compare import default_measured
 from pytest_efficientllm.judging.fingerprint import CPU_KEYS
+from pytest_efficientllm.judging.gross import RUN_MOVED
 from pytest_efficientllm.judging.run_noise import MIN_RUNS
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring.process_layout import describe as describe_layout
@@ -340,7 +341,7 @@ _QUALIFIERS = (
     ("[gate=warn: not failing]", "gate=warn: not failing"),
     ("[baseline being replaced]", "baseline being replaced"),
     ("a process passes, not failing", "not confirmed in fresh processes"),
-    ("the run as a whole moved too", "moved with the run as a whole: below the gross floor beyond it, warns only"),
+    (RUN_MOVED, "moved with the run as a whole: below the gross floor beyond it, warns only"),
     ("(estimated: never fails)", "an estimate never fails"),
     ("an estimate never fails", "an estimate never fails"),
     ("(default check on the", "below the gross floor of the default check: warns only"),
@@ -518,12 +519,20 @@ def _confirmation_line(results: list[TestResult]) -> str:
     processes = sum(len(r.record.confirmations) for r in confirmed)
     seconds = sum(float(r.record.settings["confirmation_s"]) for r in confirmed)
     failing = sum(r.gate_failed for r in confirmed)
+    # Confirmed by every process, then warned: the run's own drift explained them (`gross.apart_from_run`).
+    with_run = sum(any(v.status == "warn" and RUN_MOVED in v.message for v in r.verdicts) for r in confirmed)
     spacing = float(confirmed[0].record.settings.get("confirmation_spacing_s", 0.0))
-    return (
+    line = (
         f"re-measured in fresh processes (--efficiency-confirm): {len(confirmed)} test(s), {processes} "
         f"process(es) started {spacing:g} s or more after the test's previous one, {seconds:.1f} s; "
         f"{failing} of them failing (a regression fails only where every process found it)"
     )
+    if with_run:
+        line += (
+            f"; {with_run} found by every process but warning only: the run as a whole slowed down "
+            "enough to explain each reading"
+        )
+    return line
 
 
 def telemetry_cost_line(results: list[TestResult]) -> str:

@@ -93,6 +93,10 @@ def gross_or_warn(verdict: Verdict, base: Metric, prior: RunPrior | None, profil
     )
 
 
+# How a verdict judged against the run's own shift says so (`apart_from_run`); the summary counts by it.
+RUN_MOVED = "the run as a whole moved too"
+
+
 def apart_from_run(
     verdict: Verdict, readings: list[float], base: Metric, prior: RunPrior | None, shift: RunShift, profile: str
 ) -> Verdict:
@@ -112,7 +116,7 @@ def apart_from_run(
     if not 0 < run < floor or not readings:
         return verdict
     own = max((1 + _worse(c, base.direction)) / (1 + run) - 1 for c in readings)
-    said = f"the run as a whole moved too ({shift.describe()}): {own * 100:+.0f}% of the test's own at the most"
+    said = f"{RUN_MOVED} ({shift.describe()}): {own * 100:+.0f}% of the test's own at the most"
     if own >= floor:
         return dataclasses.replace(verdict, message=f"{verdict.message}; {said}, still gross")
     return Verdict(

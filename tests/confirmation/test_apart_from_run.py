@@ -87,3 +87,6 @@ def test_a_confirmed_gross_slowdown_is_judged_beyond_the_run_s_own_shift(
     assert result.ret == (1 if status == "fail" else 0), result.stdout.str()
     if status == "warn":
         result.stdout.fnmatch_lines(["*cpu_time_per_round beyond tolerance and noise (moved with the run as a whole*"])
+    # The vote's line says how many it confirmed that the run's shift then let through (it wraps).
+    said = " ".join(result.stdout.str().split())
+    assert ("1 found by every process but warning only: the run as a whole slowed down" in said) == (status == "warn")
