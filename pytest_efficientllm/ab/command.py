@@ -25,7 +25,7 @@ from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
 from pytest_efficientllm.core.record import Record, json_safe_verdict
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.evaluate import suspects
-from pytest_efficientllm.judging.paired import paired_verdicts
+from pytest_efficientllm.judging.paired import INTERVAL, UNRESOLVED, paired_verdicts
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.storage.runfile import Run, write_run
 
@@ -260,19 +260,37 @@ def _change(v: Verdict) -> str:
     return f"{v.metric} {format_change(v.change or 0.0)}"
 
 
+def _status(v: Verdict) -> str:
+    return "pass, not resolved" if v.status == "pass" and UNRESOLVED in v.message else v.status
+
+
 def _vs_base(t: TestVerdict, with_status: bool, most: int | None = None) -> list[str]:
     """A test's comparisons worth showing (not passing, or moved at all: every timing does), at most
     `most` of them, then how many passed unchanged: a PR's table listed "allocated_bytes +0.0%
     (pass)" sixteen times a test."""
     compared = [v for v in t.verdicts if v.change is not None]
     moved = [v for v in compared if v.status != "pass" or v.change != 0]
-    parts = [_change(v) + (f" ({v.status})" if with_status else "") for v in moved[:most]]
+    parts = [_change(v) + (f" ({_status(v)})" if with_status else "") for v in moved[:most]]
     if most is not None and len(moved) > most:
         parts.append(f"{len(moved) - most} more")
     same = len(compared) - len(moved)
     if same:
         parts.append(f"{same} metric{'s' if same != 1 else ''} unchanged")
     return parts
+
+
+def unresolved_line(c: Comparison) -> str:
+    """How many timings passed without ruling out a slowdown beyond their tolerance ("" if none):
+    on a noisy machine a pass of a few pairs says little, and only this says so."""
+    timed = [v for t in c.tests for v in t.verdicts if v.kind == "baseline" and INTERVAL in v.message]
+    unresolved = [v for v in timed if v.status == "pass" and UNRESOLVED in v.message]
+    if not unresolved:
+        return ""
+    return (
+        f"not resolved: {len(unresolved)} of {len(timed)} timing comparisons passed, but their "
+        f"{INTERVAL} reaches beyond their tolerance, so they do not rule out a slowdown that "
+        f"large (ab.json has each interval); more pairs narrow the intervals (--pairs, now {c.pairs})"
+    )
 
 
 def render_lines(c: Comparison) -> list[str]:
@@ -296,6 +314,9 @@ def render_lines(c: Comparison) -> list[str]:
         lines.append(f"  incomplete: {problem}")
     if c.confirmed:
         lines.append(f"  measured again in {c.pairs} more pairs (failing on timings alone): {len(c.confirmed)} test(s)")
+    unresolved = unresolved_line(c)
+    if unresolved:
+        lines.append(f"  {unresolved}")
     failed = sum(t.failed for t in c.tests)
     lines.append(f"efficiency ab: {failed} of {len(c.tests)} tests failed" + ("; incomplete" if c.problems else ""))
     return lines
@@ -319,6 +340,9 @@ def render_markdown(c: Comparison) -> str:
         change = "<br>".join(_vs_base(t, with_status=True)) or t.note or "-"
         verdict = "**fail**" if t.failed else t.status if t.status != "compared" else "ok"
         out.append(f"| `{t.nodeid}` | {verdict} | {change} |")
+    unresolved = unresolved_line(c)
+    if unresolved:
+        out += ["", unresolved[0].upper() + unresolved[1:] + "."]
     if c.problems:
         out += ["", "**Incomplete:**", *[f"- {p}" for p in c.problems]]
     return "\n".join(out) + "\n"

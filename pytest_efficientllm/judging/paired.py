@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from pytest_efficientllm.core.limits import Limit
@@ -50,6 +50,12 @@ from pytest_efficientllm.judging.verdicts import Verdict, check_budgets
 ALPHA = 0.05
 # Fewer pairs cannot reach ALPHA at all (5 pairs: 1/32 at best).
 MIN_PAIRS = 5
+# How a passing timing says that its pairs could not rule out a slowdown beyond its tolerance.
+UNRESOLVED = "cannot rule out"
+# The confidence of `shift_interval`: each end is one one-sided test at ALPHA. The signed-rank
+# statistic is discrete, so the interval's coverage is this or more (5 pairs: 93.8%, 6 pairs: 90.6%).
+INTERVAL_LEVEL = 1 - 2 * ALPHA
+INTERVAL = f"{INTERVAL_LEVEL:.0%} interval"  # how a paired change names it
 
 
 @dataclass(frozen=True)
@@ -61,17 +67,23 @@ class PairedChange:
     estimate: float  # Hodges-Lehmann estimate of the ratio (geometric, from the log ratios)
     p_worse: float  # one-sided p-value of "no change" against HEAD worse than BASE
     p_better: float  # one-sided p-value of "no change" against HEAD better than BASE
+    low: float  # the ratio's confidence interval (`shift_interval`), as ratios
+    high: float
 
     @property
     def change(self) -> float:
         return self.estimate - 1.0
 
-    def describe(self) -> str:
+    def describe(self, interval: bool = True) -> str:
         low, high = min(self.ratios) - 1.0, max(self.ratios) - 1.0
-        return (
-            f"{format_change(self.change)} over {len(self.ratios)} pairs "
-            f"(pairs {format_change(low)} .. {format_change(high)})"
-        )
+        pairs = f"pairs {format_change(low)} .. {format_change(high)}"
+        if interval:
+            pairs += f"; {INTERVAL} {format_change(self.low - 1.0)} .. {format_change(self.high - 1.0)}"
+        return f"{format_change(self.change)} over {len(self.ratios)} pairs ({pairs})"
+
+    def worst(self, direction: str) -> float:
+        """The worst change the interval leaves possible, read in the metric's direction."""
+        return (self.high if direction == "lower" else self.low) - 1.0
 
 
 def _process_value(metric: Metric) -> float | None:
@@ -97,13 +109,60 @@ def _signed_rank_p(shifted: Sequence[float]) -> float:
     return float(scipy_stats.wilcoxon(shifted, alternative="greater", method="exact", zero_method="zsplit").pvalue)
 
 
+def shift_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The exact signed-rank confidence interval of the shift of `values`: every shift d that
+    neither one-sided test at `ALPHA` on `values - d` rejects (so its level is `INTERVAL_LEVEL`
+    or more), the interval that goes with the Hodges-Lehmann estimate.
+
+    Its ends are Walsh averages: the test's statistic changes only where d crosses one. scipy has
+    the exact test but not its interval, so each end is found by bisection over the Walsh
+    averages, testing at a point between two neighbours (~2 log2(n^2/2) exact tests).
+    """
+    walsh = sorted({(values[i] + values[j]) / 2 for i in range(len(values)) for j in range(i, len(values))})
+
+    def point(k: int) -> float:  # a shift between walsh[k - 1] and walsh[k]
+        if k == 0:
+            return walsh[0] - 1.0
+        if k == len(walsh):
+            return walsh[-1] + 1.0
+        return (walsh[k - 1] + walsh[k]) / 2
+
+    def p_above(k: int) -> float:  # "centred above point(k)": rises with k
+        return _signed_rank_p([v - point(k) for v in values])
+
+    def p_below(k: int) -> float:  # "centred below point(k)": falls with k
+        return _signed_rank_p([point(k) - v for v in values])
+
+    # Regions first_kept .. after_kept - 1 are kept; with fewer than MIN_PAIRS values an outer
+    # region is too (no shift is ruled out on that side).
+    first_kept = _first(lambda k: p_above(k) >= ALPHA, len(walsh))
+    after_kept = _first(lambda k: p_below(k) < ALPHA, len(walsh))
+    low = walsh[first_kept - 1] if first_kept > 0 else -math.inf
+    high = walsh[after_kept - 1] if after_kept <= len(walsh) else math.inf
+    return low, high
+
+
+def _first(holds: Callable[[int], bool], last: int) -> int:
+    """The least k in 0..last where `holds` (false, then true, as k rises), or last + 1."""
+    lo, hi = 0, last + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if holds(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def paired_change(metric: str, base: Sequence[float], head: Sequence[float], direction: str) -> PairedChange:
     """The change of `head` against `base` over their pairs, worse read in the metric's direction."""
     ratios = tuple(h / b for b, h in zip(base, head))
     logs = [math.log(r) for r in ratios]
     worse = logs if direction == "lower" else [-x for x in logs]
     estimate = math.exp(hodges_lehmann(logs))
-    return PairedChange(metric, ratios, estimate, _signed_rank_p(worse), _signed_rank_p([-x for x in worse]))
+    low, high = shift_interval(logs)
+    p_worse, p_better = _signed_rank_p(worse), _signed_rank_p([-x for x in worse])
+    return PairedChange(metric, ratios, estimate, p_worse, p_better, math.exp(low), math.exp(high))
 
 
 def pooled(records: Sequence[Record]) -> Record:
@@ -151,6 +210,10 @@ def _measured_verdict(name: str, base: list[Metric], head: list[Metric], toleran
         return Verdict(name, "fail", f"{text}: worse in the pairs (p={change.p_worse:.3g})", "baseline", change.change)
     if change.p_better < ALPHA and beyond:
         return Verdict(name, "improved", f"{text}: better (p={change.p_better:.3g})", "baseline", change.change)
+    worst = change.worst(head[0].direction)
+    if abs(worst) > tolerance and (worst > 0) == (head[0].direction == "lower"):
+        # A pass, but not evidence that nothing regressed: the pairs were too few for their noise.
+        text += f"; {UNRESOLVED} {format_change(worst)} with {len(pairs)} pairs (more pairs narrow the interval)"
     return Verdict(name, "pass", text, "baseline", change.change)
 
 
@@ -161,7 +224,7 @@ def calibration_moved(metric: str, base: Sequence[Record], head: Sequence[Record
     if not factors or any(f is None for f in factors):
         return ""
     change = paired_change("calibration", [1.0] * len(factors), [f for f in factors if f is not None], "lower")
-    return f"; the calibration workload in the same processes: {change.describe()}"
+    return f"; the calibration workload in the same processes: {change.describe(interval=False)}"
 
 
 def paired_verdicts(base: Sequence[Record], head: Sequence[Record], limits: Iterable[Limit] = ()) -> list[Verdict]:

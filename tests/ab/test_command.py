@@ -195,3 +195,29 @@ def test_ab_json_stays_valid_json_when_a_count_grows_from_zero(tmp_path: Path) -
     (verdict,) = json.loads(text, parse_constant=lambda c: pytest.fail(f"ab.json holds {c}"))["tests"][0]["verdicts"]
     assert verdict["change"] is None and "from 0" in verdict["message"]
     assert "from 0" in (tmp_path / "ab.md").read_text()
+
+
+def test_timings_that_passed_without_ruling_out_a_slowdown_are_counted_and_marked(tmp_path: Path) -> None:
+    from pytest_efficientllm.ab.command import Comparison, TestVerdict, render_lines, render_markdown
+    from pytest_efficientllm.ab.revisions import Side
+    from pytest_efficientllm.judging.paired import paired_verdicts
+    from tests.helpers.record_builders import latency, record
+
+    def judged(nodeid: str, head_s: list[float]) -> TestVerdict:
+        cpu = "cpu_time_per_round"
+        base = [record(nodeid, latency(0.1, spread=0.0, seed=i, name=cpu)) for i in range(6)]
+        head = [record(nodeid, latency(s, spread=0.0, seed=i, name=cpu)) for i, s in enumerate(head_s)]
+        return TestVerdict(nodeid, "compared", paired_verdicts(base, head))
+
+    noisy = judged("t.py::noisy", [0.080, 0.121, 0.098, 0.117, 0.090, 0.104])  # pairs -20% .. +21%
+    steady = judged("t.py::steady", [0.101, 0.100, 0.102, 0.099, 0.101, 0.100])
+    side = Side("base", "HEAD~1", "", tmp_path)
+    comparison = Comparison(side, side, 6, [noisy, steady], [], 1.0)
+    md = render_markdown(comparison)
+    assert "| `t.py::noisy` | ok | cpu_time_per_round " in md and "(pass, not resolved)" in md
+    assert "| `t.py::steady` | ok | cpu_time_per_round +" in md and md.count("not resolved)") == 1
+    footer = "1 of 2 timing comparisons passed, but their 90% interval reaches beyond their tolerance"
+    assert f"Not resolved: {footer}" in md
+    assert any(footer in line and "--pairs, now 6" in line for line in render_lines(comparison))
+    steady_only = Comparison(side, side, 6, [steady], [], 1.0)
+    assert "not resolved" not in render_markdown(steady_only) + "\n".join(render_lines(steady_only))
