@@ -54,6 +54,16 @@ def side_folder(root: Path, name: str, slowdown: float) -> Path:
     return folder
 
 
+def stage_of(message: str) -> str:
+    """Whether a verdict was decided by the first pairs ("first") or after more pairs ("confirmed",
+    "not confirmed"), from the wording `ab.command.after_more_pairs` adds."""
+    if "; not confirmed in " in message:
+        return "not confirmed"
+    if "; confirmed in " in message:
+        return "confirmed"
+    return "first"
+
+
 def ab_trials(base: Path, head: Path, variant: str, pairs: int, out: Path, rnd: int) -> tuple[list[dict], float]:
     args = ["--efficiency-threads=1", "-k", "test_latency or test_forward"]
     started = time.monotonic()
@@ -77,6 +87,8 @@ def ab_trials(base: Path, head: Path, variant: str, pairs: int, out: Path, rnd: 
                     "status": v.status,
                     "change": v.change,
                     "incomplete": test.status != "compared",
+                    # Which stage decided: the first pairs alone, or the pairs that confirm a failure.
+                    "stage": stage_of(v.message),
                 }
             )
     return trials, seconds
