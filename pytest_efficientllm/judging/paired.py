@@ -32,9 +32,10 @@ Plain functions over records; no processes, no pytest.
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from pytest_efficientllm.core.limits import Limit
@@ -133,25 +134,14 @@ def shift_interval(values: Sequence[float]) -> tuple[float, float]:
     def p_below(k: int) -> float:  # "centred below point(k)": falls with k
         return _signed_rank_p([point(k) - v for v in values])
 
-    # Regions first_kept .. after_kept - 1 are kept; with fewer than MIN_PAIRS values an outer
-    # region is too (no shift is ruled out on that side).
-    first_kept = _first(lambda k: p_above(k) >= ALPHA, len(walsh))
-    after_kept = _first(lambda k: p_below(k) < ALPHA, len(walsh))
+    # Of the regions 0..len(walsh), first_kept .. after_kept - 1 are kept; with fewer than
+    # MIN_PAIRS values an outer region is too (no shift is ruled out on that side).
+    regions = range(len(walsh) + 1)
+    first_kept = bisect.bisect_left(regions, True, key=lambda k: p_above(k) >= ALPHA)
+    after_kept = bisect.bisect_left(regions, True, key=lambda k: p_below(k) < ALPHA)
     low = walsh[first_kept - 1] if first_kept > 0 else -math.inf
     high = walsh[after_kept - 1] if after_kept <= len(walsh) else math.inf
     return low, high
-
-
-def _first(holds: Callable[[int], bool], last: int) -> int:
-    """The least k in 0..last where `holds` (false, then true, as k rises), or last + 1."""
-    lo, hi = 0, last + 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if holds(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
 
 
 def paired_change(metric: str, base: Sequence[float], head: Sequence[float], direction: str) -> PairedChange:
