@@ -18,6 +18,9 @@ minutes of the machine (docs/gate.md). The rules are the gate's, read on the pai
   exact Wilcoxon signed-rank test over the pairs rejects "no change" at `ALPHA`.
   The CPU's default check fails here on any slowdown beyond its tolerance, where against a
   stored baseline it fails only a gross one: pairing removes the drift that made it lenient.
+  Each change carries its exact signed-rank interval (`shift_interval`); a pass whose interval
+  reaches beyond the tolerance says it cannot rule out that slowdown (`UNRESOLVED`): too few
+  pairs for the machine's noise, not evidence that nothing regressed.
 * **budgets** are checked on HEAD's pooled record (each metric's median over processes).
 * **estimated** metrics never fail.
 
