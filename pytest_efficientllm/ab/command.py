@@ -25,7 +25,7 @@ from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
 from pytest_efficientllm.core.record import Record, json_safe_verdict
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.evaluate import suspects
-from pytest_efficientllm.judging.paired import INTERVAL, UNRESOLVED, paired_verdicts
+from pytest_efficientllm.judging.paired import INTERVAL, UNRESOLVED, others_in_pairs, pair_ratios, paired_verdicts
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.storage.runfile import Run, write_run
 
@@ -96,6 +96,8 @@ def _outcome(results: list[ProcessResult], nodeid: str) -> str | None:
 def judge_tests(base: list[ProcessResult], head: list[ProcessResult], extra: Sequence[Limit] = ()) -> list[TestVerdict]:
     """Every test's verdict from the processes of both sides, in pair order."""
     ids = sorted({n for r in base + head for n in r.outcomes} | {n for r in base + head for n in r.records})
+    heads = {r.pair: r.records for r in head}
+    ratios = pair_ratios({r.pair: (r.records, heads[r.pair]) for r in base if r.pair in heads})
     out: list[TestVerdict] = []
     for nodeid in ids:
         b_out, h_out = _outcome(base, nodeid), _outcome(head, nodeid)
@@ -131,7 +133,7 @@ def judge_tests(base: list[ProcessResult], head: list[ProcessResult], extra: Seq
             out.append(TestVerdict(nodeid, "incomplete", note="no pair with a measurement on both sides"))
             continue
         limits = record_limits(h_recs[-1], extra)
-        verdicts = paired_verdicts(b_recs, h_recs, limits)
+        verdicts = paired_verdicts(b_recs, h_recs, limits, others_in_pairs(ratios, nodeid, complete))
         status = "compared" if len(complete) == len(pairs) else "incomplete"
         note = "" if status == "compared" else f"{len(complete)} of {len(pairs)} pairs complete"
         out.append(TestVerdict(nodeid, status, verdicts, note))

@@ -22,8 +22,8 @@ from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.storage.runfile import RunFileError, read_run
 
 # What the measuring process must not do: judge, confirm in more processes, calibrate again
-# (once, before its first test, is the control that says whether a side's process was slow as
-# a whole: `judging.paired.calibration_moved`; ~0.1 s of each process). And one
+# (once, before its first test, is the control where a comparison has too few other tests to be
+# its own: `judging.paired.calibration_moved`; ~0.1 s of each process). And one
 # process layout for every process (ASLR off, PYTHONHASHSEED=0): a pair compares two processes,
 # and the layout alone moves a transformer workload by several percent between processes
 # (docs/process-layout.md), noise that pairing cannot cancel.

@@ -24,11 +24,12 @@ minutes of the machine (docs/gate.md). The rules are the gate's, read on the pai
 * **budgets** are checked on HEAD's pooled record (each metric's median over processes).
 * **estimated** metrics never fail.
 
-A measured metric that fails or improves also says how the calibration workload moved in
-the same processes (`fingerprint["calibration"]`, measured before the first test): it runs
-the plugin's code, the same on both sides, so where it moved as much, the machine (or the
-side's process as a whole) was slower, not the test's code alone. Said, never used to
-excuse: a HEAD that starts a busy thread slows the calibration too.
+A measured metric that fails or improves also says how a control moved in the same pairs:
+the other tests of the comparison (`others_moved`, where each pair holds `MIN_OTHERS` of them),
+else the calibration workload of the same processes (`fingerprint["calibration"]`, measured
+before the first test; it runs the plugin's code, the same on both sides). Where the control
+moved as much, the machine (or the side's processes as a whole) was slower, not the test's
+code alone. Said, never used to excuse: a HEAD that starts a busy thread slows the control too.
 
 Plain functions over records; no processes, no pytest.
 """
@@ -38,7 +39,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from pytest_efficientllm.core.limits import Limit
@@ -220,8 +221,70 @@ def calibration_moved(metric: str, base: Sequence[Record], head: Sequence[Record
     return f"; the calibration workload in the same processes: {change.describe(interval=False)}"
 
 
-def paired_verdicts(base: Sequence[Record], head: Sequence[Record], limits: Iterable[Limit] = ()) -> list[Verdict]:
-    """Every verdict of one test measured as pairs (`base[i]` beside `head[i]`)."""
+# Fewest other tests each pair must hold for them to stand as a failure's control (`others_moved`).
+MIN_OTHERS = 3
+
+
+def pair_ratios(
+    pairs: Mapping[int, tuple[Mapping[str, Record], Mapping[str, Record]]],
+) -> dict[str, dict[str, dict[int, float]]]:
+    """HEAD/BASE of every test's measured metrics in every pair, by test, metric and pair: each
+    process's figure is its median round. `pairs[i]` holds pair i's BASE and HEAD records by test."""
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    for pair, (base, head) in pairs.items():
+        for nodeid, b in base.items():
+            h = head.get(nodeid)
+            if h is None:
+                continue
+            for name, bm in b.metrics.items():
+                hm = h.metrics.get(name)
+                if hm is None or bm.source != "measured" or hm.source != "measured":
+                    continue
+                bv, hv = _process_value(bm), _process_value(hm)
+                if bv and hv and bv > 0 and hv > 0:
+                    out.setdefault(nodeid, {}).setdefault(name, {})[pair] = hv / bv
+    return out
+
+
+def others_in_pairs(
+    ratios: Mapping[str, Mapping[str, Mapping[int, float]]], nodeid: str, pairs: Sequence[int]
+) -> dict[str, list[list[float]]]:
+    """For each metric, the ratios of every test but `nodeid` in each of `pairs` (`pair_ratios`)."""
+    out: dict[str, list[list[float]]] = {}
+    for name in ratios.get(nodeid, {}):
+        rows = [by_pair for other, metrics in ratios.items() if other != nodeid and (by_pair := metrics.get(name))]
+        out[name] = [[row[p] for row in rows if p in row] for p in pairs]
+    return out
+
+
+def others_moved(metric: str, others: Sequence[Sequence[float]]) -> str:
+    """How the other tests of the same pairs moved on `metric` (`others[i]`: their HEAD/BASE ratios
+    in pair i), as a clause for a verdict's message; "" where a pair holds fewer than `MIN_OTHERS`.
+
+    Where the comparison has tests to spare, they are a better control than the calibration: on
+    a noisy machine the tests of one pair move together (their processes ran in the same
+    seconds), which a separate workload timed before the first test did not follow
+    (benchmarks/RESULTS.md). Said, never used to excuse: a HEAD that slows every test alike is a
+    regression of every test.
+    """
+    if not others or any(len(r) < MIN_OTHERS for r in others):
+        return ""
+    medians = [float(statistics.median(r)) for r in others]
+    change = paired_change(metric, [1.0] * len(medians), medians, "lower")
+    counts = sorted({len(r) for r in others})
+    tests = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return f"; the other tests in the same pairs ({tests}, each pair's median): {change.describe(interval=False)}"
+
+
+def paired_verdicts(
+    base: Sequence[Record],
+    head: Sequence[Record],
+    limits: Iterable[Limit] = (),
+    others: Mapping[str, Sequence[Sequence[float]]] | None = None,
+) -> list[Verdict]:
+    """Every verdict of one test measured as pairs (`base[i]` beside `head[i]`); `others` (by metric,
+    per pair: the other tests' ratios, `others_in_pairs`) is the control a failure names, where it
+    has enough of them, and the calibration where not."""
     if not base or not head:
         missing = "BASE" if not base else "HEAD"
         return [Verdict("*", "error", f"no measurement on {missing}: incomplete", "baseline")]
@@ -255,7 +318,10 @@ def paired_verdicts(base: Sequence[Record], head: Sequence[Record], limits: Iter
         elif name in tolerances or (source == "measured" and name in defaults):
             tolerance = tolerances.get(name, DEFAULT_MEASURED_TOLERANCE)
             verdict = _measured_verdict(name, b_list, h_list, tolerance, name not in tolerances)
-            if verdict.status in ("fail", "improved") and calibrates(head[0].profile, name):
-                verdict = replace(verdict, message=verdict.message + calibration_moved(name, base, head))
+            if verdict.status in ("fail", "improved"):
+                control = others_moved(name, (others or {}).get(name, ()))
+                if not control and calibrates(head[0].profile, name):
+                    control = calibration_moved(name, base, head)
+                verdict = replace(verdict, message=verdict.message + control)
             verdicts.append(verdict)
     return verdicts

@@ -271,3 +271,49 @@ def test_on_a_gpu_profile_a_gpu_timing_is_not_told_the_host_cpu_s_calibration() 
     _calibrated(head, [0.004] * 6)
     v = _by_metric(paired_verdicts(base, head))["AL"]
     assert v.status == "fail" and "calibration" not in v.message
+
+
+def _four_tests(head_factor: dict[str, float]) -> tuple[list[ProcessResult], list[ProcessResult]]:
+    """Six pairs of four tests; HEAD's pair p runs each test at its factor times BASE, and every
+    process of pair p is slower by the same drift (the machine's, shared by the pair's tests)."""
+    drift = [1.0, 1.3, 0.9, 1.2, 1.1, 1.0]
+    ids = ["t.py::a", "t.py::b", "t.py::c", "t.py::d"]
+    base, head = [], []
+    for p in range(6):
+        b = [record(n, _cpu(0.1 * drift[p], p)) for n in ids]
+        h = [record(n, _cpu(0.1 * drift[p] * head_factor.get(n, 1.0), 50 + p)) for n in ids]
+        base.append(_proc("base", p, dict.fromkeys(ids, "passed"), b))
+        head.append(_proc("head", p, dict.fromkeys(ids, "passed"), h))
+    return base, head
+
+
+def _others_change(message: str) -> float:
+    """The control's change, in percent, from a verdict's clause about the other tests."""
+    said = message.split("; the other tests in the same pairs (3, each pair's median): ")
+    assert len(said) == 2, message
+    return float(said[1].split("%")[0])
+
+
+def test_a_failure_names_how_the_other_tests_of_its_pairs_moved() -> None:
+    base, head = _four_tests({"t.py::a": 2.0})
+    verdicts = {t.nodeid: _by_metric(t.verdicts)["cpu_time_per_round"] for t in judge_tests(base, head)}
+    assert verdicts["t.py::a"].status == "fail"
+    assert abs(_others_change(verdicts["t.py::a"].message)) < 3  # they did not move: the test's code did
+    assert "calibration" not in verdicts["t.py::a"].message  # the other tests stand in for it
+    # Every test twice as slow: each fails (said, never used to excuse), and its control says that
+    # the whole comparison moved with it.
+    base, head = _four_tests(dict.fromkeys(["t.py::a", "t.py::b", "t.py::c", "t.py::d"], 2.0))
+    for t in judge_tests(base, head):
+        v = _by_metric(t.verdicts)["cpu_time_per_round"]
+        assert v.status == "fail" and 95 < _others_change(v.message) < 105, v.message
+
+
+def test_fewer_than_three_other_tests_leave_the_calibration_as_the_control() -> None:
+    base, head = _four_tests({"t.py::a": 2.0})
+    for r in base + head:
+        r.records.pop("t.py::d")  # two others left in each pair
+        _calibrated(list(r.records.values()), [0.002] * 3)
+    (a,) = [t for t in judge_tests(base, head) if t.nodeid == "t.py::a"]
+    v = _by_metric(a.verdicts)["cpu_time_per_round"]
+    assert v.status == "fail" and "other tests" not in v.message
+    assert "the calibration workload in the same processes: +0.0%" in v.message
