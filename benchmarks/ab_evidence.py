@@ -124,8 +124,9 @@ def stored_trials(rnd: int, seed: int) -> list[dict]:
 
 def table(trials: list[dict]) -> list[str]:
     rows = [
-        "| method | workload | trial | metric | comparisons | failed | rate | target | median change seen |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | workload | trial | metric | comparisons | first pairs failed | failed | rate | target "
+        "| median change seen |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     targets = {"A/A": "false alarms <= 1%", "+10%": ">= 95%"}
     for method in sorted({t["method"] for t in trials}):
@@ -137,10 +138,17 @@ def table(trials: list[dict]) -> list[str]:
                     if not picked:
                         continue
                     hits = sum(t["status"] == "fail" for t in picked)
+                    # Decided by the confirming pairs, either way, means the first pairs failed it;
+                    # trials saved before the stage was recorded ("-") cannot say.
+                    first = (
+                        str(sum(t["stage"] != "first" or t["status"] == "fail" for t in picked))
+                        if all("stage" in t for t in picked)
+                        else "-"
+                    )
                     changes = [t["change"] for t in picked if t["change"] is not None]
                     median = f"{100 * statistics.median(changes):+.1f}%" if changes else "-"
                     rows.append(
-                        f"| {method} | {workload} | {variant} | {metric} | {len(picked)} | {hits} | "
+                        f"| {method} | {workload} | {variant} | {metric} | {len(picked)} | {first} | {hits} | "
                         f"{100 * hits / len(picked):.1f}% | {targets[variant]} | {median} |"
                     )
     return rows
@@ -204,6 +212,7 @@ def main() -> None:
         SECTION,
         "",
         f"Command: `python benchmarks/ab_evidence.py --rounds {args.rounds} --pairs {args.pairs}"
+        f" --tests {args.tests} --forward-tests {args.forward_tests}"
         f"{' --no-stored' if args.no_stored else ''}` (started {started}; {gate_evidence.machine()}).",
         "",
         *table(trials),
