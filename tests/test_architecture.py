@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and the ones below, never one above):
 core < telemetry < measuring < judging < storage < confirmation < glue, with report/,
-distributed/, every `hooks` module (the pytest hooks of glue/, confirmation/, report/ and
+distributed/, ab/, every `hooks` module (the pytest hooks of glue/, confirmation/, report/ and
 distributed/), cli, plugin, `__main__` and the package's `__init__` on top.
 
 The import graph is read with `ast` from the source, not from a running interpreter: every
