@@ -369,6 +369,13 @@ def _throttle_note(mask: int) -> str:
     return _SEEN + ", ".join(seen) if seen else ""
 
 
+def _names(note: str, prefix: str) -> list[str]:
+    """The names a note lists after `prefix` ("throttled: sw power cap, hw slowdown"), one by one;
+    [] where the note does not start with it."""
+    listed = note.removeprefix(prefix) if note.startswith(prefix) else ""
+    return listed.split(", ") if listed else []
+
+
 def throttled_by(note: str) -> str:
     """The reasons of a `gpu_throttled` note that says the window throttled ("throttled: sw power
     cap, hw slowdown" -> "sw power cap, hw slowdown"), or "": the note's format stays this module's."""
@@ -377,17 +384,12 @@ def throttled_by(note: str) -> str:
 
 def throttle_reasons(note: str) -> list[str]:
     """The reasons a `gpu_throttled` note names for a window that throttled, one by one ([] where none)."""
-    reasons = throttled_by(note)
-    return reasons.split(", ") if reasons else []
+    return _names(note, _THROTTLED)
 
 
 def _merged_names(first: str, second: str, prefix: str) -> str:
     """`prefix` + every name listed after it in either note, once each; "" when neither lists one."""
-
-    def names(note: str) -> list[str]:
-        return note.removeprefix(prefix).split(", ") if note.startswith(prefix) else []
-
-    merged = dict.fromkeys(names(first) + names(second))
+    merged = dict.fromkeys(_names(first, prefix) + _names(second, prefix))
     return prefix + ", ".join(merged) if merged else ""
 
 
@@ -424,8 +426,7 @@ def held_by(note: str) -> str:
 
 def limiters(note: str) -> list[str]:
     """The limiters a `gpu_throttled_share` note names as having held the clocks, one by one ([] where none)."""
-    held = held_by(note).removeprefix(_HELD)
-    return held.split(", ") if held else []
+    return _names(note.split("; ")[0], _HELD)
 
 
 def merge_violation_notes(first: str, second: str) -> str:
