@@ -37,6 +37,7 @@ Plain functions over records; no processes, no pytest.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -72,23 +73,29 @@ class PairedChange:
     estimate: float  # Hodges-Lehmann estimate of the ratio (geometric, from the log ratios)
     p_worse: float  # one-sided p-value of "no change" against HEAD worse than BASE
     p_better: float  # one-sided p-value of "no change" against HEAD better than BASE
-    low: float  # the ratio's confidence interval (`shift_interval`), as ratios
-    high: float
 
     @property
     def change(self) -> float:
         return self.estimate - 1.0
 
+    @functools.cached_property
+    def interval(self) -> tuple[float, float]:
+        """The ratio's confidence interval (`shift_interval` of the log ratios), as ratios. Derived
+        when asked: a control's change (`others_moved`, `calibration_moved`) never shows it."""
+        low, high = shift_interval([math.log(r) for r in self.ratios])
+        return math.exp(low), math.exp(high)
+
     def describe(self, interval: bool = True) -> str:
         low, high = min(self.ratios) - 1.0, max(self.ratios) - 1.0
         pairs = f"pairs {format_change(low)} .. {format_change(high)}"
         if interval:
-            pairs += f"; {INTERVAL} {format_change(self.low - 1.0)} .. {format_change(self.high - 1.0)}"
+            pairs += f"; {INTERVAL} {format_change(self.interval[0] - 1.0)} .. {format_change(self.interval[1] - 1.0)}"
         return f"{format_change(self.change)} over {len(self.ratios)} pairs ({pairs})"
 
     def worst(self, direction: str) -> float:
         """The worst change the interval leaves possible, read in the metric's direction."""
-        return (self.high if direction == "lower" else self.low) - 1.0
+        low, high = self.interval
+        return (high if direction == "lower" else low) - 1.0
 
 
 def _process_value(metric: Metric) -> float | None:
@@ -96,6 +103,13 @@ def _process_value(metric: Metric) -> float | None:
     if metric.samples:
         return float(statistics.median(metric.samples))
     return metric.value
+
+
+def _pair(base: Metric, head: Metric) -> tuple[float, float] | None:
+    """The two processes' figures of one pair, or None where either has none or one not above 0
+    (no ratio to take)."""
+    b, h = _process_value(base), _process_value(head)
+    return (b, h) if b is not None and h is not None and b > 0 and h > 0 else None
 
 
 def hodges_lehmann(values: Sequence[float]) -> float:
@@ -154,9 +168,7 @@ def paired_change(metric: str, base: Sequence[float], head: Sequence[float], dir
     logs = [math.log(r) for r in ratios]
     worse = logs if direction == "lower" else [-x for x in logs]
     estimate = math.exp(hodges_lehmann(logs))
-    low, high = shift_interval(logs)
-    p_worse, p_better = _signed_rank_p(worse), _signed_rank_p([-x for x in worse])
-    return PairedChange(metric, ratios, estimate, p_worse, p_better, math.exp(low), math.exp(high))
+    return PairedChange(metric, ratios, estimate, _signed_rank_p(worse), _signed_rank_p([-x for x in worse]))
 
 
 def pooled(records: Sequence[Record]) -> Record:
@@ -190,8 +202,7 @@ def _counted_verdict(name: str, base: list[Metric], head: list[Metric], shift: s
 
 def _measured_verdict(name: str, base: list[Metric], head: list[Metric], tolerance: float, defaulted: bool) -> Verdict:
     source = head[0].source
-    values = [(_process_value(b), _process_value(h)) for b, h in zip(base, head)]
-    pairs = [(b, h) for b, h in values if b is not None and h is not None and b > 0 and h > 0]
+    pairs = [pair for b, h in zip(base, head) if (pair := _pair(b, h)) is not None]
     told = f"tolerance {tolerance * 100:+.4g}%" + (" (default)" if defaulted else "")
     if len(pairs) < MIN_PAIRS:
         return Verdict(name, "warn", f"{len(pairs)} complete pairs, fewer than {MIN_PAIRS}: not judged", "baseline")
@@ -240,9 +251,9 @@ def pair_ratios(
                 hm = h.metrics.get(name)
                 if hm is None or bm.source != "measured" or hm.source != "measured":
                     continue
-                bv, hv = _process_value(bm), _process_value(hm)
-                if bv and hv and bv > 0 and hv > 0:
-                    out.setdefault(nodeid, {}).setdefault(name, {})[pair] = hv / bv
+                values = _pair(bm, hm)
+                if values is not None:
+                    out.setdefault(nodeid, {}).setdefault(name, {})[pair] = values[1] / values[0]
     return out
 
 
