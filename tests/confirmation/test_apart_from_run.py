@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.slowed_baselines import slow_down
+
 PROJECT = """
 import pytest
 
@@ -41,15 +43,8 @@ TARGET = "test_spin.py::test_spin[9]"
 
 def _faster(baselines: Path, factors: dict[str, float]) -> None:
     """Divide each test's measured times in its baseline by its factor (the run then reads it that much slower)."""
-    (path,) = baselines.rglob("test_spin.py.json")
-    data = json.loads(path.read_text())
-    for nodeid, entry in data["tests"].items():
-        for metric in entry["metrics"].values():
-            if metric.get("source") == "measured" and metric.get("unit") == "s" and metric.get("value") is not None:
-                metric["value"] /= factors[nodeid]
-                metric["samples"] = [x / factors[nodeid] for x in metric.get("samples") or []]
-                metric["history"] = [x / factors[nodeid] for x in metric.get("history") or []]
-    path.write_text(json.dumps(data))
+    for nodeid, factor in factors.items():
+        assert slow_down(baselines, factor, only=nodeid) > 0, nodeid
 
 
 @pytest.fixture
