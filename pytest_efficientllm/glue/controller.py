@@ -62,23 +62,31 @@ def update_baselines(state: RunState) -> None:
         state.updates = state.store.update(ran)
 
 
-def write_json(state: RunState) -> None:
-    """Every record of the run (raw rounds and its verdicts included) to `--efficiency-json`."""
-    if state.settings.json_path is None:
+def write_json(state: RunState, ran_none: bool = False) -> None:
+    """Every record of the run (raw rounds and its verdicts included) to `--efficiency-json`.
+    A run in which no test ran (`ran_none`: a `-k` that matched nothing) writes none: an empty
+    file in its place would lose the last run's, as `--collect-only` would."""
+    path = state.settings.json_path
+    if path is None:
+        return
+    if ran_none and not state.results:
+        kept = f"; {path} is left as it was" if path.exists() else ""
+        state.json_written = f"efficiency json not written: no test ran{kept}"
         return
     try:
-        write_run(state.settings.json_path, Run(records=state.records, runs=[state.run_info()]))
+        write_run(path, Run(records=state.records, runs=[state.run_info()]))
     except (RunFileError, OSError) as exc:
         state.problems.append(f"--efficiency-json: not written: {exc}")
         return
-    state.json_written = f"efficiency json: {state.settings.json_path} ({len(state.results)} record(s))"
+    state.json_written = f"efficiency json: {path} ({len(state.results)} record(s))"
 
 
-def finish(state: RunState) -> bool:
-    """End-of-session writes; True when something the user asked for could not be written."""
+def finish(state: RunState, ran_none: bool = False) -> bool:
+    """End-of-session writes; True when something the user asked for could not be written.
+    `ran_none`: no test ran (pytest's NO_TESTS_COLLECTED)."""
     # The run file first: it is the run's evidence whatever becomes of the baselines, and
     # an update that fails (or raises) must not take it down with it.
-    write_json(state)
+    write_json(state, ran_none)
     if state.options.update:
         update_baselines(state)
     return bool(state.problems) or any(u.error for u in state.updates)
@@ -107,7 +115,8 @@ class ControllerPlugin:
         self._note_workers_layout()
         if not state.reporting:
             return  # under torchrun every rank runs the session; rank 0 alone writes baselines and JSON
-        if finish(state) and session.exitstatus == pytest.ExitCode.OK:
+        ran_none = session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
+        if finish(state, ran_none) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # asked-for baselines or JSON are missing
 
     def _note_workers_layout(self) -> None:
