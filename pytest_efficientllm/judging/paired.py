@@ -18,7 +18,7 @@ minutes of the machine (docs/gate.md). The rules are the gate's, read on the pai
   exact Wilcoxon signed-rank test over the pairs rejects "no change" at `ALPHA`.
   The CPU's default check fails here on any slowdown beyond its tolerance, where against a
   stored baseline it fails only a gross one: pairing removes the drift that made it lenient.
-  Each change carries its exact signed-rank interval (`shift_interval`); a pass whose interval
+  Each change carries its exact signed-rank interval (`stats.shift_interval`); a pass whose interval
   reaches beyond the tolerance says it cannot rule out that slowdown (`UNRESOLVED`): too few
   pairs for the machine's noise, not evidence that nothing regressed.
 * **budgets** are checked on HEAD's pooled record (each metric's median over processes).
@@ -36,7 +36,6 @@ Plain functions over records; no processes, no pytest.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import math
 import statistics
@@ -50,6 +49,7 @@ from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.compare import DEFAULT_MEASURED_TOLERANCE, compare_counted, default_measured
 from pytest_efficientllm.judging.dtype_shift import dtype_shift
 from pytest_efficientllm.judging.fingerprint import calibrates, calibration_factor, calibration_key
+from pytest_efficientllm.judging.stats import hodges_lehmann, shift_interval, signed_rank_p
 from pytest_efficientllm.judging.verdicts import Verdict, check_budgets
 
 # One-sided level of the signed-rank test. With 6 pairs the smallest p-value is 1/64.
@@ -82,7 +82,7 @@ class PairedChange:
     def interval(self) -> tuple[float, float]:
         """The ratio's confidence interval (`shift_interval` of the log ratios), as ratios. Derived
         when asked: a control's change (`others_moved`, `calibration_moved`) never shows it."""
-        low, high = shift_interval([math.log(r) for r in self.ratios])
+        low, high = shift_interval([math.log(r) for r in self.ratios], ALPHA)
         return math.exp(low), math.exp(high)
 
     def describe(self, interval: bool = True) -> str:
@@ -112,63 +112,13 @@ def _pair(base: Metric, head: Metric) -> tuple[float, float] | None:
     return (b, h) if b is not None and h is not None and b > 0 and h > 0 else None
 
 
-def hodges_lehmann(values: Sequence[float]) -> float:
-    """The median of the Walsh averages (x_i + x_j) / 2, i <= j: the signed-rank test's estimate."""
-    walsh = [(values[i] + values[j]) / 2 for i in range(len(values)) for j in range(i, len(values))]
-    return float(statistics.median(walsh))
-
-
-def _signed_rank_p(shifted: Sequence[float]) -> float:
-    """One-sided exact p-value that the shifted log ratios are centred above 0."""
-    if all(x == 0 for x in shifted):
-        return 1.0
-    # Imported here: scipy.stats costs ~0.5 s, and the plugin loads this module in every pytest run.
-    from scipy import stats as scipy_stats
-
-    return float(scipy_stats.wilcoxon(shifted, alternative="greater", method="exact", zero_method="zsplit").pvalue)
-
-
-def shift_interval(values: Sequence[float]) -> tuple[float, float]:
-    """The exact signed-rank confidence interval of the shift of `values`: every shift d that
-    neither one-sided test at `ALPHA` on `values - d` rejects (so its level is `INTERVAL_LEVEL`
-    or more), the interval that goes with the Hodges-Lehmann estimate.
-
-    Its ends are Walsh averages: the test's statistic changes only where d crosses one. scipy has
-    the exact test but not its interval, so each end is found by bisection over the Walsh
-    averages, testing at a point between two neighbours (~2 log2(n^2/2) exact tests).
-    """
-    walsh = sorted({(values[i] + values[j]) / 2 for i in range(len(values)) for j in range(i, len(values))})
-
-    def point(k: int) -> float:  # a shift between walsh[k - 1] and walsh[k]
-        if k == 0:
-            return walsh[0] - 1.0
-        if k == len(walsh):
-            return walsh[-1] + 1.0
-        return (walsh[k - 1] + walsh[k]) / 2
-
-    def p_above(k: int) -> float:  # "centred above point(k)": rises with k
-        return _signed_rank_p([v - point(k) for v in values])
-
-    def p_below(k: int) -> float:  # "centred below point(k)": falls with k
-        return _signed_rank_p([point(k) - v for v in values])
-
-    # Of the regions 0..len(walsh), first_kept .. after_kept - 1 are kept; with fewer than
-    # MIN_PAIRS values an outer region is too (no shift is ruled out on that side).
-    regions = range(len(walsh) + 1)
-    first_kept = bisect.bisect_left(regions, True, key=lambda k: p_above(k) >= ALPHA)
-    after_kept = bisect.bisect_left(regions, True, key=lambda k: p_below(k) < ALPHA)
-    low = walsh[first_kept - 1] if first_kept > 0 else -math.inf
-    high = walsh[after_kept - 1] if after_kept <= len(walsh) else math.inf
-    return low, high
-
-
 def paired_change(metric: str, base: Sequence[float], head: Sequence[float], direction: str) -> PairedChange:
     """The change of `head` against `base` over their pairs, worse read in the metric's direction."""
     ratios = tuple(h / b for b, h in zip(base, head))
     logs = [math.log(r) for r in ratios]
     worse = logs if direction == "lower" else [-x for x in logs]
     estimate = math.exp(hodges_lehmann(logs))
-    return PairedChange(metric, ratios, estimate, _signed_rank_p(worse), _signed_rank_p([-x for x in worse]))
+    return PairedChange(metric, ratios, estimate, signed_rank_p(worse), signed_rank_p([-x for x in worse]))
 
 
 def pooled(records: Sequence[Record]) -> Record:

@@ -1,4 +1,7 @@
-"""Robust statistics over raw rounds, and the interval the gate uses to tell change from noise.
+"""Robust statistics over raw rounds, and the intervals that tell change from noise: the gate's
+two-sample interval (a run's rounds against its baseline's, `ratio_interval`), and `ab`'s
+one-sample interval over the log ratios of its pairs (`shift_interval`, with `hodges_lehmann`
+and the exact signed-rank test `signed_rank_p`).
 
 Plain functions over sequences of floats; no pytest, no torch.
 
@@ -24,7 +27,9 @@ a misleadingly narrow interval; the gate then refuses to fail on that metric.
 
 from __future__ import annotations
 
+import bisect
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -174,3 +179,56 @@ def ratio_interval(baseline: Sequence[float], current: Sequence[float], confiden
     low = float(math.exp(diffs[k - 1]))
     high = float(math.exp(diffs[diffs.size - k]))
     return RatioInterval(ratio, estimate, low, high, confidence, int(b.size), int(c.size))
+
+
+# -- paired: one sample of differences (log ratios of pairs), its estimate and exact interval --
+
+
+def hodges_lehmann(values: Sequence[float]) -> float:
+    """The median of the Walsh averages (x_i + x_j) / 2, i <= j: the signed-rank test's estimate."""
+    walsh = [(values[i] + values[j]) / 2 for i in range(len(values)) for j in range(i, len(values))]
+    return float(statistics.median(walsh))
+
+
+def signed_rank_p(shifted: Sequence[float]) -> float:
+    """One-sided exact p-value that the shifted log ratios are centred above 0."""
+    if all(x == 0 for x in shifted):
+        return 1.0
+    # Imported here: scipy.stats costs ~0.5 s, and the plugin loads this module in every pytest run.
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.wilcoxon(shifted, alternative="greater", method="exact", zero_method="zsplit").pvalue)
+
+
+def shift_interval(values: Sequence[float], alpha: float) -> tuple[float, float]:
+    """The exact signed-rank confidence interval of the shift of `values`: every shift d that
+    neither one-sided test at `alpha` on `values - d` rejects (so its level is 1 - 2 `alpha`
+    or more), the interval that goes with the Hodges-Lehmann estimate.
+
+    Its ends are Walsh averages: the test's statistic changes only where d crosses one. scipy has
+    the exact test but not its interval, so each end is found by bisection over the Walsh
+    averages, testing at a point between two neighbours (~2 log2(n^2/2) exact tests).
+    """
+    walsh = sorted({(values[i] + values[j]) / 2 for i in range(len(values)) for j in range(i, len(values))})
+
+    def point(k: int) -> float:  # a shift between walsh[k - 1] and walsh[k]
+        if k == 0:
+            return walsh[0] - 1.0
+        if k == len(walsh):
+            return walsh[-1] + 1.0
+        return (walsh[k - 1] + walsh[k]) / 2
+
+    def p_above(k: int) -> float:  # "centred above point(k)": rises with k
+        return signed_rank_p([v - point(k) for v in values])
+
+    def p_below(k: int) -> float:  # "centred below point(k)": falls with k
+        return signed_rank_p([point(k) - v for v in values])
+
+    # Of the regions 0..len(walsh), first_kept .. after_kept - 1 are kept; with fewer than
+    # enough values to reach `alpha` (5 at 5%) an outer region is too (no shift is ruled out on that side).
+    regions = range(len(walsh) + 1)
+    first_kept = bisect.bisect_left(regions, True, key=lambda k: p_above(k) >= alpha)
+    after_kept = bisect.bisect_left(regions, True, key=lambda k: p_below(k) < alpha)
+    low = walsh[first_kept - 1] if first_kept > 0 else -math.inf
+    high = walsh[after_kept - 1] if after_kept <= len(walsh) else math.inf
+    return low, high

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from pytest_efficientllm.ab.command import judge_tests, record_limits
 from pytest_efficientllm.ab.runner import ProcessResult
@@ -15,13 +12,9 @@ from pytest_efficientllm.ab.schedule import abba
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.judging.paired import (
-    ALPHA,
     UNRESOLVED,
-    _signed_rank_p,
-    hodges_lehmann,
     paired_change,
     paired_verdicts,
-    shift_interval,
 )
 from tests.helpers.record_builders import counted, latency, record
 
@@ -48,11 +41,6 @@ def test_abba_alternates_which_side_runs_first() -> None:
     assert [s.index for s in abba(3)] == list(range(6))
     with pytest.raises(ValueError, match="pairs=0"):
         abba(0)
-
-
-def test_hodges_lehmann_is_the_median_of_walsh_averages() -> None:
-    # Walsh averages of (0, 1, 5): 0, 0.5, 2.5, 1, 3, 5 -> median 1.75
-    assert hodges_lehmann([0.0, 1.0, 5.0]) == pytest.approx(1.75)
 
 
 def test_a_drift_shared_by_both_members_of_each_pair_cancels() -> None:
@@ -85,33 +73,6 @@ def test_a_change_within_the_tolerance_passes_however_consistent() -> None:
 def test_one_slow_pair_among_equal_ones_does_not_fail() -> None:
     base, head = _sides([0.100] * 6, [0.100, 0.100, 0.200, 0.100, 0.100, 0.100])
     assert _by_metric(paired_verdicts(base, head))["cpu_time_per_round"].status == "pass"
-
-
-def _interval_by_enumeration(values: list[float]) -> tuple[float, float]:
-    """The textbook interval, as an oracle: enumerate the 2^n equally likely sign patterns of the
-    signed-rank statistic, take the largest k with P(T+ <= k - 1) <= ALPHA, and cut k Walsh averages
-    off each end (Hollander & Wolfe, ch. 3)."""
-    n = len(values)
-    sums = [sum(r for r, sign in zip(range(1, n + 1), signs) if sign) for signs in itertools.product((0, 1), repeat=n)]
-    k = max(c for c in range(1, n * (n + 1) // 2) if sum(t <= c - 1 for t in sums) / len(sums) <= ALPHA)
-    walsh = sorted((values[i] + values[j]) / 2 for i in range(n) for j in range(i, n))
-    return walsh[k - 1], walsh[len(walsh) - k]
-
-
-def test_the_interval_of_five_pairs_is_their_range_as_the_textbook_has_it() -> None:
-    # With 5 pairs only T+ = 0 (and 15) lies within ALPHA (1/32): the interval is the pairs' range.
-    assert shift_interval([0.03, -0.01, 0.2, 0.05, 0.0]) == (-0.01, 0.2)
-
-
-@given(st.lists(st.integers(-1000, 1000), min_size=5, max_size=9, unique=True))
-def test_the_interval_is_the_textbook_one_and_agrees_with_the_test(ints: list[int]) -> None:
-    values = [i / 997 for i in ints]  # distinct, and no Walsh average meets a tested point
-    low, high = shift_interval(values)
-    assert (low, high) == pytest.approx(_interval_by_enumeration(values))
-    assert low <= hodges_lehmann(values) <= high
-    if 0.0 not in {(a + b) / 2 for a in values for b in values}:
-        assert (low > 0) == (_signed_rank_p(values) < ALPHA)
-        assert (high < 0) == (_signed_rank_p([-v for v in values]) < ALPHA)
 
 
 def test_a_noisy_pass_says_it_cannot_rule_out_a_slowdown_beyond_the_tolerance() -> None:

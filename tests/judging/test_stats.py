@@ -1,11 +1,23 @@
-"""Robust statistics and the rank-based ratio interval the gate relies on."""
+"""Robust statistics, the rank-based ratio interval the gate relies on, and `ab`'s paired interval."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pytest_efficientllm.judging.stats import _rank_k, ratio_interval, summarize
+from pytest_efficientllm.judging.paired import ALPHA  # ab's level, at which its interval is drawn
+from pytest_efficientllm.judging.stats import (
+    _rank_k,
+    hodges_lehmann,
+    ratio_interval,
+    shift_interval,
+    signed_rank_p,
+    summarize,
+)
 
 
 def test_summary_of_known_samples() -> None:
@@ -63,3 +75,41 @@ def test_large_samples_use_the_normal_approximation_and_stay_fast() -> None:
 def test_bad_samples_are_rejected(bad: list[float]) -> None:
     with pytest.raises(ValueError):
         ratio_interval([1.0, 2.0], bad)
+
+
+# -- ab's paired interval: one sample of log ratios --
+
+
+def test_hodges_lehmann_is_the_median_of_walsh_averages() -> None:
+    # Walsh averages of (0, 1, 5): 0, 0.5, 2.5, 1, 3, 5 -> median 1.75
+    assert hodges_lehmann([0.0, 1.0, 5.0]) == pytest.approx(1.75)
+
+
+def _interval_by_enumeration(values: list[float]) -> tuple[float, float]:
+    """The textbook interval, as an oracle: enumerate the 2^n equally likely sign patterns of the
+    signed-rank statistic, take the largest k with P(T+ <= k - 1) <= ALPHA, and cut k Walsh averages
+    off each end (Hollander & Wolfe, ch. 3)."""
+    n = len(values)
+    sums = [sum(r for r, sign in zip(range(1, n + 1), signs) if sign) for signs in itertools.product((0, 1), repeat=n)]
+    k = max(c for c in range(1, n * (n + 1) // 2) if sum(t <= c - 1 for t in sums) / len(sums) <= ALPHA)
+    walsh = sorted((values[i] + values[j]) / 2 for i in range(n) for j in range(i, n))
+    return walsh[k - 1], walsh[len(walsh) - k]
+
+
+def test_the_interval_of_five_pairs_is_their_range_as_the_textbook_has_it() -> None:
+    # With 5 pairs only T+ = 0 (and 15) lies within ALPHA (1/32): the interval is the pairs' range.
+    assert shift_interval([0.03, -0.01, 0.2, 0.05, 0.0], ALPHA) == (-0.01, 0.2)
+
+
+# No deadline: the first example imports scipy.stats (~0.5 s; 0.66 s under -n 2), and hypothesis
+# would call that a flaky timing.
+@settings(deadline=None)
+@given(st.lists(st.integers(-1000, 1000), min_size=5, max_size=9, unique=True))
+def test_the_interval_is_the_textbook_one_and_agrees_with_the_test(ints: list[int]) -> None:
+    values = [i / 997 for i in ints]  # distinct, and no Walsh average meets a tested point
+    low, high = shift_interval(values, ALPHA)
+    assert (low, high) == pytest.approx(_interval_by_enumeration(values))
+    assert low <= hodges_lehmann(values) <= high
+    if 0.0 not in {(a + b) / 2 for a in values for b in values}:
+        assert (low > 0) == (signed_rank_p(values) < ALPHA)
+        assert (high < 0) == (signed_rank_p([-v for v in values]) < ALPHA)
