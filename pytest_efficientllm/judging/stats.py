@@ -191,7 +191,7 @@ def hodges_lehmann(values: Sequence[float]) -> float:
 
 
 def signed_rank_p(shifted: Sequence[float]) -> float:
-    """One-sided exact p-value that the shifted log ratios are centred above 0."""
+    """One-sided exact signed-rank p-value of "centred at 0" against "centred above 0"."""
     if all(x == 0 for x in shifted):
         return 1.0
     # Imported here: scipy.stats costs ~0.5 s, and the plugin loads this module in every pytest run.
@@ -224,8 +224,8 @@ def shift_interval(values: Sequence[float], alpha: float) -> tuple[float, float]
     def p_below(k: int) -> float:  # "centred below point(k)": falls with k
         return signed_rank_p([point(k) - v for v in values])
 
-    # Of the regions 0..len(walsh), first_kept .. after_kept - 1 are kept; with fewer than
-    # enough values to reach `alpha` (5 at 5%) an outer region is too (no shift is ruled out on that side).
+    # Of the regions 0..len(walsh), first_kept .. after_kept - 1 are kept; with too few values to
+    # reach `alpha` (fewer than 5 at 5%) an outer region is kept too: no shift is ruled out there.
     regions = range(len(walsh) + 1)
     first_kept = bisect.bisect_left(regions, True, key=lambda k: p_above(k) >= alpha)
     after_kept = bisect.bisect_left(regions, True, key=lambda k: p_below(k) < alpha)
