@@ -84,6 +84,14 @@ def _tally(runs: list[dict], metric: str, names_of: Callable[[str], list[str]]) 
     return windows, flagged, names, unavailable
 
 
+def _absent(runs: list[dict], what: str) -> str:
+    """Why no record carries `what`, an NVML reading: on the CPU profile there is no GPU to read it
+    from (the CPU rehearsal); on a GPU its absence means this build of the plugin does not record it."""
+    profiles = {rec.get("profile") for run in runs for rec in run.get("records", [])}
+    why = "NVML's; the CPU profile has no GPU" if profiles == {"cpu"} else "not recorded by this build"
+    return f"the records carry no {what} ({why})."
+
+
 def _unavailable(unavailable: Counter) -> str:
     return f"; unavailable in {sum(unavailable.values())}: " + "; ".join(unavailable) if unavailable else ""
 
@@ -93,7 +101,7 @@ def held_by_limiters(runs: list[dict]) -> list[str]:
     reasons at the window's two edges): how often the counters saw throttling the edge reads missed."""
     windows, held, named, unavailable = _tally(runs, "gpu_throttled_share", limiters)
     if not windows:
-        return ["Violation counters: the records carry no `gpu_throttled_share` (not recorded by this build)."]
+        return ["Violation counters: " + _absent(runs, "`gpu_throttled_share`")]
     line = f"Violation counters (`gpu_throttled_share`): {len(held)} of {windows} windows held below application clocks"
     if held:
         missed = sum(1 for _, metrics in held if not (metrics.get("gpu_throttled") or {}).get("value"))
@@ -121,7 +129,7 @@ def throttling(runs: list[dict]) -> list[str]:
     build records them."""
     windows, throttled, reasons, unavailable = _tally(runs, "gpu_throttled", throttle_reasons)
     if not windows:
-        out = ["Throttle reasons: the records carry no `gpu_throttled` metric (not recorded by this build)."]
+        out = ["Throttle reasons: " + _absent(runs, "`gpu_throttled` metric")]
     else:
         out = [
             f"Throttling (`gpu_throttled`): {len(throttled)} of {windows} windows throttled"
@@ -150,7 +158,7 @@ def energy_windows(runs: list[dict]) -> list[str]:
         if isinstance(r.get("settings", {}).get("energy_window"), dict) and r["settings"]["energy_window"]
     ]
     if not wins:
-        return ["Energy windows: the records carry no `energy_window` setting (not recorded by this build)."]
+        return ["Energy windows: " + _absent(runs, "`energy_window` setting")]
 
     def nums(key: str) -> list[float]:
         return [float(w[key]) for w in wins if isinstance(w.get(key), (int, float)) and not isinstance(w[key], bool)]

@@ -71,6 +71,23 @@ def test_throttle_reasons_and_limiters_are_counted_as_the_probes_name_them() -> 
     assert "power (2); thermal (1); 0 of them with no throttle reason" in held
 
 
+def test_nvml_readings_absent_on_the_cpu_profile_say_why_and_on_a_gpu_name_the_build() -> None:
+    # The CPU rehearsal's records carry no NVML reading by design; a GPU run's lacking one is news.
+    cpu = {"records": [Record("suites/test_x.py::test_0", "cpu", fingerprint=dict(FINGERPRINT)).to_dict()]}
+    gpu = _run([latency(0.01)])
+    on_cpu, on_gpu = "(NVML's; the CPU profile has no GPU).", "(not recorded by this build)."
+    assert report.throttling([cpu])[:2] == [
+        f"Throttle reasons: the records carry no `gpu_throttled` metric {on_cpu}",
+        f"Violation counters: the records carry no `gpu_throttled_share` {on_cpu}",
+    ]
+    assert report.throttling([gpu])[:2] == [
+        f"Throttle reasons: the records carry no `gpu_throttled` metric {on_gpu}",
+        f"Violation counters: the records carry no `gpu_throttled_share` {on_gpu}",
+    ]
+    assert report.energy_windows([cpu]) == [f"Energy windows: the records carry no `energy_window` setting {on_cpu}"]
+    assert report.energy_windows([gpu]) == [f"Energy windows: the records carry no `energy_window` setting {on_gpu}"]
+
+
 def test_the_a_a_tally_tells_a_failure_the_vote_cleared_from_a_pass_within_the_counters_resolution() -> None:
     base = Record("suites/test_x.py::test_decode", "h100", fingerprint=dict(H100))
     base.add(latency(0.010, n=9, spread=0.01))
