@@ -1,0 +1,88 @@
+"""Would `ab` resolve more if each test were judged against the other tests of its pairs?
+
+An offline re-judging of `ab` output folders (`--output`: each process's run file, `base-<pair>.json`
+and `head-<pair>.json`). For every test's CPU time it takes the log ratio HEAD/BASE of each pair
+three ways: raw (as `ab` judges now), relative to the median of all other tests in the same pair,
+and relative to the median of the other tests of the same test function (its other parameters).
+For each way it reports the median width of the 90% signed-rank interval, how many A/A timings
+fail by `ab`'s rule (estimate beyond +5% and one-sided p < 5%), and how many would fail had the
+test alone been 10% slower (+10% added to its HEAD log ratios; the other tests left as they ran).
+
+    python benchmarks/ab_relative.py efficiency-ab/ [more folders...]
+
+Folders of an A/A (the same code on both sides) are what it is for: every failure is false.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pytest_efficientllm.judging.paired import ALPHA, pair_ratios  # noqa: E402
+from pytest_efficientllm.judging.stats import hodges_lehmann, shift_interval, signed_rank_p  # noqa: E402
+from pytest_efficientllm.storage.runfile import read_run  # noqa: E402
+
+METRIC = "cpu_time_per_round"
+TOLERANCE = math.log(1.05)  # the profile's default for CPU time
+SLOWER = math.log(1.10)
+WAYS = ("raw", "relative to the other tests", "relative to the same function's")
+
+
+def log_ratios(folder: Path) -> dict[str, list[float]]:
+    """Each test's log ratio HEAD/BASE per pair, over the pairs every test has (the first ones: the
+    confirming pairs hold only the suspects)."""
+    pairs = {}
+    for pair in range(10_000):
+        base, head = folder / f"base-{pair}.json", folder / f"head-{pair}.json"
+        if not (base.exists() and head.exists()):
+            break
+        pairs[pair] = ({r.nodeid: r for r in read_run(base).records}, {r.nodeid: r for r in read_run(head).records})
+    ratios = {test: by[METRIC] for test, by in pair_ratios(pairs).items() if METRIC in by}
+    shared = sorted(set.intersection(*(set(r) for r in ratios.values()))) if ratios else []
+    return {test: [math.log(r[p]) for p in shared] for test, r in ratios.items()}
+
+
+def fails(logs: list[float]) -> bool:
+    return hodges_lehmann(logs) > TOLERANCE and signed_rank_p(logs) < ALPHA
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    args = parser.parse_args()
+    widths: dict[str, list[float]] = {w: [] for w in WAYS}
+    false_alarms = dict.fromkeys(WAYS, 0)
+    caught = dict.fromkeys(WAYS, 0)
+    timings = 0
+    for folder in args.folders:
+        logs = log_ratios(folder)
+        for test, own in logs.items():
+            others = [o for o in logs if o != test]
+            same = [o for o in others if o.split("[")[0] == test.split("[")[0]]
+            for way, group in zip(WAYS, (None, others, same)):
+                if group == []:
+                    continue
+                controls = [statistics.median(logs[o][p] for o in group) if group else 0.0 for p in range(len(own))]
+                a_a = [x - c for x, c in zip(own, controls)]
+                low, high = shift_interval(a_a, ALPHA)
+                widths[way].append((math.exp(high) - math.exp(low)) * 100)
+                false_alarms[way] += fails(a_a)
+                caught[way] += fails([x + SLOWER for x in a_a])
+            timings += 1
+    print(f"{timings} CPU-time timings in {len(args.folders)} comparison(s)")
+    for way in WAYS:
+        if widths[way]:
+            n = len(widths[way])
+            print(
+                f"{way:32s} median interval width {statistics.median(widths[way]):5.1f} points; A/A failed "
+                f"{false_alarms[way]} of {n}; a +10% slower test caught in {caught[way]} of {n}"
+            )
+
+
+if __name__ == "__main__":
+    main()
