@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pytest_efficientllm.ab.revisions import Side
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.glue.controller import NOTHING_RECORDED
 from pytest_efficientllm.storage.runfile import RunFileError, read_run
 
 # What the measuring process must not do: judge, confirm in more processes, calibrate again
@@ -118,11 +119,12 @@ def run_process(
     except (OSError, ET.ParseError) as exc:
         result.problem = result.problem or f"{side.name} process {pair} left no test outcomes ({exc}): {tail}"
         return result
+    if not json_path.exists() and NOTHING_RECORDED in done.stdout:
+        return result  # the process's tests measured nothing (or none ran), as it says
     try:
         run = read_run(json_path)
     except (OSError, RunFileError) as exc:
-        if done.returncode != 5:
-            result.problem = result.problem or f"{side.name} process {pair} left no run file ({exc}): {tail}"
+        result.problem = result.problem or f"{side.name} process {pair} left no run file ({exc}): {tail}"
         return result
     result.records = {r.nodeid: r for r in run.records}
     return result

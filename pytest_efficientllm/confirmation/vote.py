@@ -229,9 +229,9 @@ def measure_in_child(nodeid: str, settings: ChildSettings) -> Record | str:
         if proc.returncode != 0:
             return f"pytest exited {proc.returncode}: " + " | ".join(tail)
         try:
-            records = [r for r in read_run(json_path).records if r.nodeid == nodeid]
+            records = [r for r in read_run(json_path).records if r.nodeid == nodeid] if json_path.exists() else []
         except RunFileError as exc:
             return str(exc)
-        if not records:
+        if not records:  # with none at all, the process wrote no run file
             return "the fresh process measured nothing for this test: " + " | ".join(tail)
         return records[0]

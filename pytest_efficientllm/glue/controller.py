@@ -62,16 +62,21 @@ def update_baselines(state: RunState) -> None:
         state.updates = state.store.update(ran)
 
 
-def write_json(state: RunState, ran_none: bool = False) -> None:
+# What the section says where a run recorded no measurement and so wrote no run file.
+NOTHING_RECORDED = "efficiency json not written: no test recorded a measurement"
+
+
+def write_json(state: RunState) -> None:
     """Every record of the run (raw rounds and its verdicts included) to `--efficiency-json`.
-    A run in which no test ran (`ran_none`: a `-k` that matched nothing) writes none: an empty
-    file in its place would lose the last run's, as `--collect-only` would."""
+    A run that recorded no measurement (its tests measure nothing, or a `-k` matched none)
+    writes none, as the report: an empty file in its place would lose the last run's, and
+    the run's fingerprint alone would open the measuring session (torch) for nothing."""
     path = state.settings.json_path
     if path is None:
         return
-    if ran_none and not state.results:
+    if not state.results:
         kept = f"; {path} is left as it was" if path.exists() else ""
-        state.json_written = f"efficiency json not written: no test ran{kept}"
+        state.json_written = NOTHING_RECORDED + kept
         return
     try:
         write_run(path, Run(records=state.records, runs=[state.run_info()]))
@@ -81,12 +86,11 @@ def write_json(state: RunState, ran_none: bool = False) -> None:
     state.json_written = f"efficiency json: {path} ({len(state.results)} record(s))"
 
 
-def finish(state: RunState, ran_none: bool = False) -> bool:
-    """End-of-session writes; True when something the user asked for could not be written.
-    `ran_none`: no test ran (pytest's NO_TESTS_COLLECTED)."""
+def finish(state: RunState) -> bool:
+    """End-of-session writes; True when something the user asked for could not be written."""
     # The run file first: it is the run's evidence whatever becomes of the baselines, and
     # an update that fails (or raises) must not take it down with it.
-    write_json(state, ran_none)
+    write_json(state)
     if state.options.update:
         update_baselines(state)
     return bool(state.problems) or any(u.error for u in state.updates)
@@ -115,8 +119,7 @@ class ControllerPlugin:
         self._note_workers_layout()
         if not state.reporting:
             return  # under torchrun every rank runs the session; rank 0 alone writes baselines and JSON
-        ran_none = session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
-        if finish(state, ran_none) and session.exitstatus == pytest.ExitCode.OK:
+        if finish(state) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # asked-for baselines or JSON are missing
 
     def _note_workers_layout(self) -> None:

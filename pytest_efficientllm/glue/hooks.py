@@ -36,7 +36,7 @@ from pytest_efficientllm.glue.state import (
     SPEC_KEY,
     RunState,
 )
-from pytest_efficientllm.glue.summary import has_something_to_say, summary_lines
+from pytest_efficientllm.glue.summary import has_something_to_say, section_lines
 from pytest_efficientllm.judging.evaluate import BaselineView, evaluate
 from pytest_efficientllm.measuring import process_layout
 from pytest_efficientllm.measuring.calibration import Calibrator
@@ -268,7 +268,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = config.stash.get(RUN_KEY, None)
     if state is None or not state.reporting or not has_something_to_say(state):
         return
-    lines = summary_lines(state.session, state, verbose=config.get_verbosity())
+    lines = section_lines(state, verbose=config.get_verbosity())
     if lines:
         terminalreporter.section("efficiency")
         for line in lines:

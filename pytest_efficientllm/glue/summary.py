@@ -688,8 +688,23 @@ def summary_lines(
             "",
             width,
         )
+    return lines + _written_lines(state, width)
+
+
+def _written_lines(state: RunState, width: int) -> list[str]:
+    """What the run could not do, and what became of its run file."""
+    lines: list[str] = []
     for problem in state.problems:
         lines += _wrap(problem, "", width)
     if state.json_written:
         lines.append(state.json_written)
     return lines
+
+
+def section_lines(state: RunState, width: int = WIDTH, verbose: int = 0) -> list[str]:
+    """The efficiency section: in full (`summary_lines`) where the run measured, else only what
+    became of the files it asked for. A run that measured nothing (`--efficiency-json` in a
+    project's addopts, its plain tests run) opens no session (torch, NVML) to head a section."""
+    if state.session_opened or state.results or state.lost_workers or state.unreported:
+        return summary_lines(state.session, state, width, verbose)
+    return _store_lines(state, width) + _written_lines(state, width)

@@ -108,6 +108,28 @@ def test_the_default_output_in_the_work_tree_works_and_does_not_block_the_next_r
     assert done.returncode == 2 and "notes.txt" in done.stderr and "efficiency-ab" not in done.stderr
 
 
+def test_sides_whose_tests_measure_nothing_leave_no_run_file_and_no_problem(tmp_path: Path) -> None:
+    # A process that records no measurement writes no run file, and says so: not a lost process.
+    repo = empty_repo(tmp_path / "toy")
+    (repo / "test_toy.py").write_text(toy(200_000) + "\n\ndef test_plain():\n    assert True\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "commit", "-qm", "head", "--allow-empty")
+    cmd = [sys.executable, "-m", "pytest_efficientllm", "ab", "HEAD~1", "HEAD", "--pairs", "1"]
+    out = tmp_path / "out"
+    for selection, tests in (("no_such_test", 0), ("test_plain", 1)):  # none ran; one ran, unmeasured
+        done = subprocess.run(
+            [*cmd, "--output", str(out), "--", "test_toy.py", "-k", selection],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"0 of {tests} tests failed" in done.stdout, done.stdout + done.stderr
+        assert "run file (" not in done.stdout + done.stderr and not list(out.glob("*-0.json")), selection
+
+
 def test_a_project_in_a_subfolder_is_compared_from_that_subfolder(tmp_path: Path) -> None:
     # A monorepo: the project, its ini file and its relative test paths live in pkg/; the sides'
     # processes ran at their worktree's top, where `test_toy.py` was not found.

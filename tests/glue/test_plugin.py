@@ -263,6 +263,27 @@ def test_a_run_that_measures_nothing_costs_no_torch_import_and_prints_no_section
         assert "efficiency" not in result.stdout.str()
 
 
+def test_a_run_file_in_addopts_costs_a_run_that_measures_nothing_no_torch(pytester: pytest.Pytester) -> None:
+    # A project that names its run file in addopts runs its plain tests too: that run has no record
+    # to write, so it opens no session (torch, the fingerprint: ~1.7 s, ~180 MiB) for the section.
+    pytester.makepyfile(
+        test_plain="def test_plain():\n    assert True\n",
+        conftest="""
+        import sys
+
+        def pytest_unconfigure(config):
+            sys.stdout.write(f"PROBE torch={'torch' in sys.modules}\\n")
+        """,
+    )
+    pytester.makeini("[pytest]\naddopts = --efficiency-json=run.json\nefficiency_threads = 1\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*= efficiency =*", "efficiency json not written: no test recorded a measurement", "PROBE torch=False"]
+    )
+    assert not (pytester.path / "run.json").exists()
+
+
 def test_a_run_that_runs_no_test_opens_prints_and_writes_nothing(pytester: pytest.Pytester) -> None:
     # An IDE's test discovery runs `--collect-only` on every save, often with the project's addopts:
     # it must not re-execute pytest, import torch or print a section, nor replace the last run's
