@@ -5,8 +5,9 @@ and `head-<pair>.json`). For every test's CPU time it takes the log ratio HEAD/B
 three ways: raw (as `ab` judges now), relative to the median of all other tests in the same pair,
 and relative to the median of the other tests of the same test function (its other parameters).
 For each way it reports the median width of the 90% signed-rank interval, how many A/A timings
-fail by `ab`'s rule (estimate beyond +5% and one-sided p < 5%), and how many would fail had the
-test alone been 10% slower (+10% added to its HEAD log ratios; the other tests left as they ran).
+fail by `ab`'s own verdict (`paired_verdicts`: estimate beyond +5% and one-sided p < 5%), and how
+many would fail had the test alone been 10% slower (+10% added to its HEAD log ratios; the other
+tests left as they ran).
 
     python benchmarks/ab_relative.py efficiency-ab/ [more folders...]
 
@@ -23,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_efficientllm.judging.paired import ALPHA, pair_ratios  # noqa: E402
-from pytest_efficientllm.judging.stats import hodges_lehmann, shift_interval, signed_rank_p  # noqa: E402
+from pytest_efficientllm.core.metrics import measured  # noqa: E402
+from pytest_efficientllm.core.record import Record  # noqa: E402
+from pytest_efficientllm.judging.paired import pair_ratios, paired_change, paired_verdicts  # noqa: E402
 from pytest_efficientllm.storage.runfile import read_run  # noqa: E402
 
-METRIC = "cpu_time_per_round"
-TOLERANCE = math.log(1.05)  # the profile's default for CPU time
+METRIC = "cpu_time_per_round"  # judged at the CPU profile's default tolerance, +5%
 SLOWER = math.log(1.10)
 WAYS = ("raw", "relative to the other tests", "relative to the same function's")
 
@@ -47,8 +48,16 @@ def log_ratios(folder: Path) -> dict[str, list[float]]:
     return {test: [math.log(r[p]) for p in shared] for test, r in ratios.items()}
 
 
+def _record(ratio: float) -> Record:
+    record = Record("re-judged", "cpu")
+    record.add(measured(METRIC, ratio, "HEAD/BASE of one pair, re-judged offline"))
+    return record
+
+
 def fails(logs: list[float]) -> bool:
-    return hodges_lehmann(logs) > TOLERANCE and signed_rank_p(logs) < ALPHA
+    """`ab`'s own verdict (`paired_verdicts`) on pairs whose HEAD/BASE log ratios are `logs`."""
+    verdicts = paired_verdicts([_record(1.0)] * len(logs), [_record(math.exp(x)) for x in logs])
+    return any(v.metric == METRIC and v.status == "fail" for v in verdicts)
 
 
 def main() -> None:
@@ -69,8 +78,8 @@ def main() -> None:
                     continue
                 controls = [statistics.median(logs[o][p] for o in group) if group else 0.0 for p in range(len(own))]
                 a_a = [x - c for x, c in zip(own, controls)]
-                low, high = shift_interval(a_a, ALPHA)
-                widths[way].append((math.exp(high) - math.exp(low)) * 100)
+                low, high = paired_change(METRIC, [1.0] * len(a_a), [math.exp(x) for x in a_a], "lower").interval
+                widths[way].append((high - low) * 100)
                 false_alarms[way] += fails(a_a)
                 caught[way] += fails([x + SLOWER for x in a_a])
             timings += 1
