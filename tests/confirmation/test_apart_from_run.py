@@ -63,7 +63,10 @@ def _cpu_time_verdict(run: Path, nodeid: str) -> dict:
     return verdict
 
 
-@pytest.mark.parametrize("target, status", [(2.4, "warn"), (8.0, "fail")], ids=["moved-with-the-run", "far-out"])
+# The run reads +50% (9 tests at 1.5x). Moved with it, the target reads +120% here, gross, and its own
+# share is 2.2 / 1.5 = +47%, so a fresh process must read it 29% high to make it gross alone; at 2.4x
+# (+60% of its own) one read +187% beside a busy xdist worker in CI, and it failed.
+@pytest.mark.parametrize("target, status", [(2.2, "warn"), (8.0, "fail")], ids=["moved-with-the-run", "far-out"])
 def test_a_confirmed_gross_slowdown_is_judged_beyond_the_run_s_own_shift(
     spinner: pytest.Pytester, target: float, status: str
 ) -> None:
