@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -25,9 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 import ab_evidence  # noqa: E402
 
 from pytest_efficientllm.ab.command import run_comparison  # noqa: E402
-from pytest_efficientllm.judging.paired import INTERVAL, UNRESOLVED  # noqa: E402
-
-BOUNDS = re.compile(re.escape(INTERVAL) + r" ([-+][\d.]+)% \.\. ([-+][\d.]+)%")
+from pytest_efficientllm.judging.paired import UNRESOLVED  # noqa: E402
 
 
 def main() -> None:
@@ -57,9 +54,8 @@ def main() -> None:
                 timings = [v for t in comparison.tests for v in t.verdicts if v.metric == "cpu_time_per_round"]
                 widths = []
                 for v in timings:
-                    found = BOUNDS.search(v.message)
-                    assert found is not None, v.message
-                    widths.append(float(found.group(2)) - float(found.group(1)))
+                    assert v.interval is not None, v.message
+                    widths.append(100 * (v.interval[1] - v.interval[0]))
                 changes = [v.change or 0.0 for v in timings]
                 unresolved = sum(UNRESOLVED in v.message for v in timings)
                 print(

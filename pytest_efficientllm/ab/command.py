@@ -284,7 +284,7 @@ def _vs_base(t: TestVerdict, with_status: bool, most: int | None = None) -> list
 def unresolved_line(c: Comparison) -> str:
     """How many timings passed without ruling out a slowdown beyond their tolerance ("" if none):
     on a noisy machine a pass of a few pairs says little, and only this says so."""
-    timed = [v for t in c.tests for v in t.verdicts if v.kind == "baseline" and INTERVAL in v.message]
+    timed = [v for t in c.tests for v in t.verdicts if v.kind == "baseline" and v.interval is not None]
     unresolved = [v for v in timed if v.status == "pass" and UNRESOLVED in v.message]
     if not unresolved:
         return ""

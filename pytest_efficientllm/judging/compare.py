@@ -39,6 +39,7 @@ error; any other difference a warning, with times then compared through the cali
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -59,7 +60,7 @@ from pytest_efficientllm.judging.run_noise import (
     run_medians,
 )
 from pytest_efficientllm.judging.stats import RatioInterval, ratio_interval, summarize
-from pytest_efficientllm.judging.verdicts import Verdict, soften
+from pytest_efficientllm.judging.verdicts import Status, Verdict, soften
 from pytest_efficientllm.judging.workload import workload_changes
 
 COUNTED_RTOL = 1e-6
@@ -234,55 +235,46 @@ def _compare_measured(
     if iv is not None and iv.resolved:
         numbers += f", {iv.confidence:.0%} interval {format_change(iv.low - 1)} .. {format_change(iv.high - 1)}"  # type: ignore[operator]
     numbers += f"; tolerance {tol * 100:+.4g}%)"
+    interval = (iv.low - 1, iv.high - 1) if iv is not None and iv.resolved else None  # type: ignore[operator]
+
+    def judged(status: Status, message: str) -> Verdict:
+        return Verdict(name, status, message, "baseline", change, interval)
+
     worse, better = beyond_tolerance(change, cur.direction, tol)
     if not (worse or better):
-        return Verdict(name, "pass", numbers, "baseline", change)
+        return judged("pass", numbers)
     if resolution is not None and resolution.holds(1 + change):
-        return Verdict(
-            name,
+        return judged(
             "pass",
             f"{numbers}: beyond tolerance but within the energy counter's resolution ({resolution.why}: "
             f"{format_change(resolution.low - 1)} .. {format_change(resolution.high - 1)} with nothing changed)",
-            "baseline",
-            change,
         )
     if iv is None:
         # A single value per run: no spread to estimate noise from, so the tolerance decides.
         if worse:
-            return Verdict(
-                name,
+            return judged(
                 "fail",
                 f"{numbers}: {word} beyond tolerance (one value per run: no noise estimate)",
-                "baseline",
-                change,
             )
-        return Verdict(
-            name,
+        return judged(
             "improved",
             f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
-            "baseline",
-            change,
         )
     if not iv.resolved and not (rounds_may_be_few and worse):
-        return Verdict(name, "warn", f"{numbers}: beyond tolerance, but {iv.why}", "baseline", change)
+        return judged("warn", f"{numbers}: beyond tolerance, but {iv.why}")
     if not iv.resolved:
         numbers += f" (rounds too few for an interval: {iv.n_baseline} and {iv.n_current}; judged by the runs)"
     beyond_noise = not iv.resolved or ((iv.low > 1.0) if change > 0 else (iv.high < 1.0))  # type: ignore[operator]
     if not beyond_noise:
-        return Verdict(
-            name, "pass", f"{numbers}: beyond tolerance but within the noise of the two runs", "baseline", change
-        )
+        return judged("pass", f"{numbers}: beyond tolerance but within the noise of the two runs")
     if worse:
         prediction = predict(runs, prior, base.unit, base.direction, level)
         bound = prediction.bound(base.direction) if prediction is not None else None
         within = bound is not None and not (c_med > bound if base.direction == "lower" else c_med < bound)
         if prediction is not None and within:
-            return Verdict(
-                name,
+            return judged(
                 "pass",
                 f"{numbers}: beyond tolerance but within the run-to-run noise of {prediction.describe(base.direction)}",
-                "baseline",
-                change,
             )
         how = (
             f" and the run-to-run noise of {prediction.describe(base.direction)}"
@@ -290,13 +282,10 @@ def _compare_measured(
             else f" (baseline of {len(runs)} run{'s' if len(runs) != 1 else ''}: run-to-run noise unknown; record it "
             "again with --update-baselines to learn it)"
         )
-        return Verdict(name, "fail", f"{numbers}: {word} beyond tolerance and noise{how}", "baseline", change)
-    return Verdict(
-        name,
+        return judged("fail", f"{numbers}: {word} beyond tolerance and noise{how}")
+    return judged(
         "improved",
         f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
-        "baseline",
-        change,
     )
 
 
@@ -440,8 +429,7 @@ def _compare(
         else:
             verdict = _compare_measured(name, base, cur, tol, metric_factor, run_priors.get(name))  # type: ignore[arg-type]
             if verdict.status == "fail":
-                verdict = Verdict(
-                    name, "warn", verdict.message + " (estimated: never fails)", "baseline", verdict.change
-                )
+                never = verdict.message + " (estimated: never fails)"
+                verdict = dataclasses.replace(verdict, status="warn", message=never)
             out.append(verdict)
     return out

@@ -83,13 +83,11 @@ def gross_or_warn(verdict: Verdict, base: Metric, prior: RunPrior | None, profil
     if worse >= floor:
         gross = f"{verdict.message}; gross: at least the floor of +{floor:.0%} ({how})"
         return dataclasses.replace(verdict, message=gross)
-    return Verdict(
-        verdict.metric,
-        "warn",
-        f"{verdict.message} (default check on the {profile} profile: below the gross floor of +{floor:.0%} "
-        f"({how}), so it warns; give {verdict.metric} a tolerance to fail on smaller slowdowns)",
-        "baseline",
-        verdict.change,
+    return dataclasses.replace(
+        verdict,
+        status="warn",
+        message=f"{verdict.message} (default check on the {profile} profile: below the gross floor of "
+        f"+{floor:.0%} ({how}), so it warns; give {verdict.metric} a tolerance to fail on smaller slowdowns)",
     )
 
 
@@ -119,11 +117,9 @@ def apart_from_run(
     said = f"{RUN_MOVED} ({shift.describe()}): {own * 100:+.0f}% of the test's own at the most"
     if own >= floor:
         return dataclasses.replace(verdict, message=f"{verdict.message}; {said}, still gross")
-    return Verdict(
-        verdict.metric,
-        "warn",
-        f"{verdict.message}; {said}, below the gross floor of +{floor:.0%} ({how}), so it warns "
+    return dataclasses.replace(
+        verdict,
+        status="warn",
+        message=f"{verdict.message}; {said}, below the gross floor of +{floor:.0%} ({how}), so it warns "
         f"(default check on the {profile} profile; give {verdict.metric} a tolerance to fail on smaller slowdowns)",
-        "baseline",
-        verdict.change,
     )

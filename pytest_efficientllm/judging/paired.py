@@ -50,7 +50,7 @@ from pytest_efficientllm.judging.compare import DEFAULT_MEASURED_TOLERANCE, comp
 from pytest_efficientllm.judging.dtype_shift import dtype_shift
 from pytest_efficientllm.judging.fingerprint import calibrates, calibration_factor, calibration_key
 from pytest_efficientllm.judging.stats import hodges_lehmann, shift_interval, signed_rank_p
-from pytest_efficientllm.judging.verdicts import Verdict, check_budgets
+from pytest_efficientllm.judging.verdicts import Status, Verdict, check_budgets
 
 # One-sided level of the signed-rank test. With 6 pairs the smallest p-value is 1/64.
 ALPHA = 0.05
@@ -158,18 +158,23 @@ def _measured_verdict(name: str, base: list[Metric], head: list[Metric], toleran
         return Verdict(name, "warn", f"{len(pairs)} complete pairs, fewer than {MIN_PAIRS}: not judged", "baseline")
     change = paired_change(name, [b for b, _ in pairs], [h for _, h in pairs], head[0].direction)
     text = f"{change.describe()}; {told}"
+    interval = (change.interval[0] - 1.0, change.interval[1] - 1.0)
+
+    def judged(status: Status, message: str) -> Verdict:
+        return Verdict(name, status, message, "baseline", change.change, interval)
+
     beyond = abs(change.change) > tolerance
     if change.p_worse < ALPHA and beyond:
         if source == "estimated":
-            return Verdict(name, "warn", f"{text}: worse, but an estimate never fails", "baseline", change.change)
-        return Verdict(name, "fail", f"{text}: worse in the pairs (p={change.p_worse:.3g})", "baseline", change.change)
+            return judged("warn", f"{text}: worse, but an estimate never fails")
+        return judged("fail", f"{text}: worse in the pairs (p={change.p_worse:.3g})")
     if change.p_better < ALPHA and beyond:
-        return Verdict(name, "improved", f"{text}: better (p={change.p_better:.3g})", "baseline", change.change)
+        return judged("improved", f"{text}: better (p={change.p_better:.3g})")
     worst = change.worst(head[0].direction)
     if abs(worst) > tolerance and (worst > 0) == (head[0].direction == "lower"):
         # A pass, but not evidence that nothing regressed: the pairs were too few for their noise.
         text += f"; {UNRESOLVED} {format_change(worst)} with {len(pairs)} pairs (more pairs narrow the interval)"
-    return Verdict(name, "pass", text, "baseline", change.change)
+    return judged("pass", text)
 
 
 def calibration_moved(metric: str, base: Sequence[Record], head: Sequence[Record]) -> str:

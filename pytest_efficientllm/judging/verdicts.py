@@ -32,7 +32,10 @@ class Verdict:
     """One finding about one metric (or about the test as a whole, metric "*").
 
     `change` is the relative change against the baseline (current / baseline - 1) where a
-    comparison was made, so the summary can show it without re-deriving it.
+    comparison was made, so the summary can show it without re-deriving it; `interval` is that
+    change's confidence interval (low, high), in the same terms, where the comparison had one
+    (the gate's rank interval over the two runs' rounds, `ab`'s over its pairs), so a reader of
+    the run file gets it as data, not prose.
     """
 
     metric: str
@@ -40,6 +43,7 @@ class Verdict:
     message: str
     kind: str = "budget"
     change: float | None = None
+    interval: tuple[float, float] | None = None
 
     @property
     def failed(self) -> bool:
@@ -55,7 +59,8 @@ class Verdict:
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
         if data.get("status") not in STATUSES:
             raise ValueError(f"verdict status must be one of {STATUSES}, got {data.get('status')!r}")
-        return cls(**data)
+        interval = data.get("interval")
+        return cls(**{**data, "interval": tuple(interval) if interval is not None else None})
 
 
 def check_budget(record: Record, limit: Limit) -> Verdict:

@@ -11,6 +11,7 @@ from pytest_efficientllm.ab.runner import ProcessResult
 from pytest_efficientllm.ab.schedule import abba
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.paired import (
     UNRESOLVED,
     paired_change,
@@ -56,6 +57,9 @@ def test_ten_percent_slower_in_every_pair_fails_at_a_five_percent_tolerance() ->
     v = _by_metric(paired_verdicts(base, head))["cpu_time_per_round"]
     assert v.status == "fail" and v.change == pytest.approx(0.10, abs=0.01)
     assert "6 pairs" in v.message and "default" in v.message
+    # The pairs' interval travels as data, the same one the message shows.
+    assert v.interval is not None and 0.05 < v.interval[0] <= v.change <= v.interval[1] < 0.15, v.interval
+    assert f"90% interval {format_change(v.interval[0])} .. {format_change(v.interval[1])}" in v.message
 
 
 def test_identical_sides_pass_and_a_faster_head_is_an_improvement() -> None:

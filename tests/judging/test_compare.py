@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pytest_efficientllm.core.limits import LimitError, parse_limit
 from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.glue.summary import finding_kind
 from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.judging.fingerprint import fingerprint_diff
-from pytest_efficientllm.judging.verdicts import check_budgets
+from pytest_efficientllm.judging.verdicts import Verdict, check_budgets
 from tests.helpers.record_builders import counted, latency, record
 
 
@@ -130,6 +133,21 @@ def test_a_measured_slowdown_beyond_tolerance_and_noise_fails_with_the_numbers()
     assert v.status == "fail"
     assert "+20" in v.message and "95% interval" in v.message and "tolerance +5%" in v.message
     assert "12 ms n=7" in v.message and "10 ms n=7" in v.message
+
+
+def test_a_measured_comparison_carries_its_interval_as_data_through_the_run_file() -> None:
+    base, cur = gpu_record(latency(0.010, seed=1)), gpu_record(latency(0.012, seed=2))
+    v = by_metric(compare_record(base, cur))["AL"]
+    assert v.interval is not None, v.message
+    low, high = v.interval
+    assert 0.1 < low <= v.change <= high < 0.3  # about +20%, the interval around it
+    assert f"95% interval {format_change(low)} .. {format_change(high)}" in v.message
+    assert Verdict.from_dict(json.loads(json.dumps(v.to_dict()))) == v  # a JSON list comes back a pair
+    # No interval where the comparison had none: an exact count, or rounds too few for one.
+    counts = compare_record(record("t.py::a", counted("flops", 100)), record("t.py::a", counted("flops", 120)))
+    assert by_metric(counts)["flops"].interval is None
+    few = by_metric(compare_record(gpu_record(latency(0.010, n=3)), gpu_record(latency(0.020, n=3))))["AL"]
+    assert few.status == "warn" and few.interval is None
 
 
 def test_a_slowdown_inside_the_noise_of_the_runs_does_not_fail() -> None:

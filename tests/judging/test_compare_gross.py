@@ -76,6 +76,8 @@ def test_a_slowdown_below_the_floor_warns_and_says_how_to_fail_on_it(slowdown: f
     assert v.status == "warn"
     assert f"below the gross floor of +{GROSS_MIN:.0%}" in v.message
     assert "give cpu_time_per_round a tolerance" in v.message
+    # The warning keeps the comparison's interval, which reaches beyond the tolerance.
+    assert v.interval is not None and v.interval[0] > 0.05 and v.interval[0] <= v.change <= v.interval[1]
 
 
 def test_a_noisy_test_fails_only_beyond_its_own_bound() -> None:
