@@ -120,6 +120,10 @@ def join(
         )
     ctx = RankContext(rank, world_size, local_rank, local_world_size, dist.get_backend(), launcher, timeout_s, created)
     ctx.control = dist.new_group(backend="gloo", timeout=_timedelta(timeout_s))
+    # No rank leaves before every rank has its groups: creating one is no collective, so a rank
+    # whose test then ends at once (skipped everywhere) would exit while a slower peer is still
+    # connecting to it, and that peer fails with "Connection closed by peer".
+    barrier(ctx, "joining the ranks")
     return ctx
 
 
