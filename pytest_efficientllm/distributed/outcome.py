@@ -52,14 +52,16 @@ def failure_message(outcomes: list[RankOutcome], world_size: int) -> str | None:
     skipped = [o for o in outcomes if o.status == SKIPPED]
     if not bad and (not skipped or len(skipped) == len(outcomes)):
         return None
-    if not bad:
+    lines = []
+    if skipped:
+        # A rank that skips leaves; the others' next collective then fails for want of it, so the
+        # skip comes first: "Ranks 1 failed to pass monitoredBarrier" alone hides that rank 1 skipped.
         ranks = ", ".join(str(o.rank) for o in skipped)
-        return f"rank(s) {ranks} of {world_size} skipped while the others ran: {skipped[0].error}"
+        lines.append(f"rank(s) {ranks} of {world_size} skipped while the others ran: {skipped[0].error}")
     # The rank whose own error stopped the run first, then other raised errors, then the ranks
     # that were only terminated or never reported.
     order = {FAILED: 1, DIED: 1, MISSING: 2}
     bad.sort(key=lambda o: (not o.first, order[o.status], o.rank))
-    lines = []
     for o in bad:
         verb = {FAILED: "failed", DIED: "died", MISSING: "did not report"}[o.status]
         lines.append(f"rank {o.rank} of {world_size} {verb}:")

@@ -230,6 +230,17 @@ def test_failure_message_puts_the_root_cause_first() -> None:
     assert "skipped while the others ran" in (
         failure_message([RankOutcome(0, PASSED), RankOutcome(1, SKIPPED, error="x")], 2) or ""
     )
+    # A rank that skipped alone comes first: the others failed only for want of it at a barrier.
+    message = failure_message(
+        [
+            RankOutcome(0, FAILED, error="Ranks 1 failed to pass monitoredBarrier", first=True),
+            RankOutcome(1, SKIPPED, error="no second GPU here"),
+        ],
+        2,
+    )
+    assert message is not None
+    assert message.startswith("rank(s) 1 of 2 skipped while the others ran: no second GPU here\n")
+    assert "rank 0 of 2 failed:\n    Ranks 1 failed to pass monitoredBarrier" in message
 
 
 # CPython's own text (Modules/posixmodule.c, 3.12+), as the suites' distributed tests met it.
