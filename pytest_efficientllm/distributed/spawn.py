@@ -4,7 +4,10 @@ Runs in the parent (the pytest process); `_rank_entry` runs in each rank.
 
 * The parent holds the rendezvous: a `TCPStore` bound to port 0, so the operating system
   hands out a free port atomically (no probe-then-bind race, no clash with MASTER_PORT
-  29500 or another test spawning at the same time); a bind failure is retried.
+  29500 or another test spawning at the same time); a bind failure is retried. It is opened
+  only once every rank is forked, and the ranks read its port from a file: forked beside the
+  store's serving thread, busy with the ranks forked before it, a rank hung in its own
+  store client about once in 300-600 spawns (benchmarks/RESULTS.md).
 * Each rank joins the default group (gloo on the CPU, NCCL with one GPU per rank) with the
   session's collective timeout, runs the body, and writes a `RankOutcome` (plain JSON:
   the record as `Record.to_dict()`, or the traceback) to a file the parent reads.
@@ -76,10 +79,11 @@ def choose_start_method(requested: str = "auto") -> str:
 
 
 # CPython 3.12+ warns at every fork of a process with more than one thread, and there always are
-# several here: torch starts threads of its own (its import, its OpenMP pool) and the rendezvous
-# store serves from a thread. The forked ranks are safe in the ways that warning is about: the
-# OpenMP pool is not used across the fork (each rank runs torch with one thread, `_rank_entry`),
-# torch resets its own pools in the child, and a rank touches nothing those threads hold.
+# several here: torch starts threads of its own (its import, its OpenMP pool). The forked ranks
+# are safe in the ways that warning is about: the OpenMP pool is not used across the fork (each
+# rank runs torch with one thread, `_rank_entry`), torch resets its own pools in the child, and
+# the rendezvous store, whose serving thread a rank's store client did hang beside, is opened
+# only after the last fork (`run_ranks`).
 FORK_WITH_THREADS = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
 
 
@@ -99,9 +103,8 @@ class RankJob:
     body: Callable[[RankContext], dict[str, Any] | None]
     world_size: int
     backend: str
-    port: int
     timeout_s: float
-    result_dir: str
+    result_dir: str  # the ranks' outcomes, and the rendezvous port (`PORT_FILE`)
     start_method: str
 
 
@@ -121,28 +124,48 @@ def _write(job: RankJob, outcome: RankOutcome) -> None:
     os.replace(tmp, path)
 
 
+PORT_FILE = "port"
+PORT_POLL_S = 0.005
+
+
+def _publish_port(result_dir: str, port: int) -> None:
+    tmp = Path(result_dir) / f"{PORT_FILE}.tmp"
+    tmp.write_text(str(port), encoding="ascii")
+    os.replace(tmp, Path(result_dir) / PORT_FILE)
+
+
+def _await_port(job: RankJob) -> int:
+    """The rendezvous port, once the parent has opened the store after forking every rank."""
+    path = Path(job.result_dir) / PORT_FILE
+    deadline = time.monotonic() + job.timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the parent opened no rendezvous store within {job.timeout_s:g} s")
+        time.sleep(PORT_POLL_S)
+    return int(path.read_text(encoding="ascii"))
+
+
 def _rank_entry(index: int, job: RankJob) -> None:
     """One rank: join, run the body, write the outcome; exit 1 after a failure so the others stop."""
     import torch
     import torch.distributed as dist
 
-    os.environ.update(
-        {
-            "RANK": str(index),
-            "WORLD_SIZE": str(job.world_size),
-            "LOCAL_RANK": str(index),
-            "LOCAL_WORLD_SIZE": str(job.world_size),
-            "GROUP_RANK": "0",
-            "MASTER_ADDR": HOST,
-            "MASTER_PORT": str(job.port),
-        }
-    )
     if job.start_method == "fork":
         torch.set_num_threads(1)
     try:
-        store = dist.TCPStore(
-            HOST, job.port, job.world_size, is_master=False, timeout=_dt.timedelta(seconds=job.timeout_s)
+        port = _await_port(job)
+        os.environ.update(
+            {
+                "RANK": str(index),
+                "WORLD_SIZE": str(job.world_size),
+                "LOCAL_RANK": str(index),
+                "LOCAL_WORLD_SIZE": str(job.world_size),
+                "GROUP_RANK": "0",
+                "MASTER_ADDR": HOST,
+                "MASTER_PORT": str(port),
+            }
         )
+        store = dist.TCPStore(HOST, port, job.world_size, is_master=False, timeout=_dt.timedelta(seconds=job.timeout_s))
         ctx = join(
             index,
             job.world_size,
@@ -215,9 +238,8 @@ def run_ranks(
     import torch.multiprocessing as mp
 
     method = choose_start_method(start_method)
-    store = _master_store(world_size, timeout_s)
     with tempfile.TemporaryDirectory(prefix="efficiency-ranks-") as tmp:
-        job = RankJob(body, world_size, backend, store.port, timeout_s, tmp, method)
+        job = RankJob(body, world_size, backend, timeout_s, tmp, method)
         try:
             with quiet_fork(method):
                 context = mp.start_processes(
@@ -229,7 +251,11 @@ def run_ranks(
             ) from exc
         first: int | None = None
         first_error = ""
+        store = None
         try:
+            # Only now, with every rank forked (the module's docstring says why).
+            store = _master_store(world_size, timeout_s)
+            _publish_port(tmp, store.port)
             while not context.join(timeout=1.0, grace_period=1.0):
                 pass
         except mp.ProcessRaisedException as exc:
