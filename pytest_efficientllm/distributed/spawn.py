@@ -6,8 +6,8 @@ Runs in the parent (the pytest process); `_rank_entry` runs in each rank.
   hands out a free port atomically (no probe-then-bind race, no clash with MASTER_PORT
   29500 or another test spawning at the same time); a bind failure is retried. It is opened
   only once every rank is forked, and the ranks read its port from a file: forked beside the
-  store's serving thread, busy with the ranks forked before it, a rank hung in its own
-  store client about once in 300-600 spawns (benchmarks/RESULTS.md).
+  store's serving thread, a rank hung in its own store client about once in 230 spawns
+  (benchmarks/RESULTS.md).
 * Each rank joins the default group (gloo on the CPU, NCCL with one GPU per rank) with the
   session's collective timeout, runs the body, and writes a `RankOutcome` (plain JSON:
   the record as `Record.to_dict()`, or the traceback) to a file the parent reads.
