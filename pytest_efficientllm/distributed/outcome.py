@@ -24,6 +24,7 @@ class RankOutcome:
     record: dict[str, Any] | None = None  # Record.to_dict() of this rank, when the test measured something
     error: str = ""  # traceback, exit code or signal, or why nothing came back
     first: bool = False  # this rank's failure is the one that stopped the others
+    failed_at: float | None = None  # time.time() when the rank caught its own exception
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +45,20 @@ def format_error(exc: BaseException) -> str:
     tb = traceback.TracebackException.from_exception(exc)
     tb.stack = traceback.StackSummary.from_list([f for f in tb.stack if not f.filename.startswith(_HERE)])
     return "".join(tb.format())
+
+
+def root_cause(outcomes: list[RankOutcome], seen_first: int | None) -> int | None:
+    """The rank whose failure stopped the others, from the one the parent saw exit first.
+
+    A parent that wakes late finds every rank gone and names the lowest (rank 0, whose collective
+    failed only because rank 1 had raised and left), so among ranks that raised, the one that
+    raised earliest by its own report is the cause. A rank that died reported nothing, and what
+    the parent saw stands.
+    """
+    if seen_first is None or outcomes[seen_first].status != FAILED:
+        return seen_first
+    raised = [o for o in outcomes if o.status == FAILED and o.failed_at is not None]
+    return min(raised, key=lambda o: o.failed_at or 0.0).rank if raised else seen_first
 
 
 def failure_message(outcomes: list[RankOutcome], world_size: int) -> str | None:

@@ -54,6 +54,7 @@ from pytest_efficientllm.distributed.outcome import (
     SKIPPED,
     RankOutcome,
     format_error,
+    root_cause,
 )
 
 START_METHODS = ("auto", "fork", "spawn", "forkserver")
@@ -181,7 +182,8 @@ def _rank_entry(index: int, job: RankJob) -> None:
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as text
         status = SKIPPED if _is_skip(exc) else FAILED
         error = str(getattr(exc, "msg", "") or exc) if status == SKIPPED else format_error(exc)
-        _write(job, RankOutcome(index, status, error=error))
+        failed_at = time.time() if status == FAILED else None
+        _write(job, RankOutcome(index, status, error=error, failed_at=failed_at))
         sys.stdout.flush()
         sys.stderr.flush()
         if status == SKIPPED:
@@ -289,6 +291,8 @@ def run_ranks(
                     else f"exited with code {code} without reporting"
                 )
                 outcome = RankOutcome(rank, MISSING, error=why)
-            outcome.first = rank == first
             outcomes.append(outcome)
+        cause = root_cause(outcomes, first)
+        for outcome in outcomes:
+            outcome.first = outcome.rank == cause
         return outcomes

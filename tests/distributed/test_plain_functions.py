@@ -20,6 +20,7 @@ from pytest_efficientllm.distributed.outcome import (
     SKIPPED,
     RankOutcome,
     failure_message,
+    root_cause,
 )
 from pytest_efficientllm.distributed.spawn import quiet_fork
 from pytest_efficientllm.distributed.torchrun import (
@@ -210,6 +211,20 @@ def test_collection_mismatch_names_the_first_difference() -> None:
         and "rank 0 has 3, rank 1 has 2" in message
         and "position 1: rank 0 'b' vs rank 1 'c'" in message
     )
+
+
+def test_the_root_cause_is_the_rank_that_raised_first_by_its_own_report() -> None:
+    # Rank 1 raised; rank 0's collective then failed. A parent that woke late saw rank 0 exit first.
+    raised_late = [
+        RankOutcome(0, FAILED, error="Connection closed by peer", failed_at=1002.5),
+        RankOutcome(1, FAILED, error="AssertionError: rank one disagrees", failed_at=1000.0),
+    ]
+    assert root_cause(raised_late, 0) == 1
+    assert root_cause(raised_late, 1) == 1
+    # A rank that died reported nothing: what the parent saw stands, as does no failure at all.
+    died = [RankOutcome(0, FAILED, error="Connection closed by peer", failed_at=1002.5), RankOutcome(1, DIED)]
+    assert root_cause(died, 1) == 1
+    assert root_cause([RankOutcome(0, PASSED), RankOutcome(1, PASSED)], None) is None
 
 
 def test_failure_message_puts_the_root_cause_first() -> None:

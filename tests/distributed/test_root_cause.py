@@ -1,0 +1,54 @@
+"""`run_ranks` names the rank that raised first, even when the parent looks only after every rank left.
+
+Rank 1 raises; rank 0's all-reduce then fails for want of it. torch names the first failed process
+it sees, and a parent that wakes late (a loaded CI runner) sees both gone and names rank 0: CI once
+printed rank 0's "Connection closed by peer" above rank 1's assertion. A test double wrapped around
+the ranks' `ProcessContext.join` holds the parent back 3 s, so it looks only after both are gone.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from pytest_efficientllm.distributed.collectives import RankContext
+from pytest_efficientllm.distributed.outcome import FAILED, failure_message
+from pytest_efficientllm.distributed.spawn import run_ranks
+
+HELD_S = 3.0
+
+
+def _rank_1_disagrees(ctx: RankContext) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+
+    if ctx.rank == 1:
+        raise AssertionError("rank one disagrees")
+    dist.all_reduce(torch.ones(1))
+    return {}
+
+
+def test_the_rank_that_raised_comes_first_when_the_parent_looks_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.multiprocessing as mp
+
+    real_start = mp.start_processes
+
+    def start_processes_looked_at_late(*args: Any, **kwargs: Any) -> Any:
+        context = real_start(*args, **kwargs)
+        real_join = context.join
+
+        def join_late(*a: Any, **k: Any) -> Any:
+            time.sleep(HELD_S)
+            return real_join(*a, **k)
+
+        context.join = join_late
+        return context
+
+    monkeypatch.setattr(mp, "start_processes", start_processes_looked_at_late)
+    outcomes = run_ranks(_rank_1_disagrees, 2, timeout_s=60, start_method="fork")
+    assert [o.status for o in outcomes] == [FAILED, FAILED], [o.error for o in outcomes]
+    assert [o.first for o in outcomes] == [False, True]
+    message = failure_message(outcomes, 2) or ""
+    assert message.startswith("rank 1 of 2 failed:") and "rank one disagrees" in message, message
