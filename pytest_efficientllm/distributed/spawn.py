@@ -56,6 +56,7 @@ from pytest_efficientllm.distributed.outcome import (
     format_error,
     root_cause,
 )
+from pytest_efficientllm.storage.runfile import write_atomic
 
 START_METHODS = ("auto", "fork", "spawn", "forkserver")
 HOST = "127.0.0.1"
@@ -119,20 +120,11 @@ def _is_skip(exc: BaseException) -> bool:
 
 
 def _write(job: RankJob, outcome: RankOutcome) -> None:
-    path = Path(job.result_dir) / f"rank{outcome.rank}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(outcome.to_dict()), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(Path(job.result_dir) / f"rank{outcome.rank}.json", json.dumps(outcome.to_dict()))
 
 
 PORT_FILE = "port"
 PORT_POLL_S = 0.005
-
-
-def _publish_port(result_dir: str, port: int) -> None:
-    tmp = Path(result_dir) / f"{PORT_FILE}.tmp"
-    tmp.write_text(str(port), encoding="ascii")
-    os.replace(tmp, Path(result_dir) / PORT_FILE)
 
 
 def _await_port(job: RankJob) -> int:
@@ -143,7 +135,7 @@ def _await_port(job: RankJob) -> int:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the parent opened no rendezvous store within {job.timeout_s:g} s")
         time.sleep(PORT_POLL_S)
-    return int(path.read_text(encoding="ascii"))
+    return int(path.read_text(encoding="utf-8"))
 
 
 def _rank_entry(index: int, job: RankJob) -> None:
@@ -257,7 +249,7 @@ def run_ranks(
         try:
             # Only now, with every rank forked (the module's docstring says why).
             store = _master_store(world_size, timeout_s)
-            _publish_port(tmp, store.port)
+            write_atomic(Path(tmp) / PORT_FILE, str(store.port))
             while not context.join(timeout=1.0, grace_period=1.0):
                 pass
         except mp.ProcessRaisedException as exc:
