@@ -184,10 +184,15 @@ def ratio_interval(baseline: Sequence[float], current: Sequence[float], confiden
 # -- paired: one sample of differences (log ratios of pairs), its estimate and exact interval --
 
 
+def _walsh_averages(values: Sequence[float]) -> list[float]:
+    """(x_i + x_j) / 2 for every i <= j: the averages the signed-rank test's estimate and interval
+    are read from."""
+    return [(values[i] + values[j]) / 2 for i in range(len(values)) for j in range(i, len(values))]
+
+
 def hodges_lehmann(values: Sequence[float]) -> float:
-    """The median of the Walsh averages (x_i + x_j) / 2, i <= j: the signed-rank test's estimate."""
-    walsh = [(values[i] + values[j]) / 2 for i in range(len(values)) for j in range(i, len(values))]
-    return float(statistics.median(walsh))
+    """The median of the Walsh averages: the signed-rank test's estimate."""
+    return float(statistics.median(_walsh_averages(values)))
 
 
 def signed_rank_p(shifted: Sequence[float]) -> float:
@@ -209,7 +214,7 @@ def shift_interval(values: Sequence[float], alpha: float) -> tuple[float, float]
     the exact test but not its interval, so each end is found by bisection over the Walsh
     averages, testing at a point between two neighbours (~2 log2(n^2/2) exact tests).
     """
-    walsh = sorted({(values[i] + values[j]) / 2 for i in range(len(values)) for j in range(i, len(values))})
+    walsh = sorted(set(_walsh_averages(values)))
 
     def point(k: int) -> float:  # a shift between walsh[k - 1] and walsh[k]
         if k == 0:
