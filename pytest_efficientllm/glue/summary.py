@@ -625,15 +625,17 @@ def _store_lines(state: RunState, width: int) -> list[str]:
     return lines
 
 
+def _run_measured(state: RunState) -> bool:
+    """Whether the run measured, or meant to: its session opened, or a test's record came (or was lost)."""
+    return state.session_opened or bool(state.results or state.lost_workers or state.unreported)
+
+
 def has_something_to_say(state: RunState) -> bool:
     """Whether the run gives the efficiency section anything: one that measured nothing and asked
     nothing of the plugin (a project's other tests, the plugin installed beside them) gets none,
     and so does one that runs no test (`--collect-only`)."""
     return not state.settings.no_tests and (
-        state.session_opened
-        or bool(state.results or state.lost_workers or state.unreported or state.problems)
-        or state.options.update
-        or state.settings.json_path is not None
+        _run_measured(state) or bool(state.problems) or state.options.update or state.settings.json_path is not None
     )
 
 
@@ -705,6 +707,6 @@ def section_lines(state: RunState, width: int = WIDTH, verbose: int = 0) -> list
     """The efficiency section: in full (`summary_lines`) where the run measured, else only what
     became of the files it asked for. A run that measured nothing (`--efficiency-json` in a
     project's addopts, its plain tests run) opens no session (torch, NVML) to head a section."""
-    if state.session_opened or state.results or state.lost_workers or state.unreported:
+    if _run_measured(state):
         return summary_lines(state.session, state, width, verbose)
     return _store_lines(state, width) + _written_lines(state, width)
