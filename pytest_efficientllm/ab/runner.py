@@ -19,7 +19,6 @@ from pathlib import Path
 
 from pytest_efficientllm.ab.revisions import Side
 from pytest_efficientllm.core.record import Record
-from pytest_efficientllm.glue.controller import NOTHING_RECORDED
 from pytest_efficientllm.storage.runfile import RunFileError, read_run
 
 # What the measuring process must not do: judge, confirm in more processes, calibrate again
@@ -80,6 +79,20 @@ def read_outcomes(xml_path: Path) -> dict[str, str]:
     return out
 
 
+def recorded_nothing(returncode: int, outcomes: dict[str, str]) -> bool:
+    """Whether a process that left no run file recorded no measurement, from its exit status
+    alone: its terminal output is the user's to shape (`--no-summary` under pytest 8, a plugin
+    that replaces the terminal) and may not say. A run that records nothing writes no run file
+    (`glue.controller.write_json`), and one that could not write its file turns an exit of 0 into
+    1. So without the file, 0 and 5 (nothing collected) mean nothing recorded, and so does 1 where
+    a test failed; 1 where none failed is the file that could not be written. (A write that failed
+    beside a failing test reads as nothing recorded: the file is written into the folder the JUnit
+    file was just written to.)"""
+    if returncode in (0, 5):
+        return True
+    return returncode == 1 and "failed" in outcomes.values()
+
+
 def run_process(
     side: Side, pair: int, pytest_args: list[str], out_dir: Path, timeout_s: float = 3600.0
 ) -> ProcessResult:
@@ -119,8 +132,8 @@ def run_process(
     except (OSError, ET.ParseError) as exc:
         result.problem = result.problem or f"{side.name} process {pair} left no test outcomes ({exc}): {tail}"
         return result
-    if not json_path.exists() and NOTHING_RECORDED in done.stdout:
-        return result  # the process's tests measured nothing (or none ran), as it says
+    if not json_path.exists() and recorded_nothing(done.returncode, result.outcomes):
+        return result
     try:
         run = read_run(json_path)
     except (OSError, RunFileError) as exc:

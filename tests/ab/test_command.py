@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_efficientllm.ab.runner import recorded_nothing
+
 TOY_TEST = """
 import pytest
 N = {n}
@@ -128,6 +130,58 @@ def test_sides_whose_tests_measure_nothing_leave_no_run_file_and_no_problem(tmp_
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"0 of {tests} tests failed" in done.stdout, done.stdout + done.stderr
         assert "run file (" not in done.stdout + done.stderr and not list(out.glob("*-0.json")), selection
+
+
+# A project whose terminal shows no plugin's summary: what pytest 8's `--no-summary` does.
+NO_SUMMARY_CONFTEST = """
+import pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    config.pluginmanager.unregister(name="terminalreporter")
+"""
+
+
+def test_a_side_whose_terminal_says_nothing_still_reads_as_measuring_nothing(tmp_path: Path) -> None:
+    # `ab` once read "no test recorded a measurement" from the process's terminal summary, so
+    # every process of a project without one (`--no-summary` under pytest 8, the declared floor)
+    # was reported lost: "incomplete: base process 0 left no run file".
+    repo = empty_repo(tmp_path / "toy")
+    (repo / "conftest.py").write_text(NO_SUMMARY_CONFTEST)
+    (repo / "test_toy.py").write_text("def test_plain():\n    assert True\n\ndef test_broken():\n    assert False\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "commit", "-qm", "head", "--allow-empty")
+    cmd = [sys.executable, "-m", "pytest_efficientllm", "ab", "HEAD~1", "HEAD", "--pairs", "1"]
+    for selection, code in (("test_plain", 0), ("test_broken", 1)):  # each side exits 0, then 1
+        out = tmp_path / f"out-{selection}"
+        done = subprocess.run(
+            [*cmd, "--output", str(out), "--", "test_toy.py", "-k", selection],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == code, done.stdout + done.stderr
+        assert "incomplete" not in done.stdout, done.stdout + done.stderr
+        assert json.loads((out / "ab.json").read_text())["problems"] == []
+
+
+@pytest.mark.parametrize(
+    ("returncode", "outcomes", "nothing"),
+    [
+        (0, {"t::a": "passed"}, True),
+        (5, {}, True),  # nothing collected
+        (1, {"t::a": "failed", "t::b": "passed"}, True),  # a failing test explains the exit
+        (1, {"t::a": "passed"}, False),  # the plugin's exit for a run file it could not write
+        (2, {}, False),  # interrupted
+        (3, {"t::a": "passed"}, False),  # internal error
+    ],
+)
+def test_a_missing_run_file_means_nothing_recorded_only_where_the_exit_status_explains_it(
+    returncode: int, outcomes: dict[str, str], nothing: bool
+) -> None:
+    assert recorded_nothing(returncode, outcomes) is nothing
 
 
 def test_a_project_in_a_subfolder_is_compared_from_that_subfolder(tmp_path: Path) -> None:
