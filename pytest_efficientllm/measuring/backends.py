@@ -26,7 +26,9 @@ from pytest_efficientllm.telemetry.cuda import (
     torch_cuda,
 )
 from pytest_efficientllm.telemetry.gpu_state import GpuState, NvmlThrottleProbe, NvmlViolationProbe, read_gpu_state
-from pytest_efficientllm.telemetry.nvml import PROBE_MAX_S, load_pynvml, open_nvml
+from pytest_efficientllm.telemetry.nvml import open_nvml
+from pytest_efficientllm.telemetry.nvml_devices import load_pynvml
+from pytest_efficientllm.telemetry.nvml_energy import PROBE_MAX_S
 from pytest_efficientllm.telemetry.procfs import (
     PerfCounterTimer,
     ProcessCpuTimeProbe,

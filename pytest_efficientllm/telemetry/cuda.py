@@ -17,9 +17,7 @@ from pytest_efficientllm.core.devices import clock_derived_peak, lookup_device
 from pytest_efficientllm.core.metrics import estimated, measured
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry.base import Probe, RoundTimer
-from pytest_efficientllm.telemetry.nvml import (
-    NvmlSet,
-)
+from pytest_efficientllm.telemetry.nvml import NvmlSet
 
 HOPPER_FLOP_PER_CLOCK_PER_SM = 4096  # dense bf16 tensor-core rate (docs/telemetry.md)
 

@@ -42,7 +42,7 @@ from typing import Any
 from pytest_efficientllm.core.metrics import measured, unavailable
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.telemetry.base import Probe, TelemetryError
-from pytest_efficientllm.telemetry.nvml import NvmlDevice, NvmlUnsupported, nvml_call
+from pytest_efficientllm.telemetry.nvml_devices import NvmlDevice, NvmlUnsupported, as_text, nvml_call
 
 # nvml.h's clocks event reason bits (the ABI; pynvml names them twice, as
 # nvmlClocksEventReason* and the older nvmlClocksThrottleReason*).
@@ -179,7 +179,7 @@ def read_gpu_state(nv: Any, device: NvmlDevice, own_pid: int) -> GpuState:
         return lambda: int(nvml_call(nv, call, whole, kind))
 
     name = ask("gpu_name", lambda: nvml_call(nv, "nvmlDeviceGetName", whole))
-    label = device.label.split(" (")[0] + (f" ({_text(name)})" if name is not None else "")
+    label = device.label.split(" (")[0] + (f" ({as_text(name)})" if name is not None else "")
     pre: dict[str, Any] = {"device": device.label}
     fp: dict[str, Any] = {}
     notices: list[str] = []
@@ -233,8 +233,9 @@ def read_gpu_state(nv: Any, device: NvmlDevice, own_pid: int) -> GpuState:
     for key, mw in (("gpu_power_limit_w", limit), ("gpu_power_limit_default_w", default)):
         if mw is None:
             continue
-        if mw <= 0:
+        if mw <= 0:  # said once, not silently dropped
             unknown[key] = f"the driver reported a power limit of {mw} mW"
+            notices.append(f"{label}: {unknown[key]} ({key}); left out of the fingerprint")
         else:
             fp[key] = mw / 1e3
     if "gpu_power_limit_w" in fp and "gpu_power_limit_default_w" in fp:
@@ -281,10 +282,6 @@ def read_gpu_state(nv: Any, device: NvmlDevice, own_pid: int) -> GpuState:
     if unknown:
         pre["unknown"] = dict(sorted(unknown.items()))
     return GpuState(label, fp, pre, locked, others, throttle_unsupported, notices)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _bytes(value: Any) -> int | None:

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 import pytest_efficientllm
-from pytest_efficientllm.telemetry.nvml import NvmlTensorActivityProbe, open_nvml
+from pytest_efficientllm.telemetry.nvml import open_nvml
+from pytest_efficientllm.telemetry.nvml_sampling import NvmlTensorActivityProbe
 from tests.helpers.nvml_double import FakeGpu, FakePynvml
 from tests.helpers.torch_cuda_double import FakeTorchCuda
 

@@ -23,7 +23,8 @@ from pytest_efficientllm.telemetry.gpu_state import (
     read_gpu_state,
     reason_names,
 )
-from pytest_efficientllm.telemetry.nvml import NvmlDevice, open_nvml
+from pytest_efficientllm.telemetry.nvml import open_nvml
+from pytest_efficientllm.telemetry.nvml_devices import NvmlDevice
 from tests.helpers.nvml_double import FakeClock, FakeGpu, FakeHandle, FakePynvml
 
 GPU_A = "GPU-aaaa1111-0000-0000-0000-000000000000"
@@ -139,14 +140,9 @@ def test_a_power_limit_of_zero_is_unknown_never_divided_by(limit_mw: int, defaul
     zero = [k for k, mw in (("gpu_power_limit_w", limit_mw), ("gpu_power_limit_default_w", default_mw)) if mw == 0]
     for key in zero:
         assert key not in state.fingerprint and "power limit of 0 mW" in state.unknown[key]
+        said = f"the driver reported a power limit of 0 mW ({key}); left out of the fingerprint"
+        assert [n for n in state.notices if said in n] == [f"{state.label}: {said}"]
     assert "power_limit_share_of_default" not in state.preflight
-
-
-def test_the_nvml_fingerprint_leaves_out_a_power_limit_of_zero() -> None:
-    clock = FakeClock()
-    nv = FakePynvml([FakeGpu(GPU_A, power_limit_mw=0)], clock=clock)
-    fp = open_nvml(nv, None, (0,), clock=clock, sleep=clock.sleep, probe_max_s=0.05).fingerprint
-    assert "gpu_power_limit_w" not in fp
 
 
 def test_on_a_mig_slice_clocks_and_modes_are_read_from_the_whole_gpu() -> None:

@@ -7,15 +7,9 @@ import pytest
 from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.measuring.meter import MeasureProtocol, Meter
 from pytest_efficientllm.telemetry.base import TelemetryError
-from pytest_efficientllm.telemetry.nvml import (
-    SHORT_WINDOW_UPDATES,
-    NvmlSet,
-    combine_steps,
-    open_nvml,
-    parse_visible_devices,
-    probe_counter,
-    probe_counters,
-)
+from pytest_efficientllm.telemetry.nvml import NvmlSet, open_nvml
+from pytest_efficientllm.telemetry.nvml_devices import parse_visible_devices
+from pytest_efficientllm.telemetry.nvml_energy import SHORT_WINDOW_UPDATES, combine_steps, probe_counter, probe_counters
 from pytest_efficientllm.telemetry.procfs import PerfCounterTimer
 from tests.helpers.nvml_double import FakeClock, FakeGpu, FakeHandle, FakePynvml
 
@@ -309,7 +303,6 @@ def test_fingerprint_has_the_device_facts_nvml_gives() -> None:
     assert fp["gpu_name"] == "NVIDIA H100 80GB HBM3"
     assert fp["gpu_memory_total_bytes"] == 80 * 2**30
     assert fp["gpu_max_sm_clock_mhz"] == 1980
-    assert fp["gpu_power_limit_w"] == 700.0
     assert fp["driver_version"] == "550.54.15" and fp["cuda_driver_version"] == "12.4"
 
 
@@ -366,7 +359,7 @@ def test_the_between_rounds_check_catches_a_timer_that_reads_nvml_per_round() ->
     assert calls_inside_rounds(nv) == ["nvmlDeviceGetTotalEnergyConsumption"] * 2
 
 
-# -- several counters, shutdown, power limit 0 ------------------------------------------------
+# -- several counters, shutdown ------------------------------------------------
 
 
 def test_each_counter_is_probed_on_its_own_so_two_out_of_phase_gpus_keep_their_period() -> None:
@@ -436,12 +429,3 @@ def test_temperatures_of_the_measured_gpus() -> None:
     nv.gpus[1].temperature_c = 61
     assert open_fake(nv, clock, "0,1", ordinals=(0, 1)).temperatures() == {"cuda:0": 34, "cuda:1": 61}
     assert NvmlSet.empty("no NVML").temperatures() == {"*": "no NVML"}
-
-
-def test_a_power_limit_of_zero_is_left_out_of_the_fingerprint_and_said() -> None:
-    clock = FakeClock()
-    nv = FakePynvml([FakeGpu(GPU_A, power_limit_mw=0)], clock=clock)
-    devs = open_fake(nv, clock)
-    assert "gpu_power_limit_w" not in devs.fingerprint
-    assert any("reported 0 mW" in n and "left out" in n for n in devs.notices)
-    assert devs.problem is None and "energy" not in devs.unsupported  # nothing else is lost
