@@ -28,7 +28,7 @@ from pytest_efficientllm.glue.fixture import Efficiency
 from pytest_efficientllm.glue.holding import HeldTest, hold
 from pytest_efficientllm.glue.marker import PROTOCOL_ARGS, MarkerError, parse_marker
 from pytest_efficientllm.glue.options import Settings, add_options, no_test_option
-from pytest_efficientllm.glue.outcome import UNMEASURED, settle, unmeasured_limits
+from pytest_efficientllm.glue.outcome import UNMEASURED, fail_report, settle, unmeasured_limits
 from pytest_efficientllm.glue.state import (
     FIXTURE_KEY,
     LAYOUT_PROBLEM_KEY,
@@ -245,8 +245,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if not fixture.record.metrics:
         if report.passed and fixture.spec.limits and fixture.spec.world_size == 1:
             # Limits the marker declares on a test that measured nothing would pass unchecked.
-            report.outcome = "failed"
-            report.longrepr = unmeasured_limits(fixture.spec.limits)
+            fail_report(report, unmeasured_limits(fixture.spec.limits))
         return report
     record = fixture.record
     state = item.config.stash[RUN_KEY]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from _pytest._code.code import ReprEntryNative, ReprExceptionInfo, ReprFileLocation, ReprTraceback
 
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.record import Record
@@ -27,11 +28,23 @@ def unmeasured_limits(limits: tuple[Limit, ...]) -> str:
     )
 
 
+def fail_report(report: pytest.TestReport, text: str) -> None:
+    """Fail `report` with `text`, as pytest's own failure representation: printed as `text`,
+    with its first line as the crash message that pytest puts in the short test summary
+    (`FAILED <id> - <first line>`), in JUnit's `message` and in `--tb=line`. A plain string
+    gives pytest 8 (the declared floor) no message there at all, `--tb=line` its first 50
+    characters, and pytest 9 on CI the whole text. xdist carries it as it carries a traceback."""
+    path, lineno, _ = report.location
+    crash = ReprFileLocation(path, (lineno or 0) + 1, text.splitlines()[0])
+    report.outcome = "failed"
+    report.longrepr = ReprExceptionInfo(ReprTraceback([ReprEntryNative([text + "\n"])], None, "native"), crash)
+
+
 def headline(failed: list[Verdict]) -> str:
     """What failed, in one line.
 
-    pytest's short test summary shows only a failure's first line (the whole text only on CI),
-    so that line names each failing metric and how far it moved; the details follow it.
+    pytest's short test summary shows only a failure's first line (`fail_report`), so that
+    line names each failing metric and how far it moved; the details follow it.
     """
     items = []
     for v in failed:
@@ -62,8 +75,7 @@ def settle(report: pytest.TestReport, record: Record, verdicts: list[Verdict], f
     """Apply the gate's verdicts to the test's call report and attach its result for the controller."""
     failed = [v for v in verdicts if v.failed]
     if failed:
-        report.outcome = "failed"
-        report.longrepr = failure_text(failed)
+        fail_report(report, failure_text(failed))
     notes = [v.render() for v in verdicts if v.status in ("warn", "improved")]
     if notes:
         report.sections.append(("efficiency", "\n".join(notes)))

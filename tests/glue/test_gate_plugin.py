@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ET
 
 import hypothesis  # noqa: F401 - loaded here once: pytester's in-process runs would re-import it every run
 import pytest
@@ -74,6 +75,32 @@ def test_new_then_recorded_then_a_regression_fails_with_its_numbers(pytester: py
     # The short test summary shows a failure's first line: it names the metric and its change.
     result.stdout.fnmatch_lines(["FAILED test_suite.py::test_memory - efficiency: peak_memory +1.0%*"])
     assert max(len(line) for line in result.stdout.lines if "test_suite.py::" in line) <= 100
+
+
+def test_a_regression_reads_by_its_first_line_wherever_pytest_shows_a_failure_in_one(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The failure was a plain string: pytest 8 put no message in the short summary, pytest 9
+    # on CI the whole text, `--tb=line` its first 50 characters and JUnit the whole text.
+    make_suite(pytester)
+    run(pytester, "--update-baselines").assert_outcomes(passed=2)
+    monkeypatch.setenv("CI", "true")  # where pytest shows a failure's whole message in the summary
+    first_line = "efficiency: peak_memory +1.0%"
+    for xdist in ((), ("-n", "2")):  # a worker's report crosses to the controller as JSON
+        result = run(pytester, "-rf", "--junitxml=junit.xml", *xdist, scale=1.01)
+        result.assert_outcomes(passed=1, failed=1)
+        lines = result.stdout.lines  # pytest's short summary, not the efficiency section's list of failures
+        start = next(i for i, line in enumerate(lines) if "short test summary info" in line)
+        summary = [line for line in lines[start:] if line.startswith("FAILED ")]
+        assert summary == [f"FAILED test_suite.py::test_memory - {first_line}"], xdist
+        result.stdout.fnmatch_lines(["*peak_memory: 986.33 KiB vs baseline 976.56 KiB (+1.0%; counted, exact)*"])
+        failure = ET.parse(pytester.path / "junit.xml").find(".//failure")
+        assert failure is not None and failure.get("message") == first_line, xdist
+        assert "efficiency gate (against the baseline):" in (failure.text or ""), xdist
+    result = run(pytester, "--tb=line", scale=1.01)
+    source = (pytester.path / "test_suite.py").read_text().splitlines()
+    lineno = source.index("@pytest.mark.efficiency()") + 1  # the test's first line, as pytest locates it
+    assert f"test_suite.py:{lineno}: {first_line}" in result.stdout.lines
 
 
 def test_improvements_are_reported_not_failed(pytester: pytest.Pytester) -> None:
