@@ -36,25 +36,6 @@ def slow_down(folder: Path, factor: float, only: str = "") -> int:
     return changed
 
 
-# The host's own facts, not the program's: a baseline that differs in them is compared through
-# the calibration workload, measured once per run.
-HOST_KEYS = ("cpu_model", "cpu_isa", "os")
-
-
-def recorded_here(folder: Path) -> None:
-    """Give every entry under `folder` this machine's CPU and OS, in place, so that it is compared
-    as on the machine that recorded it: raw, with no calibration between. On another CPU model the
-    gate divides by the ratio of two calibrations, one of them measured in whatever moment the run
-    began: on a loaded 2-core runner its copy read 9.3 ms against 3.1 ms, and a 2x slowdown read
-    +68%, under the gross floor."""
-    here = host_fingerprint(threads=1)
-    for path in sorted(folder.rglob("*.json")):
-        data = json.loads(path.read_text())
-        for entry in data["tests"].values():
-            entry.setdefault("fingerprint", {}).update({k: here[k] for k in HOST_KEYS})
-        path.write_text(json.dumps(data))
-
-
 def compared_here(root: Path) -> Path:
     """The `cpu` baselines under `root` that a run on this machine is compared with: this CPU
     model's own folder where it has one (`cpu@<cpu>`), else `root/cpu`."""
