@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
+# pytest has no public constructor for a failure's representation; these dataclasses are the
+# ones its own failures use and xdist's report serialisation reads, the same from pytest 8.0 to 9.2.
 from _pytest._code.code import ReprEntryNative, ReprExceptionInfo, ReprFileLocation, ReprTraceback
 
 from pytest_efficientllm.core.limits import Limit
