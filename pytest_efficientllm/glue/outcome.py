@@ -36,7 +36,9 @@ def fail_report(report: pytest.TestReport, text: str) -> None:
     with its first line as the crash message that pytest puts in the short test summary
     (`FAILED <id> - <first line>`), in JUnit's `message` and in `--tb=line`. A plain string
     gives pytest 8 (the declared floor) no message there at all, `--tb=line` its first 50
-    characters, and pytest 9 on CI the whole text. xdist carries it as it carries a traceback."""
+    characters, and pytest 9 on CI the whole text. xdist carries it as it carries a traceback.
+    (A collection error stays a string: xdist reports one only once, by comparing the strings
+    of its workers' reports.)"""
     path, lineno, _ = report.location
     crash = ReprFileLocation(path, (lineno or 0) + 1, text.splitlines()[0])
     report.outcome = "failed"
