@@ -53,6 +53,25 @@ def ab(repo: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*cmd, *extra, "--", "test_toy.py"], cwd=repo, capture_output=True, text=True, timeout=600)
 
 
+def same_twice(root: Path, files: dict[str, str]) -> Path:
+    """A repository of two commits with the same `files` (HEAD adds nothing)."""
+    repo = empty_repo(root)
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "commit", "-qm", "head", "--allow-empty")
+    return repo
+
+
+def ab_one_pair(repo: Path, out: Path, selection: str) -> subprocess.CompletedProcess[str]:
+    """`ab HEAD~1 HEAD` over one pair of the tests of test_toy.py that `-k selection` picks."""
+    cmd = [sys.executable, "-m", "pytest_efficientllm", "ab", "HEAD~1", "HEAD", "--pairs", "1", "--output", str(out)]
+    return subprocess.run(
+        [*cmd, "--", "test_toy.py", "-k", selection], cwd=repo, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_a_head_that_doubles_the_work_fails_naming_the_test(tmp_path: Path) -> None:
     repo = toy_repo(tmp_path / "toy", 200_000, 400_000)
     done = ab(repo, tmp_path / "out")
@@ -112,21 +131,10 @@ def test_the_default_output_in_the_work_tree_works_and_does_not_block_the_next_r
 
 def test_sides_whose_tests_measure_nothing_leave_no_run_file_and_no_problem(tmp_path: Path) -> None:
     # A process that records no measurement writes no run file, and says so: not a lost process.
-    repo = empty_repo(tmp_path / "toy")
-    (repo / "test_toy.py").write_text(toy(200_000) + "\n\ndef test_plain():\n    assert True\n")
-    git(repo, "add", ".")
-    git(repo, "commit", "-qm", "base")
-    git(repo, "commit", "-qm", "head", "--allow-empty")
-    cmd = [sys.executable, "-m", "pytest_efficientllm", "ab", "HEAD~1", "HEAD", "--pairs", "1"]
+    repo = same_twice(tmp_path / "toy", {"test_toy.py": toy(200_000) + "\n\ndef test_plain():\n    assert True\n"})
     out = tmp_path / "out"
     for selection, tests in (("no_such_test", 0), ("test_plain", 1)):  # none ran; one ran, unmeasured
-        done = subprocess.run(
-            [*cmd, "--output", str(out), "--", "test_toy.py", "-k", selection],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = ab_one_pair(repo, out, selection)
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"0 of {tests} tests failed" in done.stdout, done.stdout + done.stderr
         assert "run file (" not in done.stdout + done.stderr and not list(out.glob("*-0.json")), selection
@@ -146,22 +154,11 @@ def test_a_side_whose_terminal_says_nothing_still_reads_as_measuring_nothing(tmp
     # `ab` once read "no test recorded a measurement" from the process's terminal summary, so
     # every process of a project without one (`--no-summary` under pytest 8, the declared floor)
     # was reported lost: "incomplete: base process 0 left no run file".
-    repo = empty_repo(tmp_path / "toy")
-    (repo / "conftest.py").write_text(NO_SUMMARY_CONFTEST)
-    (repo / "test_toy.py").write_text("def test_plain():\n    assert True\n\ndef test_broken():\n    assert False\n")
-    git(repo, "add", ".")
-    git(repo, "commit", "-qm", "base")
-    git(repo, "commit", "-qm", "head", "--allow-empty")
-    cmd = [sys.executable, "-m", "pytest_efficientllm", "ab", "HEAD~1", "HEAD", "--pairs", "1"]
+    tests = "def test_plain():\n    assert True\n\ndef test_broken():\n    assert False\n"
+    repo = same_twice(tmp_path / "toy", {"conftest.py": NO_SUMMARY_CONFTEST, "test_toy.py": tests})
     for selection, code in (("test_plain", 0), ("test_broken", 1)):  # each side exits 0, then 1
         out = tmp_path / f"out-{selection}"
-        done = subprocess.run(
-            [*cmd, "--output", str(out), "--", "test_toy.py", "-k", selection],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = ab_one_pair(repo, out, selection)
         assert done.returncode == code, done.stdout + done.stderr
         assert "incomplete" not in done.stdout, done.stdout + done.stderr
         assert json.loads((out / "ab.json").read_text())["problems"] == []
