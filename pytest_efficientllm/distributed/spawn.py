@@ -12,9 +12,13 @@ Runs in the parent (the pytest process); `_rank_entry` runs in each rank.
   session's collective timeout, runs the body, and writes a `RankOutcome` (plain JSON:
   the record as `Record.to_dict()`, or the traceback) to a file the parent reads.
 * A rank that raises exits non-zero after writing its traceback; a rank that dies (signal,
-  `os._exit`) exits non-zero without one. Either way `ProcessContext.join` sees it at once
-  and terminates the other ranks, which may be blocked in a collective with it: the test
-  fails with the first failing rank's error, and nothing waits for a timeout.
+  `os._exit`) exits non-zero without one. Either way the parent sees it at once
+  (`_await_ranks`), gives the other ranks `GRACE_S` to end on their own (one blocked in a
+  collective with it fails there and says so), then kills the rest: the test fails with the
+  first failing rank's error, nothing waits for a timeout, and a rank killed so reads as
+  terminated, not as died. The parent waits on the processes itself: `ProcessContext.join`
+  SIGTERMs the survivors before returning (so they read as killed by SIGTERM), and takes
+  no grace period before torch 2.5.
 * Start method: `fork` where this process has not initialised CUDA (fast: the ranks share
   the already-imported modules and the fixtures' values). A forked rank runs torch with one
   intra-op thread: GNU OpenMP's thread pool does not survive `fork` (a forked child that
@@ -199,13 +203,6 @@ def _master_store(world_size: int, timeout_s: float, attempts: int = 3) -> Any:
     raise SpawnError(f"could not open a rendezvous port on {HOST} after {attempts} attempts: {last}")
 
 
-def _describe_exit(exc: Exception) -> str:
-    signal_name = getattr(exc, "signal_name", None)
-    if signal_name:
-        return f"killed by signal {signal_name}; no Python traceback (see the captured output)"
-    return _describe_exit_code(getattr(exc, "exit_code", None))
-
-
 def _describe_exit_code(code: int | None) -> str:
     if code is not None and code < 0:
         try:
@@ -214,6 +211,29 @@ def _describe_exit_code(code: int | None) -> str:
             name = str(-code)
         return f"killed by signal {name}; no Python traceback (see the captured output)"
     return f"exited with code {code} without a Python traceback (os._exit, a crash in native code, ...)"
+
+
+# How long the other ranks have to end on their own once one has failed.
+GRACE_S = 1.0
+
+
+def _await_ranks(processes: list[Any], grace_s: float = GRACE_S) -> int | None:
+    """Wait until every rank has exited; the index of the first that exited non-zero, after
+    `grace_s` more for the others to end on their own (the caller kills what is left), or
+    None when every rank exited 0."""
+    from multiprocessing.connection import wait
+
+    pending = {process.sentinel: rank for rank, process in enumerate(processes)}
+    while pending:
+        for sentinel in wait(list(pending)):
+            rank = pending.pop(sentinel)
+            processes[rank].join()
+            if processes[rank].exitcode != 0:
+                deadline = time.monotonic() + grace_s
+                for process in processes:
+                    process.join(max(0.0, deadline - time.monotonic()))
+                return rank
+    return None
 
 
 def run_ranks(
@@ -250,12 +270,9 @@ def run_ranks(
             # Only now, with every rank forked (the module's docstring says why).
             store = _master_store(world_size, timeout_s)
             write_atomic(Path(tmp) / PORT_FILE, str(store.port))
-            while not context.join(timeout=1.0, grace_period=1.0):
-                pass
-        except mp.ProcessRaisedException as exc:
-            first = exc.error_index
-        except mp.ProcessExitedException as exc:
-            first, first_error = exc.error_index, _describe_exit(exc)
+            first = _await_ranks(context.processes)
+            if first is not None:
+                first_error = _describe_exit_code(context.processes[first].exitcode)
         finally:
             # A rank that was already gone when the first failure was seen ended on its own
             # (it may be the cause: a rank that dies makes its peers' collectives fail too);
