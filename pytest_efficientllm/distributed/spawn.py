@@ -264,15 +264,12 @@ def run_ranks(
                 f"start method {method!r} must pickle the test function and its fixture values, and could not: {exc}"
             ) from exc
         first: int | None = None
-        first_error = ""
         store = None
         try:
             # Only now, with every rank forked (the module's docstring says why).
             store = _master_store(world_size, timeout_s)
             write_atomic(Path(tmp) / PORT_FILE, str(store.port))
             first = _await_ranks(context.processes)
-            if first is not None:
-                first_error = _describe_exit_code(context.processes[first].exitcode)
         finally:
             # A rank that was already gone when the first failure was seen ended on its own
             # (it may be the cause: a rank that dies makes its peers' collectives fail too);
@@ -288,8 +285,6 @@ def run_ranks(
             path = Path(tmp) / f"rank{rank}.json"
             if path.exists():
                 outcome = RankOutcome.from_dict(json.loads(path.read_text(encoding="utf-8")))
-            elif rank == first:
-                outcome = RankOutcome(rank, DIED, error=first_error or "exited without reporting")
             elif rank in ended_alone and context.processes[rank].exitcode not in (None, 0):
                 outcome = RankOutcome(rank, DIED, error=_describe_exit_code(context.processes[rank].exitcode))
             else:
