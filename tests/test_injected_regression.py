@@ -12,7 +12,7 @@ per test. The whole suite against the committed baselines is in benchmarks/RESUL
 
 Why not the committed baselines, halved: the test then also read how far the machine had
 drifted since they were recorded. On 2026-12-06 this runner ran about 15% faster than when its
-CPU model's baselines were recorded, and the halved committed baselines read +66% to +88%,
+CPU model's baselines were recorded, and the halved committed baselines read +65% to +88%,
 under the floor, in 4 runs of 4; halved baselines recorded moments before read +94% to +111%.
 """
 
