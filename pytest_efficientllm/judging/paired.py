@@ -160,8 +160,8 @@ def _measured_verdict(name: str, base: list[Metric], head: list[Metric], toleran
     text = f"{change.describe()}; {told}"
     interval = (change.interval[0] - 1.0, change.interval[1] - 1.0)
 
-    def judged(status: Status, message: str) -> Verdict:
-        return Verdict(name, status, message, "baseline", change.change, interval)
+    def judged(status: Status, message: str, unresolved: float | None = None) -> Verdict:
+        return Verdict(name, status, message, "baseline", change.change, interval, unresolved)
 
     beyond = abs(change.change) > tolerance
     if change.p_worse < ALPHA and beyond:
@@ -174,6 +174,7 @@ def _measured_verdict(name: str, base: list[Metric], head: list[Metric], toleran
     if abs(worst) > tolerance and (worst > 0) == (head[0].direction == "lower"):
         # A pass, but not evidence that nothing regressed: the pairs were too few for their noise.
         text += f"; {UNRESOLVED} {format_change(worst)} with {len(pairs)} pairs (more pairs narrow the interval)"
+        return judged("pass", text, worst)
     return judged("pass", text)
 
 

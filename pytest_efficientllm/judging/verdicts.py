@@ -35,7 +35,9 @@ class Verdict:
     comparison was made, so the summary can show it without re-deriving it; `interval` is that
     change's confidence interval (low, high), in the same terms, where the comparison had one
     (the gate's rank interval over the two runs' rounds, `ab`'s over its pairs), so a reader of
-    the run file gets it as data, not prose.
+    the run file gets it as data, not prose. `unresolved` is, on a pass, the worst change that
+    interval leaves possible where it reaches beyond the tolerance: the pass does not rule out a
+    slowdown that large.
     """
 
     metric: str
@@ -44,6 +46,7 @@ class Verdict:
     kind: str = "budget"
     change: float | None = None
     interval: tuple[float, float] | None = None
+    unresolved: float | None = None
 
     @property
     def failed(self) -> bool:

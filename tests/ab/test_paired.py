@@ -17,6 +17,7 @@ from pytest_efficientllm.judging.paired import (
     paired_change,
     paired_verdicts,
 )
+from pytest_efficientllm.judging.verdicts import Verdict
 from tests.helpers.record_builders import counted, latency, record
 
 NODE = "tests/test_x.py::test_a"
@@ -85,10 +86,15 @@ def test_a_noisy_pass_says_it_cannot_rule_out_a_slowdown_beyond_the_tolerance() 
     base, head = _sides([0.100] * 6, [0.080, 0.121, 0.098, 0.117, 0.090, 0.104])
     v = _by_metric(paired_verdicts(base, head))["cpu_time_per_round"]
     assert v.status == "pass" and f"{UNRESOLVED} +" in v.message, v.message
+    # The run file carries that worst change as data, beyond the default 5% and as the message says.
+    assert v.unresolved is not None and v.unresolved > 0.05
+    assert f"{UNRESOLVED} {format_change(v.unresolved)} with 6 pairs" in v.message
+    assert Verdict.from_dict(v.to_dict()) == v
     # The same change read steadily is resolved: the interval stays within the tolerance.
     base, head = _sides([0.100] * 6, [0.101, 0.100, 0.102, 0.099, 0.101, 0.100])
     v = _by_metric(paired_verdicts(base, head))["cpu_time_per_round"]
     assert v.status == "pass" and UNRESOLVED not in v.message and "90% interval" in v.message, v.message
+    assert v.unresolved is None
 
 
 def test_the_interval_that_is_not_resolved_is_the_worse_one_for_a_metric_better_higher() -> None:
@@ -101,6 +107,7 @@ def test_the_interval_that_is_not_resolved_is_the_worse_one_for_a_metric_better_
     limits = (parse_limit("AT", "+5%"),)
     v = _by_metric(paired_verdicts(base, head, limits))["AT"]
     assert v.status == "pass" and f"{UNRESOLVED} -" in v.message, v.message
+    assert v.unresolved is not None and v.unresolved < -0.05
 
 
 def test_fewer_than_five_pairs_cannot_decide_and_say_so() -> None:
