@@ -28,7 +28,14 @@ from pytest_efficientllm.glue.fixture import Efficiency
 from pytest_efficientllm.glue.holding import HeldTest, hold
 from pytest_efficientllm.glue.marker import PROTOCOL_ARGS, MarkerError, parse_marker
 from pytest_efficientllm.glue.options import Settings, add_options, no_test_option
-from pytest_efficientllm.glue.outcome import UNMEASURED, fail_report, settle, unmeasured_limits
+from pytest_efficientllm.glue.outcome import (
+    UNMEASURED,
+    ShownCollectionErrors,
+    fail_collection,
+    fail_report,
+    settle,
+    unmeasured_limits,
+)
 from pytest_efficientllm.glue.state import (
     FIXTURE_KEY,
     LAYOUT_PROBLEM_KEY,
@@ -98,6 +105,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Read now, as the process started: the session may open later, after the controller has set
     # the variables that pad its xdist workers' stacks, which would read as another layout.
     layout = process_layout.current_layout()
+    if workerid is None:  # where collection errors are shown; a worker sends them on as strings
+        config.pluginmanager.register(ShownCollectionErrors(), "efficiency-collection-errors")
 
     def open_session(state: RunState) -> EfficiencySession:
         try:
@@ -181,9 +190,7 @@ def pytest_make_collect_report(
                 # pytest deselects by marker); it had escaped a fast job's `-m "not efficiency"`.
                 item.add_marker("efficiency")
         if problems:
-            report.outcome = "failed"
-            report.longrepr = "\n".join(problems)
-            report.result = []
+            fail_collection(report, problems)
     return report
 
 

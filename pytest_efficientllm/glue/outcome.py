@@ -31,18 +31,50 @@ def unmeasured_limits(limits: tuple[Limit, ...]) -> str:
     )
 
 
+# A collection error's headline, as an attribute of its report: reports carry extra attributes
+# across xdist's wire, and `ShownCollectionErrors` makes it the message where the report is shown.
+COLLECTION_HEADLINE = "efficiency_headline"
+
+
+def _failure(path: str, lineno: int | None, text: str, message: str) -> ReprExceptionInfo:
+    crash = ReprFileLocation(path, (lineno or 0) + 1, message)
+    return ReprExceptionInfo(ReprTraceback([ReprEntryNative([text + "\n"])], None, "native"), crash)
+
+
 def fail_report(report: pytest.TestReport, text: str) -> None:
     """Fail `report` with `text`, as pytest's own failure representation: printed as `text`,
     with its first line as the crash message that pytest puts in the short test summary
     (`FAILED <id> - <first line>`), in JUnit's `message` and in `--tb=line`. A plain string
     gives pytest 8 (the declared floor) no message there at all, `--tb=line` its first 50
-    characters, and pytest 9 on CI the whole text. xdist carries it as it carries a traceback.
-    (A collection error stays a string: xdist reports one only once, by comparing the strings
-    of its workers' reports.)"""
+    characters, and pytest 9 on CI the whole text. xdist carries it as it carries a traceback."""
     path, lineno, _ = report.location
-    crash = ReprFileLocation(path, (lineno or 0) + 1, text.splitlines()[0])
     report.outcome = "failed"
-    report.longrepr = ReprExceptionInfo(ReprTraceback([ReprEntryNative([text + "\n"])], None, "native"), crash)
+    report.longrepr = _failure(path, lineno, text, text.splitlines()[0])
+
+
+def fail_collection(report: pytest.CollectReport, problems: list[str]) -> None:
+    """Fail a module's collection with its tests' marker problems, one a line. It stays a string
+    until it is shown (`ShownCollectionErrors`): xdist reports a collection error once, by
+    comparing the strings of its workers' reports."""
+    report.outcome = "failed"
+    report.longrepr = "\n".join(problems)
+    report.result = []
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    setattr(report, COLLECTION_HEADLINE, problems[0] + more)
+
+
+class ShownCollectionErrors:
+    """Registered where collection errors are shown: a serial run, or xdist's controller once it
+    has found its workers' copies of one error equal."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """`fail_collection`'s error as pytest's own failure representation, its headline the
+        crash message, before the terminal keeps it: pytest 8's short test summary then says why
+        (`ERROR <module> - <headline>`), and pytest 9's says it in one line, not every problem."""
+        headline = getattr(report, COLLECTION_HEADLINE, None)
+        if headline and isinstance(report.longrepr, str):
+            report.longrepr = _failure(report.fspath, None, report.longrepr, headline)
 
 
 def headline(failed: list[Verdict]) -> str:

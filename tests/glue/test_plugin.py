@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,44 @@ def test_a_bad_marker_under_xdist_is_the_same_collection_error_not_a_crash(pytes
     )
     result.assert_outcomes(passed=1, errors=1)
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_bad_marker_reads_by_its_first_problem_in_the_short_summary(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The error was a plain string: pytest 8's short summary said `ERROR test_bad.py` and no
+    # reason, pytest 9's on CI every problem's line pasted together.
+    pytester.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.efficiency(latency='5 ms+')
+        def test_a(efficiency):
+            pass
+
+        @pytest.mark.efficiency(rounds=0)
+        def test_b(efficiency):
+            pass
+        """,
+        test_good="def test_good():\n    pass\n",
+    )
+    monkeypatch.setenv("CI", "true")  # where pytest shows a message whole in the summary
+    for xdist in ((), ("-n", "2")):  # xdist's workers send the error as a string, shown once
+        options = ("--continue-on-collection-errors", "--junitxml=junit.xml", *xdist)
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *options)
+        result.assert_outcomes(passed=1, errors=1)
+        lines = result.stdout.lines
+        start = next(i for i, line in enumerate(lines) if "short test summary info" in line)
+        summary = [line for line in lines[start:] if line.startswith("ERROR ")]
+        assert len(summary) == 1, (xdist, summary)
+        assert summary[0].startswith("ERROR test_bad.py - test_bad.py::test_a: efficiency marker: latency='5 ms+'")
+        assert summary[0].endswith(" (and 1 more)"), summary
+        # Both problems in the error itself and in JUnit's.
+        result.stdout.fnmatch_lines(
+            ["*test_bad.py::test_a: efficiency marker: *", "*test_bad.py::test_b: efficiency marker: *"]
+        )
+        error = ET.parse(pytester.path / "junit.xml").find(".//error")
+        assert error is not None and "test_bad.py::test_b: efficiency marker:" in (error.text or ""), xdist
 
 
 @pytest.mark.parametrize(
