@@ -14,7 +14,7 @@ from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.telemetry.gpu_state import held_by, throttled_by
 
-# How the summary recognises this finding (`glue.summary._REASONS`).
+# How the summary recognises this finding (`glue.summary_findings._REASONS`).
 THROTTLED = "the GPU limited its clocks during the window"
 
 

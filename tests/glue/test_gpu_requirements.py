@@ -104,7 +104,7 @@ def test_asking_for_an_h200_on_an_h100_is_a_usage_error(
 def test_throttled_windows_are_counted_as_one_kind_of_warning_whatever_their_reasons() -> None:
     from pytest_efficientllm.core.metrics import measured
     from pytest_efficientllm.core.record import Record
-    from pytest_efficientllm.glue.summary import finding_kind
+    from pytest_efficientllm.glue.summary_findings import finding_kind
     from pytest_efficientllm.judging.throttle import find_throttle
 
     kinds = set()

@@ -7,16 +7,10 @@ from types import SimpleNamespace
 
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.glue.state import TestResult
-from pytest_efficientllm.glue.summary import (
-    WIDTH,
-    _memory_legend,
-    _store_lines,
-    _threads_line,
-    details,
-    fingerprint_lines,
-    short_ids,
-    table,
-)
+from pytest_efficientllm.glue.summary import _store_lines, _threads_line
+from pytest_efficientllm.glue.summary_findings import details, fingerprint_lines
+from pytest_efficientllm.glue.summary_table import memory_legend, table
+from pytest_efficientllm.glue.summary_text import WIDTH, short_ids
 from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.storage.baselines import FileUpdate
@@ -136,9 +130,9 @@ def test_the_memory_column_is_the_workloads_own_never_the_process_rss() -> None:
     assert memory == {"rss": "-", "tensors": "12.0 MiB", "gpu": "81.0 MiB", "counted": "2.00 MiB"}
     assert _cells(header, _row(lines, "t.py::gpu_rss"), "peak mem") == "-"
     assert "480" not in "\n".join(lines)  # the RSS is in no row
-    legend = _memory_legend(results)
+    legend = memory_legend(results)
     assert "tensor_peak_bytes" in legend and "allocator" in legend and "resident set" in legend
-    assert _memory_legend(results[:1]).startswith("peak mem '-' where only the process's resident set")
+    assert memory_legend(results[:1]).startswith("peak mem '-' where only the process's resident set")
 
 
 def test_the_traffic_column_shows_intensity_else_bytes_and_is_left_out_when_nothing_has_either() -> None:

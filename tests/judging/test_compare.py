@@ -9,7 +9,7 @@ import pytest
 from pytest_efficientllm.core.limits import LimitError, parse_limit
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.core.units import format_change
-from pytest_efficientllm.glue.summary import finding_kind
+from pytest_efficientllm.glue.summary_findings import finding_kind
 from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.judging.fingerprint import fingerprint_diff
 from pytest_efficientllm.judging.verdicts import Verdict, check_budgets
