@@ -14,14 +14,8 @@ import pytest
 import torch
 from torch.utils._pytree import tree_map
 
-from pytest_efficientllm.telemetry.op_counting import (
-    OpTally,
-    _plan,
-    classify_transfer,
-    count_run,
-    counted_cost,
-    dtype_name,
-)
+from pytest_efficientllm.telemetry.op_counting import count_run, counted_cost
+from pytest_efficientllm.telemetry.op_tally import OpTally, _plan, classify_transfer, dtype_name
 
 aten = torch.ops.aten
 
