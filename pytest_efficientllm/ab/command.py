@@ -263,7 +263,7 @@ def _change(v: Verdict) -> str:
 
 
 def _status(v: Verdict) -> str:
-    return "pass, not resolved" if v.unresolved is not None else v.status
+    return "pass, not resolved" if v.status == "pass" and v.unresolved is not None else v.status
 
 
 def _vs_base(t: TestVerdict, with_status: bool, most: int | None = None) -> list[str]:
@@ -285,7 +285,7 @@ def unresolved_line(c: Comparison) -> str:
     """How many timings passed without ruling out a slowdown beyond their tolerance ("" if none):
     on a noisy machine a pass of a few pairs says little, and only this says so."""
     timed = [v for t in c.tests for v in t.verdicts if v.kind == "baseline" and v.interval is not None]
-    unresolved = [v for v in timed if v.unresolved is not None]
+    unresolved = [v for v in timed if v.status == "pass" and v.unresolved is not None]
     if not unresolved:
         return ""
     return (
