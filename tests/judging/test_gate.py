@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pytest_efficientllm.core.limits import parse_limit, parse_limit_assignments
-from pytest_efficientllm.judging.gate import GateOptions, effective_limits, judge
+from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.judging.gate import GateOptions, add_derived, effective_limits, judge
 from pytest_efficientllm.judging.verdicts import Verdict
-from tests.helpers.record_builders import counted, record
+from tests.helpers.record_builders import counted, latency, record
 
 
 def statuses(verdicts: list[Verdict]) -> dict[str, str]:
@@ -66,3 +67,24 @@ def test_a_baseline_at_another_world_size_is_reported_not_compared() -> None:
     verdicts = judge(current, (), baseline, "", GateOptions())
     assert [(v.metric, v.status) for v in verdicts] == [("*", "warn")]
     assert "world_size=2" in verdicts[0].message and "not compared" in verdicts[0].message
+
+
+def test_a_window_without_per_round_cpu_times_gets_its_cpu_time_per_round_from_the_whole_window() -> None:
+    # A timer that kept no CPU time per round: the window's CPU seconds over its rounds, one value
+    # (no samples, so the tolerance alone decides), from the same source as the CPU time.
+    cpu = Metric("cpu_time", 0.5, "s", "lower", "measured", "process_time_ns")
+    rec = record("t.py::a", cpu, counted("rounds", 10, unit=""))
+    add_derived(rec)
+    derived = rec.metrics["cpu_time_per_round"]
+    assert derived.value == pytest.approx(0.05) and derived.samples == ()
+    assert (derived.source, derived.method) == ("measured", "cpu_time / rounds; process_time_ns")
+    # One the timer recorded per round stays as it is.
+    per_round = latency(0.04, name="cpu_time_per_round")
+    rec = record("t.py::a", cpu, counted("rounds", 10, unit=""), per_round)
+    add_derived(rec)
+    assert rec.metrics["cpu_time_per_round"] == per_round
+    # Without rounds (or with none), nothing to divide by: not made up.
+    for rounds in ((), (counted("rounds", 0, unit=""),)):
+        rec = record("t.py::a", cpu, *rounds)
+        add_derived(rec)
+        assert "cpu_time_per_round" not in rec.metrics
