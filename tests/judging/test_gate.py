@@ -52,7 +52,13 @@ def test_limit_precedence_ini_then_marker_then_cli_and_run_wide_limits_only_wher
     merged = {lim.metric: lim.text for lim in effective_limits(marker, GateOptions(ini_limits=ini, cli_limits=cli))}
     assert merged == {"AL": "+20%", "peak_memory": "+1%"}
     only = effective_limits((), GateOptions(ini_limits=ini, cli_limits=cli), recorded={"peak_memory"})
-    assert [lim.metric for lim in only] == ["peak_memory"]
+    assert [(lim.metric, lim.text) for lim in only] == [("peak_memory", "+1%")]
+    # The command line beats the marker too, and its limit on a metric the test did not record is dropped.
+    cli = parse_limit_assignments(["peak_memory=+1%", "latency=+2%"], "cli")
+    merged = {lim.metric: lim.text for lim in effective_limits(marker, GateOptions(ini_limits=ini, cli_limits=cli))}
+    assert merged == {"AL": "+2%", "peak_memory": "+1%"}
+    only = effective_limits((), GateOptions(ini_limits=ini, cli_limits=cli), recorded={"peak_memory"})
+    assert [(lim.metric, lim.text) for lim in only] == [("peak_memory", "+1%")]
     with pytest.raises(ValueError, match="cli: 'latency': expected METRIC=LIMIT"):
         parse_limit_assignments(["latency"], "cli")
 
