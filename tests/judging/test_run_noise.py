@@ -16,6 +16,7 @@ from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.judging import run_noise
 from pytest_efficientllm.judging.compare import compare_record
+from pytest_efficientllm.judging.gate import GateOptions, judge
 from pytest_efficientllm.judging.run_noise import (
     PREDICTION,
     RunPrior,
@@ -183,6 +184,21 @@ def test_the_bound_is_drawn_for_the_processes_that_vote_and_the_cpu_default_warn
     # its gross floor (+25% at the least), so it warns instead of failing.
     default, message = status((), 3)
     assert default == "warn" and "90.0% prediction bound" in message and "below the gross floor" in message
+
+
+def test_the_gate_draws_the_vote_s_bound_only_where_a_vote_follows() -> None:
+    # The same +7% as above, judged by the gate for 3 voting processes: a suspect under the
+    # default gate; with --efficiency-gate=warn or --update-baselines no fresh process votes, so
+    # the one process is held to the 99.9% bound and passes.
+    base, now = _record("t.py::t", _metric(0.0100)), _record("t.py::t", _metric(0.0107))
+    priors = {"cpu_time_per_round": RunPrior(variance=0.02**2, df=math.inf, tests=10)}
+    for options, expected, level in (
+        (GateOptions(), "fail", "90.0%"),
+        (GateOptions(mode="warn"), "pass", "99.9%"),
+        (GateOptions(update=True), "pass", "99.9%"),
+    ):
+        (v,) = [v for v in judge(now, TOL5, base, "", options, priors, processes=3) if v.metric == "cpu_time_per_round"]
+        assert (v.status, f"{level} prediction bound" in v.message) == (expected, True), (options, v.message)
 
 
 def test_moderation_lets_five_runs_catch_a_ten_percent_regression_that_their_own_spread_hides() -> None:
