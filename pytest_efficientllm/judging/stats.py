@@ -42,6 +42,10 @@ import numpy as np
 MAX_SAMPLES_PER_SIDE = 400
 # Up to this m*n the exact U distribution is enumerated; above it, the normal approximation.
 EXACT_LIMIT = 10_000
+# Log-ratio differences smaller than this are the rounding of the floats, not a change: exp()
+# rounds +1e-16 to exactly 1.0 but -1e-16 to just below it, so a pair of runs 1 ulp apart had
+# read as an improvement one way round and as no change the other.
+LOG_ROUNDING = 1e-12
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,7 @@ def ratio_interval(baseline: Sequence[float], current: Sequence[float], confiden
     ratio = float(np.median(c) / np.median(b))
     lb, lc = _thin(np.log(b)), _thin(np.log(c))
     diffs = np.sort((lc[:, None] - lb[None, :]).ravel())
+    diffs[np.abs(diffs) < LOG_ROUNDING] = 0.0
     estimate = float(math.exp(float(np.median(diffs))))
     m, n = lb.size, lc.size
     k = _rank_k(m, n, 1.0 - confidence)
