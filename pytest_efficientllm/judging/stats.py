@@ -104,10 +104,6 @@ class RatioInterval:
     def resolved(self) -> bool:
         return self.low is not None and self.high is not None
 
-    def excludes_one(self) -> bool:
-        """True when the interval lies wholly above or wholly below 1 (a real change)."""
-        return self.resolved and (self.low > 1.0 or self.high < 1.0)  # type: ignore[operator]
-
 
 def _u_null_cdf(m: int, n: int) -> np.ndarray:
     """Exact CDF of the Mann-Whitney U statistic under H0 for sizes m and n (no ties).
