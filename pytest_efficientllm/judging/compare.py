@@ -377,9 +377,9 @@ def _compare(
             out.append(Verdict(name, "new", "no baseline value for this metric yet", "baseline"))
             continue
         if base.value is None or cur.value is None:
-            side = "baseline" if base.value is None else "this run"
+            side = "the baseline" if base.value is None else "this run"
             note = (base.note if base.value is None else cur.note) or "unavailable"
-            out.append(Verdict(name, "skipped", f"not compared: unavailable in the {side} ({note})", "baseline"))
+            out.append(Verdict(name, "skipped", f"not compared: unavailable in {side} ({note})", "baseline"))
             continue
         if base.source != cur.source:
             out.append(

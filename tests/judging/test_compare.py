@@ -456,3 +456,35 @@ def test_another_cpu_beside_software_differences_is_calibrated() -> None:
     }
     verdicts = by_metric(compare_record(base, record("t.py::a", latency(0.012, seed=2), fingerprint=both), limits))
     assert verdicts["AL"].status == "pass" and "x1.200" in verdicts["*"].message
+
+
+def _verdict(base: Metric, cur: Metric, limit: str | None = "+5%") -> Verdict:
+    limits = (parse_limit(base.name, limit),) if limit else ()
+    (v,) = [v for v in compare_record(record("t.py::a", base), record("t.py::a", cur), limits) if v.metric == base.name]
+    return v
+
+
+def test_a_count_is_exact_only_where_both_sides_are_whole_numbers() -> None:
+    # A whole-number baseline and a current value a float rounding off it (a share, an intensity
+    # computed from counts): compared within the relative rounding, not read as a regression.
+    assert _verdict(counted("bytes_accessed", 1000.0), counted("bytes_accessed", 1000.0000001), None).status == "pass"
+    assert _verdict(counted("bytes_accessed", 1000.0), counted("bytes_accessed", 1001.0), None).status == "fail"
+
+
+def test_a_measured_value_with_rounds_on_one_side_only_is_judged_by_its_tolerance() -> None:
+    # A baseline recorded with its rounds, a run that kept one value (or the other way round):
+    # no interval to draw, so the tolerance decides, in the metric's own word ("worse", not "slower").
+    rounds = Metric("tensor_peak_bytes", 1000.0, "B", "lower", "measured", "test builder", samples=(990.0, 1010.0))
+    single = Metric("tensor_peak_bytes", 2000.0, "B", "lower", "measured", "test builder")
+    for base, cur in ((rounds, single), (single.__class__(**{**vars(single), "value": 500.0}), rounds)):
+        v = _verdict(base, cur)
+        assert v.status == "fail" and "worse beyond tolerance (one value per run: no noise estimate)" in v.message
+
+
+def test_a_value_unavailable_on_one_side_says_which_side_and_why() -> None:
+    there = Metric("energy_per_token", 0.5, "J/token", "lower", "measured", "NVML")
+    missing = Metric("energy_per_token", None, "J/token", "lower", "measured", "NVML", note="window too short")
+    v = _verdict(missing, there)
+    assert v.status == "skipped" and v.message == "not compared: unavailable in the baseline (window too short)"
+    v = _verdict(there, missing)
+    assert v.status == "skipped" and v.message == "not compared: unavailable in this run (window too short)"
