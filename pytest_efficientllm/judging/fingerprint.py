@@ -80,10 +80,6 @@ class FingerprintDiff:
     # Whether a warning calls for the calibration: one of `CALIBRATED_KEYS`.
     calibrate: bool = False
 
-    @property
-    def differs(self) -> bool:
-        return bool(self.errors or self.warnings)
-
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}

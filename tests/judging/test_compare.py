@@ -11,7 +11,7 @@ from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.glue.summary_findings import finding_kind
 from pytest_efficientllm.judging.compare import compare_record
-from pytest_efficientllm.judging.fingerprint import fingerprint_diff
+from pytest_efficientllm.judging.fingerprint import calibration_factor, fingerprint_diff
 from pytest_efficientllm.judging.verdicts import Verdict, check_budgets
 from tests.helpers.record_builders import counted, latency, record
 
@@ -383,7 +383,8 @@ def test_which_gpu_of_one_model_and_start_up_probes_are_not_fingerprint_differen
         "gpu_idle_power_w": 73.4,
         "nvml_energy_step_mj": 2.0,
     }
-    assert not fingerprint_diff(base, cur).differs
+    same = fingerprint_diff(base, cur)
+    assert (same.errors, same.warnings) == ([], [])
     assert fingerprint_diff(base, {**cur, "gpu_name": "NVIDIA H100 PCIe"}).errors
 
 
@@ -489,3 +490,12 @@ def test_a_value_unavailable_on_one_side_says_which_side_and_why() -> None:
     assert v.status == "skipped" and v.message == "not compared: unavailable in the baseline (window too short)"
     v = _verdict(there, missing)
     assert v.status == "skipped" and v.message == "not compared: unavailable in this run (window too short)"
+
+
+def test_the_calibration_factor_is_this_run_s_index_over_the_baseline_s_and_none_without_one() -> None:
+    base = record("t.py::a")
+    slower = record("t.py::a", fingerprint={**base.fingerprint, "calibration": {"index_s": 0.003}})
+    assert calibration_factor(base, slower) == pytest.approx(1.5)
+    for broken in ({"index_s": 0.0}, {"index_s": -1.0}, {}, {"index_s": "fast"}):
+        other = record("t.py::a", fingerprint={**base.fingerprint, "calibration": broken})
+        assert calibration_factor(base, other) is None and calibration_factor(other, base) is None, broken
