@@ -65,6 +65,19 @@ def test_a_shift_is_named_only_when_a_share_moved_by_five_points_or_more() -> No
     assert dtype_shift(shares(bf16=0.97, int64=0.03), shares(bf16=0.95, int64=0.05), "bytes_accessed") == ""
     assert dtype_shift(shares(bf16=1.0), record("t.py::a"), "bytes_accessed") == ""  # nothing to compare
     assert dtype_shift(shares(bf16=1.0), shares(fp32=1.0), "operators") == ""  # not a byte or FLOP count
+    assert dtype_shift(record("t.py::a"), shares(bf16=1.0), "bytes_accessed") == ""  # nor the other way round
+    # Six points lost, spread over two dtypes that gained three each: no dtype took the work over.
+    spread = shares(bf16=0.44, fp32=0.33, int8=0.23)
+    assert dtype_shift(shares(bf16=0.5, fp32=0.3, int8=0.2), spread, "bytes_accessed") == ""
+    # Shares without the total they divide: whether the lost dtype's own work fell is unknown.
+    no_total = [
+        record("t.py::a", *(m for n, m in r.metrics.items() if n != "bytes_accessed"))
+        for r in (
+            shares(bf16=0.97, int64=0.03),
+            shares(fp32=0.97, int64=0.03),
+        )
+    ]
+    assert dtype_shift(*no_total, "bytes_accessed") == ""
 
 
 def test_a_share_that_fell_because_other_work_grew_around_it_is_not_named_as_a_shift() -> None:
