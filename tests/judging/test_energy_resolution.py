@@ -7,6 +7,8 @@ of its energy (the record's `quantisation_bound`). Two windows of 10 updates eac
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from pytest_efficientllm.core.limits import parse_limit
@@ -72,3 +74,36 @@ def test_only_energy_metrics_carry_the_counters_bound() -> None:
     unchanged = unchanged_range(record, record, "energy_per_token")
     assert unchanged is not None and (unchanged.low, unchanged.high) == pytest.approx((0.9 / 1.1, 1.1 / 0.9))
     assert unchanged.why == "windows of ±10.0% and ±10.0%"
+
+
+def test_one_bounded_window_bounds_the_range_alone_and_says_the_other_has_none() -> None:
+    # A baseline from before the bound was kept (or a source with no counter period) against a
+    # window of 10 updates: only the current window's steps are known.
+    unchanged = unchanged_range(energy_record(0.10, None), energy_record(0.10, 0.1), "energy_per_token")
+    assert unchanged is not None and (unchanged.low, unchanged.high) == pytest.approx((0.9, 1.1))
+    assert unchanged.why == "windows of no bound and ±10.0%"
+
+
+def test_a_window_as_coarse_as_its_energy_rules_nothing_out() -> None:
+    # One update per window (bound 100%): the reading could be twice the energy or none of it.
+    unchanged = unchanged_range(energy_record(0.10, 1.0), energy_record(0.10, 1.0), "energy_per_token")
+    assert unchanged is not None and (unchanged.low, unchanged.high) == (0.0, math.inf)
+
+
+def test_a_net_value_with_nothing_left_after_idle_is_unbounded_not_a_division_by_zero() -> None:
+    assert quantisation(energy_record(0.10, 0.05, net_j=0.0), "energy_per_token_net") == math.inf
+    assert quantisation(energy_record(0.10, 0.05, net_j=-0.01), "energy_per_token_net") == math.inf
+    unchanged = unchanged_range(
+        energy_record(0.10, 0.05, net_j=0.0), energy_record(0.10, 0.05, net_j=0.05), "energy_per_token_net"
+    )
+    assert unchanged is not None and unchanged.high == math.inf and "unbounded" in unchanged.why
+
+
+def test_no_bound_from_a_record_that_cannot_give_one() -> None:
+    net_alone = energy_record(0.10, 0.05, net_j=0.05)
+    del net_alone.metrics["energy_per_token"]  # the gross value the net one's error is read from
+    assert quantisation(net_alone, "energy_per_token_net") is None
+    for bound in (0.0, -0.1):
+        broken = energy_record(0.10, 0.05)
+        broken.settings["energy_window"]["quantisation_bound"] = bound
+        assert quantisation(broken, "energy_per_token") is None
