@@ -1,11 +1,12 @@
-"""Limits as users write them (markers, `--efficiency-limit`, the ini): which text is a budget,
-which a tolerance, and what a wrong one is told."""
+"""Limits and quantities as users write them (markers, `--efficiency-limit`, the ini): which text
+is a budget, which a tolerance, which a quantity of the metric's unit, and what a wrong one is told."""
 
 from __future__ import annotations
 
 import pytest
 
 from pytest_efficientllm.core.limits import LimitError, parse_limit, parse_limit_assignments
+from pytest_efficientllm.core.units import UnitError, parse_quantity
 
 
 def test_a_budget_on_a_share_takes_a_percentage() -> None:
@@ -33,3 +34,14 @@ def test_the_error_shows_a_budget_in_the_metric_s_own_unit() -> None:
 def test_blank_lines_and_comments_of_an_ini_list_are_not_limits() -> None:
     limits = parse_limit_assignments(["", "  # the default for every test", "latency=+5%"], "ini")
     assert [(limit.metric, limit.text) for limit in limits] == [("AL", "+5%")]
+
+
+@pytest.mark.parametrize("text", ["3 FLOP/B", "3 flop/b", "3", 3, 3.0])
+def test_a_quantity_of_a_unit_without_prefixes_is_its_number(text: str | float) -> None:
+    assert parse_quantity(text, "FLOP/B") == 3.0
+
+
+@pytest.mark.parametrize(("text", "why"), [("5 J", "expected a value in FLOP/B"), (True, "not a number")])
+def test_a_quantity_in_another_unit_or_a_flag_is_refused(text: str | bool, why: str) -> None:
+    with pytest.raises(UnitError, match=why):
+        parse_quantity(text, "FLOP/B")
