@@ -1,19 +1,24 @@
-"""A 2x slowdown of suite tests fails `pytest suites/` on the CPU with the default gate.
+"""A 4x slowdown of suite tests fails `pytest suites/` on the CPU with the default gate.
 
 The regression is injected into the baselines instead of the code: baselines of a few fast suite
 tests from three files, recorded here moments before (`--update-baselines`, three runs, as a user
 records them, so the gate has their run-to-run noise), then every measured time in them (value,
-rounds and run history) halved, so that unchanged code reads twice as slow. The CPU profile's
-default check of `cpu_time_per_round` must fail it as gross (in this process and in the fresh
-processes of the vote) and pytest must exit non-zero. A 2x slowdown reads about +100% against a
-floor of at least +90%, so a test measured in a fast moment may fall short: the run must fail,
-not every test in it. The confirmation spacing is shortened so the vote does not wait out 20 s
-per test. The whole suite against the committed baselines is in benchmarks/RESULTS.md.
+rounds and run history) divided by 4, so that unchanged code reads four times as slow. The CPU
+profile's default check of `cpu_time_per_round` must fail it as gross (in this process and in the
+fresh processes of the vote) and pytest must exit non-zero. The confirmation spacing is shortened
+so the vote does not wait out 20 s per test.
 
-Why not the committed baselines, halved: the test then also read how far the machine had
-drifted since they were recorded. On 2026-12-06 this runner ran about 15% faster than when its
-CPU model's baselines were recorded, and the halved committed baselines read +65% to +88%,
-under the floor, in 4 runs of 4; halved baselines recorded moments before read +94% to +111%.
+Why 4x: a test's gross floor lies between +90% and +200% (`gross.GROSS_MIN`, `GROSS_MAX`) by the
+run-to-run noise of its baseline's runs, so only a slowdown beyond +200% is one the default gate
+fails whatever that noise. Three recordings made while the other xdist worker runs its tests can
+spread enough to set the floor near the top: on 2026-12-06 (18:25 UTC, CI) a 2x slowdown read
++98% to +132% and stayed under its floors, where it had passed 5 runs of 5 that afternoon. 4x
+reads about +300%, beyond +200% unless the machine ran a quarter faster than minutes before.
+How 2x fares on the whole suite is measured in benchmarks/RESULTS.md ("Gross slowdowns on the CPU").
+
+Why not the committed baselines, slowed: the test then also read how far the machine had
+drifted since they were recorded (on 2026-12-06 this runner ran about 15% faster than when its
+CPU model's baselines were recorded).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pytest_efficientllm.judging.gross import GROSS_MAX
 from tests.helpers import REPO_ROOT
 from tests.helpers.slowed_baselines import slow_down
 
@@ -33,6 +39,7 @@ SELECTION = [
     "suites/test_quantization.py::test_decode[int8]",
 ]
 RECORDINGS = 3
+FACTOR = 4.0  # reads about +300%, beyond the most gross floor (GROSS_MAX) with a quarter to spare
 
 
 def run_selection(baselines: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -53,7 +60,8 @@ def test_halved_baselines_fail_the_suites_as_a_gross_cpu_time_regression(tmp_pat
     for _ in range(RECORDINGS):
         recorded = run_selection(baselines, "--update-baselines")
         assert recorded.returncode == 0, recorded.stdout[-4000:]
-    assert slow_down(baselines, 2.0) >= len(SELECTION)
+    assert FACTOR - 1 > GROSS_MAX * 1.25
+    assert slow_down(baselines, FACTOR) >= len(SELECTION)
     run_file = tmp_path / "run.json"
     proc = run_selection(baselines, f"--efficiency-json={run_file}", "--efficiency-confirm-spacing=1s")
     assert proc.returncode == 1, proc.stdout[-4000:]
@@ -63,7 +71,7 @@ def test_halved_baselines_fail_the_suites_as_a_gross_cpu_time_regression(tmp_pat
     for record in records:
         (verdict,) = [v for v in record["verdicts"] if v["metric"] == "cpu_time_per_round"]
         verdicts[record["nodeid"]] = verdict
-        # Every test reads the slowdown, whether or not its own reading clears the floor.
-        assert verdict["change"] > 0.5, (record["nodeid"], verdict["message"])
+        # Every test reads the slowdown.
+        assert verdict["change"] > 1.5, (record["nodeid"], verdict["message"])
     gross = [v for v in verdicts.values() if v["status"] == "fail" and "gross: at least the floor" in v["message"]]
     assert gross, [v["message"] for v in verdicts.values()]
