@@ -11,8 +11,12 @@ run); a mutant that no test fails **survived**. A survivor is a place to look, n
 some are equivalent to the original (`x <= 0` against `x < 0` where 0 gives the same result
 either way), most are a rule no test pins down.
 
-The mutant is written over the module in place, and the original is written back after each
-run and on any exit: run it in a worktree of its own (`git worktree add`), not beside edits.
+The mutant is written over the module in place, and the original is written back when the
+pass ends, however it ends: run it in a worktree of its own (`git worktree add`), not beside edits.
+Hypothesis keeps the failing examples it finds in `.hypothesis/`, a mutant's too: one that also
+fails the unchanged module (a real fault) makes every later mutant read as killed. The pass checks
+the unchanged module only before it starts; where a run reads as killed throughout, run the tests
+on the unchanged module.
 Standard library only; the tests run under this interpreter.
 """
 
@@ -126,11 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         for site in todo:
-            path.write_text(mutant(original, site))
-            try:
-                caught = killed(args.tests, args.pytest_arg, args.timeout)
-            finally:
-                path.write_text(original)
+            path.write_text(mutant(original, site))  # each mutant is made from the original
+            caught = killed(args.tests, args.pytest_arg, args.timeout)
             code = original.splitlines()[site.line - 1].strip()
             print(f"{'killed  ' if caught else 'SURVIVED'} {site.kind:8} line {site.line:4}: {code[:100]}", flush=True)
             if not caught:
