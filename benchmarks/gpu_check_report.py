@@ -193,7 +193,7 @@ def aa_tally(run: dict) -> dict[str, Counter]:
             if v.get("kind") != "baseline" or v.get("metric") == "*":
                 continue
             status, message = v["status"], v.get("message") or ""
-            if status == "warn" and "beyond tolerance and noise" in message:
+            if status == "warn" and v.get("reason") == "beyond_noise":
                 status = "would fail"
             elif status == "pass" and "within the energy counter's resolution" in message:
                 status = "within resolution"

@@ -170,7 +170,12 @@ def after_more_pairs(t: TestVerdict, again: TestVerdict | None, pairs: int) -> T
             out.append(replace(v, message=f"{v.message}; confirmed in {pairs} more pairs: {w.message}"))
         else:
             out.append(
-                replace(v, status="warn", message=f"{v.message}; not confirmed in {pairs} more pairs: {w.message}")
+                replace(
+                    v,
+                    status="warn",
+                    message=f"{v.message}; not confirmed in {pairs} more pairs: {w.message}",
+                    softened="pairs_cleared",
+                )
             )
     return replace(t, verdicts=out, note=t.note or f"measured again in {pairs} more pairs")
 

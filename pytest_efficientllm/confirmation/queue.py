@@ -83,6 +83,7 @@ class ConfirmQueue:
         out, self._held = self._held, []
         for held in out:
             held.vote.problem = why
+            held.vote.stopped = True
         return out
 
     def _step(self, held: Held) -> list[Held]:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.core.units import format_change
-from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.judging.verdicts import Reason, Verdict
 from pytest_efficientllm.measuring import process_layout as layout
 from pytest_efficientllm.storage.runfile import RunFileError, read_run
 
@@ -95,6 +95,7 @@ class Vote:
     processes: int = DEFAULT_PROCESSES
     records: list[Record] = field(default_factory=list)
     problem: str = ""
+    stopped: bool = False  # the run stopped before the vote was done (`problem` says how)
     seconds: float = 0.0
     per_process: list[list[Verdict]] = field(init=False)
 
@@ -135,7 +136,10 @@ class Vote:
         if self.cleared(metric):
             return [
                 dataclasses.replace(
-                    v, status="warn", message=f"{v.message}; not confirmed in {seen}: a process passes, not failing"
+                    v,
+                    status="warn",
+                    message=f"{v.message}; not confirmed in {seen}: a process passes, not failing",
+                    softened="vote_cleared",
                 )
                 if v.failed
                 else v
@@ -156,7 +160,8 @@ class Vote:
             elif not any(v.metric == w.metric for w in out):
                 out.extend(replaced)
         if self.problem:
-            out.append(Verdict("*", "warn", f"not confirmed: {self.problem}", "baseline"))
+            reason: Reason = "vote_stopped" if self.stopped else "vote_failed"
+            out.append(Verdict("*", "warn", f"not confirmed: {self.problem}", "baseline", reason=reason))
         return out
 
 

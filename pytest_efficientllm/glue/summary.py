@@ -20,7 +20,6 @@ from pytest_efficientllm.glue.summary_findings import (
 from pytest_efficientllm.glue.summary_table import memory_legend, table
 from pytest_efficientllm.glue.summary_text import WIDTH, count_tests, short_ids, shown_path, wrap
 from pytest_efficientllm.judging.fingerprint import CPU_KEYS
-from pytest_efficientllm.judging.gross import RUN_MOVED
 from pytest_efficientllm.judging.run_noise import MIN_RUNS
 from pytest_efficientllm.measuring.process_layout import describe as describe_layout
 from pytest_efficientllm.measuring.process_layout import is_fixed as is_fixed_layout
@@ -83,7 +82,7 @@ def _confirmation_line(results: list[TestResult]) -> str:
     seconds = sum(float(r.record.settings["confirmation_s"]) for r in confirmed)
     failing = sum(r.gate_failed for r in confirmed)
     # Confirmed by every process, then warned: the run's own drift explained them (`gross.apart_from_run`).
-    with_run = sum(any(v.status == "warn" and RUN_MOVED in v.message for v in r.verdicts) for r in confirmed)
+    with_run = sum(any(v.softened == "run_moved" for v in r.verdicts) for r in confirmed)
     spacing = float(confirmed[0].record.settings.get("confirmation_spacing_s", 0.0))
     line = (
         f"re-measured in fresh processes (--efficiency-confirm): {len(confirmed)} test(s), {processes} "

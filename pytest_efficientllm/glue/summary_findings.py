@@ -15,11 +15,10 @@ from collections import Counter
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.glue.state import TestResult
 from pytest_efficientllm.glue.summary_text import WIDTH, count_tests, short_ids, wrap
-from pytest_efficientllm.judging.gross import RUN_MOVED
 from pytest_efficientllm.judging.verdicts import Verdict
 
-# How compare words a fingerprint that differs in fields other than the hardware's
-# (`judging.compare`): shared by every test of a run, so said once above the table.
+# How compare begins a `fingerprint_differs` message, the fields that differ following it
+# (`judging.compare`); shared by every test of a run, so said once above the table.
 FINGERPRINT_DIFFERS = "fingerprint differs from the baseline's ("
 _FIELD_SEP = re.compile(r"; (?=[\w.\-]+: )")
 _FACTOR = re.compile(r"this machine x(\d+(?:\.\d+)?) the baseline's")
@@ -30,7 +29,7 @@ def is_shared_fingerprint(v: Verdict) -> bool:
     """A fingerprint that differs from the baseline's in fields that do not make it other
     hardware (a kernel build, a package's patch version): a fact about the machine, shared by
     the run's tests, not a finding of one test. Other hardware (status error) stays the test's."""
-    return v.kind == "fingerprint" and v.status == "warn" and v.message.startswith(FINGERPRINT_DIFFERS)
+    return v.reason == "fingerprint_differs" and v.status == "warn"
 
 
 def own_verdicts(result: TestResult) -> list[Verdict]:
@@ -84,48 +83,50 @@ def fingerprint_lines(results: list[TestResult], width: int = WIDTH, verbose: in
     return lines
 
 
-# Words appended to a failure that was let through (first match names the group's qualifier).
-_QUALIFIERS = (
-    ("[gate=warn: not failing]", "gate=warn: not failing"),
-    ("[baseline being replaced]", "baseline being replaced"),
-    ("a process passes, not failing", "not confirmed in fresh processes"),
-    (RUN_MOVED, "moved with the run as a whole: below the gross floor beyond it, warns only"),
-    ("(estimated: never fails)", "an estimate never fails"),
-    ("an estimate never fails", "an estimate never fails"),
-    ("(default check on the", "below the gross floor of the default check: warns only"),
-)
-# What the finding is (first match).
-_REASONS = (
-    ("cannot separate change from noise", "beyond tolerance but within noise (too few rounds to tell)"),
-    ("over budget", "over budget"),
-    ("beyond tolerance and noise", "beyond tolerance and noise"),
-    ("beyond tolerance (one value per run", "beyond tolerance (one value per run)"),
-    ("computed on another CPU", "moved, computed on another CPU: not gated exactly"),
-    ("; counted, ", "regression (counted)"),
-    ("not compared: baseline is", "not compared: the baseline's source differs"),
-    ("a leak across rounds", "grew across rounds: a leak"),
-    ("too short to tell a leak", "grew across rounds: window too short to tell a leak"),
-    ("baseline taken at world_size", "baseline at another world size: not compared"),
-    ("not confirmed: a fresh process", "not confirmed: a fresh process could not vote"),
-    ("not confirmed: the run stopped", "not confirmed: the run stopped before fresh processes voted"),
-    ("baseline was measured on other hardware", "baseline measured on other hardware"),
-    ("the GPU limited its clocks during the window", "in a window where the GPU throttled (its clocks limited)"),
-)
+# What each kind of finding is called where the summary counts it (`Verdict.reason`).
+REASON_TEXTS: dict[str, str] = {
+    "over_budget": "over budget",
+    "beyond_noise": "beyond tolerance and noise",
+    "one_value": "beyond tolerance (one value per run)",
+    "too_few_rounds": "beyond tolerance but within noise (too few rounds to tell)",
+    "counted_regression": "regression (counted)",
+    "counted_better": "better than the baseline (counted)",
+    "better": "better than the baseline",
+    "other_cpu": "moved, computed on another CPU: not gated exactly",
+    "source_differs": "not compared: the baseline's source differs",
+    "leak": "grew across rounds: a leak",
+    "leak_window_short": "grew across rounds: window too short to tell a leak",
+    "world_size": "baseline at another world size: not compared",
+    "vote_failed": "not confirmed: a fresh process could not vote",
+    "vote_stopped": "not confirmed: the run stopped before fresh processes voted",
+    "other_hardware": "baseline measured on other hardware",
+    "fingerprint_differs": "fingerprint differs from the baseline's",
+    "throttled": "in a window where the GPU throttled (its clocks limited)",
+}
+# What let a failure through, added to its kind (`Verdict.softened`).
+SOFTENED_TEXTS: dict[str, str] = {
+    "gate_warn": "gate=warn: not failing",
+    "baseline_replaced": "baseline being replaced",
+    "vote_cleared": "not confirmed in fresh processes",
+    "run_moved": "moved with the run as a whole: below the gross floor beyond it, warns only",
+    "estimate": "an estimate never fails",
+    "gross_floor": "below the gross floor of the default check: warns only",
+    "pairs_cleared": "not confirmed in more pairs",
+}
 
 
-def finding_kind(v: Verdict) -> str:
+def finding_kind(v: Verdict, unit: str = "") -> str:
     """What a warning or an improvement is, without its numbers: the line it is counted under.
+    `unit`: the metric's, so that a time that improved reads "faster".
 
-    Findings this does not know are grouped by their whole text (only identical ones together)."""
-    if v.status == "improved":
-        word = "faster" if "faster by" in v.message else "better"
-        return f"{v.metric} {word} than the baseline" + (" (counted)" if "; counted, " in v.message else "")
-    reason = next((said for marker, said in _REASONS if marker in v.message), None)
-    if reason is None:
+    A finding with no `reason` is grouped by its whole text (only identical ones together)."""
+    if not v.reason:
         return v.render()
-    qualifier = next((said for marker, said in _QUALIFIERS if marker in v.message), None)
-    text = reason if v.metric == "*" else f"{v.metric} {reason}"
-    return f"{text} ({qualifier})" if qualifier else text
+    said = REASON_TEXTS[v.reason]
+    if v.reason == "better" and unit == "s":
+        said = "faster than the baseline"
+    text = said if v.metric == "*" else f"{v.metric} {said}"
+    return f"{text} ({SOFTENED_TEXTS[v.softened]})" if v.softened else text
 
 
 def _spread(items: list[tuple[TestResult, Verdict]]) -> str:
@@ -148,7 +149,8 @@ def _grouped(title: str, found: list[tuple[TestResult, Verdict]], width: int, ve
         return []
     kinds: dict[str, list[tuple[TestResult, Verdict]]] = {}
     for r, v in found:
-        kinds.setdefault(finding_kind(v), []).append((r, v))
+        recorded = r.record.metrics.get(v.metric)
+        kinds.setdefault(finding_kind(v, recorded.unit if recorded else ""), []).append((r, v))
     tests = len({r.record.nodeid for r, _ in found})
     lines = wrap(f"{title} ({count_tests(tests)}):", "", width)
     for kind, items in sorted(kinds.items(), key=lambda kv: (-len({r.record.nodeid for r, _ in kv[1]}), kv[0])):

@@ -60,7 +60,7 @@ from pytest_efficientllm.judging.run_noise import (
     run_medians,
 )
 from pytest_efficientllm.judging.stats import RatioInterval, ratio_interval, summarize
-from pytest_efficientllm.judging.verdicts import Status, Verdict, soften
+from pytest_efficientllm.judging.verdicts import Reason, Status, Verdict, soften
 from pytest_efficientllm.judging.workload import workload_changes
 
 COUNTED_RTOL = 1e-6
@@ -175,6 +175,7 @@ def compare_counted(
             "or record baselines on this CPU",
             "baseline",
             change,
+            reason="other_cpu",
         )
     why = f" ({shift})" if shift and c != b else ""
     causes = []
@@ -186,11 +187,13 @@ def compare_counted(
     if worse:
         if noted:
             why += f"{noted}: if that change is meant, record the baselines again with --update-baselines"
-        return Verdict(name, "fail", f"{numbers}: regression{why}", "baseline", change)
+        return Verdict(name, "fail", f"{numbers}: regression{why}", "baseline", change, reason="counted_regression")
     if better:
         why += noted
         refresh = "; refresh with --update-baselines" if against == "baseline" else ""
-        return Verdict(name, "improved", f"{numbers}: better{why}{refresh}", "baseline", change)
+        return Verdict(
+            name, "improved", f"{numbers}: better{why}{refresh}", "baseline", change, reason="counted_better"
+        )
     return Verdict(name, "pass", numbers + why, "baseline", change)
 
 
@@ -237,8 +240,8 @@ def _compare_measured(
     numbers += f"; tolerance {tol * 100:+.4g}%)"
     interval = (iv.low - 1, iv.high - 1) if iv is not None and iv.resolved else None  # type: ignore[operator]
 
-    def judged(status: Status, message: str) -> Verdict:
-        return Verdict(name, status, message, "baseline", change, interval)
+    def judged(status: Status, message: str, reason: Reason = "") -> Verdict:
+        return Verdict(name, status, message, "baseline", change, interval, reason=reason)
 
     worse, better = beyond_tolerance(change, cur.direction, tol)
     if not (worse or better):
@@ -255,13 +258,15 @@ def _compare_measured(
             return judged(
                 "fail",
                 f"{numbers}: {word} beyond tolerance (one value per run: no noise estimate)",
+                "one_value",
             )
         return judged(
             "improved",
             f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
+            "better",
         )
     if not iv.resolved and not (rounds_may_be_few and worse):
-        return judged("warn", f"{numbers}: beyond tolerance, but {iv.why}")
+        return judged("warn", f"{numbers}: beyond tolerance, but {iv.why}", "too_few_rounds")
     if not iv.resolved:
         numbers += f" (rounds too few for an interval: {iv.n_baseline} and {iv.n_current}; judged by the runs)"
     beyond_noise = not iv.resolved or ((iv.low > 1.0) if change > 0 else (iv.high < 1.0))  # type: ignore[operator]
@@ -282,10 +287,11 @@ def _compare_measured(
             else f" (baseline of {len(runs)} run{'s' if len(runs) != 1 else ''}: run-to-run noise unknown; record it "
             "again with --update-baselines to learn it)"
         )
-        return judged("fail", f"{numbers}: {word} beyond tolerance and noise{how}")
+        return judged("fail", f"{numbers}: {word} beyond tolerance and noise{how}", "beyond_noise")
     return judged(
         "improved",
         f"{numbers}: {better_word} by {abs(change):.0%}; refresh with --update-baselines",
+        "better",
     )
 
 
@@ -333,6 +339,7 @@ def _compare(
                 + "; ".join(fp.errors)
                 + "): record one for this hardware with --update-baselines, or point --baselines-dir elsewhere",
                 "fingerprint",
+                reason="other_hardware",
             )
         ]
     settings_changed = workload_changes(baseline.settings, current.settings)
@@ -354,6 +361,7 @@ def _compare(
                 "warn",
                 "fingerprint differs from the baseline's (" + "; ".join(fp.warnings) + f"); {how}",
                 "fingerprint",
+                reason="fingerprint_differs",
             )
         )
     for name in sorted(set(current.metrics) | set(tolerances)):
@@ -388,6 +396,7 @@ def _compare(
                     "warn",
                     f"not compared: baseline is {base.source} ({base.method}), this run is {cur.source} ({cur.method})",
                     "source",
+                    reason="source_differs",
                 )
             )
             continue
@@ -430,6 +439,6 @@ def _compare(
             verdict = _compare_measured(name, base, cur, tol, metric_factor, run_priors.get(name))  # type: ignore[arg-type]
             if verdict.status == "fail":
                 never = verdict.message + " (estimated: never fails)"
-                verdict = dataclasses.replace(verdict, status="warn", message=never)
+                verdict = dataclasses.replace(verdict, status="warn", message=never, softened="estimate")
             out.append(verdict)
     return out

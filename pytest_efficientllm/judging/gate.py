@@ -110,6 +110,7 @@ def judge(
                 f"baseline taken at world_size={baseline.world_size}, this run has "
                 f"{record.world_size}: not compared; record one with --update-baselines",
                 "baseline",
+                reason="world_size",
             )
         )
     elif baseline_error:
@@ -139,7 +140,9 @@ def judge(
         compared = compare_record(baseline, record, limits, mode="fail", run_priors=run_priors, processes=voting)
         if options.update:
             compared = [
-                dataclasses.replace(v, status="warn", message=v.message + " [baseline being replaced]")
+                dataclasses.replace(
+                    v, status="warn", message=v.message + " [baseline being replaced]", softened="baseline_replaced"
+                )
                 if v.failed
                 else v
                 for v in compared

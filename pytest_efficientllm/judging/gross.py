@@ -86,13 +86,10 @@ def gross_or_warn(verdict: Verdict, base: Metric, prior: RunPrior | None, profil
     return dataclasses.replace(
         verdict,
         status="warn",
+        softened="gross_floor",
         message=f"{verdict.message} (default check on the {profile} profile: below the gross floor of "
         f"+{floor:.0%} ({how}), so it warns; give {verdict.metric} a tolerance to fail on smaller slowdowns)",
     )
-
-
-# How a verdict judged against the run's own shift says so (`apart_from_run`); the summary counts by it.
-RUN_MOVED = "the run as a whole moved too"
 
 
 def apart_from_run(
@@ -114,12 +111,13 @@ def apart_from_run(
     if not 0 < run < floor or not readings:
         return verdict
     own = max((1 + _worse(c, base.direction)) / (1 + run) - 1 for c in readings)
-    said = f"{RUN_MOVED} ({shift.describe()}): {own * 100:+.0f}% of the test's own at the most"
+    said = f"the run as a whole moved too ({shift.describe()}): {own * 100:+.0f}% of the test's own at the most"
     if own >= floor:
         return dataclasses.replace(verdict, message=f"{verdict.message}; {said}, still gross")
     return dataclasses.replace(
         verdict,
         status="warn",
+        softened="run_moved",
         message=f"{verdict.message}; {said}, below the gross floor of +{floor:.0%} ({how}), so it warns "
         f"(default check on the {profile} profile; give {verdict.metric} a tolerance to fail on smaller slowdowns)",
     )

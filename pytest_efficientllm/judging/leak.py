@@ -65,7 +65,9 @@ class LeakFinding:
         return ("efficiency", f"{RETAINED}: {self.message()}")
 
     def as_verdict(self) -> Verdict:
-        return Verdict(RETAINED, "warn", self.message())
+        return Verdict(
+            RETAINED, "warn", self.message(), reason="leak_window_short" if self.late_bytes is None else "leak"
+        )
 
 
 def find_leak(

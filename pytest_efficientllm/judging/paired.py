@@ -50,7 +50,7 @@ from pytest_efficientllm.judging.compare import DEFAULT_MEASURED_TOLERANCE, comp
 from pytest_efficientllm.judging.dtype_shift import dtype_shift
 from pytest_efficientllm.judging.fingerprint import calibrates, calibration_factor, calibration_key
 from pytest_efficientllm.judging.stats import hodges_lehmann, shift_interval, signed_rank_p
-from pytest_efficientllm.judging.verdicts import Status, Verdict, check_budgets
+from pytest_efficientllm.judging.verdicts import Reason, Softened, Status, Verdict, check_budgets
 
 # One-sided level of the signed-rank test. With 6 pairs the smallest p-value is 1/64.
 ALPHA = 0.05
@@ -160,16 +160,20 @@ def _measured_verdict(name: str, base: list[Metric], head: list[Metric], toleran
     text = f"{change.describe()}; {told}"
     interval = (change.interval[0] - 1.0, change.interval[1] - 1.0)
 
-    def judged(status: Status, message: str, unresolved: float | None = None) -> Verdict:
-        return Verdict(name, status, message, "baseline", change.change, interval, unresolved)
+    def judged(
+        status: Status, message: str, unresolved: float | None = None, reason: Reason = "", softened: Softened = ""
+    ) -> Verdict:
+        return Verdict(name, status, message, "baseline", change.change, interval, unresolved, reason, softened)
 
     beyond = abs(change.change) > tolerance
     if change.p_worse < ALPHA and beyond:
         if source == "estimated":
-            return judged("warn", f"{text}: worse, but an estimate never fails")
-        return judged("fail", f"{text}: worse in the pairs (p={change.p_worse:.3g})")
+            return judged(
+                "warn", f"{text}: worse, but an estimate never fails", reason="beyond_noise", softened="estimate"
+            )
+        return judged("fail", f"{text}: worse in the pairs (p={change.p_worse:.3g})", reason="beyond_noise")
     if change.p_better < ALPHA and beyond:
-        return judged("improved", f"{text}: better (p={change.p_better:.3g})")
+        return judged("improved", f"{text}: better (p={change.p_better:.3g})", reason="better")
     worst = change.worst(head[0].direction)
     if abs(worst) > tolerance and (worst > 0) == (head[0].direction == "lower"):
         # A pass, but not evidence that nothing regressed: the pairs were too few for their noise.
@@ -272,7 +276,13 @@ def paired_verdicts(
         h_list = [m for m in head_m if m is not None]
         if b_list[0].source != h_list[0].source:
             verdicts.append(
-                Verdict(name, "warn", f"source {b_list[0].source} on BASE, {h_list[0].source} on HEAD", "source")
+                Verdict(
+                    name,
+                    "warn",
+                    f"source {b_list[0].source} on BASE, {h_list[0].source} on HEAD",
+                    "source",
+                    reason="source_differs",
+                )
             )
             continue
         source = h_list[0].source

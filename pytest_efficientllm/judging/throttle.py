@@ -14,9 +14,6 @@ from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.telemetry.gpu_state import held_by, throttled_by
 
-# How the summary recognises this finding (`glue.summary_findings._REASONS`).
-THROTTLED = "the GPU limited its clocks during the window"
-
 
 def find_throttle(record: Record) -> Verdict | None:
     """A warning when the record's GPU throttled in its window; None otherwise or when unknown.
@@ -41,6 +38,7 @@ def find_throttle(record: Record) -> Verdict | None:
     return Verdict(
         "gpu_throttled",
         "warn",
-        f"{THROTTLED} ({'; '.join(seen)}): its times and energy are a throttled GPU's",
+        f"the GPU limited its clocks during the window ({'; '.join(seen)}): its times and energy are a throttled GPU's",
         kind="gpu_state",
+        reason="throttled",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.record import Record
@@ -26,6 +26,44 @@ QUIET_STATUSES: tuple[str, ...] = ("pass", "skipped")
 # a source or fingerprint mismatch, the baseline file itself, or the GPU's state in the window.
 Kind = Literal["budget", "baseline", "source", "fingerprint", "store", "gpu_state"]
 
+# What a finding is, as data: the summary counts findings by it and a reader of the run file
+# filters on it, so neither depends on a message's wording. "" where a verdict needs none (a
+# pass, a new metric) or its message alone says it.
+Reason = Literal[
+    "",
+    "over_budget",  # an absolute budget broken
+    "beyond_noise",  # a measured change beyond the tolerance and the noise of the runs
+    "one_value",  # a measured change beyond the tolerance, one value per run: no noise estimate
+    "too_few_rounds",  # beyond the tolerance, but too few rounds to tell change from noise
+    "counted_regression",  # a counted value moved the worse way
+    "counted_better",  # a counted value moved the better way
+    "better",  # a measured value improved beyond the tolerance and the noise
+    "other_cpu",  # a counted float moved, computed on another CPU: not gated exactly
+    "source_differs",  # measured on one side, estimated on the other: not compared
+    "leak",  # memory grew through the rounds
+    "leak_window_short",  # memory grew, in a window too short to tell a leak
+    "world_size",  # baseline taken at another world size: not compared
+    "vote_failed",  # a fresh process of the confirmation vote could not vote
+    "vote_stopped",  # the run stopped before the fresh processes voted
+    "other_hardware",  # the baseline's hardware is not this run's
+    "fingerprint_differs",  # fingerprint fields other than the hardware's differ
+    "throttled",  # the GPU limited its clocks during the window
+]
+REASONS: tuple[str, ...] = get_args(Reason)
+# What let a failure through as a warning, as data (a verdict is softened once: each of these
+# acts on a failure only).
+Softened = Literal[
+    "",
+    "gate_warn",  # --efficiency-gate=warn
+    "baseline_replaced",  # --update-baselines is replacing the baseline it failed against
+    "vote_cleared",  # a fresh process of the confirmation vote passed
+    "run_moved",  # the run as a whole moved: below the gross floor beyond that
+    "estimate",  # an estimate never fails
+    "gross_floor",  # the default check on the CPU: below the gross floor
+    "pairs_cleared",  # `ab`: more pairs did not find it
+]
+SOFTENINGS: tuple[str, ...] = get_args(Softened)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -37,7 +75,8 @@ class Verdict:
     (the gate's rank interval over the two runs' rounds, `ab`'s over its pairs), so a reader of
     the run file gets it as data, not prose. `unresolved` is, on a pass, the worst change that
     interval leaves possible where it reaches beyond the tolerance: the pass does not rule out a
-    slowdown that large.
+    slowdown that large. `reason`: what the finding is (`Reason`); `softened`: what turned a
+    failure into this warning (`Softened`).
     """
 
     metric: str
@@ -47,6 +86,8 @@ class Verdict:
     change: float | None = None
     interval: tuple[float, float] | None = None
     unresolved: float | None = None
+    reason: Reason = ""
+    softened: Softened = ""
 
     @property
     def failed(self) -> bool:
@@ -62,6 +103,10 @@ class Verdict:
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
         if data.get("status") not in STATUSES:
             raise ValueError(f"verdict status must be one of {STATUSES}, got {data.get('status')!r}")
+        if data.get("reason", "") not in REASONS:
+            raise ValueError(f"verdict reason must be one of {REASONS}, got {data.get('reason')!r}")
+        if data.get("softened", "") not in SOFTENINGS:
+            raise ValueError(f"verdict softened must be one of {SOFTENINGS}, got {data.get('softened')!r}")
         interval = data.get("interval")
         return cls(**{**data, "interval": tuple(interval) if interval is not None else None})
 
@@ -81,8 +126,14 @@ def check_budget(record: Record, limit: Limit) -> Verdict:
     if ok:
         return Verdict(limit.metric, "pass", shown)
     if metric.source == "estimated":
-        return Verdict(limit.metric, "warn", f"{shown}: over budget, but an estimate never fails a test")
-    return Verdict(limit.metric, "fail", f"{shown}: over budget")
+        return Verdict(
+            limit.metric,
+            "warn",
+            f"{shown}: over budget, but an estimate never fails a test",
+            reason="over_budget",
+            softened="estimate",
+        )
+    return Verdict(limit.metric, "fail", f"{shown}: over budget", reason="over_budget")
 
 
 def check_budgets(record: Record, limits: tuple[Limit, ...]) -> list[Verdict]:
@@ -92,6 +143,8 @@ def check_budgets(record: Record, limits: tuple[Limit, ...]) -> list[Verdict]:
 def soften(verdicts: list[Verdict]) -> list[Verdict]:
     """The same findings with failures turned into warnings (gate mode `warn`)."""
     return [
-        dataclasses.replace(v, status="warn", message=f"{v.message} [gate=warn: not failing]") if v.failed else v
+        dataclasses.replace(v, status="warn", message=f"{v.message} [gate=warn: not failing]", softened="gate_warn")
+        if v.failed
+        else v
         for v in verdicts
     ]

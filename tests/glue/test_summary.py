@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.glue.state import TestResult
 from pytest_efficientllm.glue.summary import _store_lines, _threads_line
@@ -12,7 +13,8 @@ from pytest_efficientllm.glue.summary_findings import details, fingerprint_lines
 from pytest_efficientllm.glue.summary_table import memory_legend, table
 from pytest_efficientllm.glue.summary_text import WIDTH, short_ids
 from pytest_efficientllm.judging.compare import compare_record
-from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.judging.leak import LeakFinding
+from pytest_efficientllm.judging.verdicts import Verdict, check_budget
 from pytest_efficientllm.storage.baselines import FileUpdate
 from tests.helpers.record_builders import counted, latency, record
 
@@ -195,7 +197,7 @@ def test_a_shared_fingerprint_difference_is_said_once_above_the_rows_which_keep_
         for i in range(3)
     ]
     assert all(any(v.kind == "fingerprint" and v.status == "warn" for v in r.verdicts) for r in results)
-    own = Verdict("retained_memory", "warn", "memory grew by 4.00 MiB over 7 rounds (...): a leak across rounds")
+    own = LeakFinding(retained_bytes=4 * 2**20, late_bytes=2 * 2**20, rounds=7).as_verdict()
     leaking = TestResult(record("t.py::leaks"), _fingerprint_verdicts("t.py::leaks") + [own], "passed")
     fresh = TestResult(record("t.py::fresh"), [Verdict("*", "new", "no baseline yet", "baseline")], "passed")
     results += [leaking, fresh]
@@ -214,7 +216,7 @@ def test_a_shared_fingerprint_difference_is_said_once_above_the_rows_which_keep_
     }
     text = "\n".join(details(results))
     assert "fingerprint" not in text  # not again as each test's warning
-    assert "retained_memory grew across rounds: a leak: 1 test" in text
+    assert f"{own.metric} grew across rounds: a leak: 1 test" in text
 
     # Fields that differ for some tests only say for how many.
     partial = _fingerprint_verdicts("t.py::other")
@@ -264,6 +266,7 @@ def _noisy(nodeid: str, change: float) -> Verdict:
         "rounds on each side",
         "baseline",
         change,
+        reason="too_few_rounds",
     )
 
 
@@ -271,22 +274,16 @@ def test_warnings_of_one_kind_are_counted_once_with_each_tests_numbers_under_ver
     results = [
         TestResult(record(f"t.py::noisy{i}"), [_noisy(f"t.py::noisy{i}", 0.1 + i / 100)], "passed") for i in range(12)
     ]
-    budget = Verdict(
-        "energy_per_token",
-        "warn",
-        "0.5 J/tok (budget <= 0.1 J/tok, estimated): over budget, but an estimate never fails a test",
-    )
+    energy = Metric("energy_per_token", 0.5, "J/tok", "lower", "estimated", "a test's estimate")
+    budget = check_budget(record("t.py::estimate", energy), parse_limit("energy_per_token", "<= 0.1 J/tok"))
+    assert budget.status == "warn"
     results.append(TestResult(record("t.py::estimate"), [budget], "passed"))
     odd = Verdict("my_metric", "warn", "something this summary has never seen")
     results += [TestResult(record(f"t.py::odd{i}"), [odd], "passed") for i in range(2)]
-    improved = Verdict(
-        "AL",
-        "improved",
-        "1 ms vs baseline 2 ms (-50.0%; tolerance +5%): faster by 50%; refresh with --update-baselines",
-        "baseline",
-        -0.5,
-    )
-    results.append(TestResult(record("t.py::quick"), [improved], "passed"))
+    quick = record("t.py::quick", latency(1e-3))
+    [improved] = compare_record(record("t.py::quick", latency(2e-3)), quick, [parse_limit("AL", "+5%")])
+    assert improved.status == "improved"
+    results.append(TestResult(quick, [improved], "passed"))
 
     lines = details(results)
     assert "warnings (15 tests):" in lines

@@ -1,0 +1,245 @@
+"""Each finding says what it is (`Verdict.reason`) and what let a failure through
+(`Verdict.softened`) as data, so the summary counts findings and a reader of the run file
+filters them without reading messages.
+
+Ground truth: each case makes its finding through the code that makes it in a run (a budget
+broken by a known amount, a count that moved, latencies slowed by a known factor, a vote whose
+fresh process passes), and every reason and every softening is made by at least one case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+
+from pytest_efficientllm.ab.command import TestVerdict, after_more_pairs
+from pytest_efficientllm.confirmation.queue import ConfirmQueue
+from pytest_efficientllm.confirmation.vote import Vote
+from pytest_efficientllm.core.limits import parse_limit
+from pytest_efficientllm.core.metrics import measured
+from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.glue.summary_findings import REASON_TEXTS, SOFTENED_TEXTS, finding_kind
+from pytest_efficientllm.judging.compare import compare_record
+from pytest_efficientllm.judging.gate import GateOptions, judge
+from pytest_efficientllm.judging.gross import apart_from_run, gross_or_warn
+from pytest_efficientllm.judging.leak import LeakFinding
+from pytest_efficientllm.judging.paired import paired_verdicts
+from pytest_efficientllm.judging.run_shift import RunShift
+from pytest_efficientllm.judging.throttle import find_throttle
+from pytest_efficientllm.judging.verdicts import REASONS, SOFTENINGS, Verdict, check_budget, soften
+from tests.helpers.record_builders import counted, latency, record
+
+AL = "AL"
+TOL5 = (parse_limit(AL, "+5%"),)
+
+
+def _one(verdicts: list[Verdict], metric: str) -> Verdict:
+    [found] = [v for v in verdicts if v.metric == metric]
+    return found
+
+
+def _slowed(factor: float, n: int = 7, source: str = "measured") -> tuple[Record, Record]:
+    base, cur = latency(0.010, n=n), latency(0.010 * factor, n=n, seed=1)
+    if source != "measured":
+        model = "a roofline estimate"
+        base = dataclasses.replace(base, source=source, method=model)
+        cur = dataclasses.replace(cur, source=source, method=model)
+    return record("t.py::a", base), record("t.py::a", cur)
+
+
+def _compared(factor: float, n: int = 7, source: str = "measured") -> Verdict:
+    return _one(compare_record(*_slowed(factor, n, source), TOL5), AL)
+
+
+def _one_value(factor: float) -> Verdict:
+    def al(value: float) -> Metric:
+        return Metric(AL, value, "s", "lower", "measured", "perf_counter_ns; one value")
+
+    return _one(compare_record(record("t.py::a", al(0.010)), record("t.py::a", al(0.010 * factor)), TOL5), AL)
+
+
+def _counted(current: int) -> Verdict:
+    return _one(
+        compare_record(record("t.py::a", counted("flops", 1000)), record("t.py::a", counted("flops", current))), "flops"
+    )
+
+
+def _other_cpu() -> Verdict:
+    base, cur = record("t.py::a", counted("ppl", 13.7432, "")), record("t.py::a", counted("ppl", 13.7560, ""))
+    base.fingerprint["cpu_model"], cur.fingerprint["cpu_model"] = "AMD EPYC", "Intel Xeon"
+    return _one(compare_record(base, cur), "ppl")
+
+
+def _source_differs() -> Verdict:
+    base, cur = _slowed(1.0)
+    cur.add(dataclasses.replace(cur.metrics[AL], source="estimated", method="a roofline estimate"))
+    return _one(compare_record(base, cur, TOL5), AL)
+
+
+def _over_budget(source: str) -> Verdict:
+    method = "a power-model estimate" if source == "estimated" else "nvmlDeviceGetTotalEnergyConsumption"
+    energy = Metric("energy_per_token", 0.5, "J/tok", "lower", source, method)  # type: ignore[arg-type]
+    return check_budget(record("t.py::a", energy), parse_limit("energy_per_token", "<= 0.1 J/tok"))
+
+
+def _world_size() -> Verdict:
+    base, cur = _slowed(1.0)
+    base.world_size, cur.world_size = 2, 4
+    return _one(judge(cur, TOL5, base, "", GateOptions()), "*")
+
+
+def _judged(options: GateOptions) -> Verdict:
+    base, cur = _slowed(2.0)
+    return _one(judge(cur, TOL5, base, "", options), AL)
+
+
+def _gross(change: float) -> Verdict:
+    return Verdict("cpu_time_per_round", "fail", "slower beyond tolerance and noise", "baseline", change)
+
+
+def _throttled() -> Verdict:
+    rec = record("t.py::a")
+    rec.add(measured("gpu_throttled", 1.0, "nvmlDeviceGetCurrentClocksEventReasons", note="throttled: sw power cap"))
+    found = find_throttle(rec)
+    assert found is not None
+    return found
+
+
+def _voted(fresh: Record | str, stop: bool = False) -> Verdict:
+    base, first = _slowed(2.0)
+    verdicts = judge(first, TOL5, base, "", GateOptions())
+    vote = Vote(verdicts, [AL], processes=1)
+    if stop:
+        queue = ConfirmQueue(spacing_s=0.0)
+        queue.hold(vote, lambda: fresh, lambda r: judge(r, TOL5, base, "", GateOptions()), "t.py::a")
+        queue.abandon("the run stopped before fresh processes confirmed it (KeyboardInterrupt())")
+    else:
+        vote.add(fresh, lambda r: judge(r, TOL5, base, "", GateOptions()))
+    final = vote.final_verdicts()
+    return _one(final, "*") if vote.problem else _one(final, AL)
+
+
+def _pairs_cleared() -> Verdict:
+    failing = Verdict(AL, "fail", "+20% in the pairs", "baseline", 0.2)
+    passing = Verdict(AL, "pass", "+1% in the pairs", "baseline", 0.01)
+    again = after_more_pairs(
+        TestVerdict("t.py::a", "compared", [failing]), TestVerdict("t.py::a", "compared", [passing]), 6
+    )
+    return again.verdicts[0]
+
+
+def _paired(factor: float, source: str = "measured") -> Verdict:
+    base = [_slowed(1.0, source=source)[0] for _ in range(8)]
+    head = [_slowed(factor, source=source)[1] for _ in range(8)]
+    return _one(paired_verdicts(base, head, TOL5), AL)
+
+
+# (what makes the finding, its reason, what softened it)
+CASES: dict[str, tuple[Callable[[], Verdict], str, str]] = {
+    "a budget broken": (lambda: _over_budget("measured"), "over_budget", ""),
+    "an estimate over its budget": (lambda: _over_budget("estimated"), "over_budget", "estimate"),
+    "a time 2x slower": (lambda: _compared(2.0), "beyond_noise", ""),
+    "an estimated time 2x slower": (lambda: _compared(2.0, source="estimated"), "beyond_noise", "estimate"),
+    "a time 2x faster": (lambda: _compared(0.5), "better", ""),
+    "one value per run, 2x slower": (lambda: _one_value(2.0), "one_value", ""),
+    "one value per run, 2x faster": (lambda: _one_value(0.5), "better", ""),
+    "3 rounds a side, 2x slower": (lambda: _compared(2.0, n=3), "too_few_rounds", ""),
+    "a count up 10%": (lambda: _counted(1100), "counted_regression", ""),
+    "a count down 10%": (lambda: _counted(900), "counted_better", ""),
+    "a float count on another CPU": (_other_cpu, "other_cpu", ""),
+    "measured against estimated": (_source_differs, "source_differs", ""),
+    "memory grown late in the window": (lambda: LeakFinding(64 * 2**20, 32 * 2**20, 10).as_verdict(), "leak", ""),
+    "memory grown in a short window": (
+        lambda: LeakFinding(64 * 2**20, None, 2).as_verdict(),
+        "leak_window_short",
+        "",
+    ),
+    "another world size": (_world_size, "world_size", ""),
+    "a fresh process that failed": (lambda: _voted("exit code 1"), "vote_failed", ""),
+    "a run stopped mid-vote": (lambda: _voted("unused", stop=True), "vote_stopped", ""),
+    "a fresh process that passes": (lambda: _voted(_slowed(1.0)[1]), "beyond_noise", "vote_cleared"),
+    "another profile": (
+        lambda: _one(compare_record(record("t.py::a", profile="h100"), record("t.py::a", profile="h200")), "*"),
+        "other_hardware",
+        "",
+    ),
+    "another kernel build": (
+        lambda: _one(
+            compare_record(
+                record("t.py::a", fingerprint={"os": "Linux 6.1"}), record("t.py::a", fingerprint={"os": "Linux 6.2"})
+            ),
+            "*",
+        ),
+        "fingerprint_differs",
+        "",
+    ),
+    "a throttled window": (_throttled, "throttled", ""),
+    "gate=warn": (lambda: _judged(GateOptions(mode="warn")), "beyond_noise", "gate_warn"),
+    "--update-baselines": (lambda: _judged(GateOptions(update=True)), "beyond_noise", "baseline_replaced"),
+    "gate=warn on other hardware": (
+        lambda: soften(compare_record(record("t.py::a", profile="h100"), record("t.py::a", profile="h200")))[0],
+        "other_hardware",
+        "gate_warn",
+    ),
+    "the CPU's default check, +30%": (
+        lambda: gross_or_warn(_gross(0.3), latency(0.010), None, "cpu"),
+        "",
+        "gross_floor",
+    ),
+    "a gross slowdown in a run that drifted": (
+        lambda: apart_from_run(_gross(1.0), [1.0, 1.0], latency(0.010), None, RunShift(0.4, 61), "cpu"),
+        "",
+        "run_moved",
+    ),
+    "ab: more pairs that pass": (_pairs_cleared, "", "pairs_cleared"),
+    "ab: worse in the pairs": (lambda: _paired(2.0), "beyond_noise", ""),
+    "ab: an estimate worse in the pairs": (lambda: _paired(2.0, "estimated"), "beyond_noise", "estimate"),
+    "ab: better in the pairs": (lambda: _paired(0.5), "better", ""),
+}
+
+
+@pytest.mark.parametrize(("make", "reason", "softened"), CASES.values(), ids=CASES.keys())
+def test_each_finding_names_its_reason_and_what_softened_it(
+    make: Callable[[], Verdict], reason: str, softened: str
+) -> None:
+    found = make()
+    assert (found.reason, found.softened) == (reason, softened), found.message
+    assert found.failed == (found.status in ("fail", "error"))
+    if softened:
+        assert found.status == "warn"  # what softens a failure leaves a warning
+    # The run file carries both, and reads them back.
+    assert Verdict.from_dict(found.to_dict()) == found
+
+
+def test_every_reason_and_softening_is_made_by_some_finding_and_has_words_in_the_summary() -> None:
+    assert {reason for _, reason, _ in CASES.values()} == set(REASONS)
+    assert {softened for _, _, softened in CASES.values()} == set(SOFTENINGS)
+    assert set(REASON_TEXTS) == set(REASONS) - {""}
+    assert set(SOFTENED_TEXTS) == set(SOFTENINGS) - {""}
+
+
+def test_the_summary_counts_by_reason_not_by_wording() -> None:
+    said = Verdict(AL, "warn", "slower (worded one way)", "baseline", 0.3, reason="beyond_noise", softened="gate_warn")
+    reworded = dataclasses.replace(said, message="reworded entirely")
+    assert finding_kind(said) == finding_kind(reworded) == "AL beyond tolerance and noise (gate=warn: not failing)"
+    # A time that improved reads faster; any other metric better.
+    better = Verdict(AL, "improved", "", "baseline", -0.5, reason="better")
+    assert finding_kind(better, "s") == "AL faster than the baseline"
+    assert finding_kind(better, "tok/s") == "AL better than the baseline"
+    # With no reason, only identical findings are counted together.
+    odd = Verdict("my_metric", "warn", "something new")
+    assert finding_kind(odd) == "my_metric: something new"
+
+
+@pytest.mark.parametrize(("field", "value"), [("reason", "slow"), ("softened", "gate=warn")])
+def test_a_run_file_verdict_with_an_unknown_reason_or_softening_is_refused_naming_it(field: str, value: str) -> None:
+    data = Verdict(AL, "warn", "x", "baseline", reason="beyond_noise").to_dict() | {field: value}
+    with pytest.raises(ValueError, match=f"verdict {field} must be one of .*got {value!r}"):
+        Verdict.from_dict(data)
+
+
+def test_a_run_file_written_before_reasons_reads_with_none() -> None:
+    data = {"metric": AL, "status": "warn", "message": "x", "kind": "baseline", "change": 0.3, "interval": None}
+    assert (Verdict.from_dict(data).reason, Verdict.from_dict(data).softened) == ("", "")
