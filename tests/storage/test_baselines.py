@@ -116,6 +116,52 @@ def test_a_file_from_a_newer_schema_is_refused_and_kept(tmp_path: Path) -> None:
     assert "schema 99" in upd.error and json.loads(path.read_text())["schema"] == 99
 
 
+def _write_doc(tmp_path: Path, doc: object) -> Path:
+    path = tmp_path / "cpu/t.py.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+FORMAT = "pytest-efficientllm-baselines"
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        pytest.param([1, 2], 'not a pytest-efficientllm baseline file (no "format"', id="a JSON list"),
+        pytest.param(
+            {"schema": 1, "tests": {}}, 'not a pytest-efficientllm baseline file (no "format"', id="no format"
+        ),
+        pytest.param({"format": FORMAT, "schema": "1", "tests": {}}, 'no integer "schema" field', id="schema a string"),
+        pytest.param({"format": FORMAT, "schema": True, "tests": {}}, 'no integer "schema" field', id="schema true"),
+        pytest.param({"format": FORMAT, "tests": {}}, 'no integer "schema" field', id="no schema"),
+        pytest.param({"format": FORMAT, "schema": 1, "tests": []}, '"tests" must be a JSON object', id="tests a list"),
+    ],
+)
+def test_a_json_file_that_is_not_a_baseline_file_is_refused_naming_what_is_wrong_and_kept(
+    tmp_path: Path, doc: object, expected: str
+) -> None:
+    # Another tool's JSON in the baselines folder, or a hand edit gone wrong: never a TypeError.
+    path = _write_doc(tmp_path, doc)
+    with pytest.raises(BaselineError) as exc:
+        BaselineStore(tmp_path, "cpu").lookup("t.py::a")
+    assert str(exc.value).startswith(str(path)) and expected in str(exc.value)
+    (upd,) = BaselineStore(tmp_path, "cpu").update([record("t.py::a", counted("flops", 1, "FLOP"))])
+    assert expected in upd.error and json.loads(path.read_text()) == doc
+
+
+def test_a_file_without_a_profile_label_is_held_to_its_folders_profile(tmp_path: Path) -> None:
+    # A file written or trimmed by hand without "profile": its entries must still be the folder's,
+    # or an H100's entry in baselines/cpu/ would be compared as this CPU's.
+    BaselineStore(tmp_path / "made", "h100").update([record("t.py::a", counted("flops", 1, "FLOP"), profile="h100")])
+    doc = json.loads((tmp_path / "made/h100/t.py.json").read_text())
+    del doc["profile"]
+    _write_doc(tmp_path, doc)
+    with pytest.raises(BaselineError, match=r"cpu/t\.py\.json: entry 't\.py::a' has profile 'h100' in a 'cpu' file"):
+        BaselineStore(tmp_path, "cpu").lookup("t.py::a")
+
+
 def test_a_malformed_entry_names_the_file_and_the_test(tmp_path: Path) -> None:
     path = tmp_path / "cpu/t.py.json"
     path.parent.mkdir(parents=True)
