@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +121,52 @@ def test_ctrl_c_just_after_the_temporary_file_is_made_waits_for_the_write(
     assert _leftovers(tmp_path) == []
     assert read_entries(store.path_for(NODE))[NODE].metrics["peak_memory"].value == 2 * 2**20
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+# Ctrl-C with SIGINT at its default action (a process whose parent set it so): the write completes,
+# then the signal ends the process as it would have; a write that no Ctrl-C met goes on.
+_DEFAULT_ACTION = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+sys.path.insert(0, {repo_root!r})
+from pytest_efficientllm.storage import runfile
+runfile.write_atomic({path!r}, "first")
+print("first written", flush=True)
+real_mkstemp = runfile.tempfile.mkstemp
+def mkstemp_then_ctrl_c(*args, **kwargs):
+    made = real_mkstemp(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGINT)
+    return made
+runfile.tempfile.mkstemp = mkstemp_then_ctrl_c
+runfile.write_atomic({path!r}, "second")
+print("went on after Ctrl-C", flush=True)
+"""
+
+
+def test_ctrl_c_at_the_default_action_ends_the_process_once_the_write_is_done(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    script = _DEFAULT_ACTION.format(repo_root=str(REPO_ROOT), path=str(path))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["first written"], done.stderr
+    assert done.returncode == -signal.SIGINT
+    assert path.read_text() == "second" and _leftovers(tmp_path) == []
+
+
+def test_a_write_from_another_thread_needs_no_signal_handler(tmp_path: Path) -> None:
+    # Python lets only the main thread set a signal handler; a write from any other thread (a
+    # sampler's, a user's executor) is written as it is.
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            runfile.write_atomic(tmp_path / "run.json", "from a thread")
+        except BaseException as exc:  # whatever it was, the test reports it
+            errors.append(exc)
+
+    worker = threading.Thread(target=write)
+    worker.start()
+    worker.join(timeout=60)
+    assert errors == [] and (tmp_path / "run.json").read_text() == "from a thread"
 
 
 # A process that rewrites one baseline file with version 1, 2, 1, 2, ... until interrupted.
