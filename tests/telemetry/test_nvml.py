@@ -404,6 +404,46 @@ def test_two_gpus_opened_together_probe_the_period_of_each() -> None:
     assert readings["idle_power"].value == pytest.approx(400.0, rel=0.02)
 
 
+def test_the_probe_stops_as_soon_as_each_counter_changed_the_times_wanted() -> None:
+    # Start-up cost: a counter that moves at every poll needs `changes_wanted` polls and no more;
+    # two updates are enough to tell a period.
+    clock = FakeClock()
+    reads: list[int] = []
+
+    def counter() -> int:
+        reads.append(10 * len(reads))  # +10 mJ at each read
+        return reads[-1]
+
+    step = probe_counter(counter, clock, clock.sleep, changes_wanted=2, poll_s=0.01)
+    assert len(reads) == 3  # the first reading, then one per change
+    assert step.changes == 2 and step.period_s == pytest.approx(0.01) and step.step_mj == 10.0
+    assert step.idle_power_w == pytest.approx(1.0)  # 10 mJ per 10 ms
+
+
+def test_a_gpu_whose_counter_did_not_move_in_the_window_reads_zero_beside_the_others() -> None:
+    # A second GPU whose counter updates once a second, in a 300 ms window between two of its
+    # updates: it did not go backwards, it read 0 J; the window's energy is the other GPU's.
+    clock = FakeClock()
+    nv = FakePynvml(
+        [FakeGpu(GPU_A, power_w=100.0, period_s=0.1), FakeGpu(GPU_B, power_w=300.0, period_s=1.0)], clock=clock
+    )
+    devs = open_fake(nv, clock, "0,1", ordinals=(0, 1))
+    clock.now = 2000.05
+    readings = window(devs, clock, 0.3)
+    assert readings["energy:cuda:1"].value == 0.0 and readings["energy:cuda:1"].source == "measured"
+    assert readings["energy:cuda:0"].value == pytest.approx(30.0)
+    assert readings["energy"].value == pytest.approx(30.0)
+
+
+def test_the_energy_method_names_a_sum_only_over_several_gpus() -> None:
+    clock = FakeClock()
+    nv = two_gpus(clock)
+    one = window(open_fake(nv, clock, "0,1", ordinals=(1,)), clock, 2.0)
+    both = window(open_fake(nv, clock, "0,1", ordinals=(0, 1)), clock, 2.0)
+    assert "sum over" not in one["energy"].method and not any(name.startswith("energy:") for name in one)
+    assert "sum over 2 GPUs (cuda:0, cuda:1)" in both["energy"].method
+
+
 def test_nvml_is_shut_down_once_at_close() -> None:
     clock = FakeClock()
     nv = FakePynvml(clock=clock)
