@@ -79,6 +79,27 @@ def test_update_keeps_tests_that_did_not_run_and_says_what_changed(tmp_path: Pat
     assert json.loads(before)["tests"]["t.py::a"] == doc["tests"]["t.py::a"]
 
 
+def test_a_re_record_under_other_software_updates_the_entry_and_a_new_calibration_alone_does_not(
+    tmp_path: Path,
+) -> None:
+    # The calibration workload's time moves on every run although nothing measured did: a re-record
+    # of the same counts leaves the file byte for byte. Another torch counted those facts under
+    # other software: the entry takes its fingerprint, or the baseline would name the old torch.
+    store = BaselineStore(tmp_path, "cpu")
+    store.update([record("t.py::a", counted("flops", 1, "FLOP"))])
+    path = tmp_path / "cpu/t.py.json"
+    before = path.read_text()
+    (same,) = store.update(
+        [record("t.py::a", counted("flops", 1, "FLOP"), fingerprint={"calibration": {"index_s": 0.003}})]
+    )
+    assert same.unchanged == ["t.py::a"] and path.read_text() == before
+    (newer,) = store.update(
+        [record("t.py::a", counted("flops", 1, "FLOP"), fingerprint={"packages": {"torch": "2.14.0"}})]
+    )
+    assert newer.updated == ["t.py::a"]
+    assert json.loads(path.read_text())["tests"]["t.py::a"]["fingerprint"]["packages"] == {"torch": "2.14.0"}
+
+
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
