@@ -87,6 +87,12 @@ def test_preflight_puts_stable_facts_in_the_fingerprint_and_values_of_the_moment
     assert any("600 W is 86% of its default 700 W" in n for n in state.notices)
 
 
+def test_a_gpu_at_its_default_power_limit_is_not_said_to_be_capped() -> None:
+    state = state_of(FakeGpu(GPU_A, power_limit_mw=700_000, default_power_limit_mw=700_000))
+    assert state.preflight["power_limit_share_of_default"] == 1.0
+    assert not any("power limit" in n for n in state.notices)
+
+
 def test_application_clocks_set_are_locked_clocks_named_in_the_fingerprint() -> None:
     state = state_of(FakeGpu(GPU_A, app_sm_clock_mhz=1410))
     assert state.clocks_locked is True
