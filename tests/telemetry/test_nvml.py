@@ -160,6 +160,8 @@ def test_not_supported_makes_only_that_metric_unavailable(function: str, metric:
     assert readings[metric].value is None
     assert "NOT_SUPPORTED" in readings[metric].note and function in readings[metric].note
     assert sum(function in n for n in devs.notices) == 1
+    # A counter NVML does not have has no update period to be unknown either: one notice, not two.
+    assert not any("update period unknown" in n for n in devs.notices)
     others = {"PCU", "energy", "AMU", "tensor_active"} - {metric}
     assert all(readings[o].value is not None for o in others), readings
 
