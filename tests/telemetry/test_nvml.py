@@ -254,6 +254,7 @@ def test_only_the_devices_used_are_counted() -> None:
         ("GPU-ffff", "matches no NVML device"),
         ("GPU-", "ambiguous"),
         ("5", "NVML sees only 2"),
+        ("2", "NVML sees only 2"),  # the first index beyond: indices count from 0
         ("MIG-nope", "matches no MIG device"),
     ],
 )
