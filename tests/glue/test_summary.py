@@ -382,8 +382,9 @@ def test_the_median_over_every_test_compared_tells_the_machine_from_one_test() -
     assert any(
         line.startswith("the run as a whole: cpu_time_per_round +1.0%, ") for line in details(results, width=200)
     )
-    # Too few tests compared to speak of a run.
+    # Too few tests compared to speak of a run: four are, five are not.
     assert not any("the run as a whole" in line for line in details(results[-4:], width=200))
+    assert any("the run as a whole" in line for line in details(results[-5:], width=200))
 
 
 def test_no_run_wide_median_for_a_counted_metric() -> None:
