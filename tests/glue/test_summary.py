@@ -382,7 +382,7 @@ def test_the_median_over_every_test_compared_tells_the_machine_from_one_test() -
     assert any(
         line.startswith("the run as a whole: cpu_time_per_round +1.0%, ") for line in details(results, width=200)
     )
-    # Too few tests compared to speak of a run: four are, five are not.
+    # Too few tests compared to speak of a run: four are too few, five enough.
     assert not any("the run as a whole" in line for line in details(results[-4:], width=200))
     assert any("the run as a whole" in line for line in details(results[-5:], width=200))
 
