@@ -407,6 +407,18 @@ def test_two_gpus_opened_together_probe_the_period_of_each() -> None:
     assert readings["idle_power"].value == pytest.approx(400.0, rel=0.02)
 
 
+def test_average_memory_is_also_a_share_of_the_memory_the_measured_gpus_have() -> None:
+    # Ground truth from the double: 1 GiB used of 80 GiB on GPU 0; 6 GiB of 80 GiB on GPU 1.
+    clock = FakeClock()
+    nv = two_gpus(clock)
+    nv.gpus[1].memory_used = 6 * 2**30
+    one = window(open_fake(nv, clock), clock, 1.0)
+    assert one["AMU"].value == pytest.approx(2**30) and one["AMU_fraction"].value == pytest.approx(1 / 80)
+    both = window(open_fake(nv, clock, "0,1", ordinals=(0, 1)), clock, 1.0)
+    assert both["AMU"].value == pytest.approx(7 * 2**30)
+    assert both["AMU_fraction"].value == pytest.approx(7 / 160) and both["AMU_fraction"].unit == "fraction"
+
+
 def test_the_probe_stops_as_soon_as_each_counter_changed_the_times_wanted() -> None:
     # Start-up cost: a counter that moves at every poll needs `changes_wanted` polls and no more;
     # two updates are enough to tell a period.
