@@ -122,6 +122,18 @@ def test_gpu_energy_is_summed_over_distinct_devices_only() -> None:
     assert not [name for name in shared.metrics if name.startswith("energy:")]
 
 
+def test_gpu_energy_one_rank_could_not_read_is_unavailable_for_the_test_with_that_ranks_reason() -> None:
+    # A sum missing one GPU's share would read as a saving: unknown, naming why, never a partial sum.
+    short = "the energy counter did not advance in this 4.0 ms window (update period 100 ms): too short to measure"
+    ranks = [
+        rank_record(0, [0.1], energy=3.0, energy_method=NVML, device="cuda:0"),
+        rank_record(1, [0.1], energy_method=NVML, device="cuda:1"),
+    ]
+    ranks[1].add(Metric("energy", None, "J", "lower", "measured", NVML, note=short))
+    energy = aggregate(ranks)["energy"]
+    assert energy.value is None and energy.note == f"not available in every rank: {short}"
+
+
 def test_gpu_energy_net_of_idle_is_derived_from_the_summed_energy_and_idle_power() -> None:
     ranks = [
         rank_record(0, [0.1], energy=30.0, energy_method=NVML, device="cuda:0"),
