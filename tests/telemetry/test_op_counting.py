@@ -93,6 +93,10 @@ def test_copy_and_out_arguments_are_written_not_read() -> None:
     assert tally_of(lambda: dst.zero_()).bytes_accessed == 400
     t = tally_of(lambda: torch.add(src, other, out=dst))
     assert (t.bytes_read, t.bytes_written, t.allocations) == (800, 400, 0)
+    # out= right after the positional arguments (mm.out(self, mat2, *, out)).
+    a, b, c = torch.ones(10, 10), torch.ones(10, 10), torch.zeros(10, 10)
+    t = tally_of(lambda: torch.mm(a, b, out=c))
+    assert (t.bytes_read, t.bytes_written, t.allocations, t.flops) == (800, 400, 0, 2 * 10**3)
 
 
 def test_factories_count_what_they_write_and_allocate() -> None:
@@ -220,6 +224,19 @@ def test_transfers_and_synchronizations_are_counted_per_operator() -> None:
     tally._transfers(_plan(aten._local_scalar_dense.default), (_on("cuda"),), {}, [_on("cuda")], [], True)
     tally._transfers(_plan(aten._local_scalar_dense.default), (_on("cpu"),), {}, [_on("cpu")], [], True)
     assert (tally.host_to_device, tally.device_to_host, tally.synchronizations) == (1, 2, 2)
+
+
+def test_a_copy_left_at_its_default_non_blocking_is_a_blocking_one() -> None:
+    # `dst.copy_(src)` reaches aten with two arguments; non_blocking defaults to False.
+    tally = OpTally(transfers=True)
+    cpu_from_cuda = ((_on("cpu"), _on("cuda")), [_on("cpu"), _on("cuda")])
+    tally._transfers(_plan(aten.copy_.default), cpu_from_cuda[0], {}, cpu_from_cuda[1], [], False)
+    assert (tally.host_to_device, tally.device_to_host, tally.synchronizations) == (0, 1, 1)
+    tally._transfers(_plan(aten.copy_.default), cpu_from_cuda[0], {"non_blocking": True}, cpu_from_cuda[1], [], False)
+    assert (tally.host_to_device, tally.device_to_host, tally.synchronizations) == (0, 2, 1)
+    # Any other operator with operands on both sides copies nothing itself.
+    tally._transfers(_plan(aten.add.Tensor), cpu_from_cuda[0], {}, cpu_from_cuda[1], [_on("cuda")], False)
+    assert (tally.host_to_device, tally.device_to_host, tally.synchronizations) == (0, 2, 1)
 
 
 def test_on_the_cpu_transfers_are_not_recorded_rather_than_zero() -> None:
