@@ -88,6 +88,13 @@ def test_latency_is_the_slowest_rank_per_round_and_work_is_global() -> None:
     assert [r.rank for r in agg.ranks] == [0, 1] and agg.world_size == 2 and agg.rank is None
 
 
+def test_the_test_passed_only_where_every_rank_did() -> None:
+    ranks = [rank_record(0, [0.1]), rank_record(1, [0.1])]
+    assert aggregate(ranks).outcome == "passed"
+    ranks[1].outcome = "failed"
+    assert aggregate(ranks).outcome == "failed"
+
+
 def test_peak_memory_is_the_max_with_the_sum_beside_it() -> None:
     agg = aggregate([rank_record(0, [0.1], peak=100.0), rank_record(1, [0.1], peak=300.0)])
     assert agg["peak_memory"].value == 300.0 and agg["peak_memory_sum"].value == 400.0
