@@ -179,6 +179,11 @@ def test_data_dependent_operators_are_named() -> None:
     assert tally_of(lambda: x.nonzero()).data_dependent == {"aten.nonzero"}
     assert tally_of(lambda: x.sum().item()).data_dependent == {"aten._local_scalar_dense"}
     assert tally_of(lambda: x[torch.arange(3)] @ torch.ones(3)).data_dependent == set()
+    # Repeats given as a tensor set the output's length from the data, unless output_size= says it.
+    repeats, values = torch.tensor([1, 2, 0, 1]), torch.arange(4)
+    assert tally_of(lambda: values.repeat_interleave(repeats)).data_dependent == {"aten.repeat_interleave"}
+    assert tally_of(lambda: values.repeat_interleave(repeats, output_size=4)).data_dependent == set()
+    assert tally_of(lambda: values.repeat_interleave(2)).data_dependent == set()
 
 
 def test_profiler_ranges_are_instrumentation_not_operators() -> None:
