@@ -114,6 +114,17 @@ def test_fewer_than_five_pairs_cannot_decide_and_say_so() -> None:
     base, head = _sides([0.100] * 4, [0.200] * 4)
     v = _by_metric(paired_verdicts(base, head))["cpu_time_per_round"]
     assert v.status == "warn" and "fewer than 5" in v.message
+    # Five decide: twice as slow in each of them (p = 1/32).
+    base, head = _sides([0.100] * 5, [0.200] * 5)
+    assert _by_metric(paired_verdicts(base, head))["cpu_time_per_round"].status == "fail"
+
+
+def test_a_faster_median_the_pairs_do_not_bear_out_is_no_improvement() -> None:
+    # -8% at the median, beyond the 5% tolerance, but two pairs of six slower: not evidence.
+    base, head = _sides([0.100] * 6, [0.080, 0.121, 0.070, 0.110, 0.075, 0.105])
+    v = _by_metric(paired_verdicts(base, head))["cpu_time_per_round"]
+    assert v.change is not None and v.change < -0.05
+    assert v.status == "pass" and v.reason == "", v.message
 
 
 def test_a_marker_tolerance_replaces_the_default() -> None:
