@@ -13,11 +13,14 @@ import pytest
 from pytest_efficientllm.core.devices import (
     DEVICE_TABLE,
     GPU_PROFILES,
+    ProfileError,
     cpu_isa,
+    cpu_peak_estimate,
     lookup_device,
     machine_lock,
     peak_dtype,
     profile_device,
+    resolve_profile,
 )
 
 T = 1e12
@@ -104,3 +107,47 @@ def test_the_machine_wide_lock_is_one_file_whatever_the_temp_directory(tmp_path:
         )
     assert paths == {machine_lock("device-0").lock_file + "\n"}
     assert str(tmp_path) not in paths.pop()
+
+
+@pytest.mark.parametrize(
+    ("flags", "per_cycle"),
+    [
+        ("fpu sse sse2 avx avx2 fma avx512f", 32),
+        ("fpu sse sse2 avx avx2 fma", 32),
+        ("fpu sse sse2 avx avx2", 8),  # AVX2 without FMA: no fused multiply-add pipes
+        ("fpu sse sse2 fma", 8),
+        ("fpu sse sse2", 8),
+    ],
+)
+def test_the_cpu_peak_estimate_is_threads_times_clock_times_the_isas_flops_per_cycle(
+    flags: str, per_cycle: int
+) -> None:
+    info = f"processor\t: 0\ncpu MHz\t\t: 2500.000\nflags\t\t: {flags}\n"
+    est = cpu_peak_estimate(4, info)
+    assert est.flops_per_s == pytest.approx(4 * 2.5e9 * per_cycle)
+    assert est.method.startswith("estimate: 4 threads x 2.50 GHz") and f"x {per_cycle} fp32 FLOP/cycle" in est.method
+    # A clock given wins over cpuinfo's; without either, 2 GHz is assumed and said.
+    assert cpu_peak_estimate(1, info, clock_hz=1e9).flops_per_s == pytest.approx(1e9 * per_cycle)
+    no_clock = cpu_peak_estimate(1, f"flags\t\t: {flags}\n")
+    assert no_clock.flops_per_s == pytest.approx(2e9 * per_cycle) and "2.00 GHz" in no_clock.method
+
+
+@pytest.mark.parametrize(
+    ("requested", "cuda_name", "profile"),
+    [
+        ("cpu", None, "cpu"),
+        ("cpu", "NVIDIA H200", "cpu"),  # the CPU tier on a GPU machine, as asked
+        ("auto", None, "cpu"),
+        ("auto", "NVIDIA H200", "h200"),
+        ("AUTO", "NVIDIA H100 80GB HBM3", "h100"),
+        ("auto", "NVIDIA RTX 6000 Ada Generation", "nvidia-rtx-6000-ada-generation"),  # unlisted: its own
+        ("h100", "NVIDIA H100 80GB HBM3", "h100"),
+    ],
+)
+def test_the_profile_follows_gpu_and_the_detected_device(requested: str, cuda_name: str | None, profile: str) -> None:
+    assert resolve_profile(requested, cuda_name) == profile
+
+
+def test_a_gpu_profile_without_a_cuda_device_is_an_error_saying_what_to_use() -> None:
+    with pytest.raises(ProfileError, match="--gpu=h200 was asked for, but no CUDA device was detected.*--gpu=cpu"):
+        resolve_profile("h200", None)
