@@ -34,6 +34,7 @@ from pytest_efficientllm.telemetry.base import Probe
 from pytest_efficientllm.telemetry.cpu_energy import estimate_energy
 from pytest_efficientllm.telemetry.flops import count_flops
 from pytest_efficientllm.telemetry.gpu_state import merge_throttle_notes, merge_violation_notes
+from pytest_efficientllm.telemetry.nvml_energy import counter_did_not_advance
 from pytest_efficientllm.telemetry.op_counting import CountedCost, count_run, counted_cost, unavailable_cost
 
 WORKLOADS = ("inference", "pretrain", "finetune")
@@ -137,9 +138,9 @@ class WindowResult:
         for name, new in other.readings.items():
             old = readings.get(name)
             if old is None or old.value is None or new.value is None:
-                readings[name] = new if (old is None or old.value is None) else old
+                readings[name] = _without_a_value(name, old, new)
                 continue
-            if name in ("energy", "cpu_time", "sampler_cpu_time"):
+            if _summed(name):
                 value = old.value + new.value
             elif "peak" in name:
                 value = max(old.value, new.value)
@@ -158,6 +159,28 @@ class WindowResult:
             self.cpu_s_per_round + other.cpu_s_per_round,
             merge_energy_windows(self.energy_window, _joules(self), other.energy_window, _joules(other)),
         )
+
+
+def _summed(name: str) -> bool:
+    """Whether two windows' values of `name` add up: extensive quantities (the energy, each GPU's
+    own `energy:cuda:<n>` too, CPU time), where peaks take the larger and averages their mean."""
+    return name in ("energy", "cpu_time", "sampler_cpu_time") or name.startswith("energy:")
+
+
+def _without_a_value(name: str, old: Metric | None, new: Metric) -> Metric:
+    """The merged reading of two windows where one (or both) has no value.
+
+    A sum over the windows (energy, CPU time) with one window unknown is unknown: the sum of the
+    others would read as a saving (a GPU counter reset in one of a training test's steps, which
+    `window()` measures one by one). Only a window the energy counter did not tick in adds
+    nothing to the sum; elsewhere the known value stands for both."""
+    if old is None:
+        return new
+    if _summed(name):
+        unknown = [m for m in (old, new) if m.value is None and not counter_did_not_advance(m)]
+        if unknown:
+            return unknown[0]
+    return new if old.value is None else old
 
 
 def _joules(result: WindowResult) -> float | None:

@@ -29,6 +29,16 @@ PROBE_POLL_S = 0.001
 
 ENERGY_METHOD = "NVML nvmlDeviceGetTotalEnergyConsumption (mJ counter), read at window open and close"
 IDLE_METHOD = "NVML energy counter at session start-up"
+# How a window the counter did not tick in says so (`counter_did_not_advance` reads it).
+NOT_ADVANCED = "the energy counter did not advance"
+
+
+def counter_did_not_advance(energy: Metric) -> bool:
+    """An energy reading unavailable only because the counter did not tick in its window: the
+    energy was below one update, not unknown. Over several windows of one test the counter's
+    advance is the sum of theirs, to which such a window adds nothing; a window whose energy is
+    unknown (a counter that went backwards) leaves that sum unknown."""
+    return energy.value is None and energy.note.startswith(NOT_ADVANCED)
 
 
 # -- the energy counter's step, probed once -----------------------------------------------
@@ -233,7 +243,7 @@ class NvmlEnergyProbe(Probe):
         if delta_mj == 0:
             period_text = f"update period {period * 1e3:.0f} ms" if period else "update period unknown"
             why = (
-                f"the energy counter did not advance in this {window_s * 1e3:.1f} ms window ({period_text}): "
+                f"{NOT_ADVANCED} in this {window_s * 1e3:.1f} ms window ({period_text}): "
                 "too short to measure; lengthen the window (more rounds or min_time)"
             )
             return [unavailable("energy", "measured", method, why), self._idle(), *per_device]

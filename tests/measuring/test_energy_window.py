@@ -13,13 +13,14 @@ from pytest_efficientllm.measuring.meter import (
     EnergyWindow,
     MeasureProtocol,
     Meter,
+    WindowResult,
     Work,
     derive_metrics,
     merge_energy_windows,
 )
 from pytest_efficientllm.telemetry.nvml import NvmlSet, open_nvml
 from pytest_efficientllm.telemetry.procfs import PerfCounterTimer
-from tests.helpers.nvml_double import FakeGpu, FakePynvml
+from tests.helpers.nvml_double import FakeClock, FakeGpu, FakePynvml
 from tests.helpers.torch_cuda_double import UUID, FakeTorchCuda
 
 GPU_A = "GPU-" + UUID
@@ -173,6 +174,49 @@ def test_two_windows_of_one_test_merge_into_the_bound_of_their_summed_energy() -
     assert merged["updates_spanned"] == pytest.approx(
         first.energy_window["updates_spanned"] + second.energy_window["updates_spanned"], abs=0.11
     )
+
+
+def _step_window(nv: FakePynvml, devs: NvmlSet, clock: FakeClock, seconds: float, reset: bool = False) -> WindowResult:
+    """One `window()` block on the double: its NVML readings over `seconds` of fake time;
+    `reset`: GPU 0's counter goes backwards inside it (a driver reload)."""
+    probes = devs.make_probes(0.005)
+    for p in probes:
+        p.open()
+    clock.sleep(seconds)
+    if reset:
+        nv.gpus[0].energy_offset_mj -= 10**9
+    for p in reversed(probes):
+        p.close()
+    return WindowResult([seconds], seconds, {m.name: m for p in probes for m in p.readings(seconds)})
+
+
+def test_merged_windows_sum_each_gpus_energy_and_a_window_the_counter_missed_adds_nothing() -> None:
+    # Three 30 ms steps of a training test on two GPUs of 100 W and 300 W whose counters tick every
+    # 100 ms (both at 1000.1 s), from 1000.05 s: only the second step spans the tick.
+    clock = FakeClock()
+    gpus = [FakeGpu(GPU_A, power_w=100.0, period_s=0.1), FakeGpu(GPU_B, power_w=300.0, period_s=0.1)]
+    nv = FakePynvml(gpus, clock=clock)
+    devs = open_nvml(nv, "0,1", (0, 1), clock=clock, sleep=clock.sleep)
+    clock.now = 1000.05
+    steps = [_step_window(nv, devs, clock, 0.03) for _ in range(3)]
+    assert steps[0].readings["energy"].value is None and steps[1].readings["energy"].value == pytest.approx(40.0)
+    merged = steps[0].merge(steps[1]).merge(steps[2]).readings
+    # The counters' whole advance over the three steps: one update of each GPU, 10 J + 30 J.
+    assert merged["energy"].value == pytest.approx(40.0)
+    assert merged["energy:cuda:0"].value == pytest.approx(10.0) and merged["energy:cuda:1"].value == pytest.approx(30.0)
+
+
+def test_a_step_whose_counter_went_backwards_leaves_the_merged_energy_unknown() -> None:
+    # A sum missing one step would read as a saving: unknown, with that step's reason, as vLLM drops such windows.
+    clock = FakeClock()
+    nv = FakePynvml([FakeGpu(GPU_A, power_w=100.0, period_s=0.1), FakeGpu(GPU_B, power_w=300.0)], clock=clock)
+    devs = open_nvml(nv, "0,1", (0, 1), clock=clock, sleep=clock.sleep)
+    first, reset, last = (_step_window(nv, devs, clock, 1.0, reset=(i == 1)) for i in range(3))
+    for merged in (first.merge(reset).merge(last), reset.merge(first).merge(last), first.merge(last).merge(reset)):
+        energy = merged.readings["energy"]
+        assert energy.value is None and "went backwards" in energy.note
+        assert merged.readings["energy:cuda:0"].value is None
+        assert merged.readings["energy:cuda:1"].value == pytest.approx(900.0, abs=30)  # the other GPU's is whole
 
 
 def test_a_merged_window_without_a_bound_on_either_side_has_none() -> None:
