@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from pytest_efficientllm.core.metrics import measured
 from pytest_efficientllm.measuring.backends import Backend, cpu_backend, cuda_backend
 from pytest_efficientllm.measuring.meter import (
     EnergyWindow,
@@ -204,6 +205,20 @@ def test_merged_windows_sum_each_gpus_energy_and_a_window_the_counter_missed_add
     # The counters' whole advance over the three steps: one update of each GPU, 10 J + 30 J.
     assert merged["energy"].value == pytest.approx(40.0)
     assert merged["energy:cuda:0"].value == pytest.approx(10.0) and merged["energy:cuda:1"].value == pytest.approx(30.0)
+
+
+def test_merged_windows_add_extensive_figures_take_the_larger_peak_and_weigh_averages_by_time() -> None:
+    def window(wall_s: float, cpu_s: float, peak: float, amu: float) -> WindowResult:
+        readings = [
+            measured("cpu_time", cpu_s, "process_time_ns"),
+            measured("peak_memory", peak, "VmHWM"),
+            measured("AMU", amu, "RSS sampled, time average"),
+        ]
+        return WindowResult([wall_s], wall_s, {m.name: m for m in readings})
+
+    merged = window(1.0, 0.5, 300.0, 10.0).merge(window(3.0, 1.5, 100.0, 40.0)).readings
+    assert merged["cpu_time"].value == 2.0 and merged["peak_memory"].value == 300.0
+    assert merged["AMU"].value == pytest.approx((10.0 * 1 + 40.0 * 3) / 4)
 
 
 def test_a_step_whose_counter_went_backwards_leaves_the_merged_energy_unknown() -> None:
