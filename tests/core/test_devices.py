@@ -151,3 +151,6 @@ def test_the_profile_follows_gpu_and_the_detected_device(requested: str, cuda_na
 def test_a_gpu_profile_without_a_cuda_device_is_an_error_saying_what_to_use() -> None:
     with pytest.raises(ProfileError, match="--gpu=h200 was asked for, but no CUDA device was detected.*--gpu=cpu"):
         resolve_profile("h200", None)
+    # A GPU the table does not list is not the one asked for either.
+    with pytest.raises(ProfileError, match="--gpu=h200 was asked for, but the detected device is 'NVIDIA RTX 6000'"):
+        resolve_profile("h200", "NVIDIA RTX 6000")
