@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from pytest_efficientllm.measuring.meter import (
     Work,
     derive_metrics,
 )
+from pytest_efficientllm.telemetry.base import Probe, TelemetryError
 
 MiB = 2**20
 NO_WORK = Work()
@@ -169,3 +171,52 @@ def test_the_window_s_cpu_time_is_the_rounds_not_the_other_probes_opening_and_cl
         monkeypatch.setattr(ProcessMemoryProbe, name, costly)
     metrics = measure(Meter(cpu_backend(threads=1)), lambda: time.sleep(0.01))
     assert metrics["cpu_time"].value < 0.01
+
+
+class ProbeRecordingClose(Probe):
+    """Test double of a telemetry probe: says when it was closed; `fails`: its close raises that."""
+
+    def __init__(self, name: str, closed: list[str], fails: Exception | None = None) -> None:
+        self.name, self.closed, self.fails = name, closed, fails
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed.append(self.name)
+        if self.fails is not None:
+            raise self.fails
+
+    def readings(self, wall_s: float) -> list:
+        return []
+
+
+def _meter_with(probes: list[Probe]) -> Meter:
+    return Meter(dataclasses.replace(cpu_backend(threads=1), make_probes=lambda: list(probes)))
+
+
+def test_a_probe_that_fails_to_close_fails_the_window_and_every_other_probe_is_still_closed() -> None:
+    # An NVML error at close means the window's readings are wrong: never a silent pass. The first
+    # error wins, and no sampler thread may outlive the window.
+    closed: list[str] = []
+    first, second = TelemetryError("NVML failed at close"), TelemetryError("a later probe failed too")
+    probes = [
+        ProbeRecordingClose("a", closed, second),
+        ProbeRecordingClose("b", closed, first),
+        ProbeRecordingClose("c", closed),
+    ]
+    with pytest.raises(TelemetryError, match="NVML failed at close"):
+        _meter_with(probes).run_window(lambda: None, THREE_ROUNDS)
+    assert closed == ["c", "b", "a"]  # in reverse, every one
+
+
+def test_the_workloads_own_error_is_the_one_raised_when_a_probe_also_fails_to_close() -> None:
+    closed: list[str] = []
+    probes = [ProbeRecordingClose("a", closed, TelemetryError("NVML failed at close"))]
+
+    def workload() -> None:
+        raise ValueError("the model's own bug")
+
+    with pytest.raises(ValueError, match="the model's own bug"):
+        _meter_with(probes).run_window(workload, THREE_ROUNDS)
+    assert closed == ["a"]
