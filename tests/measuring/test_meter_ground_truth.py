@@ -8,10 +8,12 @@ import time
 import pytest
 import torch
 
+from pytest_efficientllm.core.metrics import counted, estimated
 from pytest_efficientllm.measuring.backends import cpu_backend
 from pytest_efficientllm.measuring.meter import (
     MeasureProtocol,
     Meter,
+    WindowResult,
     Work,
     derive_metrics,
 )
@@ -220,3 +222,17 @@ def test_the_workloads_own_error_is_the_one_raised_when_a_probe_also_fails_to_cl
     with pytest.raises(ValueError, match="the model's own bug"):
         _meter_with(probes).run_window(workload, THREE_ROUNDS)
     assert closed == ["a"]
+
+
+def test_mfu_is_the_counted_flops_per_second_over_the_backends_peak() -> None:
+    # Four rounds of 10 ms, 1 MFLOP each: 100 MFLOP/s achieved; against a 1 GFLOP/s peak, 10%.
+    peak = estimated("peak_flops_per_s", 1e9, "estimate: a chosen peak for this test")
+    backend = dataclasses.replace(cpu_backend(threads=1), peak_flops=peak)
+    result = WindowResult([0.01] * 4, 0.04, {})
+    metrics = derive_metrics(result, Work(flops=10**6), counted("flops", 1e6, "given by the test"), backend)
+    assert metrics["flops_per_s"].value == pytest.approx(1e8)
+    assert metrics["MFU"].value == pytest.approx(0.1) and metrics["MFU"].source == "estimated"
+    assert metrics["peak_flops_per_s"] is peak
+    # Without a peak there is no utilisation to state.
+    no_peak = dataclasses.replace(backend, peak_flops=None)
+    assert "MFU" not in derive_metrics(result, Work(flops=10**6), counted("flops", 1e6, "given"), no_peak)
