@@ -15,11 +15,9 @@ from collections import Counter
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.glue.state import TestResult
 from pytest_efficientllm.glue.summary_text import WIDTH, count_tests, short_ids, wrap
+from pytest_efficientllm.judging.compare import FINGERPRINT_DIFFERS
 from pytest_efficientllm.judging.verdicts import Verdict
 
-# How compare begins a `fingerprint_differs` message, the fields that differ following it
-# (`judging.compare`); shared by every test of a run, so said once above the table.
-FINGERPRINT_DIFFERS = "fingerprint differs from the baseline's ("
 _FIELD_SEP = re.compile(r"; (?=[\w.\-]+: )")
 _FACTOR = re.compile(r"this machine x(\d+(?:\.\d+)?) the baseline's")
 VERBOSE_HINT = "-v shows each test's numbers; the run file (--efficiency-json) keeps every verdict"

@@ -64,6 +64,9 @@ from pytest_efficientllm.judging.verdicts import Reason, Status, Verdict, soften
 from pytest_efficientllm.judging.workload import workload_changes
 
 COUNTED_RTOL = 1e-6
+# How a `fingerprint_differs` warning begins; the fields that differ and how times were
+# compared follow it (the summary reads them back: `glue.summary_findings.fingerprint_parts`).
+FINGERPRINT_DIFFERS = "fingerprint differs from the baseline's ("
 DEFAULT_MEASURED_TOLERANCE = 0.05
 # Measured peak memory is not among them: on the CPU, VmHWM of the whole process moved -3% to
 # +12% between unchanged suite runs (what is resident when a window opens depends on what ran
@@ -359,7 +362,7 @@ def _compare(
             Verdict(
                 "*",
                 "warn",
-                "fingerprint differs from the baseline's (" + "; ".join(fp.warnings) + f"); {how}",
+                FINGERPRINT_DIFFERS + "; ".join(fp.warnings) + f"); {how}",
                 "fingerprint",
                 reason="fingerprint_differs",
             )
