@@ -10,7 +10,9 @@ fresh process passes), and every reason and every softening is made by at least 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,7 @@ from pytest_efficientllm.judging.paired import paired_verdicts
 from pytest_efficientllm.judging.run_shift import RunShift
 from pytest_efficientllm.judging.throttle import find_throttle
 from pytest_efficientllm.judging.verdicts import REASONS, SOFTENINGS, Verdict, check_budget, soften
+from pytest_efficientllm.storage.runfile import Run, read_run, write_run
 from tests.helpers.record_builders import counted, latency, record
 
 AL = "AL"
@@ -233,12 +236,24 @@ def test_the_summary_counts_by_reason_not_by_wording() -> None:
 
 
 @pytest.mark.parametrize(("field", "value"), [("reason", "slow"), ("softened", "gate=warn")])
-def test_a_run_file_verdict_with_an_unknown_reason_or_softening_is_refused_naming_it(field: str, value: str) -> None:
+def test_a_worker_verdict_with_an_unknown_reason_or_softening_is_refused_naming_it(field: str, value: str) -> None:
     data = Verdict(AL, "warn", "x", "baseline", reason="beyond_noise").to_dict() | {field: value}
     with pytest.raises(ValueError, match=f"verdict {field} must be one of .*got {value!r}"):
         Verdict.from_dict(data)
 
 
-def test_a_run_file_written_before_reasons_reads_with_none() -> None:
+def test_a_verdict_dict_without_reasons_reads_with_none() -> None:
     data = {"metric": AL, "status": "warn", "message": "x", "kind": "baseline", "change": 0.3, "interval": None}
     assert (Verdict.from_dict(data).reason, Verdict.from_dict(data).softened) == ("", "")
+
+
+def test_a_run_file_keeps_verdict_fields_this_plugin_does_not_know(tmp_path: Path) -> None:
+    # A run file's verdicts stay plain dicts: one written by a newer plugin, with a field or a
+    # reason this one does not know, still reads here (only `Verdict.from_dict`, the xdist wire
+    # between processes of one install, is strict).
+    newer = Verdict(AL, "warn", "x", "baseline", reason="beyond_noise").to_dict() | {"reason": "future", "extra": 1}
+    write_run(tmp_path / "run.json", Run(records=[record("t.py::a", counted("flops", 1))], runs=[]))
+    data = json.loads((tmp_path / "run.json").read_text())
+    data["records"][0]["verdicts"] = [newer]
+    (tmp_path / "run.json").write_text(json.dumps(data))
+    assert read_run(tmp_path / "run.json").records[0].verdicts == [newer]
