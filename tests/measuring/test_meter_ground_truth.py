@@ -91,6 +91,21 @@ def test_study_throughput_forms_follow_the_workload_kind(meter: Meter) -> None:
     assert metrics["AT"].value == pytest.approx(4 / 1000 / metrics["AL"].value)
 
 
+@pytest.mark.parametrize(
+    ("work", "what"),
+    [
+        (Work(params=1000, kind="pretrain", count_flops=False), "tokens"),  # no count
+        (Work(tokens=100, kind="pretrain", count_flops=False), "tokens"),  # no params
+        (Work(tokens=100, params=1000, kind="finetune", count_flops=False), "samples"),  # tokens, not samples
+    ],
+)
+def test_a_study_throughput_without_its_count_or_params_is_unavailable_saying_what_to_pass(
+    meter: Meter, work: Work, what: str
+) -> None:
+    at = measure(meter, lambda: None, work, MeasureProtocol(rounds=2, warmup=0))["AT"]
+    assert at.value is None and at.note == f"pass {what}= and params= to measure it"
+
+
 def test_cpu_energy_without_rapl_is_an_estimate_that_names_its_model(meter: Meter) -> None:
     if not meter.backend.notices or "RAPL" not in " ".join(meter.backend.notices):
         pytest.skip("this machine exposes RAPL; the estimate path is covered in test_rapl")
