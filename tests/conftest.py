@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
@@ -13,3 +15,17 @@ from pytest_efficientllm.telemetry.flops import count_flops  # noqa: E402
 count_flops(lambda: torch.ones(2, 2) @ torch.ones(2, 2))
 
 pytest_plugins = ["pytester"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "slow: starts pytest processes one after another (a minute or more on a 2-core runner); "
+        "runs first, and `-m 'not slow'` leaves it out",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Under xdist a test starts in collection order, so a long one collected last would end the
+    # run alone while the other workers wait; started first, it runs beside everything else.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pytest_efficientllm.judging.gross import GROSS_MAX
 from tests.helpers import REPO_ROOT
 from tests.helpers.slowed_baselines import slow_down
@@ -55,6 +57,7 @@ def run_selection(baselines: Path, *args: str) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.slow
 def test_halved_baselines_fail_the_suites_as_a_gross_cpu_time_regression(tmp_path: Path) -> None:
     baselines = tmp_path / "baselines"
     for _ in range(RECORDINGS):

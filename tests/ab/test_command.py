@@ -72,6 +72,7 @@ def ab_one_pair(repo: Path, out: Path, selection: str) -> subprocess.CompletedPr
     )
 
 
+@pytest.mark.slow
 def test_a_head_that_doubles_the_work_fails_naming_the_test(tmp_path: Path) -> None:
     repo = toy_repo(tmp_path / "toy", 200_000, 400_000)
     done = ab(repo, tmp_path / "out")
@@ -93,6 +94,7 @@ def test_a_head_that_doubles_the_work_fails_naming_the_test(tmp_path: Path) -> N
         assert len(run["records"]) == 10
 
 
+@pytest.mark.slow
 def test_two_identical_commits_pass_on_exact_counts_and_the_markers_tolerance(tmp_path: Path) -> None:
     # That identical commits pass on timings too is a rate, measured in benchmarks/RESULTS.md
     # (A/A runs of ab), not a property one run can assert: this project's CI runner once read

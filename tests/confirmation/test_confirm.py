@@ -347,6 +347,7 @@ def test_end_to_end_an_episode_is_not_failed(sleeper: pytest.Pytester, monkeypat
         assert fresh[2] - here[3] >= 2.0
 
 
+@pytest.mark.slow
 def test_end_to_end_a_regression_fails_once_every_process_finds_it(
     sleeper: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

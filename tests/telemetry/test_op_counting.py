@@ -279,6 +279,7 @@ def test_a_custom_operator_is_listed_not_counted_inside_and_its_boundary_bytes_a
     assert "not seen inside" in cost.metrics["bytes_accessed"].note
 
 
+@pytest.mark.slow
 def test_a_quantized_weight_counts_as_its_inner_tensors() -> None:
     quanto = pytest.importorskip("optimum.quanto")
     for weights, packed in ((quanto.qint8, 64 * 64), (quanto.qint4, 64 * 64 // 2)):
