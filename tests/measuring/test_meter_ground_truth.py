@@ -153,6 +153,23 @@ def test_cyclic_garbage_left_by_set_up_is_freed_before_the_first_round(meter: Me
     assert events.count("round") == len(result.latencies_s) >= 2
 
 
+@pytest.mark.parametrize("output_tokens", [5, 2, 1, None])
+def test_tpot_is_the_time_after_the_first_token_per_later_token_and_needs_two_tokens(
+    meter: Meter, output_tokens: int | None
+) -> None:
+    # Two generate rounds of 0.5 and 0.7 s whose first token came at 0.1 s: with 5 tokens the
+    # 4 later ones took 0.4 and 0.6 s, 0.1 and 0.15 s each; with 2 tokens, the one later token did.
+    window = WindowResult([0.5, 0.7], 1.2, {}, ttft_s=[0.1, 0.1], output_tokens=output_tokens)
+    metrics = derive_metrics(window, Work(count_flops=False), counted("flops", 0.0, "none"), meter.backend)
+    assert metrics["TTFT"].value == pytest.approx(0.1)
+    if output_tokens == 5:
+        assert metrics["TPOT"].samples == pytest.approx((0.1, 0.15)) and metrics["TPOT"].value == pytest.approx(0.125)
+    elif output_tokens == 2:
+        assert metrics["TPOT"].samples == pytest.approx((0.4, 0.6)) and metrics["TPOT"].value == pytest.approx(0.5)
+    else:  # one token (or an uncounted output) has no time per later token
+        assert metrics["TPOT"].value is None and metrics["TPOT"].note == "needs at least 2 generated tokens"
+
+
 def test_latency_percentiles_follow_numpys_linear_rule() -> None:
     from pytest_efficientllm.measuring.meter import _percentiles
 
