@@ -140,13 +140,12 @@ def _bare_uuid(uuid: str) -> str:
     return uuid.split("-", 1)[1].lower() if uuid.startswith(("GPU-", "MIG-")) else uuid.lower()
 
 
-def check_same_device(nvml: NvmlSet, torch_uuids: str | None | Sequence[str | None]) -> NvmlSet:
+def check_same_device(nvml: NvmlSet, torch_uuids: Sequence[str | None]) -> NvmlSet:
     """The NVML devices must be the ones torch computes on (`torch_uuids`, one per measured
-    CUDA ordinal, in order); otherwise NVML would measure another GPU."""
-    wanted = [torch_uuids] if torch_uuids is None or isinstance(torch_uuids, str) else list(torch_uuids)
+    CUDA ordinal, in order; None where torch does not say); otherwise NVML would measure another GPU."""
     if nvml.problem is not None or not nvml.devices:
         return nvml
-    for device, torch_uuid in zip(nvml.devices, wanted):
+    for device, torch_uuid in zip(nvml.devices, torch_uuids):
         if not torch_uuid or _bare_uuid(device.uuid) == _bare_uuid(torch_uuid):
             continue
         nvml.close()
