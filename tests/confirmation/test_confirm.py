@@ -82,6 +82,19 @@ def test_the_last_process_alone_can_clear_it() -> None:
     assert started == 2 and [v.status for v in al] == ["warn"]
 
 
+def test_each_process_reads_the_metric_s_change_against_the_baseline_not_its_budget() -> None:
+    # What the run-shift rule weighs (`Vote.readings`): the change each voting process saw, this
+    # process's first. The budget verdict on the same metric, listed first, has no change.
+    limits = (parse_limit("AL", "<= 1 s"), *TOL5)
+    first, fresh = _at(0.12), [_at(0.11, seed=3), _at(0.10, seed=4)]
+    vote = confirm.Vote(_judge(first, limits), ["AL"], processes=2)
+    for rec in fresh:
+        vote.add(rec, lambda r: _judge(r, limits))
+    expected = [v.change for r in (first, *fresh) for v in _judge(r, limits) if v.kind == "baseline"]
+    assert len(expected) == 3 and all(0.05 < c < 0.2 for c in expected)
+    assert vote.readings("AL") == expected
+
+
 def test_a_metric_that_passes_here_is_not_suspect() -> None:
     # Unanimity: a process that passes already clears it, so nothing is started.
     first = _at(0.035)
