@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from pytest_efficientllm.core.metrics import counted, estimated
+from pytest_efficientllm.core.metrics import counted, estimated, measured, unavailable
 from pytest_efficientllm.measuring.backends import cpu_backend
 from pytest_efficientllm.measuring.meter import (
     MeasureProtocol,
@@ -168,6 +168,37 @@ def test_tpot_is_the_time_after_the_first_token_per_later_token_and_needs_two_to
         assert metrics["TPOT"].samples == pytest.approx((0.4, 0.6)) and metrics["TPOT"].value == pytest.approx(0.5)
     else:  # one token (or an uncounted output) has no time per later token
         assert metrics["TPOT"].value is None and metrics["TPOT"].note == "needs at least 2 generated tokens"
+
+
+def _energy_window(readings: dict) -> dict:
+    # Two rounds of 4 tokens in a 1.2 s window.
+    window = WindowResult([0.5, 0.5], 1.2, readings)
+    return derive_metrics(window, Work(tokens=4, count_flops=False), counted("flops", 0.0, "none"), cpu_backend(1))
+
+
+def test_energy_per_token_and_its_net_of_idle_follow_from_the_window_s_joules() -> None:
+    # 10 J over 1.2 s and 8 tokens, with the GPU drawing 2 W idle: 2.4 J of it is idle.
+    metrics = _energy_window(
+        {"energy": measured("energy", 10.0, "counter"), "idle_power": measured("idle_power", 2.0, "at start-up")}
+    )
+    assert metrics["energy_per_token"].value == pytest.approx(10 / 8)
+    assert metrics["energy_per_token_net"].value == pytest.approx((10 - 2 * 1.2) / 8)
+    assert metrics["AEC"].value == pytest.approx(10 / 1.2) and metrics["AEC_net"].value == pytest.approx(10 / 1.2 - 2)
+    assert metrics["energy_per_round"].value == pytest.approx(5.0)
+
+
+def test_net_energy_is_unavailable_with_the_reason_and_absent_where_no_idle_power_was_measured() -> None:
+    lost = unavailable("energy", "measured", "counter", "the counter went backwards")
+    idle = measured("idle_power", 2.0, "at start-up")
+    net = _energy_window({"energy": lost, "idle_power": idle})["energy_per_token_net"]
+    assert net.value is None and net.note == "the counter went backwards"
+    unknown_idle = unavailable("idle_power", "measured", "at start-up", "no update in 2 s")
+    net = _energy_window({"energy": measured("energy", 10.0, "counter"), "idle_power": unknown_idle})
+    assert net["energy_per_token_net"].value is None
+    assert net["energy_per_token_net"].note == "idle power unknown: no update in 2 s"
+    # No idle power measured (RAPL, the CPU estimate): no net figure at all, known or not.
+    assert "energy_per_token_net" not in _energy_window({"energy": lost})
+    assert "energy_per_token_net" not in _energy_window({"energy": measured("energy", 10.0, "counter")})
 
 
 def test_latency_percentiles_follow_numpys_linear_rule() -> None:
