@@ -58,6 +58,14 @@ def test_a_counter_that_wraps_is_unwrapped_with_max_energy_range(tmp_path: Path)
     assert energy.value == pytest.approx(3.0)
 
 
+def test_a_package_whose_counter_did_not_move_adds_nothing_not_a_wrap(tmp_path: Path) -> None:
+    # In a window shorter than the counter's update period (~1 ms) a package reads the same twice.
+    zone(tmp_path, "intel-rapl:0", "package-0", 5_000_000)
+    pkg1 = zone(tmp_path, "intel-rapl:1", "package-1", 7_000_000)
+    [energy] = window(RaplReader(tmp_path), lambda: set_energy(pkg1, 7_000_000 + 250_000))
+    assert energy.value == pytest.approx(0.25)
+
+
 def test_an_unreadable_energy_file_makes_rapl_unavailable_with_the_zone_named(tmp_path: Path) -> None:
     pkg = zone(tmp_path, "intel-rapl:0", "package-0", 1)
     (pkg / "energy_uj").unlink()
