@@ -82,7 +82,7 @@ def test_the_last_process_alone_can_clear_it() -> None:
     assert started == 2 and [v.status for v in al] == ["warn"]
 
 
-def test_each_process_reads_the_metric_s_change_against_the_baseline_not_its_budget() -> None:
+def test_each_process_reads_the_metric_s_change_against_the_baseline_and_its_budget_stays_once() -> None:
     # What the run-shift rule weighs (`Vote.readings`): the change each voting process saw, this
     # process's first. The budget verdict on the same metric, listed first, has no change.
     limits = (parse_limit("AL", "<= 1 s"), *TOL5)
@@ -93,6 +93,10 @@ def test_each_process_reads_the_metric_s_change_against_the_baseline_not_its_bud
     expected = [v.change for r in (first, *fresh) for v in _judge(r, limits) if v.kind == "baseline"]
     assert len(expected) == 3 and all(0.05 < c < 0.2 for c in expected)
     assert vote.readings("AL") == expected
+    # Both of the metric's verdicts come back once, in their places, the failing one confirmed.
+    final = vote.final_verdicts()
+    assert [(v.kind, v.status) for v in final] == [("budget", "pass"), ("baseline", "fail")]
+    assert "confirmed in 3 processes" in final[1].message
 
 
 def test_a_metric_that_passes_here_is_not_suspect() -> None:
