@@ -154,6 +154,7 @@ def test_merge_refuses_mixed_hardware_unless_asked_and_then_loses_nothing(
     assert "profile=h100" in err and "gpu.json" in err
     assert not (tmp_path / "all.json").exists()
     assert main(args + ["--allow-mixed-profiles"]) == 0
+    assert "fingerprint key" not in capsys.readouterr().err  # the GPU's name is hardware, said above, not software
     merged = read_run(tmp_path / "all.json")
     assert sorted(r.profile for r in merged.records) == ["cpu", "h100"]
     assert {r.profile: r.to_dict() for r in merged.records} == {"cpu": cpu.to_dict(), "h100": gpu.to_dict()}
@@ -175,12 +176,21 @@ def test_merge_software_differences_warn_and_keep_each_fingerprint(
 ) -> None:
     a = make_record("suites/test_attention.py::test_prefill[gqa]")
     b = make_record(
-        "suites/test_attention.py::test_prefill[mqa]", fingerprint=dict(CPU_FP, packages={"torch": "2.14.1"})
+        "suites/test_attention.py::test_prefill[mqa]",
+        fingerprint=dict(CPU_FP, packages={"torch": "2.14.1"}, python="3.12.1"),
     )
-    write_run(tmp_path / "a.json", Run([a]))
+    also_a = make_record("suites/test_attention.py::test_prefill[mha]")  # a second record, same file and torch
+    write_run(tmp_path / "a.json", Run([a, also_a]))
     write_run(tmp_path / "b.json", Run([b]))
     assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "all.json")]) == 0
-    assert "fingerprint key packages.torch differs" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # Each file named once per value, nested packages by their dotted key; nothing of the hardware.
+    said = (
+        f"'2.13.0' in {tmp_path / 'a.json'}; '2.14.1' in {tmp_path / 'b.json'} (each record keeps its own fingerprint)"
+    )
+    assert f"fingerprint key packages.torch differs: {said}" in err
+    assert f"fingerprint key python differs: '3.11.7' in {tmp_path / 'a.json'}; '3.12.1' in" in err
+    assert err.count("fingerprint key") == 2
     merged = {r.nodeid: r for r in read_run(tmp_path / "all.json").records}
     assert merged[b.nodeid].fingerprint["packages"]["torch"] == "2.14.1"
     assert merged[a.nodeid].fingerprint["packages"]["torch"] == "2.13.0"
