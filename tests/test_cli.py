@@ -136,6 +136,18 @@ def test_merge_of_disjoint_shards_keeps_every_record(tmp_path: Path) -> None:
     assert [r["merged_from"] for r in merged.runs] == [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
 
 
+def test_merge_of_files_without_session_entries_makes_one_per_distinct_fingerprint(tmp_path: Path) -> None:
+    newer = dict(CPU_FP, packages={"torch": "2.14.1"})
+    a = [make_record(f"t.py::test_{i}", fingerprint=fp) for i, fp in enumerate([CPU_FP, CPU_FP, newer])]
+    write_run(tmp_path / "a.json", Run(a))  # no `runs`: a run file written by hand or by a tool of its own
+    write_run(tmp_path / "b.json", Run([make_record("t.py::test_b")]))
+    out = tmp_path / "all.json"
+    assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(out)]) == 0
+    runs = [(r["merged_from"], r["fingerprint"]["packages"]["torch"]) for r in read_run(out).runs]
+    a_json, b_json = str(tmp_path / "a.json"), str(tmp_path / "b.json")
+    assert runs == [(a_json, "2.13.0"), (a_json, "2.14.1"), (b_json, "2.13.0")]
+
+
 def test_merge_refuses_mixed_hardware_unless_asked_and_then_loses_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
