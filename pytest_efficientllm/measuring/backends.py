@@ -213,7 +213,6 @@ def cuda_backend(
     notices = list(nvml.notices) + (state.notices if state is not None else [])
     if peak is None:
         notices.append(f"MFU: {name!r} is not in the device table and its SM clock is unknown: no peak to divide by")
-    energy_ok = nvml.problem is None and "energy" not in nvml.unsupported
     return Backend(
         profile,
         CudaEventTimer(cuda),
@@ -226,7 +225,8 @@ def cuda_backend(
         device_type="cuda",
         gpu_state=state,
         gpu_state_problem=state_problem,
-        energy_period_s=nvml.step.period_s if energy_ok else None,
+        # None where there is no counter or its start-up probe failed: no step was measured.
+        energy_period_s=nvml.step.period_s,
         temperature_c=nvml.temperatures,
         close=nvml.close,
     )

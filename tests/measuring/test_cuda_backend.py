@@ -60,6 +60,27 @@ def test_gpu_backend_end_to_end_with_doubles() -> None:
     assert cuda.log.count("reset_peak_memory_stats") == 1
 
 
+def test_the_sources_and_the_energy_period_say_which_of_nvml_s_counters_the_backend_has() -> None:
+    full = fake_backend(FakeTorchCuda(), FakePynvml([FakeGpu("GPU-" + UUID, period_s=0.005)]))
+    assert full.sources["energy"] == "NVML total energy counter (mJ)"
+    assert full.sources["memory"] == "torch.cuda allocator peaks + NVML memory v2 sampled"
+    assert full.energy_period_s == full.device_fingerprint["nvml_energy_period_s"] > 0
+    # A GPU without the energy counter: its memory is still sampled, but no window is lengthened
+    # for a counter that is not there.
+    no_counter = FakePynvml([FakeGpu("GPU-" + UUID)])
+    no_counter.fail("nvmlDeviceGetTotalEnergyConsumption", no_counter.NVML_ERROR_NOT_SUPPORTED)
+    backend = fake_backend(FakeTorchCuda(), no_counter)
+    assert backend.sources["energy"] == (
+        "unavailable: nvmlDeviceGetTotalEnergyConsumption: NVML_ERROR_NOT_SUPPORTED on this device/driver"
+    )
+    assert backend.sources["memory"] == "torch.cuda allocator peaks + NVML memory v2 sampled"
+    assert backend.energy_period_s is None
+    # No NVML at all: the allocator alone, and energy unavailable with NVML's problem.
+    none = fake_backend(FakeTorchCuda(), None)
+    assert none.sources["memory"] == "torch.cuda allocator peaks" and none.energy_period_s is None
+    assert none.sources["energy"].startswith("unavailable: ") and "nvidia-ml-py" in none.sources["energy"]
+
+
 def test_torch_and_nvml_disagreeing_on_the_device_disables_nvml_with_the_fix_named() -> None:
     cuda = FakeTorchCuda(uuid="bbbb2222-0000-0000-0000-000000000000")
     backend = fake_backend(
