@@ -59,6 +59,8 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
     assert pareto_front(points, "lower", "lower") == [0, 1, 4, 3]
     # Higher-is-better on y flips which points are dominated.
     assert pareto_front([(1.0, 1.0), (2.0, 5.0), (3.0, 4.0)], "lower", "higher") == [0, 1]
+    # A tie on one axis is decided by the other; equal points both stay.
+    assert pareto_front([(1.0, 2.0), (1.0, 3.0), (2.0, 2.0), (1.0, 2.0)], "lower", "lower") == [0, 3]
 
 
 def test_one_table_per_axis_and_workload_ranked_within_it() -> None:
