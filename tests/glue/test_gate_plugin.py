@@ -234,6 +234,7 @@ def test_bad_gate_options_are_usage_errors_naming_the_option(
     [
         ("efficiency_rounds = five", "*ini efficiency_rounds = five: expected a whole number of 1 or more*"),
         ("efficiency_min_time = soon", "*ini efficiency_min_time = soon: expected a duration*"),
+        ("efficiency_gpu = h900", "*ini efficiency_gpu='h900' is not a known profile; choose one of*"),
     ],
 )
 def test_bad_ini_settings_are_usage_errors_naming_the_ini_key(
