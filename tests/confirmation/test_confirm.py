@@ -20,6 +20,7 @@ from pytest_efficientllm.confirmation import vote as confirm
 from pytest_efficientllm.confirmation.queue import ConfirmQueue
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.glue.options import Settings
 from pytest_efficientllm.judging.evaluate import suspects
 from pytest_efficientllm.judging.gate import GateOptions, judge
 from pytest_efficientllm.measuring import process_layout as layout
@@ -190,6 +191,23 @@ def _held(queue: ConfirmQueue, clock: FakeClock, name: str, *fresh: Record, run_
 
     queue.hold(confirm.Vote(verdicts, suspects(first, verdicts)), measure_again, _judge, name)
     return starts
+
+
+@pytest.mark.parametrize(
+    ("processes", "gate", "confirming"),
+    [
+        (2, GateOptions(), True),
+        (0, GateOptions(), False),  # --efficiency-confirm=0
+        (2, GateOptions(mode="warn"), False),  # nothing fails, so nothing is put to a vote
+        (2, GateOptions(update=True), False),  # the run records baselines, it is not judged
+    ],
+)
+def test_a_run_votes_only_with_fresh_processes_to_ask_under_gate_fail_and_not_while_recording(
+    processes: int, gate: GateOptions, confirming: bool
+) -> None:
+    # A queue for a run that cannot vote would still judge its first process by the vote's
+    # looser bound (90%, not 99.9%): under gate=warn, more warnings than the run should give.
+    assert Settings(gate=gate, confirm_processes=processes).confirming is confirming
 
 
 def test_fresh_processes_start_a_spacing_after_the_previous_measurement() -> None:
