@@ -21,11 +21,5 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "slow: starts pytest processes one after another (a minute or more on a 2-core runner); "
-        "runs first, and `-m 'not slow'` leaves it out",
+        "`-m 'not slow'` leaves it out, and the GPU check starts these first",
     )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Under xdist a test starts in collection order, so a long one collected last would end the
-    # run alone while the other workers wait; started first, it runs beside everything else.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

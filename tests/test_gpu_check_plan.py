@@ -1,4 +1,4 @@
-"""`benchmarks/gpu_check.py`'s plan of suite runs in a short GPU slot (`fit_runs`).
+"""`benchmarks/gpu_check.py`'s plan of suite runs in a short GPU slot (`fit_runs`), and the order of its tests phase.
 
 A run of unchanged code takes about as long as the one before it, so the check drops update runs
 it has no time for, keeping the A/A and at least one recorded run, instead of cutting runs short
@@ -42,3 +42,14 @@ def test_the_a_a_and_the_only_recorded_run_are_never_dropped() -> None:
         "update-1",
         "aa",
     ]
+
+
+def test_the_tests_phase_names_every_file_of_a_slow_test_first_and_only_for_the_whole_folder() -> None:
+    marked = sorted(
+        str(path.relative_to(REPO_ROOT))
+        for path in (REPO_ROOT / "tests").rglob("test_*.py")
+        if "@pytest.mark.slow\n" in path.read_text(encoding="utf-8")
+    )
+    assert sorted(gpu_check.SLOW_FIRST) == marked
+    assert gpu_check.tests_phase_paths(["tests/"]) == [*gpu_check.SLOW_FIRST, "tests/"]
+    assert gpu_check.tests_phase_paths(["tests/telemetry"]) == ["tests/telemetry"]
