@@ -11,6 +11,7 @@ import torch
 from pytest_efficientllm.measuring import backends
 from pytest_efficientllm.measuring.backends import cpu_backend, select_backend
 from pytest_efficientllm.telemetry.rapl import RaplProbe, RaplReader
+from tests.helpers.powercap_tree import zone
 
 
 def test_the_cpu_profile_gets_cpu_telemetry_without_asking_cuda() -> None:
@@ -27,19 +28,13 @@ def test_a_gpu_profile_asks_cuda_and_says_so_where_there_is_none() -> None:
         assert backend.profile == "cpu" and "--gpu profile 'h100' asked for CUDA telemetry" in backend.notices[0]
 
 
-def _rapl_tree(root: Path) -> Path:
-    package = root / "intel-rapl:0"
-    package.mkdir(parents=True)
-    for name, text in (("name", "package-0"), ("energy_uj", "1000000"), ("max_energy_range_uj", "262143328850")):
-        (package / name).write_text(text + "\n")
-    return root
-
-
 @pytest.mark.parametrize("readable", [True, False])
 def test_the_cpu_backend_measures_energy_with_rapl_where_it_reads_and_estimates_it_elsewhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readable: bool
 ) -> None:
-    root = _rapl_tree(tmp_path) if readable else tmp_path / "no-powercap"
+    root = tmp_path if readable else tmp_path / "no-powercap"
+    if readable:
+        zone(tmp_path, "intel-rapl:0", "package-0", 1_000_000)
     monkeypatch.setattr(backends, "RaplReader", lambda: RaplReader(root))
     backend = cpu_backend(threads=1)
     probes = backend.make_probes()

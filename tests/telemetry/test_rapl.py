@@ -9,21 +9,7 @@ import pytest
 from pytest_efficientllm.telemetry import rapl as rapl_module
 from pytest_efficientllm.telemetry.cpu_energy import estimate_energy
 from pytest_efficientllm.telemetry.rapl import RaplProbe, RaplReader
-
-MAX_UJ = 262_143_328_850  # a real package's max_energy_range_uj
-
-
-def zone(root: Path, name: str, label: str, energy_uj: int, max_uj: int = MAX_UJ) -> Path:
-    path = root / name
-    path.mkdir(parents=True)
-    (path / "name").write_text(label + "\n")
-    (path / "energy_uj").write_text(f"{energy_uj}\n")
-    (path / "max_energy_range_uj").write_text(f"{max_uj}\n")
-    return path
-
-
-def set_energy(path: Path, energy_uj: int) -> None:
-    (path / "energy_uj").write_text(f"{energy_uj}\n")
+from tests.helpers.powercap_tree import MAX_UJ, set_energy, zone
 
 
 def window(reader: RaplReader, change) -> list:
