@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pytest_efficientllm.core.metrics import counted, like, make, measured, unavailable
-from pytest_efficientllm.core.record import Metric
+from pytest_efficientllm.core.record import Metric, Source
 from pytest_efficientllm.measuring.backends import Backend
 from pytest_efficientllm.telemetry.base import Probe
 from pytest_efficientllm.telemetry.cpu_energy import estimate_energy
@@ -566,20 +566,19 @@ def _energy_metrics(out: dict[str, Metric], result: WindowResult, work: Work, n:
         if energy is None and cpu is not None and cpu.value is not None:
             energy = estimate_energy(cpu.value)
             out["energy"] = energy
+    tokens = work.tokens * n if work.tokens and n else 0
     if energy is None or energy.value is None:
         why = energy.note if energy is not None else "no energy source"
         for name in ("AEC", "energy_per_round", "energy_per_token", "energy_per_sample"):
             out[name] = unavailable(name, "measured", "energy counter", why)
-        if "idle_power" in out and work.tokens:
-            out["energy_per_token_net"] = unavailable("energy_per_token_net", "measured", NET_METHOD, why)
+        if "idle_power" in out:
+            _net_unavailable(out, "measured", why, tokens)
         return
     src, method = energy.source, energy.method
     if result.wall_s > 0:
-        aec_w = energy.value / result.wall_s
-        out["AEC"] = make("AEC", aec_w, src, f"energy / window wall time; {method}", note=energy.note)
-        idle = out.get("idle_power")
-        if idle is not None and idle.value is not None:
-            out["AEC_net"] = make("AEC_net", aec_w - idle.value, src, f"AEC - idle_power; {method}")
+        out["AEC"] = make("AEC", energy.value / result.wall_s, src, f"{AEC_METHOD}; {method}", note=energy.note)
+    else:
+        out["AEC"] = unavailable("AEC", src, AEC_METHOD, "the window's wall time was 0 s")
     if n:
         out["energy_per_round"] = make(
             "energy_per_round", energy.value / n, src, f"energy / rounds; {method}", note=energy.note
@@ -589,24 +588,36 @@ def _energy_metrics(out: dict[str, Metric], result: WindowResult, work: Work, n:
             out[name] = make(
                 name, energy.value / (count * n), src, f"energy / counted units; {method}", note=energy.note
             )
-    if work.tokens and n:
-        _net_energy_per_token(out, energy, result.wall_s, work.tokens * n)
+    _net_energy(out, energy, result.wall_s, tokens)
 
 
+AEC_METHOD = "energy / window wall time"
+AEC_NET_METHOD = "AEC - idle_power; idle power from start-up, assumed constant"
 NET_METHOD = "(energy - idle_power x window wall time) / counted tokens; idle power from start-up, assumed constant"
 
 
-def _net_energy_per_token(out: dict[str, Metric], energy: Metric, wall_s: float, tokens: int) -> None:
-    """`energy_per_token_net`, where the energy source measures an idle power (NVML does at
-    start-up; RAPL and the CPU estimate do not, so CPU records do not carry it)."""
+def _net_unavailable(out: dict[str, Metric], source: Source, why: str, tokens: int) -> None:
+    out["AEC_net"] = unavailable("AEC_net", source, AEC_NET_METHOD, why)
+    if tokens:
+        out["energy_per_token_net"] = unavailable("energy_per_token_net", source, NET_METHOD, why)
+
+
+def _net_energy(out: dict[str, Metric], energy: Metric, wall_s: float, tokens: int) -> None:
+    """`AEC_net` and `energy_per_token_net`, where the energy source measures an idle power (NVML
+    does at start-up; RAPL and the CPU estimate do not, so CPU records carry neither)."""
     idle = out.get("idle_power")
     if idle is None:
         return
     if idle.value is None:
-        why = f"idle power unknown: {idle.note or 'not measured'}"
-        out["energy_per_token_net"] = unavailable("energy_per_token_net", energy.source, NET_METHOD, why)
+        _net_unavailable(out, energy.source, f"idle power unknown: {idle.note or 'not measured'}", tokens)
         return
-    net_j = energy.value - idle.value * wall_s  # type: ignore[operator]  # energy.value checked by the caller
-    out["energy_per_token_net"] = make(
-        "energy_per_token_net", net_j / tokens, energy.source, f"{NET_METHOD}; {energy.method}", note=energy.note
-    )
+    aec = out["AEC"]
+    if aec.value is None:
+        out["AEC_net"] = unavailable("AEC_net", energy.source, AEC_NET_METHOD, aec.note)
+    else:
+        out["AEC_net"] = make("AEC_net", aec.value - idle.value, energy.source, f"AEC - idle_power; {energy.method}")
+    if tokens:
+        net_j = energy.value - idle.value * wall_s  # type: ignore[operator]  # energy.value checked by the caller
+        out["energy_per_token_net"] = make(
+            "energy_per_token_net", net_j / tokens, energy.source, f"{NET_METHOD}; {energy.method}", note=energy.note
+        )

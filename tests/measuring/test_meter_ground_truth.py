@@ -170,9 +170,9 @@ def test_tpot_is_the_time_after_the_first_token_per_later_token_and_needs_two_to
         assert metrics["TPOT"].value is None and metrics["TPOT"].note == "needs at least 2 generated tokens"
 
 
-def _energy_window(readings: dict) -> dict:
+def _energy_window(readings: dict, wall_s: float = 1.2) -> dict:
     # Two rounds of 4 tokens in a 1.2 s window.
-    window = WindowResult([0.5, 0.5], 1.2, readings)
+    window = WindowResult([0.5, 0.5], wall_s, readings)
     return derive_metrics(window, Work(tokens=4, count_flops=False), counted("flops", 0.0, "none"), cpu_backend(1))
 
 
@@ -190,15 +190,26 @@ def test_energy_per_token_and_its_net_of_idle_follow_from_the_window_s_joules() 
 def test_net_energy_is_unavailable_with_the_reason_and_absent_where_no_idle_power_was_measured() -> None:
     lost = unavailable("energy", "measured", "counter", "the counter went backwards")
     idle = measured("idle_power", 2.0, "at start-up")
-    net = _energy_window({"energy": lost, "idle_power": idle})["energy_per_token_net"]
-    assert net.value is None and net.note == "the counter went backwards"
+    metrics = _energy_window({"energy": lost, "idle_power": idle})
+    for name in ("AEC_net", "energy_per_token_net"):
+        assert metrics[name].value is None and metrics[name].note == "the counter went backwards"
     unknown_idle = unavailable("idle_power", "measured", "at start-up", "no update in 2 s")
-    net = _energy_window({"energy": measured("energy", 10.0, "counter"), "idle_power": unknown_idle})
-    assert net["energy_per_token_net"].value is None
-    assert net["energy_per_token_net"].note == "idle power unknown: no update in 2 s"
+    metrics = _energy_window({"energy": measured("energy", 10.0, "counter"), "idle_power": unknown_idle})
+    assert metrics["AEC"].value == pytest.approx(10 / 1.2)
+    for name in ("AEC_net", "energy_per_token_net"):
+        assert metrics[name].value is None and metrics[name].note == "idle power unknown: no update in 2 s"
     # No idle power measured (RAPL, the CPU estimate): no net figure at all, known or not.
-    assert "energy_per_token_net" not in _energy_window({"energy": lost})
-    assert "energy_per_token_net" not in _energy_window({"energy": measured("energy", 10.0, "counter")})
+    for readings in ({"energy": lost}, {"energy": measured("energy", 10.0, "counter")}):
+        metrics = _energy_window(readings)
+        assert "AEC_net" not in metrics and "energy_per_token_net" not in metrics
+
+
+def test_a_window_of_no_wall_time_has_no_average_power_and_says_why() -> None:
+    idle = measured("idle_power", 2.0, "at start-up")
+    metrics = _energy_window({"energy": measured("energy", 10.0, "counter"), "idle_power": idle}, wall_s=0.0)
+    for name in ("AEC", "AEC_net"):
+        assert metrics[name].value is None and metrics[name].note == "the window's wall time was 0 s"
+    assert metrics["energy_per_token"].value == pytest.approx(10 / 8)  # joules per token need no time
 
 
 def test_latency_percentiles_follow_numpys_linear_rule() -> None:
