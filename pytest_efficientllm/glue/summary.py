@@ -14,7 +14,6 @@ from pytest_efficientllm.glue.state import RunState, TestResult
 from pytest_efficientllm.glue.summary_findings import (
     details,
     fingerprint_lines,
-    fingerprint_parts,
     is_shared_fingerprint,
 )
 from pytest_efficientllm.glue.summary_table import memory_legend, table
@@ -145,7 +144,7 @@ def _own_baselines_hint(state: RunState) -> str:
         for r in state.results
         for v in r.verdicts
         if is_shared_fingerprint(v)
-        for field in fingerprint_parts(v.message)[0]
+        for field in (v.fingerprint.differs if v.fingerprint else ())
     )
     if not other_cpu:
         return ""

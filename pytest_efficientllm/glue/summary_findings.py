@@ -8,18 +8,15 @@ under `-v`. The verdicts themselves are unchanged: every one is in the run file.
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import Counter
 
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.glue.state import TestResult
 from pytest_efficientllm.glue.summary_text import WIDTH, count_tests, short_ids, wrap
-from pytest_efficientllm.judging.compare import FINGERPRINT_DIFFERS
-from pytest_efficientllm.judging.verdicts import Verdict
+from pytest_efficientllm.judging.compare import times_compared
+from pytest_efficientllm.judging.verdicts import FingerprintFinding, Verdict
 
-_FIELD_SEP = re.compile(r"; (?=[\w.\-]+: )")
-_FACTOR = re.compile(r"this machine x(\d+(?:\.\d+)?) the baseline's")
 VERBOSE_HINT = "-v shows each test's numbers; the run file (--efficiency-json) keeps every verdict"
 
 
@@ -35,26 +32,18 @@ def own_verdicts(result: TestResult) -> list[Verdict]:
     return [v for v in result.verdicts if not is_shared_fingerprint(v)]
 
 
-def fingerprint_parts(message: str) -> tuple[list[str], str]:
-    """(the fields that differ, how times were compared) from a shared fingerprint verdict."""
-    body = message[len(FINGERPRINT_DIFFERS) :]
-    fields, sep, how = body.rpartition("); ")
-    if not sep:
-        return [body], ""
-    return _FIELD_SEP.split(fields), how
-
-
-def _how_lines(hows: Counter[str], verbose: int) -> list[str]:
-    """How each test's times were compared: the calibration factors as one range unless -v."""
-    factors = {how: float(m.group(1)) for how in hows if (m := _FACTOR.search(how))}
-    if verbose > 0 or len(factors) < 2:
+def _how_lines(found: list[tuple[bool, FingerprintFinding]], verbose: int) -> list[str]:
+    """How each test's times were compared (`found`: on the CPU?, the finding): the calibration
+    factors as one range unless -v."""
+    hows = Counter(f.times for _, f in found if f.times)
+    factors = [f.calibration for _, f in found if f.calibration is not None]
+    calibrated = {f.times for _, f in found if f.calibration is not None}
+    if verbose > 0 or len(calibrated) < 2:
         return [f"{how}: {count_tests(n)}" for how, n in sorted(hows.items(), key=lambda kv: (-kv[1], kv[0]))]
-    lo, hi = min(factors.values()), max(factors.values())
-    calibrated = sum(hows[h] for h in factors)
-    some = next(iter(factors))
-    ranged = _FACTOR.sub(f"this machine x{lo:.3f} .. x{hi:.3f} the baselines'", some)
-    rest = [(how, n) for how, n in hows.items() if how not in factors]
-    lines = [f"{ranged}: {count_tests(calibrated)}"]
+    on_cpu = next(cpu for cpu, f in found if f.calibration is not None)
+    ranged = times_compared(on_cpu, True, f"x{min(factors):.3f} .. x{max(factors):.3f} the baselines'")
+    rest = [(how, n) for how, n in hows.items() if how not in calibrated]
+    lines = [f"{ranged}: {count_tests(len(factors))}"]
     return lines + [f"{how}: {count_tests(n)}" for how, n in sorted(rest, key=lambda kv: (-kv[1], kv[0]))]
 
 
@@ -65,18 +54,15 @@ def fingerprint_lines(results: list[TestResult], width: int = WIDTH, verbose: in
     if not differing:
         return []
     tests = len({r.record.nodeid for r, _ in differing})
+    found = [(r.record.profile == "cpu", v.fingerprint) for r, v in differing if v.fingerprint is not None]
     fields: Counter[str] = Counter()
-    hows: Counter[str] = Counter()
-    for _, v in differing:
-        changed, how = fingerprint_parts(v.message)
-        fields.update(set(changed))
-        if how:
-            hows[how] += 1
+    for _, f in found:
+        fields.update(set(f.differs))
     of = f"all {tests}" if tests == len(results) else f"{tests} of {len(results)}"
     lines = wrap(f"fingerprint differs from the baselines' in {of} tests (said here once, not in each row):", "", width)
     for text, n in sorted(fields.items(), key=lambda kv: (-kv[1], kv[0])):
         lines += wrap(text + (f" ({count_tests(n)})" if n != tests else ""), "  ", width)
-    for line in _how_lines(hows, verbose):
+    for line in _how_lines(found, verbose):
         lines += wrap(line, "  ", width)
     return lines
 

@@ -60,13 +60,10 @@ from pytest_efficientllm.judging.run_noise import (
     run_medians,
 )
 from pytest_efficientllm.judging.stats import RatioInterval, ratio_interval, summarize
-from pytest_efficientllm.judging.verdicts import Reason, Status, Verdict, soften
+from pytest_efficientllm.judging.verdicts import FingerprintFinding, Reason, Status, Verdict, soften
 from pytest_efficientllm.judging.workload import workload_changes
 
 COUNTED_RTOL = 1e-6
-# How a `fingerprint_differs` warning begins; the fields that differ and how times were
-# compared follow it (the summary reads them back: `glue.summary_findings.fingerprint_parts`).
-FINGERPRINT_DIFFERS = "fingerprint differs from the baseline's ("
 DEFAULT_MEASURED_TOLERANCE = 0.05
 # Measured peak memory is not among them: on the CPU, VmHWM of the whole process moved -3% to
 # +12% between unchanged suite runs (what is resident when a window opens depends on what ran
@@ -323,6 +320,18 @@ def compare_record(
     return soften(verdicts) if mode == "warn" else verdicts
 
 
+def times_compared(on_cpu: bool, calibrate: bool, ratio: str | None) -> str:
+    """How a test's times were compared where its fingerprint differs. `ratio`: this machine's
+    calibration time against the baseline's, as shown ("x1.020 the baseline's"), or None where
+    either side has no calibration."""
+    if not calibrate:
+        return f"times compared raw (the {'CPU' if on_cpu else 'host CPU'} is the baseline's)"
+    if ratio is None:
+        return "no calibration on both sides, times compared raw"
+    what = "times" if on_cpu else "the host's CPU times (the GPU's raw)"
+    return f"{what} compared relative to the calibration workload (this machine {ratio})"
+
+
 def _compare(
     baseline: Record,
     current: Record,
@@ -343,6 +352,7 @@ def _compare(
                 + "): record one for this hardware with --update-baselines, or point --baselines-dir elsewhere",
                 "fingerprint",
                 reason="other_hardware",
+                fingerprint=FingerprintFinding(tuple(fp.errors)),
             )
         ]
     settings_changed = workload_changes(baseline.settings, current.settings)
@@ -351,20 +361,15 @@ def _compare(
     if fp.warnings:
         on_cpu = current.profile == "cpu"
         factor = calibration_factor(baseline, current, "index_s" if on_cpu else "cpu_index_s") if calibrate else None
-        if not calibrate:
-            how = f"times compared raw (the {'CPU' if on_cpu else 'host CPU'} is the baseline's)"
-        elif factor is not None:
-            what = "times" if on_cpu else "the host's CPU times (the GPU's raw)"
-            how = f"{what} compared relative to the calibration workload (this machine x{factor:.3f} the baseline's)"
-        else:
-            how = "no calibration on both sides, times compared raw"
+        how = times_compared(on_cpu, calibrate, None if factor is None else f"x{factor:.3f} the baseline's")
         out.append(
             Verdict(
                 "*",
                 "warn",
-                FINGERPRINT_DIFFERS + "; ".join(fp.warnings) + f"); {how}",
+                "fingerprint differs from the baseline's (" + "; ".join(fp.warnings) + f"); {how}",
                 "fingerprint",
                 reason="fingerprint_differs",
+                fingerprint=FingerprintFinding(tuple(fp.warnings), how, factor),
             )
         )
     for name in sorted(set(current.metrics) | set(tolerances)):

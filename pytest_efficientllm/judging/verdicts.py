@@ -66,6 +66,18 @@ SOFTENINGS: tuple[str, ...] = get_args(Softened)
 
 
 @dataclass(frozen=True)
+class FingerprintFinding:
+    """What a fingerprint verdict found, as data (the summary and a reader of the run file use it,
+    not the message): each difference as `field: baseline -> current`; for a warning, how the
+    test's times were compared, and where they were calibrated, this machine's calibration time
+    over the baseline's."""
+
+    differs: tuple[str, ...]
+    times: str = ""
+    calibration: float | None = None
+
+
+@dataclass(frozen=True)
 class Verdict:
     """One finding about one metric (or about the test as a whole, metric "*").
 
@@ -76,7 +88,7 @@ class Verdict:
     the run file gets it as data, not prose. `unresolved` is, on a pass, the worst change that
     interval leaves possible where it reaches beyond the tolerance: the pass does not rule out a
     slowdown that large. `reason`: what the finding is (`Reason`); `softened`: what turned a
-    failure into this warning (`Softened`).
+    failure into this warning (`Softened`); `fingerprint`: a fingerprint verdict's finding.
     """
 
     metric: str
@@ -88,6 +100,7 @@ class Verdict:
     unresolved: float | None = None
     reason: Reason = ""
     softened: Softened = ""
+    fingerprint: FingerprintFinding | None = None
 
     @property
     def failed(self) -> bool:
@@ -108,7 +121,10 @@ class Verdict:
         if data.get("softened", "") not in SOFTENINGS:
             raise ValueError(f"verdict softened must be one of {SOFTENINGS}, got {data.get('softened')!r}")
         interval = data.get("interval")
-        return cls(**{**data, "interval": tuple(interval) if interval is not None else None})
+        found = data.get("fingerprint")
+        if found is not None:
+            found = FingerprintFinding(**{**found, "differs": tuple(found["differs"])})
+        return cls(**{**data, "interval": tuple(interval) if interval is not None else None, "fingerprint": found})
 
 
 def check_budget(record: Record, limit: Limit) -> Verdict:

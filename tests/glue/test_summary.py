@@ -3,6 +3,7 @@ and traffic columns; a fingerprint difference said once; warnings counted by kin
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 from pytest_efficientllm.core.limits import parse_limit
@@ -246,6 +247,27 @@ def test_the_calibration_factors_of_a_shared_difference_are_one_range_unless_ver
         "x1.050 the baseline's): 1 test",
         "x1.100 the baseline's): 1 test",
     ]
+
+
+def test_the_shared_difference_is_read_from_the_verdicts_finding_not_its_wording() -> None:
+    results = []
+    for i, index_s in enumerate((0.002, 0.0022)):
+        fingerprint = {**NEW_KERNEL, "cpu_model": "Intel(R) Xeon(R) Processor", "calibration": {"index_s": index_s}}
+        current = record(f"t.py::t{i}", fingerprint=fingerprint)
+        verdicts = compare_record(record(f"t.py::t{i}", fingerprint={**OLD_KERNEL, "cpu_model": "AMD EPYC"}), current)
+        results.append(TestResult(current, verdicts, "passed"))
+    said = fingerprint_lines(results, width=200)
+    reworded = [
+        TestResult(r.record, [dataclasses.replace(v, message="reworded; x9.999") for v in r.verdicts], r.functional)
+        for r in results
+    ]
+    assert fingerprint_lines(reworded, width=200) == said
+    assert any(line.strip().startswith("cpu_model: 'AMD EPYC' -> ") for line in said)
+    assert (
+        said[-1]
+        .strip()
+        .startswith("times compared relative to the calibration workload (this machine x1.000 .. x1.100")
+    )
 
 
 def test_a_fingerprint_of_other_hardware_stays_the_tests_own_error() -> None:

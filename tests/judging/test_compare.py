@@ -246,6 +246,11 @@ def test_another_cpu_warns_and_compares_calibrated_times() -> None:
     verdicts = by_metric(compare_record(base, cur, limits))
     assert verdicts["*"].status == "warn" and "cpu_model" in verdicts["*"].message and "x1.200" in verdicts["*"].message
     assert verdicts["AL"].status == "pass" and "calibrated" in verdicts["AL"].message
+    # What the warning found is data too, and crosses the xdist wire (JSON) whole.
+    found = verdicts["*"].fingerprint
+    assert found is not None and found.differs == ("cpu_model: 'AMD EPYC 7763' -> 'Intel(R) Xeon(R) Processor'",)
+    assert found.calibration == pytest.approx(1.2) and found.times.endswith("(this machine x1.200 the baseline's)")
+    assert Verdict.from_dict(json.loads(json.dumps(verdicts["*"].to_dict()))) == verdicts["*"]
     # Same fingerprint: raw times, so the same 20% is a regression.
     same = record("t.py::a", latency(0.012, seed=2), fingerprint={"cpu_model": "AMD EPYC 7763"})
     assert by_metric(compare_record(base, same, limits))["AL"].status == "fail"
@@ -271,6 +276,10 @@ def test_a_difference_of_software_on_the_same_cpu_warns_and_compares_raw_times(b
     verdicts = by_metric(compare_record(base, cur, limits))
     assert verdicts["*"].status == "warn" and "times compared raw (the CPU is the baseline's)" in verdicts["*"].message
     assert verdicts["AL"].status == "fail" and "calibrated" not in verdicts["AL"].message
+    found = verdicts["*"].fingerprint
+    assert found is not None and found.calibration is None
+    assert found.times == "times compared raw (the CPU is the baseline's)"
+    assert len(found.differs) == len(after) and all(d.startswith(tuple(after)) for d in found.differs)
 
 
 def test_on_a_gpu_profile_the_calibration_stands_for_the_host_s_cpu_time_only() -> None:
