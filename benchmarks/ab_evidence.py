@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from pytest_efficientllm.ab.command import run_comparison  # noqa: E402
+from pytest_efficientllm.judging.verdicts import Verdict  # noqa: E402
 
 SECTION = "## Base against head, interleaved (issue 20)"
 METRICS = ("AL", "cpu_time_per_round")
@@ -54,12 +55,12 @@ def side_folder(root: Path, name: str, slowdown: float) -> Path:
     return folder
 
 
-def stage_of(message: str) -> str:
+def stage_of(v: Verdict) -> str:
     """Whether a verdict was decided by the first pairs ("first") or after more pairs ("confirmed",
-    "not confirmed"), from the wording `ab.command.after_more_pairs` adds."""
-    if "; not confirmed in " in message:
+    "not confirmed")."""
+    if v.softened == "pairs_cleared":
         return "not confirmed"
-    if "; confirmed in " in message:
+    if v.confirmed == "more_pairs":
         return "confirmed"
     return "first"
 
@@ -88,7 +89,7 @@ def ab_trials(base: Path, head: Path, variant: str, pairs: int, out: Path, rnd: 
                     "change": v.change,
                     "incomplete": test.status != "compared",
                     # Which stage decided: the first pairs alone, or the pairs that confirm a failure.
-                    "stage": stage_of(v.message),
+                    "stage": stage_of(v),
                 }
             )
     return trials, seconds

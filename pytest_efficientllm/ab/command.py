@@ -167,7 +167,9 @@ def after_more_pairs(t: TestVerdict, again: TestVerdict | None, pairs: int) -> T
         elif w is None:
             out.append(replace(v, message=f"{v.message}; not measured again ({why}), so it stands"))
         elif w.failed:
-            out.append(replace(v, message=f"{v.message}; confirmed in {pairs} more pairs: {w.message}"))
+            out.append(
+                replace(v, message=f"{v.message}; confirmed in {pairs} more pairs: {w.message}", confirmed="more_pairs")
+            )
         else:
             out.append(
                 replace(

@@ -145,7 +145,12 @@ class Vote:
                 else v
                 for v in mine
             ]
-        return [dataclasses.replace(v, message=f"{v.message}; confirmed in {seen}") if v.failed else v for v in mine]
+        return [
+            dataclasses.replace(v, message=f"{v.message}; confirmed in {seen}", confirmed="fresh_processes")
+            if v.failed
+            else v
+            for v in mine
+        ]
 
     def final_verdicts(self) -> list[Verdict]:
         """This process's verdicts with each decided suspect's replaced by the vote's."""

@@ -63,6 +63,14 @@ Softened = Literal[
     "pairs_cleared",  # `ab`: more pairs did not find it
 ]
 SOFTENINGS: tuple[str, ...] = get_args(Softened)
+# What measured a failure again and found it again, as data ("" where nothing measured it
+# again; where the new measurements cleared it, `Softened` says so instead).
+Confirmed = Literal[
+    "",
+    "fresh_processes",  # every fresh process of the confirmation vote found it
+    "more_pairs",  # `ab`: the more pairs found it
+]
+CONFIRMATIONS: tuple[str, ...] = get_args(Confirmed)
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,8 @@ class Verdict:
     the run file gets it as data, not prose. `unresolved` is, on a pass, the worst change that
     interval leaves possible where it reaches beyond the tolerance: the pass does not rule out a
     slowdown that large. `reason`: what the finding is (`Reason`); `softened`: what turned a
-    failure into this warning (`Softened`); `fingerprint`: a fingerprint verdict's finding.
+    failure into this warning (`Softened`); `confirmed`: what found a failure again (`Confirmed`);
+    `fingerprint`: a fingerprint verdict's finding.
     """
 
     metric: str
@@ -100,6 +109,7 @@ class Verdict:
     unresolved: float | None = None
     reason: Reason = ""
     softened: Softened = ""
+    confirmed: Confirmed = ""
     fingerprint: FingerprintFinding | None = None
 
     @property
@@ -120,6 +130,8 @@ class Verdict:
             raise ValueError(f"verdict reason must be one of {REASONS}, got {data.get('reason')!r}")
         if data.get("softened", "") not in SOFTENINGS:
             raise ValueError(f"verdict softened must be one of {SOFTENINGS}, got {data.get('softened')!r}")
+        if data.get("confirmed", "") not in CONFIRMATIONS:
+            raise ValueError(f"verdict confirmed must be one of {CONFIRMATIONS}, got {data.get('confirmed')!r}")
         interval = data.get("interval")
         found = data.get("fingerprint")
         if found is not None:

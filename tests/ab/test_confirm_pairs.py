@@ -66,7 +66,7 @@ def _compare(
 def test_a_slowdown_found_again_in_the_more_pairs_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     c, tests, fake = _compare(tmp_path, monkeypatch, second=1.2)
     (v,) = [v for v in tests[SLOW].verdicts if v.metric == "cpu_time_per_round"]
-    assert v.status == "fail" and "confirmed in 6 more pairs" in v.message
+    assert v.status == "fail" and "confirmed in 6 more pairs" in v.message and v.confirmed == "more_pairs"
     assert c.confirmed == [SLOW]  # the counted failure needs no more pairs; the steady test none
     assert tests[COUNTED].failed and tests[STEADY].verdicts[0].status == "pass"
     # Twelve more processes, each running the suspect alone: every other test deselected.
@@ -81,6 +81,7 @@ def test_a_slowdown_the_more_pairs_do_not_find_warns(tmp_path: Path, monkeypatch
     c, tests, _ = _compare(tmp_path, monkeypatch, second=1.0)
     (v,) = [v for v in tests[SLOW].verdicts if v.metric == "cpu_time_per_round"]
     assert v.status == "warn" and "not confirmed in 6 more pairs" in v.message
+    assert v.confirmed == "" and v.softened == "pairs_cleared"
     assert not tests[SLOW].failed and tests[SLOW].note == "measured again in 6 more pairs"
     assert c.failed  # the counted regression still fails the comparison
     assert any(

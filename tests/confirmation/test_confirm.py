@@ -67,6 +67,7 @@ def test_a_regression_fails_only_when_every_process_finds_it() -> None:
     assert started == 2 and len(vote.records) == 2
     assert [v.status for v in al] == ["fail"]
     assert "confirmed in 3 processes" in al[0].message and "fresh 2 +1" in al[0].message
+    assert al[0].confirmed == "fresh_processes" and al[0].softened == ""
 
 
 def test_the_first_passing_process_clears_it_and_no_more_start() -> None:
@@ -74,6 +75,7 @@ def test_the_first_passing_process_clears_it_and_no_more_start() -> None:
     assert started == 1
     assert [v.status for v in al] == ["warn"]
     assert "not confirmed in 2 processes" in al[0].message and al[0].message.endswith("a process passes, not failing")
+    assert al[0].confirmed == "" and al[0].softened == "vote_cleared"
     assert not any(v.failed for v in final)
 
 

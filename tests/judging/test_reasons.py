@@ -235,7 +235,7 @@ def test_the_summary_counts_by_reason_not_by_wording() -> None:
     assert finding_kind(odd) == "my_metric: something new"
 
 
-@pytest.mark.parametrize(("field", "value"), [("reason", "slow"), ("softened", "gate=warn")])
+@pytest.mark.parametrize(("field", "value"), [("reason", "slow"), ("softened", "gate=warn"), ("confirmed", "yes")])
 def test_a_worker_verdict_with_an_unknown_reason_or_softening_is_refused_naming_it(field: str, value: str) -> None:
     data = Verdict(AL, "warn", "x", "baseline", reason="beyond_noise").to_dict() | {field: value}
     with pytest.raises(ValueError, match=f"verdict {field} must be one of .*got {value!r}"):
@@ -244,7 +244,8 @@ def test_a_worker_verdict_with_an_unknown_reason_or_softening_is_refused_naming_
 
 def test_a_verdict_dict_without_reasons_reads_with_none() -> None:
     data = {"metric": AL, "status": "warn", "message": "x", "kind": "baseline", "change": 0.3, "interval": None}
-    assert (Verdict.from_dict(data).reason, Verdict.from_dict(data).softened) == ("", "")
+    read = Verdict.from_dict(data)
+    assert (read.reason, read.softened, read.confirmed, read.fingerprint) == ("", "", "", None)
 
 
 def test_a_run_file_keeps_verdict_fields_this_plugin_does_not_know(tmp_path: Path) -> None:
