@@ -51,6 +51,10 @@ def test_hangs_before_the_window(efficiency):
         time.sleep(60)
     efficiency.measure(lambda: None)
 
+@pytest.mark.efficiency(world_size=2, latency="<= 1 ms")
+def test_declares_a_limit_but_no_rank_measures(efficiency):
+    dist.all_reduce(torch.ones(1))
+
 @pytest.mark.efficiency(world_size=2)
 def test_skips_everywhere():
     pytest.skip("not on this machine")
@@ -120,8 +124,13 @@ def _section(stdout: str, name: str) -> str:
 def test_outcomes_per_scenario(spawned) -> None:
     proc, _, _ = spawned
     out = proc.stdout
-    assert "1 passed" in out and "3 failed" in out and "1 skipped" in out, out[-3000:]
+    assert "1 passed" in out and "4 failed" in out and "1 skipped" in out, out[-3000:]
     assert "PASSED test_scenarios.py::test_measured" in out
+
+
+def test_a_limit_no_rank_measured_fails_the_test_as_in_one_process(spawned) -> None:
+    text = _section(spawned[0].stdout, "test_declares_a_limit_but_no_rank_measures")
+    assert "the marker declares AL <= 1 ms, but the test measured nothing, so they were not checked" in text
 
 
 def test_a_rank_that_raises_fails_the_test_with_its_assertion(spawned) -> None:
