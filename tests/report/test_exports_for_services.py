@@ -11,8 +11,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from pytest_efficientllm.core.metrics import counted, measured, unavailable
+from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.report.bencher import bmf
-from pytest_efficientllm.report.export import left_out_lines
+from pytest_efficientllm.report.export import export_entries, left_out_lines
 from pytest_efficientllm.storage.runfile import write_run
 from tests.helpers import REPO_ROOT
 from tests.helpers.report_records import sample_run
@@ -94,3 +96,24 @@ def test_the_workflow_check_catches_a_broken_workflow(tmp_path: Path) -> None:
     broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps: 3\n")
     cmd = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(broken)]
     assert subprocess.run(cmd, capture_output=True, text=True, timeout=120).returncode != 0
+
+
+def test_the_benchmark_action_export_takes_the_chosen_metrics_in_their_direction() -> None:
+    record = Record(nodeid="t.py::a", profile="cpu")
+    record.add(measured("AL", 0.01, "timer", samples=(0.009, 0.011)))  # two rounds: a range
+    record.add(measured("AT", 100.0, "counted / s", unit="tok/s"))
+    record.add(counted("flops", 2e9, "FLOP counter"))  # lower is better, but not among the defaults
+    record.add(Metric("arithmetic_intensity", 3.0, "FLOP/B", "info", "counted", "FLOPs / bytes"))
+    record.add(unavailable("PCU", "measured", "NVML utilization", ""))  # no reason given
+
+    default = export_entries([record])
+    assert [e["name"] for e in default.smaller] == ["t.py::a AL [cpu]"]
+    assert [e["name"] for e in default.bigger] == ["t.py::a AT [cpu]"]
+    assert default.smaller[0]["range"] == "± 0.001414" and "rounds: 2" in default.smaller[0]["extra"]
+    assert "range" not in default.bigger[0]  # one value: no spread to show
+    assert default.skipped == [("t.py::a", "PCU", "unavailable")]
+
+    # --metrics: exactly those named, the defaults left out; a metric of no direction never.
+    chosen = export_entries([record], ["flops", "arithmetic_intensity"])
+    assert [e["name"] for e in chosen.smaller] == ["t.py::a flops [cpu]"] and chosen.bigger == []
+    assert chosen.skipped == []
