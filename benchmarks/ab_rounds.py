@@ -24,7 +24,6 @@ sys.path.insert(0, str(HERE.parent))
 import ab_evidence  # noqa: E402
 
 from pytest_efficientllm.ab.command import run_comparison  # noqa: E402
-from pytest_efficientllm.judging.paired import UNRESOLVED  # noqa: E402
 
 
 def main() -> None:
@@ -57,7 +56,7 @@ def main() -> None:
                     assert v.interval is not None, v.message
                     widths.append(100 * (v.interval[1] - v.interval[0]))
                 changes = [v.change or 0.0 for v in timings]
-                unresolved = sum(UNRESOLVED in v.message for v in timings)
+                unresolved = sum(v.unresolved is not None for v in timings)
                 print(
                     f"{time.strftime('%H:%M:%S')} rep {rep} {name:18s} {seconds:5.0f} s; median width "
                     f"{statistics.median(widths):5.1f} points; not resolved {unresolved} of {len(timings)}; "
