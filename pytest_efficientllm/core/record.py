@@ -84,11 +84,6 @@ class Metric:
         return cls(**data)
 
 
-def unavailable(name: str, unit: str, direction: Direction, source: Source, method: str, why: str) -> Metric:
-    """A metric that could not be obtained on this machine, with the reason."""
-    return Metric(name=name, value=None, unit=unit, direction=direction, source=source, method=method, note=why)
-
-
 def json_safe_verdict(verdict: dict[str, Any]) -> dict[str, Any]:
     """A verdict's dict as it is written to a JSON file: a `change` that is not finite becomes null.
 

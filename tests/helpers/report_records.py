@@ -6,7 +6,8 @@ every number is known and a rendered table can be checked cell by cell against t
 
 from __future__ import annotations
 
-from pytest_efficientllm.core.record import Metric, Record, unavailable
+from pytest_efficientllm.core.metrics import unavailable
+from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.storage.runfile import Run
 
 CPU_FP = {
@@ -48,9 +49,7 @@ def make_record(
     record.add(measured("AMU", amu, "B"))
     record.add(measured("peak_memory", amu * 1.5, "B"))
     record.add(measured("AT", 1000.0 / al, "tok/s", "higher"))
-    record.add(
-        unavailable("PCU", "fraction", "higher", "measured", "NVML utilization.gpu", "no GPU: NVML not available")
-    )
+    record.add(unavailable("PCU", "measured", "NVML utilization.gpu", "no GPU: NVML not available"))
     record.add(Metric("AEC", 35.0, "W", "lower", "estimated", "estimate: CPU-seconds x 17.5 W per core"))
     record.add(
         Metric(
