@@ -25,6 +25,7 @@ QUIET_STATUSES: tuple[str, ...] = ("pass", "skipped")
 # What a verdict is about: an absolute budget, a comparison with the stored baseline,
 # a source or fingerprint mismatch, the baseline file itself, or the GPU's state in the window.
 Kind = Literal["budget", "baseline", "source", "fingerprint", "store", "gpu_state"]
+KINDS: tuple[str, ...] = get_args(Kind)
 
 # What a finding is, as data: the summary counts findings by it and a reader of the run file
 # filters on it, so neither depends on a message's wording. "" where a verdict needs none (a
@@ -103,7 +104,7 @@ class Verdict:
     metric: str
     status: Status
     message: str
-    kind: str = "budget"
+    kind: Kind = "budget"
     change: float | None = None
     interval: tuple[float, float] | None = None
     unresolved: float | None = None
@@ -126,6 +127,8 @@ class Verdict:
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
         if data.get("status") not in STATUSES:
             raise ValueError(f"verdict status must be one of {STATUSES}, got {data.get('status')!r}")
+        if data.get("kind", "budget") not in KINDS:
+            raise ValueError(f"verdict kind must be one of {KINDS}, got {data.get('kind')!r}")
         if data.get("reason", "") not in REASONS:
             raise ValueError(f"verdict reason must be one of {REASONS}, got {data.get('reason')!r}")
         if data.get("softened", "") not in SOFTENINGS:
