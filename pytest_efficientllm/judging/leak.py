@@ -11,7 +11,7 @@ workload that allocates and frees an 8 MiB tensor every round can read as RSS gr
 Python buffers does not. Hence a warning, never a failure: RSS also moves with allocator
 caching.
 
-The finding is a value that renders itself (`as_section`, `as_verdict`), in the style of
+The finding is a value that renders itself as a warning (`as_verdict`), in the style of
 `verdicts`.
 """
 
@@ -61,9 +61,6 @@ class LeakFinding:
             "rounds; AMU and the peak include it as if the workload needed it"
         )
 
-    def as_section(self) -> tuple[str, str]:
-        return ("efficiency", f"{RETAINED}: {self.message()}")
-
     def as_verdict(self) -> Verdict:
         return Verdict(
             RETAINED, "warn", self.message(), reason="leak_window_short" if self.late_bytes is None else "leak"
@@ -75,7 +72,7 @@ def find_leak(
 ) -> LeakFinding | None:
     """A `LeakFinding` when the record shows memory growing through its window, else None.
 
-    Needs `retained_memory` and `retained_memory_late` (from `RetainedMemoryProbe`) and
+    Needs `retained_memory` and `retained_memory_late` (`telemetry.retained_memory`) and
     `rounds`; a record without them has nothing to judge.
     """
     retained, late, rounds = (record.metrics.get(n) for n in (RETAINED, LATE_GROWTH, "rounds"))

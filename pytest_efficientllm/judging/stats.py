@@ -63,11 +63,6 @@ class Summary:
     minimum: float
     maximum: float
 
-    @property
-    def relative_spread(self) -> float:
-        """MAD / median: a unit-free noise figure for the summary table."""
-        return self.mad / abs(self.median) if self.median else 0.0
-
 
 def summarize(samples: Sequence[float]) -> Summary:
     """Median, MAD, IQR, min, max of the samples; ValueError when there are none."""

@@ -31,14 +31,6 @@ class Plot:
     points: int = 0
 
 
-def _first(record: Record, names: Sequence[str]) -> Metric | None:
-    for name in names:
-        m = record.metrics.get(name)
-        if m is not None and m.value is not None:
-            return m
-    return None
-
-
 def _axis_name(records: Sequence[Record], names: Sequence[str]) -> str | None:
     """The first of `names` that some record holds a value for (e.g. AMU, else peak_memory)."""
     for name in names:

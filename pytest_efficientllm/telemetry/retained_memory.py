@@ -2,9 +2,9 @@
 
 A time average (AMU) or a high-water mark (peak) of a leaking workload looks like an
 ordinary, slightly larger number; only the *trend* over the window tells a leak from a
-workload that simply needs that memory. `RetainedMemoryProbe` samples a memory reader from
-a thread while the window is open (the CPU's `ProcessMemoryProbe` reports the same metrics
-from its own RSS sampler, without a second thread) and reports:
+workload that simply needs that memory. `retained_metrics` reads them from the samples of
+a memory sampler that ran through the window (the CPU's `ProcessMemoryProbe` passes its RSS
+sampler, so no second thread samples):
 
 * `retained_memory`: memory at window close minus at window open (RSS counts pages, not
   allocations, so a leak that reuses memory the allocator kept resident shows less than its
@@ -17,46 +17,14 @@ Judging the samples is `judging.leak`'s job.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from pytest_efficientllm.core.metrics import measured, unavailable
 from pytest_efficientllm.core.record import Metric
-from pytest_efficientllm.telemetry.base import Probe
 from pytest_efficientllm.telemetry.sampler import Sampler
 
 RETAINED = "retained_memory"
 LATE_GROWTH = "retained_memory_late"
 # With fewer samples the trend cannot be told from a one-time step.
 MIN_SAMPLES_FOR_TREND = 4
-
-
-class RetainedMemoryProbe(Probe):
-    """Resident memory at window open and close, and how much of the growth came late.
-
-    Reports `retained_memory` (close − open) and `retained_memory_late` (close − the
-    sample nearest the window's midpoint). Units: bytes. `read_bytes` is the reader:
-    this process's RSS (`procfs.read_rss_bytes`), or e.g. `torch.cuda.memory_allocated` for a device allocator.
-    """
-
-    name = "retained-memory"
-
-    def __init__(
-        self, read_bytes: Callable[[], float], interval_s: float = 0.02, method: str = "procfs: /proc/self/statm RSS"
-    ) -> None:
-        self._read = read_bytes
-        self.interval_s = interval_s
-        self.method = method
-        self.sampler = Sampler(self._read, interval_s)
-
-    def open(self) -> None:
-        self.sampler.start()
-
-    def close(self) -> None:
-        self.sampler.stop()
-
-    def readings(self, wall_s: float) -> list[Metric]:
-        how = f"{self.method} sampled every {self.interval_s * 1e3:.0f} ms"
-        return retained_metrics(self.sampler, how, wall_s)
 
 
 def retained_metrics(sampler: Sampler, how: str, wall_s: float) -> list[Metric]:

@@ -165,24 +165,13 @@ def test_a_budgeted_allocator_running_out_mid_window_discards_the_window(meter: 
 # detector's documented lower bound, not what these tests are about).
 LEAK_SCENARIO = """
 import json, sys, time
-from pytest_efficientllm.measuring.backends import Backend, cpu_backend
-from pytest_efficientllm.telemetry.retained_memory import RetainedMemoryProbe
-from pytest_efficientllm.telemetry.procfs import ProcPaths, read_rss_bytes
+from pytest_efficientllm.measuring.backends import cpu_backend
 from pytest_efficientllm.measuring.meter import Meter, MeasureProtocol, Work, derive_metrics
 from pytest_efficientllm.core.record import Record
 
 MiB = 2**20
-base = cpu_backend(threads=1, sample_interval_s=0.005)
-meter = Meter(
-    Backend(
-        "cpu",
-        base.timer,
-        lambda: base.make_probes() + [RetainedMemoryProbe(lambda: read_rss_bytes(ProcPaths()), interval_s=0.005)],
-        base.synchronize,
-        base.peak_flops,
-        base.sources,
-    )
-)
+# The CPU backend as a session makes it: its RSS sampler, every 5 ms, is what the leak is judged from.
+meter = Meter(cpu_backend(threads=1, sample_interval_s=0.005))
 kept = []
 
 def leaky():
