@@ -6,8 +6,7 @@
         efficiency.measure(step, tokens=..., samples=...)   # windows open/close at barriers
 
 One aggregated record per test (`aggregate.aggregate`), the per-rank records in `ranks`.
-Plain functions for code that must act on one rank only: `is_reporting_rank()`, and
-`gather_records` (to rank 0) under torchrun.
+For code that must act on one rank only: `is_reporting_rank()`.
 """
 
 from pytest_efficientllm.distributed.aggregate import AggregateError, aggregate

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from pytest_efficientllm.core.devices import usable_cores
-from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.distributed import torchrun
 from pytest_efficientllm.distributed.aggregate import aggregate
 from pytest_efficientllm.distributed.collectives import (
@@ -252,11 +251,3 @@ class TorchrunSession:
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         leave(self.ctx)
-
-
-def gather_records(ctx: RankContext, records: list[Record]) -> list[Record] | None:
-    """Every rank's records on rank 0 (None elsewhere): for code that keeps records outside tests."""
-    gathered = gather_to_root(ctx, [r.to_dict() for r in records], step="gathering records")
-    if gathered is None:
-        return None
-    return [Record.from_dict(d) for part in gathered for d in part]
