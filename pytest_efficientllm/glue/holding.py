@@ -9,6 +9,7 @@ rewrites its asserts only if no other module imported it first.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -32,16 +33,21 @@ class HeldTest:
     reports: list[pytest.TestReport] = field(default_factory=list)  # setup, call, teardown: logged on release
 
 
-def child_settings(config: pytest.Config, call_s: float) -> confirm.ChildSettings:
-    """How a fresh process must run to measure a test as this one did."""
-    state = config.stash[RUN_KEY]
-    eff = state.session
-    args = list(config.invocation_params.args)
-    plugins = tuple(
+def plugin_args(args: Sequence[str]) -> tuple[str, ...]:
+    """The plugins a command line loads or blocks with `-p NAME` or `-pNAME`, in order: a fresh
+    process that confirms a test must load (and leave out) the same ones."""
+    return tuple(
         args[i + 1] if arg == "-p" else arg[2:]
         for i, arg in enumerate(args)
         if (arg == "-p" and i + 1 < len(args)) or (arg.startswith("-p") and len(arg) > 2)
     )
+
+
+def child_settings(config: pytest.Config, call_s: float) -> confirm.ChildSettings:
+    """How a fresh process must run to measure a test as this one did."""
+    state = config.stash[RUN_KEY]
+    eff = state.session
+    plugins = plugin_args(config.invocation_params.args)
     current = eff.fingerprint["process_layout"]  # read once at start-up; it cannot change in a process
     defaults = eff.options.defaults
     return confirm.ChildSettings(
