@@ -51,6 +51,12 @@ SOFTWARE_KEYS = (
 
 # The CPU as fingerprints name it: its model and kernel-relevant extensions (`core.devices.cpu_isa`).
 CPU_KEYS = ("cpu_model", "cpu_isa")
+# A field one side records and the other does not is no difference (fingerprints gain fields),
+# except these: a generic model name ("AMD EPYC") covers CPUs with and without AVX-512, so an
+# entry that predates `cpu_isa` may be another CPU. Taken for this one, an AVX2-only EPYC failed
+# 13 suite tests against an AVX-512 EPYC's entries with nothing changed, and its
+# --update-baselines would have written over them (benchmarks/RESULTS.md, "A third CPU").
+UNRECORDED_DIFFERS = ("cpu_isa",)
 
 # The host's CPU: a difference here is another processor, whose speed the calibration workload
 # stands in for. Any other difference (packages, Python, threads, core count, the OS kernel, the
@@ -94,6 +100,10 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _shown(fields: dict[str, Any], key: str) -> str:
+    return repr(fields[key]) if key in fields else "(not recorded)"
+
+
 def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> FingerprintDiff:
     """Which fingerprint fields differ, split into errors (other hardware) and warnings."""
     b, c = _flatten(baseline), _flatten(current)
@@ -104,11 +114,11 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
     cpu = ""
     calibrate = False
     for key in sorted(set(b) | set(c)):
-        if key not in b or key not in c:
+        if (key not in b or key not in c) and not (key in UNRECORDED_DIFFERS and (b.get(key) or c.get(key))):
             continue  # a field one version records and the other does not: not a difference
-        if b[key] == c[key]:
+        if b.get(key) == c.get(key):
             continue
-        text = f"{key}: {b[key]!r} -> {c[key]!r}"
+        text = f"{key}: {_shown(b, key)} -> {_shown(c, key)}"
         (errors if key.rsplit(".", 1)[-1] in DEVICE_KEYS else warnings).append(text)
         calibrate = calibrate or key in CALIBRATED_KEYS
         if key.startswith("packages."):
@@ -116,11 +126,12 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
             change = f"{key.removeprefix('packages.')} {b[key] or 'not installed'} -> {c[key] or 'not installed'}"
             packages.append(change)
         else:
-            change = f"{key} {b[key]} -> {c[key]}"
+            change = f"{key} {b.get(key)} -> {c.get(key)}"
         if key.split(".")[0] in SOFTWARE_KEYS:
             software.append(change)
         if key in CPU_KEYS:
-            cpu = "; ".join(filter(None, (cpu, f"{key} {b[key] or 'none'} -> {c[key] or 'none'}")))
+            was, now = (side.get(key, "(not recorded)") or "none" for side in (b, c))
+            cpu = "; ".join(filter(None, (cpu, f"{key} {was} -> {now}")))
     return FingerprintDiff(errors, warnings, packages, software, cpu, calibrate)
 
 

@@ -82,11 +82,22 @@ def test_a_quality_figure_computed_on_another_cpu_warns_where_it_would_fail_exac
     same = _on("AMD EPYC", counted("quality:ppl", 13.7560, "", "lower"))
     assert by_metric(compare_record(base, same))["quality:ppl"].status == "fail"
     # One generic model name, other extensions (a VM shows "Intel(R) Xeon(R) Processor" for
-    # generations with and without AMX): as another CPU. A record without them is no difference.
+    # generations with and without AMX): as another CPU. So is a baseline that did not record
+    # them: it may be the other generation.
     base.fingerprint["cpu_isa"], same.fingerprint["cpu_isa"] = "avx2 fma avx512f", "avx2 fma avx512f amx_bf16"
     v = by_metric(compare_record(base, same))["quality:ppl"]
     assert v.status == "warn" and "(cpu_isa avx2 fma avx512f -> avx2 fma avx512f amx_bf16)" in v.message
     del base.fingerprint["cpu_isa"]
+    verdicts = by_metric(compare_record(base, same))
+    assert (
+        verdicts["quality:ppl"].status == "warn"
+        and "(cpu_isa (not recorded) -> avx2 fma" in verdicts["quality:ppl"].message
+    )
+    found = verdicts["*"].fingerprint
+    assert found is not None and found.differs == ("cpu_isa: (not recorded) -> 'avx2 fma avx512f amx_bf16'",)
+    assert "calibration workload" in found.times  # another CPU, maybe: its times through the calibration
+    # A CPU that reports no extensions (another architecture) against a record without them: no difference.
+    same.fingerprint["cpu_isa"] = ""
     assert by_metric(compare_record(base, same))["quality:ppl"].status == "fail"
 
 

@@ -61,12 +61,20 @@ def test_a_test_no_cpu_recorded_goes_to_the_profile_folder(tmp_path: Path) -> No
     assert BaselineFolders(tmp_path, "cpu", INTEL).own.lookup(other) is None
 
 
-def test_a_baseline_recorded_before_fingerprints_listed_extensions_is_its_model_s(tmp_path: Path) -> None:
+def test_a_baseline_recorded_before_fingerprints_listed_extensions_is_kept_and_read_not_overwritten(
+    tmp_path: Path,
+) -> None:
+    # The same model name may be another generation (AVX-512 or not): its entry is not this CPU's
+    # to replace. It stays the baseline until this CPU records its own, beside it.
     old = {"cpu_model": AMD["cpu_model"]}
     BaselineFolders(tmp_path, "cpu", AMD).main.update([record(NODE, latency(0.01), fingerprint=old)])
-    (upd,) = BaselineFolders(tmp_path, "cpu", AMD).update([_on(AMD, 0.012)])
-    assert upd.path == tmp_path / "cpu/suites/test_x.py.json" and upd.updated == [NODE]
-    assert not (tmp_path / "cpu@amd-epyc-7763-64-core-processor-avx2").exists()
+    first = (tmp_path / "cpu/suites/test_x.py.json").read_bytes()
+    folders = BaselineFolders(tmp_path, "cpu", AMD)
+    assert folders.lookup(NODE)["AL"].value == pytest.approx(0.010, rel=0.02)
+    (upd,) = folders.update([_on(AMD, 0.012)])
+    assert upd.path == tmp_path / "cpu@amd-epyc-7763-64-core-processor-avx2/suites/test_x.py.json"
+    assert upd.added == [NODE] and (tmp_path / "cpu/suites/test_x.py.json").read_bytes() == first
+    assert BaselineFolders(tmp_path, "cpu", AMD).lookup(NODE)["AL"].value == pytest.approx(0.012, rel=0.02)
 
 
 def test_the_same_model_with_other_extensions_records_its_own(tmp_path: Path) -> None:
