@@ -149,7 +149,7 @@ def _own_baselines_hint(state: RunState) -> str:
     if not other_cpu:
         return ""
     return (
-        "this CPU model has no baselines of its own, so its tests were compared with another CPU's: "
+        "this CPU has no baselines of its own, so its tests were compared with another CPU's: "
         f"--update-baselines (3 runs or more) records them in {shown_path(own.folder)}, beside the others"
     )
 

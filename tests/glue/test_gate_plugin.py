@@ -391,7 +391,7 @@ def test_another_cpu_s_baseline_is_kept_and_this_cpu_records_and_reads_its_own(p
 
     result = run(pytester)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*cpu_model: 'Another CPU' -> *", "*this CPU model has no baselines of its own*"])
+    result.stdout.fnmatch_lines(["*cpu_model: 'Another CPU' -> *", "*this CPU has no baselines of its own*"])
     assert f"records them in baselines/{own}, beside the others" in " ".join(result.stdout.str().split())
 
     result = run(pytester, "--update-baselines")
