@@ -81,7 +81,9 @@ def test_a_head_that_doubles_the_work_fails_naming_the_test(tmp_path: Path) -> N
     report = json.loads((tmp_path / "out" / "ab.json").read_text())
     (test,) = report["tests"]
     failed = [v for v in test["verdicts"] if v["status"] == "fail"]
-    assert [v["metric"] for v in failed] == ["cpu_time_per_round"] and failed[0]["change"] > 0.5
+    # The verdicts whole where these do not hold: 1 run in 9 failed here and kept nothing to tell why.
+    assert [v["metric"] for v in failed] == ["cpu_time_per_round"], json.dumps(test["verdicts"], indent=1)
+    assert failed[0]["change"] > 0.5, json.dumps(failed, indent=1)
     assert "| `test_toy.py::test_loop` | **fail** |" in (tmp_path / "out" / "ab.md").read_text()
     assert "confirmed in 5 more pairs" in failed[0]["message"] and report["confirmed"] == [test["nodeid"]]
     # The control: each process measured the calibration workload, which the doubled loop leaves
