@@ -192,10 +192,10 @@ def aa_tally(run: dict) -> dict[str, Counter]:
         for v in record.get("verdicts", []):
             if v.get("kind") != "baseline" or v.get("metric") == "*":
                 continue
-            status, message = v["status"], v.get("message") or ""
+            status = v["status"]
             if status == "warn" and v.get("reason") == "beyond_noise":
                 status = "would fail"
-            elif status == "pass" and "within the energy counter's resolution" in message:
+            elif v.get("reason") == "within_resolution":
                 status = "within resolution"
             per.setdefault(v["metric"], Counter())[status] += 1
     return per

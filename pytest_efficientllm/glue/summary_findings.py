@@ -86,6 +86,7 @@ REASON_TEXTS: dict[str, str] = {
     "other_hardware": "baseline measured on other hardware",
     "fingerprint_differs": "fingerprint differs from the baseline's",
     "throttled": "in a window where the GPU throttled (its clocks limited)",
+    "within_resolution": "beyond tolerance but within the energy counter's resolution",
 }
 # What let a failure through, added to its kind (`Verdict.softened`).
 SOFTENED_TEXTS: dict[str, str] = {

@@ -251,6 +251,7 @@ def _compare_measured(
             "pass",
             f"{numbers}: beyond tolerance but within the energy counter's resolution ({resolution.why}: "
             f"{format_change(resolution.low - 1)} .. {format_change(resolution.high - 1)} with nothing changed)",
+            "within_resolution",
         )
     if iv is None:
         # A single value per run: no spread to estimate noise from, so the tolerance decides.

@@ -49,6 +49,7 @@ Reason = Literal[
     "other_hardware",  # the baseline's hardware is not this run's
     "fingerprint_differs",  # fingerprint fields other than the hardware's differ
     "throttled",  # the GPU limited its clocks during the window
+    "within_resolution",  # a pass: beyond the tolerance, but within the energy counter's resolution
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 # What let a failure through as a warning, as data (a verdict is softened once: each of these

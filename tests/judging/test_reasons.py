@@ -139,6 +139,17 @@ def _paired(factor: float, source: str = "measured") -> Verdict:
     return _one(paired_verdicts(base, head, TOL5), AL)
 
 
+def _within_resolution() -> Verdict:
+    def rec(j_per_token: float) -> Record:
+        energy = Metric("energy_per_token", j_per_token, "J/tok", "lower", "measured", "NVML total energy counter")
+        window = {"energy_window": {"quantisation_bound": 0.1, "updates_spanned": 10}}
+        return Record("t.py::e", "h100", {"energy_per_token": energy}, window)
+
+    (found,) = compare_record(rec(0.100), rec(0.115), (parse_limit("energy_per_token", "+5%"),))
+    assert found.status == "pass"
+    return found
+
+
 # (what makes the finding, its reason, what softened it)
 CASES: dict[str, tuple[Callable[[], Verdict], str, str]] = {
     "a budget broken": (lambda: _over_budget("measured"), "over_budget", ""),
@@ -179,6 +190,7 @@ CASES: dict[str, tuple[Callable[[], Verdict], str, str]] = {
         "",
     ),
     "a throttled window": (_throttled, "throttled", ""),
+    "energy +15% in windows that resolve 10%": (_within_resolution, "within_resolution", ""),
     "gate=warn": (lambda: _judged(GateOptions(mode="warn")), "beyond_noise", "gate_warn"),
     "--update-baselines": (lambda: _judged(GateOptions(update=True)), "beyond_noise", "baseline_replaced"),
     "gate=warn on other hardware": (
