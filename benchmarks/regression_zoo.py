@@ -119,7 +119,7 @@ def aa_tally(runs: list[dict]) -> dict[str, Any]:
                         which.append(f"{regression_of(r['nodeid'])} {v['metric']} {v['message']}")
                 elif v["metric"] == TIMING:
                     timing_fail += v["status"] == "fail"
-                    timing_warn_noise += v["status"] == "warn" and "beyond tolerance and noise" in v["message"]
+                    timing_warn_noise += v["status"] == "warn" and v.get("reason") == "beyond_noise"
     tests = sum(len(run["records"]) for run in runs)
     return {
         "compared": compared,

@@ -41,13 +41,13 @@ def first_changes(run: dict) -> dict[str, float]:
 
 
 def confirmed(run: dict) -> dict[str, list[float]]:
-    """The tests whose vote confirmed the metric's failure in every process (raw, before the run's
-    shift), with each process's reading as the vote's message names them (this process's first)."""
+    """The tests whose vote confirmed the metric's failure in every process (`confirmed`; raw, before
+    the run's shift), with each process's reading as the vote's message names them (this process's first)."""
     out = {}
     for record in run["records"]:
         for v in record.get("verdicts", []):
             said = v.get("message") or ""
-            if v["metric"] == METRIC and " confirmed in " in said and "not confirmed" not in said:
+            if v["metric"] == METRIC and v.get("confirmed") == "fresh_processes":
                 found = re.findall(r"(?:this process|fresh \d+) ([+-][\d.]+)% fails", said)
                 out[record["nodeid"]] = [float(x) / 100 for x in found]
     return out

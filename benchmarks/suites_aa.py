@@ -63,7 +63,7 @@ def tally(run: dict) -> dict:
                 failed.append(f"{record['nodeid']} {v['metric']} {v['change'] * 100:+.1f}%")
             elif v["status"] == "improved":
                 improved += 1
-            elif v["status"] == "warn" and "beyond tolerance and noise" in v["message"]:
+            elif v["status"] == "warn" and v.get("reason") == "beyond_noise":
                 would_fail += 1
                 would.append(f"{record['nodeid']} {v['metric']} {v['change'] * 100:+.1f}%")
     return {
