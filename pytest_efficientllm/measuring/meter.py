@@ -615,7 +615,7 @@ def _net_energy(out: dict[str, Metric], energy: Metric, wall_s: float, tokens: i
     if aec.value is None:
         out["AEC_net"] = unavailable("AEC_net", energy.source, AEC_NET_METHOD, aec.note)
     else:
-        out["AEC_net"] = make("AEC_net", aec.value - idle.value, energy.source, f"AEC - idle_power; {energy.method}")
+        out["AEC_net"] = make("AEC_net", aec.value - idle.value, energy.source, f"{AEC_NET_METHOD}; {energy.method}")
     if tokens:
         net_j = energy.value - idle.value * wall_s  # type: ignore[operator]  # energy.value checked by the caller
         out["energy_per_token_net"] = make(
