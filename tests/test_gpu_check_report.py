@@ -18,7 +18,7 @@ from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.telemetry.gpu_state import NvmlThrottleProbe, NvmlViolationProbe
 from tests.helpers import REPO_ROOT
 from tests.helpers.nvml_double import FakeGpu, FakeHandle, FakePynvml
-from tests.helpers.record_builders import FINGERPRINT, latency
+from tests.helpers.record_builders import FINGERPRINT, H100, energy_record, latency
 
 SPEC = importlib.util.spec_from_file_location("gpu_check_report", REPO_ROOT / "benchmarks" / "gpu_check_report.py")
 assert SPEC is not None and SPEC.loader is not None
@@ -26,7 +26,6 @@ report = importlib.util.module_from_spec(SPEC)
 sys.modules["gpu_check_report"] = report
 SPEC.loader.exec_module(report)
 
-H100 = {**FINGERPRINT, "profile": "h100", "gpu_name": "NVIDIA H100 80GB HBM3"}
 SW_POWER_CAP, HW_THERMAL = 0x4, 0x40
 POWER, THERMAL = 0, 1
 MS = 1_000_000  # ns
@@ -98,10 +97,8 @@ def test_the_a_a_tally_tells_a_failure_the_vote_cleared_from_a_pass_within_the_c
     vote = Vote(first, ["AL"], processes=2)
     vote.add(slow, lambda r: compare_record(base, base))  # a fresh process that reads the baseline: it passes
 
-    window = {"energy_window": {"quantisation_bound": 0.1, "updates_spanned": 10}}
     energy = [parse_limit("energy_per_token", "+5%")]
-    e_base = Record("t.py::e", "h100", {"energy_per_token": _energy(0.100)}, window, dict(H100))
-    e_cur = Record("t.py::e", "h100", {"energy_per_token": _energy(0.115)}, window, dict(H100))
+    e_base, e_cur = energy_record(0.100, 0.1), energy_record(0.115, 0.1)
 
     run = {
         "records": [
@@ -113,7 +110,3 @@ def test_the_a_a_tally_tells_a_failure_the_vote_cleared_from_a_pass_within_the_c
     tally = report.aa_tally(run)
     assert tally["AL"] == {"fail": 1, "would fail": 1}
     assert tally["energy_per_token"] == {"within resolution": 1}
-
-
-def _energy(j_per_token: float) -> Metric:
-    return Metric("energy_per_token", j_per_token, "J/tok", "lower", "measured", "NVML total energy counter")

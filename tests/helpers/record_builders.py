@@ -50,3 +50,16 @@ def record(
         settings={"rounds": 7},
         created="2026-11-26T00:00:00+00:00",
     )
+
+
+H100 = {**FINGERPRINT, "profile": "h100", "gpu_name": "NVIDIA H100 80GB HBM3"}
+
+
+def energy_record(j_per_token: float, bound: float | None, net_j: float | None = None) -> Record:
+    """An H100 record of energy per token (and net of idle), from a window whose NVML counter
+    quantisation was `bound` (1/updates spanned; None: no window recorded)."""
+    metrics = {"energy_per_token": Metric("energy_per_token", j_per_token, "J/tok", "lower", "measured", "NVML")}
+    if net_j is not None:
+        metrics["energy_per_token_net"] = Metric("energy_per_token_net", net_j, "J/tok", "lower", "measured", "NVML")
+    settings = {"energy_window": {"quantisation_bound": bound, "updates_spanned": 1 / bound}} if bound else {}
+    return Record("suites/test_x.py::test_decode", "h100", metrics, settings, dict(H100))

@@ -12,21 +12,12 @@ import math
 import pytest
 
 from pytest_efficientllm.core.limits import parse_limit
-from pytest_efficientllm.core.record import Metric, Record
+from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.judging.energy_resolution import quantisation, unchanged_range
-from tests.helpers.record_builders import FINGERPRINT
+from tests.helpers.record_builders import energy_record
 
-H100 = {**FINGERPRINT, "profile": "h100", "gpu_name": "NVIDIA H100 80GB HBM3"}
 LIMITS = (parse_limit("energy_per_token", "+5%"), parse_limit("energy_per_token_net", "+5%"))
-
-
-def energy_record(j_per_token: float, bound: float | None, net_j: float | None = None) -> Record:
-    metrics = {"energy_per_token": Metric("energy_per_token", j_per_token, "J/tok", "lower", "measured", "NVML")}
-    if net_j is not None:
-        metrics["energy_per_token_net"] = Metric("energy_per_token_net", net_j, "J/tok", "lower", "measured", "NVML")
-    settings = {"energy_window": {"quantisation_bound": bound, "updates_spanned": 1 / bound}} if bound else {}
-    return Record("suites/test_x.py::test_decode", "h100", metrics, settings, dict(H100))
 
 
 def verdict(base: Record, cur: Record, name: str = "energy_per_token"):

@@ -32,7 +32,7 @@ from pytest_efficientllm.judging.run_shift import RunShift
 from pytest_efficientllm.judging.throttle import find_throttle
 from pytest_efficientllm.judging.verdicts import REASONS, SOFTENINGS, Verdict, check_budget, soften
 from pytest_efficientllm.storage.runfile import Run, read_run, write_run
-from tests.helpers.record_builders import counted, latency, record
+from tests.helpers.record_builders import counted, energy_record, latency, record
 
 AL = "AL"
 TOL5 = (parse_limit(AL, "+5%"),)
@@ -140,12 +140,8 @@ def _paired(factor: float, source: str = "measured") -> Verdict:
 
 
 def _within_resolution() -> Verdict:
-    def rec(j_per_token: float) -> Record:
-        energy = Metric("energy_per_token", j_per_token, "J/tok", "lower", "measured", "NVML total energy counter")
-        window = {"energy_window": {"quantisation_bound": 0.1, "updates_spanned": 10}}
-        return Record("t.py::e", "h100", {"energy_per_token": energy}, window)
-
-    (found,) = compare_record(rec(0.100), rec(0.115), (parse_limit("energy_per_token", "+5%"),))
+    limits = (parse_limit("energy_per_token", "+5%"),)
+    (found,) = compare_record(energy_record(0.100, 0.1), energy_record(0.115, 0.1), limits)
     assert found.status == "pass"
     return found
 
