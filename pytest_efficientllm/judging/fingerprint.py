@@ -100,8 +100,11 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+NOT_RECORDED = "(not recorded)"
+
+
 def _shown(fields: dict[str, Any], key: str) -> str:
-    return repr(fields[key]) if key in fields else "(not recorded)"
+    return repr(fields[key]) if key in fields else NOT_RECORDED
 
 
 def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> FingerprintDiff:
@@ -130,7 +133,7 @@ def fingerprint_diff(baseline: dict[str, Any], current: dict[str, Any]) -> Finge
         if key.split(".")[0] in SOFTWARE_KEYS:
             software.append(change)
         if key in CPU_KEYS:
-            was, now = (side.get(key, "(not recorded)") or "none" for side in (b, c))
+            was, now = (side.get(key, NOT_RECORDED) or "none" for side in (b, c))
             cpu = "; ".join(filter(None, (cpu, f"{key} {was} -> {now}")))
     return FingerprintDiff(errors, warnings, packages, software, cpu, calibrate)
 

@@ -126,21 +126,25 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verdict:
-        if data.get("status") not in STATUSES:
-            raise ValueError(f"verdict status must be one of {STATUSES}, got {data.get('status')!r}")
-        if data.get("kind", "budget") not in KINDS:
-            raise ValueError(f"verdict kind must be one of {KINDS}, got {data.get('kind')!r}")
-        if data.get("reason", "") not in REASONS:
-            raise ValueError(f"verdict reason must be one of {REASONS}, got {data.get('reason')!r}")
-        if data.get("softened", "") not in SOFTENINGS:
-            raise ValueError(f"verdict softened must be one of {SOFTENINGS}, got {data.get('softened')!r}")
-        if data.get("confirmed", "") not in CONFIRMATIONS:
-            raise ValueError(f"verdict confirmed must be one of {CONFIRMATIONS}, got {data.get('confirmed')!r}")
+        for name, allowed, default in _FIXED_WORDS:
+            if data.get(name, default) not in allowed:
+                raise ValueError(f"verdict {name} must be one of {allowed}, got {data.get(name)!r}")
         interval = data.get("interval")
         found = data.get("fingerprint")
         if found is not None:
             found = FingerprintFinding(**{**found, "differs": tuple(found["differs"])})
         return cls(**{**data, "interval": tuple(interval) if interval is not None else None, "fingerprint": found})
+
+
+# The fields of a verdict that hold one of a fixed list of words, each with its value where a dict
+# leaves it out (a required status has none).
+_FIXED_WORDS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
+    ("status", STATUSES, None),
+    ("kind", KINDS, "budget"),
+    ("reason", REASONS, ""),
+    ("softened", SOFTENINGS, ""),
+    ("confirmed", CONFIRMATIONS, ""),
+)
 
 
 def check_budget(record: Record, limit: Limit) -> Verdict:

@@ -244,11 +244,10 @@ def test_the_summary_counts_by_reason_not_by_wording() -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("kind", "bogus"), ("reason", "slow"), ("softened", "gate=warn"), ("confirmed", "yes")]
+    ("field", "value"),
+    [("status", "passed"), ("kind", "bogus"), ("reason", "slow"), ("softened", "gate=warn"), ("confirmed", "yes")],
 )
-def test_a_worker_verdict_with_an_unknown_kind_reason_softening_or_confirmation_is_refused_naming_it(
-    field: str, value: str
-) -> None:
+def test_a_worker_verdict_with_an_unknown_fixed_word_is_refused_naming_it(field: str, value: str) -> None:
     data = Verdict(AL, "warn", "x", "baseline", reason="beyond_noise").to_dict() | {field: value}
     with pytest.raises(ValueError, match=f"verdict {field} must be one of .*got {value!r}"):
         Verdict.from_dict(data)
