@@ -229,14 +229,20 @@ def test_a_shared_fingerprint_difference_is_said_once_above_the_rows_which_keep_
     assert any(line.strip().startswith("os: ") and "test)" not in line for line in said)
 
 
-def test_the_calibration_factors_of_a_shared_difference_are_one_range_unless_verbose() -> None:
+def _on_another_cpu(*index_s: float) -> list[TestResult]:
+    """One test per calibration index, each run on an Intel Xeon and under another kernel than its
+    AMD EPYC baseline (0.002 s): another CPU beside the kernel, since the kernel alone leaves times raw."""
     results = []
-    # Another CPU beside the kernel: the kernel alone leaves times raw.
-    for i, index_s in enumerate((0.002, 0.0022, 0.0021)):
-        fingerprint = {**NEW_KERNEL, "cpu_model": "Intel(R) Xeon(R) Processor", "calibration": {"index_s": index_s}}
+    for i, index in enumerate(index_s):
+        fingerprint = {**NEW_KERNEL, "cpu_model": "Intel(R) Xeon(R) Processor", "calibration": {"index_s": index}}
         current = record(f"t.py::t{i}", fingerprint=fingerprint)
         verdicts = compare_record(record(f"t.py::t{i}", fingerprint={**OLD_KERNEL, "cpu_model": "AMD EPYC"}), current)
         results.append(TestResult(current, verdicts, "passed"))
+    return results
+
+
+def test_the_calibration_factors_of_a_shared_difference_are_one_range_unless_verbose() -> None:
+    results = _on_another_cpu(0.002, 0.0022, 0.0021)
     said = [line.strip() for line in fingerprint_lines(results, width=200)]
     assert said[-1] == (
         "times compared relative to the calibration workload (this machine x1.000 .. x1.100 the baselines'): 3 tests"
@@ -250,12 +256,7 @@ def test_the_calibration_factors_of_a_shared_difference_are_one_range_unless_ver
 
 
 def test_the_shared_difference_is_read_from_the_verdicts_finding_not_its_wording() -> None:
-    results = []
-    for i, index_s in enumerate((0.002, 0.0022)):
-        fingerprint = {**NEW_KERNEL, "cpu_model": "Intel(R) Xeon(R) Processor", "calibration": {"index_s": index_s}}
-        current = record(f"t.py::t{i}", fingerprint=fingerprint)
-        verdicts = compare_record(record(f"t.py::t{i}", fingerprint={**OLD_KERNEL, "cpu_model": "AMD EPYC"}), current)
-        results.append(TestResult(current, verdicts, "passed"))
+    results = _on_another_cpu(0.002, 0.0022)
     said = fingerprint_lines(results, width=200)
     reworded = [
         TestResult(r.record, [dataclasses.replace(v, message="reworded; x9.999") for v in r.verdicts], r.functional)
