@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 from pathlib import Path
 
@@ -30,8 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def first_changes(run: dict) -> dict[str, float]:
-    """Each test's change in the process that measured it first (a verdict's `change`; the vote's
-    fresh processes' readings are only in its message)."""
+    """Each test's change in the process that measured it first (a verdict's `change`)."""
     out = {}
     for record in run["records"]:
         for v in record.get("verdicts", []):
@@ -42,14 +40,14 @@ def first_changes(run: dict) -> dict[str, float]:
 
 def confirmed(run: dict) -> dict[str, list[float]]:
     """The tests whose vote confirmed the metric's failure in every process (`confirmed`; raw, before
-    the run's shift), with each process's reading as the vote's message names them (this process's first)."""
+    the run's shift), with each process's reading (the verdict's `readings`, this process's first)."""
     out = {}
     for record in run["records"]:
         for v in record.get("verdicts", []):
-            said = v.get("message") or ""
             if v["metric"] == METRIC and v.get("confirmed") == "fresh_processes":
-                found = re.findall(r"(?:this process|fresh \d+) ([+-][\d.]+)% fails", said)
-                out[record["nodeid"]] = [float(x) / 100 for x in found]
+                if "readings" not in v:  # a run file older than the field
+                    raise SystemExit(f"{record['nodeid']}: this run file's verdicts carry no readings")
+                out[record["nodeid"]] = [float(c) for c in v["readings"]]
     return out
 
 

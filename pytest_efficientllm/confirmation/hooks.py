@@ -42,8 +42,7 @@ def _release(held: Held) -> None:
     test.record.confirmations = list(vote.records)
     test.record.settings["confirmation_s"] = round(vote.seconds, 3)
     test.record.settings["confirmation_spacing_s"] = queue.spacing_s if queue is not None else None
-    readings = {metric: vote.readings(metric) for metric in vote.metrics}
-    final = test.decision.apart_from_run(vote.final_verdicts(), readings, state.run_changes, test.record.profile)
+    final = test.decision.apart_from_run(vote.final_verdicts(), state.run_changes, test.record.profile)
     settle(test.call_report, test.record, final + test.decision.extra, test.functional)
     with logging_late(test.item):
         _log(test.item, test.reports)

@@ -152,8 +152,14 @@ class Vote:
             for v in mine
         ]
 
+    def _with_readings(self, verdict: Verdict) -> Verdict:
+        if verdict.metric not in self.metrics or verdict.kind != "baseline" or verdict.change is None:
+            return verdict
+        return dataclasses.replace(verdict, readings=tuple(self.readings(verdict.metric)))
+
     def final_verdicts(self) -> list[Verdict]:
-        """This process's verdicts with each decided suspect's replaced by the vote's."""
+        """This process's verdicts with each decided suspect's replaced by the vote's, and each
+        suspect's comparison carrying the processes' `readings` (decided or not)."""
         voted = len(self.per_process) > 1
         final = {m: self._final(m) if voted and self.decided(m) else None for m in self.metrics}
         out: list[Verdict] = []
@@ -161,9 +167,9 @@ class Vote:
             replaced = final.get(v.metric)
             if replaced is None:
                 # Not a suspect, or undecided because a fresh process could not run: as this process found it.
-                out.append(v)
+                out.append(self._with_readings(v))
             elif not any(v.metric == w.metric for w in out):
-                out.extend(replaced)
+                out.extend(self._with_readings(w) for w in replaced)
         if self.problem:
             reason: Reason = "vote_stopped" if self.stopped else "vote_failed"
             out.append(Verdict("*", "warn", f"not confirmed: {self.problem}", "baseline", reason=reason))

@@ -67,13 +67,9 @@ class Decision:
         """The verdicts when no vote is held."""
         return self.verdicts + self.extra
 
-    def apart_from_run(
-        self, verdicts: list[Verdict], readings: Mapping[str, list[float]], run: RunChanges, profile: str
-    ) -> list[Verdict]:
-        """`verdicts` (the vote's final ones) with each gross failure of the default check that
-        moved with the run as a whole turned into a warning (`gross.apart_from_run`).
-
-        `readings`: per suspect metric, each voting process's change, this process's first."""
+    def apart_from_run(self, verdicts: list[Verdict], run: RunChanges, profile: str) -> list[Verdict]:
+        """`verdicts` (the vote's final ones, with its `readings`) with each gross failure of the
+        default check that moved with the run as a whole turned into a warning (`gross.apart_from_run`)."""
         base = self.baseline.record
         if profile not in GROSS_ONLY or base is None:
             return verdicts
@@ -86,7 +82,7 @@ class Decision:
                 shift = run.shift(v.metric, metric.direction)
                 if shift is not None:
                     prior = self.baseline.priors.get(v.metric)
-                    v = apart_from_run(v, readings.get(v.metric, []), metric, prior, shift, profile)
+                    v = apart_from_run(v, metric, prior, shift, profile)
             out.append(v)
         return out
 

@@ -92,11 +92,9 @@ def gross_or_warn(verdict: Verdict, base: Metric, prior: RunPrior | None, profil
     )
 
 
-def apart_from_run(
-    verdict: Verdict, readings: list[float], base: Metric, prior: RunPrior | None, shift: RunShift, profile: str
-) -> Verdict:
-    """A gross failure of the default check that every process of the vote confirmed (`readings`:
-    each one's change, this process's first), judged once more against the run's own `shift`.
+def apart_from_run(verdict: Verdict, base: Metric, prior: RunPrior | None, shift: RunShift, profile: str) -> Verdict:
+    """A gross failure of the default check that every process of the vote confirmed (its
+    `readings`: each one's change, this process's first), judged once more against the run's own `shift`.
 
     It becomes a warning only where the run's drift explains every reading: each one within the
     floor of the shift. One process beyond that keeps the failure: the shift is the run's, and a
@@ -108,9 +106,9 @@ def apart_from_run(
     """
     floor, how = gross_floor(base, prior)
     run = _worse(shift.change, base.direction)
-    if not 0 < run < floor or not readings:
+    if not 0 < run < floor or not verdict.readings:
         return verdict
-    own = max((1 + _worse(c, base.direction)) / (1 + run) - 1 for c in readings)
+    own = max((1 + _worse(c, base.direction)) / (1 + run) - 1 for c in verdict.readings)
     said = f"the run as a whole moved too ({shift.describe()}): {own * 100:+.0f}% of the test's own at the most"
     if own >= floor:
         return dataclasses.replace(verdict, message=f"{verdict.message}; {said}, still gross")

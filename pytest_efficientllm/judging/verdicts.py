@@ -99,7 +99,8 @@ class Verdict:
     interval leaves possible where it reaches beyond the tolerance: the pass does not rule out a
     slowdown that large. `reason`: what the finding is (`Reason`); `softened`: what turned a
     failure into this warning (`Softened`); `confirmed`: what found a failure again (`Confirmed`);
-    `fingerprint`: a fingerprint verdict's finding.
+    `readings`: on a comparison the confirmation vote weighed, each voting process's change, this
+    process's first; `fingerprint`: a fingerprint verdict's finding.
     """
 
     metric: str
@@ -112,6 +113,7 @@ class Verdict:
     reason: Reason = ""
     softened: Softened = ""
     confirmed: Confirmed = ""
+    readings: tuple[float, ...] = ()
     fingerprint: FingerprintFinding | None = None
 
     @property
@@ -133,7 +135,14 @@ class Verdict:
         found = data.get("fingerprint")
         if found is not None:
             found = FingerprintFinding(**{**found, "differs": tuple(found["differs"])})
-        return cls(**{**data, "interval": tuple(interval) if interval is not None else None, "fingerprint": found})
+        return cls(
+            **{
+                **data,
+                "interval": tuple(interval) if interval is not None else None,
+                "readings": tuple(data.get("readings", ())),
+                "fingerprint": found,
+            }
+        )
 
 
 # The fields of a verdict that hold one of a fixed list of words, each with its value where a dict

@@ -94,6 +94,9 @@ def test_a_confirmed_gross_slowdown_is_judged_beyond_the_run_s_own_shift(
     verdict = _cpu_time_verdict(out, TARGET)
     assert verdict["change"] > 0.9, verdict  # gross in this process
     assert "confirmed in 3 processes" in verdict["message"], verdict
+    # Each process's reading, as data, this process's first: all of them gross.
+    assert len(verdict["readings"]) == 3 and verdict["readings"][0] == verdict["change"], verdict
+    assert min(verdict["readings"]) > 0.9, verdict
     assert (
         "the run as a whole moved too (the lower quartile of the 10 tests this process compared, +"
         in (verdict["message"])

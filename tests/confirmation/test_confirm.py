@@ -23,6 +23,7 @@ from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.glue.options import Settings
 from pytest_efficientllm.judging.evaluate import suspects
 from pytest_efficientllm.judging.gate import GateOptions, judge
+from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.measuring import process_layout as layout
 from tests.helpers.record_builders import counted, latency, record
 
@@ -76,6 +77,7 @@ def test_the_first_passing_process_clears_it_and_no_more_start() -> None:
     assert [v.status for v in al] == ["warn"]
     assert "not confirmed in 2 processes" in al[0].message and al[0].message.endswith("a process passes, not failing")
     assert al[0].confirmed == "" and al[0].softened == "vote_cleared"
+    assert len(al[0].readings) == 2 and al[0].readings[0] == al[0].change and abs(al[0].readings[1]) < 0.05
     assert not any(v.failed for v in final)
 
 
@@ -100,6 +102,10 @@ def test_each_process_reads_the_metric_s_change_against_the_baseline_and_its_bud
     final = vote.final_verdicts()
     assert [(v.kind, v.status) for v in final] == [("budget", "pass"), ("baseline", "fail")]
     assert "confirmed in 3 processes" in final[1].message
+    # The readings travel with the comparison, as data (the run file's reader and the run's shift
+    # read them there); the budget has none.
+    assert final[1].readings == tuple(expected) and final[0].readings == ()
+    assert Verdict.from_dict(json.loads(json.dumps(final[1].to_dict()))) == final[1]
 
 
 def test_a_metric_that_passes_here_is_not_suspect() -> None:

@@ -200,7 +200,9 @@ CASES: dict[str, tuple[Callable[[], Verdict], str, str]] = {
         "gross_floor",
     ),
     "a gross slowdown in a run that drifted": (
-        lambda: apart_from_run(_gross(1.0), [1.0, 1.0], latency(0.010), None, RunShift(0.4, 61), "cpu"),
+        lambda: apart_from_run(
+            dataclasses.replace(_gross(1.0), readings=(1.0, 1.0)), latency(0.010), None, RunShift(0.4, 61), "cpu"
+        ),
         "",
         "run_moved",
     ),
@@ -263,7 +265,8 @@ def test_a_run_file_keeps_verdict_fields_this_plugin_does_not_know(tmp_path: Pat
     # A run file's verdicts stay plain dicts: one written by a newer plugin, with a field or a
     # reason this one does not know, still reads here (only `Verdict.from_dict`, the xdist wire
     # between processes of one install, is strict).
-    newer = Verdict(AL, "warn", "x", "baseline", reason="beyond_noise").to_dict() | {"reason": "future", "extra": 1}
+    written = Verdict(AL, "warn", "x", "baseline", reason="beyond_noise").to_dict() | {"reason": "future", "extra": 1}
+    newer = json.loads(json.dumps(written))
     write_run(tmp_path / "run.json", Run(records=[record("t.py::a", counted("flops", 1))], runs=[]))
     data = json.loads((tmp_path / "run.json").read_text())
     data["records"][0]["verdicts"] = [newer]

@@ -21,8 +21,10 @@ CPU_TIME = "cpu_time_per_round"
 BASE = latency(0.010, name=CPU_TIME)
 
 
-def _gross(change: float) -> Verdict:
-    return Verdict(CPU_TIME, "fail", f"({change:+.1%}): slower beyond tolerance and noise; gross", "baseline", change)
+def _gross(change: float, *readings: float) -> Verdict:
+    """A gross failure of the default check, with the vote's `readings` (this process's first)."""
+    said = f"({change:+.1%}): slower beyond tolerance and noise; gross"
+    return Verdict(CPU_TIME, "fail", said, "baseline", change, readings=(change, *readings))
 
 
 def _run(*changes: float) -> RunChanges:
@@ -51,7 +53,7 @@ def test_the_run_s_shift_is_the_lower_quartile_of_every_test_compared_from_eight
 def test_a_test_that_moved_with_a_drifting_run_warns_naming_both() -> None:
     # The A/A of 2026-12-06 04:07: test_decode[mla] read +99.6% and +105.0% in a run whose lower
     # quartile read +40%; had the last fresh process read +95% too, the vote would have confirmed it.
-    verdict = apart_from_run(_gross(0.996), [0.996, 1.05, 0.95], BASE, None, RunShift(0.40, 61), "cpu")
+    verdict = apart_from_run(_gross(0.996, 1.05, 0.95), BASE, None, RunShift(0.40, 61), "cpu")
     assert verdict.status == "warn" and verdict.change == 0.996
     assert "the run as a whole moved too (the lower quartile of the 61 tests this process compared, +40.0%)" in (
         verdict.message
@@ -62,7 +64,7 @@ def test_a_test_that_moved_with_a_drifting_run_warns_naming_both() -> None:
 
 
 def test_a_test_far_beyond_its_run_still_fails() -> None:
-    verdict = apart_from_run(_gross(3.0), [3.0, 2.9, 3.1], BASE, None, RunShift(0.35, 61), "cpu")
+    verdict = apart_from_run(_gross(3.0, 2.9, 3.1), BASE, None, RunShift(0.35, 61), "cpu")
     assert verdict.status == "fail"
     assert verdict.message.endswith("+204% of the test's own at the most, still gross")  # 4.1 / 1.35
 
@@ -70,7 +72,7 @@ def test_a_test_far_beyond_its_run_still_fails() -> None:
 def test_one_process_beyond_the_run_s_drift_keeps_the_failure() -> None:
     # 2026-12-06 04:53, test_decode[mha] slowed x2: +102.8% in this process, in a quick spell for it,
     # +217.8% and +244.2% in the fresh ones, in a run whose lower quartile read +34.7%.
-    verdict = apart_from_run(_gross(1.028), [1.028, 2.178, 2.442], BASE, None, RunShift(0.347, 61), "cpu")
+    verdict = apart_from_run(_gross(1.028, 2.178, 2.442), BASE, None, RunShift(0.347, 61), "cpu")
     assert verdict.status == "fail" and verdict.message.endswith("+156% of the test's own at the most, still gross")
 
 
@@ -84,15 +86,15 @@ def test_one_process_beyond_the_run_s_drift_keeps_the_failure() -> None:
     ],
 )
 def test_only_a_run_that_slowed_short_of_the_floor_is_taken_out(shift: float) -> None:
-    failure = _gross(2.0)
-    assert apart_from_run(failure, [2.0, 2.0, 2.0], BASE, None, RunShift(shift, 61), "cpu") == failure
+    failure = _gross(2.0, 2.0, 2.0)
+    assert apart_from_run(failure, BASE, None, RunShift(shift, 61), "cpu") == failure
 
 
 def test_for_a_metric_better_higher_a_drop_is_the_slowdown() -> None:
     rate = Metric("AT", 100.0, "tok/s", "higher", "measured", "test builder", samples=(99.0, 100.0, 101.0))
     # Half the throughput (-50%) in a run that lost a quarter (-25%): 1.5x slower than the run, not gross.
-    drop = Verdict("AT", "fail", "(-50.0%)", "baseline", -0.5)
-    assert apart_from_run(drop, [-0.5], rate, None, RunShift(-0.25, 20, "upper"), "cpu").status == "warn"
+    drop = Verdict("AT", "fail", "(-50.0%)", "baseline", -0.5, readings=(-0.5,))
+    assert apart_from_run(drop, rate, None, RunShift(-0.25, 20, "upper"), "cpu").status == "warn"
 
 
 def _decision(limits: tuple = ()) -> Decision:
@@ -101,16 +103,15 @@ def _decision(limits: tuple = ()) -> Decision:
 
 def test_the_decision_takes_the_run_out_only_of_the_cpu_profile_s_default_check() -> None:
     run = _run(*[0.45] * 20)
-    per_process = {CPU_TIME: [1.0, 1.05, 0.98]}
-    (cleared,) = _decision().apart_from_run([_gross(1.0)], per_process, run, "cpu")
+    voted = _gross(1.0, 1.05, 0.98)
+    (cleared,) = _decision().apart_from_run([voted], run, "cpu")
     assert cleared.status == "warn" and "the run as a whole moved too" in cleared.message
     # A fresh process far beyond the run's drift: the failure stands.
-    far = {CPU_TIME: [1.0, 1.05, 2.5]}
-    assert _decision().apart_from_run([_gross(1.0)], far, run, "cpu")[0].status == "fail"
+    assert _decision().apart_from_run([_gross(1.0, 1.05, 2.5)], run, "cpu")[0].status == "fail"
     # A tolerance the user gave fails any slowdown beyond it: the run's drift is not taken out.
     given = (parse_limit(CPU_TIME, "+10%"),)
-    assert _decision(given).apart_from_run([_gross(1.0)], per_process, run, "cpu")[0].status == "fail"
+    assert _decision(given).apart_from_run([voted], run, "cpu")[0].status == "fail"
     # GPU profiles fail beyond 5% and the noise: no gross floor, nothing taken out.
-    assert _decision().apart_from_run([_gross(1.0)], per_process, run, "h100")[0].status == "fail"
+    assert _decision().apart_from_run([voted], run, "h100")[0].status == "fail"
     # Too few tests to speak of a run.
-    assert _decision().apart_from_run([_gross(1.0)], per_process, _run(0.45), "cpu")[0].status == "fail"
+    assert _decision().apart_from_run([voted], _run(0.45), "cpu")[0].status == "fail"
