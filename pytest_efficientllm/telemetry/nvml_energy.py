@@ -62,22 +62,6 @@ class CounterStep:
 NO_STEP = CounterStep(None, None, None, 0, 0.0)
 
 
-def probe_counter(
-    read_mj: Callable[[], int],
-    clock: Callable[[], float] = time.perf_counter,
-    sleep: Callable[[float], None] = time.sleep,
-    max_s: float = PROBE_MAX_S,
-    changes_wanted: int = PROBE_CHANGES,
-    poll_s: float = PROBE_POLL_S,
-) -> CounterStep:
-    """Read the counter every `poll_s` for at most `max_s` and time its updates.
-
-    The idle power is taken between the first and the last observed update, so it is exact
-    to the counter's own resolution rather than to our poll.
-    """
-    return probe_counters(lambda: [read_mj()], clock, sleep, max_s, changes_wanted, poll_s)[0]
-
-
 def probe_counters(
     read_all_mj: Callable[[], Sequence[int]],
     clock: Callable[[], float] = time.perf_counter,
@@ -86,10 +70,13 @@ def probe_counters(
     changes_wanted: int = PROBE_CHANGES,
     poll_s: float = PROBE_POLL_S,
 ) -> list[CounterStep]:
-    """`probe_counter` for several counters read together, one `CounterStep` each.
+    """Read the counters together every `poll_s` for at most `max_s` and time each one's updates,
+    one `CounterStep` per counter.
 
     Each counter is timed on its own: two GPUs' counters tick at unrelated phases, so their
-    sum would change twice per period and show half the real period.
+    sum would change twice per period and show half the real period. The idle power is taken
+    between the first and the last observed update, so it is exact to the counter's own
+    resolution rather than to our poll.
     """
     t0 = clock()
     last = list(read_all_mj())

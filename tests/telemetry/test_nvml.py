@@ -9,7 +9,7 @@ from pytest_efficientllm.measuring.meter import MeasureProtocol, Meter
 from pytest_efficientllm.telemetry.base import TelemetryError
 from pytest_efficientllm.telemetry.nvml import NvmlSet, open_nvml
 from pytest_efficientllm.telemetry.nvml_devices import parse_visible_devices
-from pytest_efficientllm.telemetry.nvml_energy import SHORT_WINDOW_UPDATES, combine_steps, probe_counter, probe_counters
+from pytest_efficientllm.telemetry.nvml_energy import SHORT_WINDOW_UPDATES, combine_steps, probe_counters
 from pytest_efficientllm.telemetry.procfs import PerfCounterTimer
 from tests.helpers.nvml_double import FakeClock, FakeGpu, FakeHandle, FakePynvml
 
@@ -62,7 +62,7 @@ def test_probe_finds_the_counter_step_period_and_idle_power(power_w: float, peri
 
 def test_probe_is_bounded_when_the_counter_never_moves() -> None:
     clock = FakeClock()
-    step = probe_counter(lambda: 42, clock, clock.sleep, max_s=0.5)
+    (step,) = probe_counters(lambda: [42], clock, clock.sleep, max_s=0.5)
     assert step.period_s is None and step.step_mj is None and step.idle_power_w is None
     assert 0.5 <= step.duration_s < 0.51
 
@@ -377,7 +377,7 @@ def test_each_counter_is_probed_on_its_own_so_two_out_of_phase_gpus_keep_their_p
     combined = combine_steps(steps)
     assert combined.period_s == pytest.approx(0.1, rel=0.02) and combined.idle_power_w == pytest.approx(400, rel=0.02)
     # Negative control: the sum of the two, probed as one counter, shows half the period.
-    summed = probe_counter(lambda: sum(r() for r in read), clock, clock.sleep)
+    (summed,) = probe_counters(lambda: [sum(r() for r in read)], clock, clock.sleep)
     assert summed.period_s == pytest.approx(0.05, rel=0.02)
 
 
@@ -429,7 +429,7 @@ def test_the_probe_stops_as_soon_as_each_counter_changed_the_times_wanted() -> N
         reads.append(10 * len(reads))  # +10 mJ at each read
         return reads[-1]
 
-    step = probe_counter(counter, clock, clock.sleep, changes_wanted=2, poll_s=0.01)
+    (step,) = probe_counters(lambda: [counter()], clock, clock.sleep, changes_wanted=2, poll_s=0.01)
     assert len(reads) == 3  # the first reading, then one per change
     assert step.changes == 2 and step.period_s == pytest.approx(0.01) and step.step_mj == 10.0
     assert step.idle_power_w == pytest.approx(1.0)  # 10 mJ per 10 ms
