@@ -3,7 +3,8 @@
 Rank 1 raises; rank 0's all-reduce then fails for want of it. torch names the first failed process
 it sees, and a parent that wakes late (a loaded CI runner) sees both gone and names rank 0: CI once
 printed rank 0's "Connection closed by peer" above rank 1's assertion. A test double wrapped around
-the ranks' `ProcessContext.join` holds the parent back 3 s, so it looks only after both are gone.
+the parent's wait for the ranks (`spawn._await_ranks`) holds it back 3 s, so it looks only after
+both are gone.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_efficientllm.distributed import spawn
 from pytest_efficientllm.distributed.collectives import RankContext
 from pytest_efficientllm.distributed.outcome import FAILED, failure_message
 from pytest_efficientllm.distributed.spawn import run_ranks
@@ -31,24 +33,20 @@ def _rank_1_disagrees(ctx: RankContext) -> dict[str, Any]:
 
 
 def test_the_rank_that_raised_comes_first_when_the_parent_looks_late(monkeypatch: pytest.MonkeyPatch) -> None:
-    import torch.multiprocessing as mp
+    real_await = spawn._await_ranks
 
-    real_start = mp.start_processes
+    def await_ranks_looking_late(processes: list[Any], *args: Any, **kwargs: Any) -> int | None:
+        time.sleep(HELD_S)
+        assert all(not p.is_alive() for p in processes), "the double must look only after every rank left"
+        return real_await(processes, *args, **kwargs)
 
-    def start_processes_looked_at_late(*args: Any, **kwargs: Any) -> Any:
-        context = real_start(*args, **kwargs)
-        real_join = context.join
-
-        def join_late(*a: Any, **k: Any) -> Any:
-            time.sleep(HELD_S)
-            return real_join(*a, **k)
-
-        context.join = join_late
-        return context
-
-    monkeypatch.setattr(mp, "start_processes", start_processes_looked_at_late)
+    monkeypatch.setattr(spawn, "_await_ranks", await_ranks_looking_late)
     outcomes = run_ranks(_rank_1_disagrees, 2, timeout_s=60, start_method="fork")
     assert [o.status for o in outcomes] == [FAILED, FAILED], [o.error for o in outcomes]
     assert [o.first for o in outcomes] == [False, True]
     message = failure_message(outcomes, 2) or ""
     assert message.startswith("rank 1 of 2 failed:") and "rank one disagrees" in message, message
+    # The rank's traceback is the test's: the frames of the plugin that ran it are left out.
+    assert "in _rank_1_disagrees" in outcomes[1].error and "distributed/spawn.py" not in outcomes[1].error, outcomes[
+        1
+    ].error
