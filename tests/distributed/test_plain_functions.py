@@ -21,6 +21,7 @@ from pytest_efficientllm.distributed.outcome import (
     RankOutcome,
     failure_message,
     root_cause,
+    skip_reason,
 )
 from pytest_efficientllm.distributed.spawn import quiet_fork
 from pytest_efficientllm.distributed.torchrun import (
@@ -314,3 +315,14 @@ def test_a_real_fork_beside_a_thread_is_quiet_while_ranks_start() -> None:
         stop.set()
         thread.join()
     assert [w.category for w in seen] == [DeprecationWarning]
+
+
+def test_a_test_is_skipped_only_where_every_rank_skipped_and_with_the_first_rank_s_reason() -> None:
+    both = [RankOutcome(0, SKIPPED, error="needs 2 GPUs"), RankOutcome(1, SKIPPED, error="needs 2 GPUs (rank 1)")]
+    assert skip_reason(both) == "needs 2 GPUs"
+    # A skip with no message still says why the test did not run.
+    assert skip_reason([RankOutcome(0, SKIPPED), RankOutcome(1, SKIPPED)]) == "skipped in every rank"
+    # One rank that ran (or failed) means the skip is a failure of the others' collectives, not a skip.
+    assert skip_reason([RankOutcome(0, SKIPPED, error="x"), RankOutcome(1, PASSED)]) is None
+    assert skip_reason([RankOutcome(0, FAILED, error="x"), RankOutcome(1, SKIPPED, error="y")]) is None
+    assert skip_reason([]) is None  # no rank reported: nothing says it was skipped
