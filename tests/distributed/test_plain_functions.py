@@ -245,6 +245,9 @@ def test_the_root_cause_is_the_rank_that_raised_first_by_its_own_report() -> Non
     died = [RankOutcome(0, FAILED, error="Connection closed by peer", failed_at=1002.5), RankOutcome(1, DIED)]
     assert root_cause(died, 1) == 1
     assert root_cause([RankOutcome(0, PASSED), RankOutcome(1, PASSED)], None) is None
+    # A failure with no time of its own is not taken as the earliest.
+    untimed = [RankOutcome(0, FAILED, error="Connection closed by peer"), raised_late[1]]
+    assert root_cause(untimed, 0) == 1
 
 
 def test_failure_message_puts_the_root_cause_first() -> None:
