@@ -66,6 +66,26 @@ def test_a_dirty_work_tree_is_refused_naming_the_files_unless_asked(repo: Path) 
         assert (head.path / "mod.py").read_text() == "N = 2\n"  # the commit, not the work tree
 
 
+def test_the_comparison_s_own_output_folder_does_not_make_the_tree_dirty_but_nothing_else_is_excused(
+    repo: Path,
+) -> None:
+    outputs = repo / "efficiency-ab"
+    outputs.mkdir()
+    (outputs / "head.json").write_text("{}")  # the last comparison's files
+    with sides("HEAD~1", "HEAD", repo, outputs=outputs.resolve()):
+        pass
+    for i in range(10):  # ten of the user's own files: each named, none as "more"
+        (repo / f"notes{i}.txt").write_text("")
+    with pytest.raises(RevisionError, match=r"notes0\.txt.*notes9\.txt; commit or stash") as refused:
+        with sides("HEAD~1", "HEAD", repo, outputs=outputs.resolve()):
+            pass
+    assert "efficiency-ab" not in str(refused.value) and "more" not in str(refused.value)
+    (repo / "notes10.txt").write_text("")
+    with pytest.raises(RevisionError, match=r"and 1 more; commit or stash"):
+        with sides("HEAD~1", "HEAD", repo, outputs=outputs.resolve()):
+            pass
+
+
 def test_two_folders_are_used_as_they_are_without_git(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
