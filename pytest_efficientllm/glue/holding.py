@@ -19,6 +19,7 @@ from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.glue.state import HELD_KEY, RUN_KEY
 from pytest_efficientllm.glue.worker import device_lock
 from pytest_efficientllm.judging.evaluate import Decision
+from pytest_efficientllm.measuring import process_layout as layout
 
 
 @dataclass
@@ -59,7 +60,7 @@ def child_settings(config: pytest.Config, call_s: float) -> confirm.ChildSetting
         warmup=defaults.warmup,
         min_time_s=defaults.min_time_s,
         plugins=plugins,
-        fixed_layout=current["aslr"] is False and current["hash_seed"] != "random",
+        fixed_layout=layout.children_start_fixed(current),
         xdist=config.pluginmanager.hasplugin("xdist"),
         # A fresh process pays start-up and collection on top of the test itself.
         timeout_s=max(120.0, 20 * call_s),

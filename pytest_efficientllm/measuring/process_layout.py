@@ -155,6 +155,14 @@ def is_fixed(layout: dict[str, Any]) -> bool:
     return layout.get("aslr") is False and layout.get("hash_seed") != "random" and bool(layout.get("stack_padded"))
 
 
+def children_start_fixed(layout: dict[str, Any]) -> bool:
+    """Whether a fresh process this one starts to measure a test again gets the fixed layout
+    (`fixed_child_env`): where this process runs with ASLR off, which the child inherits, and a
+    fixed hash seed. Unlike `is_fixed`, its own stack need not be padded: the child's is padded
+    for its own command line, as a run with the fixed layout would have it."""
+    return layout.get("aslr") is False and layout.get("hash_seed") != "random"
+
+
 def describe(layout: dict[str, Any]) -> str:
     aslr = {True: "ASLR on", False: "ASLR off", None: "ASLR unknown"}[layout.get("aslr")]
     seed = layout.get("hash_seed", "random")

@@ -46,6 +46,8 @@ def test_the_layout_read_matches_what_the_process_was_started_with() -> None:
     fixed = _layout_of(["setarch", platform.machine(), "-R"], {**env, "PYTHONHASHSEED": "0"})
     # ASLR off and the seed fixed, but not re-executed for this command line: stack not padded.
     assert fixed == {"aslr": False, "hash_seed": "0", "stack_padded": False} and not layout.is_fixed(fixed)
+    # Its confirmation processes still start fixed: they inherit ASLR off, and are seeded and padded.
+    assert layout.children_start_fixed(fixed)
     seeded = _layout_of([], {**env, "PYTHONHASHSEED": "123"})
     assert seeded["hash_seed"] == "123"
     system_aslr = open("/proc/sys/kernel/randomize_va_space").read().strip() != "0"
@@ -54,6 +56,14 @@ def test_the_layout_read_matches_what_the_process_was_started_with() -> None:
             [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True, preexec_fn=_aslr_back_on
         )
         assert json.loads(plain.stdout) == {"aslr": True, "hash_seed": "random", "stack_padded": False}
+
+
+def test_confirmation_processes_start_fixed_only_from_a_process_with_aslr_off_and_a_fixed_seed() -> None:
+    # Only where this process runs so: the processes of the vote measure as this one did.
+    assert layout.children_start_fixed({"aslr": False, "hash_seed": "123", "stack_padded": False})
+    assert not layout.children_start_fixed({"aslr": False, "hash_seed": "random", "stack_padded": True})
+    assert not layout.children_start_fixed({"aslr": True, "hash_seed": "0", "stack_padded": True})
+    assert not layout.children_start_fixed({"aslr": None, "hash_seed": "0", "stack_padded": False})
 
 
 def test_the_padding_makes_every_command_line_and_environment_one_stack_size() -> None:
