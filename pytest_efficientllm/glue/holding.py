@@ -9,6 +9,7 @@ rewrites its asserts only if no other module imported it first.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,19 +68,20 @@ def child_settings(config: pytest.Config, call_s: float) -> confirm.ChildSetting
     )
 
 
+def measured_again(nodeid: str, settings: confirm.ChildSettings, locked_device: str | None) -> Record | str:
+    """A fresh process's record of the test (or why there is none), measured under the lock of
+    the GPU whose lock this worker's measured tests take: never two measurements on one GPU at once."""
+    with device_lock(locked_device) if locked_device is not None else contextlib.nullcontext():
+        return confirm.measure_in_child(nodeid, settings)
+
+
 def hold(test: HeldTest, call_s: float) -> None:
     """Hold the test's reports until fresh processes, spaced apart in time, have voted."""
     state = test.item.config.stash[RUN_KEY]
     assert state.confirm_queue is not None, "a decision with suspects comes only from a run that confirms"
-    settings = child_settings(test.item.config, call_s)
-    nodeid = test.record.nodeid
-
-    def measure_again() -> Record | str:
-        # Never two measurements on one GPU at once: the fresh process measures under this worker's lock.
-        locked = state.locked_device
-        with device_lock(locked) if locked is not None else contextlib.nullcontext():
-            return confirm.measure_in_child(nodeid, settings)
-
+    measure_again = functools.partial(
+        measured_again, test.record.nodeid, child_settings(test.item.config, call_s), state.locked_device
+    )
     decision = test.decision
     vote = confirm.Vote(decision.verdicts, decision.suspects, state.settings.confirm_processes)
     test.item.stash[HELD_KEY] = state.confirm_queue.hold(vote, measure_again, decision.rejudge, test)
