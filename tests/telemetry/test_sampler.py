@@ -30,6 +30,15 @@ def test_empty_and_single_samples() -> None:
     assert s.time_average() is None and s.maximum() is None
     s.samples = [(5.0, 7.0)]
     assert s.time_average() == 7.0
+    # Two samples at one instant (a clock too coarse for the window): their plain mean, not 0 / 0.
+    s.samples = [(5.0, 7.0), (5.0, 9.0)]
+    assert s.time_average() == 8.0
+
+
+def test_stop_before_start_takes_one_sample_and_raises_nothing() -> None:
+    s = Sampler(lambda: 3.0, 1.0)
+    s.stop()
+    assert [v for _, v in s.samples] == [3.0] and s.time_average() == 3.0
 
 
 def test_a_window_shorter_than_the_interval_still_has_two_samples_and_stops_promptly() -> None:
