@@ -152,7 +152,8 @@ def current_layout() -> dict[str, Any]:
 
 
 def is_fixed(layout: dict[str, Any]) -> bool:
-    return layout.get("aslr") is False and layout.get("hash_seed") != "random" and bool(layout.get("stack_padded"))
+    """The whole fixed layout: what a confirmation process started from it gets, and the stack padded too."""
+    return children_start_fixed(layout) and bool(layout.get("stack_padded"))
 
 
 def children_start_fixed(layout: dict[str, Any]) -> bool:
