@@ -48,6 +48,5 @@ def test_the_rank_that_raised_comes_first_when_the_parent_looks_late(monkeypatch
     message = failure_message(outcomes, 2) or ""
     assert message.startswith("rank 1 of 2 failed:") and "rank one disagrees" in message, message
     # The rank's traceback is the test's: the frames of the plugin that ran it are left out.
-    assert "in _rank_1_disagrees" in outcomes[1].error and "distributed/spawn.py" not in outcomes[1].error, outcomes[
-        1
-    ].error
+    error = outcomes[1].error
+    assert "in _rank_1_disagrees" in error and "distributed/spawn.py" not in error, error
