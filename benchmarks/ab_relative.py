@@ -7,7 +7,13 @@ and relative to the median of the other tests of the same test function (its oth
 For each way it reports the median width of the 90% signed-rank interval, how many A/A timings
 fail by `ab`'s own verdict (`paired_verdicts`: estimate beyond +5% and one-sided p < 5%), and how
 many would fail had the test alone been 10% slower (+10% added to its HEAD log ratios; the other
-tests left as they ran).
+tests left as they ran). A last line does the same with `ab`'s whole verdict as built, the other
+tests of each pair given to it as its control: it fails a test on its pairs, or against those
+tests where they moved within the tolerance (`judging.paired.relative_change`). Given two or more
+folders it also reads each comparison as the first pairs and the next one (the first after the
+last) as the confirming pairs, as `ab` does by default: a test fails when both find it, by the
+pairs alone (`ab` before it judged against the other tests) and by `ab` as built. The confirming
+pairs of a real run hold only the 8 quickest other tests beside the suspect; here they hold all.
 
     python benchmarks/ab_relative.py efficiency-ab/ [more folders...]
 
@@ -54,9 +60,11 @@ def _record(ratio: float) -> Record:
     return record
 
 
-def fails(logs: list[float]) -> bool:
-    """`ab`'s own verdict (`paired_verdicts`) on pairs whose HEAD/BASE log ratios are `logs`."""
-    verdicts = paired_verdicts([_record(1.0)] * len(logs), [_record(math.exp(x)) for x in logs])
+def fails(logs: list[float], others: list[list[float]] | None = None) -> bool:
+    """`ab`'s own verdict (`paired_verdicts`) on pairs whose HEAD/BASE log ratios are `logs`, with
+    the other tests' log ratios in each pair (`others[i]`) as its control where given."""
+    control = {METRIC: [[math.exp(x) for x in row] for row in others]} if others is not None else None
+    verdicts = paired_verdicts([_record(1.0)] * len(logs), [_record(math.exp(x)) for x in logs], (), control)
     return any(v.metric == METRIC and v.status == "fail" for v in verdicts)
 
 
@@ -68,10 +76,19 @@ def main() -> None:
     false_alarms = dict.fromkeys(WAYS, 0)
     caught = dict.fromkeys(WAYS, 0)
     timings = 0
+    built = {"A/A failed": 0, "caught": 0}
+    # Per folder, per test: (A/A, +10%) verdicts by the pairs alone and by ab as built.
+    verdicts: list[dict[str, tuple[bool, bool, bool, bool]]] = []
     for folder in args.folders:
         logs = log_ratios(folder)
+        verdicts.append({})
         for test, own in logs.items():
             others = [o for o in logs if o != test]
+            rows = [[logs[o][p] for o in others] for p in range(len(own))]
+            slower = [x + SLOWER for x in own]
+            verdicts[-1][test] = (fails(own), fails(slower), fails(own, rows), fails(slower, rows))
+            built["A/A failed"] += verdicts[-1][test][2]
+            built["caught"] += verdicts[-1][test][3]
             same = [o for o in others if o.split("[")[0] == test.split("[")[0]]
             for way, group in zip(WAYS, (None, others, same)):
                 if group == []:
@@ -91,6 +108,25 @@ def main() -> None:
                 f"{way:32s} median interval width {statistics.median(widths[way]):5.1f} points; A/A failed "
                 f"{false_alarms[way]} of {n}; a +10% slower test caught in {caught[way]} of {n}"
             )
+    print(
+        f"{'ab as built (pairs, then others)':32s} A/A failed {built['A/A failed']} of {timings}; "
+        f"a +10% slower test caught in {built['caught']} of {timings}"
+    )
+    if len(verdicts) < 2:
+        return
+    both = [0, 0, 0, 0]
+    judged = 0
+    for i, first in enumerate(verdicts):
+        again = verdicts[(i + 1) % len(verdicts)]
+        for test in first.keys() & again.keys():
+            judged += 1
+            for k in range(4):
+                both[k] += first[test][k] and again[test][k]
+    for name, (a_a, caught_) in (("pairs alone", both[:2]), ("ab as built", both[2:])):
+        print(
+            f"{'after confirmation, ' + name:32s} A/A failed {a_a} of {judged}; "
+            f"a +10% slower test caught in {caught_} of {judged}"
+        )
 
 
 if __name__ == "__main__":

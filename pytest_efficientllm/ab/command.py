@@ -9,6 +9,8 @@ a dirty work tree), naming what to fix.
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +32,9 @@ from pytest_efficientllm.judging.verdicts import Verdict
 from pytest_efficientllm.storage.runfile import Run, write_run
 
 DEFAULT_PAIRS = 6
+# Other tests the confirming pairs measure beside the suspects, the quickest ones: the control a
+# suspect is judged against there as in the first pairs (`judging.paired.relative_change`).
+CONTROL_TESTS = 8
 
 
 def _stderr(line: str) -> None:
@@ -151,6 +156,18 @@ def measured_suspect(t: TestVerdict, head: list[ProcessResult]) -> bool:
     return failing <= set(suspects(record, t.verdicts))
 
 
+def control_tests(tests: Sequence[TestVerdict], results: Sequence[ProcessResult], suspected: set[str]) -> list[str]:
+    """The `CONTROL_TESTS` quickest compared tests that are not suspects, by their median time over
+    the processes (JUnit's), for the confirming pairs to measure beside the suspects."""
+    seconds: dict[str, list[float]] = {}
+    for r in results:
+        for nodeid, s in r.durations.items():
+            seconds.setdefault(nodeid, []).append(s)
+    candidates = [t.nodeid for t in tests if t.status == "compared" and t.nodeid not in suspected]
+    quickest = sorted(candidates, key=lambda n: (statistics.median(seconds.get(n) or [math.inf]), n))
+    return quickest[:CONTROL_TESTS]
+
+
 def after_more_pairs(t: TestVerdict, again: TestVerdict | None, pairs: int) -> TestVerdict:
     """A suspect's verdicts after `pairs` more pairs: each failing one stays failing only where the
     new pairs find it too; one they could not judge keeps this verdict, saying why."""
@@ -220,8 +237,9 @@ def run_comparison(
     """Measure BASE and HEAD in `pairs` ABBA pairs of fresh processes and judge the pairs.
 
     With `confirm`, a test that fails on measured metrics alone is measured again in `pairs`
-    more pairs (the other tests deselected) and fails only if those find it too: as the gate's
-    vote in fresh processes, a slow spell of the machine must strike twice to fail a pull request.
+    more pairs (beside `control_tests`, the rest deselected) and fails only if those find it
+    too: as the gate's vote in fresh processes, a slow spell of the machine must strike twice to
+    fail a pull request.
     """
     started = time.monotonic()
     # Absolute: each side's processes run in that side's own folder, where a relative path (the
@@ -243,8 +261,9 @@ def run_comparison(
         suspected = {t.nodeid for t in tests if measured_suspect(t, results[HEAD])} if confirm else set()
         if suspected:
             seen = {n for r in results[BASE] + results[HEAD] for n in (*r.outcomes, *r.records)}
+            kept = suspected | set(control_tests(tests, results[BASE] + results[HEAD], suspected))
             # pytest deselects by prefix: `t.py::test_a` would take `t.py::test_ab` with it.
-            others = [n for n in sorted(seen - suspected) if not any(s.startswith(n) for s in suspected)]
+            others = [n for n in sorted(seen - kept) if not any(s.startswith(n) for s in kept)]
             args = [*pytest_args, *(f"--deselect={n}" for n in others)]
             more, also = _run_pairs(by_side, pairs, args, out_dir, progress, first=pairs, what="confirming pair")
             problems += also

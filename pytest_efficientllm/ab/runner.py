@@ -44,6 +44,7 @@ class ProcessResult:
     returncode: int
     records: dict[str, Record] = field(default_factory=dict)
     outcomes: dict[str, str] = field(default_factory=dict)  # "passed" / "failed" / "skipped"
+    durations: dict[str, float] = field(default_factory=dict)  # seconds by test id, as JUnit timed them
     problem: str = ""  # why this process's results are missing ("" when they are there)
     seconds: float = 0.0
 
@@ -76,6 +77,17 @@ def read_outcomes(xml_path: Path) -> dict[str, str]:
             elif child.tag == "skipped" and outcome == "passed":
                 outcome = "skipped"
         out[_nodeid(case)] = outcome
+    return out
+
+
+def read_durations(xml_path: Path) -> dict[str, float]:
+    """Seconds each test took (setup, call and teardown) in a JUnit XML file, where it says."""
+    out: dict[str, float] = {}
+    for case in ET.parse(xml_path).getroot().iter("testcase"):
+        try:
+            out[_nodeid(case)] = float(case.get("time", ""))
+        except ValueError:
+            continue
     return out
 
 
@@ -129,6 +141,7 @@ def run_process(
         result.problem = f"{side.name} process {pair} exited with {done.returncode}: {tail}"
     try:
         result.outcomes = read_outcomes(xml_path)
+        result.durations = read_durations(xml_path)
     except (OSError, ET.ParseError) as exc:
         result.problem = result.problem or f"{side.name} process {pair} left no test outcomes ({exc}): {tail}"
         return result

@@ -71,6 +71,7 @@ def fingerprint_lines(results: list[TestResult], width: int = WIDTH, verbose: in
 REASON_TEXTS: dict[str, str] = {
     "over_budget": "over budget",
     "beyond_noise": "beyond tolerance and noise",
+    "beyond_others": "beyond tolerance and noise against the other tests of its pairs",
     "one_value": "beyond tolerance (one value per run)",
     "too_few_rounds": "beyond tolerance but within noise (too few rounds to tell)",
     "counted_regression": "regression (counted)",

@@ -24,6 +24,15 @@ minutes of the machine (docs/gate.md). The rules are the gate's, read on the pai
 * **budgets** are checked on HEAD's pooled record (each metric's median over processes).
 * **estimated** metrics never fail.
 
+A timing the pairs alone do not fail can still fail **against the other tests of its pairs**
+(`relative_change`), where each pair holds `MIN_OTHERS` of them: the tests of one pair ran in the
+same minutes, so a slow spell of the machine moves them together, and dividing each pair's ratio by
+the median ratio of the others removes it. It fails when that relative change is beyond the
+tolerance and the noise (the same estimate and test as above), and the others as a whole moved
+within the tolerance: where they moved more, a slow side and a HEAD that changed many tests cannot
+be told apart (a test left as it was would read slower than the others that HEAD sped up), and only
+the pairs themselves judge. A HEAD that slows every test alike is judged on the pairs, as before.
+
 A measured metric that fails or improves also says how a control moved in the same pairs:
 the other tests of the comparison (`others_moved`, where each pair holds `MIN_OTHERS` of them),
 else the calibration workload of the same processes (`fingerprint["calibration"]`, measured
@@ -62,6 +71,9 @@ UNRESOLVED = "cannot rule out"
 # statistic is discrete, so the interval's coverage is this or more (5 pairs: 93.8%, 6 pairs: 90.6%).
 INTERVAL_LEVEL = 1 - 2 * ALPHA
 INTERVAL = f"{INTERVAL_LEVEL:.0%} interval"  # how a paired change names it
+# Fewest other tests each pair must hold for them to stand as a control: named beside a failure
+# (`others_moved`) and judged against (`relative_change`).
+MIN_OTHERS = 3
 
 
 @dataclass(frozen=True)
@@ -150,13 +162,42 @@ def _counted_verdict(name: str, base: list[Metric], head: list[Metric], shift: s
     return compare_counted(name, base[0], head[0], None, shift, against="base")
 
 
-def _measured_verdict(name: str, base: list[Metric], head: list[Metric], tolerance: float, defaulted: bool) -> Verdict:
+def _worse(change: float, direction: str) -> float:
+    """A change signed so that above 0 is worse, in a metric's direction."""
+    return change if direction == "lower" else -change
+
+
+def relative_change(
+    change: PairedChange, others: Sequence[Sequence[float]]
+) -> tuple[PairedChange, PairedChange] | None:
+    """`change` against the other tests of its pairs (`others[i]`: their HEAD/BASE ratios in pair i),
+    and how they moved themselves (each pair's median): None where a pair holds fewer than
+    `MIN_OTHERS` of them."""
+    if len(others) != len(change.ratios) or any(len(r) < MIN_OTHERS for r in others):
+        return None
+    medians = [float(statistics.median(r)) for r in others]
+    # Direction "lower" for both: `_measured_verdict` reads them in the metric's direction itself.
+    return paired_change(change.metric, medians, change.ratios, "lower"), paired_change(
+        change.metric, [1.0] * len(medians), medians, "lower"
+    )
+
+
+def _measured_verdict(
+    name: str,
+    base: list[Metric],
+    head: list[Metric],
+    tolerance: float,
+    defaulted: bool,
+    others: Sequence[Sequence[float]] = (),
+) -> Verdict:
     source = head[0].source
-    pairs = [pair for b, h in zip(base, head) if (pair := _pair(b, h)) is not None]
+    direction = head[0].direction
+    kept = [(pair, i) for i, (b, h) in enumerate(zip(base, head)) if (pair := _pair(b, h)) is not None]
+    pairs = [pair for pair, _ in kept]
     told = f"tolerance {tolerance * 100:+.4g}%" + (" (default)" if defaulted else "")
     if len(pairs) < MIN_PAIRS:
         return Verdict(name, "warn", f"{len(pairs)} complete pairs, fewer than {MIN_PAIRS}: not judged", "baseline")
-    change = paired_change(name, [b for b, _ in pairs], [h for _, h in pairs], head[0].direction)
+    change = paired_change(name, [b for b, _ in pairs], [h for _, h in pairs], direction)
     text = f"{change.describe()}; {told}"
     interval = (change.interval[0] - 1.0, change.interval[1] - 1.0)
 
@@ -172,10 +213,23 @@ def _measured_verdict(name: str, base: list[Metric], head: list[Metric], toleran
                 "warn", f"{text}: worse, but an estimate never fails", reason="beyond_noise", softened="estimate"
             )
         return judged("fail", f"{text}: worse in the pairs (p={change.p_worse:.3g})", reason="beyond_noise")
+    rows = [others[i] for _, i in kept] if len(others) == len(base) else []
+    relative = relative_change(change, rows)
+    if relative is not None and source == "measured":
+        against, theirs = relative
+        p_worse = against.p_worse if direction == "lower" else against.p_better
+        if p_worse < ALPHA and _worse(against.change, direction) > tolerance and abs(theirs.change) <= tolerance:
+            return judged(
+                "fail",
+                f"{text}: worse than the other tests of its pairs: {against.describe()} against each pair's "
+                f"median of the other {_how_many(rows)} (p={p_worse:.3g}), which moved "
+                f"{format_change(theirs.change)} themselves",
+                reason="beyond_others",
+            )
     if change.p_better < ALPHA and beyond:
         return judged("improved", f"{text}: better (p={change.p_better:.3g})", reason="better")
-    worst = change.worst(head[0].direction)
-    if abs(worst) > tolerance and (worst > 0) == (head[0].direction == "lower"):
+    worst = change.worst(direction)
+    if abs(worst) > tolerance and (worst > 0) == (direction == "lower"):
         # A pass, but not evidence that nothing regressed: the pairs were too few for their noise.
         text += f"; {UNRESOLVED} {format_change(worst)} with {len(pairs)} pairs (more pairs narrow the interval)"
         return judged("pass", text, worst)
@@ -190,10 +244,6 @@ def calibration_moved(metric: str, base: Sequence[Record], head: Sequence[Record
         return ""
     change = paired_change("calibration", [1.0] * len(factors), [f for f in factors if f is not None], "lower")
     return f"; the calibration workload in the same processes: {change.describe(interval=False)}"
-
-
-# Fewest other tests each pair must hold for them to stand as a failure's control (`others_moved`).
-MIN_OTHERS = 3
 
 
 def pair_ratios(
@@ -242,9 +292,14 @@ def others_moved(metric: str, others: Sequence[Sequence[float]]) -> str:
         return ""
     medians = [float(statistics.median(r)) for r in others]
     change = paired_change(metric, [1.0] * len(medians), medians, "lower")
-    counts = sorted({len(r) for r in others})
-    tests = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    tests = _how_many(others).removesuffix(" tests")
     return f"; the other tests in the same pairs ({tests}, each pair's median): {change.describe(interval=False)}"
+
+
+def _how_many(others: Sequence[Sequence[float]]) -> str:
+    """How many other tests the pairs held: "3 tests", or "12 to 15 tests" where pairs differ."""
+    counts = sorted({len(r) for r in others})
+    return (f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}") + " tests"
 
 
 def paired_verdicts(
@@ -294,9 +349,10 @@ def paired_verdicts(
                 verdicts.append(verdict)
         elif name in tolerances or (source == "measured" and name in defaults):
             tolerance = tolerances.get(name, DEFAULT_MEASURED_TOLERANCE)
-            verdict = _measured_verdict(name, b_list, h_list, tolerance, name not in tolerances)
-            if verdict.status in ("fail", "improved"):
-                control = others_moved(name, (others or {}).get(name, ()))
+            control_rows = (others or {}).get(name, ())
+            verdict = _measured_verdict(name, b_list, h_list, tolerance, name not in tolerances, control_rows)
+            if verdict.status in ("fail", "improved") and verdict.reason != "beyond_others":
+                control = others_moved(name, control_rows)
                 if not control and calibrates(head[0].profile, name):
                     control = calibration_moved(name, base, head)
                 verdict = replace(verdict, message=verdict.message + control)

@@ -34,6 +34,7 @@ Reason = Literal[
     "",
     "over_budget",  # an absolute budget broken
     "beyond_noise",  # a measured change beyond the tolerance and the noise of the runs
+    "beyond_others",  # `ab`: a timing beyond the tolerance and the noise against the other tests of its pairs
     "one_value",  # a measured change beyond the tolerance, one value per run: no noise estimate
     "too_few_rounds",  # beyond the tolerance, but too few rounds to tell change from noise
     "counted_regression",  # a counted value moved the worse way

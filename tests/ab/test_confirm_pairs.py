@@ -22,12 +22,20 @@ def _cpu(median_s: float, seed: int) -> Metric:
     return latency(median_s, spread=0.01, seed=seed, name="cpu_time_per_round")
 
 
-class FakeProcesses:
-    """Test double of `run_process`: HEAD's `test_slow` is 20% slower in the first pairs and
-    `second` times BASE in the confirming ones; `test_counted` counts more bytes on HEAD."""
+# Tests that take 1 s, 2 s, ... (JUnit's time), where the four above take 100 s each.
+FILLERS = [f"t.py::test_f{k:02d}" for k in range(10)]
 
-    def __init__(self, second: float, budget: str = "") -> None:
-        self.second = second
+
+class FakeProcesses:
+    """Test double of `run_process`: HEAD's `test_slow` is `first` times BASE in the first pairs
+    and `second` times in the confirming ones; `test_counted` counts more bytes on HEAD. With
+    `fillers`, ten more tests, quicker than these four. `swing[p]`: how much slower the machine made
+    every test of HEAD's process in pair p (1.0 where not given)."""
+
+    def __init__(
+        self, second: float, budget: str = "", first: float = 1.2, fillers: bool = False, swing: tuple = ()
+    ) -> None:
+        self.first, self.second, self.fillers, self.swing = first, second, fillers, swing
         self.budget = budget  # a budget on test_slow's cpu_time_per_round, as its marker would give
         self.calls: list[tuple[str, int, list[str]]] = []
 
@@ -35,24 +43,36 @@ class FakeProcesses:
         self.calls.append((side.name, pair, list(pytest_args)))
         head = side.name == "head"
         deselected = {a.removeprefix("--deselect=") for a in pytest_args if a.startswith("--deselect=")}
-        factor = (1.2 if pair < 6 else self.second) if head else 1.0
+        factor = (self.first if pair < 6 else self.second) if head else 1.0
+        machine = self.swing[pair] if head and pair < len(self.swing) else 1.0
         seed = pair * 2 + head
         records = {
-            SLOW: record(SLOW, _cpu(0.010 * factor, seed)),
-            STEADY: record(STEADY, _cpu(0.010, seed + 50)),
-            COUNTED: record(COUNTED, _cpu(0.010, seed + 90), counted("bytes_accessed", 200 if head else 100)),
-            PREFIX: record(PREFIX, _cpu(0.010, seed + 70)),
+            SLOW: record(SLOW, _cpu(0.010 * factor * machine, seed)),
+            STEADY: record(STEADY, _cpu(0.010 * machine, seed + 50)),
+            COUNTED: record(COUNTED, _cpu(0.010 * machine, seed + 90), counted("bytes_accessed", 200 if head else 100)),
+            PREFIX: record(PREFIX, _cpu(0.010 * machine, seed + 70)),
         }
+        seconds = dict.fromkeys(records, 100.0)
+        for k, name in enumerate(FILLERS if self.fillers else []):
+            records[name] = record(name, _cpu(0.010 * machine, seed + 200 + k))
+            seconds[name] = 1.0 + k
         if self.budget:
             records[SLOW].settings["limits"] = [f"cpu_time_per_round={self.budget}"]
         kept = {n: r for n, r in records.items() if not any(n.startswith(d) for d in deselected)}  # as pytest
-        return ProcessResult(side.name, pair, 0, kept, {n: "passed" for n in kept})
+        durations = {n: seconds[n] for n in kept}
+        return ProcessResult(side.name, pair, 0, kept, {n: "passed" for n in kept}, durations=durations)
 
 
 def _compare(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second: float, confirm: bool = True, budget: str = "", **kw
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    second: float,
+    confirm: bool = True,
+    budget: str = "",
+    fake: FakeProcesses | None = None,
+    **kw,
 ):
-    fake = FakeProcesses(second, budget)
+    fake = fake or FakeProcesses(second, budget)
     monkeypatch.setattr(command, "run_process", fake)
     monkeypatch.setattr(command, "machine_lock", lambda name: FileLock(str(tmp_path / f"{name}.lock")))
     (tmp_path / "a").mkdir(exist_ok=True)
@@ -69,11 +89,39 @@ def test_a_slowdown_found_again_in_the_more_pairs_fails(tmp_path: Path, monkeypa
     assert v.status == "fail" and "confirmed in 6 more pairs" in v.message and v.confirmed == "more_pairs"
     assert c.confirmed == [SLOW]  # the counted failure needs no more pairs; the steady test none
     assert tests[COUNTED].failed and tests[STEADY].verdicts[0].status == "pass"
-    # Twelve more processes, each running the suspect alone: every other test deselected.
+    # Twelve more processes, each running the suspect and the other tests as its control: three
+    # here, fewer than CONTROL_TESTS, so none deselected.
     again = [args for _, pair, args in fake.calls if pair >= 6]
     assert len(again) == 12 and len(fake.calls) == 24
-    assert all(f"--deselect={COUNTED}" in a and f"--deselect={STEADY}" in a and a[0] == "t.py" for a in again)
-    assert not any(f"--deselect={SLOW}" in a or f"--deselect={PREFIX}" in a for a in again)
+    assert all(a == ["t.py"] for a in again)
+
+
+def test_the_more_pairs_measure_the_suspect_beside_the_quickest_other_tests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeProcesses(second=1.2, fillers=True)
+    c, tests, _ = _compare(tmp_path, monkeypatch, second=1.2, fake=fake)
+    assert c.confirmed == [SLOW] and tests[SLOW].failed
+    again = [args for _, pair, args in fake.calls if pair >= 6]
+    assert len(again) == 12
+    # The eight quickest (fillers 0-7) stay; the slower others go, except the suspect's prefix,
+    # which pytest would deselect with it.
+    dropped = sorted([*FILLERS[8:], STEADY, COUNTED])
+    assert all(a == ["t.py", *(f"--deselect={n}" for n in dropped)] for a in again), again[0]
+
+
+def test_a_test_slower_than_the_other_tests_of_its_pairs_is_confirmed_against_them_in_the_more_pairs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HEAD's processes swing -20% .. +25% with the machine, and test_slow is 10% slower on top: its
+    # pairs alone cannot tell, the other tests of each pair can. The more pairs keep eight of those.
+    swing = (0.8, 1.25, 0.85, 1.18, 0.9, 1.11) * 2
+    fake = FakeProcesses(second=1.1, first=1.1, fillers=True, swing=swing)
+    c, tests, _ = _compare(tmp_path, monkeypatch, second=1.1, fake=fake)
+    (v,) = [v for v in tests[SLOW].verdicts if v.metric == "cpu_time_per_round"]
+    assert v.status == "fail" and v.reason == "beyond_others" and v.confirmed == "more_pairs", v.message
+    assert "confirmed in 6 more pairs: " in v.message and c.confirmed == [SLOW]
+    assert v.message.count("worse than the other tests of its pairs") == 2, v.message
 
 
 def test_a_slowdown_the_more_pairs_do_not_find_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -256,18 +257,81 @@ def test_on_a_gpu_profile_a_gpu_timing_is_not_told_the_host_cpu_s_calibration() 
     assert v.status == "fail" and "calibration" not in v.message
 
 
-def _four_tests(head_factor: dict[str, float]) -> tuple[list[ProcessResult], list[ProcessResult]]:
-    """Six pairs of four tests; HEAD's pair p runs each test at its factor times BASE, and every
-    process of pair p is slower by the same drift (the machine's, shared by the pair's tests)."""
-    drift = [1.0, 1.3, 0.9, 1.2, 1.1, 1.0]
+DRIFT = (1.0, 1.3, 0.9, 1.2, 1.1, 1.0)
+
+
+def _four_tests(
+    head_factor: dict[str, float | tuple[float, ...]], swing: tuple[float, ...] = (1.0,) * len(DRIFT), metric=_cpu
+) -> tuple[list[ProcessResult], list[ProcessResult]]:
+    """Pairs of four tests, one per `swing`; HEAD's pair p runs each test at its factor times BASE
+    (or at its p-th, given one per pair).
+    Every process of pair p is slower by the same drift, and HEAD's by `swing[p]` more: the machine's
+    slow spells, shared by the tests of a pair, cancelling between the pair's sides and not."""
     ids = ["t.py::a", "t.py::b", "t.py::c", "t.py::d"]
     base, head = [], []
-    for p in range(6):
-        b = [record(n, _cpu(0.1 * drift[p], p)) for n in ids]
-        h = [record(n, _cpu(0.1 * drift[p] * head_factor.get(n, 1.0), 50 + p)) for n in ids]
+    for p, s in enumerate(swing):
+        d = DRIFT[p % len(DRIFT)]
+        b = [record(n, metric(0.1 * d, p)) for n in ids]
+        factors = {n: f if isinstance(f, float) else f[p] for n, f in head_factor.items()}
+        h = [record(n, metric(0.1 * d * s * factors.get(n, 1.0), 50 + p)) for n in ids]
         base.append(_proc("base", p, dict.fromkeys(ids, "passed"), b))
         head.append(_proc("head", p, dict.fromkeys(ids, "passed"), h))
     return base, head
+
+
+# HEAD's process of each pair as much slower or faster as the machine made it: eight pairs that
+# swing -20% .. +25% about no change, so that a 10% slowdown of one test is not resolved by its pairs.
+SWINGING = (0.8, 1.25, 0.85, 1.18, 0.9, 1.11, 0.95, 1.05)
+
+
+def _verdict_of(tests: list, nodeid: str = "t.py::a", metric: str = "cpu_time_per_round") -> Verdict:
+    (t,) = [t for t in tests if t.nodeid == nodeid]
+    return _by_metric(t.verdicts)[metric]
+
+
+def test_a_test_slower_than_the_other_tests_of_its_pairs_fails_where_its_pairs_alone_cannot_tell() -> None:
+    base, head = _four_tests({"t.py::a": 1.10}, SWINGING)
+    alone = _by_metric(paired_verdicts([r.records["t.py::a"] for r in base], [r.records["t.py::a"] for r in head]))
+    assert alone["cpu_time_per_round"].status == "pass" and alone["cpu_time_per_round"].unresolved is not None
+    v = _verdict_of(judge_tests(base, head))
+    assert v.status == "fail" and v.reason == "beyond_others", v.message
+    assert "worse than the other tests of its pairs: +10" in v.message, v.message
+    assert "median of the other 3 tests" in v.message and "the other tests in the same pairs" not in v.message
+    for other in ("t.py::b", "t.py::c", "t.py::d"):  # a little faster than a: no failure of theirs
+        assert _verdict_of(judge_tests(base, head), other).status == "pass"
+
+
+def test_a_test_that_moved_with_the_other_tests_of_its_pairs_passes() -> None:
+    # Slower than the others, but within the tolerance: the relative reading is no failure either.
+    assert _verdict_of(judge_tests(*_four_tests({"t.py::a": 1.03}, SWINGING))).status == "pass"
+    # Against the others 8% slower by the estimate, but in 3 of 8 pairs faster: within the noise.
+    uneven = (0.93, 1.3, 0.94, 1.25, 0.92, 1.2, 1.01, 1.2)
+    assert paired_change("a", [1.0] * 8, list(uneven), "lower").p_worse > 0.1
+    assert _verdict_of(judge_tests(*_four_tests({"t.py::a": uneven}, SWINGING))).status == "pass"
+    # Two other tests are not enough to stand as the control.
+    base, head = _four_tests({"t.py::a": 1.10}, SWINGING)
+    for r in base + head:
+        r.records.pop("t.py::d")
+    assert _verdict_of(judge_tests(base, head)).status == "pass"
+
+
+def test_a_test_left_as_it_was_among_tests_that_head_sped_up_is_no_regression() -> None:
+    # HEAD makes every other test 20% faster: against them the unchanged test reads +25% slower, but
+    # that tells a faster HEAD from a slow side no better than the pairs do, so the pairs judge.
+    base, head = _four_tests(dict.fromkeys(["t.py::b", "t.py::c", "t.py::d"], 0.8), SWINGING)
+    assert _verdict_of(judge_tests(base, head)).status == "pass"
+
+
+def test_against_the_other_tests_worse_is_read_in_the_metrics_direction() -> None:
+    def throughput(value: float, seed: int) -> Metric:
+        return replace(latency(value, spread=0.01, seed=seed, name="AT"), unit="tok/s", direction="higher")
+
+    tolerance = (parse_limit("AT", "+5%"),)
+    base, head = _four_tests({"t.py::a": 0.90}, SWINGING, throughput)  # a's throughput 10% lower
+    v = _verdict_of(judge_tests(base, head, tolerance), metric="AT")
+    assert v.status == "fail" and v.reason == "beyond_others", v.message
+    base, head = _four_tests({"t.py::a": 1.10}, SWINGING, throughput)  # 10% higher: better, not a failure
+    assert _verdict_of(judge_tests(base, head, tolerance), metric="AT").status == "pass"
 
 
 def _others_change(message: str) -> float:
