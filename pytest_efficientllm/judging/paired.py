@@ -28,10 +28,11 @@ A timing the pairs alone do not fail can still fail **against the other tests of
 (`relative_change`), where each pair holds `MIN_OTHERS` of them: the tests of one pair ran in the
 same minutes, so a slow spell of the machine moves them together, and dividing each pair's ratio by
 the median ratio of the others removes it. It fails when that relative change is beyond the
-tolerance and the noise (the same estimate and test as above), and the others as a whole moved
-within the tolerance: where they moved more, a slow side and a HEAD that changed many tests cannot
-be told apart (a test left as it was would read slower than the others that HEAD sped up), and only
-the pairs themselves judge. A HEAD that slows every test alike is judged on the pairs, as before.
+tolerance and the noise (the same estimate and test as above), and the others as a whole did not
+get better beyond the tolerance: where they did, a slow BASE and a HEAD that sped them up cannot be
+told apart (against those, a test left as it was would read slower), and only the pairs judge.
+Where the others got slower, a test slower still is slower whichever made them so. A HEAD that
+slows every test alike is judged on the pairs, as before.
 
 A measured metric that fails or improves also says how a control moved in the same pairs:
 the other tests of the comparison (`others_moved`, where each pair holds `MIN_OTHERS` of them),
@@ -218,7 +219,11 @@ def _measured_verdict(
     if relative is not None and source == "measured":
         against, theirs = relative
         p_worse = against.p_worse if direction == "lower" else against.p_better
-        if p_worse < ALPHA and _worse(against.change, direction) > tolerance and abs(theirs.change) <= tolerance:
+        if (
+            p_worse < ALPHA
+            and _worse(against.change, direction) > tolerance
+            and _worse(theirs.change, direction) >= -tolerance
+        ):
             return judged(
                 "fail",
                 f"{text}: worse than the other tests of its pairs: {against.describe()} against each pair's "

@@ -322,6 +322,18 @@ def test_a_test_left_as_it_was_among_tests_that_head_sped_up_is_no_regression() 
     assert _verdict_of(judge_tests(base, head)).status == "pass"
 
 
+def test_a_test_slower_than_other_tests_that_got_slower_fails_against_them() -> None:
+    # Every other test 20% slower, the test 32% (10% beyond them), in pairs that swing so far that
+    # its own pairs cannot tell: slower than the others whether HEAD or the machine slowed them.
+    swing = (0.66, 1.3, 0.68, 1.25, 0.7, 1.2, 0.8, 1.1)
+    base, head = _four_tests({"t.py::a": 1.32, "t.py::b": 1.2, "t.py::c": 1.2, "t.py::d": 1.2}, swing)
+    alone = _by_metric(paired_verdicts([r.records["t.py::a"] for r in base], [r.records["t.py::a"] for r in head]))
+    assert alone["cpu_time_per_round"].status == "pass"
+    v = _verdict_of(judge_tests(base, head))
+    assert v.status == "fail" and v.reason == "beyond_others", v.message
+    assert "which moved +" in v.message, v.message
+
+
 def test_against_the_other_tests_worse_is_read_in_the_metrics_direction() -> None:
     def throughput(value: float, seed: int) -> Metric:
         return replace(latency(value, spread=0.01, seed=seed, name="AT"), unit="tok/s", direction="higher")
@@ -332,6 +344,12 @@ def test_against_the_other_tests_worse_is_read_in_the_metrics_direction() -> Non
     assert v.status == "fail" and v.reason == "beyond_others", v.message
     base, head = _four_tests({"t.py::a": 1.10}, SWINGING, throughput)  # 10% higher: better, not a failure
     assert _verdict_of(judge_tests(base, head, tolerance), metric="AT").status == "pass"
+    # The others' throughput 20% lower (worse), a's 28% lower: 10% below theirs, so it fails; had
+    # "worse" been read as for a time, the others would have got better, and the pairs alone judged.
+    swing = (1.52, 0.77, 1.47, 0.8, 1.43, 0.83, 1.35, 0.91)
+    base, head = _four_tests({"t.py::a": 0.72, "t.py::b": 0.8, "t.py::c": 0.8, "t.py::d": 0.8}, swing, throughput)
+    v = _verdict_of(judge_tests(base, head, tolerance), metric="AT")
+    assert v.status == "fail" and v.reason == "beyond_others", v.message
 
 
 def _others_change(message: str) -> float:
