@@ -176,11 +176,15 @@ def relative_change(
     `MIN_OTHERS` of them."""
     if len(others) != len(change.ratios) or any(len(r) < MIN_OTHERS for r in others):
         return None
-    medians = [float(statistics.median(r)) for r in others]
+    theirs = _others_change(change.metric, others)
     # Direction "lower" for both: `_measured_verdict` reads them in the metric's direction itself.
-    return paired_change(change.metric, medians, change.ratios, "lower"), paired_change(
-        change.metric, [1.0] * len(medians), medians, "lower"
-    )
+    return paired_change(change.metric, theirs.ratios, change.ratios, "lower"), theirs
+
+
+def _others_change(metric: str, others: Sequence[Sequence[float]]) -> PairedChange:
+    """How the other tests moved over the pairs, each pair's median of their ratios standing for it."""
+    medians = [float(statistics.median(r)) for r in others]
+    return paired_change(metric, [1.0] * len(medians), medians, "lower")
 
 
 def _measured_verdict(
@@ -295,8 +299,7 @@ def others_moved(metric: str, others: Sequence[Sequence[float]]) -> str:
     """
     if not others or any(len(r) < MIN_OTHERS for r in others):
         return ""
-    medians = [float(statistics.median(r)) for r in others]
-    change = paired_change(metric, [1.0] * len(medians), medians, "lower")
+    change = _others_change(metric, others)
     tests = _how_many(others).removesuffix(" tests")
     return f"; the other tests in the same pairs ({tests}, each pair's median): {change.describe(interval=False)}"
 
