@@ -157,13 +157,22 @@ def measured_suspect(t: TestVerdict, head: list[ProcessResult]) -> bool:
 
 
 def control_tests(tests: Sequence[TestVerdict], results: Sequence[ProcessResult], suspected: set[str]) -> list[str]:
-    """The `CONTROL_TESTS` quickest compared tests that are not suspects, by their median time over
-    the processes (JUnit's), for the confirming pairs to measure beside the suspects."""
+    """The `CONTROL_TESTS` quickest compared tests that are not suspects and measured something (a
+    test that only counts is no control of a time), by their median time over the processes
+    (JUnit's), for the confirming pairs to measure beside the suspects."""
+    measured = {
+        nodeid
+        for r in results
+        for nodeid, record in r.records.items()
+        if any(metric.source == "measured" for metric in record.metrics.values())
+    }
     seconds: dict[str, list[float]] = {}
     for r in results:
         for nodeid, s in r.durations.items():
             seconds.setdefault(nodeid, []).append(s)
-    candidates = [t.nodeid for t in tests if t.status == "compared" and t.nodeid not in suspected]
+    candidates = [
+        t.nodeid for t in tests if t.status == "compared" and t.nodeid not in suspected and t.nodeid in measured
+    ]
     quickest = sorted(candidates, key=lambda n: (statistics.median(seconds.get(n) or [math.inf]), n))
     return quickest[:CONTROL_TESTS]
 

@@ -22,8 +22,10 @@ def _cpu(median_s: float, seed: int) -> Metric:
     return latency(median_s, spread=0.01, seed=seed, name="cpu_time_per_round")
 
 
-# Tests that take 1 s, 2 s, ... (JUnit's time), where the four above take 100 s each.
+# Tests that take 1 s, 2 s, ... (JUnit's time), where the four above take 100 s each; and one that
+# takes 0.5 s and only counts, so it is no control of a time.
 FILLERS = [f"t.py::test_f{k:02d}" for k in range(10)]
+ONLY_COUNTS = "t.py::test_bytes"
 
 
 class FakeProcesses:
@@ -56,6 +58,9 @@ class FakeProcesses:
         for k, name in enumerate(FILLERS if self.fillers else []):
             records[name] = record(name, _cpu(0.010 * machine, seed + 200 + k))
             seconds[name] = 1.0 + k
+        if self.fillers:
+            records[ONLY_COUNTS] = record(ONLY_COUNTS, counted("bytes_accessed", 100))
+            seconds[ONLY_COUNTS] = 0.5
         if self.budget:
             records[SLOW].settings["limits"] = [f"cpu_time_per_round={self.budget}"]
         kept = {n: r for n, r in records.items() if not any(n.startswith(d) for d in deselected)}  # as pytest
@@ -104,9 +109,9 @@ def test_the_more_pairs_measure_the_suspect_beside_the_quickest_other_tests(
     assert c.confirmed == [SLOW] and tests[SLOW].failed
     again = [args for _, pair, args in fake.calls if pair >= 6]
     assert len(again) == 12
-    # The eight quickest (fillers 0-7) stay; the slower others go, except the suspect's prefix,
-    # which pytest would deselect with it.
-    dropped = sorted([*FILLERS[8:], STEADY, COUNTED])
+    # The eight quickest that measure a time (fillers 0-7) stay; the slower others go, and so does
+    # the quicker one that only counts, except the suspect's prefix, which pytest would deselect with it.
+    dropped = sorted([*FILLERS[8:], STEADY, COUNTED, ONLY_COUNTS])
     assert all(a == ["t.py", *(f"--deselect={n}" for n in dropped)] for a in again), again[0]
 
 
