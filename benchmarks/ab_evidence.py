@@ -112,6 +112,7 @@ def ab_trials(base: Path, head: Path, variant: str, pairs: int, out: Path, rnd: 
                     "incomplete": test.status != "compared",
                     # Which stage decided: the first pairs alone, or the pairs that confirm a failure.
                     "stage": stage_of(v),
+                    "reason": v.reason,
                 }
             )
     return trials, seconds
