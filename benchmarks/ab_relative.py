@@ -9,7 +9,7 @@ fail by `ab`'s own verdict (`paired_verdicts`: estimate beyond +5% and one-sided
 many would fail had the test alone been 10% slower (+10% added to its HEAD log ratios; the other
 tests left as they ran). A last line does the same with `ab`'s whole verdict as built, the other
 tests of each pair given to it as its control: it fails a test on its pairs, or against those
-tests where they moved within the tolerance (`judging.paired.relative_change`). Given two or more
+tests where they did not get better beyond the tolerance (`judging.paired.relative_change`). Given two or more
 folders it also reads each comparison as the first pairs and the next one (the first after the
 last) as the confirming pairs, as `ab` does by default: a test fails when both find it, by the
 pairs alone (`ab` before it judged against the other tests) and by `ab` as built. The confirming

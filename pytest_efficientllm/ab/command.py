@@ -68,6 +68,7 @@ class Comparison:
     problems: list[str]
     seconds: float
     confirmed: list[str] = field(default_factory=list)  # the tests measured again in more pairs
+    controls: list[str] = field(default_factory=list)  # the other tests measured beside them there
 
     @property
     def failed(self) -> bool:
@@ -268,9 +269,11 @@ def run_comparison(
         results, problems = _run_pairs(by_side, pairs, pytest_args, out_dir, progress)
         tests = judge_tests(results[BASE], results[HEAD], extra_limits)
         suspected = {t.nodeid for t in tests if measured_suspect(t, results[HEAD])} if confirm else set()
+        controls: list[str] = []
         if suspected:
             seen = {n for r in results[BASE] + results[HEAD] for n in (*r.outcomes, *r.records)}
-            kept = suspected | set(control_tests(tests, results[BASE] + results[HEAD], suspected))
+            controls = control_tests(tests, results[BASE] + results[HEAD], suspected)
+            kept = suspected | set(controls)
             # pytest deselects by prefix: `t.py::test_a` would take `t.py::test_ab` with it.
             others = [n for n in sorted(seen - kept) if not any(s.startswith(n) for s in kept)]
             args = [*pytest_args, *(f"--deselect={n}" for n in others)]
@@ -286,7 +289,8 @@ def run_comparison(
             run_info["commit"] = by_side[name].commit
             if records:
                 write_run(out_dir / f"{name}.json", Run(records=records, runs=[run_info]))
-        return Comparison(base, head, pairs, tests, problems, time.monotonic() - started, sorted(suspected))
+        seconds = time.monotonic() - started
+        return Comparison(base, head, pairs, tests, problems, seconds, sorted(suspected), sorted(controls))
 
 
 def _shown(v: Verdict) -> str:
@@ -350,7 +354,10 @@ def render_lines(c: Comparison) -> list[str]:
     for problem in c.problems:
         lines.append(f"  incomplete: {problem}")
     if c.confirmed:
-        lines.append(f"  measured again in {c.pairs} more pairs (failing on timings alone): {len(c.confirmed)} test(s)")
+        beside = f", beside {len(c.controls)} other test(s) as their control" if c.controls else ""
+        lines.append(
+            f"  measured again in {c.pairs} more pairs (failing on timings alone): {len(c.confirmed)} test(s){beside}"
+        )
     unresolved = unresolved_line(c)
     if unresolved:
         lines.append(f"  {unresolved}")
@@ -393,6 +400,7 @@ def write_outputs(c: Comparison, out_dir: Path) -> None:
         "head": {"spec": c.head.spec, "commit": c.head.commit},
         "pairs": c.pairs,
         "confirmed": c.confirmed,
+        "controls": c.controls,
         "seconds": round(c.seconds, 1),
         "failed": c.failed,
         "problems": c.problems,

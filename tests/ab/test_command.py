@@ -89,6 +89,7 @@ def test_a_head_that_quadruples_the_work_fails_naming_the_test(tmp_path: Path) -
     assert failed[0]["change"] > 0.5, json.dumps(failed, indent=1)
     assert "| `test_toy.py::test_loop` | **fail** |" in (tmp_path / "out" / "ab.md").read_text()
     assert "confirmed in 5 more pairs" in failed[0]["message"] and report["confirmed"] == [test["nodeid"]]
+    assert report["controls"] == []  # no other test to stand beside it
     # The control: each process measured the calibration workload, which the longer loop leaves
     # alone (its reading is the machine's, so only its distance from the test's is asserted).
     control = re.search(r"the calibration workload in the same processes: ([-+][\d.]+)%", failed[0]["message"])

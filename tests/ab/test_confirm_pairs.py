@@ -113,6 +113,8 @@ def test_the_more_pairs_measure_the_suspect_beside_the_quickest_other_tests(
     # the quicker one that only counts, except the suspect's prefix, which pytest would deselect with it.
     dropped = sorted([*FILLERS[8:], STEADY, COUNTED, ONLY_COUNTS])
     assert all(a == ["t.py", *(f"--deselect={n}" for n in dropped)] for a in again), again[0]
+    assert c.controls == FILLERS[:8]
+    assert any(line.endswith("1 test(s), beside 8 other test(s) as their control") for line in command.render_lines(c))
 
 
 def test_a_test_slower_than_the_other_tests_of_its_pairs_is_confirmed_against_them_in_the_more_pairs(
