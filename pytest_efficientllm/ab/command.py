@@ -271,8 +271,9 @@ def run_comparison(
         suspected = {t.nodeid for t in tests if measured_suspect(t, results[HEAD])} if confirm else set()
         controls: list[str] = []
         if suspected:
-            seen = {n for r in results[BASE] + results[HEAD] for n in (*r.outcomes, *r.records)}
-            controls = control_tests(tests, results[BASE] + results[HEAD], suspected)
+            processes = results[BASE] + results[HEAD]
+            seen = {n for r in processes for n in (*r.outcomes, *r.records)}
+            controls = control_tests(tests, processes, suspected)
             kept = suspected | set(controls)
             # pytest deselects by prefix: `t.py::test_a` would take `t.py::test_ab` with it.
             others = [n for n in sorted(seen - kept) if not any(s.startswith(n) for s in kept)]

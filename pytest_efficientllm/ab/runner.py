@@ -66,29 +66,25 @@ def _nodeid(case: ET.Element) -> str:
     return "::".join([file or classname, *[c for c in classes if c], name])
 
 
-def read_outcomes(xml_path: Path) -> dict[str, str]:
-    """Outcome of every test in a JUnit XML file (pytest's own, `--junitxml`)."""
-    out: dict[str, str] = {}
+def read_junit(xml_path: Path) -> tuple[dict[str, str], dict[str, float]]:
+    """Outcome of every test in a JUnit XML file (pytest's own, `--junitxml`), and the seconds each
+    took (setup, call and teardown) where the file says."""
+    outcomes: dict[str, str] = {}
+    durations: dict[str, float] = {}
     for case in ET.parse(xml_path).getroot().iter("testcase"):
+        nodeid = _nodeid(case)
         outcome = "passed"
         for child in case:
             if child.tag in ("failure", "error"):
                 outcome = "failed"
             elif child.tag == "skipped" and outcome == "passed":
                 outcome = "skipped"
-        out[_nodeid(case)] = outcome
-    return out
-
-
-def read_durations(xml_path: Path) -> dict[str, float]:
-    """Seconds each test took (setup, call and teardown) in a JUnit XML file, where it says."""
-    out: dict[str, float] = {}
-    for case in ET.parse(xml_path).getroot().iter("testcase"):
+        outcomes[nodeid] = outcome
         try:
-            out[_nodeid(case)] = float(case.get("time", ""))
+            durations[nodeid] = float(case.get("time", ""))
         except ValueError:
-            continue
-    return out
+            pass
+    return outcomes, durations
 
 
 def recorded_nothing(returncode: int, outcomes: dict[str, str]) -> bool:
@@ -140,8 +136,7 @@ def run_process(
     if done.returncode not in (0, 1, 5):  # 1: some test failed; 5: nothing collected
         result.problem = f"{side.name} process {pair} exited with {done.returncode}: {tail}"
     try:
-        result.outcomes = read_outcomes(xml_path)
-        result.durations = read_durations(xml_path)
+        result.outcomes, result.durations = read_junit(xml_path)
     except (OSError, ET.ParseError) as exc:
         result.problem = result.problem or f"{side.name} process {pair} left no test outcomes ({exc}): {tail}"
         return result

@@ -174,15 +174,18 @@ def relative_change(
     """`change` against the other tests of its pairs (`others[i]`: their HEAD/BASE ratios in pair i),
     and how they moved themselves (each pair's median): None where a pair holds fewer than
     `MIN_OTHERS` of them."""
-    if len(others) != len(change.ratios) or any(len(r) < MIN_OTHERS for r in others):
+    theirs = _others_change(change.metric, others) if len(others) == len(change.ratios) else None
+    if theirs is None:
         return None
-    theirs = _others_change(change.metric, others)
     # Direction "lower" for both: `_measured_verdict` reads them in the metric's direction itself.
     return paired_change(change.metric, theirs.ratios, change.ratios, "lower"), theirs
 
 
-def _others_change(metric: str, others: Sequence[Sequence[float]]) -> PairedChange:
-    """How the other tests moved over the pairs, each pair's median of their ratios standing for it."""
+def _others_change(metric: str, others: Sequence[Sequence[float]]) -> PairedChange | None:
+    """How the other tests moved over the pairs, each pair's median of their ratios standing for it:
+    None where there are no pairs or a pair holds fewer than `MIN_OTHERS` of them."""
+    if not others or any(len(r) < MIN_OTHERS for r in others):
+        return None
     medians = [float(statistics.median(r)) for r in others]
     return paired_change(metric, [1.0] * len(medians), medians, "lower")
 
@@ -297,9 +300,9 @@ def others_moved(metric: str, others: Sequence[Sequence[float]]) -> str:
     (benchmarks/RESULTS.md). Said, never used to excuse: a HEAD that slows every test alike is a
     regression of every test.
     """
-    if not others or any(len(r) < MIN_OTHERS for r in others):
-        return ""
     change = _others_change(metric, others)
+    if change is None:
+        return ""
     tests = _how_many(others).removesuffix(" tests")
     return f"; the other tests in the same pairs ({tests}, each pair's median): {change.describe(interval=False)}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_efficientllm.ab.runner import read_durations, read_outcomes
+from pytest_efficientllm.ab.runner import read_junit
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" tests="3">
@@ -18,10 +18,11 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 def test_each_tests_outcome_and_time_by_node_id(tmp_path: Path) -> None:
     xml = tmp_path / "run.xml"
     xml.write_text(JUNIT)
-    assert read_outcomes(xml) == {
+    outcomes, durations = read_junit(xml)
+    assert outcomes == {
         "t.py::test_a": "passed",
         "t.py::TestB::test_b[x]": "skipped",
         "t.py::test_c": "failed",
     }
     # A test without a time is left out, not timed at zero: it would pass for the quickest.
-    assert read_durations(xml) == {"t.py::test_a": 1.5, "t.py::TestB::test_b[x]": 0.25}
+    assert durations == {"t.py::test_a": 1.5, "t.py::TestB::test_b[x]": 0.25}
