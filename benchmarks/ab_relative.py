@@ -17,6 +17,10 @@ pairs of a real run hold only the 8 quickest other tests beside the suspect; her
 
     python benchmarks/ab_relative.py efficiency-ab/ [more folders...]
 
+For each folder it first prints how much of the noise the tests of a pair share: the standard
+deviation (over the pairs) of each pair's median log ratio, and that of each test's log ratio around
+its pair's median. Only the shared part is what judging against the other tests removes.
+
 Folders of an A/A (the same code on both sides) are what it is for: every failure is false.
 """
 
@@ -68,6 +72,20 @@ def fails(logs: list[float], others: list[list[float]] | None = None) -> bool:
     return any(v.metric == METRIC and v.status == "fail" for v in verdicts)
 
 
+def shared_and_own(folder: Path, logs: dict[str, list[float]]) -> str:
+    """How much of a comparison's noise its tests share: the standard deviation of each pair's
+    median log ratio, against that of each test's log ratio around its pair's median."""
+    pairs = range(len(next(iter(logs.values()), [])))
+    medians = [statistics.median(own[p] for own in logs.values()) for p in pairs]
+    own = [row[p] - medians[p] for row in logs.values() for p in pairs]
+    if len(medians) < 2:
+        return f"{folder}: too few pairs to tell shared noise from a test's own"
+    return (
+        f"{folder}: {len(logs)} tests, {len(medians)} pairs; each pair's median spread "
+        f"{100 * statistics.pstdev(medians):.1f}%, each test around it {100 * statistics.pstdev(own):.1f}%"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
@@ -81,6 +99,7 @@ def main() -> None:
     verdicts: list[dict[str, tuple[bool, bool, bool, bool]]] = []
     for folder in args.folders:
         logs = log_ratios(folder)
+        print(shared_and_own(folder, logs))
         verdicts.append({})
         for test, own in logs.items():
             others = [o for o in logs if o != test]
