@@ -95,6 +95,7 @@ def ab_trials(base: Path, head: Path, variant: str, pairs: int, out: Path, rnd: 
     trials = []
     for test in comparison.tests:
         by_metric = {v.metric: v for v in test.verdicts}
+        again = {v.metric: v for v in test.again if v.kind == "baseline"}
         for metric in METRICS:
             v = by_metric.get(metric)
             if v is None:
@@ -113,6 +114,8 @@ def ab_trials(base: Path, head: Path, variant: str, pairs: int, out: Path, rnd: 
                     # Which stage decided: the first pairs alone, or the pairs that confirm a failure.
                     "stage": stage_of(v),
                     "reason": v.reason,
+                    # The rule the confirming pairs found it by, where they measured it again.
+                    "confirming_reason": again[metric].reason if metric in again else None,
                 }
             )
     return trials, seconds

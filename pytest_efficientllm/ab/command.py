@@ -51,6 +51,9 @@ class TestVerdict:
     status: str  # compared | added | removed | failed on base | failed on head | skipped | incomplete | not measured
     verdicts: list[Verdict] = field(default_factory=list)
     note: str = ""
+    # A suspect's verdicts in the confirming pairs, as they judged it (empty where it was not measured
+    # again or they could not compare it): which rule found it there is data, not only prose.
+    again: list[Verdict] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -181,10 +184,9 @@ def control_tests(tests: Sequence[TestVerdict], results: Sequence[ProcessResult]
 def after_more_pairs(t: TestVerdict, again: TestVerdict | None, pairs: int) -> TestVerdict:
     """A suspect's verdicts after `pairs` more pairs: each failing one stays failing only where the
     new pairs find it too; one they could not judge keeps this verdict, saying why."""
+    judged = again.verdicts if again is not None and again.status == "compared" else []
     # By metric and kind: a metric can have both a budget and a tolerance.
-    found = {
-        (v.metric, v.kind): v for v in (again.verdicts if again is not None and again.status == "compared" else [])
-    }
+    found = {(v.metric, v.kind): v for v in judged}
     why = "no result" if again is None else (again.note or again.status)
     out: list[Verdict] = []
     for v in t.verdicts:
@@ -206,7 +208,8 @@ def after_more_pairs(t: TestVerdict, again: TestVerdict | None, pairs: int) -> T
                     softened="pairs_cleared",
                 )
             )
-    return replace(t, verdicts=out, note=t.note or f"measured again in {pairs} more pairs")
+    note = t.note or f"measured again in {pairs} more pairs"
+    return replace(t, verdicts=out, note=note, again=list(judged))
 
 
 def _run_pairs(
@@ -411,6 +414,7 @@ def write_outputs(c: Comparison, out_dir: Path) -> None:
                 "status": t.status,
                 "note": t.note,
                 "verdicts": [json_safe_verdict(v.to_dict()) for v in t.verdicts],
+                "confirming_verdicts": [json_safe_verdict(v.to_dict()) for v in t.again],
             }
             for t in c.tests
         ],

@@ -90,6 +90,8 @@ def test_a_head_that_quadruples_the_work_fails_naming_the_test(tmp_path: Path) -
     assert "| `test_toy.py::test_loop` | **fail** |" in (tmp_path / "out" / "ab.md").read_text()
     assert "confirmed in 5 more pairs" in failed[0]["message"] and report["confirmed"] == [test["nodeid"]]
     assert report["controls"] == []  # no other test to stand beside it
+    (again,) = [v for v in test["confirming_verdicts"] if v["metric"] == "cpu_time_per_round"]
+    assert again["status"] == "fail" and again["reason"] == "beyond_noise", json.dumps(again, indent=1)
     # The control: each process measured the calibration workload, which the longer loop leaves
     # alone (its reading is the machine's, so only its distance from the test's is asserted).
     control = re.search(r"the calibration workload in the same processes: ([-+][\d.]+)%", failed[0]["message"])

@@ -4,6 +4,7 @@ only if they find the regression too (`ab.command.run_comparison`, with a test d
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -131,12 +132,32 @@ def test_a_test_slower_than_the_other_tests_of_its_pairs_is_confirmed_against_th
     assert v.message.count("worse than the other tests of its pairs") == 2, v.message
 
 
+def test_which_rule_found_it_in_the_more_pairs_is_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # +20% on a quiet machine in the first pairs (the pairs alone find it); +10% in the confirming
+    # ones, where the machine swings HEAD's processes -20% .. +25% (only the other tests find it).
+    swing = (1.0,) * 6 + (0.8, 1.25, 0.85, 1.18, 0.9, 1.11)
+    fake = FakeProcesses(second=1.1, first=1.2, fillers=True, swing=swing)
+    c, tests, _ = _compare(tmp_path, monkeypatch, second=1.1, fake=fake)
+    (v,) = [v for v in tests[SLOW].verdicts if v.metric == "cpu_time_per_round"]
+    (w,) = [w for w in tests[SLOW].again if w.metric == "cpu_time_per_round"]
+    assert (v.status, v.reason, v.confirmed) == ("fail", "beyond_noise", "more_pairs"), v.message
+    assert (w.status, w.reason) == ("fail", "beyond_others"), w.message
+    command.write_outputs(c, tmp_path / "out")
+    saved = {t["nodeid"]: t for t in json.loads((tmp_path / "out" / "ab.json").read_text())["tests"]}
+    assert [a["reason"] for a in saved[SLOW]["confirming_verdicts"] if a["metric"] == "cpu_time_per_round"] == [
+        "beyond_others"
+    ]
+    # Only the suspect was judged again: a control's verdicts there are not its verdicts.
+    assert all(saved[n]["confirming_verdicts"] == [] for n in saved if n != SLOW)
+
+
 def test_a_slowdown_the_more_pairs_do_not_find_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A slow spell of the machine that struck HEAD's processes in the first pairs only.
     c, tests, _ = _compare(tmp_path, monkeypatch, second=1.0)
     (v,) = [v for v in tests[SLOW].verdicts if v.metric == "cpu_time_per_round"]
     assert v.status == "warn" and "not confirmed in 6 more pairs" in v.message
     assert v.confirmed == "" and v.softened == "pairs_cleared"
+    assert [w.status for w in tests[SLOW].again if w.metric == "cpu_time_per_round"] == ["pass"]
     assert not tests[SLOW].failed and tests[SLOW].note == "measured again in 6 more pairs"
     assert c.failed  # the counted regression still fails the comparison
     assert any(
