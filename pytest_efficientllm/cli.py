@@ -19,7 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_efficientllm.ab.command import DEFAULT_PAIRS, render_lines, run_comparison, write_outputs
+from pytest_efficientllm.ab.command import DEFAULT_PAIRS, run_comparison
+from pytest_efficientllm.ab.outputs import render_lines, write_outputs
 from pytest_efficientllm.ab.revisions import RevisionError
 from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
 from pytest_efficientllm.report.bencher import bmf

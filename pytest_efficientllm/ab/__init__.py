@@ -2,5 +2,5 @@
 
 `revisions` makes a worktree of each git revision (and removes it afterwards), `schedule`
 orders the fresh processes, `runner` runs one side's pytest process, `command` puts them
-together and renders the paired verdicts (`judging.paired`).
+together and judges the pairs (`judging.paired`), and `outputs` renders the comparison.
 """

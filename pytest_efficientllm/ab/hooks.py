@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_efficientllm.ab.command import DEFAULT_PAIRS, render_lines, run_comparison, write_outputs
+from pytest_efficientllm.ab.command import DEFAULT_PAIRS, run_comparison
+from pytest_efficientllm.ab.outputs import render_lines, write_outputs
 from pytest_efficientllm.ab.revisions import RevisionError
 
 OPTIONS = ("--efficiency-ab", "--efficiency-ab-pairs", "--efficiency-ab-output")  # each takes a value

@@ -245,7 +245,8 @@ def test_the_pytest_option_form_names_an_unknown_revision(tmp_path: Path) -> Non
 
 
 def test_the_pr_table_shows_what_moved_and_counts_what_did_not(tmp_path: Path) -> None:
-    from pytest_efficientllm.ab.command import Comparison, TestVerdict, render_lines, render_markdown
+    from pytest_efficientllm.ab.command import Comparison, TestVerdict
+    from pytest_efficientllm.ab.outputs import render_lines, render_markdown
     from pytest_efficientllm.ab.revisions import Side
     from pytest_efficientllm.judging.verdicts import Verdict
 
@@ -265,7 +266,8 @@ def test_the_pr_table_shows_what_moved_and_counts_what_did_not(tmp_path: Path) -
 
 
 def test_ab_json_stays_valid_json_when_a_count_grows_from_zero(tmp_path: Path) -> None:
-    from pytest_efficientllm.ab.command import Comparison, TestVerdict, write_outputs
+    from pytest_efficientllm.ab.command import Comparison, TestVerdict
+    from pytest_efficientllm.ab.outputs import write_outputs
     from pytest_efficientllm.ab.revisions import Side
     from pytest_efficientllm.judging.verdicts import Verdict
 
@@ -281,7 +283,8 @@ def test_ab_json_stays_valid_json_when_a_count_grows_from_zero(tmp_path: Path) -
 
 
 def test_timings_that_passed_without_ruling_out_a_slowdown_are_counted_and_marked(tmp_path: Path) -> None:
-    from pytest_efficientllm.ab.command import Comparison, TestVerdict, render_lines, render_markdown
+    from pytest_efficientllm.ab.command import Comparison, TestVerdict
+    from pytest_efficientllm.ab.outputs import render_lines, render_markdown
     from pytest_efficientllm.ab.revisions import Side
     from pytest_efficientllm.judging.paired import paired_verdicts
     from tests.helpers.record_builders import latency, record

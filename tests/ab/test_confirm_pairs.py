@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pytest_efficientllm.ab import command
+from pytest_efficientllm.ab import command, outputs
 from pytest_efficientllm.ab.runner import ProcessResult
 from pytest_efficientllm.core.record import Metric
 from tests.helpers.record_builders import counted, latency, record
@@ -115,7 +115,7 @@ def test_the_more_pairs_measure_the_suspect_beside_the_quickest_other_tests(
     dropped = sorted([*FILLERS[8:], STEADY, COUNTED, ONLY_COUNTS])
     assert all(a == ["t.py", *(f"--deselect={n}" for n in dropped)] for a in again), again[0]
     assert c.controls == FILLERS[:8]
-    assert any(line.endswith("1 test(s), beside 8 other test(s) as their control") for line in command.render_lines(c))
+    assert any(line.endswith("1 test(s), beside 8 other test(s) as their control") for line in outputs.render_lines(c))
 
 
 def test_a_test_slower_than_the_other_tests_of_its_pairs_is_confirmed_against_them_in_the_more_pairs(
@@ -142,7 +142,7 @@ def test_which_rule_found_it_in_the_more_pairs_is_data(tmp_path: Path, monkeypat
     (w,) = [w for w in tests[SLOW].again if w.metric == "cpu_time_per_round"]
     assert (v.status, v.reason, v.confirmed) == ("fail", "beyond_noise", "more_pairs"), v.message
     assert (w.status, w.reason) == ("fail", "beyond_others"), w.message
-    command.write_outputs(c, tmp_path / "out")
+    outputs.write_outputs(c, tmp_path / "out")
     saved = {t["nodeid"]: t for t in json.loads((tmp_path / "out" / "ab.json").read_text())["tests"]}
     assert [a["reason"] for a in saved[SLOW]["confirming_verdicts"] if a["metric"] == "cpu_time_per_round"] == [
         "beyond_others"
@@ -162,7 +162,7 @@ def test_a_slowdown_the_more_pairs_do_not_find_warns(tmp_path: Path, monkeypatch
     assert c.failed  # the counted regression still fails the comparison
     assert any(
         "measured again in 6 more pairs (failing on timings alone): 1 test(s)" in line
-        for line in command.render_lines(c)
+        for line in outputs.render_lines(c)
     )
 
 
