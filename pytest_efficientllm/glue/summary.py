@@ -79,14 +79,22 @@ def _confirmation_line(results: list[TestResult]) -> str:
         return ""
     processes = sum(len(r.record.confirmations) for r in confirmed)
     seconds = sum(float(r.record.settings["confirmation_s"]) for r in confirmed)
-    failing = sum(r.gate_failed for r in confirmed)
+    # What the vote found, read from the verdicts it settled: a re-measured test can fail on a count
+    # whatever the vote found, so whether the test failed does not say it.
+    found = sum(any(v.confirmed == "fresh_processes" for v in r.verdicts) for r in confirmed)
+    cleared = sum(
+        any(v.softened == "vote_cleared" for v in r.verdicts)
+        and not any(v.confirmed == "fresh_processes" for v in r.verdicts)
+        for r in confirmed
+    )
     # Confirmed by every process, then warned: the run's own drift explained them (`gross.apart_from_run`).
     with_run = sum(any(v.softened == "run_moved" for v in r.verdicts) for r in confirmed)
     spacing = float(confirmed[0].record.settings.get("confirmation_spacing_s", 0.0))
     line = (
         f"re-measured in fresh processes (--efficiency-confirm): {len(confirmed)} test(s), {processes} "
         f"process(es) started {spacing:g} s or more after the test's previous one, {seconds:.1f} s; "
-        f"{failing} of them failing (a regression fails only where every process found it)"
+        f"found by every process in {found} test(s), cleared by a process that did not find it in {cleared} "
+        "(a measured regression fails only where every process found it)"
     )
     if with_run:
         line += (

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric, Record
 from pytest_efficientllm.glue.state import TestResult
-from pytest_efficientllm.glue.summary import _store_lines, _threads_line
+from pytest_efficientllm.glue.summary import _confirmation_line, _store_lines, _threads_line
 from pytest_efficientllm.glue.summary_findings import details, fingerprint_lines
 from pytest_efficientllm.glue.summary_table import memory_legend, table
 from pytest_efficientllm.glue.summary_text import WIDTH, short_ids
@@ -420,3 +420,21 @@ def test_no_run_wide_median_for_a_counted_metric() -> None:
     lines = details([doubled(f"t.py::c{i}") for i in range(6)], width=200)
     assert any("allocated_bytes" in line for line in lines)
     assert not any("the run as a whole" in line for line in lines)
+
+
+def _voted(nodeid: str, *verdicts: Verdict) -> TestResult:
+    rec = record(nodeid, latency(0.001))
+    rec.settings.update(confirmation_s=3.0, confirmation_spacing_s=20.0)
+    return TestResult(rec, list(verdicts), "passed")
+
+
+def test_the_confirmation_line_says_what_the_vote_found_not_whether_the_test_failed() -> None:
+    # A test that fails on a count while the vote cleared its time: it fails, but no process of the
+    # vote is why. The line read "1 of them failing (a regression fails only where every process
+    # found it)" for such a run.
+    grew = Verdict("allocated_bytes", "fail", "+100%", "baseline", 1.0, reason="counted_regression")
+    cleared = Verdict("AL", "warn", "+89%", "baseline", 0.89, reason="beyond_noise", softened="vote_cleared")
+    found = Verdict("AL", "fail", "+40%", "baseline", 0.4, reason="beyond_noise", confirmed="fresh_processes")
+    line = _confirmation_line([_voted("t.py::a", grew, cleared), _voted("t.py::b", found), _voted("t.py::c", cleared)])
+    assert "3 test(s)" in line and "20 s or more" in line and "9.0 s" in line, line
+    assert "found by every process in 1 test(s), cleared by a process that did not find it in 2 " in line, line
