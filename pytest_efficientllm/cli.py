@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="METRIC=+N%",
-        help="tolerance for a metric (repeatable), as on the marker, e.g. AL=+10%%",
+        help="tolerance for a metric (repeatable), as on the marker, e.g. AL=+10%%; it overrides the tolerance "
+        "NEW's test ran under on that metric (each test is judged by its own marker's, ini and command line limits)",
     )
     p.add_argument("--mode", choices=("fail", "warn"), default="fail", help="warn: report regressions, exit 0")
     p.add_argument("-v", "--verbose", action="store_true", help="list every verdict, the passing and skipped too")

@@ -81,6 +81,29 @@ def test_compare_measured_latency_with_a_tolerance_is_noise_aware(
     assert f"{MQA} [cpu] AL" not in capsys.readouterr().out.split("regression(s) in")[1]
 
 
+def test_compare_judges_each_test_by_the_limits_it_ran_under(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The gate writes a test's limits (marker, ini, command line) into its record; `compare` read
+    # only --tolerance, so a test declaring latency='+10%' slowed 1.5x was not even compared on AL.
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    slowed = slow_down(jittered_run(), MQA, 1.5)
+    for r in slowed.records:
+        r.settings["limits"] = ["AL=+10%", "peak_memory=<= 1 B"]  # a budget is the plugin's, not compare's
+    write_run(old, jittered_run())
+    write_run(new, slowed)
+    assert main(["compare", str(old), str(new)]) == 1
+    out = capsys.readouterr().out
+    assert [line.strip() for line in out.split("regression(s) in")[1].splitlines()[1:]] == [f"{MQA} [cpu] AL"], out
+    assert "FAIL      AL: 15 ms" in out and "tolerance +10%" in out
+    # --tolerance overrides the test's own on that metric.
+    assert main(["compare", str(old), str(new), "--tolerance", "AL=+60%"]) == 0, capsys.readouterr().out
+    # A report against a baseline judges by the same limits.
+    report = tmp_path / "r.md"
+    assert main(["report", str(new), "-o", str(report), "--baseline", str(old)]) == 0
+    assert any(line.startswith(f"| {MQA} | AL | **fail** |") for line in report.read_text().splitlines())
+
+
 def test_compare_of_identical_files_exits_zero(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", str(files["old"]), str(files["old"])]) == 0
     assert "no regression: 6 test(s) compared" in capsys.readouterr().out

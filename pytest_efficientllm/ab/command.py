@@ -22,8 +22,7 @@ from pytest_efficientllm.ab.revisions import Side, sides
 from pytest_efficientllm.ab.runner import ProcessResult, run_process
 from pytest_efficientllm.ab.schedule import BASE, HEAD, abba
 from pytest_efficientllm.core.devices import machine_lock
-from pytest_efficientllm.core.limits import Limit, LimitError, parse_limit
-from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.core.limits import Limit, record_limits
 from pytest_efficientllm.judging.evaluate import suspects
 from pytest_efficientllm.judging.paired import others_in_pairs, pair_ratios, paired_verdicts
 from pytest_efficientllm.judging.verdicts import Verdict
@@ -74,21 +73,6 @@ class Comparison:
     @property
     def failed(self) -> bool:
         return bool(self.problems) or any(t.failed for t in self.tests)
-
-
-def record_limits(record: Record, extra: Sequence[Limit]) -> tuple[Limit, ...]:
-    """The limits the test ran under (the gate writes them into the record's settings), then `extra`."""
-    merged: dict[tuple[str, str], Limit] = {}
-    for text in record.settings.get("limits", []) or []:
-        metric, _, value = str(text).partition("=")
-        try:
-            limit = parse_limit(metric, value)
-        except LimitError:
-            continue  # a limit this plugin version cannot read is not ours to judge by
-        merged[(limit.metric, limit.kind)] = limit
-    for limit in extra:
-        merged[(limit.metric, limit.kind)] = limit
-    return tuple(merged.values())
 
 
 def _outcome(results: list[ProcessResult], nodeid: str) -> str | None:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pytest_efficientllm.core.metrics import resolve_name, spec
 from pytest_efficientllm.core.units import UnitError, parse_percent, parse_quantity
+
+if TYPE_CHECKING:
+    from pytest_efficientllm.core.record import Record
 
 
 class LimitError(ValueError):
@@ -88,3 +91,20 @@ def parse_limit_assignments(items: Iterable[str], where: str) -> tuple[Limit, ..
         except LimitError as exc:
             raise ValueError(f"{where}: {exc}") from None
     return tuple(out)
+
+
+def record_limits(record: Record, extra: Iterable[Limit] = ()) -> tuple[Limit, ...]:
+    """The limits the test ran under (the gate writes them into the record's settings, ini, marker and
+    command line merged), each overridden by one of `extra` on the same metric and kind: what `ab` and
+    `compare` judge a record by, as the run that recorded it did."""
+    merged: dict[tuple[str, str], Limit] = {}
+    for text in record.settings.get("limits", []) or []:
+        metric, _, value = str(text).partition("=")
+        try:
+            limit = parse_limit(metric, value)
+        except LimitError:
+            continue  # a limit this plugin version cannot read is not ours to judge by
+        merged[(limit.metric, limit.kind)] = limit
+    for limit in extra:
+        merged[(limit.metric, limit.kind)] = limit
+    return tuple(merged.values())

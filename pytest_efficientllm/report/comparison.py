@@ -1,7 +1,9 @@
 """Two run files, test by test, through the plugin's own comparison rules (`compare.compare_record`).
 
 This module only pairs records and lays out the verdicts; it decides nothing about what
-is a regression, so the command line and the pytest gate can never disagree.
+is a regression, so the command line and the pytest gate can never disagree. Each test is judged
+by the limits its NEW record ran under (`limits.record_limits`: the marker's, ini and command
+line, as the gate wrote them), a `--tolerance` on the same metric overriding its own.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pytest_efficientllm.core.limits import Limit
+from pytest_efficientllm.core.limits import Limit, record_limits
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.compare import compare_record
 from pytest_efficientllm.judging.verdicts import QUIET_STATUSES, STATUSES, Verdict
@@ -63,7 +65,8 @@ def compare_runs(old: Run, new: Run, limits: Iterable[Limit] = (), mode: str = "
         if base is None:
             out.append(TestComparison(current.nodeid, current.profile, only_in="new"))
         else:
-            out.append(TestComparison(current.nodeid, current.profile, compare_record(base, current, limits, mode)))
+            judged = compare_record(base, current, record_limits(current, limits), mode)
+            out.append(TestComparison(current.nodeid, current.profile, judged))
     out += [TestComparison(r.nodeid, r.profile, only_in="old") for r in missing]
     return sorted(out, key=lambda c: (c.nodeid, c.profile))
 
@@ -123,7 +126,7 @@ def with_baseline(run: Run, baseline: Run, limits: Iterable[Limit] = (), mode: s
         copy = Record.from_dict(current.to_dict())
         kept = [v for v in copy.verdicts if v.get("kind", "budget") not in COMPARISON_KINDS]
         found = (
-            compare_record(base, current, limits, mode)
+            compare_record(base, current, record_limits(current, limits), mode)
             if base is not None
             else [Verdict("*", "new", "no baseline for this test in the given baseline file", "baseline")]
         )

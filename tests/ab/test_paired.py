@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from pytest_efficientllm.ab.command import judge_tests, record_limits
+from pytest_efficientllm.ab.command import judge_tests
 from pytest_efficientllm.ab.runner import ProcessResult
 from pytest_efficientllm.ab.schedule import abba
-from pytest_efficientllm.core.limits import parse_limit
+from pytest_efficientllm.core.limits import parse_limit, record_limits
 from pytest_efficientllm.core.record import Metric
 from pytest_efficientllm.core.units import format_change
 from pytest_efficientllm.judging.paired import (
