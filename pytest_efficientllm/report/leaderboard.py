@@ -31,6 +31,9 @@ from pytest_efficientllm.report.axes import (
 # (`quality:<name>`) come first, added per table from what its records hold.
 PAPER_METRICS: tuple[str, ...] = ("AMU", "PCU", "AL", "AT", "AEC", "MCR")
 BESIDE: dict[str, str] = {"AMU": "peak_memory", "PCU": "MFU", "AEC": "energy_per_token", "MCR": "size_ratio"}
+# Beside AL where any row generated tokens (`efficiency.generate`): a decode's latency split as
+# users of a serving stack read it, time to the first token and per token after it.
+GENERATION: tuple[str, ...] = ("TTFT", "TPOT")
 # Beside the measured AL: its roofline estimates (`measuring.roofline`), the run's GPU first,
 # then each profile `--efficiency-roofline` named, when any row has them.
 ROOFLINE = "roofline_time"
@@ -187,7 +190,8 @@ def _metric_column(name: str, records: Sequence[Record]) -> Column:
 
 def columns_for(records: Sequence[Record]) -> list[Column]:
     """Text columns (the technique, and the model and scale where a row names them), quality columns
-    present, the study's six (always), and the extras some row has (the roofline estimates beside AL)."""
+    present, the study's six (always), and the extras some row has (beside AL its roofline estimates,
+    and TTFT and TPOT where a row generated tokens)."""
     cols = [Column(k, k) for k in TEXT_COLUMNS if k == "technique" or any(setting(r, k) for r in records)]
     qualities = sorted({n for r in records for n in r.metrics if n.startswith("quality:")})
     cols += [_metric_column(n, records) for n in qualities]
@@ -198,6 +202,7 @@ def columns_for(records: Sequence[Record]) -> list[Column]:
             cols.append(_metric_column(extra, records))
         if name == "AL":
             cols += [_metric_column(n, records) for n in roofline_names(records)]
+            cols += [_metric_column(n, records) for n in GENERATION if any(n in r.metrics for r in records)]
     cols.append(Column("gate", "gate", None, "worst verdict of the budget/baseline gate for this test"))
     return cols
 

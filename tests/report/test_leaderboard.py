@@ -23,7 +23,7 @@ from pytest_efficientllm.report.leaderboard import (
     primary_quality,
 )
 from pytest_efficientllm.report.plots import tradeoff_plots
-from tests.helpers.report_records import CPU_FP, make_record, sample_run
+from tests.helpers.report_records import CPU_FP, make_record, measured, sample_run
 
 
 @pytest.mark.parametrize(
@@ -154,3 +154,23 @@ def test_small_fractions_keep_their_digits_and_rows_are_in_node_id_order() -> No
     shuffled = list(reversed(sample_run().records))
     prefill = leaderboards(shuffled)[0]
     assert [row.cells["technique"].text for row in prefill.rows] == ["gqa", "mha", "mqa"]
+
+
+def test_a_decode_table_shows_ttft_and_tpot_beside_al_ranked_and_a_prefill_table_does_not() -> None:
+    decode = []
+    for technique, ttft, tpot in (("mha", 0.030, 0.004), ("gqa", 0.020, 0.003), ("mqa", 0.025, 0.002)):
+        r = make_record(f"suites/test_attention.py::test_decode[{technique}]", al=ttft + 7 * tpot)
+        r.add(measured("TTFT", ttft, "s"))
+        r.add(measured("TPOT", tpot, "s"))
+        decode.append(r)
+    prefill = [make_record(f"suites/test_attention.py::test_prefill[{t}]") for t in ("mha", "gqa")]
+    boards = {b.workload: b for b in leaderboards([*decode, *prefill])}
+    keys = [c.key for c in boards["test_decode"].columns]
+    assert keys[keys.index("AL") : keys.index("AL") + 3] == ["AL", "TTFT", "TPOT"]
+    titles = {c.key: c.title for c in boards["test_decode"].columns}
+    assert titles["TTFT"] == "TTFT ↓" and titles["TPOT"] == "TPOT ↓"
+    rows = {row.cells["technique"].text: row.cells for row in boards["test_decode"].rows}
+    assert {t: cells["TTFT"].rank for t, cells in rows.items()} == {"gqa": 1, "mqa": 2, "mha": 3}
+    assert {t: cells["TPOT"].rank for t, cells in rows.items()} == {"mqa": 1, "gqa": 2, "mha": 3}
+    assert rows["gqa"]["TTFT"].value == 0.020
+    assert not {"TTFT", "TPOT"} & {c.key for c in boards["test_prefill"].columns}
