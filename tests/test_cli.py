@@ -206,6 +206,37 @@ def test_merge_of_different_cpus_under_one_profile_is_refused_too(
     assert "cpu_model=Other CPU" in capsys.readouterr().err
 
 
+def test_merge_of_two_runs_on_one_gpu_model_says_nothing_of_what_differs_every_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two shards on two H100s: each GPU's own UUID, the idle power and the state at start-up, and the
+    # calibration's readings differ in any two runs. Taken for hardware, the shards were refused.
+    def shard(nodeid: str, uuid: str, idle_w: float, calibration_s: float):
+        gpu = dict(CPU_FP, gpu_name="NVIDIA H100 80GB HBM3", gpu_uuids=[uuid], gpu_idle_power_w=idle_w)
+        gpu.update(gpu_preflight={"temperature_c": idle_w / 2}, calibration={"matmul_s": calibration_s}, cuda_ordinal=0)
+        return make_record(nodeid, profile="h100", fingerprint=gpu)
+
+    write_run(tmp_path / "a.json", Run([shard("t.py::test_a", "GPU-aaaa", 75.0, 0.0031)]))
+    write_run(tmp_path / "b.json", Run([shard("t.py::test_b", "GPU-bbbb", 71.5, 0.0029)]))
+    assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "all.json")]) == 0
+    assert capsys.readouterr().err == ""
+    merged = {r.nodeid: r for r in read_run(tmp_path / "all.json").records}
+    assert merged["t.py::test_b"].fingerprint["gpu_uuids"] == ["GPU-bbbb"]  # each keeps its own
+
+
+def test_merge_of_one_cpu_model_with_and_without_avx512_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One generic model name covers both; the gate keeps their baselines apart, so a leaderboard must.
+    a = make_record("t.py::test_a", fingerprint=dict(CPU_FP, cpu_model="AMD EPYC", cpu_isa="avx2 fma avx512f"))
+    b = make_record("t.py::test_b", fingerprint=dict(CPU_FP, cpu_model="AMD EPYC", cpu_isa="avx2 fma"))
+    write_run(tmp_path / "a.json", Run([a]))
+    write_run(tmp_path / "b.json", Run([b]))
+    assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(tmp_path / "all.json")]) == 2
+    err = capsys.readouterr().err
+    assert "cpu_isa=avx2 fma avx512f" in err and "cpu_isa=avx2 fma," in err, err
+
+
 def test_merge_software_differences_warn_and_keep_each_fingerprint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -150,6 +150,17 @@ def cpu_isa(cpuinfo: str | None = None) -> str:
     return " ".join(f for f in KERNEL_ISA_FLAGS if f in flags)
 
 
+# Vector extensions from the widest down: a VM's generic model name ("Intel(R) Xeon(R) Processor",
+# "AMD EPYC") covers generations with and without them, so the widest one names which it is.
+_WIDEST = (("amx", ("amx_bf16", "amx_int8")), ("avx512", ("avx512f",)), ("avx2", ("avx2",)))
+
+
+def widest_vector_extension(isa: str) -> str:
+    """The widest vector extension a `cpu_isa` string lists: "amx", "avx512", "avx2", or "" for none."""
+    flags = set(isa.split())
+    return next((name for name, marks in _WIDEST if flags & set(marks)), "")
+
+
 def cpu_peak_estimate(threads: int, cpuinfo: str | None = None, clock_hz: float | None = None) -> CpuPeakEstimate:
     """fp32 peak estimate: threads x clock x FLOP/cycle/core from the vector ISA.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from pytest_efficientllm.core.devices import widest_vector_extension
 from pytest_efficientllm.core.record import Record
 
 # Axis of a suite module, matched on the module's file name (first match wins).
@@ -63,5 +64,10 @@ def hardware_label(record: Record) -> str:
     Ranks across different hardware would compare machines, not techniques.
     """
     fp = record.fingerprint
-    device = fp.get("device_name") or fp.get("gpu_name") or fp.get("cpu_model") or "unknown device"
-    return f"{record.profile} · {device}"
+    device = fp.get("device_name") or fp.get("gpu_name")
+    if device:
+        return f"{record.profile} · {device}"
+    # The CPU is the device: its model, and the widest vector extension it has, as the gate tells
+    # CPUs apart (an "AMD EPYC" with AVX-512 and one without are two machines).
+    widest = widest_vector_extension(str(fp.get("cpu_isa") or ""))
+    return f"{record.profile} · {fp.get('cpu_model') or 'unknown device'}" + (f" ({widest})" if widest else "")

@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_efficientllm.core.record import Record
+from pytest_efficientllm.judging.fingerprint import CPU_KEYS, IGNORED_KEYS
 from pytest_efficientllm.report.inputs import ReportError
 from pytest_efficientllm.storage.runfile import Run
 
 # Fingerprint keys that describe hardware (as opposed to software or settings). Keys named
-# after the device or GPU, and the CPU model, identify what a number was measured on.
-_HARDWARE_EXACT = ("cpu_model", "machine", "cpu_count")
+# after the device or GPU, and the CPU as the gate names it (its model and its extensions: an
+# "AMD EPYC" with AVX-512 and one without are two machines), identify what a number was measured on.
+_HARDWARE_EXACT = (*CPU_KEYS, "machine", "cpu_count")
 _HARDWARE_PREFIXES = ("device", "gpu", "cuda_device", "sm_", "mig")
 
 
@@ -43,13 +45,22 @@ def is_hardware_key(key: str) -> bool:
     return key in _HARDWARE_EXACT or key.startswith(_HARDWARE_PREFIXES)
 
 
+def _compared(record: Record) -> dict[str, Any]:
+    """The fingerprint but its fields that are no difference between runs at all (`IGNORED_KEYS`:
+    the calibration's readings, which GPU of a model, the idle power and state of the moment at
+    start-up). Two shards always differ there: read as hardware, two H100 runs were refused as two
+    machines; read as software, a warning for each buried the one about a package version."""
+    return {k: v for k, v in record.fingerprint.items() if k not in IGNORED_KEYS}
+
+
 def hardware_identity(record: Record) -> tuple[tuple[str, str], ...]:
-    fp = record.fingerprint
+    fp = _compared(record)
     return (("profile", record.profile),) + tuple(sorted((k, str(v)) for k, v in fp.items() if is_hardware_key(k)))
 
 
 def software_identity(record: Record) -> dict[str, str]:
-    fp = record.fingerprint
+    """The fingerprint's fields that are not hardware, flattened with '.'."""
+    fp = _compared(record)
     out = {k: str(v) for k, v in fp.items() if not is_hardware_key(k) and not isinstance(v, dict)}
     for k, v in fp.items():
         if isinstance(v, dict):

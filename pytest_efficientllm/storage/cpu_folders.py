@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_efficientllm.core.devices import widest_vector_extension
 from pytest_efficientllm.core.record import Record
 from pytest_efficientllm.judging.fingerprint import CPU_KEYS, fingerprint_diff
 from pytest_efficientllm.judging.run_noise import RunPrior
@@ -30,9 +31,6 @@ from pytest_efficientllm.storage.baselines import BaselineError, BaselineStore, 
 
 # The profiles whose device is the host CPU.
 CPU_PROFILES = ("cpu",)
-# Vector extensions from the widest down: a folder is named by the first the CPU has, as a
-# VM's generic model name ("Intel(R) Xeon(R) Processor") covers generations with and without them.
-_WIDEST = (("amx", ("amx_bf16", "amx_int8")), ("avx512", ("avx512f",)), ("avx2", ("avx2",)))
 
 
 def cpu_folder_name(profile: str, fingerprint: Mapping[str, Any]) -> str:
@@ -40,8 +38,7 @@ def cpu_folder_name(profile: str, fingerprint: Mapping[str, Any]) -> str:
     words, and the widest vector extension the CPU has."""
     words = re.sub(r"\((r|tm)\)", " ", str(fingerprint.get("cpu_model") or "").lower())
     slug = re.sub(r"[^a-z0-9]+", "-", words).strip("-") or "unknown-cpu"
-    flags = set(str(fingerprint.get("cpu_isa") or "").split())
-    widest = next((name for name, marks in _WIDEST if flags & set(marks)), "")
+    widest = widest_vector_extension(str(fingerprint.get("cpu_isa") or ""))
     return f"{profile}@{slug}-{widest}" if widest else f"{profile}@{slug}"
 
 

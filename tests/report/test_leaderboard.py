@@ -94,6 +94,25 @@ def test_different_hardware_is_never_ranked_in_one_table() -> None:
     assert len(boards) == 2 and {b.hardware for b in boards} == {hardware_label(r) for r in records}
 
 
+def test_one_cpu_model_with_and_without_avx512_is_two_machines() -> None:
+    # "AMD EPYC" names both; the gate keeps their baselines apart (cpu@amd-epyc-avx2), and a
+    # leaderboard ranking one against the other would compare the machines.
+    fast = dict(CPU_FP, cpu_model="AMD EPYC", cpu_isa="avx2 fma avx512f avx512_bf16")
+    slow = dict(CPU_FP, cpu_model="AMD EPYC", cpu_isa="avx2 fma")
+    records = [
+        make_record(f"suites/test_attention.py::test_prefill[{t}]", fingerprint=fp)
+        for t, fp in (("mha", fast), ("gqa", fast), ("mha", slow), ("gqa", slow))
+    ]
+    boards = leaderboards(records)
+    assert sorted(b.hardware for b in boards) == ["cpu · AMD EPYC (avx2)", "cpu · AMD EPYC (avx512)"]
+    assert all(len(b.rows) == 2 for b in boards)
+    # A GPU is named by itself; a CPU whose extensions were not recorded by its model alone.
+    assert hardware_label(make_record("t.py::a", profile="h100", fingerprint=dict(fast, gpu_name="H100"))) == (
+        "h100 · H100"
+    )
+    assert hardware_label(make_record("t.py::a", fingerprint=CPU_FP)) == "cpu · Test CPU 9000"
+
+
 def test_tests_alone_in_their_workload_share_one_unranked_table_without_plots() -> None:
     # A project's own tests, not parametrized: one-row tables each, ranked #1 of 1, with a plot of
     # one point, said nothing. They share one table per hardware and axis, a row per test.
