@@ -54,12 +54,28 @@ def unresolved_line(c: Comparison) -> str:
     )
 
 
+def _listed(c: Comparison) -> list[TestVerdict]:
+    """The tests a summary shows one by one: not those that measure nothing. A selection of plain
+    tests beside the measured ones gave a row each, 'not measured', to the terminal and the PR table."""
+    return [t for t in c.tests if t.status != "not measured"]
+
+
+def unmeasured_line(c: Comparison) -> str:
+    """How many tests measured nothing on either side ("" if none), said once instead of a row each."""
+    n = sum(t.status == "not measured" for t in c.tests)
+    return (
+        f"{n} test(s) measured nothing on either side, so nothing of theirs was compared (ab.json names them)"
+        if n
+        else ""
+    )
+
+
 def render_lines(c: Comparison) -> list[str]:
     """The terminal summary: one line per test, then the findings behind the failures."""
     b = f"{c.base.spec} ({c.base.commit[:10]})" if c.base.commit else c.base.spec
     h = f"{c.head.spec} ({c.head.commit[:10]})" if c.head.commit else c.head.spec
     lines = [f"efficiency ab: HEAD {h} vs base {b}, {c.pairs} ABBA pairs of fresh processes, {c.seconds:.0f} s"]
-    for t in c.tests:
+    for t in _listed(c):
         change = ", ".join(_vs_base(t, with_status=False, most=3))
         worst = "fail" if t.failed else ("improved" if any(v.status == "improved" for v in t.verdicts) else "ok")
         shown = t.status if t.status != "compared" else worst
@@ -71,6 +87,9 @@ def render_lines(c: Comparison) -> list[str]:
         for v in t.verdicts:
             if v.failed or v.status in ("warn", "improved"):
                 lines.append(f"      {v.status}: {_shown(v)}")
+    unmeasured = unmeasured_line(c)
+    if unmeasured:
+        lines.append(f"  {'not measured':<15} {unmeasured}")
     for problem in c.problems:
         lines.append(f"  incomplete: {problem}")
     if c.confirmed:
@@ -100,13 +119,13 @@ def render_markdown(c: Comparison) -> str:
         "| test | verdict | vs base |",
         "|---|---|---|",
     ]
-    for t in c.tests:
+    for t in _listed(c):
         change = "<br>".join(_vs_base(t, with_status=True)) or t.note or "-"
         verdict = "**fail**" if t.failed else t.status if t.status != "compared" else "ok"
         out.append(f"| `{t.nodeid}` | {verdict} | {change} |")
-    unresolved = unresolved_line(c)
-    if unresolved:
-        out += ["", unresolved[0].upper() + unresolved[1:] + "."]
+    for line in (unmeasured_line(c), unresolved_line(c)):
+        if line:
+            out += ["", line[0].upper() + line[1:] + "."]
     if c.problems:
         out += ["", "**Incomplete:**", *[f"- {p}" for p in c.problems]]
     return "\n".join(out) + "\n"
