@@ -71,7 +71,7 @@ def unmeasured_line(c: Comparison) -> str:
 
 
 def render_lines(c: Comparison) -> list[str]:
-    """The terminal summary: one line per test, then the findings behind the failures."""
+    """The terminal summary: one line per test that measured something, then the findings behind the failures."""
     b = f"{c.base.spec} ({c.base.commit[:10]})" if c.base.commit else c.base.spec
     h = f"{c.head.spec} ({c.head.commit[:10]})" if c.head.commit else c.head.spec
     lines = [f"efficiency ab: HEAD {h} vs base {b}, {c.pairs} ABBA pairs of fresh processes, {c.seconds:.0f} s"]
