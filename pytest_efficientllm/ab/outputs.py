@@ -74,7 +74,9 @@ def render_lines(c: Comparison) -> list[str]:
     """The terminal summary: one line per test that measured something, then the findings behind the failures."""
     b = f"{c.base.spec} ({c.base.commit[:10]})" if c.base.commit else c.base.spec
     h = f"{c.head.spec} ({c.head.commit[:10]})" if c.head.commit else c.head.spec
-    lines = [f"efficiency ab: HEAD {h} vs base {b}, {c.pairs} ABBA pairs of fresh processes, {c.seconds:.0f} s"]
+    # "HEAD HEAD (833fe85abb)" read as a typo where HEAD's spec is the word HEAD itself.
+    head = h if c.head.spec == "HEAD" else f"HEAD {h}"
+    lines = [f"efficiency ab: {head} vs base {b}, {c.pairs} ABBA pairs of fresh processes, {c.seconds:.0f} s"]
     for t in _listed(c):
         change = ", ".join(_vs_base(t, with_status=False, most=3))
         worst = "fail" if t.failed else ("improved" if any(v.status == "improved" for v in t.verdicts) else "ok")

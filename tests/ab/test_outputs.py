@@ -85,3 +85,13 @@ def test_tests_that_measure_nothing_are_counted_once_not_listed(tmp_path: Path) 
     # None of them, nothing said.
     alone = Comparison(side, side, 6, [TestVerdict("t.py::t", "compared", [grew])], [], 1.0)
     assert "measured nothing" not in render_markdown(alone) + "\n".join(render_lines(alone))
+
+
+def test_the_first_line_names_head_once_when_its_spec_is_head(tmp_path: Path) -> None:
+    def first(head_spec: str) -> str:
+        head = Side("head", head_spec, "833fe85abb0123", tmp_path)
+        base = Side("base", "HEAD~1", "8a79084f200123", tmp_path)
+        return render_lines(Comparison(base, head, 6, [], [], 118.0))[0]
+
+    assert first("HEAD").startswith("efficiency ab: HEAD (833fe85abb) vs base HEAD~1 (8a79084f20), 6 ABBA pairs")
+    assert first("feature").startswith("efficiency ab: HEAD feature (833fe85abb) vs base HEAD~1 (8a79084f20)")
