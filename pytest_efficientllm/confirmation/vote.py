@@ -70,12 +70,26 @@ def _change(verdicts: Iterable[Verdict], metric: str) -> float | None:
     return None
 
 
+# Why a process's reading beyond the tolerance passes, where its verdict says (`Verdict.reason`): a
+# vote cleared by "fresh 1 +75.0% passes" under a +10% tolerance read as a broken rule.
+_PASSES_BECAUSE: dict[str, str] = {
+    "within_noise": " (within the noise)",
+    "within_resolution": " (within the energy counter's resolution)",
+}
+
+
 def _changes_text(per_process: list[list[Verdict]], metric: str) -> str:
     parts = []
     for i, verdicts in enumerate(per_process):
         change = _change(verdicts, metric)
         shown = format_change(change) if change is not None else "budget"
-        mark = "fails" if fails(verdicts, metric) else "passes"
+        if fails(verdicts, metric):
+            mark = "fails"
+        else:
+            why = next(
+                (_PASSES_BECAUSE[v.reason] for v in verdicts if v.metric == metric and v.reason in _PASSES_BECAUSE), ""
+            )
+            mark = "passes" + why
         parts.append(f"{'this process' if i == 0 else f'fresh {i}'} {shown} {mark}")
     return ", ".join(parts)
 

@@ -88,6 +88,7 @@ REASON_TEXTS: dict[str, str] = {
     "fingerprint_differs": "fingerprint differs from the baseline's",
     "throttled": "in a window where the GPU throttled (its clocks limited)",
     "within_resolution": "beyond tolerance but within the energy counter's resolution",
+    "within_noise": "beyond tolerance but within the noise",
 }
 # What let a failure through, added to its kind (`Verdict.softened`).
 SOFTENED_TEXTS: dict[str, str] = {

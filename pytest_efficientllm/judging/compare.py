@@ -272,7 +272,7 @@ def _compare_measured(
         numbers += f" (rounds too few for an interval: {iv.n_baseline} and {iv.n_current}; judged by the runs)"
     beyond_noise = not iv.resolved or ((iv.low > 1.0) if change > 0 else (iv.high < 1.0))  # type: ignore[operator]
     if not beyond_noise:
-        return judged("pass", f"{numbers}: beyond tolerance but within the noise of the two runs")
+        return judged("pass", f"{numbers}: beyond tolerance but within the noise of the two runs", "within_noise")
     if worse:
         prediction = predict(runs, prior, base.unit, base.direction, level)
         bound = prediction.bound(base.direction) if prediction is not None else None
@@ -281,6 +281,7 @@ def _compare_measured(
             return judged(
                 "pass",
                 f"{numbers}: beyond tolerance but within the run-to-run noise of {prediction.describe(base.direction)}",
+                "within_noise",
             )
         how = (
             f" and the run-to-run noise of {prediction.describe(base.direction)}"

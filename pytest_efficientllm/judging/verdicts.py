@@ -51,6 +51,7 @@ Reason = Literal[
     "fingerprint_differs",  # fingerprint fields other than the hardware's differ
     "throttled",  # the GPU limited its clocks during the window
     "within_resolution",  # a pass: beyond the tolerance, but within the energy counter's resolution
+    "within_noise",  # a pass: beyond the tolerance, but within the noise (the two runs' rounds, or run to run)
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 # What let a failure through as a warning, as data (a verdict is softened once: each of these

@@ -81,6 +81,19 @@ def test_the_first_passing_process_clears_it_and_no_more_start() -> None:
     assert not any(v.failed for v in final)
 
 
+def test_a_process_beyond_the_tolerance_that_passes_on_its_noise_says_so() -> None:
+    # Fresh 1 reads +20%, four times the tolerance, in rounds that scatter +-60%: it passes, and
+    # "fresh 1 +20.0% passes" alone read as a broken rule.
+    noisy = record("t.py::test_a", latency(0.012, spread=0.6, seed=3))
+    _, _, al, _ = _vote(_at(0.12), noisy)
+    assert al[0].status == "warn" and al[0].softened == "vote_cleared"
+    assert "fresh 1 +" in al[0].message
+    assert "% passes (within the noise): a process passes" in al[0].message, al[0].message
+    # One that passes within its tolerance has nothing to explain.
+    _, _, al, _ = _vote(_at(0.12), _at(0.0, seed=3))
+    assert "passes (" not in al[0].message, al[0].message
+
+
 def test_the_last_process_alone_can_clear_it() -> None:
     # A majority (2 of 3) is not enough.
     _, _, al, started = _vote(_at(0.12), _at(0.12, seed=3), _at(0.0, seed=4))
