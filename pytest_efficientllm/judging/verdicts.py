@@ -158,6 +158,26 @@ _FIXED_WORDS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
 )
 
 
+# Memory figures of the whole process or device, and beside them what the workload itself took. A
+# budget written as pytest-memray's (the test's own allocations) against the CPU's peak_memory, the
+# process's RSS, fails on the interpreter and torch (~300 MiB) whatever the test does, so its failure
+# names the workload's own figures.
+_WHOLE_MEMORY = ("peak_memory", "AMU", "host_peak_memory")
+_OWN_MEMORY = ("peak_memory_delta", "tensor_peak_bytes")
+
+
+def _own_memory(record: Record, metric: str) -> str:
+    """ "; the workload's own: peak_memory_delta 76 KiB, ..." beside a whole-memory budget's failure."""
+    if metric not in _WHOLE_MEMORY:
+        return ""
+    own = [
+        f"{name} {format_value(m.value, m.unit)}"
+        for name in _OWN_MEMORY
+        if (m := record.metrics.get(name)) is not None and m.value is not None
+    ]
+    return f"; the workload's own: {', '.join(own)} (a budget on one of those gates the test alone)" if own else ""
+
+
 def check_budget(record: Record, limit: Limit) -> Verdict:
     """One absolute budget against the recorded value.
 
@@ -180,7 +200,10 @@ def check_budget(record: Record, limit: Limit) -> Verdict:
             reason="over_budget",
             softened="estimate",
         )
-    return Verdict(limit.metric, "fail", f"{shown}: over budget", reason="over_budget")
+    how = f" ({metric.method})" if metric.method else ""
+    return Verdict(
+        limit.metric, "fail", f"{shown}: over budget{how}{_own_memory(record, limit.metric)}", reason="over_budget"
+    )
 
 
 def check_budgets(record: Record, limits: tuple[Limit, ...]) -> list[Verdict]:

@@ -126,6 +126,29 @@ def test_a_quality_score_takes_a_tolerance_or_a_bare_budget_by_its_recorded_name
         parse_limit("quality:", "+1%")
 
 
+def test_a_process_memory_budget_that_fails_names_the_workloads_own_memory() -> None:
+    # A test whose tensors peak at 256 KiB in a process of 320 MiB, under a budget written as
+    # pytest-memray's: the failure says what was measured, and which figures are the test's own.
+    def mem(name: str, value: float, method: str) -> Metric:
+        return Metric(name, value, "B", "lower", "measured", method)
+
+    rec = record(
+        "t.py::a",
+        mem("peak_memory", 320 * 2**20, "procfs: VmHWM reset per window via clear_refs"),
+        mem("peak_memory_delta", 76 * 2**10, "procfs: VmHWM minus RSS at window open"),
+        counted("tensor_peak_bytes", 256 * 2**10),
+    )
+    budgets = (parse_limit("peak_memory", "<= 1 MiB"), parse_limit("tensor_peak_bytes", "<= 128 KiB"))
+    whole, own = check_budgets(rec, budgets)
+    assert whole.status == "fail" and "over budget (procfs: VmHWM reset per window via clear_refs)" in whole.message
+    assert whole.message.endswith(
+        "; the workload's own: peak_memory_delta 76.00 KiB, tensor_peak_bytes 256.00 KiB "
+        "(a budget on one of those gates the test alone)"
+    ), whole.message
+    # A budget on the workload's own figure names nothing more.
+    assert own.status == "fail" and "the workload's own" not in own.message
+
+
 def test_a_marker_tolerance_replaces_exactness_for_counted_metrics() -> None:
     limits = (parse_limit("peak_memory", "+1%"),)
     base = record("t.py::a", counted("peak_memory", 1000))
