@@ -167,7 +167,7 @@ _OWN_MEMORY = ("peak_memory_delta", "tensor_peak_bytes")
 
 
 def _own_memory(record: Record, metric: str) -> str:
-    """ "; the workload's own: peak_memory_delta 76 KiB, ..." beside a whole-memory budget's failure."""
+    """The clause naming the workload's own memory figures beside a whole-memory budget's failure, or ""."""
     if metric not in _WHOLE_MEMORY:
         return ""
     own = [
