@@ -81,11 +81,11 @@ def _confirmation_line(results: list[TestResult]) -> str:
     seconds = sum(float(r.record.settings["confirmation_s"]) for r in confirmed)
     # What the vote found, read from the verdicts it settled: a re-measured test can fail on a count
     # whatever the vote found, so whether the test failed does not say it.
-    found = sum(any(v.confirmed == "fresh_processes" for v in r.verdicts) for r in confirmed)
+    found_in = [any(v.confirmed == "fresh_processes" for v in r.verdicts) for r in confirmed]
+    found = sum(found_in)
     cleared = sum(
-        any(v.softened == "vote_cleared" for v in r.verdicts)
-        and not any(v.confirmed == "fresh_processes" for v in r.verdicts)
-        for r in confirmed
+        not was_found and any(v.softened == "vote_cleared" for v in r.verdicts)
+        for r, was_found in zip(confirmed, found_in)
     )
     # Confirmed by every process, then warned: the run's own drift explained them (`gross.apart_from_run`).
     with_run = sum(any(v.softened == "run_moved" for v in r.verdicts) for r in confirmed)
