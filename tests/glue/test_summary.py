@@ -435,6 +435,10 @@ def test_the_confirmation_line_says_what_the_vote_found_not_whether_the_test_fai
     grew = Verdict("allocated_bytes", "fail", "+100%", "baseline", 1.0, reason="counted_regression")
     cleared = Verdict("AL", "warn", "+89%", "baseline", 0.89, reason="beyond_noise", softened="vote_cleared")
     found = Verdict("AL", "fail", "+40%", "baseline", 0.4, reason="beyond_noise", confirmed="fresh_processes")
-    line = _confirmation_line([_voted("t.py::a", grew, cleared), _voted("t.py::b", found), _voted("t.py::c", cleared)])
-    assert "3 test(s)" in line and "20 s or more" in line and "9.0 s" in line, line
-    assert "found by every process in 1 test(s), cleared by a process that did not find it in 2 " in line, line
+    # A test whose vote found one metric and cleared another counts as found.
+    both = _voted("t.py::d", cleared, found)
+    line = _confirmation_line(
+        [_voted("t.py::a", grew, cleared), _voted("t.py::b", found), _voted("t.py::c", cleared), both]
+    )
+    assert "4 test(s)" in line and "20 s or more" in line and "12.0 s" in line, line
+    assert "found by every process in 2 test(s), cleared by a process that did not find it in 2 " in line, line
