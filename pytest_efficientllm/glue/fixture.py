@@ -65,15 +65,20 @@ class Efficiency:
             )
         self._mode = mode
 
-    def _work_of(self, tokens: int | None, samples: int | None, params: int | None, flops: int | None) -> Work:
-        return Work(
-            tokens=tokens,
-            samples=samples,
-            params=params,
-            flops=flops,
-            kind=self.spec.workload,
-            count_flops=self.spec.count_flops,
-        )
+    def _work_of(
+        self, tokens: int | None, samples: int | None, params: int | None, flops: int | None, count_flops: bool = True
+    ) -> Work:
+        try:
+            return Work(
+                tokens=tokens,
+                samples=samples,
+                params=params,
+                flops=flops,
+                kind=self.spec.workload,
+                count_flops=count_flops and self.spec.count_flops,
+            )
+        except ValueError as exc:
+            raise MeasurementError(f"{self.record.nodeid}: {exc}") from None
 
     def _finish(self, result: WindowResult, work: Work, cost: CountedCost) -> Record:
         for metric in derive_metrics(result, work, cost.flops, self._session.backend, cost).values():
@@ -147,6 +152,10 @@ class Efficiency:
         number of tokens; tokens are counted from the returned ids (batch x new tokens).
         """
         self._claim("generate")
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+            raise MeasurementError(
+                f"{self.record.nodeid}: max_new_tokens={max_new_tokens!r}: must be an int of 1 or more"
+            )
         batch, prompt_len = int(input_ids.shape[0]), int(input_ids.shape[1])
         first_token_at: list[float] = []
         outputs: list[Any] = []
@@ -212,9 +221,7 @@ class Efficiency:
         are not counted here (the body cannot be re-run): pass `flops=` when known.
         """
         self._claim("window")
-        work = Work(
-            tokens=tokens, samples=samples, params=params, flops=flops, kind=self.spec.workload, count_flops=False
-        )
+        work = self._work_of(tokens, samples, params, flops, count_flops=False)
         if self._work is not None and self._work != work:
             raise MeasurementError(
                 f"{self.record.nodeid}: every window of a test must describe the same work per round"

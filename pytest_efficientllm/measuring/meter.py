@@ -111,10 +111,14 @@ class Work:
     def __post_init__(self) -> None:
         if self.kind not in WORKLOADS:
             raise ValueError(f"workload kind must be one of {WORKLOADS}, got {self.kind!r}")
-        for name in ("tokens", "samples", "params", "flops"):
+        # A round of no tokens (or a model of no parameters) would report 0 tok/s as if measured;
+        # 0 FLOPs is a true count for work that only moves data.
+        for name, least in (("tokens", 1), ("samples", 1), ("params", 1), ("flops", 0)):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ValueError(f"{name}= must be a non-negative int, got {value!r}")
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise ValueError(
+                    f"{name}={value!r}: must be an int of {least} or more; leave {name}= out where there is none"
+                )
 
 
 @dataclass
