@@ -102,6 +102,8 @@ def _parse_family(text: str | int | float, family: str) -> float:
     factor = factors.get(unit.lower())
     if factor is None:
         known = ", ".join(sorted({u for u in factors if u}))
+        if not unit:  # "5" could mean seconds or milliseconds: a string says which
+            raise UnitError(f"{text!r} has no unit: write one, like '{value:g} {canonical}' (units: {known})")
         raise UnitError(f"{text!r}: unknown unit {unit!r}; expected one of {known}")
     if not math.isfinite(value * factor):
         raise UnitError(f"{text!r} is too large to represent")

@@ -137,3 +137,13 @@ def test_a_small_change_keeps_two_significant_digits() -> None:
 
 def test_a_change_from_zero_reads_from_0_not_inf() -> None:
     assert format_change(math.inf) == "from 0"
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "shown"), [(parse_seconds, "5", "'5 s'"), (parse_bytes, " 1024 ", "'1024 B'")]
+)
+def test_a_bare_number_in_text_is_refused_saying_it_lacks_a_unit(parse, text: str, shown: str) -> None:
+    # A number (not text) is the canonical unit; text with no unit could mean any of them.
+    with pytest.raises(UnitError, match=rf"^{text!r} has no unit: write one, like {shown} \(units: "):
+        parse(text)
+    assert parse(float(text)) == float(text)
