@@ -240,12 +240,22 @@ def _measured_verdict(
             )
     if change.p_better < ALPHA and beyond:
         return judged("improved", f"{text}: better (p={change.p_better:.3g})", reason="better")
+    # A pass shows its reading against the other tests too: where the pairs swing, it is the
+    # narrower one. Whether the pass is resolved stays the pairs' to say, since a change that
+    # slowed every test alike leaves no trace against the others.
+    against_others = ""
+    if relative is not None and source == "measured":
+        against, theirs = relative
+        against_others = (
+            f"; against the other tests of its pairs {against.describe()}, which moved "
+            f"{format_change(theirs.change)} themselves"
+        )
     worst = change.worst(direction)
     if abs(worst) > tolerance and (worst > 0) == (direction == "lower"):
         # A pass, but not evidence that nothing regressed: the pairs were too few for their noise.
         text += f"; {UNRESOLVED} {format_change(worst)} with {len(pairs)} pairs (more pairs narrow the interval)"
-        return judged("pass", text, worst)
-    return judged("pass", text)
+        return judged("pass", text + against_others, worst)
+    return judged("pass", text + against_others)
 
 
 def calibration_moved(metric: str, base: Sequence[Record], head: Sequence[Record]) -> str:

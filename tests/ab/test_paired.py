@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -302,8 +303,15 @@ def test_a_test_slower_than_the_other_tests_of_its_pairs_fails_where_its_pairs_a
 
 
 def test_a_test_that_moved_with_the_other_tests_of_its_pairs_passes() -> None:
-    # Slower than the others, but within the tolerance: the relative reading is no failure either.
-    assert _verdict_of(judge_tests(*_four_tests({"t.py::a": 1.03}, SWINGING))).status == "pass"
+    # Slower than the others, but within the tolerance: the relative reading is no failure either,
+    # and the pass shows it beside the pairs' own, which cannot rule out a slowdown.
+    v = _verdict_of(judge_tests(*_four_tests({"t.py::a": 1.03}, SWINGING)))
+    assert v.status == "pass" and v.unresolved is not None, v.message
+    against = v.message.split("; against the other tests of its pairs ")
+    assert len(against) == 2 and against[1].startswith("+3.0% over 8 pairs"), v.message
+    low, high = (float(x) for x in re.findall(r"([-+][\d.]+)%", against[1].split("interval ")[1])[:2])
+    assert -1 < low <= 3 <= high < 5, v.message  # narrower than the pairs' own: the swing cancels
+    assert against[1].endswith("themselves") and ", which moved " in against[1], v.message
     # Against the others 8% slower by the estimate, but in 3 of 8 pairs faster: within the noise.
     uneven = (0.93, 1.3, 0.94, 1.25, 0.92, 1.2, 1.01, 1.2)
     assert paired_change("a", [1.0] * 8, list(uneven), "lower").p_worse > 0.1
