@@ -4,9 +4,19 @@ fails, and why, is known before the gate reads them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pytest_efficientllm.core.limits import parse_limit
 from pytest_efficientllm.core.record import Metric, Record
-from pytest_efficientllm.judging.evaluate import BaselineView, Decision, evaluate, suspects, voting_processes
+from pytest_efficientllm.judging.evaluate import (
+    FAR_OVER_BUDGET,
+    BaselineView,
+    Decision,
+    evaluate,
+    far_over_budget,
+    suspects,
+    voting_processes,
+)
 from pytest_efficientllm.judging.gate import GateOptions
 from pytest_efficientllm.judging.leak import MIN_RETAINED_BYTES
 from pytest_efficientllm.judging.run_shift import RunChanges
@@ -95,3 +105,35 @@ def test_without_a_baseline_the_run_s_drift_has_nothing_to_be_taken_out_of() -> 
         run.add([Verdict("cpu_time_per_round", "warn", "", "baseline", 0.45)])
     decision = Decision([failure], ["cpu_time_per_round"], baseline=BaselineView(), processes=3)
     assert decision.apart_from_run([failure], run, "cpu") == [failure]
+
+
+def test_a_budget_broken_far_beyond_any_slow_spell_fails_at_once_a_near_one_goes_to_the_vote() -> None:
+    # AL is 20 ms: a 10 ms budget is broken 2x (a slow spell can do that), a 5 ms one 4x (none did).
+    near = evaluate(_regressed(), (parse_limit("AL", "<= 10 ms"),), BaselineView(), GateOptions(), confirm_processes=2)
+    assert near.suspects == ["AL"]
+    far = evaluate(_regressed(), (parse_limit("AL", "<= 5 ms"),), BaselineView(), GateOptions(), confirm_processes=2)
+    assert far.suspects == []
+    (v,) = [v for v in far.final if v.failed]
+    assert (v.metric, v.kind, v.reason) == ("AL", "budget", "over_budget")
+    assert v.message.endswith(
+        "; 4x over the budget, beyond any slow spell of a shared runner (3x): failed without "
+        "re-measuring in fresh processes"
+    ), v.message
+    # Without a vote nothing is said of one.
+    alone = evaluate(_regressed(), (parse_limit("AL", "<= 5 ms"),), BaselineView(), GateOptions(), confirm_processes=0)
+    assert "re-measuring" not in next(v for v in alone.final if v.failed).message
+
+
+def test_how_far_over_its_budget_a_metric_is_reads_in_the_budgets_direction() -> None:
+    assert FAR_OVER_BUDGET == 3.0
+    rec = record(NODE, latency(0.020), _measured("tokens_per_s", 100.0, "tok/s"), counted("flops", 1e9, unit="FLOP"))
+    rec.metrics["tokens_per_s"] = replace(rec.metrics["tokens_per_s"], direction="higher")
+    limits = (
+        parse_limit("AL", "<= 6.7 ms"),  # 2.99x: a slow spell could
+        parse_limit("tokens_per_s", ">= 300 tok/s"),  # 3x too few
+        parse_limit("flops", "<= 1e8"),  # counted: exact, never put to the vote anyway
+    )
+    assert far_over_budget(rec, limits) == {"tokens_per_s": 3.0}
+    assert far_over_budget(rec, (parse_limit("AL", "<= 6.6 ms"),)) == {"AL": rec.metrics["AL"].value / 0.0066}
+    rec.metrics["tokens_per_s"] = replace(rec.metrics["tokens_per_s"], value=0.0)
+    assert far_over_budget(rec, limits) == {"tokens_per_s": float("inf")}
