@@ -14,8 +14,8 @@ measurement, and the metric fails only when **every one** of the 1 + N processes
 the regression:
 
 * **suspect**: a measured metric that failed in this process (a budget or its baseline
-  comparison), but for a budget broken 3 times over (`judging.evaluate.far_over_budget`), which
-  no slow spell explains;
+  comparison), but for a budget broken 3 times over (`verdicts.FAR_OVER_BUDGET`), which no
+  slow spell explains;
 * **vote**: each fresh process's record is judged by the same rule as this one (tolerance,
   rank interval, run-to-run noise at the level for 1 + N processes, budgets:
   `gate.judge`). The first process that passes clears the metric and no more are

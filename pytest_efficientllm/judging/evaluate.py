@@ -15,7 +15,7 @@ decides for a test is decided here:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from pytest_efficientllm.core.limits import Limit
 from pytest_efficientllm.core.record import Record
@@ -26,7 +26,7 @@ from pytest_efficientllm.judging.gate import (
     effective_limits,
     judge,
 )
-from pytest_efficientllm.judging.gross import GROSS_MAX, GROSS_ONLY, apart_from_run
+from pytest_efficientllm.judging.gross import GROSS_ONLY, apart_from_run
 from pytest_efficientllm.judging.leak import find_leak
 from pytest_efficientllm.judging.run_noise import RunPrior
 from pytest_efficientllm.judging.run_shift import RunChanges
@@ -92,50 +92,15 @@ class Decision:
         return judge(other, self.limits, self.baseline.record, "", self.options, self.baseline.priors, self.processes)
 
 
-# A measured budget broken this many times over fails without the vote. The worst slow spell
-# of a shared runner read +144% over 85 A/A suite runs (benchmarks/RESULTS.md), and the gross
-# floor's ceiling (`GROSS_MAX`, +200%) sits where no unchanged run came near: no fresh process
-# would find such a test within its budget, and re-measuring it (a CUDA test that fell back to
-# the CPU, say, 100x over its latency budget) only delays the failure by two processes.
-FAR_OVER_BUDGET = 1.0 + GROSS_MAX
-
-
-def far_over_budget(record: Record, limits: Iterable[Limit]) -> dict[str, float]:
-    """The measured metrics whose budget is broken `FAR_OVER_BUDGET` times or more, by how many times."""
-    far: dict[str, float] = {}
-    for limit in limits:
-        metric = record.metrics.get(limit.metric)
-        if limit.kind != "budget" or metric is None or metric.source != "measured" or metric.value is None:
-            continue
-        value, bound = metric.value, limit.bound
-        if limit.op == "<=" and bound > 0:
-            times = value / bound
-        elif limit.op == ">=" and bound > 0:
-            times = bound / value if value > 0 else float("inf")
-        else:
-            continue
-        if times >= FAR_OVER_BUDGET:
-            far[limit.metric] = max(times, far.get(limit.metric, 0.0))
-    return far
-
-
-def _failed_at_once(verdict: Verdict, times: float) -> Verdict:
-    how_far = f"{times:.3g}x" if times != float("inf") else "infinitely"
-    return replace(
-        verdict,
-        message=f"{verdict.message}; {how_far} over the budget, beyond any slow spell of a shared runner "
-        f"({FAR_OVER_BUDGET:g}x): failed without re-measuring in fresh processes",
-    )
-
-
-def suspects(record: Record, verdicts: Sequence[Verdict], far: Mapping[str, float] | None = None) -> list[str]:
+def suspects(record: Record, verdicts: Sequence[Verdict]) -> list[str]:
     """The measured metrics of this process's record that failed: those fresh processes must confirm,
-    but for those `far` over their budget (`far_over_budget`), which fail as they are."""
+    but for one far over its budget (`far_over_budget`), which no slow spell explains."""
     failed = {v.metric for v in verdicts if v.failed}
+    far = {v.metric for v in verdicts if v.failed and v.reason == "far_over_budget"}
     return [
         name
         for name, metric in sorted(record.metrics.items())
-        if name in failed and name not in (far or {}) and metric.source == "measured" and metric.value is not None
+        if name in failed - far and metric.source == "measured" and metric.value is not None
     ]
 
 
@@ -172,12 +137,5 @@ def evaluate(
     throttled = find_throttle(record)
     if throttled is not None:
         extra.append(throttled)
-    held: list[str] = []
-    if processes > 1:
-        far = far_over_budget(record, limits)
-        verdicts = [
-            _failed_at_once(v, far[v.metric]) if v.kind == "budget" and v.failed and v.metric in far else v
-            for v in verdicts
-        ]
-        held = suspects(record, verdicts, far)
+    held = suspects(record, verdicts) if processes > 1 else []
     return Decision(verdicts, held, extra, limits, baseline, options, processes)

@@ -9,6 +9,7 @@ checked here; comparisons against stored baselines produce the same `Verdict` ty
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -33,6 +34,7 @@ KINDS: tuple[str, ...] = get_args(Kind)
 Reason = Literal[
     "",
     "over_budget",  # an absolute budget broken
+    "far_over_budget",  # a measured budget broken FAR_OVER_BUDGET times over: failed without re-measuring
     "beyond_noise",  # a measured change beyond the tolerance and the noise of the runs
     "beyond_others",  # `ab`: a timing beyond the tolerance and the noise against the other tests of its pairs
     "one_value",  # a measured change beyond the tolerance, one value per run: no noise estimate
@@ -178,6 +180,21 @@ def _own_memory(record: Record, metric: str) -> str:
     return f"; the workload's own: {', '.join(own)} (a budget on one of those gates the test alone)" if own else ""
 
 
+# A measured budget broken this many times over fails as it is, never re-measured to confirm
+# (the gate's vote in fresh processes, `ab`'s more pairs). The worst slow spell of a shared
+# runner read +144% over 85 A/A suite runs (benchmarks/RESULTS.md); this is the gross floor's
+# ceiling too, 1 + `gross.GROSS_MAX`, set where no unchanged run came near. Re-measuring such a
+# test (a CUDA test that fell back to the CPU, 100x over its latency budget) only delays its failure.
+FAR_OVER_BUDGET = 3.0
+
+
+def times_over(value: float, limit: Limit) -> float:
+    """How many times over its budget `value` is (below 1 within it), in the budget's direction."""
+    if limit.op == "<=":
+        return value / limit.bound if limit.bound > 0 else math.inf if value > 0 else 0.0
+    return limit.bound / value if value > 0 else math.inf if limit.bound > 0 else 0.0
+
+
 def check_budget(record: Record, limit: Limit) -> Verdict:
     """One absolute budget against the recorded value.
 
@@ -201,9 +218,16 @@ def check_budget(record: Record, limit: Limit) -> Verdict:
             softened="estimate",
         )
     how = f" ({metric.method})" if metric.method else ""
-    return Verdict(
-        limit.metric, "fail", f"{shown}: over budget{how}{_own_memory(record, limit.metric)}", reason="over_budget"
-    )
+    message = f"{shown}: over budget{how}{_own_memory(record, limit.metric)}"
+    times = times_over(metric.value, limit)
+    if metric.source == "measured" and times >= FAR_OVER_BUDGET:
+        shown_times = f"{times:.3g}x" if math.isfinite(times) else "infinitely"
+        message += (
+            f"; {shown_times} over it, beyond any slow spell of a shared runner ({FAR_OVER_BUDGET:g}x): "
+            "failed without re-measuring"
+        )
+        return Verdict(limit.metric, "fail", message, reason="far_over_budget")
+    return Verdict(limit.metric, "fail", message, reason="over_budget")
 
 
 def check_budgets(record: Record, limits: tuple[Limit, ...]) -> list[Verdict]:

@@ -182,6 +182,17 @@ def test_a_budget_and_a_tolerance_of_one_metric_are_confirmed_each_by_its_own(
     assert verdicts["baseline"].status == "fail" and "confirmed in 6 more pairs" in verdicts["baseline"].message
 
 
+def test_a_budget_broken_3x_over_is_not_measured_again_in_more_pairs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HEAD at 12 ms against a 3 ms budget: 4x over it, which no slow spell explains, so the test
+    # fails on the first pairs, as the gate's vote would not re-measure it either.
+    c, tests, fake = _compare(tmp_path, monkeypatch, second=1.0, budget="<= 3 ms")
+    (budget,) = [v for v in tests[SLOW].verdicts if v.kind == "budget"]
+    assert budget.status == "fail" and budget.reason == "far_over_budget", budget.message
+    assert c.confirmed == [] and len(fake.calls) == 12 and tests[SLOW].failed
+
+
 def test_one_comparison_at_a_time_on_a_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Two at once measure beside each other's processes (one pair of two run together read -39%).
     import subprocess

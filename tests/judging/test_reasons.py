@@ -81,9 +81,9 @@ def _source_differs() -> Verdict:
     return _one(compare_record(base, cur, TOL5), AL)
 
 
-def _over_budget(source: str) -> Verdict:
+def _over_budget(source: str, value: float = 0.15) -> Verdict:
     method = "a power-model estimate" if source == "estimated" else "nvmlDeviceGetTotalEnergyConsumption"
-    energy = Metric("energy_per_token", 0.5, "J/tok", "lower", source, method)  # type: ignore[arg-type]
+    energy = Metric("energy_per_token", value, "J/tok", "lower", source, method)  # type: ignore[arg-type]
     return check_budget(record("t.py::a", energy), parse_limit("energy_per_token", "<= 0.1 J/tok"))
 
 
@@ -179,6 +179,7 @@ def _within_run_noise() -> Verdict:
 # (what makes the finding, its reason, what softened it)
 CASES: dict[str, tuple[Callable[[], Verdict], str, str]] = {
     "a budget broken": (lambda: _over_budget("measured"), "over_budget", ""),
+    "a budget broken 5x over": (lambda: _over_budget("measured", 0.5), "far_over_budget", ""),
     "an estimate over its budget": (lambda: _over_budget("estimated"), "over_budget", "estimate"),
     "a time 2x slower": (lambda: _compared(2.0), "beyond_noise", ""),
     "an estimated time 2x slower": (lambda: _compared(2.0, source="estimated"), "beyond_noise", "estimate"),
