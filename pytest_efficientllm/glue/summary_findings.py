@@ -70,7 +70,7 @@ def fingerprint_lines(results: list[TestResult], width: int = WIDTH, verbose: in
 # What each kind of finding is called where the summary counts it (`Verdict.reason`).
 REASON_TEXTS: dict[str, str] = {
     "over_budget": "over budget",
-    "far_over_budget": "over budget 3x or more: failed without re-measuring",
+    "far_over_budget": "over budget 3x or more (beyond any slow spell: not re-measured)",
     "beyond_noise": "beyond tolerance and noise",
     "beyond_others": "beyond tolerance and noise against the other tests of its pairs",
     "one_value": "beyond tolerance (one value per run)",

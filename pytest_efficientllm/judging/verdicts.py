@@ -34,7 +34,7 @@ KINDS: tuple[str, ...] = get_args(Kind)
 Reason = Literal[
     "",
     "over_budget",  # an absolute budget broken
-    "far_over_budget",  # a measured budget broken FAR_OVER_BUDGET times over: failed without re-measuring
+    "far_over_budget",  # a measured budget broken FAR_OVER_BUDGET times over: not re-measured to confirm
     "beyond_noise",  # a measured change beyond the tolerance and the noise of the runs
     "beyond_others",  # `ab`: a timing beyond the tolerance and the noise against the other tests of its pairs
     "one_value",  # a measured change beyond the tolerance, one value per run: no noise estimate
@@ -224,7 +224,7 @@ def check_budget(record: Record, limit: Limit) -> Verdict:
         shown_times = f"{times:.3g}x" if math.isfinite(times) else "infinitely"
         message += (
             f"; {shown_times} over it, beyond any slow spell of a shared runner ({FAR_OVER_BUDGET:g}x): "
-            "failed without re-measuring"
+            "not re-measured to confirm"
         )
         return Verdict(limit.metric, "fail", message, reason="far_over_budget")
     return Verdict(limit.metric, "fail", message, reason="over_budget")
