@@ -218,16 +218,14 @@ def check_budget(record: Record, limit: Limit) -> Verdict:
             softened="estimate",
         )
     how = f" ({metric.method})" if metric.method else ""
-    message = f"{shown}: over budget{how}{_own_memory(record, limit.metric)}"
+    own = _own_memory(record, limit.metric)
     times = times_over(metric.value, limit)
     if metric.source == "measured" and times >= FAR_OVER_BUDGET:
         shown_times = f"{times:.3g}x" if math.isfinite(times) else "infinitely"
-        message += (
-            f"; {shown_times} over it, beyond any slow spell of a shared runner ({FAR_OVER_BUDGET:g}x): "
-            "not re-measured to confirm"
-        )
+        far = f"{shown_times} over it, beyond any slow spell of a shared runner ({FAR_OVER_BUDGET:g}x)"
+        message = f"{shown}: over budget{how}; {far}: not re-measured to confirm{own}"
         return Verdict(limit.metric, "fail", message, reason="far_over_budget")
-    return Verdict(limit.metric, "fail", message, reason="over_budget")
+    return Verdict(limit.metric, "fail", f"{shown}: over budget{how}{own}", reason="over_budget")
 
 
 def check_budgets(record: Record, limits: tuple[Limit, ...]) -> list[Verdict]:
