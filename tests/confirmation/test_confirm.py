@@ -317,7 +317,9 @@ EPISODE = os.environ.get("EPISODE") == "1" and not os.environ.get("PYTEST_EFFICI
 # What these tests count is AL's vote. A sleep's CPU time is microseconds of wake-ups, whose
 # default check (gross, +90%) a doubled sleep crosses too, and in a loaded CI run a fresh process
 # once crossed it as well: a second fresh process for CPU time, not AL. Out of the vote.
-@pytest.mark.efficiency(rounds=7, warmup=1, latency="+5%", cpu_time_per_round="+1000%")
+# AL's tolerance +25%, not +5%: a fresh process's unchanged sleep, beside the other xdist worker's
+# tests, once read beyond +5% (late wake-ups) and a cleared episode took a second fresh process.
+@pytest.mark.efficiency(rounds=7, warmup=1, latency="+25%", cpu_time_per_round="+1000%")
 @pytest.mark.parametrize("case", ["a/b c", "x"])
 def test_sleep(efficiency, case):
     # Doubled, not +25%: on a loaded 2-core CI runner late wake-ups from a sleep spread the
