@@ -110,22 +110,22 @@ def test_the_machine_wide_lock_is_one_file_whatever_the_temp_directory(tmp_path:
 
 
 @pytest.mark.parametrize(
-    ("flags", "per_cycle"),
+    ("flags", "per_cycle", "isa"),
     [
-        ("fpu sse sse2 avx avx2 fma avx512f", 32),
-        ("fpu sse sse2 avx avx2 fma", 32),
-        ("fpu sse sse2 avx avx2", 8),  # AVX2 without FMA: no fused multiply-add pipes
-        ("fpu sse sse2 fma", 8),
-        ("fpu sse sse2", 8),
+        ("fpu sse sse2 avx avx2 fma avx512f", 32, "avx512"),
+        ("fpu sse sse2 avx avx2 fma", 32, "avx2+fma"),
+        ("fpu sse sse2 avx avx2", 8, "sse"),  # AVX2 without FMA: no fused multiply-add pipes
+        ("fpu sse sse2 fma", 8, "sse"),
+        ("fpu sse sse2", 8, "sse"),
     ],
 )
 def test_the_cpu_peak_estimate_is_threads_times_clock_times_the_isas_flops_per_cycle(
-    flags: str, per_cycle: int
+    flags: str, per_cycle: int, isa: str
 ) -> None:
     info = f"processor\t: 0\ncpu MHz\t\t: 2500.000\nflags\t\t: {flags}\n"
     est = cpu_peak_estimate(4, info)
     assert est.flops_per_s == pytest.approx(4 * 2.5e9 * per_cycle)
-    assert est.method.startswith("estimate: 4 threads x 2.50 GHz") and f"x {per_cycle} fp32 FLOP/cycle" in est.method
+    assert est.method == f"estimate: 4 threads x 2.50 GHz x {per_cycle} fp32 FLOP/cycle ({isa})"
     # A clock given wins over cpuinfo's; without either, 2 GHz is assumed and said.
     assert cpu_peak_estimate(1, info, clock_hz=1e9).flops_per_s == pytest.approx(1e9 * per_cycle)
     no_clock = cpu_peak_estimate(1, f"flags\t\t: {flags}\n")
