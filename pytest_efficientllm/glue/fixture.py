@@ -16,6 +16,7 @@ from pytest_efficientllm.measuring.meter import (
     Meter,
     WindowResult,
     Work,
+    check_count,
     derive_metrics,
 )
 from pytest_efficientllm.measuring.session import EfficiencySession
@@ -152,10 +153,10 @@ class Efficiency:
         number of tokens; tokens are counted from the returned ids (batch x new tokens).
         """
         self._claim("generate")
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-            raise MeasurementError(
-                f"{self.record.nodeid}: max_new_tokens={max_new_tokens!r}: must be an int of 1 or more"
-            )
+        try:
+            check_count("max_new_tokens", max_new_tokens, 1)
+        except ValueError as exc:
+            raise MeasurementError(f"{self.record.nodeid}: {exc}") from None
         batch, prompt_len = int(input_ids.shape[0]), int(input_ids.shape[1])
         first_token_at: list[float] = []
         outputs: list[Any] = []

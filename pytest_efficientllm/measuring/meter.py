@@ -115,10 +115,14 @@ class Work:
         # 0 FLOPs is a true count for work that only moves data.
         for name, least in (("tokens", 1), ("samples", 1), ("params", 1), ("flops", 0)):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
-                raise ValueError(
-                    f"{name}={value!r}: must be an int of {least} or more; leave {name}= out where there is none"
-                )
+            if value is not None:
+                check_count(name, value, least, f"; leave {name}= out where there is none")
+
+
+def check_count(name: str, value: object, least: int, hint: str = "") -> None:
+    """A ValueError naming `name` unless `value` is an int (not a bool) of `least` or more."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{name}={value!r}: must be an int of {least} or more{hint}")
 
 
 @dataclass
